@@ -1,0 +1,3 @@
+"""LoopKit: production telemetry in, approval-gated diagnosis packets out."""
+
+__version__ = "0.1.0"

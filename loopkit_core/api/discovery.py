@@ -1,0 +1,34 @@
+"""Liveness and agent discovery: `/healthz`, `/llms.txt`, `/openapi.json`."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from loopkit_core import __version__
+from loopkit_core.api.errors import json_response
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+@cache
+def _static(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process serves HTTP."""
+    return json_response({"ok": True, "version": __version__})
+
+
+async def llms_txt(request: Request) -> Response:
+    """The llms.txt index for agents (the same file as the repository's llms.txt)."""
+    return Response(_static("llms.txt"), media_type="text/plain; charset=utf-8")
+
+
+async def openapi_json(request: Request) -> Response:
+    """The OpenAPI 3.1 document of every HTTP route."""
+    return Response(_static("openapi.json"), media_type="application/json")

@@ -1,0 +1,56 @@
+"""The API's error shape `{"ok": false, "error": {"code", "message"}}` and key checks for routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from loopkit_core.projects import AuthError, Principal, require
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """Raised by a route; turned into the error JSON with its status by the app's handler."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code or _CODES.get(status, "error")
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response encoded with orjson."""
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+
+
+def error_response(status: int, message: str, code: str | None = None) -> Response:
+    """The error JSON for a status."""
+    return json_response(
+        {"ok": False, "error": {"code": code or _CODES.get(status, "error"), "message": message}}, status
+    )
+
+
+async def principal(request: Request, scope: str) -> Principal:
+    """The caller of an API route if its key holds `scope`; ApiError 401/403 otherwise."""
+    control = request.app.state.loopkit.store.control
+    try:
+        return await run_in_threadpool(require, control, request.headers.get("authorization"), scope)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.message) from None

@@ -1,0 +1,67 @@
+"""create_app(settings): wires the store, the writer, the receivers and the HTTP routes."""
+
+from __future__ import annotations
+
+from loopkit_receivers import otlp_http
+from loopkit_receivers.ingest import Ingestor
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from loopkit_core.api import discovery, telemetry
+from loopkit_core.api.errors import ApiError, error_response
+from loopkit_core.settings import Settings
+from loopkit_core.store.engines import Store
+from loopkit_core.store.writer import Writer
+
+ROUTES = [
+    Route("/healthz", discovery.healthz, methods=["GET"]),
+    Route("/llms.txt", discovery.llms_txt, methods=["GET"]),
+    Route("/openapi.json", discovery.openapi_json, methods=["GET"]),
+    Route("/v1/traces", otlp_http.export_traces, methods=["POST"]),
+    Route("/v1/telemetry", telemetry.list_telemetry, methods=["GET"]),
+    Route("/v1/records/{record_id}", telemetry.get_record, methods=["GET"]),
+]
+
+
+class LoopKit:
+    """One LoopKit instance: its settings, store, writer and ingest path, and its HTTP app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings)
+        self.writer = Writer(self.store, settings.writer_threads, settings.writer_max_pending_rows)
+        self.ingestor = Ingestor(self.store, self.writer, settings.max_body_bytes)
+        self.http = Starlette(
+            routes=ROUTES,
+            exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        )
+        self.http.state.loopkit = self
+        self.http.state.ingestor = self.ingestor
+
+    def close(self) -> None:
+        """Commit everything acknowledged-to-be, then release the databases."""
+        self.writer.close(timeout=self.settings.shutdown_grace_seconds + 30)
+        self.store.close()
+
+
+def create_app(settings: Settings) -> LoopKit:
+    """Build a LoopKit instance; nothing is global, so tests can run several side by side."""
+    return LoopKit(settings)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.message, exc.code)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail if isinstance(exc.detail, str) else "error")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # Logged by Starlette's ServerErrorMiddleware; the client gets the API's error shape.
+    return error_response(500, "internal error")

@@ -1,0 +1,171 @@
+"""The `loopkit` command: serve, and the operator's project commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from loopkit_core import __version__
+from loopkit_core.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `loopkit` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except ValueError as exc:
+        print(f"loopkit: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"loopkit: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loopkit", description="LoopKit: telemetry in, diagnosis packets out.")
+    parser.add_argument("--version", action="version", version=f"loopkit {__version__}")
+    commands = parser.add_subparsers(title="commands")
+
+    serve = commands.add_parser("serve", help="serve OTLP/HTTP, OTLP/gRPC and the API")
+    _data_dir(serve)
+    serve.add_argument("--host", help="address to bind (LOOPKIT_HOST, default 127.0.0.1)")
+    serve.add_argument("--http-port", type=int, help="HTTP port (LOOPKIT_HTTP_PORT, default 4318)")
+    serve.add_argument("--grpc-port", type=int, help="OTLP/gRPC port (LOOPKIT_GRPC_PORT, default 4317)")
+    serve.add_argument("--database-url", help="SQLAlchemy URL (LOOPKIT_DATABASE_URL); default: SQLite in --data-dir")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        help="largest request body after decompression (LOOPKIT_MAX_BODY_BYTES, default 64 MiB)",
+    )
+    serve.add_argument("--log-level", help="debug, info, warning or error (LOOPKIT_LOG_LEVEL, default info)")
+    serve.set_defaults(handler=_serve)
+
+    projects = commands.add_parser("projects", help="operator commands for projects and keys")
+    project_commands = projects.add_subparsers(title="project commands")
+    create = project_commands.add_parser("create", help="create an uncapped project and print its keys once")
+    create.add_argument("name")
+    _data_dir(create)
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.set_defaults(handler=_projects_create)
+    listing = project_commands.add_parser("list", help="list projects")
+    _data_dir(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(handler=_projects_list)
+    show = project_commands.add_parser("show", help="show one project (keys are never shown again)")
+    show.add_argument("project_id")
+    _data_dir(show)
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(handler=_projects_show)
+    return parser
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="data directory (LOOPKIT_DATA_DIR, default ./loopkit-data)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {
+        name: getattr(args, name, None)
+        for name in ("data_dir", "host", "http_port", "grpc_port", "database_url", "max_body_bytes", "log_level")
+    }
+    settings = Settings.from_env(**flags)
+    if settings.database_url and not settings.database_url.startswith("sqlite"):
+        raise ValueError("only the embedded SQLite store is available in this version; omit --database-url")
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from loopkit_core.server import serve
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(settings)
+    return 0
+
+
+def _control(args: argparse.Namespace):  # noqa: ANN202
+    from loopkit_core.store.engines import Store
+
+    return Store(_settings(args))
+
+
+def _projects_create(args: argparse.Namespace) -> int:
+    from loopkit_core.projects import create_project
+
+    store = _control(args)
+    try:
+        created = create_project(store.control, args.name)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"ok": True, **created}, indent=2))
+        return 0
+    print(f"Created project {created['project_id']} ({created['project_name']}).")
+    print("These keys are shown once; LoopKit stores only their hashes.\n")
+    for label, field in (
+        ("producer key (ingest)", "producer_key"),
+        ("agent key (read, diagnose)", "agent_key"),
+        ("dashboard key (approve)", "dashboard_key"),
+        ("recovery code", "recovery_code"),
+    ):
+        print(f"  {label:28} {created[field]}")
+    return 0
+
+
+def _projects_list(args: argparse.Namespace) -> int:
+    from loopkit_core.projects import list_projects
+
+    store = _control(args)
+    try:
+        rows = list_projects(store.control)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"ok": True, "projects": rows}, indent=2))
+        return 0
+    if not rows:
+        print("no projects")
+        return 0
+    _table(rows, ("project_id", "project_name", "kind", "quota_spans", "expires_at"))
+    return 0
+
+
+def _projects_show(args: argparse.Namespace) -> int:
+    from loopkit_core.projects import get_project
+
+    store = _control(args)
+    try:
+        project = get_project(store.control, args.project_id)
+    finally:
+        store.close()
+    if project is None:
+        print(f"loopkit: error: no project {args.project_id!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, "project": project}, indent=2))
+        return 0
+    for key in ("project_id", "project_name", "kind", "created_at", "quota_spans", "expires_at"):
+        print(f"{key:14} {project[key]}")
+    for key in project["keys"]:
+        print(f"{key['kind'] + ' key':14} {key['display']}  ({' '.join(key['scopes'])})")
+    return 0
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

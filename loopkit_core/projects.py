@@ -1,0 +1,221 @@
+"""Projects and their keys: minting, hashing, scopes, and resolving a bearer key to a principal."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, insert, select, update
+
+from loopkit_core.store.schema import api_keys, projects
+
+# Key kind -> (prefix, scopes). The prefix makes a leaked key recognisable to secret scanners.
+KEY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "producer": ("lk_ingest_", ("telemetry:write",)),
+    "agent": ("lk_agent_", ("runs:write", "telemetry:read", "reports:read", "dashboard:read")),
+    "dashboard": ("lk_dash_", ("dashboard:read", "approvals:write")),
+}
+KEY_FIELDS = {"producer": "producer_key", "agent": "agent_key", "dashboard": "dashboard_key"}
+MAX_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: always derived from the key, never from a payload field."""
+
+    project_id: str
+    key_kind: str
+    scopes: frozenset[str]
+    quota_spans: int | None
+    expires_at: int | None
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of a high-entropy secret; only this digest is ever stored."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def slugify(name: str) -> str:
+    """A project name as a lowercase slug of letters, digits and dashes (never a path)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug[:60].strip("-") or "project"
+
+
+def validate_name(name: object) -> str:
+    """A project name as given by an operator or a client; ValueError when unusable."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("project name must be a non-empty string")
+    if len(name) > 200:
+        raise ValueError("project name must be at most 200 characters")
+    if any(ord(ch) < 32 for ch in name):
+        raise ValueError("project name must not contain control characters")
+    return name.strip()
+
+
+def create_project(
+    control: Engine,
+    name: str,
+    kind: str = "permanent",
+    quota_spans: int | None = None,
+    expires_at: int | None = None,
+    operator: str | None = None,
+) -> dict[str, Any]:
+    """Create a project with three fresh keys and a recovery code; the secrets are returned once."""
+    name = validate_name(name)
+    now = int(time.time())
+    project_id = f"{slugify(name)}-{secrets.token_hex(4)}"
+    recovery_code = "lk_recover_" + secrets.token_urlsafe(24)
+    keys = {kind_: _new_key(kind_) for kind_ in KEY_KINDS}
+    with control.begin() as conn:
+        conn.execute(
+            insert(projects).values(
+                project_id=project_id,
+                name=name,
+                kind=kind,
+                operator=operator,
+                created_at=now,
+                quota_spans=quota_spans,
+                expires_at=expires_at,
+                recovery_hash=hash_secret(recovery_code),
+            )
+        )
+        conn.execute(insert(api_keys), [_key_row(project_id, k, key, now) for k, key in keys.items()])
+    result: dict[str, Any] = {
+        "project_id": project_id,
+        "project_name": name,
+        "kind": kind,
+        **{KEY_FIELDS[k]: key for k, key in keys.items()},
+        "recovery_code": recovery_code,
+        "quota_spans": quota_spans,
+        "expires_at": expires_at,
+    }
+    return result
+
+
+def authenticate(control: Engine, token: str) -> Principal | None:
+    """The principal behind a bearer key, or None when the key is unknown, revoked or malformed."""
+    if not token or len(token) > MAX_KEY_LENGTH or not token.isascii():
+        return None
+    digest = hash_secret(token)
+    stmt = (
+        select(api_keys.c.key_hash, api_keys.c.kind, api_keys.c.scopes, projects)
+        .join(projects, projects.c.project_id == api_keys.c.project_id)
+        .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None), projects.c.deleted_at.is_(None))
+    )
+    with control.connect() as conn:
+        row = conn.execute(stmt).first()
+    # The lookup is by digest; the explicit comparison keeps the check constant-time regardless.
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    return Principal(
+        project_id=row.project_id,
+        key_kind=row.kind,
+        scopes=frozenset(row.scopes.split()),
+        quota_spans=row.quota_spans,
+        expires_at=row.expires_at,
+    )
+
+
+class AuthError(Exception):
+    """A request without a usable key (status 401) or without the needed scope (403)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The key from an `authorization: Bearer <key>` header value."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def require(control: Engine, authorization: str | None, scope: str) -> Principal:
+    """The principal behind an authorization header if it holds `scope`; AuthError otherwise."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise AuthError(401, "missing key: send `authorization: Bearer <key>`")
+    principal = authenticate(control, token)
+    if principal is None:
+        raise AuthError(401, "unknown or revoked key")
+    if scope not in principal.scopes:
+        raise AuthError(403, f"a {principal.key_kind} key does not have the {scope} scope")
+    return principal
+
+
+def list_projects(control: Engine) -> list[dict[str, Any]]:
+    """Every live project, oldest first, without secrets."""
+    with control.connect() as conn:
+        rows = conn.execute(
+            select(projects).where(projects.c.deleted_at.is_(None)).order_by(projects.c.created_at)
+        ).all()
+    return [_project_json(r) for r in rows]
+
+
+def get_project(control: Engine, project_id: str) -> dict[str, Any] | None:
+    """One live project with its keys' display prefixes (never the keys), or None."""
+    with control.connect() as conn:
+        row = conn.execute(
+            select(projects).where(projects.c.project_id == project_id, projects.c.deleted_at.is_(None))
+        ).first()
+        if row is None:
+            return None
+        keys = conn.execute(
+            select(api_keys.c.kind, api_keys.c.display, api_keys.c.scopes, api_keys.c.created_at).where(
+                api_keys.c.project_id == project_id, api_keys.c.revoked_at.is_(None)
+            )
+        ).all()
+    result = _project_json(row)
+    result["keys"] = [
+        {"kind": k.kind, "display": k.display, "scopes": k.scopes.split(), "created_at": k.created_at} for k in keys
+    ]
+    return result
+
+
+def revoke_keys(control: Engine, project_id: str) -> int:
+    """Revoke every live key of a project at once; returns how many were revoked."""
+    with control.begin() as conn:
+        result = conn.execute(
+            update(api_keys)
+            .where(api_keys.c.project_id == project_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=int(time.time()))
+        )
+    return result.rowcount
+
+
+def _new_key(kind: str) -> str:
+    return KEY_KINDS[kind][0] + secrets.token_urlsafe(32)
+
+
+def _key_row(project_id: str, kind: str, key: str, now: int) -> dict[str, Any]:
+    prefix, scopes = KEY_KINDS[kind]
+    return {
+        "key_hash": hash_secret(key),
+        "project_id": project_id,
+        "kind": kind,
+        "scopes": " ".join(scopes),
+        "display": key[: len(prefix) + 4] + "…",
+        "created_at": now,
+    }
+
+
+def _project_json(row: Any) -> dict[str, Any]:
+    return {
+        "project_id": row.project_id,
+        "project_name": row.name,
+        "kind": row.kind,
+        "operator": row.operator,
+        "created_at": row.created_at,
+        "quota_spans": row.quota_spans,
+        "expires_at": row.expires_at,
+    }

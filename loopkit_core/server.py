@@ -1,0 +1,156 @@
+"""Serving: HTTP (uvicorn) and OTLP/gRPC in one process, with a clean, draining shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+from loopkit_receivers.otlp_grpc import create_server
+
+from loopkit_core.app import LoopKit, create_app
+from loopkit_core.settings import Settings
+
+log = logging.getLogger("loopkit")
+
+
+class Running:
+    """A LoopKit instance with its HTTP and gRPC listeners bound; `stop()` drains then closes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app: LoopKit = create_app(settings)
+        self.http_socket = _bind(settings.host, settings.http_port)
+        self.grpc_server, self.grpc_port = create_server(
+            self.app.ingestor, settings.host, settings.grpc_port, settings.max_body_bytes, settings.grpc_workers
+        )
+        self.http_port = self.http_socket.getsockname()[1]
+        config = uvicorn.Config(
+            self.app.http,
+            log_level=settings.log_level,
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+            server_header=False,
+        )
+        self.uvicorn = _Server(config, on_signal=self.request_stop)
+        self._grpc_stopped: threading.Event | None = None
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP listener."""
+        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        """host:port of the OTLP/gRPC listener."""
+        return f"{self.settings.host}:{self.grpc_port}"
+
+    def request_stop(self) -> None:
+        """Stop accepting work on both listeners; in-flight requests finish and are acknowledged."""
+        self.uvicorn.should_exit = True
+        if self._grpc_stopped is None:
+            self._grpc_stopped = self.grpc_server.stop(self.settings.shutdown_grace_seconds)
+
+    async def serve(self) -> None:
+        """Serve until asked to stop, then drain gRPC and the writer."""
+        self.grpc_server.start()
+        log.info(
+            "LoopKit HTTP on %s, OTLP/gRPC on %s, data in %s", self.http_url, self.grpc_target, self.settings.data_dir
+        )
+        try:
+            await self.uvicorn.serve(sockets=[self.http_socket])
+        finally:
+            self.request_stop()
+            assert self._grpc_stopped is not None
+            await asyncio.to_thread(self._grpc_stopped.wait, self.settings.shutdown_grace_seconds + 5)
+            await asyncio.to_thread(self.app.close)
+            self.http_socket.close()
+
+
+def serve(settings: Settings) -> None:
+    """`loopkit serve`: run until SIGINT/SIGTERM, then exit after the acknowledged writes are committed."""
+    running = Running(settings)
+    print(
+        f"LoopKit serving HTTP {running.http_url} and OTLP/gRPC {running.grpc_target} (data: {settings.data_dir})",
+        flush=True,
+    )
+    _run_loop(running.serve())
+
+
+@contextlib.contextmanager
+def in_thread(settings: Settings) -> Iterator[Running]:
+    """Run LoopKit on a background thread (for tests and `loopkit demo`); stops on exit."""
+    running = Running(settings)
+    thread = threading.Thread(target=asyncio.run, args=(running.serve(),), name="loopkit-server", daemon=True)
+    thread.start()
+    try:
+        _wait_started(running)
+        yield running
+    finally:
+        running.request_stop()
+        thread.join(settings.shutdown_grace_seconds + 30)
+
+
+def _wait_started(running: Running, timeout: float = 10.0) -> None:
+    event = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if running.uvicorn.started:
+            return
+        event.wait(0.01)
+    raise RuntimeError("LoopKit did not start in time")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but signals also stop gRPC and are not re-raised after the drain."""
+
+    def __init__(self, config: uvicorn.Config, on_signal) -> None:  # noqa: ANN001
+        super().__init__(config)
+        self._on_signal = on_signal
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(sig: int, frame: object) -> None:
+            if self.should_exit and sig == signal.SIGINT:
+                self.force_exit = True
+            self._on_signal()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"could not bind HTTP to {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_loop(coro) -> None:  # noqa: ANN001
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)

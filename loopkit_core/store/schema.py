@@ -1,0 +1,71 @@
+"""SQLAlchemy tables: the control database (projects, keys) and each project's record store."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+control_metadata = MetaData()
+
+projects = Table(
+    "projects",
+    control_metadata,
+    Column("project_id", String(80), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),  # "permanent" | "sandbox"
+    Column("operator", String(200)),
+    Column("created_at", BigInteger, nullable=False),  # unix seconds
+    Column("quota_spans", BigInteger),  # None: uncapped
+    Column("expires_at", BigInteger),  # unix seconds; None: never
+    Column("recovery_hash", String(64)),
+    Column("deleted_at", BigInteger),
+)
+
+api_keys = Table(
+    "api_keys",
+    control_metadata,
+    Column("key_hash", String(64), primary_key=True),  # sha256 hex of the whole key
+    Column("project_id", String(80), ForeignKey("projects.project_id"), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),  # "producer" | "agent" | "dashboard"
+    Column("scopes", String(200), nullable=False),  # space-separated
+    Column("display", String(40), nullable=False),  # prefix + first characters, safe to show
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)
+
+project_metadata = MetaData()
+
+records = Table(
+    "records",
+    project_metadata,
+    Column("seq", Integer, primary_key=True),  # rowid: keeps inserts append-only
+    Column("record_id", String(40), nullable=False, unique=True),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("received_ns", BigInteger, nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("service", Text, nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("trace_id", String(32)),
+    Column("span_id", String(16)),
+    Column("parent_span_id", String(16)),
+    Column("session_id", Text),
+    Column("user_id", Text),
+    Column("kind", String(12)),
+    Column("scope", Text),
+    Column("exception_type", Text),
+    Column("attributes", Text, nullable=False),  # JSON object
+    Column("resource", Text, nullable=False),  # JSON object
+    Column("events", Text, nullable=False),  # JSON array
+    Column("links", Text, nullable=False),  # JSON array
+    Column("fingerprint", String(64)),
+)
+# Window reads page on (ts_ns, record_id); filters narrow within the window.
+Index("ix_records_window", records.c.ts_ns, records.c.record_id)
+Index("ix_records_type_window", records.c.type, records.c.ts_ns)
+Index("ix_records_trace", records.c.trace_id)
+Index("ix_records_session", records.c.session_id)
+
+RECORD_COLUMNS = [c.name for c in records.columns if c.name != "seq"]

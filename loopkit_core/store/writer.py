@@ -1,0 +1,117 @@
+"""The batching writer: groups concurrent requests per project into one commit, then acknowledges."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import zlib
+from collections import defaultdict
+from concurrent.futures import Future
+from typing import Any
+
+from loopkit_core.store.engines import Store
+from loopkit_core.store.records import insert_rows
+
+log = logging.getLogger("loopkit.writer")
+
+Rows = list[dict[str, Any]]
+
+
+class Overloaded(Exception):
+    """The writer is too far behind (or shutting down); the client should retry later."""
+
+    retry_after_seconds = 1
+
+
+class Writer:
+    """Shards projects over a few threads; each commit covers every request waiting for a project."""
+
+    def __init__(self, store: Store, threads: int = 2, max_pending_rows: int = 200_000) -> None:
+        self._shards = [_Shard(store, max_pending_rows, i) for i in range(threads)]
+        for shard in self._shards:
+            shard.start()
+
+    def submit(self, project_id: str, rows: Rows) -> Future[None]:
+        """Queue rows; the future completes once they are committed (or fails with the reason)."""
+        shard = self._shards[zlib.crc32(project_id.encode()) % len(self._shards)]
+        return shard.submit(project_id, rows)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking writes, commit everything already queued, and join the threads."""
+        for shard in self._shards:
+            shard.close()
+        for shard in self._shards:
+            shard.join(timeout)
+
+
+class _Shard(threading.Thread):
+    def __init__(self, store: Store, max_pending_rows: int, index: int) -> None:
+        super().__init__(name=f"loopkit-writer-{index}", daemon=True)
+        self._store = store
+        self._max_pending = max_pending_rows
+        self._cond = threading.Condition()
+        self._queue: list[tuple[str, Rows, Future[None]]] = []
+        self._pending_rows = 0
+        self._closing = False
+
+    def submit(self, project_id: str, rows: Rows) -> Future[None]:
+        future: Future[None] = Future()
+        if not rows:
+            future.set_result(None)
+            return future
+        with self._cond:
+            if self._closing:
+                raise Overloaded("server is shutting down")
+            # One oversized request is still accepted into an empty queue, so it can never starve.
+            if self._pending_rows and self._pending_rows + len(rows) > self._max_pending:
+                raise Overloaded("ingest queue is full")
+            self._queue.append((project_id, rows, future))
+            self._pending_rows += len(rows)
+            self._cond.notify()
+        return future
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue and self._closing:
+                    return
+                batch, self._queue = self._queue, []
+            by_project: dict[str, list[tuple[Rows, Future[None]]]] = defaultdict(list)
+            for project_id, rows, future in batch:
+                by_project[project_id].append((rows, future))
+            for project_id, items in by_project.items():
+                self._commit(project_id, items)
+            with self._cond:
+                self._pending_rows -= sum(len(rows) for _, rows, _ in batch)
+
+    def _commit(self, project_id: str, items: list[tuple[Rows, Future[None]]]) -> None:
+        try:
+            engine = self._store.project(project_id)
+            with engine.begin() as conn:
+                for rows, _ in items:
+                    insert_rows(conn, rows)
+        except Exception:
+            if len(items) > 1:
+                # Isolate the failing request so its neighbours in the group still commit.
+                for item in items:
+                    self._commit(project_id, [item])
+                return
+            log.exception("commit failed for project %s", project_id)
+            items[0][1].set_exception(CommitFailed(project_id))
+            return
+        for _, future in items:
+            future.set_result(None)
+
+
+class CommitFailed(Exception):
+    """The store refused a commit (disk full, database locked too long, ...)."""
+
+    def __init__(self, project_id: str) -> None:
+        super().__init__(f"could not store records for project {project_id}")

@@ -1,0 +1,1 @@
+"""LoopKit's built-in plugins (diagnosers, renderers, verifiers), imported as `loopkit_plugins`."""

@@ -1,0 +1,1 @@
+"""Receivers: translate each wire format (OTLP protobuf, OTLP/JSON, plain records) into Records."""

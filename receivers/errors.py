@@ -1,0 +1,56 @@
+"""Ingest errors, each with its HTTP status and its gRPC status code."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class IngestError(Exception):
+    """A request-level failure; receivers map it to HTTP or gRPC without further logic."""
+
+    http_status = 400
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    retry_after: int | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(IngestError):
+    """Malformed payload: not retried by clients."""
+
+
+class UnsupportedMedia(IngestError):
+    """Content type or content encoding LoopKit does not speak."""
+
+    http_status = 415
+
+
+class TooLarge(IngestError):
+    """Body over the limit, before or after decompression."""
+
+    http_status = 413
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unauthenticated(IngestError):
+    """No key, or a key LoopKit does not know."""
+
+    http_status = 401
+    grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class Forbidden(IngestError):
+    """A valid key without the scope this call needs."""
+
+    http_status = 403
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unavailable(IngestError):
+    """Overloaded or shutting down: clients retry after `retry_after` seconds."""
+
+    http_status = 503
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    retry_after = 1

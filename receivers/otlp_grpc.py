@@ -1,0 +1,94 @@
+"""OTLP/gRPC `TraceService/Export`: the same ingest path as HTTP behind grpcio's server."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from loopkit_receivers.errors import IngestError, Unavailable
+from loopkit_receivers.ingest import Ingestor
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from loopkit_core.store.writer import CommitFailed
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class TraceService:
+    """The Export handler; it receives raw bytes so malformed protobuf is INVALID_ARGUMENT, not INTERNAL."""
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+
+    def export(self, request: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
+        """Decode, commit, then answer (with partial success for spans rejected alone)."""
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        try:
+            principal = self.ingestor.principal(metadata.get("authorization"))
+            decoded = self.ingestor.decode_grpc(request, principal)
+            self.ingestor.submit(principal, decoded.records).result()
+        except IngestError as exc:
+            _abort(context, exc)
+        except CommitFailed as exc:
+            _abort(context, Unavailable(str(exc)))
+        response = ExportTraceServiceResponse()
+        if decoded.rejected:
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(rejected_spans=decoded.rejected, error_message=decoded.error_message())
+            )
+        return response
+
+
+def _abort(context: grpc.ServicerContext, exc: IngestError) -> None:
+    if exc.retry_after:
+        # Python exporters read RetryInfo from this trailer, Go clients and the Collector from the
+        # status details: send both.
+        retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=exc.retry_after))
+        detail = any_pb2.Any()
+        detail.Pack(retry)
+        status = status_pb2.Status(code=exc.grpc_code.value[0], message=exc.message, details=[detail])
+        context.set_trailing_metadata(
+            (
+                ("google.rpc.retryinfo-bin", retry.SerializeToString()),
+                ("grpc-status-details-bin", status.SerializeToString()),
+            )
+        )
+    context.abort(exc.grpc_code, exc.message)
+
+
+def create_server(
+    ingestor: Ingestor, host: str, port: int, max_message_bytes: int, workers: int
+) -> tuple[grpc.Server, int]:
+    """A started-but-not-running gRPC server bound to host:port; returns it and the bound port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="loopkit-grpc"),
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ],
+    )
+    service = TraceService(ingestor)
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                service.export,
+                request_deserializer=None,
+                response_serializer=ExportTraceServiceResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    bound = server.add_insecure_port(_address(host, port))
+    if bound == 0:
+        raise OSError(f"could not bind OTLP/gRPC to {host}:{port}")
+    return server, bound
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,99 @@
+"""OTLP/HTTP `POST /v1/traces`: protobuf, OTLP/JSON and the records shape on one path."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from google.rpc import status_pb2
+from loopkit_receivers import records_shape
+from loopkit_receivers.errors import BadRequest, IngestError, TooLarge, Unavailable, UnsupportedMedia
+from loopkit_receivers.ingest import HttpPayload, Ingestor
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from loopkit_core.store.writer import CommitFailed
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_MEDIA = {PROTOBUF: "proto", JSON: "json"}
+
+
+async def export_traces(request: Request) -> Response:
+    """Receive one OTLP/HTTP export (or records POST); answer only after the data is committed."""
+    ingestor: Ingestor = request.app.state.ingestor
+    media = _MEDIA.get(request.headers.get("content-type", "").split(";")[0].strip().lower())
+    if media is None:
+        return _status(UnsupportedMedia("Content-Type must be application/x-protobuf or application/json"), "json")
+    try:
+        principal = await run_in_threadpool(ingestor.principal, request.headers.get("authorization"))
+        body = await _read_body(request, ingestor.max_body_bytes)
+        encoding = request.headers.get("content-encoding", "")
+        payload, future = await run_in_threadpool(_decode_and_queue, ingestor, body, media, encoding, principal)
+        await asyncio.wrap_future(future)
+    except IngestError as exc:
+        return _status(exc, media)
+    except CommitFailed as exc:
+        return _status(Unavailable(str(exc)), media)
+    return _success(payload, media)
+
+
+def _decode_and_queue(ingestor: Ingestor, body: bytes, media: str, encoding: str, principal: Any) -> tuple:
+    payload = ingestor.decode_http(body, media, encoding, principal)
+    return payload, ingestor.submit(principal, payload.to_store)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise BadRequest("Content-Length must be a number")
+        if int(length) > limit:
+            raise TooLarge(f"body of {length} bytes exceeds the limit of {limit} bytes")
+    body = bytearray()
+    try:
+        # Chunked bodies have no Content-Length: the cap is enforced while streaming.
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise TooLarge(f"body exceeds the limit of {limit} bytes")
+    except ClientDisconnect:
+        raise BadRequest("client disconnected before sending the whole body") from None
+    return bytes(body)
+
+
+def _success(payload: HttpPayload, media: str) -> Response:
+    if payload.records is not None:
+        return Response(orjson.dumps(records_shape.response(payload.records)), 200, media_type=JSON)
+    decoded = payload.otlp
+    assert decoded is not None
+    if media == "proto":
+        message = ExportTraceServiceResponse()
+        if decoded.rejected:
+            message.partial_success.CopyFrom(
+                ExportTracePartialSuccess(rejected_spans=decoded.rejected, error_message=decoded.error_message())
+            )
+        return Response(message.SerializeToString(), 200, media_type=PROTOBUF)
+    body: dict[str, Any] = {}
+    if decoded.rejected:
+        # Proto3 JSON writes int64 as a decimal string.
+        body["partialSuccess"] = {"rejectedSpans": str(decoded.rejected), "errorMessage": decoded.error_message()}
+    return Response(orjson.dumps(body), 200, media_type=JSON)
+
+
+def _status(exc: IngestError, media: str) -> Response:
+    """An OTLP error answer: a google.rpc.Status in the request's encoding."""
+    headers = {"retry-after": str(exc.retry_after)} if exc.retry_after else None
+    code = exc.grpc_code.value[0]
+    if media == "proto":
+        body = status_pb2.Status(code=code, message=exc.message).SerializeToString()
+        return Response(body, exc.http_status, headers=headers, media_type=PROTOBUF)
+    return Response(
+        orjson.dumps({"code": code, "message": exc.message}), exc.http_status, headers=headers, media_type=JSON
+    )

@@ -1,0 +1,108 @@
+"""The step both OTLP decoders share: one decoded span becomes one Record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from loopkit_core.model import Record, record_id_for_span
+from loopkit_core.signals import (
+    SESSION_KEYS,
+    SPAN_KINDS,
+    STATUS_NAMES,
+    USER_KEYS,
+    classify,
+    first_exception,
+    pick,
+    summary,
+)
+
+ZERO_TRACE = bytes(16)
+ZERO_SPAN = bytes(8)
+MAX_NS = 2**63 - 1
+
+
+@dataclass
+class Decoded:
+    """What a decoder made of one request: the good records, and the spans it rejected alone."""
+
+    records: list[Record] = field(default_factory=list)
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def reject(self, reason: str) -> None:
+        """Count a span rejected alone; keep the first few reasons for the partial-success message."""
+        self.rejected += 1
+        if len(self.errors) < 5:
+            self.errors.append(reason)
+
+    def error_message(self) -> str:
+        """One line for OTLP partial_success.error_message."""
+        if not self.rejected:
+            return ""
+        more = "" if self.rejected <= len(self.errors) else f" (and {self.rejected - len(self.errors)} more)"
+        return f"{self.rejected} span(s) rejected: " + "; ".join(self.errors) + more
+
+
+def span_id_problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
+    """Why a span's IDs make it invalid alone (OTLP: 16-byte trace, 8-byte span, not all zero)."""
+    if len(trace_id) != 16 or trace_id == ZERO_TRACE:
+        return "trace_id must be 16 bytes and not all zero"
+    if len(span_id) != 8 or span_id == ZERO_SPAN:
+        return "span_id must be 8 bytes and not all zero"
+    if parent_span_id and len(parent_span_id) != 8:
+        return "parent_span_id must be empty or 8 bytes"
+    return None
+
+
+def build_record(
+    project_id: str,
+    *,
+    trace_id: bytes,
+    span_id: bytes,
+    parent_span_id: bytes,
+    name: str,
+    kind: int,
+    start_ns: int,
+    end_ns: int,
+    status_code: int,
+    status_message: str,
+    attributes: dict[str, Any],
+    events: list[dict[str, Any]],
+    links: list[dict[str, Any]],
+    resource: dict[str, Any],
+    service: str,
+    scope: str | None,
+    received_ns: int,
+) -> Record:
+    """A Record with its stable ID and the fields derived from OpenTelemetry conventions."""
+    if start_ns <= 0 or start_ns > MAX_NS:
+        start_ns = end_ns if 0 < end_ns <= MAX_NS else received_ns
+    if end_ns < start_ns or end_ns > MAX_NS:
+        end_ns = start_ns
+    status = STATUS_NAMES.get(status_code, "unset")
+    exception = first_exception(events)
+    message, exception_type = summary(status_message, attributes, exception)
+    trace_hex, span_hex = trace_id.hex(), span_id.hex()
+    return Record(
+        record_id=record_id_for_span(project_id, trace_hex, span_hex),
+        ts_ns=start_ns,
+        end_ns=end_ns,
+        type=classify(status, attributes, exception),
+        name=name,
+        service=service,
+        status=status,
+        message=message,
+        trace_id=trace_hex,
+        span_id=span_hex,
+        parent_span_id=parent_span_id.hex() or None,
+        session_id=pick(attributes, SESSION_KEYS),
+        user_id=pick(attributes, USER_KEYS),
+        kind=SPAN_KINDS.get(kind),
+        scope=scope or None,
+        exception_type=exception_type,
+        attributes=attributes,
+        resource=resource,
+        events=events,
+        links=links,
+    )
