@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from loopkit_receivers import otlp_http
-from loopkit_receivers.ingest import Ingestor
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -15,6 +13,8 @@ from loopkit_core.api.errors import ApiError, error_response
 from loopkit_core.settings import Settings
 from loopkit_core.store.engines import Store
 from loopkit_core.store.writer import Writer
+from loopkit_receivers import otlp_http
+from loopkit_receivers.ingest import Ingestor
 
 ROUTES = [
     Route("/healthz", discovery.healthz, methods=["GET"]),

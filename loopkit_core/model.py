@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,8 @@ SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event", "spa
 EXPLICIT_TYPES = frozenset(("error", "tool_failure", "latency", "user_signal", "event"))
 STATUSES = ("ok", "error", "unset")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 3339 section 5.6 date-time ("T" may be a space or lowercase); any number of fraction digits.
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
 
 @dataclass(slots=True)
@@ -59,16 +62,15 @@ def new_record_id() -> str:
 
 
 def rfc3339(ns: int) -> str:
-    """Unix nanoseconds as an RFC 3339 UTC timestamp with microsecond precision."""
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Unix nanoseconds as an RFC 3339 UTC timestamp, truncated (exactly, no float) to microseconds."""
+    return (_EPOCH + timedelta(microseconds=ns // 1000)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_rfc3339(text: str) -> int:
-    """Parse an RFC 3339 timestamp into unix nanoseconds; raise ValueError when it is not one."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    dt = datetime.fromisoformat(value)
-    if dt.tzinfo is None:
-        raise ValueError(f"timestamp {text!r} has no time zone offset")
-    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000
+    """Parse an RFC 3339 timestamp into unix nanoseconds (fraction kept to the ns); ValueError otherwise."""
+    match = _RFC3339.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"timestamp {text!r} is not RFC 3339 (e.g. 2026-01-02T03:04:05.123Z)")
+    date, clock, fraction, offset = match.groups()
+    dt = datetime.fromisoformat(f"{date}T{clock}{'+00:00' if offset in ('Z', 'z') else offset}")
+    return (dt - _EPOCH) // timedelta(seconds=1) * 1_000_000_000 + int((fraction or "0")[:9].ljust(9, "0"))

@@ -11,10 +11,10 @@ import threading
 from collections.abc import Iterator
 
 import uvicorn
-from loopkit_receivers.otlp_grpc import create_server
 
 from loopkit_core.app import LoopKit, create_app
 from loopkit_core.settings import Settings
+from loopkit_receivers.otlp_grpc import create_server
 
 log = logging.getLogger("loopkit")
 
@@ -25,10 +25,18 @@ class Running:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app: LoopKit = create_app(settings)
-        self.http_socket = _bind(settings.host, settings.http_port)
-        self.grpc_server, self.grpc_port = create_server(
-            self.app.ingestor, settings.host, settings.grpc_port, settings.max_body_bytes, settings.grpc_workers
-        )
+        try:
+            self.http_socket = _bind(settings.host, settings.http_port)
+            try:
+                self.grpc_server, self.grpc_port = create_server(
+                    self.app.ingestor, settings.host, settings.grpc_port, settings.max_body_bytes, settings.grpc_workers
+                )
+            except RuntimeError as exc:  # grpcio raises RuntimeError("Failed to bind ...") for a taken port
+                self.http_socket.close()
+                raise OSError(f"could not bind OTLP/gRPC to {settings.host}:{settings.grpc_port}: {exc}") from None
+        except OSError:
+            self.app.close()
+            raise
         self.http_port = self.http_socket.getsockname()[1]
         config = uvicorn.Config(
             self.app.http,

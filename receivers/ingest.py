@@ -8,16 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from loopkit_receivers import otlp_json, otlp_proto, records_shape
-from loopkit_receivers.body import decompress
-from loopkit_receivers.errors import BadRequest, Forbidden, Unauthenticated, Unavailable
-from loopkit_receivers.spans import Decoded
 
 from loopkit_core.model import Record
 from loopkit_core.projects import AuthError, Principal, require
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import to_rows
-from loopkit_core.store.writer import Overloaded, Writer
+from loopkit_core.store.writer import Overloaded, Writer, WriteResult
+from loopkit_receivers import otlp_json, otlp_proto, records_shape
+from loopkit_receivers.body import decompress
+from loopkit_receivers.errors import BadRequest, Forbidden, Unauthenticated, Unavailable
+from loopkit_receivers.spans import Decoded
 
 WRITE_SCOPE = "telemetry:write"
 
@@ -65,12 +65,29 @@ class Ingestor:
         """Decode a raw gRPC request message."""
         return otlp_proto.decode(otlp_proto.parse_request(body), principal.project_id, time.time_ns())
 
-    def submit(self, principal: Principal, records: list[Record]) -> Future[None]:
-        """Queue records for one commit; the future resolves once they are durable."""
+    def submit(self, principal: Principal, records: list[Record]) -> Future[WriteResult]:
+        """Queue records for one commit under the project's quota; the future resolves once durable."""
         try:
-            return self.writer.submit(principal.project_id, to_rows(records, time.time_ns()))
+            return self.writer.submit(principal.project_id, to_rows(records, time.time_ns()), principal.quota_spans)
         except Overloaded as exc:
             raise Unavailable(str(exc)) from exc
+
+
+def quota_reason(principal: Principal) -> str:
+    """Why the store refused records: the project's quota is used up (final, not retryable)."""
+    return f"project quota of {principal.quota_spans} records reached; see /contact.json for an uncapped project"
+
+
+def settle(payload: HttpPayload | Decoded, result: WriteResult, principal: Principal) -> None:
+    """Report the records the store refused for quota as rejected, in the payload's own answer."""
+    if not result.over_quota:
+        return
+    if isinstance(payload, Decoded):
+        payload.reject(quota_reason(principal), len(result.over_quota))
+    elif payload.records is not None:
+        payload.records.refuse(result.over_quota, quota_reason(principal))
+    elif payload.otlp is not None:
+        payload.otlp.reject(quota_reason(principal), len(result.over_quota))
 
 
 def _parse_json(raw: bytes) -> Any:

@@ -7,14 +7,14 @@ from concurrent import futures
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from loopkit_receivers.errors import IngestError, Unavailable
-from loopkit_receivers.ingest import Ingestor
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
 )
 
 from loopkit_core.store.writer import CommitFailed
+from loopkit_receivers.errors import IngestError, Unavailable
+from loopkit_receivers.ingest import Ingestor, settle
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
@@ -31,7 +31,7 @@ class TraceService:
         try:
             principal = self.ingestor.principal(metadata.get("authorization"))
             decoded = self.ingestor.decode_grpc(request, principal)
-            self.ingestor.submit(principal, decoded.records).result()
+            settle(decoded, self.ingestor.submit(principal, decoded.records).result(), principal)
         except IngestError as exc:
             _abort(context, exc)
         except CommitFailed as exc:

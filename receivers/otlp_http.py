@@ -7,9 +7,6 @@ from typing import Any
 
 import orjson
 from google.rpc import status_pb2
-from loopkit_receivers import records_shape
-from loopkit_receivers.errors import BadRequest, IngestError, TooLarge, Unavailable, UnsupportedMedia
-from loopkit_receivers.ingest import HttpPayload, Ingestor
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
@@ -19,6 +16,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from loopkit_core.store.writer import CommitFailed
+from loopkit_receivers import records_shape
+from loopkit_receivers.errors import BadRequest, IngestError, TooLarge, Unavailable, UnsupportedMedia
+from loopkit_receivers.ingest import HttpPayload, Ingestor, settle
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -36,7 +36,7 @@ async def export_traces(request: Request) -> Response:
         body = await _read_body(request, ingestor.max_body_bytes)
         encoding = request.headers.get("content-encoding", "")
         payload, future = await run_in_threadpool(_decode_and_queue, ingestor, body, media, encoding, principal)
-        await asyncio.wrap_future(future)
+        settle(payload, await asyncio.wrap_future(future), principal)
     except IngestError as exc:
         return _status(exc, media)
     except CommitFailed as exc:

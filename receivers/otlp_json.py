@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from loopkit_core.model import rfc3339
 from loopkit_receivers.errors import BadRequest
 from loopkit_receivers.spans import MAX_NS, Decoded, build_record, span_id_problem
-
-from loopkit_core.model import rfc3339
 
 _KIND_NAMES = {
     "SPAN_KIND_UNSPECIFIED": 0,

@@ -6,11 +6,11 @@ import base64
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from loopkit_receivers.errors import BadRequest
-from loopkit_receivers.spans import Decoded, build_record, span_id_problem
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from loopkit_core.model import rfc3339
+from loopkit_receivers.errors import BadRequest
+from loopkit_receivers.spans import Decoded, build_record, span_id_problem
 
 
 def parse_request(body: bytes) -> ExportTraceServiceRequest:

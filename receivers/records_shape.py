@@ -7,10 +7,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from loopkit_core.model import EXPLICIT_TYPES, STATUSES, Record, new_record_id, parse_rfc3339, record_id_for_span
 from loopkit_receivers.errors import BadRequest
 from loopkit_receivers.spans import MAX_NS
-
-from loopkit_core.model import EXPLICIT_TYPES, STATUSES, Record, new_record_id, parse_rfc3339, record_id_for_span
 
 _HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
 _HEX16 = re.compile(r"^[0-9a-fA-F]{16}$")
@@ -26,6 +25,17 @@ class RecordsBatch:
     records: list[Record] = field(default_factory=list)
     record_ids: list[str | None] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+    def refuse(self, stored_indexes: list[int], reason: str) -> None:
+        """Turn records the store refused (by their index in `records`) into per-record errors."""
+        if not stored_indexes:
+            return
+        posted = [i for i, record_id in enumerate(self.record_ids) if record_id is not None]
+        for k in stored_indexes:
+            self.record_ids[posted[k]] = None
+            self.errors.append({"index": posted[k], "reason": reason})
+        self.errors.sort(key=lambda e: e["index"])
 
 
 def is_records_shape(doc: Any) -> bool:
@@ -77,6 +87,8 @@ def _record(item: Any, project_id: str, received_ns: int) -> Record:
         raise ValueError("duration_ms must be a finite number")
     if duration_ms < 0:
         raise ValueError("duration_ms must not be negative")
+    if duration_ms > MAX_NS / 1e6:
+        raise ValueError("duration_ms is out of range")
     status = item.get("status")
     if status is None:
         status = "error" if rtype in ("error", "tool_failure") else "unset"
@@ -92,7 +104,9 @@ def _record(item: Any, project_id: str, received_ns: int) -> Record:
         strings[key] = value or None
     trace_id = _hex_id(item.get("trace_id"), _HEX32, "trace_id", "32 hex characters")
     span_id = _hex_id(item.get("span_id"), _HEX16, "span_id", "16 hex characters")
-    attributes = item.get("attributes") or {}
+    attributes = item.get("attributes")
+    if attributes is None:
+        attributes = {}
     if not isinstance(attributes, dict):
         raise ValueError("attributes must be a flat JSON object")
     for key, value in attributes.items():
@@ -154,7 +168,7 @@ def response(batch: RecordsBatch) -> dict[str, Any]:
     """The records answer: counts, IDs aligned with the posted records, and per-record errors."""
     return {
         "ok": True,
-        "accepted": len(batch.records),
+        "accepted": sum(record_id is not None for record_id in batch.record_ids),
         "rejected": len(batch.errors),
         "record_ids": batch.record_ids,
         "errors": batch.errors,

@@ -30,11 +30,11 @@ class Decoded:
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
 
-    def reject(self, reason: str) -> None:
-        """Count a span rejected alone; keep the first few reasons for the partial-success message."""
-        self.rejected += 1
+    def reject(self, reason: str, count: int = 1) -> None:
+        """Count spans rejected alone; keep the first few reasons for the partial-success message."""
+        self.rejected += count
         if len(self.errors) < 5:
-            self.errors.append(reason)
+            self.errors.append(reason if count == 1 else f"{count} spans: {reason}")
 
     def error_message(self) -> str:
         """One line for OTLP partial_success.error_message."""

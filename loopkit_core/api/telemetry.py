@@ -105,9 +105,15 @@ def _float(value: str, name: str) -> float:
 
 
 def _instant(value: str) -> int:
+    message = "until must be RFC 3339 (e.g. 2026-01-02T03:04:05Z) or unix nanoseconds"
     if value.isdigit() and len(value) <= 19:
-        return int(value)
-    try:
-        return parse_rfc3339(value)
-    except (ValueError, OverflowError):
-        raise ApiError(400, "until must be RFC 3339 (e.g. 2026-01-02T03:04:05Z) or unix nanoseconds") from None
+        ns = int(value)
+    else:
+        try:
+            ns = parse_rfc3339(value)
+        except (ValueError, OverflowError):
+            raise ApiError(400, message) from None
+    if not 0 < ns <= store.MAX_NS:
+        # The store keeps 64-bit unix nanoseconds: 1970 to 2262.
+        raise ApiError(400, message + ", between 1970 and 2262")
+    return ns

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy import Connection, Engine, and_, func, or_, select
 from sqlalchemy.dialects import sqlite
 
 from loopkit_core.model import Record, rfc3339
-from loopkit_core.store.schema import records
+from loopkit_core.store.schema import counters, records
 
 MAX_PAGE = 1000
+# Timestamps are signed 64-bit unix nanoseconds (SQLite INTEGER).
+MAX_NS = 2**63 - 1
 
 
 def to_rows(batch: list[Record], received_ns: int) -> list[dict[str, Any]]:
@@ -59,9 +61,31 @@ def to_rows(batch: list[Record], received_ns: int) -> list[dict[str, Any]]:
 INSERT = sqlite.insert(records).on_conflict_do_nothing(index_elements=["record_id"])
 
 
-def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert rows in one executemany; duplicates of stored record IDs are skipped."""
-    conn.execute(INSERT, rows)
+def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert rows in one executemany; duplicates of stored record IDs are skipped. Returns rows added."""
+    return conn.execute(INSERT, rows).rowcount
+
+
+def record_exists(conn: Connection, record_id: str) -> bool:
+    """Whether a record ID is already stored."""
+    return conn.execute(select(records.c.seq).where(records.c.record_id == record_id)).first() is not None
+
+
+ACCEPTED = "accepted_total"
+
+
+def accepted_total(conn: Connection) -> int:
+    """Records ever accepted by the project (what quotas count); falls back to a count of stored rows."""
+    value = conn.execute(select(counters.c.value).where(counters.c.name == ACCEPTED)).scalar()
+    if value is None:
+        value = conn.execute(select(func.count()).select_from(records)).scalar() or 0
+    return value
+
+
+def write_accepted_total(conn: Connection, value: int) -> None:
+    """Store the running total of records ever accepted."""
+    stmt = sqlite.insert(counters).values(name=ACCEPTED, value=value)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
 
 
 def to_json(row: Any) -> dict[str, Any]:
@@ -149,7 +173,9 @@ def decode_cursor(cursor: str) -> tuple[int, int, tuple[int, str]]:
         start, end, ts, rid = data["s"], data["e"], data["t"], data["r"]
     except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
         raise ValueError("invalid cursor") from exc
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end, ts)):
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_NS for v in (start, end, ts)):
+        raise ValueError("invalid cursor")
+    if start > end:
         raise ValueError("invalid cursor")
     if not isinstance(rid, str) or len(rid) > 40:
         raise ValueError("invalid cursor")

@@ -18,6 +18,8 @@ projects = Table(
     Column("expires_at", BigInteger),  # unix seconds; None: never
     Column("recovery_hash", String(64)),
     Column("deleted_at", BigInteger),
+    # Set for projects minted by POST /v1/provision: "<operator>/<project name>", unique.
+    Column("provision_key", String(420), unique=True),
 )
 
 api_keys = Table(
@@ -67,5 +69,13 @@ Index("ix_records_window", records.c.ts_ns, records.c.record_id)
 Index("ix_records_type_window", records.c.type, records.c.ts_ns)
 Index("ix_records_trace", records.c.trace_id)
 Index("ix_records_session", records.c.session_id)
+
+# Running totals kept in the same transaction as the inserts (e.g. records ever accepted, for quotas).
+counters = Table(
+    "counters",
+    project_metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
 
 RECORD_COLUMNS = [c.name for c in records.columns if c.name != "seq"]

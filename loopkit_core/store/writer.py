@@ -7,14 +7,30 @@ import threading
 import zlib
 from collections import defaultdict
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 from loopkit_core.store.engines import Store
-from loopkit_core.store.records import insert_rows
+from loopkit_core.store.records import accepted_total, insert_rows, record_exists, write_accepted_total
 
 log = logging.getLogger("loopkit.writer")
 
 Rows = list[dict[str, Any]]
+
+
+@dataclass
+class WriteResult:
+    """What a commit did with one request's rows."""
+
+    inserted: int = 0  # new rows (duplicates of stored records are not counted)
+    over_quota: list[int] = field(default_factory=list)  # indexes of rows refused by the project's quota
+
+
+class _Item:
+    __slots__ = ("rows", "quota", "future")
+
+    def __init__(self, rows: Rows, quota: int | None, future: Future[WriteResult]) -> None:
+        self.rows, self.quota, self.future = rows, quota, future
 
 
 class Overloaded(Exception):
@@ -31,10 +47,14 @@ class Writer:
         for shard in self._shards:
             shard.start()
 
-    def submit(self, project_id: str, rows: Rows) -> Future[None]:
-        """Queue rows; the future completes once they are committed (or fails with the reason)."""
+    def submit(self, project_id: str, rows: Rows, quota: int | None = None) -> Future[WriteResult]:
+        """Queue rows; the future completes once they are committed (or fails with the reason).
+
+        With a quota, at most `quota` records are ever accepted for the project: the rows past it are
+        refused (and listed in the result), exactly, however many requests race for the last places.
+        """
         shard = self._shards[zlib.crc32(project_id.encode()) % len(self._shards)]
-        return shard.submit(project_id, rows)
+        return shard.submit(project_id, rows, quota)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking writes, commit everything already queued, and join the threads."""
@@ -50,14 +70,14 @@ class _Shard(threading.Thread):
         self._store = store
         self._max_pending = max_pending_rows
         self._cond = threading.Condition()
-        self._queue: list[tuple[str, Rows, Future[None]]] = []
+        self._queue: list[tuple[str, _Item]] = []
         self._pending_rows = 0
         self._closing = False
 
-    def submit(self, project_id: str, rows: Rows) -> Future[None]:
-        future: Future[None] = Future()
+    def submit(self, project_id: str, rows: Rows, quota: int | None) -> Future[WriteResult]:
+        future: Future[WriteResult] = Future()
         if not rows:
-            future.set_result(None)
+            future.set_result(WriteResult())
             return future
         with self._cond:
             if self._closing:
@@ -65,7 +85,7 @@ class _Shard(threading.Thread):
             # One oversized request is still accepted into an empty queue, so it can never starve.
             if self._pending_rows and self._pending_rows + len(rows) > self._max_pending:
                 raise Overloaded("ingest queue is full")
-            self._queue.append((project_id, rows, future))
+            self._queue.append((project_id, _Item(rows, quota, future)))
             self._pending_rows += len(rows)
             self._cond.notify()
         return future
@@ -83,20 +103,25 @@ class _Shard(threading.Thread):
                 if not self._queue and self._closing:
                     return
                 batch, self._queue = self._queue, []
-            by_project: dict[str, list[tuple[Rows, Future[None]]]] = defaultdict(list)
-            for project_id, rows, future in batch:
-                by_project[project_id].append((rows, future))
+            by_project: dict[str, list[_Item]] = defaultdict(list)
+            for project_id, item in batch:
+                by_project[project_id].append(item)
             for project_id, items in by_project.items():
                 self._commit(project_id, items)
             with self._cond:
-                self._pending_rows -= sum(len(rows) for _, rows, _ in batch)
+                self._pending_rows -= sum(len(item.rows) for _, item in batch)
 
-    def _commit(self, project_id: str, items: list[tuple[Rows, Future[None]]]) -> None:
+    def _commit(self, project_id: str, items: list[_Item]) -> None:
         try:
             engine = self._store.project(project_id)
             with engine.begin() as conn:
-                for rows, _ in items:
-                    insert_rows(conn, rows)
+                accepted = accepted_total(conn)
+                results = []
+                for item in items:
+                    result = _write(conn, item, accepted)
+                    accepted += result.inserted
+                    results.append(result)
+                write_accepted_total(conn, accepted)
         except Exception:
             if len(items) > 1:
                 # Isolate the failing request so its neighbours in the group still commit.
@@ -104,10 +129,23 @@ class _Shard(threading.Thread):
                     self._commit(project_id, [item])
                 return
             log.exception("commit failed for project %s", project_id)
-            items[0][1].set_exception(CommitFailed(project_id))
+            items[0].future.set_exception(CommitFailed(project_id))
             return
-        for _, future in items:
-            future.set_result(None)
+        for item, result in zip(items, results, strict=True):
+            item.future.set_result(result)
+
+
+def _write(conn: Any, item: _Item, accepted: int) -> WriteResult:
+    """Insert one request's rows; near a quota, row by row so exactly the overflow is refused."""
+    if item.quota is None or accepted + len(item.rows) <= item.quota:
+        return WriteResult(inserted=insert_rows(conn, item.rows))
+    result = WriteResult()
+    for index, row in enumerate(item.rows):
+        if accepted + result.inserted < item.quota:
+            result.inserted += insert_rows(conn, [row])
+        elif not record_exists(conn, row["record_id"]):  # a resent record already stored is not refused
+            result.over_quota.append(index)
+    return result
 
 
 class CommitFailed(Exception):
