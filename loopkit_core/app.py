@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopkit_core.api import discovery, telemetry
+from loopkit_core.api import discovery, projects, telemetry
 from loopkit_core.api.errors import ApiError, error_response
+from loopkit_core.purge import Purger
+from loopkit_core.ratelimit import RateLimiter
 from loopkit_core.settings import Settings
 from loopkit_core.store.engines import Store
 from loopkit_core.store.writer import Writer
@@ -20,6 +25,10 @@ ROUTES = [
     Route("/healthz", discovery.healthz, methods=["GET"]),
     Route("/llms.txt", discovery.llms_txt, methods=["GET"]),
     Route("/openapi.json", discovery.openapi_json, methods=["GET"]),
+    Route("/contact.json", projects.contact, methods=["GET"]),
+    Route("/v1/signup", projects.signup, methods=["POST"]),
+    Route("/v1/provision", projects.provision, methods=["POST"]),
+    Route("/v1/recover", projects.recover, methods=["POST"]),
     Route("/v1/traces", otlp_http.export_traces, methods=["POST"]),
     Route("/v1/telemetry", telemetry.list_telemetry, methods=["GET"]),
     Route("/v1/records/{record_id}", telemetry.get_record, methods=["GET"]),
@@ -29,11 +38,14 @@ ROUTES = [
 class LoopKit:
     """One LoopKit instance: its settings, store, writer and ingest path, and its HTTP app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock  # injectable so expiry can be tested without waiting
         self.store = Store(settings)
         self.writer = Writer(self.store, settings.writer_threads, settings.writer_max_pending_rows)
-        self.ingestor = Ingestor(self.store, self.writer, settings.max_body_bytes)
+        self.ingestor = Ingestor(self.store, self.writer, settings.max_body_bytes, clock)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_hour, 3600.0)
+        self.purger = Purger(self.store, clock, settings.purge_interval_seconds, settings.sandbox_grace_days * 86400)
         self.http = Starlette(
             routes=ROUTES,
             exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
@@ -41,20 +53,25 @@ class LoopKit:
         self.http.state.loopkit = self
         self.http.state.ingestor = self.ingestor
 
+    def start(self) -> None:
+        """Start background work (the purge of expired sandboxes)."""
+        self.purger.start()
+
     def close(self) -> None:
         """Commit everything acknowledged-to-be, then release the databases."""
+        self.purger.stop()
         self.writer.close(timeout=self.settings.shutdown_grace_seconds + 30)
         self.store.close()
 
 
-def create_app(settings: Settings) -> LoopKit:
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> LoopKit:
     """Build a LoopKit instance; nothing is global, so tests can run several side by side."""
-    return LoopKit(settings)
+    return LoopKit(settings, clock)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, exc.code)
+    return error_response(exc.status, exc.message, exc.code, exc.retry_after)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

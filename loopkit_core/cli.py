@@ -65,6 +65,21 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir(show)
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_projects_show)
+    promote = project_commands.add_parser("promote", help="make a sandbox permanent: no quota, no expiry")
+    promote.add_argument("project_id")
+    _data_dir(promote)
+    promote.add_argument("--json", action="store_true", help="print JSON")
+    promote.set_defaults(handler=_projects_promote)
+    rotate = project_commands.add_parser("rotate-keys", help="revoke every key and mint new ones (printed once)")
+    rotate.add_argument("project_id")
+    _data_dir(rotate)
+    rotate.add_argument("--json", action="store_true", help="print one JSON object")
+    rotate.set_defaults(handler=_projects_rotate)
+    delete = project_commands.add_parser("delete", help="revoke a project's keys and delete its records")
+    delete.add_argument("project_id")
+    _data_dir(delete)
+    delete.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    delete.set_defaults(handler=_projects_delete)
     return parser
 
 
@@ -158,6 +173,72 @@ def _projects_show(args: argparse.Namespace) -> int:
     for key in project["keys"]:
         print(f"{key['kind'] + ' key':14} {key['display']}  ({' '.join(key['scopes'])})")
     return 0
+
+
+def _projects_promote(args: argparse.Namespace) -> int:
+    from loopkit_core.projects import promote
+
+    store = _control(args)
+    try:
+        project = promote(store.control, args.project_id)
+    except LookupError as exc:
+        print(f"loopkit: error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"ok": True, "project": project}, indent=2))
+    else:
+        print(f"Project {project['project_id']} is permanent now: no quota, no expiry. Its keys are unchanged.")
+    return 0
+
+
+def _projects_rotate(args: argparse.Namespace) -> int:
+    from loopkit_core.projects import rotate_keys
+
+    store = _control(args)
+    try:
+        rotated = rotate_keys(store.control, args.project_id)
+    except LookupError as exc:
+        print(f"loopkit: error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    _print_keys(f"Rotated the keys of {rotated['project_id']}; the old keys no longer work.", rotated, args.json)
+    return 0
+
+
+def _projects_delete(args: argparse.Namespace) -> int:
+    from loopkit_core.purge import delete_project
+
+    if not args.yes:
+        print("loopkit: error: deleting a project removes its records for good; add --yes to confirm", file=sys.stderr)
+        return 2
+    store = _control(args)
+    try:
+        found = delete_project(store, args.project_id)
+    finally:
+        store.close()
+    if not found:
+        print(f"loopkit: error: no project {args.project_id!r}", file=sys.stderr)
+        return 1
+    print(f"Deleted project {args.project_id}: keys revoked, records removed.")
+    return 0
+
+
+def _print_keys(headline: str, project: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"ok": True, **project}, indent=2))
+        return
+    print(headline)
+    print("These keys are shown once; LoopKit stores only their hashes.\n")
+    for label, field in (
+        ("producer key (ingest)", "producer_key"),
+        ("agent key (read, diagnose)", "agent_key"),
+        ("dashboard key (approve)", "dashboard_key"),
+        ("recovery code", "recovery_code"),
+    ):
+        print(f"  {label:28} {project[field]}")
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from loopkit_core.store.schema import api_keys, projects
 
@@ -64,6 +65,7 @@ def create_project(
     quota_spans: int | None = None,
     expires_at: int | None = None,
     operator: str | None = None,
+    provision_key: str | None = None,
 ) -> dict[str, Any]:
     """Create a project with three fresh keys and a recovery code; the secrets are returned once."""
     name = validate_name(name)
@@ -82,6 +84,7 @@ def create_project(
                 quota_spans=quota_spans,
                 expires_at=expires_at,
                 recovery_hash=hash_secret(recovery_code),
+                provision_key=provision_key,
             )
         )
         conn.execute(insert(api_keys), [_key_row(project_id, k, key, now) for k, key in keys.items()])
@@ -122,12 +125,17 @@ def authenticate(control: Engine, token: str) -> Principal | None:
 
 
 class AuthError(Exception):
-    """A request without a usable key (status 401) or without the needed scope (403)."""
+    """A request without a usable key (status 401), or without the needed scope or project (403)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code
+
+
+class Conflict(Exception):
+    """A concurrent request changed the same project first."""
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -140,8 +148,8 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() or None
 
 
-def require(control: Engine, authorization: str | None, scope: str) -> Principal:
-    """The principal behind an authorization header if it holds `scope`; AuthError otherwise."""
+def require(control: Engine, authorization: str | None, scope: str, now: float | None = None) -> Principal:
+    """The principal behind an authorization header if it holds `scope` and has not expired."""
     token = bearer_token(authorization)
     if token is None:
         raise AuthError(401, "missing key: send `authorization: Bearer <key>`")
@@ -150,7 +158,123 @@ def require(control: Engine, authorization: str | None, scope: str) -> Principal
         raise AuthError(401, "unknown or revoked key")
     if scope not in principal.scopes:
         raise AuthError(403, f"a {principal.key_kind} key does not have the {scope} scope")
+    now = time.time() if now is None else now
+    if principal.expires_at is not None and now >= principal.expires_at:
+        raise AuthError(
+            403,
+            f"sandbox project {principal.project_id} expired at {_iso(principal.expires_at)}; "
+            "its data is purged after a grace period (see /contact.json to keep it)",
+            "project_expired",
+        )
     return principal
+
+
+def provision(control: Engine, name: object, operator: object, token: str | None) -> tuple[dict[str, Any], bool]:
+    """Mint a permanent project for (operator, name) once; later calls must carry one of its keys.
+
+    Returns (project, created). Concurrent first calls converge: one creates, the others get Conflict.
+    """
+    name = validate_name(name)
+    if operator is not None and (not isinstance(operator, str) or len(operator) > 200):
+        raise ValueError("operator must be a string of at most 200 characters")
+    provision_key = f"{operator or ''}/{name}"
+    with control.connect() as conn:
+        existing = conn.execute(
+            select(projects).where(projects.c.provision_key == provision_key, projects.c.deleted_at.is_(None))
+        ).first()
+    if existing is not None:
+        principal = authenticate(control, token) if token else None
+        if principal is None:
+            raise AuthError(401, f"project {name!r} exists: send one of its keys to resume it")
+        if principal.project_id != existing.project_id:
+            raise AuthError(403, "this key belongs to another project")
+        return _project_json(existing), False
+    try:
+        return create_project(control, name, "permanent", operator=operator, provision_key=provision_key), True
+    except IntegrityError:
+        raise Conflict(f"project {name!r} was provisioned by a concurrent request: resume it with its key") from None
+
+
+def recover(control: Engine, project_id: object, recovery_code: object) -> dict[str, Any]:
+    """Rotate every key and the recovery code of a project, given its current recovery code."""
+    if not isinstance(project_id, str) or not isinstance(recovery_code, str) or len(recovery_code) > MAX_KEY_LENGTH:
+        raise AuthError(401, "project_id and recovery_code must be strings")
+    with control.connect() as conn:
+        stored = conn.execute(
+            select(projects.c.recovery_hash).where(projects.c.project_id == project_id, projects.c.deleted_at.is_(None))
+        ).scalar()
+    # The same comparison runs for unknown projects, so timing does not reveal which IDs exist.
+    if not hmac.compare_digest(stored or "0" * 64, hash_secret(recovery_code)) or stored is None:
+        raise AuthError(401, "unknown project or wrong recovery code")
+    return rotate_keys(control, project_id)
+
+
+def rotate_keys(control: Engine, project_id: str) -> dict[str, Any]:
+    """Revoke a project's keys and recovery code and mint new ones; the old ones stop working at once."""
+    now = int(time.time())
+    keys = {kind: _new_key(kind) for kind in KEY_KINDS}
+    recovery_code = "lk_recover_" + secrets.token_urlsafe(24)
+    with control.begin() as conn:
+        found = conn.execute(
+            update(projects)
+            .where(projects.c.project_id == project_id, projects.c.deleted_at.is_(None))
+            .values(recovery_hash=hash_secret(recovery_code))
+        ).rowcount
+        if not found:
+            raise LookupError(f"no project {project_id!r}")
+        conn.execute(
+            update(api_keys)
+            .where(api_keys.c.project_id == project_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        conn.execute(insert(api_keys), [_key_row(project_id, k, key, now) for k, key in keys.items()])
+    project = get_project(control, project_id)
+    assert project is not None
+    project.pop("keys", None)
+    return {**project, **{KEY_FIELDS[k]: key for k, key in keys.items()}, "recovery_code": recovery_code}
+
+
+def promote(control: Engine, project_id: str) -> dict[str, Any]:
+    """Make a project permanent: no quota, no expiry; its data and keys stay."""
+    with control.begin() as conn:
+        found = conn.execute(
+            update(projects)
+            .where(projects.c.project_id == project_id, projects.c.deleted_at.is_(None))
+            .values(kind="permanent", quota_spans=None, expires_at=None)
+        ).rowcount
+    if not found:
+        raise LookupError(f"no project {project_id!r}")
+    project = get_project(control, project_id)
+    assert project is not None
+    return project
+
+
+def mark_deleted(control: Engine, project_id: str, now: float | None = None) -> bool:
+    """Revoke a project's keys and mark it deleted (its name can be provisioned again)."""
+    now_s = int(time.time() if now is None else now)
+    with control.begin() as conn:
+        found = conn.execute(
+            update(projects)
+            .where(projects.c.project_id == project_id, projects.c.deleted_at.is_(None))
+            .values(deleted_at=now_s, provision_key=None, recovery_hash=None)
+        ).rowcount
+        conn.execute(
+            update(api_keys)
+            .where(api_keys.c.project_id == project_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now_s)
+        )
+    return bool(found)
+
+
+def expired_before(control: Engine, cutoff: float) -> list[str]:
+    """Live sandbox projects whose expiry is at or before `cutoff`."""
+    with control.connect() as conn:
+        rows = conn.execute(
+            select(projects.c.project_id).where(
+                projects.c.deleted_at.is_(None), projects.c.expires_at.is_not(None), projects.c.expires_at <= cutoff
+            )
+        ).all()
+    return [r.project_id for r in rows]
 
 
 def list_projects(control: Engine) -> list[dict[str, Any]]:
@@ -191,6 +315,10 @@ def revoke_keys(control: Engine, project_id: str) -> int:
             .values(revoked_at=int(time.time()))
         )
     return result.rowcount
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _new_key(kind: str) -> str:

@@ -8,7 +8,8 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -22,18 +23,19 @@ log = logging.getLogger("loopkit")
 class Running:
     """A LoopKit instance with its HTTP and gRPC listeners bound; `stop()` drains then closes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        self.app: LoopKit = create_app(settings)
+        self.app: LoopKit = create_app(settings, clock)
         try:
             self.http_socket = _bind(settings.host, settings.http_port)
             try:
                 self.grpc_server, self.grpc_port = create_server(
                     self.app.ingestor, settings.host, settings.grpc_port, settings.max_body_bytes, settings.grpc_workers
                 )
-            except RuntimeError as exc:  # grpcio raises RuntimeError("Failed to bind ...") for a taken port
+            except RuntimeError:  # grpcio raises RuntimeError("Failed to bind ...") for a taken port
                 self.http_socket.close()
-                raise OSError(f"could not bind OTLP/gRPC to {settings.host}:{settings.grpc_port}: {exc}") from None
+                where = f"{settings.host}:{settings.grpc_port}"
+                raise OSError(f"could not bind OTLP/gRPC to {where}: address in use or not available") from None
         except OSError:
             self.app.close()
             raise
@@ -45,6 +47,9 @@ class Running:
             access_log=False,
             timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
             server_header=False,
+            # X-Forwarded-For is trusted only from configured proxies (rate limits key on the client address).
+            proxy_headers=settings.forwarded_allow_ips is not None,
+            forwarded_allow_ips=settings.forwarded_allow_ips or "",
         )
         self.uvicorn = _Server(config, on_signal=self.request_stop)
         self._grpc_stopped: threading.Event | None = None
@@ -69,6 +74,7 @@ class Running:
     async def serve(self) -> None:
         """Serve until asked to stop, then drain gRPC and the writer."""
         self.grpc_server.start()
+        self.app.start()
         log.info(
             "LoopKit HTTP on %s, OTLP/gRPC on %s, data in %s", self.http_url, self.grpc_target, self.settings.data_dir
         )
@@ -93,9 +99,9 @@ def serve(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def in_thread(settings: Settings) -> Iterator[Running]:
+def in_thread(settings: Settings, clock: Callable[[], float] = time.time) -> Iterator[Running]:
     """Run LoopKit on a background thread (for tests and `loopkit demo`); stops on exit."""
-    running = Running(settings)
+    running = Running(settings, clock)
     thread = threading.Thread(target=asyncio.run, args=(running.serve(),), name="loopkit-server", daemon=True)
     thread.start()
     try:

@@ -28,6 +28,23 @@ class Settings:
     grpc_workers: int = 16
     shutdown_grace_seconds: float = 10.0
     log_level: str = "info"
+    # Where clients reach this server (signup answers build URLs from it); default http://host:http_port.
+    public_url: str | None = None
+    public_grpc_endpoint: str | None = None  # default host:grpc_port
+    sandbox_quota_spans: int = 5000
+    sandbox_days: float = 14.0
+    # Expired sandboxes keep their data this long (reads say "expired"), then it is purged.
+    sandbox_grace_days: float = 7.0
+    purge_interval_seconds: float = 300.0
+    # POST /v1/signup, /v1/provision and /v1/recover per client address per hour.
+    rate_limit_per_hour: int = 20
+    # Proxies (comma-separated addresses, or *) whose X-Forwarded-For names the client; none by default.
+    forwarded_allow_ips: str | None = None
+    contact_text: str = (
+        "Sandbox projects are capped and expire. Ask the operator of this server for a production project; "
+        "they can promote yours without losing data."
+    )
+    contact_email: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -57,6 +74,24 @@ class Settings:
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
         if self.writer_threads < 1 or self.grpc_workers < 1:
             raise ValueError("writer_threads and grpc_workers must be at least 1")
+        if self.sandbox_quota_spans < 0 or self.sandbox_days <= 0 or self.sandbox_grace_days < 0:
+            raise ValueError("sandbox_quota_spans, sandbox_days and sandbox_grace_days must not be negative")
+        if self.rate_limit_per_hour < 1:
+            raise ValueError("rate_limit_per_hour must be at least 1")
+
+    def base_url(self) -> str:
+        """The public base URL of the HTTP API, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.http_port}"
+
+    def grpc_endpoint(self) -> str:
+        """The public host:port of OTLP/gRPC."""
+        if self.public_grpc_endpoint:
+            return self.public_grpc_endpoint
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.grpc_port}"
 
 
 def _type_of(name: str) -> str:

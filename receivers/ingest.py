@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -38,15 +39,16 @@ class HttpPayload:
 class Ingestor:
     """Authenticates producers, decodes payloads, and hands records to the batching writer."""
 
-    def __init__(self, store: Store, writer: Writer, max_body_bytes: int) -> None:
+    def __init__(self, store: Store, writer: Writer, max_body_bytes: int, clock: Callable[[], float]) -> None:
         self.store = store
         self.writer = writer
         self.max_body_bytes = max_body_bytes
+        self.clock = clock
 
     def principal(self, authorization: str | None, scope: str = WRITE_SCOPE) -> Principal:
         """The caller behind an authorization value; Unauthenticated or Forbidden otherwise."""
         try:
-            return require(self.store.control, authorization, scope)
+            return require(self.store.control, authorization, scope, self.clock())
         except AuthError as exc:
             raise (Unauthenticated if exc.status == 401 else Forbidden)(exc.message) from None
 

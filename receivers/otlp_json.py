@@ -7,6 +7,7 @@ so this module walks the document directly and validates every field it reads.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from loopkit_core.model import rfc3339
@@ -23,6 +24,8 @@ _KIND_NAMES = {
 }
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _MAX_DEPTH = 32
+# bytes.fromhex alone would also accept whitespace between the digits.
+_HEX_DIGITS = re.compile(r"(?:[0-9a-fA-F]{2})*")
 
 
 def decode(doc: Any, project_id: str, received_ns: int) -> Decoded:
@@ -203,10 +206,9 @@ def _hex(value: Any, where: str) -> bytes:
         return b""
     if not isinstance(value, str):
         raise BadRequest(f"{where} must be a hex string")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise ValueError(f"{where} is not hex (OTLP/JSON IDs are hex, not base64)") from None
+    if not _HEX_DIGITS.fullmatch(value):
+        raise ValueError(f"{where} is not hex (OTLP/JSON IDs are hex, not base64)")
+    return bytes.fromhex(value)
 
 
 def _attributes(value: Any, where: str) -> dict[str, Any]:

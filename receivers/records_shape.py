@@ -26,7 +26,6 @@ class RecordsBatch:
     record_ids: list[str | None] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
-
     def refuse(self, stored_indexes: list[int], reason: str) -> None:
         """Turn records the store refused (by their index in `records`) into per-record errors."""
         if not stored_indexes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -28,11 +29,12 @@ _CODES = {
 class ApiError(Exception):
     """Raised by a route; turned into the error JSON with its status by the app's handler."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code or _CODES.get(status, "error")
+        self.retry_after = retry_after
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -40,17 +42,18 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-def error_response(status: int, message: str, code: str | None = None) -> Response:
-    """The error JSON for a status."""
-    return json_response(
-        {"ok": False, "error": {"code": code or _CODES.get(status, "error"), "message": message}}, status
-    )
+def error_response(status: int, message: str, code: str | None = None, retry_after: float | None = None) -> Response:
+    """The error JSON for a status (with Retry-After, in whole seconds, when the client should wait)."""
+    headers = {"retry-after": str(math.ceil(retry_after))} if retry_after is not None else None
+    body = {"ok": False, "error": {"code": code or _CODES.get(status, "error"), "message": message}}
+    return json_response(body, status, headers)
 
 
 async def principal(request: Request, scope: str) -> Principal:
     """The caller of an API route if its key holds `scope`; ApiError 401/403 otherwise."""
-    control = request.app.state.loopkit.store.control
+    loopkit = request.app.state.loopkit
+    authorization = request.headers.get("authorization")
     try:
-        return await run_in_threadpool(require, control, request.headers.get("authorization"), scope)
+        return await run_in_threadpool(require, loopkit.store.control, authorization, scope, loopkit.clock())
     except AuthError as exc:
-        raise ApiError(exc.status, exc.message) from None
+        raise ApiError(exc.status, exc.message, exc.code) from None

@@ -25,6 +25,7 @@ class Store:
         control_metadata.create_all(self.control)
         self._projects: dict[str, Engine] = {}
         self._lock = threading.Lock()
+        self._dropped: set[str] = set()
 
     def project(self, project_id: str) -> Engine:
         """The engine of one project's record store, created with its schema on first use."""
@@ -34,6 +35,8 @@ class Store:
         if not PROJECT_ID_RE.match(project_id):
             raise ValueError(f"invalid project id {project_id!r}")
         with self._lock:
+            if project_id in self._dropped:
+                raise LookupError(f"project {project_id} was deleted")
             engine = self._projects.get(project_id)
             if engine is None:
                 engine = self._sqlite_engine(self.data_dir / "projects" / f"{project_id}.db")
@@ -41,12 +44,18 @@ class Store:
                 self._projects[project_id] = engine
         return engine
 
-    def forget(self, project_id: str) -> None:
-        """Close a project's engine (after deletion)."""
+    def drop(self, project_id: str) -> None:
+        """Close a deleted project's engine and remove its files; it can never be reopened here."""
+        if not PROJECT_ID_RE.match(project_id):
+            raise ValueError(f"invalid project id {project_id!r}")
         with self._lock:
+            self._dropped.add(project_id)
             engine = self._projects.pop(project_id, None)
         if engine is not None:
             engine.dispose()
+        base = self.data_dir / "projects" / f"{project_id}.db"
+        for path in (base, base.with_name(base.name + "-wal"), base.with_name(base.name + "-shm")):
+            path.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Dispose of every engine."""

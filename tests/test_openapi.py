@@ -1,0 +1,130 @@
+"""Agent discovery: /openapi.json documents exactly the app's routes and is valid; /llms.txt is the repo's file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate
+from starlette.routing import Route
+
+from loopkit_core.app import ROUTES
+
+REPO = Path(__file__).resolve().parent.parent
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+@pytest.fixture
+def spec(client) -> dict[str, Any]:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    return response.json()
+
+
+def app_routes() -> dict[str, set[str]]:
+    """path -> methods of every HTTP route (Starlette adds HEAD to GET routes; OpenAPI leaves it implicit)."""
+    routes = {}
+    for route in ROUTES:
+        assert isinstance(route, Route), route
+        routes[route.path] = {m.lower() for m in route.methods or ()} - {"head"}
+    return routes
+
+
+def test_openapi_is_3_1_and_valid(spec):
+    assert spec["openapi"].startswith("3.1.")
+    validate(spec)  # raises on any structural error (OpenAPI 3.1 schema + semantic checks)
+
+
+def test_every_route_documented_with_its_methods(spec):
+    documented = {path: set(item) & HTTP_METHODS for path, item in spec["paths"].items()}
+    assert documented == app_routes()
+
+
+def test_every_operation_documents_its_errors(spec):
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            assert operation.get("operationId"), (method, path)
+            needs_key = operation.get("security", spec.get("security")) != []
+            if needs_key:
+                assert {"401", "403"} <= set(operation["responses"]), (method, path)
+
+
+def test_served_file_is_the_static_file(client):
+    served = client.get("/openapi.json").content
+    assert served == (REPO / "loopkit_core" / "static" / "openapi.json").read_bytes()
+
+
+def _validator(spec: dict[str, Any], name: str) -> OAS31Validator:
+    # A wrapper whose $ref points into the document's components, so nested $refs resolve.
+    return OAS31Validator({"$ref": f"#/components/schemas/{name}", "components": spec["components"]})
+
+
+def test_real_answers_match_the_documented_schemas(client, project, spec):
+    """The schemas describe what the server really sends (success and both error shapes)."""
+    health = client.get("/healthz").json()
+    _validator(spec, "Health").validate(health)
+
+    posted = client.post(
+        "/v1/traces",
+        json={
+            "records": [
+                {
+                    "type": "error",
+                    "name": "POST /checkout",
+                    "message": "payment gateway timed out after 3000 ms",
+                    "trace_id": "5b8efff798038103d269b633813fc60c",
+                    "span_id": "eee19b7ec3c1b174",
+                    "attributes": {"exception.type": "TimeoutError", "tags": ["a", 1]},
+                },
+                {"type": "bogus", "name": "x"},
+            ]
+        },
+        headers=project.auth("producer"),
+    )
+    assert posted.status_code == 200, posted.text
+    _validator(spec, "RecordsResponse").validate(posted.json())
+
+    otlp = client.post("/v1/traces", json={"resourceSpans": []}, headers=project.auth("producer"))
+    assert otlp.status_code == 200
+    _validator(spec, "OtlpExportTraceServiceResponse").validate(otlp.json())
+
+    page = client.get("/v1/telemetry", params={"limit": 1}, headers=project.auth("agent"))
+    assert page.status_code == 200
+    _validator(spec, "TelemetryPage").validate(page.json())
+
+    record_id = posted.json()["record_ids"][0]
+    one = client.get(f"/v1/records/{record_id}", headers=project.auth("agent"))
+    _validator(spec, "RecordResponse").validate(one.json())
+
+    forbidden = client.get("/v1/telemetry", headers=project.auth("producer"))
+    assert forbidden.status_code == 403
+    _validator(spec, "Error").validate(forbidden.json())
+
+    denied = client.post("/v1/traces", json={"records": []}, headers=project.auth("agent"))
+    assert denied.status_code == 403
+    _validator(spec, "GoogleRpcStatus").validate(denied.json())
+
+
+def test_llms_txt_is_the_repository_file(client):
+    response = client.get("/llms.txt")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.content == (REPO / "llms.txt").read_bytes()
+
+
+def test_llms_txt_format(client):
+    """llms.txt format: an H1 first, then a blockquote summary, then H2 sections of markdown links."""
+    lines = client.get("/llms.txt").text.splitlines()
+    content = [line for line in lines if line.strip()]
+    assert content[0].startswith("# ")
+    assert content[1].startswith("> ")
+    assert sum(line.startswith("# ") for line in lines) == 1
+    sections = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    assert sections
+    links = [line for line in lines[sections[0] :] if line.startswith("- [")]
+    assert any("](/openapi.json)" in line for line in links)
