@@ -130,7 +130,7 @@ MODELS = ["gpt-4o-2024-08-06", "gpt-4o-mini", "claude-sonnet-4", "llama-3.1-70b-
 TABLES = ["orders", "order_items", "customers", "carts", "products", "payments", "sessions", "inventory"]
 HOSTS_PER_SERVICE = 2
 QUERIES = {
-    "SELECT": "SELECT id, tenant_id, status, payload, updated_at FROM {table} WHERE id = $1 AND tenant_id = $2 LIMIT 50",
+    "SELECT": "SELECT id, tenant_id, status, payload FROM {table} WHERE id = $1 AND tenant_id = $2 LIMIT 50",
     "INSERT": "INSERT INTO {table} (id, tenant_id, status, payload) VALUES ($1, $2, $3, $4) RETURNING id",
     "UPDATE": "UPDATE {table} SET status = $1, updated_at = now() WHERE id = $2 AND tenant_id = $3",
 }
@@ -141,15 +141,25 @@ WEB_FAULTS = [
     ("ConnectionRefusedError", "[Errno 111] Connection refused: inventory:{n}", "inventory_client.py"),
     ("KeyError", "'shipping_address' missing for order {id}", "checkout.py"),
     ("ValueError", "invalid coupon code {hex} for cart {id}", "coupons.py"),
-    ("sqlalchemy.exc.OperationalError", "(psycopg.errors.QueryCanceled) canceling statement due to statement "
-     "timeout [SQL: SELECT * FROM orders WHERE id = {n}]", "repository.py"),
+    (
+        "sqlalchemy.exc.OperationalError",
+        "(psycopg.errors.QueryCanceled) canceling statement due to statement "
+        "timeout [SQL: SELECT * FROM orders WHERE id = {n}]",
+        "repository.py",
+    ),
 ]
 DB_FAULTS = [
     ("psycopg.errors.QueryCanceled", "canceling statement due to statement timeout", "cursor.py"),
-    ("psycopg.errors.UniqueViolation", "duplicate key value violates unique constraint \"orders_pkey\" "
-     "DETAIL: Key (id)=({n}) already exists.", "cursor.py"),
-    ("psycopg.OperationalError", "connection to server at \"10.0.3.{n}\", port 5432 failed: timeout expired",
-     "connection.py"),
+    (
+        "psycopg.errors.UniqueViolation",
+        'duplicate key value violates unique constraint "orders_pkey" DETAIL: Key (id)=({n}) already exists.',
+        "cursor.py",
+    ),
+    (
+        "psycopg.OperationalError",
+        'connection to server at "10.0.3.{n}", port 5432 failed: timeout expired',
+        "connection.py",
+    ),
 ]
 TOOL_FAULTS = [
     ("TimeoutError", "tool {tool} timed out after {n}s (call_id=call_{hex})", "tools.py"),
@@ -158,11 +168,13 @@ TOOL_FAULTS = [
     ("json.decoder.JSONDecodeError", "Expecting value: line 1 column {n} (char {n})", "decoder.py"),
 ]
 CHAT_FAULTS = [
-    ("openai.RateLimitError", "Error code: 429 - Rate limit reached for requests (request id: req_{hex})",
-     "_base_client.py"),
+    (
+        "openai.RateLimitError",
+        "Error code: 429 - Rate limit reached for requests (request id: req_{hex})",
+        "_base_client.py",
+    ),
     ("openai.APITimeoutError", "Request timed out after {n}s.", "_base_client.py"),
-    ("anthropic.InternalServerError", "Error code: 529 - overloaded_error (request_id: req_{hex})",
-     "_base_client.py"),
+    ("anthropic.InternalServerError", "Error code: 529 - overloaded_error (request_id: req_{hex})", "_base_client.py"),
 ]
 
 
@@ -530,9 +542,7 @@ def to_proto(stream: SpanStream, spans: list[SpanSpec]) -> bytes:
                     start_time_unix_nano=s.start_ns,
                     end_time_unix_nano=s.end_ns,
                     attributes=_pb_attrs(s.attributes),
-                    events=[
-                        Span.Event(time_unix_nano=t, name=n, attributes=_pb_attrs(a)) for n, t, a in s.events
-                    ],
+                    events=[Span.Event(time_unix_nano=t, name=n, attributes=_pb_attrs(a)) for n, t, a in s.events],
                     status=Status(code=s.status_code, message=s.status_message),  # type: ignore[arg-type]
                 )
                 for s in members
@@ -614,9 +624,7 @@ def to_records(stream: SpanStream, spans: list[SpanSpec]) -> bytes:
 SERIALISERS = {"proto": to_proto, "json": to_otlp_json, "records": to_records}
 
 
-def build(
-    spans: int, batch_spans: int, formats: Iterable[str], seed: int = 1, sample_traces: int = 25
-) -> Payloads:
+def build(spans: int, batch_spans: int, formats: Iterable[str], seed: int = 1, sample_traces: int = 25) -> Payloads:
     """Generate `spans` spans once and serialise every batch in each requested format."""
     started = time.perf_counter()
     wanted = [f for f in FORMATS if f in set(formats)]
@@ -628,17 +636,15 @@ def build(
     sample: dict[str, list[SampleSpan]] = {}
     pending: list[SpanSpec] = []
     produced = errors = tools = 0
-    trace_no = 0
 
     def flush(batch: list[SpanSpec]) -> None:
         for fmt in wanted:
             out[fmt].append(SERIALISERS[fmt](stream, batch))
 
-    for trace in stream.traces():
+    for trace_no, whole_trace in enumerate(stream.traces(), start=1):
         if produced >= spans:
             break
-        trace = trace[: spans - produced]
-        trace_no += 1
+        trace = whole_trace[: spans - produced]
         if trace_no % every == 0 and len(sample) < sample_traces:
             sample[trace[0].trace_id.hex()] = [
                 SampleSpan(s.span_id.hex(), stream.resource_service[s.resource], s.name, s.status_code == STATUS_ERROR)

@@ -76,7 +76,9 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, exc.detail if isinstance(exc.detail, str) else "error")
+    response = error_response(exc.status_code, exc.detail if isinstance(exc.detail, str) else "error")
+    response.headers.update(exc.headers or {})  # e.g. Allow on 405
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -93,8 +93,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         for name in ("data_dir", "host", "http_port", "grpc_port", "database_url", "max_body_bytes", "log_level")
     }
     settings = Settings.from_env(**flags)
-    if settings.database_url and not settings.database_url.startswith("sqlite"):
-        raise ValueError("only the embedded SQLite store is available in this version; omit --database-url")
+    if settings.database_url:
+        raise ValueError("this version stores data only in SQLite files under --data-dir; omit --database-url")
     return settings
 
 
@@ -114,25 +114,15 @@ def _control(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _projects_create(args: argparse.Namespace) -> int:
+    from loopkit_core.api.projects import signup_shape
     from loopkit_core.projects import create_project
 
     store = _control(args)
     try:
-        created = create_project(store.control, args.name)
+        created = signup_shape(store.settings, create_project(store.control, args.name))
     finally:
         store.close()
-    if args.json:
-        print(json.dumps({"ok": True, **created}, indent=2))
-        return 0
-    print(f"Created project {created['project_id']} ({created['project_name']}).")
-    print("These keys are shown once; LoopKit stores only their hashes.\n")
-    for label, field in (
-        ("producer key (ingest)", "producer_key"),
-        ("agent key (read, diagnose)", "agent_key"),
-        ("dashboard key (approve)", "dashboard_key"),
-        ("recovery code", "recovery_code"),
-    ):
-        print(f"  {label:28} {created[field]}")
+    _print_keys(f"Created project {created['project_id']} ({created['project_name']}).", created, args.json)
     return 0
 
 
@@ -194,6 +184,7 @@ def _projects_promote(args: argparse.Namespace) -> int:
 
 
 def _projects_rotate(args: argparse.Namespace) -> int:
+    from loopkit_core.api.projects import signup_shape
     from loopkit_core.projects import rotate_keys
 
     store = _control(args)
@@ -204,6 +195,7 @@ def _projects_rotate(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
+    rotated = signup_shape(store.settings, rotated)
     _print_keys(f"Rotated the keys of {rotated['project_id']}; the old keys no longer work.", rotated, args.json)
     return 0
 
@@ -228,7 +220,7 @@ def _projects_delete(args: argparse.Namespace) -> int:
 
 def _print_keys(headline: str, project: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"ok": True, **project}, indent=2))
+        print(json.dumps(project, indent=2))
         return
     print(headline)
     print("These keys are shown once; LoopKit stores only their hashes.\n")

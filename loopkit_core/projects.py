@@ -157,7 +157,7 @@ def require(control: Engine, authorization: str | None, scope: str, now: float |
     if principal is None:
         raise AuthError(401, "unknown or revoked key")
     if scope not in principal.scopes:
-        raise AuthError(403, f"a {principal.key_kind} key does not have the {scope} scope")
+        raise AuthError(403, f"the {principal.key_kind} key of this project does not have the {scope} scope")
     now = time.time() if now is None else now
     if principal.expires_at is not None and now >= principal.expires_at:
         raise AuthError(
@@ -177,7 +177,8 @@ def provision(control: Engine, name: object, operator: object, token: str | None
     name = validate_name(name)
     if operator is not None and (not isinstance(operator, str) or len(operator) > 200):
         raise ValueError("operator must be a string of at most 200 characters")
-    provision_key = f"{operator or ''}/{name}"
+    # Length-prefixed, so distinct pairs never collide (a naive "a/b" + "c" would equal "a" + "b/c").
+    provision_key = f"{len(operator or '')}:{operator or ''}/{name}"
     with control.connect() as conn:
         existing = conn.execute(
             select(projects).where(projects.c.provision_key == provision_key, projects.c.deleted_at.is_(None))

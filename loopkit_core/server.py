@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import uvicorn
 
@@ -40,6 +41,10 @@ class Running:
             self.app.close()
             raise
         self.http_port = self.http_socket.getsockname()[1]
+        if settings.http_port != self.http_port or settings.grpc_port != self.grpc_port:
+            # Ports chosen by the OS (0): answers that advertise URLs (signup) must name the bound ones.
+            settings = self.settings = replace(settings, http_port=self.http_port, grpc_port=self.grpc_port)
+            self.app.settings = settings
         config = uvicorn.Config(
             self.app.http,
             log_level=settings.log_level,
@@ -149,7 +154,9 @@ class _Server(uvicorn.Server):
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # An explicit IPPROTO_TCP lets asyncio set TCP_NODELAY on accepted connections (it skips proto 0),
+    # which spares keep-alive clients a 40 ms Nagle/delayed-ACK stall per response.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

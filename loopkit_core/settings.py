@@ -75,7 +75,9 @@ class Settings:
         if self.writer_threads < 1 or self.grpc_workers < 1:
             raise ValueError("writer_threads and grpc_workers must be at least 1")
         if self.sandbox_quota_spans < 0 or self.sandbox_days <= 0 or self.sandbox_grace_days < 0:
-            raise ValueError("sandbox_quota_spans, sandbox_days and sandbox_grace_days must not be negative")
+            raise ValueError("sandbox_days must be positive; sandbox_quota_spans and sandbox_grace_days not negative")
+        if self.purge_interval_seconds <= 0:
+            raise ValueError("purge_interval_seconds must be positive")
         if self.rate_limit_per_hour < 1:
             raise ValueError("rate_limit_per_hour must be at least 1")
 

@@ -70,6 +70,8 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            # grpcio defaults to SO_REUSEPORT: a second server on a taken port would start and share it.
+            ("grpc.so_reuseport", 0),
         ],
     )
     service = TraceService(ingestor)

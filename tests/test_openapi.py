@@ -110,6 +110,31 @@ def test_real_answers_match_the_documented_schemas(client, project, spec):
     _validator(spec, "GoogleRpcStatus").validate(denied.json())
 
 
+def test_project_answers_match_the_documented_schemas(client, spec):
+    _validator(spec, "Contact").validate(client.get("/contact.json").json())
+
+    signup = client.post("/v1/signup", json={"project_name": "docs check"})
+    assert signup.status_code == 201, signup.text
+    _validator(spec, "ProjectWithKeys").validate(signup.json())
+
+    first = client.post("/v1/provision", json={"project_name": "docs check", "operator": "ci"})
+    assert first.status_code == 201, first.text
+    _validator(spec, "ProvisionResponse").validate(first.json())
+    again = client.post(
+        "/v1/provision",
+        json={"project_name": "docs check", "operator": "ci"},
+        headers={"authorization": f"Bearer {first.json()['agent_key']}"},
+    )
+    assert again.status_code == 200, again.text
+    _validator(spec, "ProvisionResponse").validate(again.json())
+
+    recovered = client.post(
+        "/v1/recover", json={"project_id": first.json()["project_id"], "recovery_code": first.json()["recovery_code"]}
+    )
+    assert recovered.status_code == 200, recovered.text
+    _validator(spec, "ProjectWithKeys").validate(recovered.json())
+
+
 def test_llms_txt_is_the_repository_file(client):
     response = client.get("/llms.txt")
     assert response.status_code == 200

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from conftest import make_settings
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
@@ -15,6 +16,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from loopkit_core.server import in_thread
 
 RECORD_ID = re.compile(r"^rec_[0-9a-f]{24}$")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -134,6 +137,13 @@ def read_all(client, project):
     by_span = {r["span_id"]: r for r in records}
     assert len(by_span) == len(records), "a span was stored twice"
     return by_span
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One LoopKit for the module; every test gets its own project, so tests stay independent."""
+    with in_thread(make_settings(tmp_path_factory.mktemp("data"))) as running:
+        yield running
 
 
 @pytest.fixture

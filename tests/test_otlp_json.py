@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import make_settings
+
+from loopkit_core.server import in_thread
 
 EXAMPLE = Path(__file__).parent / "data" / "otlp_trace_example.json"
 JSON_HEADERS = {"content-type": "application/json"}
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 TRACE_B = "4bf92f3577b34da6a3ce929d0e0e4736"
 NOW_NS = (time.time_ns() // 1_000_000 - 60_000) * 1_000_000  # a whole millisecond, a minute ago
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One LoopKit for the module; every test gets its own project, so tests stay independent."""
+    with in_thread(make_settings(tmp_path_factory.mktemp("data"))) as running:
+        yield running
 
 
 def post(client, project, doc, headers=None):
@@ -100,7 +111,7 @@ def test_spec_example_document_round_trips_with_hex_ids(client, project):
     assert record["duration_ms"] == 1000.0
     assert (record["status"], record["type"], record["message"]) == ("unset", "span", "")
     assert (record["events"], record["links"]) == ([], [])
-    assert record["record_id"].startswith("rec_") and len(record["record_id"]) == 28
+    assert re.fullmatch(r"rec_[0-9a-f]{24}", record["record_id"])
 
     # The same document again: stored once, same record ID.
     assert_empty_success(post(client, project, raw))
@@ -357,24 +368,29 @@ def test_charset_and_case_in_content_type_are_accepted(client, project):
     assert [r["name"] for r in read(client, project)] == ["charset"]
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("traceId", "W47/95gDgQPSabYzgT/GDA=="),  # base64 of a valid ID
-        ("traceId", "0af76519 16cd43dd 8448eb21 1c80319c"),  # hex with spaces
-        ("traceId", " 0af7651916cd43dd8448eb211c80319c"),
-        ("traceId", "0x0af7651916cd43dd8448eb211c80319c"),
-        ("traceId", "0af7651916cd43dd8448eb211c80319c00"),  # 17 bytes
-        ("spanId", "00f067aa0ba902b7\n"),
-        ("spanId", "00f067aa0ba902g7"),
-        ("spanId", "00f067aa0ba902b"),
-        ("parentSpanId", "00f067aa0ba9"),  # 6 bytes
-        ("parentSpanId", "00f0 67aa 0ba9 02b7"),
-    ],
-)
-def test_each_malformed_id_is_rejected_alone(client, project, field, value):
-    bad = span("bad", "e000000000000001", **{field: value})
-    response = post(client, project, request(span("good", "e000000000000002"), bad))
-    assert response.status_code == 200, response.text
-    assert response.json()["partialSuccess"]["rejectedSpans"] == "1"
-    assert [(r["name"], r["span_id"]) for r in read(client, project)] == [("good", "e000000000000002")]
+MALFORMED_IDS = [
+    ("traceId", "W47/95gDgQPSabYzgT/GDA=="),  # base64 of a valid ID
+    ("traceId", "0af76519 16cd43dd 8448eb21 1c80319c"),  # hex with spaces
+    ("traceId", " 0af7651916cd43dd8448eb211c80319c"),
+    ("traceId", "0x0af7651916cd43dd8448eb211c80319c"),
+    ("traceId", "0af7651916cd43dd8448eb211c80319c00"),  # 17 bytes
+    ("spanId", "00f067aa0ba902b7\n"),
+    ("spanId", "00f067aa0ba902g7"),
+    ("spanId", "00f067aa0ba902b"),
+    ("parentSpanId", "00f067aa0ba9"),  # 6 bytes
+    ("parentSpanId", "00f0 67aa 0ba9 02b7"),
+]
+
+
+def test_each_malformed_id_is_rejected_alone(client, project):
+    for n, (field, value) in enumerate(MALFORMED_IDS):
+        good_id = f"e{n:015x}"
+        bad = span("bad", "f000000000000001", **{field: value})
+        response = post(client, project, request(span("good", good_id), bad))
+        assert response.status_code == 200, response.text
+        partial = response.json()["partialSuccess"]
+        assert partial["rejectedSpans"] == "1", (field, value)
+        assert partial["errorMessage"].startswith("1 span(s) rejected: span 'bad': ")
+        stored = read(client, project)
+        assert sorted(r["span_id"] for r in stored) == [f"e{i:015x}" for i in range(n + 1)]
+        assert {r["name"] for r in stored} == {"good"}

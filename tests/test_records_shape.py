@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -274,7 +273,9 @@ def test_timestamps_in_rfc3339_or_unix_nanoseconds(client, project, timestamp, u
 
 def test_a_record_with_trace_and_span_id_resent_is_stored_once_with_the_same_id(client, project):
     trace, span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    first = post(client, project, [{"type": "error", "name": "pay", "message": "first", "trace_id": trace, "span_id": span}])
+    first = post(
+        client, project, [{"type": "error", "name": "pay", "message": "first", "trace_id": trace, "span_id": span}]
+    )
     again = post(
         client,
         project,

@@ -44,7 +44,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(status: int, message: str, code: str | None = None, retry_after: float | None = None) -> Response:
     """The error JSON for a status (with Retry-After, in whole seconds, when the client should wait)."""
-    headers = {"retry-after": str(math.ceil(retry_after))} if retry_after is not None else None
+    headers = {"retry-after": str(math.ceil(retry_after))} if retry_after is not None else {}
+    if status == 401:
+        headers["www-authenticate"] = 'Bearer realm="loopkit"'
     body = {"ok": False, "error": {"code": code or _CODES.get(status, "error"), "message": message}}
     return json_response(body, status, headers)
 

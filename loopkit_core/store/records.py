@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,18 +162,21 @@ def get_record(engine: Engine, record_id: str) -> dict[str, Any] | None:
 
 def encode_cursor(query: WindowQuery, after: tuple[int, str]) -> str:
     """An opaque cursor that pins the window, so later pages read the same bounded window."""
-    payload = orjson.dumps({"s": query.start_ns, "e": query.end_ns, "t": after[0], "r": after[1]})
+    s, e, t, r = query.start_ns, query.end_ns, after[0], after[1]
+    payload = orjson.dumps({"s": s, "e": e, "t": t, "r": r, "c": _cursor_check(s, e, t, r)})
     return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[int, int, tuple[int, str]]:
     """(start_ns, end_ns, after) from a cursor; ValueError when it is not one of ours."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         data = orjson.loads(raw)
-        start, end, ts, rid = data["s"], data["e"], data["t"], data["r"]
+        start, end, ts, rid, check = data["s"], data["e"], data["t"], data["r"], data["c"]
     except (ValueError, TypeError, KeyError, orjson.JSONDecodeError) as exc:
         raise ValueError("invalid cursor") from exc
+    if check != _cursor_check(start, end, ts, rid):  # an edited cursor is refused, not half-obeyed
+        raise ValueError("invalid cursor")
     if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_NS for v in (start, end, ts)):
         raise ValueError("invalid cursor")
     if start > end:
@@ -180,3 +184,7 @@ def decode_cursor(cursor: str) -> tuple[int, int, tuple[int, str]]:
     if not isinstance(rid, str) or len(rid) > 40:
         raise ValueError("invalid cursor")
     return start, end, (ts, rid)
+
+
+def _cursor_check(*fields: object) -> str:
+    return hashlib.blake2b(repr(fields).encode(), digest_size=8).hexdigest()

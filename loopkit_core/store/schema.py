@@ -18,7 +18,7 @@ projects = Table(
     Column("expires_at", BigInteger),  # unix seconds; None: never
     Column("recovery_hash", String(64)),
     Column("deleted_at", BigInteger),
-    # Set for projects minted by POST /v1/provision: "<operator>/<project name>", unique.
+    # Set for projects minted by POST /v1/provision: "<len(operator)>:<operator>/<project name>", unique.
     Column("provision_key", String(420), unique=True),
 )
 

@@ -1,0 +1,789 @@
+"""End-to-end ingest throughput of a real `loopkit serve` process (see docs/benchmarks.md).
+
+Realistic OTLP batches are built *before* timing (bench/payloads.py). Each run then:
+
+1. starts `python -m loopkit_core.cli serve` as its own process on free 127.0.0.1 ports over a
+   fresh temporary data directory, and creates a project with `loopkit projects create`;
+2. opens C connections (threads with `http.client` keep-alive connections, or gRPC channels that
+   do not share a subchannel) and connects them before the clock starts;
+3. sends every pre-serialised batch and measures from the first send until every span is
+   queryable: the server acknowledges only committed data, and the row count is then confirmed
+   read-only with sqlite3 on the project file; after the clock stops a sample of traces is read
+   back through `GET /v1/telemetry` (agent key) and compared span by span with what was sent;
+4. reports wall seconds, spans/s, server CPU seconds and peak RSS (from /proc), the client's
+   own CPU, the machine's CPU use, and error/retry counts; then stops the server (SIGTERM, then
+   SIGKILL) and deletes the data directory.
+
+Usage (one command per benchmark; JSON on stdout, progress on stderr):
+
+    python bench/ingest.py --protocol http-proto --spans 200000
+    python bench/ingest.py --protocol all --spans 200000 --repeat 3
+    python bench/ingest.py --protocol grpc --spans 100000 --py-spy /tmp/prof   # profile, not timed
+
+Protocols: `http-proto`, `http-json` (OTLP/JSON), `grpc` (raw bytes on TraceService/Export),
+`records` (LoopKit's plain records shape). With `--repeat K` every protocol runs K times,
+interleaved round-robin, and the summary holds the median of each number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+import payloads
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+PROTOCOLS = ("http-proto", "http-json", "grpc", "records")
+FORMAT_OF = {"http-proto": "proto", "http-json": "json", "grpc": "proto", "records": "records"}
+CONTENT_TYPE = {"http-proto": "application/x-protobuf", "http-json": "application/json", "records": "application/json"}
+GRPC_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MAX_ATTEMPTS = 20  # per batch, for retryable answers (503/429/UNAVAILABLE) and broken connections
+REQUEST_TIMEOUT = 120.0
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout is the JSON result)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# /proc readings
+# --------------------------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each live thread of a process: tid -> (thread name, seconds)."""
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
+def python_thread_names(pid: int) -> dict[int, str]:
+    """OS thread ID -> Python thread name, from `py-spy dump` (empty when py-spy is not installed).
+
+    Python 3.11 does not name OS threads, so /proc shows every thread as `python`.
+    """
+    if shutil.which("py-spy") is None:
+        return {}
+    try:
+        out = subprocess.run(
+            ["py-spy", "dump", "--pid", str(pid), "--nonblocking"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {int(m[1]): m[2] for m in re.finditer(r'^Thread (\d+) \([^)]*\): "(.*)"$', out, re.MULTILINE)}
+
+
+def cpu_by_thread_group(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], names: dict[int, str]
+) -> dict[str, float]:
+    """CPU seconds spent between two readings, summed per thread name without its number (a pool)."""
+    groups: Counter[str] = Counter()
+    for tid, (os_name, seconds) in after.items():
+        spent = seconds - before.get(tid, (os_name, 0.0))[1]
+        name = names.get(tid) or f"{os_name} (native thread)"
+        groups[re.sub(r"[-_ ]*\d+$", "", name) or name] += spent
+    return {k: round(v, 2) for k, v in groups.most_common() if v >= 0.005}
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set size) of a process in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+# --------------------------------------------------------------------------------------------
+# The server under test
+# --------------------------------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the OS considers free on 127.0.0.1 right now (all held open together, so distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((HOST, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Server:
+    """`loopkit serve` as a separate process over a temporary data directory."""
+
+    def __init__(self, env_overrides: dict[str, str], keep_data: bool = False) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="loopkit-bench-"))
+        self.keep_data = keep_data
+        self.env = {**os.environ, **env_overrides}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http_port = self.grpc_port = 0
+        self.project_id = self.producer_key = self.agent_key = ""
+        self.log_path = self.data_dir / "server.log"
+
+    def _cli(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "loopkit_core.cli", *args]
+
+    def create_project(self) -> None:
+        """Create the benchmark's project with the operator CLI."""
+        out = subprocess.run(
+            self._cli("projects", "create", "bench", "--data-dir", str(self.data_dir), "--json"),
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        created = json.loads(out.stdout)
+        self.project_id, self.producer_key, self.agent_key = (
+            created["project_id"],
+            created["producer_key"],
+            created["agent_key"],
+        )
+
+    @property
+    def db_path(self) -> Path:
+        """The project's SQLite file."""
+        return self.data_dir / "projects" / f"{self.project_id}.db"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it prints its serving line and /healthz answers."""
+        self.http_port, self.grpc_port = free_ports(2)
+        cmd = self._cli(
+            "serve",
+            "--data-dir", str(self.data_dir),
+            "--host", HOST,
+            "--http-port", str(self.http_port),
+            "--grpc-port", str(self.grpc_port),
+            "--log-level", "warning",
+        )  # fmt: skip
+        with open(self.log_path, "wb") as log_file:
+            self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_tail()}")
+            if b"LoopKit serving" in self.log_path.read_bytes() and self._healthy():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start within {timeout}s: {self.log_tail()}")
+
+    def _healthy(self) -> bool:
+        conn = http.client.HTTPConnection(HOST, self.http_port, timeout=2)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of the server's output."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        """The server's process ID."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """SIGTERM (the server drains), SIGKILL if it is still there after 30 s; always reaps it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                log("server ignored SIGTERM for 30 s; killing it")
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def cleanup(self) -> None:
+        """Stop the server and delete the data directory (unless asked to keep it)."""
+        self.stop()
+        if self.keep_data:
+            log(f"data kept in {self.data_dir}")
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def api_get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
+        """GET an API path with the agent key; (status, parsed JSON)."""
+        conn = http.client.HTTPConnection(HOST, self.http_port, timeout=REQUEST_TIMEOUT)
+        try:
+            query = urllib.parse.urlencode(params)
+            conn.request(
+                "GET", f"{path}?{query}" if query else path, headers={"authorization": f"Bearer {self.agent_key}"}
+            )
+            resp = conn.getresponse()
+            return resp.status, orjson.loads(resp.read())
+        finally:
+            conn.close()
+
+
+def count_rows(db_path: Path) -> int:
+    """Rows in the project's records table, read-only (0 while the file does not exist yet)."""
+    if not db_path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)) as conn:
+        return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Senders
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SendStats:
+    """What the client saw, shared by all sender threads."""
+
+    requests: int = 0
+    retries: int = 0
+    failed_batches: int = 0
+    failed_spans: int = 0
+    rejected_spans: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def note(self, **counts: int) -> None:
+        """Add to counters; a `reason` is kept for the report."""
+        with self.lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def reason(self, text: str) -> None:
+        """Remember why something went wrong (counted, first 200 characters)."""
+        with self.lock:
+            self.reasons[text[:200]] += 1
+
+
+class Work:
+    """Hands out batch indexes to the sender threads until all are taken or the deadline passes."""
+
+    def __init__(self, batches: list[bytes], spans_per_batch: list[int], deadline: float) -> None:
+        self.batches = batches
+        self.spans_per_batch = spans_per_batch
+        self.deadline = deadline
+        self._next = itertools.count()
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        """The next batch index, or None when there is nothing left to send."""
+        with self._lock:
+            i = next(self._next)
+        return i if i < len(self.batches) and time.monotonic() < self.deadline else None
+
+
+def _partial(protocol: str, data: bytes, spans: int) -> int:
+    """Spans the server rejected in a 200/OK answer (OTLP partial success, records `rejected`)."""
+    if protocol in ("http-proto", "grpc"):
+        return ExportTraceServiceResponse.FromString(data).partial_success.rejected_spans if data else 0
+    doc = orjson.loads(data) if data else {}
+    if protocol == "records":
+        return int(doc.get("rejected", 0)) + max(
+            spans - int(doc.get("accepted", spans)) - int(doc.get("rejected", 0)), 0
+        )
+    return int(doc.get("partialSuccess", {}).get("rejectedSpans", 0) or 0)
+
+
+def http_sender(server: Server, protocol: str, work: Work, stats: SendStats, go: threading.Event) -> None:
+    """One keep-alive HTTP/1.1 connection posting batches until the work runs out."""
+    headers = {"Content-Type": CONTENT_TYPE[protocol], "authorization": f"Bearer {server.producer_key}"}
+    conn = http.client.HTTPConnection(HOST, server.http_port, timeout=REQUEST_TIMEOUT)
+    conn.connect()
+    go.wait()
+    try:
+        while (i := work.take()) is not None:
+            body, spans = work.batches[i], work.spans_per_batch[i]
+            ok = False
+            for attempt in range(MAX_ATTEMPTS):
+                if attempt:
+                    stats.note(retries=1)
+                if time.monotonic() > work.deadline:
+                    stats.reason("deadline passed")
+                    break
+                try:
+                    conn.request("POST", "/v1/traces", body=body, headers=headers)
+                    resp = conn.getresponse()
+                    data = resp.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    stats.reason(f"{type(exc).__name__}: {exc}")
+                    conn.close()
+                    conn = http.client.HTTPConnection(HOST, server.http_port, timeout=REQUEST_TIMEOUT)
+                    time.sleep(min(0.1 * 2**attempt, 2.0))
+                    continue
+                stats.note(requests=1)
+                if resp.status == 200:
+                    stats.note(rejected_spans=_partial(protocol, data, spans))
+                    ok = True
+                    break
+                stats.reason(f"HTTP {resp.status}: {data[:150]!r}")
+                if resp.status not in (429, 503):
+                    break  # not retryable
+                time.sleep(min(float(resp.getheader("retry-after") or 1), 5.0))
+            if not ok:
+                stats.note(failed_batches=1, failed_spans=spans)
+    finally:
+        conn.close()
+
+
+def grpc_sender(server: Server, protocol: str, work: Work, stats: SendStats, go: threading.Event) -> None:
+    """One gRPC channel with its own connection (local subchannel pool) sending raw request bytes."""
+    channel = grpc.insecure_channel(
+        f"{HOST}:{server.grpc_port}",
+        options=[
+            ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.max_send_message_length", 128 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ],
+    )
+    try:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        export = channel.unary_unary(GRPC_METHOD, request_serializer=None, response_deserializer=None)
+        metadata = (("authorization", f"Bearer {server.producer_key}"),)
+        go.wait()
+        while (i := work.take()) is not None:
+            body, spans = work.batches[i], work.spans_per_batch[i]
+            ok = False
+            for attempt in range(MAX_ATTEMPTS):
+                if attempt:
+                    stats.note(retries=1)
+                if time.monotonic() > work.deadline:
+                    stats.reason("deadline passed")
+                    break
+                try:
+                    data = export(body, metadata=metadata, timeout=REQUEST_TIMEOUT)
+                except grpc.RpcError as exc:
+                    stats.note(requests=1)
+                    code = exc.code() if isinstance(exc, grpc.Call) else None
+                    stats.reason(f"gRPC {code}: {exc.details() if isinstance(exc, grpc.Call) else exc}")
+                    if code == grpc.StatusCode.UNAVAILABLE:
+                        time.sleep(min(0.25 * 2**attempt, 2.0))
+                        continue
+                    break
+                stats.note(requests=1, rejected_spans=_partial(protocol, data, spans))
+                ok = True
+                break
+            if not ok:
+                stats.note(failed_batches=1, failed_spans=spans)
+    finally:
+        channel.close()
+
+
+# --------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------
+
+
+def verify_via_api(server: Server, sample: dict[str, list[payloads.SampleSpan]]) -> dict[str, Any]:
+    """Read sampled traces back through GET /v1/telemetry and compare them with what was sent."""
+    started = time.perf_counter()
+    checked = mismatches = 0
+    problems: list[str] = []
+    for trace_id, expected in sample.items():
+        status, doc = server.api_get("/v1/telemetry", {"since_minutes": 1440, "limit": 1000, "trace_id": trace_id})
+        got = {r["span_id"]: r for r in doc.get("records", [])} if status == 200 else {}
+        for span in expected:
+            checked += 1
+            record = got.get(span.span_id)
+            ok = (
+                record is not None
+                and record["service"] == span.service
+                and record["name"] == span.name
+                and (record["status"] == "error") == span.error
+                and record["trace_id"] == trace_id
+                and record["record_id"].startswith("rec_")
+            )
+            if not ok:
+                mismatches += 1
+                if len(problems) < 5:
+                    problems.append(f"trace {trace_id} span {span.span_id}: got {record and record.get('name')!r}")
+    # One unfiltered page of the maximum size, and its next page through the cursor.
+    page_started = time.perf_counter()
+    status, doc = server.api_get("/v1/telemetry", {"since_minutes": 1440, "limit": 1000})
+    page_ms = (time.perf_counter() - page_started) * 1000
+    first_page = len(doc.get("records", [])) if status == 200 else -1
+    second_page = -1
+    if status == 200 and doc.get("next_cursor"):
+        status2, doc2 = server.api_get("/v1/telemetry", {"limit": 1000, "cursor": doc["next_cursor"]})
+        second_page = len(doc2.get("records", [])) if status2 == 200 else -1
+    return {
+        "traces_checked": len(sample),
+        "spans_checked": checked,
+        "mismatches": mismatches,
+        "problems": problems,
+        "page_1000_ms": round(page_ms, 1),
+        "pages_read": [first_page, second_page],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+@dataclass
+class RunOptions:
+    """Knobs of one run."""
+
+    concurrency: int
+    timeout: float
+    env: dict[str, str]
+    keep_data: bool = False
+    py_spy: Path | None = None
+    py_spy_mode: str = "python"
+    py_spy_rate: int = 100
+    nice: int = 0
+
+
+def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[str, Any]:
+    """One timed run of one protocol against a fresh server."""
+    batches = data.batches[FORMAT_OF[protocol]]
+    spans_per_batch = [min(data.batch_spans, data.spans - i * data.batch_spans) for i in range(len(batches))]
+    server = Server(opts.env, opts.keep_data)
+    profiler: subprocess.Popen[bytes] | None = None
+    try:
+        server.create_project()
+        server.start()
+        if opts.nice:
+            os.setpriority(os.PRIO_PROCESS, server.pid, opts.nice)
+        stats = SendStats()
+        go = threading.Event()
+        deadline = time.monotonic() + opts.timeout
+        work = Work(batches, spans_per_batch, deadline)
+        sender: Callable[..., None] = grpc_sender if protocol == "grpc" else http_sender
+        threads = [
+            threading.Thread(target=sender, args=(server, protocol, work, stats, go), name=f"sender-{n}", daemon=True)
+            for n in range(opts.concurrency)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # connections are open before the clock starts
+        if opts.py_spy is not None:
+            profiler = start_py_spy(server.pid, opts)
+        threads0 = thread_cpu_seconds(server.pid)
+        cpu0, client0, busy0 = process_cpu_seconds(server.pid), time.process_time(), machine_busy_seconds()
+        t0 = time.monotonic()
+        go.set()
+        for t in threads:
+            t.join(max(deadline - time.monotonic(), 0) + REQUEST_TIMEOUT + 5)
+        t_acked = time.monotonic()
+        client_cpu = time.process_time() - client0
+        if profiler is not None:
+            stop_py_spy(profiler)
+            profiler = None
+        expected = data.spans - stats.failed_spans - stats.rejected_spans
+        stored = 0
+        while time.monotonic() < deadline + 60:
+            stored = count_rows(server.db_path)
+            if stored >= expected:
+                break
+            time.sleep(0.02)
+        t_done = time.monotonic()
+        server_cpu = process_cpu_seconds(server.pid) - cpu0
+        threads1 = thread_cpu_seconds(server.pid)
+        busy = machine_busy_seconds() - busy0
+        rss = peak_rss_mb(server.pid)
+        seconds = t_done - t0
+        by_thread = cpu_by_thread_group(threads0, threads1, python_thread_names(server.pid))
+        api = verify_via_api(server, data.sample)
+        alive = any(t.is_alive() for t in threads)
+        result = {
+            "protocol": protocol,
+            "spans": data.spans,
+            "batches": len(batches),
+            "spans_per_batch": data.batch_spans,
+            "concurrency": opts.concurrency,
+            "payload_mb": round(sum(len(b) for b in batches) / 2**20, 1),
+            "seconds": round(seconds, 3),
+            "ack_seconds": round(t_acked - t0, 3),
+            "spans_per_s": round(stored / seconds, 1) if seconds > 0 else 0.0,
+            "stored": stored,
+            "server_cpu_s": round(server_cpu, 2),
+            # Less sensitive than spans/s to other jobs on a shared machine.
+            "spans_per_server_cpu_s": round(stored / server_cpu, 1) if server_cpu > 0 else 0.0,
+            "server_cores": round(server_cpu / seconds, 2),
+            # Threads that ended before the last reading are missing here (not from server_cpu_s).
+            "server_cpu_s_by_thread": by_thread,
+            "server_peak_rss_mb": round(rss, 1),
+            "client_cpu_s": round(client_cpu, 2),
+            "client_cores": round(client_cpu / seconds, 2),
+            "machine_cpu_util": round(busy / ((os.cpu_count() or 1) * seconds), 2),
+            # CPU used by anything else on the machine meanwhile (other jobs make a run noisy).
+            "others_cpu_s": round(max(busy - server_cpu - client_cpu, 0.0), 2),
+            "requests": stats.requests,
+            "errors": stats.failed_batches,
+            "retries": stats.retries,
+            "rejected_spans": stats.rejected_spans,
+            "error_reasons": dict(stats.reasons.most_common(5)),
+            "complete": stored == data.spans and not alive,
+            "api_check": api,
+        }
+        if opts.py_spy is not None:
+            result["profile"] = str(opts.py_spy)
+        return result
+    finally:
+        if profiler is not None:
+            stop_py_spy(profiler)
+        server.cleanup()
+
+
+def wait_quiet(
+    limit: float, busy_cores: float = 0.3, window: float = 1.0, needed: int = 3
+) -> tuple[float, bool | None]:
+    """Wait (at most `limit` seconds) until the machine had `needed` quiet windows in a row.
+
+    Other jobs on a shared 2-core machine distort a run; this does not prevent them, it only avoids
+    starting while they run. Returns (seconds waited, whether it was quiet; None when not checked).
+    """
+    started = time.monotonic()
+    quiet = 0
+    while time.monotonic() - started < limit:
+        before = machine_busy_seconds()
+        time.sleep(window)
+        quiet = quiet + 1 if (machine_busy_seconds() - before) / window < busy_cores else 0
+        if quiet >= needed:
+            return round(time.monotonic() - started, 1), True
+    return round(time.monotonic() - started, 1), None if limit <= 0 else False
+
+
+def start_py_spy(pid: int, opts: RunOptions) -> subprocess.Popen[bytes]:
+    """Attach `py-spy record` (raw collapsed stacks) to the server for the timed phase."""
+    assert opts.py_spy is not None
+    opts.py_spy.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["py-spy", "record", "--pid", str(pid), "--rate", str(opts.py_spy_rate), "--format", "raw",
+           "--threads", "-o", str(opts.py_spy), "--duration", str(int(opts.timeout) + 60)]  # fmt: skip
+    # Native stacks need the target paused for each sample; Python-only sampling does not.
+    cmd += {"python": ["--nonblocking"], "gil": ["--nonblocking", "--gil"], "native": ["--native"]}[opts.py_spy_mode]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # let it attach
+    if proc.poll() is not None:
+        raise RuntimeError(f"py-spy failed: {proc.stderr.read().decode() if proc.stderr else ''}")
+    return proc
+
+
+def stop_py_spy(proc: subprocess.Popen[bytes]) -> None:
+    """Ask py-spy to write its output (SIGINT), killing it if it does not finish in 60 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+MEDIAN_FIELDS = (
+    "seconds", "ack_seconds", "spans_per_s", "server_cpu_s", "spans_per_server_cpu_s", "server_cores",
+    "server_peak_rss_mb", "client_cpu_s", "client_cores", "machine_cpu_util", "others_cpu_s",
+)  # fmt: skip
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each number over the runs of one protocol, and the error totals."""
+    summary: dict[str, Any] = {"protocol": runs[0]["protocol"], "runs": len(runs), "spans": runs[0]["spans"]}
+    for name in MEDIAN_FIELDS:
+        summary[name] = round(statistics.median(r[name] for r in runs), 3)
+    summary["spans_per_s_all_runs"] = [r["spans_per_s"] for r in runs]
+    summary["errors"] = sum(r["errors"] for r in runs)
+    summary["retries"] = sum(r["retries"] for r in runs)
+    summary["rejected_spans"] = sum(r["rejected_spans"] for r in runs)
+    summary["all_complete"] = all(r["complete"] for r in runs)
+    summary["api_mismatches"] = sum(r["api_check"]["mismatches"] for r in runs)
+    # The client shares 2 cores with the server; say when it could have been the limit.
+    summary["client_limited"] = bool(summary["client_cores"] > 0.8)
+    return summary
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--protocol", choices=[*PROTOCOLS, "all"], default="all")
+    p.add_argument("--spans", type=int, default=200_000, help="spans per run (default 200000)")
+    p.add_argument("--batch-spans", type=int, default=512, help="spans per export request (default 512)")
+    p.add_argument("--concurrency", type=int, default=8, help="concurrent connections (default 8)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per protocol; the summary is the median")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=900.0, help="give up sending after this many seconds")
+    p.add_argument("--server-env", action="append", default=[], metavar="LOOPKIT_X=VALUE",
+                   help="environment for the server, e.g. LOOPKIT_SQLITE_SYNCHRONOUS=NORMAL")  # fmt: skip
+    p.add_argument("--keep-data", action="store_true", help="keep each run's data directory")
+    p.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    p.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="PREFIX",
+        help="profile the server with py-spy during each run (PREFIX-<protocol>-<n>.txt, raw collapsed "
+        "stacks) and add a breakdown; profiled runs are slower, do not quote them",
+    )
+    p.add_argument(
+        "--py-spy-mode",
+        choices=["python", "gil", "native"],
+        default="python",
+        help="python: Python stacks of busy threads (no pause); gil: only the thread holding the GIL; "
+        "native: C frames too, idle and GIL-waiting threads included (pauses the server per sample)",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="before each run, wait up to this long for other processes to leave the CPUs alone "
+        "(under 0.3 busy cores for 3 s); 0 disables (default 30)",
+    )
+    p.add_argument("--py-spy-rate", type=int, default=100, help="samples per second (default 100)")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="scheduling priority for the server and this client (negative needs root): on a shared "
+        "machine, -10 keeps other jobs from taking the server's CPU (default 0)",
+    )
+    args = p.parse_args(argv)
+    if args.spans < 1 or args.batch_spans < 1 or args.concurrency < 1 or args.repeat < 1:
+        p.error("--spans, --batch-spans, --concurrency and --repeat must be at least 1")
+    if args.timeout <= 0 or args.timeout > 3600:
+        p.error("--timeout must be in (0, 3600]")
+    for item in args.server_env:
+        if "=" not in item or not item.startswith("LOOPKIT_"):
+            p.error(f"--server-env {item!r}: expected LOOPKIT_NAME=VALUE")
+    return args
+
+
+def code_version() -> dict[str, Any]:
+    """The LoopKit commit measured, and which files outside bench/ differed from it."""
+    repo = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if not line[3:].startswith("bench/")]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_files_outside_bench": len(changed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build payloads, run every protocol --repeat times (interleaved), print the JSON report."""
+    args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the server is always stopped and the data removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
+    protocols = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
+    formats = {FORMAT_OF[p] for p in protocols}
+    log(f"building {args.spans} spans in batches of {args.batch_spans} as {sorted(formats)} ...")
+    data = payloads.build(args.spans, args.batch_spans, formats, seed=args.seed)
+    log(
+        f"built in {data.build_seconds:.1f}s: {data.error_spans / data.spans:.1%} error spans, "
+        f"{data.tool_spans / data.spans:.1%} tool calls; "
+        + ", ".join(f"{f} {data.total_bytes(f) / data.spans:.0f} B/span" for f in sorted(formats))
+    )
+    env = dict(item.split("=", 1) for item in args.server_env)
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
+    for rep in range(args.repeat):
+        for protocol in protocols:
+            prof = None
+            if args.py_spy is not None:
+                prof = args.py_spy.parent / f"{args.py_spy.name}-{protocol}-{rep + 1}.txt"
+            opts = RunOptions(args.concurrency, args.timeout, env, args.keep_data, prof, args.py_spy_mode,
+                              args.py_spy_rate, args.nice)  # fmt: skip
+            quiet = wait_quiet(args.wait_quiet)
+            log(f"run {rep + 1}/{args.repeat} {protocol} ...")
+            result = run_once(protocol, data, opts)
+            result["waited_for_quiet_s"], result["quiet_at_start"] = quiet
+            if prof is not None and prof.exists():
+                import profile_summary
+
+                result["profile_breakdown"] = profile_summary.summarise(prof)
+            runs[protocol].append(result)
+            log(
+                f"  {protocol}: {result['spans_per_s']:.0f} spans/s, {result['seconds']:.1f}s, server CPU "
+                f"{result['server_cpu_s']:.1f}s, client CPU {result['client_cpu_s']:.1f}s, RSS "
+                f"{result['server_peak_rss_mb']:.0f} MB, errors {result['errors']}, retries {result['retries']}, "
+                f"API mismatches {result['api_check']['mismatches']}"
+            )
+    report = {
+        "benchmark": "ingest",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"nproc": os.cpu_count(), "python": sys.version.split()[0]},
+        "loopkit": code_version(),
+        "settings": {
+            "spans": args.spans,
+            "batch_spans": args.batch_spans,
+            "concurrency": args.concurrency,
+            "repeat": args.repeat,
+            "server_env": env,
+            "nice": args.nice,
+            "payload_build_seconds": round(data.build_seconds, 1),
+            "error_span_share": round(data.error_spans / data.spans, 3),
+            "tool_span_share": round(data.tool_spans / data.spans, 3),
+        },
+        "summary": [summarise(runs[p]) for p in protocols],
+        "runs": [r for p in protocols for r in runs[p]],
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    ok = all(s["all_complete"] and s["api_mismatches"] == 0 for s in report["summary"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

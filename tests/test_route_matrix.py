@@ -1,0 +1,305 @@
+"""Every /v1 route and gRPC Export × every kind of key: the exact status, from one table (docs/scopes.md)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from conftest import make_settings
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from loopkit_core.app import ROUTES
+from loopkit_core.projects import rotate_keys
+from loopkit_core.server import Running, in_thread
+
+REPO = Path(__file__).resolve().parent.parent
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+GRPC_ROW = "gRPC TraceService/Export"
+
+# Who calls: no key, two malformed authorization values, the project's three keys, the three keys of another
+# project, and the project's three keys after `rotate_keys` revoked them.
+KEYS = [
+    "none",
+    "Bearer not-a-key",
+    "Basic abc",
+    "producer",
+    "agent",
+    "dashboard",
+    "other producer",
+    "other agent",
+    "other dashboard",
+    "revoked producer",
+    "revoked agent",
+    "revoked dashboard",
+]
+MALFORMED = ("Bearer not-a-key", "Basic abc")
+OWN_PROJECT = "*"  # the call succeeds, in the key's own project (writes land there, reads see only it)
+_401 = {"none": "401", "Bearer not-a-key": "401", "Basic abc": "401"}
+_REVOKED_401 = {"revoked producer": "401", "revoked agent": "401", "revoked dashboard": "401"}
+_UNAUTH = {k: "UNAUTHENTICATED" for k in KEYS if k in _401 or k in _REVOKED_401}
+
+# THE TABLE: route -> key -> status. The single source of truth for docs/scopes.md and for this test.
+TABLE: dict[str, dict[str, str]] = {
+    "POST /v1/signup": dict.fromkeys(KEYS, "201"),
+    "POST /v1/provision": dict.fromkeys(KEYS, "201"),  # a new name: minting needs no key
+    "POST /v1/recover": dict.fromkeys(KEYS, "200"),  # the recovery code decides, not the key
+    "POST /v1/traces": {
+        **_401,
+        "producer": "200",
+        "agent": "403",
+        "dashboard": "403",
+        "other producer": "200" + OWN_PROJECT,
+        "other agent": "403",
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "GET /v1/telemetry": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "GET /v1/records/{record_id}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",
+        "other producer": "403",
+        "other agent": "404",  # another project's record does not exist for this key
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    GRPC_ROW: {
+        **_UNAUTH,
+        "producer": "OK",
+        "agent": "PERMISSION_DENIED",
+        "dashboard": "PERMISSION_DENIED",
+        "other producer": "OK" + OWN_PROJECT,
+        "other agent": "PERMISSION_DENIED",
+        "other dashboard": "PERMISSION_DENIED",
+    },
+}
+
+
+def render_table() -> str:
+    """TABLE as a markdown table (rows: routes; columns: key kinds)."""
+    lines = [
+        "| route | " + " | ".join(f"`{k}`" if k in MALFORMED else k for k in KEYS) + " |",
+        "|---|" + "---|" * len(KEYS),
+    ]
+    for route, cells in TABLE.items():
+        lines.append(f"| `{route}` | " + " | ".join(cells[k] for k in KEYS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def app_v1_routes() -> set[str]:
+    """'METHOD /path' for every /v1 route the app serves (HEAD, which Starlette adds to GET, left out)."""
+    return {
+        f"{method} {route.path}"
+        for route in ROUTES
+        if route.path.startswith("/v1")
+        for method in sorted(route.methods or ())
+        if method != "HEAD"
+    }
+
+
+def test_the_matrix_covers_every_v1_route_and_every_key_kind():
+    assert app_v1_routes() == set(TABLE) - {GRPC_ROW}
+    for route, cells in TABLE.items():
+        assert set(cells) == set(KEYS), route
+
+
+def test_docs_scopes_md_is_the_table():
+    doc = (REPO / "docs" / "scopes.md").read_text()
+    assert render_table() in doc
+    assert "tests/test_route_matrix.py" in doc
+
+
+@dataclass
+class World:
+    """A server, the project under test, another project, and the secrets each cell needs."""
+
+    server: Running
+    client: httpx.Client
+    project_id: str
+    keys: dict[str, str]  # every column of KEYS that is a key -> the key
+    other_id: str
+    other_agent: str
+    record_id: str  # a record of the project under test
+    victim_id: str  # a third project whose keys POST /v1/recover rotates, cell after cell
+    recovery_code: str
+    stored: dict[str, set[str]] = field(default_factory=dict)  # project -> names of the records posted to it
+    counter: itertools.count = field(default_factory=itertools.count)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One server for the whole matrix (rate limit raised: the project routes are called many times)."""
+    settings = make_settings(tmp_path_factory.mktemp("matrix") / "data", rate_limit_per_hour=10_000)
+    with in_thread(settings) as server, httpx.Client(base_url=server.http_url, timeout=30) as client:
+
+        def signup(name: str) -> dict:
+            response = client.post("/v1/signup", json={"project_name": name})
+            assert response.status_code == 201
+            return response.json()
+
+        mine, other, victim = signup("mine"), signup("other"), signup("victim")
+        seeded = client.post(
+            "/v1/traces", json={"records": [{"type": "event", "name": "seed"}]}, headers=_auth(mine["producer_key"])
+        )
+        assert seeded.status_code == 200
+        rotated = rotate_keys(server.app.store.control, mine["project_id"])
+        keys = {kind: rotated[f"{kind}_key"] for kind in ("producer", "agent", "dashboard")}
+        keys |= {f"other {kind}": other[f"{kind}_key"] for kind in ("producer", "agent", "dashboard")}
+        keys |= {f"revoked {kind}": mine[f"{kind}_key"] for kind in ("producer", "agent", "dashboard")}
+        yield World(
+            server=server,
+            client=client,
+            project_id=mine["project_id"],
+            keys=keys,
+            other_id=other["project_id"],
+            other_agent=other["agent_key"],
+            record_id=seeded.json()["record_ids"][0],
+            victim_id=victim["project_id"],
+            recovery_code=victim["recovery_code"],
+            stored={mine["project_id"]: {"seed"}, other["project_id"]: set()},
+        )
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def authorization(world: World, key: str) -> str | None:
+    """The authorization value a column sends."""
+    if key == "none":
+        return None
+    if key in MALFORMED:
+        return key
+    return f"Bearer {world.keys[key]}"
+
+
+def owner_of(world: World, key: str) -> str:
+    """The project a column's key belongs to."""
+    return world.other_id if key.startswith("other ") else world.project_id
+
+
+def names_read(world: World, agent_key: str) -> set[str]:
+    """Names of every record an agent key can read in the last hour."""
+    response = world.client.get("/v1/telemetry", params={"limit": 1000}, headers=_auth(agent_key))
+    assert response.status_code == 200
+    return {r["name"] for r in response.json()["records"]}
+
+
+HTTP_CELLS = [(route, key) for route in TABLE if route != GRPC_ROW for key in KEYS]
+
+
+@pytest.mark.parametrize(("route", "key"), HTTP_CELLS, ids=[f"{r} | {k}" for r, k in HTTP_CELLS])
+def test_http_cell(world: World, route: str, key: str):
+    expected = TABLE[route][key]
+    status = int(expected.rstrip(OWN_PROJECT))
+    value = authorization(world, key)
+    headers = {"authorization": value} if value is not None else {}
+    n = next(world.counter)
+    client = world.client
+    name = f"cell {n}"
+    if route == "POST /v1/signup":
+        response = client.post("/v1/signup", json={"project_name": name}, headers=headers)
+    elif route == "POST /v1/provision":
+        response = client.post("/v1/provision", json={"project_name": name}, headers=headers)
+    elif route == "POST /v1/recover":
+        body = {"project_id": world.victim_id, "recovery_code": world.recovery_code}
+        response = client.post("/v1/recover", json=body, headers=headers)
+        if response.status_code == 200:
+            world.recovery_code = response.json()["recovery_code"]
+    elif route == "POST /v1/traces":
+        # A payload naming the project under test never decides where the record goes: the key does.
+        record = {"type": "event", "name": name, "attributes": {"project_id": world.project_id}}
+        body = {"records": [record], "project_id": world.project_id}
+        response = client.post("/v1/traces", json=body, headers=headers)
+    elif route == "GET /v1/telemetry":
+        response = client.get("/v1/telemetry", params={"limit": 1000}, headers=headers)
+    elif route == "GET /v1/records/{record_id}":
+        response = client.get(f"/v1/records/{world.record_id}", headers=headers)
+    else:
+        raise AssertionError(f"no request written for {route}")
+    assert response.status_code == status, (route, key, response.text)
+
+    body = response.json()
+    if route == "POST /v1/traces":
+        if status == 200:
+            assert (body["accepted"], body["rejected"]) == (1, 0)
+            world.stored[owner_of(world, key)].add(name)
+        else:
+            # OTLP paths answer with a google.rpc.Status: 16 UNAUTHENTICATED, 7 PERMISSION_DENIED.
+            assert body["code"] == {401: 16, 403: 7}[status]
+        # Every project holds exactly what its own producer key wrote.
+        assert names_read(world, world.keys["agent"]) == world.stored[world.project_id]
+        assert names_read(world, world.other_agent) == world.stored[world.other_id]
+        return
+    if status >= 400:
+        code = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}[status]
+        assert body == {"ok": False, "error": {"code": code, "message": body["error"]["message"]}}
+        return
+    assert body["ok"] is True
+    if route == "GET /v1/telemetry":
+        assert {r["name"] for r in body["records"]} == world.stored[owner_of(world, key)]
+    elif route == "GET /v1/records/{record_id}":
+        assert (body["record"]["record_id"], body["record"]["name"]) == (world.record_id, "seed")
+    elif route == "POST /v1/signup":
+        assert body["project_id"] not in (world.project_id, world.other_id)
+    elif route == "POST /v1/provision":
+        assert body["resumed"] is False and body["project_id"] not in (world.project_id, world.other_id)
+    elif route == "POST /v1/recover":
+        assert body["project_id"] == world.victim_id
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_grpc_cell(world: World, key: str):
+    expected = TABLE[GRPC_ROW][key]
+    value = authorization(world, key)
+    n = next(world.counter)
+    request = ExportTraceServiceRequest()
+    now = time.time_ns()
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(
+            trace_id=bytes.fromhex(f"{n + 1:032x}"),
+            span_id=bytes.fromhex(f"{n + 1:016x}"),
+            name=f"grpc cell {n}",
+            start_time_unix_nano=now,
+            end_time_unix_nano=now + 1000,
+        )
+    )
+    with grpc.insecure_channel(world.server.grpc_target) as channel:
+        export = channel.unary_unary(
+            EXPORT,
+            request_serializer=ExportTraceServiceRequest.SerializeToString,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+        metadata = (("authorization", value),) if value is not None else ()
+        try:
+            answer = export(request, metadata=metadata, timeout=10)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            code, answer = exc.code(), None
+    assert code.name == expected.rstrip(OWN_PROJECT), (key, code)
+    if answer is not None:
+        assert not answer.HasField("partial_success")
+        world.stored[owner_of(world, key)].add(span.name)
+    assert names_read(world, world.keys["agent"]) == world.stored[world.project_id]
+    assert names_read(world, world.other_agent) == world.stored[world.other_id]
