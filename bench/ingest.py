@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import itertools
 import json
@@ -181,6 +182,7 @@ class Server:
         out = subprocess.run(
             self._cli("projects", "create", "bench", "--data-dir", str(self.data_dir), "--json"),
             env=self.env,
+            cwd=self.data_dir,  # not the repo: `-m` puts the working directory first on sys.path
             capture_output=True,
             timeout=60,
             check=True,
@@ -209,7 +211,9 @@ class Server:
             "--log-level", "warning",
         )  # fmt: skip
         with open(self.log_path, "wb") as log_file:
-            self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log_file, stderr=subprocess.STDOUT, env=self.env, cwd=self.data_dir
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -568,6 +572,7 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
             "rejected_spans": stats.rejected_spans,
             "error_reasons": dict(stats.reasons.most_common(5)),
             "complete": stored == data.spans and not alive,
+            "server_log_tail": server.log_tail(1500) if stats.failed_batches or stored != data.spans else "",
             "api_check": api,
         }
         if opts.py_spy is not None:
@@ -661,6 +666,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=900.0, help="give up sending after this many seconds")
     p.add_argument("--server-env", action="append", default=[], metavar="LOOPKIT_X=VALUE",
                    help="environment for the server, e.g. LOOPKIT_SQLITE_SYNCHRONOUS=NORMAL")  # fmt: skip
+    p.add_argument(
+        "--snapshot",
+        action="store_true",
+        help="run the server from a copy of the LoopKit packages taken at start (the working tree may "
+        "change during a long benchmark)",
+    )
     p.add_argument("--keep-data", action="store_true", help="keep each run's data directory")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
     p.add_argument(
@@ -704,6 +715,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+SNAPSHOT_PACKAGES = {"loopkit_core": "loopkit_core", "loopkit_receivers": "receivers", "loopkit_plugins": "plugins"}
+
+
+def snapshot_code(dest: Path) -> str:
+    """Copy LoopKit's packages as they are now into `dest` (for PYTHONPATH); returns a content hash.
+
+    The working tree may change while a long benchmark runs; every run of one invocation then
+    measures the same code.
+    """
+    repo = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name, folder in SNAPSHOT_PACKAGES.items():
+        shutil.copytree(repo / folder, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for path in sorted((dest / name).rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def code_version() -> dict[str, Any]:
     """The LoopKit commit measured, and which files outside bench/ differed from it."""
     repo = Path(__file__).resolve().parent.parent
@@ -735,6 +765,27 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{f} {data.total_bytes(f) / data.spans:.0f} B/span" for f in sorted(formats))
     )
     env = dict(item.split("=", 1) for item in args.server_env)
+    snapshot_dir: Path | None = None
+    version = code_version()
+    if args.snapshot:
+        snapshot_dir = Path(tempfile.mkdtemp(prefix="loopkit-bench-code-"))
+        version["snapshot_sha256"] = snapshot_code(snapshot_dir)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(snapshot_dir), os.environ.get("PYTHONPATH")) if p)
+        log(f"server code snapshot {version['snapshot_sha256']} in {snapshot_dir}")
+    try:
+        return _run_all(args, protocols, data, env, version)
+    finally:
+        if snapshot_dir is not None:
+            shutil.rmtree(snapshot_dir, ignore_errors=True)
+
+
+def _run_all(
+    args: argparse.Namespace,
+    protocols: list[str],
+    data: payloads.Payloads,
+    env: dict[str, str],
+    version: dict[str, Any],
+) -> int:
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
     for rep in range(args.repeat):
         for protocol in protocols:
@@ -758,11 +809,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result['server_peak_rss_mb']:.0f} MB, errors {result['errors']}, retries {result['retries']}, "
                 f"API mismatches {result['api_check']['mismatches']}"
             )
+            if result["error_reasons"]:
+                log(f"  error reasons: {result['error_reasons']}")
     report = {
         "benchmark": "ingest",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"nproc": os.cpu_count(), "python": sys.version.split()[0]},
-        "loopkit": code_version(),
+        "loopkit": version,
         "settings": {
             "spans": args.spans,
             "batch_spans": args.batch_spans,

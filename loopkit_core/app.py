@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopkit_core.api import discovery, projects, telemetry
+from loopkit_core.api import discovery, packets, plugins, projects, runs, telemetry
 from loopkit_core.api.errors import ApiError, error_response
+from loopkit_core.plugins import get_plugins
 from loopkit_core.purge import Purger
 from loopkit_core.ratelimit import RateLimiter
 from loopkit_core.settings import Settings
@@ -32,6 +33,10 @@ ROUTES = [
     Route("/v1/traces", otlp_http.export_traces, methods=["POST"]),
     Route("/v1/telemetry", telemetry.list_telemetry, methods=["GET"]),
     Route("/v1/records/{record_id}", telemetry.get_record, methods=["GET"]),
+    Route("/v1/runs/diagnose", runs.run_diagnose, methods=["POST"]),
+    Route("/v1/packets", packets.list_packets, methods=["GET"]),
+    Route("/v1/packets/{packet_id}", packets.get_packet, methods=["GET"]),
+    Route("/v1/plugins", plugins.list_plugins, methods=["GET"]),
 ]
 
 
@@ -41,9 +46,10 @@ class LoopKit:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock  # injectable so expiry can be tested without waiting
+        self.plugins = get_plugins(settings.blocked_plugins_list())
         self.store = Store(settings)
         self.writer = Writer(self.store, settings.writer_threads, settings.writer_max_pending_rows)
-        self.ingestor = Ingestor(self.store, self.writer, settings.max_body_bytes, clock)
+        self.ingestor = Ingestor(self.store, self.writer, settings.max_body_bytes, clock, self.plugins)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_hour, 3600.0)
         self.purger = Purger(self.store, clock, settings.purge_interval_seconds, settings.sandbox_grace_days * 86400)
         self.http = Starlette(

@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="debug, info, warning or error (LOOPKIT_LOG_LEVEL, default info)")
     serve.set_defaults(handler=_serve)
 
+    plugins = commands.add_parser("plugins", help="list the plugins this installation loads, and their hooks")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.set_defaults(handler=_plugins)
+
     projects = commands.add_parser("projects", help="operator commands for projects and keys")
     project_commands = projects.add_subparsers(title="project commands")
     create = project_commands.add_parser("create", help="create an uncapped project and print its keys once")
@@ -231,6 +235,23 @@ def _print_keys(headline: str, project: dict[str, Any], as_json: bool) -> None:
         ("recovery code", "recovery_code"),
     ):
         print(f"  {label:28} {project[field]}")
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from loopkit_core.api.plugins import describe
+    from loopkit_core.plugins import get_plugins
+
+    answer = describe(get_plugins(Settings.from_env().blocked_plugins_list()))
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return 0
+    rows = [
+        {**p, "hooks": ", ".join(p["hooks"]), "builtin": "yes" if p["builtin"] else "no"} for p in answer["plugins"]
+    ]
+    _table(rows, ("name", "builtin", "hooks", "module"))
+    for error in answer["load_errors"]:
+        print(f"failed to load {error['plugin']}: {error['error']}", file=sys.stderr)
+    return 0
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:

@@ -42,7 +42,7 @@ class Record:
     resource: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
-    fingerprint: str | None = None
+    signature: str | None = None
 
     @property
     def duration_ms(self) -> float:
@@ -74,3 +74,38 @@ def parse_rfc3339(text: str) -> int:
     date, clock, fraction, offset = match.groups()
     dt = datetime.fromisoformat(f"{date}T{clock}{'+00:00' if offset in ('Z', 'z') else offset}")
     return (dt - _EPOCH) // timedelta(seconds=1) * 1_000_000_000 + int((fraction or "0")[:9].ljust(9, "0"))
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A record's grouping key at ingest: a short hash and the masked template it was made from."""
+
+    key: str
+    template: str
+    operation: str  # the route / tool / operation the signature is scoped to
+
+
+@dataclass
+class Issue:
+    """One recurring problem a diagnoser found in a window, with the exact records behind it."""
+
+    fingerprint: str  # stable across runs for the same failure
+    title: str
+    signal_type: str  # error | tool_failure | latency | user_signal | event
+    count: int  # the true number of the issue's records in the window
+    first_seen_ns: int
+    last_seen_ns: int
+    # Which records are the issue's: {"signatures": [...]} | {"name", "service", "min_duration_ms"}
+    # | {"record_ids": [...]}; GET /v1/telemetry?issue= lists exactly these within a window.
+    selector: dict[str, Any]
+    evidence: list[str] = field(default_factory=list)  # record IDs, a bounded sample
+    traces: list[str] = field(default_factory=list)
+    severity: str = "medium"  # critical | high | medium | low
+    impact: float = 0.0  # orders issues in a packet, highest first
+    stats: dict[str, Any] = field(default_factory=dict)
+    eval_candidate: str = ""
+    eval: dict[str, Any] = field(default_factory=dict)
+    patch_plan: list[dict[str, Any]] = field(default_factory=list)
+    next_action: str = ""
+    template: str | None = None  # for signature issues: the merged message template
+    diagnoser: str = ""  # filled in by the pipeline with the plugin's name

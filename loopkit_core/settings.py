@@ -45,6 +45,8 @@ class Settings:
         "they can promote yours without losing data."
     )
     contact_email: str | None = None
+    # Plugin names never to load (comma-separated), e.g. "latency_outliers,acme_diagnoser".
+    blocked_plugins: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -80,6 +82,10 @@ class Settings:
             raise ValueError("purge_interval_seconds must be positive")
         if self.rate_limit_per_hour < 1:
             raise ValueError("rate_limit_per_hour must be at least 1")
+
+    def blocked_plugins_list(self) -> list[str]:
+        """The blocked plugin names."""
+        return [name.strip() for name in self.blocked_plugins.split(",") if name.strip()]
 
     def base_url(self) -> str:
         """The public base URL of the HTTP API, without a trailing slash."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -11,6 +12,7 @@ from typing import Any
 import orjson
 
 from loopkit_core.model import Record
+from loopkit_core.plugins import Plugins
 from loopkit_core.projects import AuthError, Principal, require
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import to_rows
@@ -21,6 +23,8 @@ from loopkit_receivers.errors import BadRequest, Forbidden, Unauthenticated, Una
 from loopkit_receivers.spans import Decoded
 
 WRITE_SCOPE = "telemetry:write"
+FAILURE_TYPES = frozenset(("error", "tool_failure"))
+log = logging.getLogger("loopkit.ingest")
 
 
 @dataclass
@@ -39,7 +43,10 @@ class HttpPayload:
 class Ingestor:
     """Authenticates producers, decodes payloads, and hands records to the batching writer."""
 
-    def __init__(self, store: Store, writer: Writer, max_body_bytes: int, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, store: Store, writer: Writer, max_body_bytes: int, clock: Callable[[], float], plugins: Plugins
+    ) -> None:
+        self.plugins = plugins
         self.store = store
         self.writer = writer
         self.max_body_bytes = max_body_bytes
@@ -69,10 +76,38 @@ class Ingestor:
 
     def submit(self, principal: Principal, records: list[Record]) -> Future[WriteResult]:
         """Queue records for one commit under the project's quota; the future resolves once durable."""
+        signatures = self.sign(records)
         try:
-            return self.writer.submit(principal.project_id, to_rows(records, time.time_ns()), principal.quota_spans)
+            rows = to_rows(records, time.time_ns())
+            return self.writer.submit(principal.project_id, rows, principal.quota_spans, signatures)
         except Overloaded as exc:
             raise Unavailable(str(exc)) from exc
+
+    def sign(self, records: list[Record]) -> list[dict[str, Any]]:
+        """Set each failure's grouping signature (record_signature hook); the distinct ones described."""
+        described: dict[str, dict[str, Any]] = {}
+        hook = self.plugins.hook.record_signature
+        for record in records:
+            if record.type not in FAILURE_TYPES:
+                continue
+            try:
+                signature = hook(record=record)
+            except Exception:  # a broken signature plugin must not lose data: store the record unsigned
+                log.exception("record_signature failed; record stored without a signature")
+                continue
+            if signature is None:
+                continue
+            record.signature = signature.key
+            if signature.key not in described:
+                described[signature.key] = {
+                    "signature": signature.key,
+                    "template": signature.template,
+                    "type": record.type,
+                    "operation": signature.operation,
+                    "service": record.service,
+                    "exception_type": record.exception_type or "",
+                }
+        return list(described.values())
 
 
 def quota_reason(principal: Principal) -> str:

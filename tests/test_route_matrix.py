@@ -82,6 +82,46 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "403",
         **_REVOKED_401,
     },
+    "POST /v1/runs/diagnose": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "GET /v1/packets": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "200" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
+    "GET /v1/packets/{packet_id}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "404",  # another project's packet does not exist for this key
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "GET /v1/plugins": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",
+        "other producer": "403",
+        "other agent": "200",
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
     GRPC_ROW: {
         **_UNAUTH,
         "producer": "OK",
@@ -139,6 +179,7 @@ class World:
     other_id: str
     other_agent: str
     record_id: str  # a record of the project under test
+    packet_id: str  # a packet of the project under test
     victim_id: str  # a third project whose keys POST /v1/recover rotates, cell after cell
     recovery_code: str
     stored: dict[str, set[str]] = field(default_factory=dict)  # project -> names of the records posted to it
@@ -161,6 +202,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "/v1/traces", json={"records": [{"type": "event", "name": "seed"}]}, headers=_auth(mine["producer_key"])
         )
         assert seeded.status_code == 200
+        diagnosed = client.post("/v1/runs/diagnose", json={}, headers=_auth(mine["agent_key"]))
+        assert diagnosed.status_code == 200
         rotated = rotate_keys(server.app.store.control, mine["project_id"])
         keys = {kind: rotated[f"{kind}_key"] for kind in ("producer", "agent", "dashboard")}
         keys |= {f"other {kind}": other[f"{kind}_key"] for kind in ("producer", "agent", "dashboard")}
@@ -173,6 +216,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             other_id=other["project_id"],
             other_agent=other["agent_key"],
             record_id=seeded.json()["record_ids"][0],
+            packet_id=diagnosed.json()["packet"]["packet_id"],
             victim_id=victim["project_id"],
             recovery_code=victim["recovery_code"],
             stored={mine["project_id"]: {"seed"}, other["project_id"]: set()},
@@ -234,6 +278,14 @@ def test_http_cell(world: World, route: str, key: str):
         response = client.get("/v1/telemetry", params={"limit": 1000}, headers=headers)
     elif route == "GET /v1/records/{record_id}":
         response = client.get(f"/v1/records/{world.record_id}", headers=headers)
+    elif route == "POST /v1/runs/diagnose":
+        response = client.post("/v1/runs/diagnose", json={"since_minutes": 60}, headers=headers)
+    elif route == "GET /v1/packets":
+        response = client.get("/v1/packets", headers=headers)
+    elif route == "GET /v1/packets/{packet_id}":
+        response = client.get(f"/v1/packets/{world.packet_id}", headers=headers)
+    elif route == "GET /v1/plugins":
+        response = client.get("/v1/plugins", headers=headers)
     else:
         raise AssertionError(f"no request written for {route}")
     assert response.status_code == status, (route, key, response.text)
@@ -265,6 +317,16 @@ def test_http_cell(world: World, route: str, key: str):
         assert body["resumed"] is False and body["project_id"] not in (world.project_id, world.other_id)
     elif route == "POST /v1/recover":
         assert body["project_id"] == world.victim_id
+    elif route == "POST /v1/runs/diagnose":
+        assert body["packet"]["project_id"] == owner_of(world, key)
+    elif route == "GET /v1/packets":
+        owner = owner_of(world, key)
+        assert all(p["project_id"] == owner for p in body["packets"])
+        assert (world.packet_id in {p["packet_id"] for p in body["packets"]}) == (owner == world.project_id)
+    elif route == "GET /v1/packets/{packet_id}":
+        assert body["packet"]["packet_id"] == world.packet_id
+    elif route == "GET /v1/plugins":
+        assert {"signature_clusterer", "latency_outliers"} <= set(body["diagnosers"])
 
 
 @pytest.mark.parametrize("key", KEYS)

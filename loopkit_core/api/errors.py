@@ -59,3 +59,21 @@ async def principal(request: Request, scope: str) -> Principal:
         return await run_in_threadpool(require, loopkit.store.control, authorization, scope, loopkit.clock())
     except AuthError as exc:
         raise ApiError(exc.status, exc.message, exc.code) from None
+
+
+async def json_body(request: Request, max_bytes: int = 64 * 1024) -> dict[str, Any]:
+    """A small JSON object body ({} when empty); ApiError 400/413 otherwise."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise ApiError(413, f"body must be at most {max_bytes} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return body

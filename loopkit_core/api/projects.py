@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from loopkit_core import projects
-from loopkit_core.api.errors import ApiError, json_response
+from loopkit_core.api.errors import ApiError, json_body, json_response
 from loopkit_core.model import rfc3339
 from loopkit_core.projects import bearer_token
 from loopkit_core.settings import Settings
@@ -22,8 +21,10 @@ async def signup(request: Request) -> Response:
     """Mint a capped, expiring sandbox project with its three keys (shown once)."""
     loopkit = request.app.state.loopkit
     _limit(request)
-    body = await _body(request)
-    name = body.get("project_name", "sandbox")
+    body = await json_body(request, MAX_BODY)
+    name = body.get("project_name")
+    if name is None:
+        name = "sandbox"
     settings = loopkit.settings
     expires_at = int(loopkit.clock() + settings.sandbox_days * 86400)
     created = await run_in_threadpool(
@@ -36,7 +37,7 @@ async def provision(request: Request) -> Response:
     """Mint a permanent project once per (operator, name); resume it later with one of its keys."""
     loopkit = request.app.state.loopkit
     _limit(request)
-    body = await _body(request)
+    body = await json_body(request, MAX_BODY)
     if "project_name" not in body:
         raise ApiError(400, "project_name is required")
     token = bearer_token(request.headers.get("authorization"))
@@ -52,7 +53,7 @@ async def recover(request: Request) -> Response:
     """Rotate all keys and the recovery code of a project, given its recovery code."""
     loopkit = request.app.state.loopkit
     _limit(request)
-    body = await _body(request)
+    body = await json_body(request, MAX_BODY)
     rotated = await run_in_threadpool(
         _call, projects.recover, loopkit.store.control, body.get("project_id"), body.get("recovery_code")
     )
@@ -118,20 +119,3 @@ def _limit(request: Request) -> None:
     retry_after = request.app.state.loopkit.rate_limiter.hit(client)
     if retry_after is not None:
         raise ApiError(429, "too many project requests from this address; retry later", retry_after=retry_after)
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, f"body must be at most {MAX_BODY} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "body must be a JSON object")
-    return body

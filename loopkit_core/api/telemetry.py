@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
+from typing import Any
 
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,10 +15,11 @@ from starlette.responses import Response
 from loopkit_core.api.errors import ApiError, json_response, principal
 from loopkit_core.model import parse_rfc3339, rfc3339
 from loopkit_core.store import records as store
+from loopkit_core.store.packets import find_issue
 
 READ_SCOPE = "telemetry:read"
 MAX_SINCE_MINUTES = 10 * 366 * 24 * 60
-# Query parameter -> record column; `issue` matches an issue's fingerprint.
+# Query parameter -> record column. `issue` (an issue_id or fingerprint) is resolved to its selector.
 FILTERS = {
     "type": "type",
     "name": "name",
@@ -23,9 +27,10 @@ FILTERS = {
     "record_id": "record_id",
     "trace_id": "trace_id",
     "session_id": "session_id",
-    "issue": "fingerprint",
 }
-PARAMS = {"since_minutes", "until", "limit", "cursor", *FILTERS}
+# Case-insensitive hex IDs are stored lowercase.
+LOWERCASE = {"trace_id"}
+PARAMS = {"since_minutes", "until", "limit", "cursor", "issue", *FILTERS}
 
 
 async def list_telemetry(request: Request) -> Response:
@@ -33,6 +38,9 @@ async def list_telemetry(request: Request) -> Response:
     caller = await principal(request, READ_SCOPE)
     query = parse_query(request)
     engine = request.app.state.loopkit.store.project(caller.project_id)
+    issue_keys = request.query_params.getlist("issue")
+    if issue_keys:
+        query = replace(query, selectors=tuple([await _issue_selector(engine, key) for key in issue_keys[:50]]))
     rows, after = await run_in_threadpool(store.read_window, engine, query)
     return json_response(
         {
@@ -55,6 +63,13 @@ async def get_record(request: Request) -> Response:
     return json_response({"ok": True, "record": record})
 
 
+async def _issue_selector(engine: Engine, key: str) -> dict[str, Any]:
+    issue = await run_in_threadpool(find_issue, engine, key[:80]) if len(key) <= 80 else None
+    if issue is None:
+        raise ApiError(404, f"no issue {key[:80]!r} in this project (use an issue_id or fingerprint from a packet)")
+    return issue["selector"]
+
+
 def parse_query(request: Request) -> store.WindowQuery:
     """Validate the query string into a WindowQuery; ApiError 400 with the reason otherwise."""
     params = request.query_params
@@ -70,7 +85,7 @@ def parse_query(request: Request) -> store.WindowQuery:
         if values:
             if any(len(v) > 1024 for v in values) or len(values) > 50:
                 raise ApiError(400, f"{param}: at most 50 values of at most 1024 characters")
-            filters.append((column, tuple(values)))
+            filters.append((column, tuple(v.lower() for v in values) if param in LOWERCASE else tuple(values)))
     cursor = params.get("cursor")
     if cursor:
         try:
@@ -82,7 +97,7 @@ def parse_query(request: Request) -> store.WindowQuery:
     if not 0 < since <= MAX_SINCE_MINUTES:
         raise ApiError(400, f"since_minutes must be greater than 0 and at most {MAX_SINCE_MINUTES}")
     until = params.get("until")
-    end_ns = _instant(until) if until else time.time_ns()
+    end_ns = parse_instant(until) if until else time.time_ns()
     start_ns = max(end_ns - int(since * 60e9), 0)
     return store.WindowQuery(start_ns, end_ns, limit, tuple(filters))
 
@@ -104,7 +119,8 @@ def _float(value: str, name: str) -> float:
     return number
 
 
-def _instant(value: str) -> int:
+def parse_instant(value: str) -> int:
+    """RFC 3339 or unix nanoseconds (1970-2262) as unix ns; ApiError 400 otherwise."""
     message = "until must be RFC 3339 (e.g. 2026-01-02T03:04:05Z) or unix nanoseconds"
     if value.isdigit() and len(value) <= 19:
         ns = int(value)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
 from sqlalchemy.dialects import sqlite
 
 from loopkit_core.model import Record, rfc3339
-from loopkit_core.store.schema import counters, records
+from loopkit_core.store.schema import counters, issue_signatures, records, signatures
 
 MAX_PAGE = 1000
 # Timestamps are signed 64-bit unix nanoseconds (SQLite INTEGER).
@@ -52,7 +52,7 @@ def to_rows(batch: list[Record], received_ns: int) -> list[dict[str, Any]]:
                 "resource": res,
                 "events": dumps(r.events).decode(),
                 "links": dumps(r.links).decode(),
-                "fingerprint": r.fingerprint,
+                "signature": r.signature,
             }
         )
     return rows
@@ -65,6 +65,14 @@ INSERT = sqlite.insert(records).on_conflict_do_nothing(index_elements=["record_i
 def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
     """Insert rows in one executemany; duplicates of stored record IDs are skipped. Returns rows added."""
     return conn.execute(INSERT, rows).rowcount
+
+
+_INSERT_SIGNATURES = sqlite.insert(signatures).on_conflict_do_nothing(index_elements=["signature"])
+
+
+def insert_signatures(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Describe new signatures (template, operation, ...); already known ones are left as they are."""
+    conn.execute(_INSERT_SIGNATURES, rows)
 
 
 def record_exists(conn: Connection, record_id: str) -> bool:
@@ -89,8 +97,8 @@ def write_accepted_total(conn: Connection, value: int) -> None:
     conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
 
 
-def to_json(row: Any) -> dict[str, Any]:
-    """A stored row as the API's record object."""
+def to_json(row: Any, fingerprints: dict[str, str] | None = None) -> dict[str, Any]:
+    """A stored row as the API's record object (`fingerprint`: its issue's, once diagnosed)."""
     loads = orjson.loads
     return {
         "record_id": row.record_id,
@@ -115,7 +123,8 @@ def to_json(row: Any) -> dict[str, Any]:
         "resource": loads(row.resource),
         "events": loads(row.events),
         "links": loads(row.links),
-        "fingerprint": row.fingerprint,
+        "signature": row.signature,
+        "fingerprint": (fingerprints or {}).get(row.signature) if row.signature else None,
         "received_at": rfc3339(row.received_ns),
     }
 
@@ -129,9 +138,25 @@ class WindowQuery:
     limit: int = 100
     filters: tuple[tuple[str, tuple[str, ...]], ...] = ()
     after: tuple[int, str] | None = None  # (ts_ns, record_id) of the last record already returned
+    selectors: tuple[dict[str, Any], ...] = ()  # issues' selectors: records matching any of them
 
 
-FILTER_COLUMNS = ("type", "name", "service", "record_id", "trace_id", "session_id", "fingerprint")
+FILTER_COLUMNS = ("type", "name", "service", "record_id", "trace_id", "session_id")
+
+
+def selector_condition(selector: dict[str, Any]) -> ColumnElement[bool]:
+    """The SQL condition for an issue's records (see Issue.selector)."""
+    c = records.c
+    if "signatures" in selector:
+        return c.signature.in_(selector["signatures"])
+    if "record_ids" in selector:
+        return c.record_id.in_(selector["record_ids"])
+    if "name" in selector:
+        conditions = [c.name == selector["name"], c.duration_ms >= float(selector.get("min_duration_ms", 0))]
+        if selector.get("service") is not None:
+            conditions.append(c.service == selector["service"])
+        return and_(*conditions)
+    raise ValueError(f"unknown selector {sorted(selector)}")
 
 
 def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
@@ -141,23 +166,39 @@ def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]
     for column, values in query.filters:
         col = c[column]
         conditions.append(col == values[0] if len(values) == 1 else col.in_(values))
+    if query.selectors:
+        conditions.append(or_(*(selector_condition(s) for s in query.selectors)))
     if query.after is not None:
         ts, rid = query.after
         conditions.append(or_(c.ts_ns < ts, and_(c.ts_ns == ts, c.record_id < rid)))
     stmt = select(records).where(*conditions).order_by(c.ts_ns.desc(), c.record_id.desc()).limit(query.limit + 1)
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
+        fingerprints = _fingerprints(conn, {r.signature for r in rows[: query.limit] if r.signature})
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     next_after = (rows[-1].ts_ns, rows[-1].record_id) if more and rows else None
-    return [to_json(r) for r in rows], next_after
+    return [to_json(r, fingerprints) for r in rows], next_after
 
 
 def get_record(engine: Engine, record_id: str) -> dict[str, Any] | None:
     """One record by ID, or None."""
     with engine.connect() as conn:
         row = conn.execute(select(records).where(records.c.record_id == record_id)).first()
-    return None if row is None else to_json(row)
+        fingerprints = _fingerprints(conn, {row.signature} if row is not None and row.signature else set())
+    return None if row is None else to_json(row, fingerprints)
+
+
+def _fingerprints(conn: Connection, signatures: set[str]) -> dict[str, str]:
+    """The issue fingerprint of each signature that a diagnosis has assigned to an issue."""
+    if not signatures:
+        return {}
+    rows = conn.execute(
+        select(issue_signatures.c.signature, issue_signatures.c.fingerprint).where(
+            issue_signatures.c.signature.in_(signatures)
+        )
+    ).all()
+    return {r.signature: r.fingerprint for r in rows}
 
 
 def encode_cursor(query: WindowQuery, after: tuple[int, str]) -> str:

@@ -62,13 +62,61 @@ records = Table(
     Column("resource", Text, nullable=False),  # JSON object
     Column("events", Text, nullable=False),  # JSON array
     Column("links", Text, nullable=False),  # JSON array
-    Column("fingerprint", String(64)),
+    Column("signature", String(32)),  # grouping key computed at ingest (errors, tool failures)
 )
 # Window reads page on (ts_ns, record_id); filters narrow within the window.
 Index("ix_records_window", records.c.ts_ns, records.c.record_id)
 Index("ix_records_type_window", records.c.type, records.c.ts_ns)
 Index("ix_records_trace", records.c.trace_id)
 Index("ix_records_session", records.c.session_id)
+# Diagnosis groups a window by signature in SQL; only errors and tool failures carry one.
+Index("ix_records_signature", records.c.signature, records.c.ts_ns, sqlite_where=records.c.signature.is_not(None))
+
+# One row per distinct signature ever seen: the masked template and where it came from.
+signatures = Table(
+    "signatures",
+    project_metadata,
+    Column("signature", String(32), primary_key=True),
+    Column("template", Text, nullable=False),
+    Column("type", String(20), nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("service", Text, nullable=False),
+    Column("exception_type", Text, nullable=False),
+)
+
+# Issues tracked across runs: identity (fingerprint), lifecycle, and which records are theirs.
+issues = Table(
+    "issues",
+    project_metadata,
+    Column("fingerprint", String(40), primary_key=True),
+    Column("issue_id", String(40), nullable=False, unique=True),
+    Column("diagnoser", String(100), nullable=False),
+    Column("signal_type", String(20), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("template", Text),
+    Column("selector", Text, nullable=False),  # JSON
+    Column("status", String(20), nullable=False),
+    Column("first_seen_ns", BigInteger, nullable=False),
+    Column("last_seen_ns", BigInteger, nullable=False),
+    Column("last_packet_id", String(40)),
+)
+
+# Which issue each signature belongs to (set when a diagnosis clusters signatures).
+issue_signatures = Table(
+    "issue_signatures",
+    project_metadata,
+    Column("signature", String(32), primary_key=True),
+    Column("fingerprint", String(40), nullable=False, index=True),
+)
+
+packets = Table(
+    "packets",
+    project_metadata,
+    Column("packet_id", String(40), primary_key=True),
+    Column("created_ns", BigInteger, nullable=False, index=True),
+    Column("status", String(40), nullable=False),
+    Column("body", Text, nullable=False),  # the packet JSON
+)
 
 # Running totals kept in the same transaction as the inserts (e.g. records ever accepted, for quotas).
 counters = Table(

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopkit_core.store.engines import Store
-from loopkit_core.store.records import accepted_total, insert_rows, record_exists, write_accepted_total
+from loopkit_core.store.records import (
+    accepted_total,
+    insert_rows,
+    insert_signatures,
+    record_exists,
+    write_accepted_total,
+)
 
 log = logging.getLogger("loopkit.writer")
 
@@ -27,10 +33,10 @@ class WriteResult:
 
 
 class _Item:
-    __slots__ = ("rows", "quota", "future")
+    __slots__ = ("rows", "quota", "signatures", "future")
 
-    def __init__(self, rows: Rows, quota: int | None, future: Future[WriteResult]) -> None:
-        self.rows, self.quota, self.future = rows, quota, future
+    def __init__(self, rows: Rows, quota: int | None, signatures: Rows, future: Future[WriteResult]) -> None:
+        self.rows, self.quota, self.signatures, self.future = rows, quota, signatures, future
 
 
 class Overloaded(Exception):
@@ -47,14 +53,17 @@ class Writer:
         for shard in self._shards:
             shard.start()
 
-    def submit(self, project_id: str, rows: Rows, quota: int | None = None) -> Future[WriteResult]:
+    def submit(
+        self, project_id: str, rows: Rows, quota: int | None = None, signatures: Rows | None = None
+    ) -> Future[WriteResult]:
         """Queue rows; the future completes once they are committed (or fails with the reason).
 
+        `signatures` are the rows' distinct signature descriptions, stored alongside (first one wins).
         With a quota, at most `quota` records are ever accepted for the project: the rows past it are
         refused (and listed in the result), exactly, however many requests race for the last places.
         """
         shard = self._shards[zlib.crc32(project_id.encode()) % len(self._shards)]
-        return shard.submit(project_id, rows, quota)
+        return shard.submit(project_id, rows, quota, signatures or [])
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking writes, commit everything already queued, and join the threads."""
@@ -74,7 +83,7 @@ class _Shard(threading.Thread):
         self._pending_rows = 0
         self._closing = False
 
-    def submit(self, project_id: str, rows: Rows, quota: int | None) -> Future[WriteResult]:
+    def submit(self, project_id: str, rows: Rows, quota: int | None, signatures: Rows) -> Future[WriteResult]:
         future: Future[WriteResult] = Future()
         if not rows:
             future.set_result(WriteResult())
@@ -85,7 +94,7 @@ class _Shard(threading.Thread):
             # One oversized request is still accepted into an empty queue, so it can never starve.
             if self._pending_rows and self._pending_rows + len(rows) > self._max_pending:
                 raise Overloaded("ingest queue is full")
-            self._queue.append((project_id, _Item(rows, quota, future)))
+            self._queue.append((project_id, _Item(rows, quota, signatures, future)))
             self._pending_rows += len(rows)
             self._cond.notify()
         return future
@@ -118,6 +127,8 @@ class _Shard(threading.Thread):
                 accepted = accepted_total(conn)
                 results = []
                 for item in items:
+                    if item.signatures:
+                        insert_signatures(conn, item.signatures)
                     result = _write(conn, item, accepted)
                     accepted += result.inserted
                     results.append(result)

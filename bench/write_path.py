@@ -1,0 +1,159 @@
+"""Per-stage cost of LoopKit's ingest path in one process, without HTTP or threads.
+
+Where do a span's microseconds go? The same pre-built batches as bench/ingest.py (bench/payloads.py)
+go through LoopKit's own functions, one stage at a time, on one thread:
+
+- decode: `otlp_proto.parse_request` + `otlp_proto.decode` (protobuf), `orjson.loads` +
+  `otlp_json.decode` (OTLP/JSON), `orjson.loads` + `records_shape.decode` (records shape);
+- `store.records.to_rows`;
+- the insert, three ways, each into its own fresh project database made by LoopKit's `Store`
+  (same schema, indexes and PRAGMAs, `synchronous` as configured): LoopKit's `insert_rows`
+  (SQLAlchemy Core executemany), the same rows through the DB-API cursor with named parameters,
+  and as tuples with `?` parameters (tuple conversion included); one transaction per batch.
+
+Usage: `python bench/write_path.py --spans 50000 [--repeat 3]` prints JSON with microseconds per
+span for each stage (median over the repeats). It is an in-process breakdown, not a throughput
+number: the server adds HTTP/gRPC, threads and the GIL on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import payloads
+
+from loopkit_core.settings import Settings
+from loopkit_core.store.engines import Store
+from loopkit_core.store.records import insert_rows, to_rows
+from loopkit_receivers import otlp_json, otlp_proto, records_shape
+
+PROJECT = "bench-write-path"
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
+
+
+def decode_stage(data: payloads.Payloads, now: int) -> tuple[dict[str, float], list[list[Any]]]:
+    """Seconds per decoder over all batches, and the protobuf-decoded records per batch."""
+    seconds = {"decode_proto": 0.0, "decode_json": 0.0, "decode_records": 0.0}
+    decoded: list[list[Any]] = []
+    for body in data.batches["proto"]:
+        out, spent = _timed(lambda b=body: otlp_proto.decode(otlp_proto.parse_request(b), PROJECT, now))
+        seconds["decode_proto"] += spent
+        decoded.append(out.records)
+    for body in data.batches["json"]:
+        seconds["decode_json"] += _timed(lambda b=body: otlp_json.decode(orjson.loads(b), PROJECT, now))[1]
+    for body in data.batches["records"]:
+        seconds["decode_records"] += _timed(lambda b=body: records_shape.decode(orjson.loads(b), PROJECT, now))[1]
+    return seconds, decoded
+
+
+def insert_stage(store: Store, name: str, batches: list[list[dict[str, Any]]]) -> dict[str, float]:
+    """Seconds spent inserting (execute) and committing every batch, one transaction per batch."""
+    engine = store.project(f"{PROJECT}-{name}")
+    execute = commit = 0.0
+    if name == "sqlalchemy":
+        for rows in batches:
+            with engine.connect() as conn:
+                execute += _timed(lambda c=conn, r=rows: insert_rows(c, r))[1]
+                commit += _timed(conn.commit)[1]
+        return {"execute": execute, "commit": commit}
+    columns = list(batches[0][0])
+    names = ", ".join(columns)
+    if name == "dbapi_named":
+        sql = f"INSERT INTO records ({names}) VALUES ({', '.join(':' + c for c in columns)}) "
+    else:
+        sql = f"INSERT INTO records ({names}) VALUES ({', '.join('?' for _ in columns)}) "
+    sql += "ON CONFLICT(record_id) DO NOTHING"
+    raw = engine.raw_connection()  # LoopKit's PRAGMAs applied
+    try:
+        for rows in batches:
+
+            def run(r: list[dict[str, Any]] = rows) -> None:
+                params = r if name == "dbapi_named" else [tuple(row[c] for c in columns) for row in r]
+                cur = raw.cursor()
+                cur.executemany(sql, params)
+                cur.close()
+
+            execute += _timed(run)[1]
+            commit += _timed(raw.commit)[1]
+    finally:
+        raw.close()
+    return {"execute": execute, "commit": commit}
+
+
+def one_pass(data: payloads.Payloads, synchronous: str) -> dict[str, float]:
+    """Seconds per stage for every batch, on fresh databases."""
+    now = time.time_ns()
+    seconds, decoded = decode_stage(data, now)
+    rows: list[list[dict[str, Any]]] = []
+    spent = 0.0
+    for records in decoded:
+        out, t = _timed(lambda r=records: to_rows(r, now))
+        spent += t
+        rows.append(out)
+    seconds["to_rows"] = spent
+    data_dir = Path(tempfile.mkdtemp(prefix="loopkit-write-path-"))
+    store = Store(Settings(data_dir=data_dir, sqlite_synchronous=synchronous))
+    try:
+        for name in ("sqlalchemy", "dbapi_named", "dbapi_tuples"):
+            for part, value in insert_stage(store, name, rows).items():
+                seconds[f"insert_{name}_{part}"] = value
+    finally:
+        store.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stages --repeat times and print microseconds per span (medians)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--spans", type=int, default=50_000)
+    p.add_argument("--batch-spans", type=int, default=512)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--synchronous", default="FULL", help="SQLite synchronous for the inserts (LoopKit's default FULL)")
+    args = p.parse_args(argv)
+    if args.spans < 1 or args.batch_spans < 1 or not 1 <= args.repeat <= 20:
+        p.error("--spans and --batch-spans must be at least 1, --repeat 1..20")
+    data = payloads.build(args.spans, args.batch_spans, payloads.FORMATS)
+    passes = []
+    for i in range(args.repeat):
+        passes.append(one_pass(data, args.synchronous))
+        print(f"pass {i + 1}/{args.repeat} done", file=sys.stderr, flush=True)
+        gc.collect()
+    us = {k: round(statistics.median(p[k] for p in passes) / data.spans * 1e6, 2) for k in passes[0]}
+    for name in ("sqlalchemy", "dbapi_named", "dbapi_tuples"):
+        us[f"insert_{name}_total"] = round(us[f"insert_{name}_execute"] + us[f"insert_{name}_commit"], 2)
+    print(
+        json.dumps(
+            {
+                "benchmark": "write_path",
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "spans": data.spans,
+                "batch_spans": args.batch_spans,
+                "repeat": args.repeat,
+                "synchronous": args.synchronous,
+                "microseconds_per_span": us,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

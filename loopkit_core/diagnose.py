@@ -1,0 +1,150 @@
+"""Diagnosis: window -> every diagnoser (one at a time) -> issues -> packet, stored per project."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from loopkit_core.model import Issue, rfc3339
+from loopkit_core.plugins import Plugins
+from loopkit_core.store.engines import Store
+from loopkit_core.store.packets import save_diagnosis
+from loopkit_core.window import FAILURE_TYPES, Window
+
+log = logging.getLogger("loopkit.diagnose")
+
+MAX_ISSUES = 10_000
+MAX_EVIDENCE = 20
+APPROVAL_REASON = (
+    "LoopKit prepares; people decide. A human must approve this packet before any issue is filed, "
+    "any change is merged or anything is shipped."
+)
+
+
+@dataclass(frozen=True)
+class DiagnoseRequest:
+    """A validated POST /v1/runs/diagnose body."""
+
+    since_minutes: float = 60.0
+    until_ns: int | None = None
+    diagnosers: tuple[str, ...] | None = None
+    min_count: int = 3
+    max_issues: int = 20
+
+
+def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseRequest, now_ns: int) -> dict[str, Any]:
+    """Run the diagnosers over the window, store the packet, and return it."""
+    end_ns = request.until_ns or now_ns
+    window = Window(project_id, max(end_ns - int(request.since_minutes * 60e9), 0), end_ns, store.project(project_id))
+    options = {"min_count": request.min_count, "max_issues": request.max_issues, "since_minutes": request.since_minutes}
+    found, errors, ran = _run_diagnosers(plugins, window, options, request.diagnosers)
+    kept = sorted(
+        (i for i in found if i.count >= request.min_count), key=lambda i: (-i.impact, -i.count, i.fingerprint)
+    )
+    truncated = len(kept) > request.max_issues
+    kept = kept[: request.max_issues]
+    counts = window.counts_by_type()
+    packet_id = "pkt_" + secrets.token_hex(12)
+    packet: dict[str, Any] = {
+        "packet_id": packet_id,
+        "project_id": project_id,
+        "tenant_id": project_id,
+        "source": "loopkit",
+        "status": "ready_for_issue_diagnosis" if kept else "observe_more",
+        "since_minutes": request.since_minutes,
+        "window": {"start": rfc3339(window.start_ns), "end": rfc3339(window.end_ns)},
+        "telemetry_read": sum(counts.values()),
+        "failures": sum(counts.get(t, 0) for t in FAILURE_TYPES),
+        "approval_required": True,
+        "approval_reason": APPROVAL_REASON,
+        "created_at": rfc3339(now_ns),
+        "created_ns": now_ns,
+        "min_count": request.min_count,
+        "max_issues": request.max_issues,
+        "truncated": truncated,
+        "diagnosers": ran,
+        "diagnoser_errors": errors,
+        "issues": [_issue_json(project_id, i, window) for i in kept],
+    }
+    tracked = [
+        {
+            "fingerprint": i.fingerprint,
+            "issue_id": issue_id(project_id, i.fingerprint),
+            "diagnoser": i.diagnoser,
+            "signal_type": i.signal_type,
+            "title": i.title,
+            "template": i.template,
+            "selector": i.selector,
+            "first_seen_ns": i.first_seen_ns,
+            "last_seen_ns": i.last_seen_ns,
+        }
+        for i in kept
+    ]
+    save_diagnosis(window.engine, packet, tracked)
+    return packet
+
+
+def issue_id(project_id: str, fingerprint: str) -> str:
+    """An issue's stable, project-scoped ID."""
+    return "iss_" + hashlib.blake2b(f"{project_id}/{fingerprint}".encode(), digest_size=10).hexdigest()
+
+
+def _run_diagnosers(
+    plugins: Plugins, window: Window, options: dict[str, Any], only: tuple[str, ...] | None
+) -> tuple[list[Issue], list[dict[str, str]], list[str]]:
+    # One plugin at a time: pluggy would stop the whole call at the first exception.
+    found: list[Issue] = []
+    errors: list[dict[str, str]] = []
+    ran: list[str] = []
+    for name, impl in plugins.implementations("diagnose"):
+        if only is not None and name not in only:
+            continue
+        ran.append(name)
+        kwargs = {"window": window, "options": dict(options)}
+        started = time.perf_counter()
+        try:
+            issues = impl.function(**{k: kwargs[k] for k in impl.argnames}) or []
+            for issue in issues:
+                if not isinstance(issue, Issue):
+                    raise TypeError(f"diagnose returned {type(issue).__name__}, not loopkit_core.model.Issue")
+        except Exception as exc:
+            log.exception("diagnoser %s failed", name)
+            errors.append({"diagnoser": name, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+            continue
+        log.debug("diagnoser %s: %d issue(s) in %.3f s", name, len(issues), time.perf_counter() - started)
+        for issue in issues:
+            issue.diagnoser = name
+            found.append(issue)
+    return found, errors, ran
+
+
+def _issue_json(project_id: str, issue: Issue, window: Window) -> dict[str, Any]:
+    evidence = issue.evidence[:MAX_EVIDENCE]
+    iid = issue_id(project_id, issue.fingerprint)
+    return {
+        "issue_id": iid,
+        "fingerprint": issue.fingerprint,
+        "title": issue.title,
+        "severity": issue.severity,
+        "signal_type": issue.signal_type,
+        "diagnoser": issue.diagnoser,
+        "count": issue.count,
+        "first_seen": rfc3339(issue.first_seen_ns),
+        "last_seen": rfc3339(issue.last_seen_ns),
+        "evidence": evidence,
+        "evidence_ids": list(evidence),
+        "evidence_sampled": len(evidence) < issue.count,
+        "traces": issue.traces[:MAX_EVIDENCE],
+        "records_url": f"/v1/telemetry?issue={iid}&since_minutes={(window.end_ns - window.start_ns) / 60e9:g}"
+        f"&until={rfc3339(window.end_ns)}",
+        "eval_candidate": issue.eval_candidate,
+        "eval": issue.eval,
+        "patch_plan": issue.patch_plan,
+        "next_action": issue.next_action,
+        "stats": issue.stats,
+        "template": issue.template,
+    }

@@ -1,0 +1,89 @@
+"""The only place plugins are loaded: built-ins from DEFAULT_PLUGINS, then the `loopkit` entry points."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from loopkit_core import hookspecs
+
+log = logging.getLogger("loopkit.plugins")
+
+ENTRY_POINT_GROUP = "loopkit"
+# Built-in plugins: ordinary modules with @hookimpl functions, exactly like a third party's.
+DEFAULT_PLUGINS = (
+    "loopkit_plugins.signature_clusterer",
+    "loopkit_plugins.latency_outliers",
+)
+
+
+@dataclass
+class Plugins:
+    """A plugin manager of one LoopKit instance, plus what failed to load."""
+
+    manager: pluggy.PluginManager
+    builtin: frozenset[str]
+    load_errors: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def hook(self) -> Any:
+        """The hook caller (`plugins.hook.diagnose(...)`)."""
+        return self.manager.hook
+
+    def implementations(self, hook_name: str) -> list[tuple[str, Any]]:
+        """(plugin name, hookimpl) for one hook, in call order (later-registered and tryfirst first)."""
+        caller = getattr(self.manager.hook, hook_name)
+        return [(self.manager.get_name(impl.plugin), impl) for impl in reversed(caller.get_hookimpls())]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """What is loaded: each plugin's name, module, whether it is built in, and the hooks it implements."""
+        out = []
+        for name, plugin in self.manager.list_name_plugin():
+            if plugin is None:
+                continue
+            hooks = sorted(caller.name for caller in self.manager.get_hookcallers(plugin) or [])
+            out.append(
+                {
+                    "name": name,
+                    "module": getattr(plugin, "__name__", type(plugin).__name__),
+                    "builtin": name in self.builtin,
+                    "hooks": hooks,
+                }
+            )
+        return sorted(out, key=lambda p: (not p["builtin"], p["name"]))
+
+
+def get_plugins(blocked: Iterable[str] = ()) -> Plugins:
+    """A fresh plugin manager: built-ins, then installed entry points; blocked names are never loaded."""
+    manager = pluggy.PluginManager("loopkit")
+    manager.add_hookspecs(hookspecs)
+    for name in blocked:
+        manager.set_blocked(name)
+    builtin = set()
+    for module_name in DEFAULT_PLUGINS:
+        name = module_name.rsplit(".", 1)[-1]
+        if manager.is_blocked(name):
+            continue
+        manager.register(importlib.import_module(module_name), name=name)
+        builtin.add(name)
+    manager.check_pending()  # a misspelt hook in a built-in plugin is a bug: fail loudly
+    plugins = Plugins(manager, frozenset(builtin))
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        name = entry_point.name
+        if manager.is_blocked(name) or manager.has_plugin(name):
+            continue
+        try:
+            manager.register(entry_point.load(), name=name)
+            manager.check_pending()
+        except Exception as exc:  # a broken third-party plugin is reported, never fatal
+            if manager.has_plugin(name):
+                manager.unregister(name=name)
+            log.exception("could not load plugin %s", name)
+            plugins.load_errors.append({"plugin": name, "error": f"{type(exc).__name__}: {exc}"})
+    return plugins

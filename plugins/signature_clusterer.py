@@ -1,0 +1,196 @@
+"""Signature clusterer: one fault, one issue; two faults, two issues.
+
+At ingest every error and tool failure gets a signature: its type, service, operation (tool, route or
+span name), exception type and message with the variable parts masked (`loopkit_plugins.masking`).
+At diagnosis the window is grouped by signature in SQL, and the few distinct templates of each
+(type, service, operation, exception type) are clustered (`loopkit_plugins.templates`) so that
+messages differing only in variable tokens the masker missed join one issue. An issue keeps its
+fingerprint across runs: a signature once assigned to an issue stays with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from typing import Any
+
+from loopkit_core.evidence import excerpt, service_version, severity_for_count, slug, stack_frames
+from loopkit_core.hookspecs import hookimpl
+from loopkit_core.model import Issue, Record, Signature
+from loopkit_core.window import KnownIssue, SignatureGroup, Window
+
+NAME = "signature_clusterer"
+EVIDENCE = 10
+
+
+def operation_of(record: Record) -> str:
+    """What a failure is scoped to: the tool for tool failures, else the route, else the span name."""
+    attributes = record.attributes
+    if record.type == "tool_failure" and isinstance(attributes.get("gen_ai.tool.name"), str):
+        return attributes["gen_ai.tool.name"]
+    route = attributes.get("http.route")
+    return route if isinstance(route, str) and route else record.name
+
+
+@hookimpl(trylast=True)
+def record_signature(record: Record) -> Signature:
+    """The masked-template signature of an error or tool failure."""
+    from loopkit_plugins.masking import mask
+
+    operation = operation_of(record)
+    template = mask(record.message or record.exception_type or "")
+    key = _hash(record.type, record.service, operation, record.exception_type or "", template)
+    return Signature(key=key, template=template, operation=operation)
+
+
+@hookimpl(trylast=True)
+def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
+    """Issues from the window's signatures, clustered per (type, service, operation, exception type)."""
+    from loopkit_plugins.templates import cluster, generalize
+
+    groups = window.signature_groups()
+    assigned = window.known_signatures()
+    known = {k.fingerprint: k for k in window.known_issues(NAME)}
+    by_partition: dict[tuple[str, ...], list[SignatureGroup]] = defaultdict(list)
+    for group in groups:
+        by_partition[_partition(group)].append(group)
+    known_by_partition: dict[tuple[str, ...], list[KnownIssue]] = defaultdict(list)
+    for issue in known.values():
+        partition = issue.selector.get("partition")
+        if partition:
+            known_by_partition[tuple(partition)].append(issue)
+
+    found: list[Issue] = []
+    for partition, members in by_partition.items():
+        olds = known_by_partition.get(partition, [])
+        labels = cluster([k.template or "" for k in olds] + [g.template for g in members])
+        old_labels, member_labels = labels[: len(olds)], labels[len(olds) :]
+        # Identity wins over re-clustering: a signature already assigned keeps its issue.
+        resolved: dict[str, list[SignatureGroup]] = defaultdict(list)
+        for label in sorted(set(member_labels)):
+            here = [g for g, lab in zip(members, member_labels, strict=True) if lab == label]
+            previous = [known[assigned[g.signature]] for g in here if assigned.get(g.signature) in known]
+            previous += [k for k, lab in zip(olds, old_labels, strict=True) if lab == label]
+            if previous:
+                fingerprint = min(previous, key=lambda k: (k.first_seen_ns, k.fingerprint)).fingerprint
+            else:
+                fingerprint = _hash("issue", *partition, generalize([g.template for g in here]))
+            resolved[fingerprint].extend(here)
+        for fingerprint, here in resolved.items():
+            found.append(_issue(fingerprint, partition, here, known.get(fingerprint), generalize))
+
+    # Evidence costs a query per issue: only sample the issues the packet can keep.
+    found = [i for i in found if i.count >= options.get("min_count", 1)]
+    found.sort(key=lambda i: (-i.impact, i.fingerprint))
+    found = found[: options.get("max_issues", len(found))]
+    for issue in found:
+        _add_evidence(window, issue)
+    return found
+
+
+def _partition(group: SignatureGroup) -> tuple[str, ...]:
+    return (group.type, group.service, group.operation, group.exception_type)
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
+
+
+def _issue(
+    fingerprint: str, partition: tuple[str, ...], here: list[SignatureGroup], old: KnownIssue | None, generalize: Any
+) -> Issue:
+    signal_type, service, operation, exception_type = partition
+    signatures = sorted({g.signature for g in here} | set(old.selector.get("signatures", []) if old else []))
+    template = generalize([g.template for g in here] + ([old.template] if old and old.template else []))
+    count = sum(g.count for g in here)
+    what = exception_type or ("tool call failed" if signal_type == "tool_failure" else "error")
+    return Issue(
+        fingerprint=fingerprint,
+        title=excerpt(f"{what} on {operation}: {template}", 140),
+        signal_type=signal_type,
+        count=count,
+        first_seen_ns=min(g.first_ns for g in here),
+        last_seen_ns=max(g.last_ns for g in here),
+        selector={"signatures": signatures, "partition": list(partition)},
+        severity=severity_for_count(count),
+        impact=float(count),
+        template=template,
+        stats={
+            "signatures": len(here),
+            "service": service,
+            "operation": operation,
+            "exception_type": exception_type or None,
+            "per_signature": sorted(
+                ({"template": g.template, "count": g.count} for g in here), key=lambda s: -s["count"]
+            )[:20],
+        },
+        eval_candidate=slug(operation, exception_type or " ".join(_words(template)[:3])) + "-v1",
+    )
+
+
+def _words(template: str) -> list[str]:
+    return [w for w in template.split() if not w.startswith("<")]
+
+
+def _add_evidence(window: Window, issue: Issue) -> None:
+    records = window.sample(issue.selector, EVIDENCE)
+    issue.evidence = [r["record_id"] for r in records]
+    issue.traces = sorted({r["trace_id"] for r in records if r["trace_id"]})
+    stats = issue.stats
+    example = records[0] if records else {}
+    frames = stack_frames(example) if example else []
+    version = service_version(example) if example else None
+    sessions = {r["session_id"] for r in records if r.get("session_id")}
+    what = stats["exception_type"] or ("the tool failure" if issue.signal_type == "tool_failure" else "the error")
+    issue.eval = {
+        "id": issue.eval_candidate,
+        "input": {
+            "operation": stats["operation"],
+            "service": stats["service"],
+            "record_id": example.get("record_id"),
+            "message": excerpt(example.get("message"), 300),
+            "attributes": dict(list((example.get("attributes") or {}).items())[:20]),
+        },
+        "expected": f"{stats['operation']} completes without {what}; no record matches this issue's signature",
+        "evidence_ids": issue.evidence[:5],
+    }
+    where: dict[str, Any] = {"operation": stats["operation"], "service": stats["service"]}
+    if frames:
+        where["stack_frames"] = frames
+    if version:
+        where["service_version"] = version
+    issue.patch_plan = [
+        {
+            "step": 1,
+            "kind": "hypothesis",
+            "text": f"{issue.count} {issue.signal_type} record(s) on {stats['operation']} share one fault: "
+            f"{what} with message `{issue.template}`.",
+        },
+        {
+            "step": 2,
+            "kind": "where_to_look",
+            "text": "Start at "
+            + (frames[0] if frames else f"the handler of {stats['operation']}")
+            + f" in {stats['service']}"
+            + (f" {version}" if version else "")
+            + ".",
+            "details": where,
+        },
+        {
+            "step": 3,
+            "kind": "change",
+            "text": f"Prevent or handle {what} in {stats['operation']} for inputs like record "
+            f"{example.get('record_id')}; keep the behaviour for other inputs unchanged.",
+        },
+        {
+            "step": 4,
+            "kind": "check",
+            "text": f"Add eval {issue.eval_candidate} from the evidence and make it pass; after the fix ships, "
+            "run POST /v1/runs/verify with this packet_id.",
+        },
+    ]
+    issue.next_action = (
+        f"Review the evidence ({len(issue.evidence)} of {issue.count} records"
+        + (f", {len(sessions)} session(s)" if sessions else "")
+        + ") and approve or reject this packet; nothing is filed or changed before approval."
+    )
