@@ -644,6 +644,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for name in MEDIAN_FIELDS:
         summary[name] = round(statistics.median(r[name] for r in runs), 3)
     summary["spans_per_s_all_runs"] = [r["spans_per_s"] for r in runs]
+    # Runs during which other processes used less than a quarter of a core on average.
+    quiet = [r["spans_per_s"] for r in runs if r["others_cpu_s"] < 0.25 * r["seconds"]]
+    summary["quiet_runs"] = len(quiet)
+    summary["spans_per_s_quiet_median"] = round(statistics.median(quiet), 1) if quiet else None
     summary["errors"] = sum(r["errors"] for r in runs)
     summary["retries"] = sum(r["retries"] for r in runs)
     summary["rejected_spans"] = sum(r["rejected_spans"] for r in runs)

@@ -9,15 +9,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from loopkit_core.model import Issue, rfc3339
 from loopkit_core.plugins import Plugins
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import save_diagnosis
+from loopkit_core.store.records import selector_condition
 from loopkit_core.window import FAILURE_TYPES, Window
 
 log = logging.getLogger("loopkit.diagnose")
 
 MAX_ISSUES = 10_000
+ISSUE_SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event")
+SEVERITIES = ("critical", "high", "medium", "low")
 MAX_EVIDENCE = 20
 APPROVAL_REASON = (
     "LoopKit prepares; people decide. A human must approve this packet before any issue is filed, "
@@ -68,7 +73,7 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
         "truncated": truncated,
         "diagnosers": ran,
         "diagnoser_errors": errors,
-        "issues": [_issue_json(project_id, i, window) for i in kept],
+        "issues": [_issue_json(project_id, i, window, request.since_minutes) for i in kept],
     }
     tracked = [
         {
@@ -107,10 +112,9 @@ def _run_diagnosers(
         kwargs = {"window": window, "options": dict(options)}
         started = time.perf_counter()
         try:
-            issues = impl.function(**{k: kwargs[k] for k in impl.argnames}) or []
+            issues = list(impl.function(**{k: kwargs[k] for k in impl.argnames}) or [])
             for issue in issues:
-                if not isinstance(issue, Issue):
-                    raise TypeError(f"diagnose returned {type(issue).__name__}, not loopkit_core.model.Issue")
+                check_issue(issue)
         except Exception as exc:
             log.exception("diagnoser %s failed", name)
             errors.append({"diagnoser": name, "error": f"{type(exc).__name__}: {exc}"[:2000]})
@@ -122,7 +126,35 @@ def _run_diagnosers(
     return found, errors, ran
 
 
-def _issue_json(project_id: str, issue: Issue, window: Window) -> dict[str, Any]:
+def check_issue(issue: Any) -> None:
+    """Raise TypeError or ValueError unless a diagnoser's answer can be stored, sorted and served as it is."""
+    if not isinstance(issue, Issue):
+        raise TypeError(f"diagnose returned {type(issue).__name__}, not loopkit_core.model.Issue")
+    if not isinstance(issue.fingerprint, str) or not 0 < len(issue.fingerprint) <= 40:
+        raise ValueError("Issue.fingerprint must be a string of 1 to 40 characters")
+    if not isinstance(issue.title, str):
+        raise TypeError("Issue.title must be a string")
+    if issue.signal_type not in ISSUE_SIGNAL_TYPES:
+        raise ValueError(f"Issue.signal_type must be one of {', '.join(ISSUE_SIGNAL_TYPES)}")
+    if issue.severity not in SEVERITIES:
+        raise ValueError(f"Issue.severity must be one of {', '.join(SEVERITIES)}")
+    for name in ("count", "first_seen_ns", "last_seen_ns"):
+        value = getattr(issue, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TypeError(f"Issue.{name} must be a non-negative int")
+    if isinstance(issue.impact, bool) or not isinstance(issue.impact, int | float):
+        raise TypeError("Issue.impact must be a number")
+    if not isinstance(issue.selector, dict):
+        raise TypeError("Issue.selector must be a dict")
+    selector_condition(issue.selector)  # a selector GET /v1/telemetry?issue= could not run is refused here
+    if not isinstance(issue.evidence, list) or not isinstance(issue.traces, list):
+        raise TypeError("Issue.evidence and Issue.traces must be lists of strings")
+    if not all(isinstance(i, str) for i in [*issue.evidence, *issue.traces]):
+        raise TypeError("Issue.evidence and Issue.traces must be lists of strings")
+    orjson.dumps(issue)  # everything in the packet must be JSON (orjson.JSONEncodeError is a TypeError)
+
+
+def _issue_json(project_id: str, issue: Issue, window: Window, since_minutes: float) -> dict[str, Any]:
     evidence = issue.evidence[:MAX_EVIDENCE]
     iid = issue_id(project_id, issue.fingerprint)
     return {
@@ -139,8 +171,8 @@ def _issue_json(project_id: str, issue: Issue, window: Window) -> dict[str, Any]
         "evidence_ids": list(evidence),
         "evidence_sampled": len(evidence) < issue.count,
         "traces": issue.traces[:MAX_EVIDENCE],
-        "records_url": f"/v1/telemetry?issue={iid}&since_minutes={(window.end_ns - window.start_ns) / 60e9:g}"
-        f"&until={rfc3339(window.end_ns)}",
+        # The packet's exact window: until in unix ns (rfc3339 keeps only microseconds).
+        "records_url": f"/v1/telemetry?issue={iid}&since_minutes={_minutes(since_minutes)}&until={window.end_ns}",
         "eval_candidate": issue.eval_candidate,
         "eval": issue.eval,
         "patch_plan": issue.patch_plan,
@@ -148,3 +180,9 @@ def _issue_json(project_id: str, issue: Issue, window: Window) -> dict[str, Any]
         "stats": issue.stats,
         "template": issue.template,
     }
+
+
+def _minutes(since_minutes: float) -> str:
+    # Short when exact ("60"), else the shortest text that parses back to the same float.
+    text = f"{since_minutes:g}"
+    return text if float(text) == since_minutes else repr(since_minutes)

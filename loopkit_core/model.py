@@ -95,8 +95,9 @@ class Issue:
     count: int  # the true number of the issue's records in the window
     first_seen_ns: int
     last_seen_ns: int
-    # Which records are the issue's: {"signatures": [...]} | {"name", "service", "min_duration_ms"}
-    # | {"record_ids": [...]}; GET /v1/telemetry?issue= lists exactly these within a window.
+    # Which records are the issue's: {"signatures": [...]} | {"record_ids": [...]}
+    # | {"type", "name"?, "service"?, "attributes"?: {key: scalar}} | {"name", "service"?, "min_duration_ms"?};
+    # GET /v1/telemetry?issue= lists exactly these within a window (see docs/plugin_hooks.md).
     selector: dict[str, Any]
     evidence: list[str] = field(default_factory=list)  # record IDs, a bounded sample
     traces: list[str] = field(default_factory=list)

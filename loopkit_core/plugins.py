@@ -76,7 +76,10 @@ def get_plugins(blocked: Iterable[str] = ()) -> Plugins:
     plugins = Plugins(manager, frozenset(builtin))
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         name = entry_point.name
-        if manager.is_blocked(name) or manager.has_plugin(name):
+        if manager.is_blocked(name):
+            continue
+        if manager.has_plugin(name):  # a built-in or an earlier entry point holds the name: say so, never shadow
+            plugins.load_errors.append({"plugin": name, "error": f"the name {name!r} is taken by another plugin"})
             continue
         try:
             manager.register(entry_point.load(), name=name)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, func, select
+from sqlalchemy import CompoundSelect, Engine, bindparam, func, select, union_all
 
+from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.store.records import selector_condition, to_json
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 
@@ -24,6 +26,31 @@ class SignatureGroup:
     operation: str
     service: str
     exception_type: str
+    count: int
+    first_ns: int
+    last_ns: int
+
+
+@dataclass(frozen=True)
+class Group:
+    """The records of one value of a column (e.g. one operation name) among a selector's records."""
+
+    value: str | None
+    count: int
+    first_ns: int
+    last_ns: int
+
+
+# Columns a diagnoser may group a selector's records by.
+GROUP_COLUMNS = ("type", "name", "service", "status", "exception_type", "session_id", "user_id", "trace_id")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation (span/record name within a service) and its records in the window."""
+
+    name: str
+    service: str
     count: int
     first_ns: int
     last_ns: int
@@ -110,6 +137,21 @@ class Window:
             count, first, last = conn.execute(stmt).one()
         return count, first or 0, last or 0
 
+    def groups(self, selector: dict[str, Any], by: str = "name", limit: int = 1000) -> list[Group]:
+        """A selector's records in the window grouped by one column (grouped in SQL), largest first."""
+        if by not in GROUP_COLUMNS:
+            raise ValueError(f"cannot group by {by!r}; one of {', '.join(GROUP_COLUMNS)}")
+        column = records.c[by]
+        stmt = (
+            select(column, func.count().label("n"), func.min(records.c.ts_ns), func.max(records.c.ts_ns))
+            .where(self._in_window(), selector_condition(selector))
+            .group_by(column)
+            .order_by(func.count().desc(), column)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [Group(value, n, first, last) for value, n, first, last in conn.execute(stmt).all()]
+
     def sample(self, selector: dict[str, Any], limit: int = 10, slowest: bool = False) -> list[dict[str, Any]]:
         """Up to `limit` of a selector's records in the window: the newest, or the slowest."""
         r = records.c
@@ -120,6 +162,125 @@ class Window:
 
     def counts_by_type(self) -> dict[str, int]:
         """How many records of each signal type the window holds."""
-        stmt = select(records.c.type, func.count()).where(self._in_window()).group_by(records.c.type)
+        # One range count per type on the (type, ts_ns) index: a covering index read, not a table scan.
+        counts = {}
         with self.engine.connect() as conn:
-            return dict(conn.execute(stmt).all())
+            for signal_type in SIGNAL_TYPES:
+                stmt = select(func.count()).where(records.c.type == signal_type, self._in_window())
+                counts[signal_type] = conn.execute(stmt).scalar() or 0
+        return {t: n for t, n in counts.items() if n}
+
+    def preceding(self, length_ns: int) -> Window:
+        """The window of `length_ns` that ends where this one starts (e.g. a baseline), in the same project."""
+        return Window(self.project_id, max(self.start_ns - length_ns, 0), self.start_ns, self.engine)
+
+    def operations(self, max_operations: int = 5000) -> list[Operation]:
+        """Every operation (name, service) with records in the window, with its count, in (name, service) order.
+
+        Walks the distinct (name, service) pairs of the per-operation index, one seek each, and counts
+        each pair's slice of the window inside the index: the cost grows with the number of operations,
+        not with the number of records. A project with more than `max_operations` distinct operations
+        (say, names carrying IDs) is grouped over the window's rows instead, which is bounded too.
+        """
+        r = records.c
+        pairs: list[tuple[str, str]] = []
+        with self.engine.connect() as conn:
+            row = conn.execute(select(r.name, r.service).order_by(r.name, r.service).limit(1)).first()
+            while row is not None and len(pairs) <= max_operations:
+                pairs.append((row.name, row.service))
+                row = (
+                    conn.execute(_NEXT_SERVICE, {"name": row.name, "service": row.service}).first()
+                    or conn.execute(_NEXT_NAME, {"name": row.name}).first()
+                )
+            if len(pairs) > max_operations:
+                stmt = (
+                    select(r.name, r.service, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
+                    .where(self._in_window())
+                    .group_by(r.name, r.service)
+                    .order_by(r.name, r.service)
+                )
+                return [Operation(*row) for row in conn.execute(stmt).all()]
+            found = []
+            for name, service in pairs:
+                params = {"name": name, "service": service, "start": self.start_ns, "end": self.end_ns}
+                count, first, last = conn.execute(_COUNT_OPERATION, params).one()
+                if count:
+                    found.append(Operation(name, service, count, first, last))
+        return found
+
+    def durations(self, name: str, service: str, limit: int = 2000, strata: int = 20) -> list[float]:
+        """One operation's durations (ms) in the window, ascending: all of them, or a bounded sample.
+
+        With at most `limit` records the answer is exact. Otherwise it is a deterministic time-stratified
+        sample: the window is cut into `strata` equal slices and the first ceil(limit/strata) records of
+        each slice (in time order) are read from the per-operation index, so the cost is bounded by
+        `limit` index entries however many records the window holds, and every part of the window is
+        represented (a cut-off "first N" would only see its start).
+        """
+        params: dict[str, Any] = {"name": name, "service": service, "start": self.start_ns, "end": self.end_ns}
+        with self.engine.connect() as conn:
+            # Count at most limit + 1 index entries first: reading durations twice would cost more.
+            count = conn.execute(_COUNT_UP_TO, {**params, "limit": limit + 1}).scalar_one()
+            if count == 0:
+                return []
+            if count <= limit:
+                return sorted(conn.execute(_DURATIONS, params).scalars().all())
+            span = self.end_ns - self.start_ns
+            for i in range(strata + 1):
+                params[f"t{i}"] = self.start_ns + span * i // strata
+            params["per_stratum"] = -(-limit // strata)
+            return sorted(conn.execute(_stratified_durations(strata), params).scalars().all())
+
+    def traces(self, trace_ids: list[str], limit: int = 1000) -> list[dict[str, Any]]:
+        """Records of the given traces in the window (at most `limit`, oldest first), e.g. a slow span's children."""
+        if not trace_ids:
+            return []
+        r = records.c
+        stmt = (
+            select(records)
+            .where(r.trace_id.in_(sorted(set(trace_ids))), self._in_window())
+            .order_by(r.ts_ns, r.record_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [to_json(row) for row in conn.execute(stmt).all()]
+
+
+# Per-operation statements, built once (bound parameters keep SQLAlchemy's compiled cache warm).
+# Each one is a range of the index ix_records_operation (name, service, ts_ns, duration_ms).
+_r = records.c
+_NEXT_SERVICE = (
+    select(_r.name, _r.service)
+    .where(_r.name == bindparam("name"), _r.service > bindparam("service"))
+    .order_by(_r.name, _r.service)
+    .limit(1)
+)
+_NEXT_NAME = select(_r.name, _r.service).where(_r.name > bindparam("name")).order_by(_r.name, _r.service).limit(1)
+_OPERATION_IN_WINDOW = (
+    (_r.name == bindparam("name"))
+    & (_r.service == bindparam("service"))
+    & (_r.ts_ns >= bindparam("start"))
+    & (_r.ts_ns < bindparam("end"))
+)
+_COUNT_OPERATION = select(func.count(), func.min(_r.ts_ns), func.max(_r.ts_ns)).where(_OPERATION_IN_WINDOW)
+_DURATIONS = select(_r.duration_ms).where(_OPERATION_IN_WINDOW)
+_COUNT_UP_TO = select(func.count()).select_from(_DURATIONS.limit(bindparam("limit")).subquery())
+
+
+@functools.cache
+def _stratified_durations(strata: int) -> CompoundSelect:
+    slices = [
+        select(_r.duration_ms)
+        .where(
+            _r.name == bindparam("name"),
+            _r.service == bindparam("service"),
+            _r.ts_ns >= bindparam(f"t{i}"),
+            _r.ts_ns < bindparam(f"t{i + 1}"),
+        )
+        .order_by(_r.ts_ns)
+        .limit(bindparam("per_stratum"))
+        .subquery()
+        .select()
+        for i in range(strata)
+    ]
+    return union_all(*slices)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_CHARS", "PLACEHOLDERS", "mask", "is_placeholder"]
+__all__ = ["FAULT_WORDS", "STRONG_FAULT_WORDS", "MAX_CHARS", "PLACEHOLDERS", "has_fault_word", "is_placeholder", "mask"]
 
 MAX_CHARS = 1000
 
@@ -63,22 +63,75 @@ PLACEHOLDERS = frozenset(
     }
 )
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Keys whose plain-word values name the outcome rather than an instance: `error=timeout` and
 # `error=refused` are two faults, so these values must survive masking.
-_OUTCOME_KEYS = frozenset(
-    "error err errno reason status state code cause result kind type outcome fault failure exception "
-    "op operation action method verb level severity phase stage".split()
+_OUTCOME_KEYS = _words(
+    """
+    error err errno reason status state code cause result kind type outcome fault failure exception
+    op operation action method verb level severity phase stage
+    """
 )
+
+# Words that name what went wrong (shared with `loopkit_plugins.templates`): a quoted string that
+# contains one is a message, not a value, and a template column holding one is a fault axis.
+FAULT_WORDS = _words(
+    """
+    abort aborted aborting abnormal bad blocked broken busy cancel canceled cancelled cannot
+    closed conflict corrupt corrupted crash crashed deadline deadlock decline declined denied deny
+    disabled disconnect disconnected dropped duplicate empty err error errors exceed exceeded
+    exceeds exception exhausted exist exists expire expired fail failed failing fails failure
+    fault fatal forbidden found full illegal incorrect insufficient interrupted invalid killed
+    leak limited locked lost malformed missing mismatch no none not null nil oom overflow
+    overloaded panic refuse refused reject rejected reset revoked stale terminated throttled
+    timed timeout timeouts unable unauthenticated unauthorized authorized authenticated
+    unavailable unexpected unknown unreachable unsupported wrong allowed permitted underflow
+    unhealthy violation
+    """
+)
+# The unambiguous ones: inside an identifier (`reset_password`, `lock_file`) only these
+# make it a fault name (`rate_limit_exceeded`, `NullPointerException`, `ERR_NAME_NOT_RESOLVED`).
+STRONG_FAULT_WORDS = FAULT_WORDS - _words(
+    """
+    busy closed disabled empty full no none not null nil reset found cancel exist exists lost stale
+    authorized authenticated allowed permitted
+    """
+)
+_IDENT_SEP = re.compile(r"[a-z][A-Z]|[A-Za-z0-9][_.\-:/][A-Za-z0-9]")
+
+
+def has_fault_word(text: str) -> bool:
+    """True when `text` names a fault: a fault word, or a strong one inside an identifier (``rate_limit_exceeded``)."""
+    words = [w.lower() for w in _SUBWORD.findall(text)]
+    lexicon = FAULT_WORDS
+    if len(words) > 1 and _IDENT_SEP.search(text) and " " not in text:
+        # Mostly one- and two-letter pieces: a random ID (`vfSzKIzLdCJTQQftbvJIqNoW`), not words.
+        if 2 * sum(len(w) <= 2 for w in words) > len(words):
+            return False
+        lexicon = STRONG_FAULT_WORDS
+        # `NotFound`, `ERR_NAME_NOT_RESOLVED`: a negation inside an identifier names an outcome too.
+        if "not" in words[:-1] or "no" in words[:-1] or "non" in words[:-1]:
+            return True
+    return any(w in lexicon for w in words)
+
 
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^\s\"'<>`]+")
 _EMAIL = re.compile(r"\b[\w.+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b")
 # A quoted value has no spaces; a quoted phrase is prose (`"connection refused"`) and stays text.
-_QUOTED = re.compile(r"(?<![\w'\"])(?:'[^'\s]{1,200}'|\"[^\"\s]{1,200}\"|`[^`\s]{1,200}`)(?![\w'\"])")
+# A quoted string is a value (`'alice'`, `"best pizza"`) unless it names what failed (`"connection
+# refused"`, `'rate_limit_exceeded'`) or, being a phrase, carries structure (`"GET /a HTTP/1.1"`).
+_QUOTED = re.compile(r"(?<![\w'\"`])(?:'([^'\n]{1,200})'|\"([^\"\n]{1,200})\"|`([^`\n]{1,200})`)(?![\w'\"`])")
+_SUBWORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 _KV = re.compile(
     r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,40})( ?[=] ?| ?: (?=[\"']))"
     r"(\"[^\"]*\"|'[^']*'|(?![\w.\-]+ ?=)[^\s,;&)\]}\"']+)"
 )
-_WORD = re.compile(r"[A-Za-z]+")
+_IDENT = re.compile(r"[A-Za-z][A-Za-z_\-]*")
+_PLACEHOLDER = re.compile(r"<(?:\*|[A-Z]+)>")
 
 _MONTH = (
     r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t|tember)?"
@@ -88,35 +141,57 @@ _DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)(?:day|sday|nesday|rsday|urday)?"
 _CLOCK = r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?"
 _ZONE = r"(?:\s?(?:Z|UTC|GMT|[+-]\d{2}:?\d{2}))?"
 
-# Every value class that starts at a word boundary and (nearly always) contains a digit. Order
-# matters where two classes match at the same place: the longer, more specific one comes first.
+_TLD = (
+    r"com|net|org|edu|gov|mil|int|io|dev|app|ai|co|cloud|local|internal|lan|corp|home|svc|cluster|"
+    r"us|uk|de|fr|jp|cn|hk|ru|in|br|au|ca|nl|se|ch|it|es|eu|info|biz|me|tv|xyz"
+)
+_CODE_EXT = r"java|kt|scala|py|go|rb|js|ts|c|h|cc|cpp|cs|rs|php|swift"
+
+# Every class below starts at the start of a word. One shared look-behind rejects the positions
+# inside words at once, and a look-ahead sends only words with a digit to the digit classes;
+# that keeps one scan of a typical message at a few microseconds. Where two classes match at the
+# same place, the longer, more specific one comes first.
+_DIGIT_CLASSES = [
+    rf"(?P<TS>(?:\d{{4}}-\d{{2}}-\d{{2}}(?:[T ]{_CLOCK}{_ZONE})?"
+    rf"|\d{{4}}/\d{{2}}/\d{{2}}(?:[ T]{_CLOCK})?"
+    rf"|\d{{1,2}}/{_MONTH}/\d{{4}}(?::\d{{2}}:\d{{2}}:\d{{2}})?(?: [+-]\d{{4}})?"
+    rf"|\d{{1,2}} {_MONTH} \d{{4}}(?: {_CLOCK}{_ZONE})?"
+    rf"|\d{{1,2}}/\d{{1,2}}/\d{{2,4}}(?: {_CLOCK})?"
+    rf"|{_CLOCK}(?![\w:]))(?!\w|\.\w))",
+    r"(?P<UUID>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)",
+    r"(?P<MAC>(?<!:)(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}(?![\w:]))",
+    r"(?P<IP4>(?<!\.)\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.]))",
+    r"(?P<IP6>(?<!:)\[?(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}"
+    r"|(?:[0-9a-fA-F]{1,4}:){1,6}:(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,5})?"
+    r"|::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,6})?)\]?(?::\d{1,5})?(?![\w:]))",
+    rf"(?P<HOSTPORT>(?<![.\-])(?![\w.\-]*\.(?:{_CODE_EXT}):)[A-Za-z][\w\-]*(?:\.[\w\-]+)+:\d{{1,5}}(?![\w.]))",
+    rf"(?P<HOST>(?<![.\-/@])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)*\.(?:{_TLD})(?![\w\-]|\.\w))",
+    r"(?P<DUR>(?<!\.)[-+]?\d+(?:\.\d+)?(?:(?:ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\b"
+    r"| ?(?:nanoseconds?|microseconds?|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?)\b))",
+    r"(?P<SIZE>(?<!\.)[-+]?\d+(?:\.\d+)? ?(?:[kKMGTP]i?B|B|bytes?)\b)",
+    r"(?P<HEX>(?<!\.)0[xX][0-9a-fA-F]+\b)",
+    r"(?P<NUM>(?<!\.)[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\w))",
+    # a maximal token with a digit: IDs, versions, stems with counters
+    r"(?P<TOK>(?<![.\-+#~])[\w.\-+#~]*\d[\w.\-+#~]*(?<![.\-]))",
+]
+_WORD_CLASSES = [
+    rf"(?P<TS_>(?:{_DAY},? )?{_MONTH} +\d{{1,2}}(?:,? \d{{4}})?(?: {_CLOCK}{_ZONE})?(?: \d{{4}})?(?![\w:.]))",
+    rf"(?P<HOST_>(?<![.\-/@])[A-Za-z][\w\-]*(?:\.[\w\-]+)*\.(?:{_TLD})(?![\w\-]|\.\w))",
+]
+_BOOL = r"(?P<BOOL>(?:[Tt]rue|TRUE|[Ff]alse|FALSE)\b)"
+# A random mixed-case ID without digits (`sRZeBuk`, `KpAuYlXBnipOTSw`): case flips every letter or
+# two, which camelCase words (`getTodayTotalSteps`, `MacBookPro`) do not.
+_RANDOM = r"(?P<RAND>(?=[A-Za-z]*(?:[a-z][A-Z]{1,2}[a-z][A-Z]|[A-Z][a-z][A-Z][a-z][A-Z]))[A-Za-z]{6,}(?![\w\-.]))"
 _VALUES = re.compile(
-    "|".join(
-        [
-            # date-times and dates
-            rf"(?P<TS>(?<![\w.])(?:\d{{4}}-\d{{2}}-\d{{2}}(?:[T ]{_CLOCK}{_ZONE})?"
-            rf"|\d{{4}}/\d{{2}}/\d{{2}}(?:[ T]{_CLOCK})?"
-            rf"|\d{{1,2}}/{_MONTH}/\d{{4}}(?::\d{{2}}:\d{{2}}:\d{{2}})?(?: [+-]\d{{4}})?"
-            rf"|(?:{_DAY},? )?{_MONTH} +\d{{1,2}}(?:,? \d{{4}})?(?: {_CLOCK}{_ZONE})?(?: \d{{4}})?(?![\w:])"
-            rf"|\d{{1,2}} {_MONTH} \d{{4}}(?: {_CLOCK}{_ZONE})?"
-            rf"|\d{{1,2}}/\d{{1,2}}/\d{{2,4}}(?: {_CLOCK})?"
-            rf"|{_CLOCK}(?![\w:]))(?![\w.]))",
-            r"(?P<UUID>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)",
-            r"(?P<MAC>(?<![\w:])(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}(?![\w:]))",
-            r"(?P<IP4>(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.]))",
-            r"(?P<IP6>(?<![\w:])\[?(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}"
-            r"|(?:[0-9a-fA-F]{1,4}:){1,6}:(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,5})?"
-            r"|::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,6})?)\]?(?::\d{1,5})?(?![\w:]))",
-            r"(?P<HOSTPORT>(?<![\w.\-])[A-Za-z][\w\-]*(?:\.[\w\-]+)+:\d{1,5}(?![\w.]))",
-            r"(?P<DUR>(?<![\w.])[-+]?\d+(?:\.\d+)?(?:(?:ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\b"
-            r"| ?(?:nanoseconds?|microseconds?|milliseconds?|seconds?|minutes?|hours?|days?)\b))",
-            r"(?P<SIZE>(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[kKMGTP]i?B|B)\b|(?<![\w.])\d+(?:\.\d+)? ?bytes?\b)",
-            r"(?P<HEX>(?<![\w.])0[xX][0-9a-fA-F]+\b)",
-            r"(?P<NUM>(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\w))",
-            # a maximal token with a digit: IDs, versions, stems with counters
-            r"(?P<TOK>(?<![\w.\-+#~])[\w.\-+#~]*\d[\w.\-+#~]*(?<![.\-]))",
-        ]
-    )
+    r"(?<!\w)(?:(?=[\w.\-+#~:\[]*\d)(?:"
+    + "|".join(_DIGIT_CLASSES)
+    + r")|(?=[A-Z][a-z]{2}[a-z]* |[A-Za-z][\w\-]*\.)(?:"
+    + "|".join(_WORD_CLASSES)
+    + r")|(?=[TtFf])"
+    + _BOOL
+    + "|"
+    + _RANDOM
+    + ")"
 )
 _ALL_HEX = re.compile(r"[0-9a-fA-F]{6,}")
 _STEM_DIGITS = re.compile(r"([A-Za-z]+)(\d+)")
@@ -127,23 +202,17 @@ _PATH = re.compile(
     r"(?:/(?:[\w.@%+~\-]|<[A-Z]+>)*)*"
     r"|[A-Za-z]:\\[^\s\"'<>|,;]*|\\\\[^\s\"'<>|,;]+)"
 )
-_TLD = (
-    r"com|net|org|edu|gov|mil|int|io|dev|app|ai|co|cloud|local|internal|lan|corp|home|svc|cluster|"
-    r"us|uk|de|fr|jp|cn|hk|ru|in|br|au|ca|nl|se|ch|it|es|eu|info|biz|me|tv|xyz"
-)
-_HOST = re.compile(rf"(?<![\w.\-/@])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)*\.(?:{_TLD})(?![\w\-]|\.\w)")
-_BOOL = re.compile(r"\b(?:[Tt]rue|TRUE|[Ff]alse|FALSE)\b")
+
+
+_PLACEHOLDER_OF = {name: f"<{name.rstrip('_')}>" for name in _VALUES.groupindex}
+_PLACEHOLDER_OF.update({"IP4": "<IP>", "IP6": "<IP>", "MAC": "<IP>", "HOSTPORT": "<HOST>", "RAND": "<ID>"})
 
 
 def _value(m: re.Match[str]) -> str:
     kind = m.lastgroup
     if kind == "TOK":
         return _token(m.group())
-    if kind in ("IP4", "IP6", "MAC"):
-        return "<IP>"
-    if kind == "HOSTPORT":
-        return "<HOST>"
-    return f"<{kind}>"
+    return _PLACEHOLDER_OF[kind]
 
 
 def _token(tok: str) -> str:
@@ -159,11 +228,22 @@ def _token(tok: str) -> str:
     return "<ID>"
 
 
+def _quoted(m: re.Match[str]) -> str:
+    inner = m.group(m.lastindex or 0)
+    if has_fault_word(inner) or (" " in inner and "<" in inner and _PLACEHOLDER.search(inner)):
+        return m.group()
+    return "<QUOTED>"
+
+
 def _kv(m: re.Match[str]) -> str:
     key, sep, value = m.group(1), m.group(2), m.group(3)
-    if value.startswith("<") and value in PLACEHOLDERS:
+    # Quoted values are judged by the quote rule, later, once their inside is masked.
+    if value[0] in "\"'" or (value.startswith("<") and value in PLACEHOLDERS):
         return m.group()
-    if key.lower() in _OUTCOME_KEYS and _WORD.fullmatch(value.strip("\"'")):
+    # An outcome (`error=timeout`, `ErrorCode = NoNode`, `result=FAILED`) is the fault, not a value.
+    if _IDENT.fullmatch(value) and (
+        any(w.lower() in _OUTCOME_KEYS for w in _SUBWORD.findall(key)) or has_fault_word(value)
+    ):
         return m.group()
     return f"{key}{sep.strip() if sep.strip() == '=' else sep}<VAL>"
 
@@ -184,17 +264,13 @@ def mask(message: str) -> str:
         s = _URL.sub("<URL>", s)
     if "@" in s:
         s = _EMAIL.sub("<EMAIL>", s)
-    if "'" in s or '"' in s or "`" in s:
-        s = _QUOTED.sub("<QUOTED>", s)
-    if "=" in s or ": " in s:
+    if "=" in s or ': "' in s or ": '" in s:
         s = _KV.sub(_kv, s)
     if "/" in s or "\\" in s:
         s = _PATH.sub("<PATH>", s)
     s = _VALUES.sub(_value, s)
-    if "." in s:
-        s = _HOST.sub("<HOST>", s)
-    if "rue" in s or "alse" in s or "RUE" in s or "ALSE" in s:
-        s = _BOOL.sub("<BOOL>", s)
+    if "'" in s or '"' in s or "`" in s:
+        s = _QUOTED.sub(_quoted, s)
     if len(_memo) >= _MEMO_MAX:
         _memo.clear()
     _memo[message] = s

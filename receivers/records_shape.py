@@ -136,7 +136,9 @@ def _record(item: Any, project_id: str, received_ns: int) -> Record:
 def _timestamp(value: Any, received_ns: int) -> int:
     if value is None:
         return received_ns
-    if isinstance(value, str):
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        ns = int(value)  # unix ns as a string: JavaScript numbers cannot hold them exactly
+    elif isinstance(value, str):
         try:
             ns = parse_rfc3339(value)
         except (ValueError, OverflowError):

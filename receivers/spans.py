@@ -95,7 +95,8 @@ def build_record(
         message=message,
         trace_id=trace_hex,
         span_id=span_hex,
-        parent_span_id=parent_span_id.hex() or None,
+        # An all-zero parent means "no parent" (as the Collector reads it): the span is a root.
+        parent_span_id=parent_span_id.hex() if parent_span_id and parent_span_id != ZERO_SPAN else None,
         session_id=pick(attributes, SESSION_KEYS),
         user_id=pick(attributes, USER_KEYS),
         kind=SPAN_KINDS.get(kind),

@@ -13,6 +13,10 @@ from loopkit_core.projects import create_project
 from loopkit_core.server import Running, in_thread
 from loopkit_core.settings import Settings
 
+# tests/data holds fixtures, e.g. the example third-party plugin package and its own tests (run by test_plugins.py
+# in a subprocess against a throwaway distribution), never collected as LoopKit tests.
+collect_ignore = ["data"]
+
 
 @dataclass
 class Project:

@@ -10,6 +10,8 @@ from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
+from loopkit_core import diagnose
+from loopkit_core.api import runs
 from loopkit_core.app import ROUTES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,3 +155,71 @@ def test_llms_txt_format(client):
     assert sections
     links = [line for line in lines[sections[0] :] if line.startswith("- [")]
     assert any("](/openapi.json)" in line for line in links)
+
+
+def test_the_diagnose_body_schema_is_the_code(spec):
+    """Fields, defaults and bounds of DiagnoseRequest are the ones POST /v1/runs/diagnose applies."""
+    schema = spec["components"]["schemas"]["DiagnoseRequest"]
+    assert set(schema["properties"]) == runs.FIELDS
+    defaults = diagnose.DiagnoseRequest()
+    for field in ("since_minutes", "min_count", "max_issues"):
+        assert schema["properties"][field]["default"] == getattr(defaults, field), field
+    assert schema["properties"]["max_issues"]["maximum"] == diagnose.MAX_ISSUES
+    packet = spec["components"]["schemas"]["PacketIssue"]["properties"]
+    assert packet["signal_type"]["enum"] == list(diagnose.ISSUE_SIGNAL_TYPES)
+    assert packet["severity"]["enum"] == list(diagnose.SEVERITIES)
+
+
+def test_diagnosis_answers_match_the_documented_schemas(client, project, spec):
+    """POST /v1/runs/diagnose, GET /v1/packets[/{id}], GET /v1/plugins and ?issue= answer as documented."""
+    records = [
+        {"type": "error", "name": "POST /checkout", "message": f"payment gateway timed out after {3000 + i} ms"}
+        for i in range(4)
+    ]
+    posted = client.post("/v1/traces", json={"records": records}, headers=project.auth("producer"))
+    assert posted.json()["accepted"] == 4
+    body = {"since_minutes": 30, "min_count": 2, "max_issues": 5, "diagnosers": ["signature_clusterer"]}
+    _validator(spec, "DiagnoseRequest").validate(body)
+    ran = client.post("/v1/runs/diagnose", json=body, headers=project.auth("agent"))
+    assert ran.status_code == 200, ran.text
+    _validator(spec, "PacketResponse").validate(ran.json())
+    packet = ran.json()["packet"]
+    assert set(packet) == set(spec["components"]["schemas"]["Packet"]["required"])
+    [issue] = packet["issues"]
+    assert set(issue) == set(spec["components"]["schemas"]["PacketIssue"]["required"])
+    assert issue["count"] == 4
+
+    empty = client.post("/v1/runs/diagnose", headers=project.auth("agent"))  # no body: every default
+    assert empty.status_code == 200, empty.text
+    _validator(spec, "PacketResponse").validate(empty.json())
+
+    listed = client.get("/v1/packets", params={"limit": 5}, headers=project.auth("dashboard"))
+    assert listed.status_code == 200
+    _validator(spec, "PacketList").validate(listed.json())
+    assert [p["packet_id"] for p in listed.json()["packets"]] == [
+        empty.json()["packet"]["packet_id"],
+        packet["packet_id"],
+    ]
+    one = client.get(f"/v1/packets/{packet['packet_id']}", headers=project.auth("agent"))
+    _validator(spec, "PacketResponse").validate(one.json())
+    missing = client.get("/v1/packets/pkt_000000000000000000000000", headers=project.auth("agent"))
+    assert missing.status_code == 404
+    _validator(spec, "Error").validate(missing.json())
+
+    plugins = client.get("/v1/plugins", headers=project.auth("agent"))
+    assert plugins.status_code == 200
+    _validator(spec, "PluginsResponse").validate(plugins.json())
+
+    page = client.get(issue["records_url"], headers=project.auth("agent"))
+    _validator(spec, "TelemetryPage").validate(page.json())
+    assert sorted(r["record_id"] for r in page.json()["records"]) == sorted(posted.json()["record_ids"])
+    unknown = client.get("/v1/telemetry", params={"issue": "iss_nope"}, headers=project.auth("agent"))
+    assert unknown.status_code == 404
+    _validator(spec, "Error").validate(unknown.json())
+
+    bad = client.post("/v1/runs/diagnose", json={"max_issues": 10_001}, headers=project.auth("agent"))
+    assert bad.status_code == 400
+    _validator(spec, "Error").validate(bad.json())
+    forbidden = client.post("/v1/runs/diagnose", json={}, headers=project.auth("dashboard"))
+    assert forbidden.status_code == 403
+    _validator(spec, "Error").validate(forbidden.json())

@@ -394,3 +394,9 @@ def test_each_malformed_id_is_rejected_alone(client, project):
         stored = read(client, project)
         assert sorted(r["span_id"] for r in stored) == [f"e{i:015x}" for i in range(n + 1)]
         assert {r["name"] for r in stored} == {"good"}
+
+
+def test_an_all_zero_parent_span_id_means_a_root_span(client, project):
+    assert_empty_success(post(client, project, request(span("root", "6666666666666666", parentSpanId="0" * 16))))
+    (record,) = read(client, project)
+    assert (record["span_id"], record["parent_span_id"]) == ("6666666666666666", None)

@@ -260,6 +260,7 @@ def test_defaults_for_optional_fields(client, project):
         ("2026-01-02 03:04:05+01:00", 1767319445000000000),
         ("2026-01-02T08:34:05.000000001+05:30", 1767323045000000001),
         (1767323045999999999, 1767323045999999999),
+        ("1767323045999999999", 1767323045999999999),  # unix ns as a string, as JavaScript clients send it
     ],
 )
 def test_timestamps_in_rfc3339_or_unix_nanoseconds(client, project, timestamp, unix_nano):

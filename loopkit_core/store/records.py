@@ -151,12 +151,36 @@ def selector_condition(selector: dict[str, Any]) -> ColumnElement[bool]:
         return c.signature.in_(selector["signatures"])
     if "record_ids" in selector:
         return c.record_id.in_(selector["record_ids"])
+    if "type" in selector:
+        conditions = [c.type == _text(selector, "type")]
+        conditions += [c[key] == _text(selector, key) for key in ("name", "service") if selector.get(key) is not None]
+        attributes = selector.get("attributes") or {}
+        if not isinstance(attributes, dict):
+            raise ValueError("selector attributes must be an object")
+        conditions += [_attribute_equals(key, value) for key, value in attributes.items()]
+        return and_(*conditions)
     if "name" in selector:
         conditions = [c.name == selector["name"], c.duration_ms >= float(selector.get("min_duration_ms", 0))]
         if selector.get("service") is not None:
             conditions.append(c.service == selector["service"])
         return and_(*conditions)
     raise ValueError(f"unknown selector {sorted(selector)}")
+
+
+def _text(selector: dict[str, Any], key: str) -> str:
+    value = selector[key]
+    if not isinstance(value, str):
+        raise ValueError(f"selector {key} must be a string")
+    return value
+
+
+def _attribute_equals(key: Any, value: Any) -> ColumnElement[bool]:
+    # An attribute of the record's flat JSON object equals a scalar (type included: "1" is not 1).
+    if not isinstance(key, str) or not key or '"' in key or "\\" in key:
+        raise ValueError("selector attribute names must be non-empty strings without quotes or backslashes")
+    if not isinstance(value, str | int | float | bool):
+        raise ValueError(f"selector attribute {key!r} must equal a string, number or boolean")
+    return func.json_extract(records.c.attributes, f'$."{key}"') == value
 
 
 def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:

@@ -71,6 +71,9 @@ Index("ix_records_trace", records.c.trace_id)
 Index("ix_records_session", records.c.session_id)
 # Diagnosis groups a window by signature in SQL; only errors and tool failures carry one.
 Index("ix_records_signature", records.c.signature, records.c.ts_ns, sqlite_where=records.c.signature.is_not(None))
+# Per-operation reads (latency baselines and latency issues' selectors, name/service filters): covering,
+# so an operation's durations in a time range are read from the index alone (see Window.durations).
+Index("ix_records_operation", records.c.name, records.c.service, records.c.ts_ns, records.c.duration_ms)
 
 # One row per distinct signature ever seen: the masked template and where it came from.
 signatures = Table(

@@ -1,0 +1,157 @@
+"""Diagnosis cost on windows of 10k, 100k and 1M records (see docs/benchmarks.md).
+
+For each size N a project store is filled through LoopKit's own ingest steps (signature hook,
+row conversion, the batching writer) with a synthetic window: 20% errors and tool failures from
+50 faults with heavy variable parts, the rest latency spans on 200 operations over the window and
+a baseline before it, with one operation 3x slower in the window. Then a fresh process runs the
+diagnosis (`loopkit_core.diagnose.run`, the code behind POST /v1/runs/diagnose) and reports its wall
+time and its own peak RSS, so the fill does not count.
+
+    python bench/diagnose.py --sizes 10000 100000 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from loopkit_core.app import create_app
+from loopkit_core.diagnose import DiagnoseRequest, run
+from loopkit_core.model import Record, new_record_id
+from loopkit_core.projects import create_project
+from loopkit_core.settings import Settings
+from loopkit_core.store.records import to_rows
+
+FAULTS = 50
+OPERATIONS = 200
+WINDOW_MINUTES = 60
+BATCH = 5000
+
+
+def fault_message(fault: int, rng: random.Random) -> tuple[str, str, str]:
+    """(operation, exception type, message) of one occurrence of a fault, variable parts random."""
+    kinds = [
+        ("TimeoutError", "upstream {svc} timed out after {ms} ms for request req_{hex}"),
+        ("ConnectionError", "connection refused by {ip}:{port} while calling {svc}"),
+        ("KeyError", "missing key 'user_{n}' in session {uuid}"),
+        ("ValueError", "invalid quantity {n} for sku SKU-{n2} in cart {hex}"),
+        ("PermissionError", "user {email} is not allowed to access /files/{n}/report.pdf"),
+    ]
+    exc, text = kinds[fault % len(kinds)]
+    message = text.format(
+        svc=f"svc{fault}",
+        ms=rng.randint(100, 30000),
+        hex=f"{rng.getrandbits(48):012x}",
+        ip=f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+        port=rng.randint(1024, 65535),
+        n=rng.randint(1, 10**6),
+        n2=rng.randint(1, 10**4),
+        uuid=f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.getrandbits(12):03x}-a{rng.getrandbits(12):03x}-"
+        f"{rng.getrandbits(48):012x}",
+        email=f"user{rng.randint(1, 9999)}@example.com",
+    )
+    return f"POST /api/op{fault}", exc, message
+
+
+def fill(data_dir: Path, size: int, seed: int = 7) -> tuple[str, int]:
+    """Fill a project with `size` records in the window (plus a baseline); returns (project_id, until_ns)."""
+    rng = random.Random(seed)
+    app = create_app(Settings(data_dir=data_dir, writer_max_pending_rows=10_000_000))
+    project_id = create_project(app.store.control, "bench")["project_id"]
+    until = time.time_ns()
+    window_ns = WINDOW_MINUTES * 60 * 1_000_000_000
+    baseline = size // 2  # spans before the window, for the latency baseline
+    futures = []
+    batch: list[Record] = []
+    for i in range(size + baseline):
+        in_window = i < size
+        ts = until - rng.randrange(window_ns) if in_window else until - window_ns - rng.randrange(6 * window_ns)
+        if in_window and i % 5 == 0:
+            fault = rng.randrange(FAULTS)
+            operation, exc, message = fault_message(fault, rng)
+            rtype = "tool_failure" if fault % 10 == 0 else "error"
+            record = Record(
+                new_record_id(), ts, ts + 1_000_000, rtype, operation, "shop", "error", message, exception_type=exc
+            )
+        else:
+            op = rng.randrange(OPERATIONS)
+            ms = rng.lognormvariate(3.5, 0.4) * (3 if op == 7 and in_window else 1)
+            record = Record(new_record_id(), ts, ts + int(ms * 1e6), "span", f"GET /api/route{op}", "shop", "ok", "")
+        batch.append(record)
+        if len(batch) == BATCH:
+            futures.append(_submit(app, project_id, batch))
+            batch = []
+    if batch:
+        futures.append(_submit(app, project_id, batch))
+    for future in futures:
+        future.result()
+    app.close()
+    return project_id, until
+
+
+def _submit(app, project_id: str, batch: list[Record]):  # noqa: ANN001, ANN202
+    signatures = app.ingestor.sign(batch)
+    return app.writer.submit(project_id, to_rows(batch, time.time_ns()), None, signatures)
+
+
+def diagnose_once(data_dir: Path, project_id: str, until: int) -> dict:
+    """Run one diagnosis in this process; wall time and this process's peak RSS."""
+    app = create_app(Settings(data_dir=data_dir))
+    started = time.perf_counter()
+    packet = run(app.store, app.plugins, project_id, DiagnoseRequest(WINDOW_MINUTES, until, None, 3, 100), until)
+    seconds = time.perf_counter() - started
+    app.close()
+    return {
+        "seconds": round(seconds, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "telemetry_read": packet["telemetry_read"],
+        "issues": len(packet["issues"]),
+        "by_diagnoser": {d: sum(i["diagnoser"] == d for i in packet["issues"]) for d in packet["diagnosers"]},
+        "errors": packet["diagnoser_errors"],
+    }
+
+
+def main() -> None:
+    """Fill and diagnose each size; print one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        data_dir, project_id, until = args.child
+        print(json.dumps(diagnose_once(Path(data_dir), project_id, int(until))))
+        return
+    results = []
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            project_id, until = fill(Path(tmp), size)
+            print(f"filled {size} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+            runs = []
+            for _ in range(args.repeat):
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", tmp, project_id, str(until)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=600,
+                )
+                runs.append(json.loads(out.stdout))
+            seconds = sorted(r["seconds"] for r in runs)
+            results.append({"records_in_window": size, "median_seconds": seconds[len(seconds) // 2], "runs": runs})
+            print(json.dumps(results[-1]), file=sys.stderr)
+    print(
+        json.dumps({"benchmark": "diagnose", "faults": FAULTS, "operations": OPERATIONS, "results": results}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()

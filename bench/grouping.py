@@ -1,0 +1,181 @@
+"""Grouping quality: how well error records become one issue per fault (docs/benchmarks.md).
+
+    python bench/grouping.py [--seed 7] [--total 3000] [--no-drain] [--corpus NAME ...]
+
+Runs the full pipeline on every labelled corpus of `bench/corpora.py`, exactly as LoopKit does it:
+at ingest a record's signature is (operation, exception type, masked message); at diagnosis the
+distinct masked templates of each (operation, exception type) are clustered with
+`loopkit_plugins.templates.cluster`. Prints one JSON document with, per corpus and as a mean:
+
+- GA, grouping accuracy: the share of records whose predicted group has exactly the member set of
+  their true fault;
+- FGA: F1 over groups, a predicted group counting when it matches a true group exactly;
+- issues: groups reported, against the true number of faults;
+
+for LoopKit and two baselines: "mask then hash exact" (the signature alone) and, when the `drain3`
+package is installed (for the comparison only; `pip install drain3`), drain3 with its default
+settings on the raw messages, one miner per (operation, exception type). Also the masking
+throughput (messages per second on one core, median of five passes over every corpus's messages,
+memo cleared) and the clustering time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import corpora
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loopkit_plugins import masking, templates  # noqa: E402
+
+Grouper = Callable[[Sequence[corpora.Record]], list[object]]
+
+
+def scores(truth: Sequence[int], predicted: Sequence[object]) -> dict[str, float | int]:
+    """GA, FGA and group counts of one predicted grouping against the true one."""
+    true_sets: dict[int, set[int]] = defaultdict(set)
+    pred_sets: dict[object, set[int]] = defaultdict(set)
+    for i, (t, p) in enumerate(zip(truth, predicted, strict=True)):
+        true_sets[t].add(i)
+        pred_sets[p].add(i)
+    true_frozen = {frozenset(s) for s in true_sets.values()}
+    exact = [s for s in pred_sets.values() if frozenset(s) in true_frozen]
+    ga = sum(len(s) for s in exact) / len(truth)
+    precision = len(exact) / len(pred_sets)
+    recall = len(exact) / len(true_sets)
+    fga = 0.0 if not exact else 2 * precision * recall / (precision + recall)
+    return {"GA": round(ga, 4), "FGA": round(fga, 4), "issues": len(pred_sets), "faults": len(true_sets)}
+
+
+def group_exact(records: Sequence[corpora.Record]) -> list[object]:
+    """Baseline: the ingest signature alone (mask, then hash exactly)."""
+    return [(r.operation, r.exception_type, masking.mask(r.message)) for r in records]
+
+
+def group_loopkit(records: Sequence[corpora.Record]) -> list[object]:
+    """LoopKit: the ingest signature, then `cluster` over the distinct templates of each key."""
+    signatures = group_exact(records)
+    by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for op, exc, tpl in dict.fromkeys(signatures):  # type: ignore[misc]
+        by_key[(op, exc)].append(tpl)
+    group_of: dict[object, object] = {}
+    for key, tpls in by_key.items():
+        for tpl, gid in zip(tpls, templates.cluster(tpls), strict=True):
+            group_of[(*key, tpl)] = (*key, gid)
+    return [group_of[s] for s in signatures]
+
+
+def group_drain3(records: Sequence[corpora.Record]) -> list[object]:
+    """Baseline: drain3's TemplateMiner with default settings, one miner per (operation, exception)."""
+    from drain3 import TemplateMiner  # type: ignore[import-not-found]
+    from drain3.template_miner_config import TemplateMinerConfig  # type: ignore[import-not-found]
+
+    miners: dict[tuple[str, str], TemplateMiner] = {}
+    results = []
+    for r in records:
+        key = (r.operation, r.exception_type)
+        # An explicit default config: without one drain3 looks for a drain3.ini and says so.
+        miner = miners.get(key) or miners.setdefault(key, TemplateMiner(config=TemplateMinerConfig()))
+        results.append((key, miner.add_log_message(r.message)["cluster_id"]))
+    return results
+
+
+def drain3_available() -> bool:
+    """True when the optional `drain3` package can be imported."""
+    try:
+        import drain3  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def masking_throughput(messages: Sequence[str], passes: int = 5) -> float:
+    """Messages per second through `mask`, median of several passes with the memo cleared."""
+    rates = []
+    for _ in range(passes):
+        masking._memo.clear()
+        start = time.perf_counter()
+        for m in messages:
+            masking.mask(m)
+        rates.append(len(messages) / (time.perf_counter() - start))
+    masking._memo.clear()
+    return statistics.median(rates)
+
+
+def clustering_time(n: int = 10_000, seed: int = 7) -> dict[str, float | int]:
+    """Seconds to cluster `n` distinct templates (all corpora's distinct templates, widened with word variants)."""
+    pool: list[str] = []
+    for records in corpora.build_all(seed, 6000).values():
+        pool.extend(dict.fromkeys(masking.mask(r.message) for r in records))
+    distinct = list(dict.fromkeys(pool))
+    extra = 0
+    while len(distinct) < n:
+        # More distinct templates: the same messages with an unmasked plain-word value appended.
+        distinct.append(f"{pool[extra % len(pool)]} via relay{chr(97 + extra % 26)}{chr(97 + extra // 26 % 26)}")
+        extra += 1
+    distinct = distinct[:n]
+    start = time.perf_counter()
+    groups = templates.cluster(distinct)
+    return {"templates": n, "groups": len(set(groups)), "seconds": round(time.perf_counter() - start, 3)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every corpus, print the JSON report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--total", type=int, default=3000, help="records per corpus")
+    parser.add_argument("--no-drain", action="store_true", help="skip the drain3 baseline")
+    parser.add_argument("--corpus", action="append", help="only these corpora (repeatable)")
+    args = parser.parse_args(argv)
+
+    methods: dict[str, Grouper] = {"loopkit": group_loopkit, "mask_exact": group_exact}
+    if not args.no_drain and drain3_available():
+        methods["drain3_default"] = group_drain3
+
+    names = args.corpus or list(corpora.CORPORA)
+    report: dict[str, object] = {"seed": args.seed, "records_per_corpus": args.total, "corpora": {}}
+    per_method: dict[str, list[dict[str, float | int]]] = defaultdict(list)
+    all_messages: list[str] = []
+    for name in names:
+        records = corpora.build(name, args.seed, args.total)
+        all_messages.extend(r.message for r in records)
+        truth = [r.fault for r in records]
+        row: dict[str, object] = {"records": len(records)}
+        for method, grouper in methods.items():
+            masking._memo.clear()
+            start = time.perf_counter()
+            predicted = grouper(records)
+            result = scores(truth, predicted) | {"seconds": round(time.perf_counter() - start, 3)}
+            row[method] = result
+            per_method[method].append(result)
+        report["corpora"][name] = row  # type: ignore[index]
+    report["mean"] = {
+        method: {
+            "GA": round(statistics.fmean(r["GA"] for r in rows), 4),
+            "FGA": round(statistics.fmean(r["FGA"] for r in rows), 4),
+            "issues": sum(int(r["issues"]) for r in rows),
+            "faults": sum(int(r["faults"]) for r in rows),
+        }
+        for method, rows in per_method.items()
+    }
+    lengths = [len(m) for m in all_messages]
+    report["masking"] = {
+        "messages": len(all_messages),
+        "mean_chars": round(statistics.fmean(lengths), 1),
+        "messages_per_second": round(masking_throughput(all_messages)),
+    }
+    report["clustering"] = clustering_time(seed=args.seed)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,329 @@
+"""Cluster masked message templates so that one fault is one group and two faults are two.
+
+The masker (`loopkit_plugins.masking`) removes the values it recognises; what it misses are mostly
+plain words that vary: user and host names, program names, enum-like states. `cluster` finds them
+from the templates themselves, with one fixed configuration:
+
+1. Tokens. A template is split on whitespace, brackets, commas and quotes. Every placeholder
+   (``<NUM>``, ``<ID>`` ... and the ``<*>`` of an already generalised template) becomes ``<*>``; a
+   token that is only punctuation around placeholders (``/<IP>``, ``(<NUM>)``) becomes ``<*>``; a
+   repeated run of the same placeholder-bearing n-gram (lists of IDs) collapses to one.
+2. Buckets. Only templates with the same number of tokens are compared (as in Drain), plus one
+   cross-length rule at the end (step 6).
+3. Anchors. In the spirit of Brain's "longest common pattern": a template's constant words are
+   shared by every template of its group, so they have the same, highest document frequency at
+   their position; words seen in fewer templates than that frequency are variable candidates.
+   Templates with the same constants form a candidate group.
+4. Columns. A candidate variable column is accepted as variable only when the evidence says so:
+   a placeholder appears in it, or it holds `MIN_VALUES` or more distinct words, or every word in
+   it is shaped like an identifier (``chrome.exe``, ``workerEnv``, ``db_main``). Words that name a
+   fault (a small lexicon: ``refused``, ``timeout``, ``denied``, ``found``, ``authorized``...; also
+   inside identifiers, ``rate_limit_exceeded``, ``NullPointerException``) are never variable. Two
+   plain words that are the only difference between two templates stay apart: with no more
+   evidence, a different word is more likely a different fault than a variable.
+5. Siblings. Groups whose patterns differ at exactly one position are merged by the same column
+   rule, repeatedly, until nothing changes; this is what joins a known issue's ``<*>`` template
+   with its new concrete variants.
+6. Lengths. Groups whose patterns have the same words once their ``<*>`` are dropped (an empty or
+   multi-word value) are merged.
+
+Everything is computed on sets, so the partition does not depend on the input order; group ids are
+numbered by first appearance in the input.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+
+from loopkit_plugins.masking import has_fault_word
+
+__all__ = ["MIN_VALUES", "WILDCARD", "cluster", "generalize", "tokens"]
+
+WILDCARD = "<*>"
+# Distinct plain words a column must hold before they are taken as values of one variable.
+MIN_VALUES = 3
+
+_TOKEN = re.compile(r"[^\s,;()\[\]{}|\"']+|[,;()\[\]{}|\"']")
+_PLACEHOLDER = re.compile(r"<(?:\*|[A-Z][A-Z_]*)>")
+_ALNUM = re.compile(r"[A-Za-z0-9]")
+# Shapes of values rather than words: file names (`chrome.exe`), dotted package or host names
+# (`com.android.phone`), paths and addresses. Method names (`NameSystem.addStoredBlock`,
+# `registerSensorListener`) and snake_case words are left to the word rules: they are as often
+# the statement's constant as a value.
+_VALUE_SHAPE = re.compile(r"\w\.[A-Za-z0-9]{1,4}\W*$|\w\.\w+\.\w|[A-Za-z0-9][/\\@][A-Za-z0-9.]")
+
+
+# Request methods name different endpoints, hence different faults, however many of them there are.
+_HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
+def tokens(template: str) -> list[str]:
+    """Split a template into tokens: runs without whitespace, brackets, commas or quotes, and those marks."""
+    return _TOKEN.findall(template)
+
+
+def _norm_token(tok: str) -> str:
+    if "<" not in tok:
+        return tok
+    bare = _PLACEHOLDER.sub("", tok)
+    if bare == tok:
+        return tok
+    # `/<IP>`, `<NUM>:`, `*<NUM>`: punctuation around a value is still just a value.
+    if not _ALNUM.search(bare):
+        return WILDCARD
+    return _PLACEHOLDER.sub(WILDCARD, tok)
+
+
+def _collapse(toks: list[str]) -> tuple[str, ...]:
+    """Collapse a repeated run of a placeholder-bearing n-gram (n <= 3) to one copy: lists of values."""
+    out = list(toks)
+    for n in (1, 2, 3):
+        i = 0
+        res: list[str] = []
+        while i < len(out):
+            gram = out[i : i + n]
+            if len(gram) == n and any(WILDCARD in t for t in gram):
+                j = i + n
+                while out[j : j + n] == gram:
+                    j += n
+                res.extend(gram)
+                i = j
+            else:
+                res.append(out[i])
+                i += 1
+        out = res
+    return tuple(out)
+
+
+def _normalise(template: str) -> tuple[str, ...]:
+    return _collapse([_norm_token(t) for t in tokens(template)])
+
+
+def _is_fault_word(word: str) -> bool:
+    return has_fault_word(word)
+
+
+def _is_identifier(word: str) -> bool:
+    return bool(_VALUE_SHAPE.search(word.replace(WILDCARD, "")))
+
+
+def _substantive(pattern: tuple[str, ...]) -> bool:
+    """A merged pattern must keep a third of its words: mostly-`<*>` patterns absorb unrelated templates."""
+    words = [t for t in pattern if t == WILDCARD or _ALNUM.search(t)]
+    literals = sum(t != WILDCARD for t in words)
+    return literals >= 1 and 3 * literals >= len(words)
+
+
+def _column_classes(values: Iterable[str], first: bool = False) -> dict[str, str]:
+    """Map each value seen in one column to a class: values in the same class are one variable."""
+    distinct = sorted(set(values))
+    has_wild = WILDCARD in distinct
+    fault = [v for v in distinct if v != WILDCARD and _is_fault_word(v.replace(WILDCARD, "")) or v in _HTTP_METHODS]
+    others = [v for v in distinct if v not in fault]
+    literal_others = [v for v in others if v != WILDCARD]
+    identifiers = len(literal_others) >= 2 and all(_is_identifier(v) for v in literal_others)
+    # A message's first word is its verb or subject (`Starting ...`, `Stopping ...`): only the
+    # masker's evidence or identifier shapes (`chrome.exe - ...`) make it a value.
+    variable = has_wild or identifiers or (len(literal_others) >= MIN_VALUES and not first)
+    classes = {v: v for v in fault}
+    for v in others:
+        classes[v] = WILDCARD if variable else v
+    if not variable:
+        # `ch_<*>` and `ch_KpAuYlXBnipOTSwO`: a value the masker missed still fits a value it caught.
+        partial = [v for v in others if WILDCARD in v and v != WILDCARD]
+        for v in others:
+            if WILDCARD not in v:
+                for p in partial:
+                    if _glob(p).fullmatch(v):
+                        classes[v] = classes[p]
+                        break
+    return classes
+
+
+@functools.lru_cache(maxsize=4096)
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(".+".join(re.escape(part) for part in pattern.split(WILDCARD)))
+
+
+class _Groups:
+    """Union-find over pattern indices; the root's pattern is the group's generalised pattern."""
+
+    def __init__(self, patterns: list[tuple[str, ...]]) -> None:
+        self.parent = list(range(len(patterns)))
+        self.pattern = list(patterns)
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, members: list[int], pattern: tuple[str, ...]) -> bool:
+        roots = sorted({self.find(i) for i in members})
+        root = roots[0]
+        changed = len(roots) > 1 or self.pattern[root] != pattern
+        for r in roots[1:]:
+            self.parent[r] = root
+        self.pattern[root] = pattern
+        return changed
+
+
+def _anchor_groups(patterns: list[tuple[str, ...]]) -> list[tuple[list[int], tuple[str, ...]]]:
+    """Stage 3-4: group same-length patterns by their high-frequency words, then split fault columns."""
+    width = len(patterns[0])
+    df = [Counter(p[i] for p in patterns) for i in range(width)]
+    candidates: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for idx, pat in enumerate(patterns):
+        freqs = [df[i][t] for i, t in enumerate(pat) if t != WILDCARD]
+        if freqs:
+            count = Counter(freqs)
+            anchor = max(count, key=lambda f: (count[f], f))
+        else:
+            anchor = 0
+        sig = tuple(t if t != WILDCARD and df[i][t] >= anchor else WILDCARD for i, t in enumerate(pat))
+        candidates[sig].append(idx)
+    out: list[tuple[list[int], tuple[str, ...]]] = []
+    for sig, members in candidates.items():
+        cols = [i for i, t in enumerate(sig) if t == WILDCARD]
+        classes = _settle_columns([patterns[m] for m in members], cols)
+        parts: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for m in members:
+            parts[tuple(classes[i][patterns[m][i]] for i in cols)].append(m)
+        for key, part in parts.items():
+            pat = list(sig)
+            for i, cls in zip(cols, key, strict=True):
+                values = {patterns[m][i] for m in part}
+                pat[i] = cls if cls != WILDCARD or len(values) > 1 else next(iter(values))
+            if len(part) > 1 and not _substantive(tuple(pat)):
+                out.extend(([m], patterns[m]) for m in part)
+            else:
+                out.append((part, tuple(pat)))
+    return out
+
+
+def _settle_columns(rows: list[tuple[str, ...]], cols: list[int]) -> dict[int, dict[str, str]]:
+    """Classes per candidate column, a column staying variable only where the other columns agree.
+
+    `Total disk: ..., used:` and `Total memory: ..., used:` look like one variable column next to
+    `memory limit: ..., free:`, until the split by the other columns shows only two words in it.
+    A column is kept variable when at least one part made by the splitting columns still shows
+    it varying, so a user column stays variable across a `refused` / `timed out` split.
+    """
+    classes = {i: _column_classes((r[i] for r in rows), i == 0) for i in cols}
+    changed = True
+    while changed:
+        changed = False
+        splitting = [i for i in cols if len(set(classes[i].values())) > 1]
+        for i in cols:
+            if i in splitting or not any(c == WILDCARD for c in classes[i].values()):
+                continue
+            parts: dict[tuple[str, ...], set[str]] = defaultdict(set)
+            for r in rows:
+                parts[tuple(classes[j][r[j]] for j in splitting)].add(r[i])
+            evidence = False
+            for values in parts.values():
+                local = _column_classes(values, i == 0)
+                if sum(1 for v in values if local[v] == WILDCARD) > 1 or (WILDCARD in values and len(values) > 1):
+                    evidence = True
+                    break
+            if not evidence:
+                classes[i] = {v: (c if c != WILDCARD else v) for v, c in classes[i].items()}
+                changed = True
+    return classes
+
+
+def _merge_siblings(groups: _Groups, roots: list[int], width: int) -> None:
+    """Stage 5: merge groups whose patterns differ at one position that the column rule calls variable."""
+    changed = True
+    while changed:
+        changed = False
+        for pos in range(width):
+            live = sorted({groups.find(r) for r in roots})
+            siblings: dict[tuple[str, ...], list[int]] = defaultdict(list)
+            for r in live:
+                pat = groups.pattern[r]
+                siblings[pat[:pos] + pat[pos + 1 :]].append(r)
+            for members in siblings.values():
+                if len(members) < 2:
+                    continue
+                classes = _column_classes((groups.pattern[r][pos] for r in members), pos == 0)
+                by_class: dict[str, list[int]] = defaultdict(list)
+                for r in members:
+                    by_class[classes[groups.pattern[r][pos]]].append(r)
+                for cls, rs in by_class.items():
+                    if len(rs) < 2:
+                        continue
+                    pat = list(groups.pattern[rs[0]])
+                    values = {groups.pattern[r][pos] for r in rs}
+                    pat[pos] = cls if cls != WILDCARD or len(values) > 1 else next(iter(values))
+                    if _substantive(tuple(pat)):
+                        changed |= groups.union(rs, tuple(pat))
+
+
+def cluster(templates: Sequence[str]) -> list[int]:
+    """Return a group index (0..k-1, numbered by first appearance) for each template."""
+    norm = [_normalise(t) for t in templates]
+    distinct = sorted(set(norm))
+    index = {p: i for i, p in enumerate(distinct)}
+    groups = _Groups(distinct)
+    by_width: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(distinct):
+        by_width[len(p)].append(i)
+    for width, ids in sorted(by_width.items()):
+        if width == 0:
+            groups.union(ids, ())
+            continue
+        for part, pat in _anchor_groups([distinct[i] for i in ids]):
+            groups.union([ids[j] for j in part], pat)
+        _merge_siblings(groups, ids, width)
+    # Stage 6: the same words around a value of varying length (empty, several tokens).
+    by_words: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for r in sorted({groups.find(i) for i in range(len(distinct))}):
+        words = tuple(t for t in groups.pattern[r] if t != WILDCARD)
+        if len(words) >= 2 and len(words) < len(groups.pattern[r]):
+            by_words[words].append(r)
+    for rs in by_words.values():
+        if len(rs) > 1:
+            groups.union(rs, groups.pattern[min(rs, key=lambda r: (-len(groups.pattern[r]), groups.pattern[r]))])
+    ids: dict[int, int] = {}
+    out: list[int] = []
+    for p in norm:
+        root = groups.find(index[p])
+        out.append(ids.setdefault(root, len(ids)))
+    return out
+
+
+def generalize(templates: Sequence[str]) -> str:
+    """Merge one group's templates into one: positions where they differ become ``<*>``."""
+    if not templates:
+        return ""
+    rows = sorted({t for t in templates})
+    if len(rows) == 1:
+        return rows[0]
+    split = [_split_keep(t) for t in rows]
+    widths = Counter(len(toks) for toks, _ in split)
+    width = max(widths, key=lambda w: (widths[w], w))
+    same = [s for s in split if len(s[0]) == width]
+    base_toks, gaps = same[0]
+    out = []
+    for i in range(width):
+        column = {s[0][i] for s in same}
+        out.append(base_toks[i] if len(column) == 1 else WILDCARD)
+    text = gaps[0] + "".join(tok + gap for tok, gap in zip(out, gaps[1:], strict=True))
+    return re.sub(r"<\*>(?:\s*<\*>)+", WILDCARD, text)
+
+
+def _split_keep(template: str) -> tuple[list[str], list[str]]:
+    """Tokens and the text between them (len(gaps) == len(tokens) + 1), to rebuild a template."""
+    toks: list[str] = []
+    gaps: list[str] = []
+    last = 0
+    for m in _TOKEN.finditer(template):
+        gaps.append(template[last : m.start()])
+        toks.append(m.group())
+        last = m.end()
+    gaps.append(template[last:])
+    return toks, gaps
