@@ -934,15 +934,21 @@ APACHE_PROXIFIER = [
 # Written after the clusterer's rules were fixed, as a check on generality (not tuned against).
 _B = "/var/lib/nova/instances/_base/"
 OPENSTACK = [
-    T('${ip} "GET /v2/${hex:32}/servers/detail HTTP/1.1" status: 200 len: ${int:1500:2000} time: 0.${int:1000000:9999999}'),
-    T('${ip} "POST /v2/${hex:32}/os-server-external-events HTTP/1.1" status: 200 len: ${int:300:400} time: 0.${int:1000000:9999999}'),
+    T(
+        '${ip} "GET /v2/${hex:32}/servers/detail HTTP/1.1" status: 200 len: ${int:1500:2000} time: 0.${int:1000000:9999999}'
+    ),
+    T(
+        '${ip} "POST /v2/${hex:32}/os-server-external-events HTTP/1.1" status: 200 len: ${int:300:400} time: 0.${int:1000000:9999999}'
+    ),
     T('${ip} "DELETE /v2/${hex:32}/servers/${uuid} HTTP/1.1" status: 204 len: 203 time: 0.${int:1000000:9999999}'),
     T("[instance: ${uuid}] VM ${choice:Started|Stopped|Paused|Resumed} (Lifecycle Event)"),
     T("[instance: ${uuid}] Took ${float} seconds to spawn the instance on the hypervisor."),
     T("[instance: ${uuid}] Took ${float} seconds to destroy the instance on the hypervisor."),
     T("[instance: ${uuid}] Took ${float} seconds to build instance."),
     T("[instance: ${uuid}] Took ${float} seconds to deallocate network for instance."),
-    T("Running instance usage audit for host cp-${int:1:9}.slowvm1.tcloud-pg0.utah.cloudlab.us from ${ts} to ${ts}. ${int:1:9} instances."),
+    T(
+        "Running instance usage audit for host cp-${int:1:9}.slowvm1.tcloud-pg0.utah.cloudlab.us from ${ts} to ${ts}. ${int:1:9} instances."
+    ),
     T("Active base files: " + _B + "${hex:40}"),
     T("Removable base files: " + _B + "${hex:40}"),
     T("Base or swap file too young to remove: " + _B + "${hex:40}"),
@@ -958,8 +964,12 @@ OPENSTACK = [
     T("[instance: ${uuid}] disk limit not specified, defaulting to unlimited"),
     T("[instance: ${uuid}] vcpu limit not specified, defaulting to unlimited"),
     T("[instance: ${uuid}] Total vcpu: ${int:8:64} VCPU, used: ${float} VCPU"),
-    T("Final resource view: name=cp-${int:1:9}.slowvm1.tcloud-pg0.utah.cloudlab.us phys_ram=${int}MB used_ram=${int}MB phys_disk=${int}GB used_disk=${int}GB total_vcpus=${int:8:64} used_vcpus=${int:0:8} pci_stats=[]"),
-    T("Compute_service record updated for cp-${int:1:9}.slowvm1.tcloud-pg0.utah.cloudlab.us:cp-${int:1:9}.slowvm1.tcloud-pg0.utah.cloudlab.us"),
+    T(
+        "Final resource view: name=cp-${int:1:9}.slowvm1.tcloud-pg0.utah.cloudlab.us phys_ram=${int}MB used_ram=${int}MB phys_disk=${int}GB used_disk=${int}GB total_vcpus=${int:8:64} used_vcpus=${int:0:8} pci_stats=[]"
+    ),
+    T(
+        "Compute_service record updated for cp-${int:1:9}.slowvm1.tcloud-pg0.utah.cloudlab.us:cp-${int:1:9}.slowvm1.tcloud-pg0.utah.cloudlab.us"
+    ),
     T("Auditing locally available compute resources for node cp-${int:1:9}.slowvm1.tcloud-pg0.utah.cloudlab.us"),
     T("Unknown base file: " + _B + "${hex:40}", rare=2),
     T("image ${uuid} at (" + _B + "${hex:40}): checking"),
@@ -1004,12 +1014,21 @@ MAC = [
     T("ARPT: ${int}.${int}: wl0: MDNS: IPV6 Addr: ${ip6}"),
     T("Warning: Can't delete mount point: /Volumes/${choice:Backup|Photos|Untitled}"),
     T("CCFile::captureLog Received Capture notice id: ${float}, reason = AuthRequestTimeout:-1008"),
-    T("com.apple.icloud.fmfd.heartbeat: scheduler_evaluate_activity told me to run this job; however, but the start time isn't for ${int} seconds.  Ignoring."),
+    T(
+        "com.apple.icloud.fmfd.heartbeat: scheduler_evaluate_activity told me to run this job; however, but the start time isn't for ${int} seconds.  Ignoring."
+    ),
     T("[${float}] AirPort: Link Down on awdl0. Reason 1 (Unspecified)."),
     T("[${float}] AirPort: Link Up on en0"),
-    T("Sandbox: ${choice:mdworker|QuickLookSatellite|com.apple.WebKit}(${int}) deny(1) file-read-data /Users/${user}/Library/${word}"),
-    T("BUG in libdispatch client: kevent[machport] monitored resource vanished before the source cancel handler was invoked", rare=1),
-    T("tcp_connection_tls_session_error_callback_imp ${int} __tcp_connection_tls_session_callback_write_block_invoke.434 error 22"),
+    T(
+        "Sandbox: ${choice:mdworker|QuickLookSatellite|com.apple.WebKit}(${int}) deny(1) file-read-data /Users/${user}/Library/${word}"
+    ),
+    T(
+        "BUG in libdispatch client: kevent[machport] monitored resource vanished before the source cancel handler was invoked",
+        rare=1,
+    ),
+    T(
+        "tcp_connection_tls_session_error_callback_imp ${int} __tcp_connection_tls_session_callback_write_block_invoke.434 error 22"
+    ),
     T("Cocoa scripting error for '0x${hex:8}': four character codes must be four characters long."),
     T("network changed: v4(en0-:${ip}) v6(en0:${ip6}) DNS! Proxy SMB"),
     T("PM response took ${int:1:3000} ms (${int}, ${choice:powerd|WindowServer|mds|coreaudiod})"),
@@ -1017,7 +1036,9 @@ MAC = [
     T("hibernate_alloc_page_lists pageCount: ${int}"),
     T("en0: BSSID changed to 5c:50:15:${hex:2}:${hex:2}:${hex:2}"),
     T("en0: channel changed to ${int:1:149}"),
-    T("IOThunderboltSwitch<0x${hex:16}>(0x0)::listenerCallback - Thunderbolt HPD packet for route = 0x0 port = ${int:1:12} unplug = ${int:0:1}"),
+    T(
+        "IOThunderboltSwitch<0x${hex:16}>(0x0)::listenerCallback - Thunderbolt HPD packet for route = 0x0 port = ${int:1:12} unplug = ${int:0:1}"
+    ),
     T("AppleCamIn::systemWakeCall - messageType = 0x${hex:8}"),
     T("Bluetooth -- LE is supported - Disable LE meta event"),
     T("Unable to retrieve ${choice:WiFi|Ethernet} info: (null)", rare=2),
@@ -1031,13 +1052,18 @@ HEALTHAPP = [
     T("setTodayTotalDetailSteps=${int}##${int}##${int}##${int}##${int}##${int}"),
     T("flush sensor data"),
     T("calculateCaloriesWithCache totalCalories=${int}"),
-    T("processHandleBroadcastAction action:android.intent.action.${choice:SCREEN_ON|SCREEN_OFF|TIME_TICK|USER_PRESENT}"),
+    T(
+        "processHandleBroadcastAction action:android.intent.action.${choice:SCREEN_ON|SCREEN_OFF|TIME_TICK|USER_PRESENT}"
+    ),
     T("calculateAltitudeWithCache totalAltitude=${int}"),
     T("upLoadOneMinuteDataToEngine time:${int}"),
     T("onReceive action: android.intent.action.${choice:SCREEN_ON|SCREEN_OFF|TIME_TICK}"),
     T("getTotalAltitude=${int}"),
     T("setGoalNotifiShown= ${bool}"),
-    T("insertHiHealthData() bulkSaveDetailHiHealthData fail errorCode = ${int:1:9}:errorMsg = ${choice:Service Unavailable|Unknown error}", rare=2),
+    T(
+        "insertHiHealthData() bulkSaveDetailHiHealthData fail errorCode = ${int:1:9}:errorMsg = ${choice:Service Unavailable|Unknown error}",
+        rare=2,
+    ),
     T("ReportTTLogger report: totalSteps=${int}"),
     T("saveHiHealthData() no steps need save", rare=1),
     T("screen status unknown,think screen on"),

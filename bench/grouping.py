@@ -26,7 +26,7 @@ import json
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -71,6 +71,52 @@ def group_loopkit(records: Sequence[corpora.Record]) -> list[object]:
         for tpl, gid in zip(tpls, templates.cluster(tpls), strict=True):
             group_of[(*key, tpl)] = (*key, gid)
     return [group_of[s] for s in signatures]
+
+
+def identity_kept(records: Sequence[corpora.Record]) -> float:
+    """Share of second-half records that land with the right known issue (or, for a new fault, none).
+
+    The first half of the records is one diagnosis window: its groups become issues titled with
+    `generalize`. The second half is the next window, clustered together with those titles, as the
+    diagnosis does; a record keeps its identity when its group holds exactly one known title and
+    that title's issue is its own fault (by majority), or holds none when its fault is new.
+    """
+    half = len(records) // 2
+    first, second = records[:half], records[half:]
+    by_key: dict[tuple[str, str], list[corpora.Record]] = defaultdict(list)
+    for r in first:
+        by_key[(r.operation, r.exception_type)].append(r)
+    titles: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    for key, recs in by_key.items():
+        masked = [masking.mask(r.message) for r in recs]
+        distinct = list(dict.fromkeys(masked))
+        gid = dict(zip(distinct, templates.cluster(distinct), strict=True))
+        members: dict[int, list[int]] = defaultdict(list)
+        for i, m in enumerate(masked):
+            members[gid[m]].append(i)
+        for idx in members.values():
+            faults = Counter(recs[i].fault for i in idx)
+            title = templates.generalize([masked[i] for i in idx])
+            titles[key].append((title, faults.most_common(1)[0][0]))
+    known_faults = {r.fault for r in first}
+    kept = 0
+    by_key2: dict[tuple[str, str], list[corpora.Record]] = defaultdict(list)
+    for r in second:
+        by_key2[(r.operation, r.exception_type)].append(r)
+    for key, recs in by_key2.items():
+        known = titles.get(key, [])
+        masked = [masking.mask(r.message) for r in recs]
+        distinct = list(dict.fromkeys(masked))
+        ids = templates.cluster([t for t, _ in known] + distinct)
+        title_faults: dict[int, list[int]] = defaultdict(list)
+        for (_, fault), g in zip(known, ids, strict=False):
+            title_faults[g].append(fault)
+        gid = dict(zip(distinct, ids[len(known) :], strict=True))
+        for r, m in zip(recs, masked, strict=True):
+            owners = title_faults.get(gid[m], [])
+            if owners == [r.fault] or (not owners and r.fault not in known_faults):
+                kept += 1
+    return round(kept / len(second), 4)
 
 
 def group_drain3(records: Sequence[corpora.Record]) -> list[object]:
@@ -156,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = scores(truth, predicted) | {"seconds": round(time.perf_counter() - start, 3)}
             row[method] = result
             per_method[method].append(result)
+        row["identity_kept"] = identity_kept(records)
         report["corpora"][name] = row  # type: ignore[index]
     report["mean"] = {
         method: {
@@ -166,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for method, rows in per_method.items()
     }
+    report["mean"]["identity_kept"] = round(  # type: ignore[index]
+        statistics.fmean(row["identity_kept"] for row in report["corpora"].values()),  # type: ignore[attr-defined]
+        4,
+    )
     lengths = [len(m) for m in all_messages]
     report["masking"] = {
         "messages": len(all_messages),

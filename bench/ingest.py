@@ -135,6 +135,15 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def process_io(pid: int) -> dict[str, int]:
+    """/proc/<pid>/io counters (wchar: bytes passed to write syscalls; write_bytes: sent to storage)."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f if ":" in line)}
+    except OSError:
+        return {}
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent not idle since boot (from /proc/stat)."""
     with open("/proc/stat") as f:
@@ -517,6 +526,7 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
         if opts.py_spy is not None:
             profiler = start_py_spy(server.pid, opts)
         threads0 = thread_cpu_seconds(server.pid)
+        io0 = process_io(server.pid)
         cpu0, client0, busy0 = process_cpu_seconds(server.pid), time.process_time(), machine_busy_seconds()
         t0 = time.monotonic()
         go.set()
@@ -537,6 +547,7 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
         t_done = time.monotonic()
         server_cpu = process_cpu_seconds(server.pid) - cpu0
         threads1 = thread_cpu_seconds(server.pid)
+        io1 = process_io(server.pid)
         busy = machine_busy_seconds() - busy0
         rss = peak_rss_mb(server.pid)
         seconds = t_done - t0
@@ -561,6 +572,10 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
             # Threads that ended before the last reading are missing here (not from server_cpu_s).
             "server_cpu_s_by_thread": by_thread,
             "server_peak_rss_mb": round(rss, 1),
+            # Bytes the server handed to write() (WAL frames, checkpoints, responses) and those that
+            # reached the storage layer; compare with payload_mb.
+            "server_wchar_mb": round((io1.get("wchar", 0) - io0.get("wchar", 0)) / 2**20, 1),
+            "server_disk_write_mb": round((io1.get("write_bytes", 0) - io0.get("write_bytes", 0)) / 2**20, 1),
             "client_cpu_s": round(client_cpu, 2),
             "client_cores": round(client_cpu / seconds, 2),
             "machine_cpu_util": round(busy / ((os.cpu_count() or 1) * seconds), 2),
@@ -634,7 +649,8 @@ def stop_py_spy(proc: subprocess.Popen[bytes]) -> None:
 
 MEDIAN_FIELDS = (
     "seconds", "ack_seconds", "spans_per_s", "server_cpu_s", "spans_per_server_cpu_s", "server_cores",
-    "server_peak_rss_mb", "client_cpu_s", "client_cores", "machine_cpu_util", "others_cpu_s",
+    "server_peak_rss_mb", "server_wchar_mb", "server_disk_write_mb", "client_cpu_s", "client_cores",
+    "machine_cpu_util", "others_cpu_s",
 )  # fmt: skip
 
 
@@ -658,6 +674,23 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def markdown_table(report: dict[str, Any]) -> str:
+    """The summary as a Markdown table (medians over the runs), for docs/benchmarks.md."""
+    lines = [
+        "| protocol | spans/s (median) | spans/s, quiet runs | seconds | server CPU s | spans per server CPU s "
+        "| peak RSS MB | written to disk MB | client CPU s | errors / retries |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in report["summary"]:
+        quiet = f"{s['spans_per_s_quiet_median']:,.0f} ({s['quiet_runs']})" if s["spans_per_s_quiet_median"] else "-"
+        lines.append(
+            f"| {s['protocol']} | {s['spans_per_s']:,.0f} | {quiet} | {s['seconds']:.1f} | {s['server_cpu_s']:.1f} "
+            f"| {s['spans_per_server_cpu_s']:,.0f} | {s['server_peak_rss_mb']:.0f} | {s['server_disk_write_mb']:,.0f} "
+            f"| {s['client_cpu_s']:.2f} | {s['errors']} / {s['retries']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
@@ -678,6 +711,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--keep-data", action="store_true", help="keep each run's data directory")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    p.add_argument("--markdown", type=Path, help="also write the summary as a Markdown table to this file")
     p.add_argument(
         "--py-spy",
         type=Path,
@@ -838,6 +872,8 @@ def _run_all(
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")
+    if args.markdown is not None:
+        args.markdown.write_text(markdown_table(report))
     ok = all(s["all_complete"] and s["api_mismatches"] == 0 for s in report["summary"])
     return 0 if ok else 1
 

@@ -6,10 +6,8 @@ go through LoopKit's own functions, one stage at a time, on one thread:
 - decode: `otlp_proto.parse_request` + `otlp_proto.decode` (protobuf), `orjson.loads` +
   `otlp_json.decode` (OTLP/JSON), `orjson.loads` + `records_shape.decode` (records shape);
 - `store.records.to_rows`;
-- the insert, three ways, each into its own fresh project database made by LoopKit's `Store`
-  (same schema, indexes and PRAGMAs, `synchronous` as configured): LoopKit's `insert_rows`
-  (SQLAlchemy Core executemany), the same rows through the DB-API cursor with named parameters,
-  and as tuples with `?` parameters (tuple conversion included); one transaction per batch.
+- the insert, several ways (see `insert_stage`), each into its own fresh project database made by
+  LoopKit's `Store` (same schema, indexes and PRAGMAs, `synchronous` as configured).
 
 Usage: `python bench/write_path.py --spans 50000 [--repeat 3]` prints JSON with microseconds per
 span for each stage (median over the repeats). It is an in-process breakdown, not a throughput
@@ -48,23 +46,37 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def decode_stage(data: payloads.Payloads, now: int) -> tuple[dict[str, float], list[list[Any]]]:
-    """Seconds per decoder over all batches, and the protobuf-decoded records per batch."""
-    seconds = {"decode_proto": 0.0, "decode_json": 0.0, "decode_records": 0.0}
+    """Seconds per decoder over all batches, and the protobuf-decoded records per batch.
+
+    The JSON decoders run first, while nothing else is alive, as in the server.
+    """
+    seconds = {"decode_json": 0.0, "decode_records": 0.0, "decode_proto": 0.0}
+    for body in data.batches["json"]:
+        seconds["decode_json"] += _timed(lambda b=body: otlp_json.decode(orjson.loads(b), PROJECT, now))[1]
+    for body in data.batches["records"]:
+        seconds["decode_records"] += _timed(lambda b=body: records_shape.decode(orjson.loads(b), PROJECT, now))[1]
     decoded: list[list[Any]] = []
     for body in data.batches["proto"]:
         out, spent = _timed(lambda b=body: otlp_proto.decode(otlp_proto.parse_request(b), PROJECT, now))
         seconds["decode_proto"] += spent
         decoded.append(out.records)
-    for body in data.batches["json"]:
-        seconds["decode_json"] += _timed(lambda b=body: otlp_json.decode(orjson.loads(b), PROJECT, now))[1]
-    for body in data.batches["records"]:
-        seconds["decode_records"] += _timed(lambda b=body: records_shape.decode(orjson.loads(b), PROJECT, now))[1]
     return seconds, decoded
 
 
+INSERT_VARIANTS = ("sqlalchemy", "dbapi", "dbapi_commit_every_4", "dbapi_unique_index_only")
+
+
 def insert_stage(store: Store, name: str, batches: list[list[dict[str, Any]]]) -> dict[str, float]:
-    """Seconds spent inserting (execute) and committing every batch, one transaction per batch."""
-    engine = store.project(f"{PROJECT}-{name}")
+    """Seconds spent inserting (execute) and committing every batch.
+
+    - `sqlalchemy`: LoopKit's `insert_rows`, one transaction per batch;
+    - `dbapi`: the same rows as tuples through the DB-API cursor (tuple conversion included);
+    - `dbapi_commit_every_4`: as `dbapi`, one transaction per 4 batches (the server's writer groups
+      the requests that wait for it into one commit);
+    - `dbapi_unique_index_only`: as `dbapi`, into a copy of the table with only the record_id
+      unique index (what deduplication needs), to show what the secondary indexes cost.
+    """
+    engine = store.project(f"{PROJECT}-{name.replace('_', '-')}")
     execute = commit = 0.0
     if name == "sqlalchemy":
         for rows in batches:
@@ -73,24 +85,29 @@ def insert_stage(store: Store, name: str, batches: list[list[dict[str, Any]]]) -
                 commit += _timed(conn.commit)[1]
         return {"execute": execute, "commit": commit}
     columns = list(batches[0][0])
-    names = ", ".join(columns)
-    if name == "dbapi_named":
-        sql = f"INSERT INTO records ({names}) VALUES ({', '.join(':' + c for c in columns)}) "
-    else:
-        sql = f"INSERT INTO records ({names}) VALUES ({', '.join('?' for _ in columns)}) "
-    sql += "ON CONFLICT(record_id) DO NOTHING"
+    table = "records"
     raw = engine.raw_connection()  # LoopKit's PRAGMAs applied
     try:
-        for rows in batches:
+        if name == "dbapi_unique_index_only":
+            table = "records_unique_only"
+            raw.execute(f"CREATE TABLE {table} AS SELECT * FROM records WHERE 0")
+            raw.execute(f"CREATE UNIQUE INDEX ux_{table} ON {table} (record_id)")
+            raw.commit()
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+            "ON CONFLICT(record_id) DO NOTHING"
+        )
+        every = 4 if name == "dbapi_commit_every_4" else 1
+        for i, rows in enumerate(batches, start=1):
 
             def run(r: list[dict[str, Any]] = rows) -> None:
-                params = r if name == "dbapi_named" else [tuple(row[c] for c in columns) for row in r]
                 cur = raw.cursor()
-                cur.executemany(sql, params)
+                cur.executemany(sql, [tuple(row[c] for c in columns) for row in r])
                 cur.close()
 
             execute += _timed(run)[1]
-            commit += _timed(raw.commit)[1]
+            if i % every == 0 or i == len(batches):
+                commit += _timed(raw.commit)[1]
     finally:
         raw.close()
     return {"execute": execute, "commit": commit}
@@ -107,15 +124,20 @@ def one_pass(data: payloads.Payloads, synchronous: str) -> dict[str, float]:
         spent += t
         rows.append(out)
     seconds["to_rows"] = spent
+    del decoded
+    # The server keeps little alive; here every row of the run is, so keep the collector off them.
+    gc.collect()
+    gc.freeze()
     data_dir = Path(tempfile.mkdtemp(prefix="loopkit-write-path-"))
     store = Store(Settings(data_dir=data_dir, sqlite_synchronous=synchronous))
     try:
-        for name in ("sqlalchemy", "dbapi_named", "dbapi_tuples"):
+        for name in INSERT_VARIANTS:
             for part, value in insert_stage(store, name, rows).items():
                 seconds[f"insert_{name}_{part}"] = value
     finally:
         store.close()
         shutil.rmtree(data_dir, ignore_errors=True)
+        gc.unfreeze()
     return seconds
 
 
@@ -136,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pass {i + 1}/{args.repeat} done", file=sys.stderr, flush=True)
         gc.collect()
     us = {k: round(statistics.median(p[k] for p in passes) / data.spans * 1e6, 2) for k in passes[0]}
-    for name in ("sqlalchemy", "dbapi_named", "dbapi_tuples"):
+    for name in INSERT_VARIANTS:
         us[f"insert_{name}_total"] = round(us[f"insert_{name}_execute"] + us[f"insert_{name}_commit"], 2)
     print(
         json.dumps(

@@ -36,7 +36,12 @@ ROUTES = [
     Route("/v1/runs/diagnose", runs.run_diagnose, methods=["POST"]),
     Route("/v1/packets", packets.list_packets, methods=["GET"]),
     Route("/v1/packets/{packet_id}", packets.get_packet, methods=["GET"]),
+    Route("/v1/packets/{packet_id}/handoff", packets.handoff, methods=["GET"]),
+    Route("/v1/packets/{packet_id}/approve", packets.approve, methods=["POST"]),
+    Route("/v1/packets/{packet_id}/reject", packets.reject, methods=["POST"]),
+    Route("/v1/runs/verify", runs.run_verify, methods=["POST"]),
     Route("/v1/plugins", plugins.list_plugins, methods=["GET"]),
+    Route("/schema/packet.json", discovery.packet_schema, methods=["GET"]),
 ]
 
 
@@ -47,6 +52,7 @@ class LoopKit:
         self.settings = settings
         self.clock = clock  # injectable so expiry can be tested without waiting
         self.plugins = get_plugins(settings.blocked_plugins_list())
+        self.renderers = self.plugins.renderers()
         self.store = Store(settings)
         self.writer = Writer(self.store, settings.writer_threads, settings.writer_max_pending_rows)
         self.ingestor = Ingestor(self.store, self.writer, settings.max_body_bytes, clock, self.plugins)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from loopkit_core import __version__
+from loopkit_core.client import ClientError
 from loopkit_core.settings import Settings
 
 
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loopkit: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
+        print(f"loopkit: error: {exc}", file=sys.stderr)
+        return 1
+    except ClientError as exc:
         print(f"loopkit: error: {exc}", file=sys.stderr)
         return 1
 
@@ -52,6 +56,23 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list the plugins this installation loads, and their hooks")
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(handler=_plugins)
+
+    diagnose = commands.add_parser("diagnose", help="run a diagnosis on a running server (agent key)")
+    _client(diagnose)
+    diagnose.add_argument("--since-minutes", type=float, default=60.0)
+    diagnose.add_argument("--min-count", type=int, default=3)
+    diagnose.add_argument("--max-issues", type=int, default=20)
+    diagnose.set_defaults(handler=_diagnose)
+    handoff = commands.add_parser("handoff", help="print a packet's handoff (agent key)")
+    handoff.add_argument("packet_id")
+    handoff.add_argument("--format", default="markdown", help="json, markdown, prompt or a plugin's format")
+    _client(handoff)
+    handoff.set_defaults(handler=_handoff)
+    verify = commands.add_parser("verify", help="verify a packet's issues on the window after it (agent key)")
+    verify.add_argument("packet_id")
+    verify.add_argument("--since-minutes", type=float, help="verify the last N minutes instead")
+    _client(verify)
+    verify.set_defaults(handler=_verify)
 
     projects = commands.add_parser("projects", help="operator commands for projects and keys")
     project_commands = projects.add_subparsers(title="project commands")
@@ -85,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
     delete.set_defaults(handler=_projects_delete)
     return parser
+
+
+def _client(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="server base URL (LOOPKIT_URL, default http://127.0.0.1:4318)")
+    parser.add_argument("--key", help="API key (LOOPKIT_KEY)")
+    if not any(a.dest == "json" for a in parser._actions):
+        parser.add_argument("--json", action="store_true", help="print the JSON answer")
 
 
 def _data_dir(parser: argparse.ArgumentParser) -> None:
@@ -251,6 +279,64 @@ def _plugins(args: argparse.Namespace) -> int:
     _table(rows, ("name", "builtin", "hooks", "module"))
     for error in answer["load_errors"]:
         print(f"failed to load {error['plugin']}: {error['error']}", file=sys.stderr)
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from loopkit_core.client import call
+
+    body = {"since_minutes": args.since_minutes, "min_count": args.min_count, "max_issues": args.max_issues}
+    packet = call("POST", "/v1/runs/diagnose", url=args.url, key=args.key, body=body)["packet"]
+    if args.json:
+        print(json.dumps(packet, indent=2))
+        return 0
+    print(
+        f"{packet['packet_id']}  {packet['status']}  window {packet['window']['start']} → {packet['window']['end']}"
+        f"  records {packet['telemetry_read']}  failures {packet['failures']}"
+    )
+    if packet["issues"]:
+        _table(
+            [{**i, "title": i["title"][:70]} for i in packet["issues"]],
+            ("issue_id", "count", "severity", "signal_type", "status", "title"),
+        )
+    for error in packet["diagnoser_errors"]:
+        print(f"diagnoser {error['diagnoser']} failed: {error['error']}", file=sys.stderr)
+    return 0
+
+
+def _handoff(args: argparse.Namespace) -> int:
+    from loopkit_core.client import call
+
+    text = call(
+        "GET",
+        f"/v1/packets/{args.packet_id}/handoff",
+        url=args.url,
+        key=args.key,
+        params={"format": args.format},
+        raw=True,
+    )
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from loopkit_core.client import call
+
+    body: dict[str, Any] = {"packet_id": args.packet_id}
+    if args.since_minutes is not None:
+        body["since_minutes"] = args.since_minutes
+    verification = call("POST", "/v1/runs/verify", url=args.url, key=args.key, body=body)["verification"]
+    if args.json:
+        print(json.dumps(verification, indent=2))
+        return 0
+    after = verification["window_after"]
+    print(
+        f"{verification['verification_id']}  packet {verification['packet_id']}  "
+        f"after {after['start']} → {after['end']}"
+    )
+    _table([{**v, "title": v["title"][:60]} for v in verification["verdicts"]], ("issue_id", "verdict", "title"))
+    for v in verification["verdicts"]:
+        print(f"- {v['issue_id']}: {v['reason']}")
     return 0
 
 

@@ -62,6 +62,7 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
         "status": "ready_for_issue_diagnosis" if kept else "observe_more",
         "since_minutes": request.since_minutes,
         "window": {"start": rfc3339(window.start_ns), "end": rfc3339(window.end_ns)},
+        "window_ns": {"start": window.start_ns, "end": window.end_ns},  # exact, for verification
         "telemetry_read": sum(counts.values()),
         "failures": sum(counts.get(t, 0) for t in FAILURE_TYPES),
         "approval_required": True,
@@ -179,6 +180,7 @@ def _issue_json(project_id: str, issue: Issue, window: Window, since_minutes: fl
         "next_action": issue.next_action,
         "stats": issue.stats,
         "template": issue.template,
+        "selector": issue.selector,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -110,3 +111,28 @@ class Issue:
     next_action: str = ""
     template: str | None = None  # for signature issues: the merged message template
     diagnoser: str = ""  # filled in by the pipeline with the plugin's name
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """A handoff format: `render(packet, context)` returns the handoff text (JSON, Markdown, ...)."""
+
+    name: str
+    media_type: str
+    description: str
+    render: Callable[[dict[str, Any], dict[str, Any]], str]
+
+
+VERDICTS = ("held", "improved", "regressed", "insufficient_data")
+
+
+@dataclass
+class Verdict:
+    """A verifier's answer for one issue: the verdict, the numbers behind it, and new evidence."""
+
+    verdict: str  # held | improved | regressed | insufficient_data
+    reason: str
+    before: dict[str, Any] = field(default_factory=dict)  # counts, traffic, rates or percentiles
+    after: dict[str, Any] = field(default_factory=dict)
+    evidence: list[str] = field(default_factory=list)  # record IDs in the after window (regressions)
+    verifier: str = ""  # filled in by the pipeline

@@ -12,6 +12,7 @@ from typing import Any
 import pluggy
 
 from loopkit_core import hookspecs
+from loopkit_core.model import Renderer
 
 log = logging.getLogger("loopkit.plugins")
 
@@ -20,6 +21,9 @@ ENTRY_POINT_GROUP = "loopkit"
 DEFAULT_PLUGINS = (
     "loopkit_plugins.signature_clusterer",
     "loopkit_plugins.latency_outliers",
+    "loopkit_plugins.rate_verifier",
+    "loopkit_plugins.latency_verifier",
+    "loopkit_plugins.handoff",
 )
 
 
@@ -40,6 +44,21 @@ class Plugins:
         """(plugin name, hookimpl) for one hook, in call order (later-registered and tryfirst first)."""
         caller = getattr(self.manager.hook, hook_name)
         return [(self.manager.get_name(impl.plugin), impl) for impl in reversed(caller.get_hookimpls())]
+
+    def renderers(self) -> dict[str, Renderer]:
+        """Every registered handoff format by name; for a name registered twice, the first plugin called wins."""
+        found: dict[str, Renderer] = {}
+        for _name, impl in self.implementations("register_handoff_renderers"):
+            try:
+                registered = impl.function() or []
+            except Exception as exc:  # a broken renderer plugin loses its formats, nothing else
+                log.exception("register_handoff_renderers failed")
+                self.load_errors.append({"plugin": _name, "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            for renderer in registered:
+                if isinstance(renderer, Renderer):
+                    found.setdefault(renderer.name, renderer)
+        return found
 
     def describe(self) -> list[dict[str, Any]]:
         """What is loaded: each plugin's name, module, whether it is built in, and the hooks it implements."""

@@ -32,6 +32,7 @@ class Principal:
     project_id: str
     key_kind: str
     scopes: frozenset[str]
+    key_display: str
     quota_spans: int | None
     expires_at: int | None
 
@@ -106,7 +107,7 @@ def authenticate(control: Engine, token: str) -> Principal | None:
         return None
     digest = hash_secret(token)
     stmt = (
-        select(api_keys.c.key_hash, api_keys.c.kind, api_keys.c.scopes, projects)
+        select(api_keys.c.key_hash, api_keys.c.kind, api_keys.c.scopes, api_keys.c.display, projects)
         .join(projects, projects.c.project_id == api_keys.c.project_id)
         .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None), projects.c.deleted_at.is_(None))
     )
@@ -119,6 +120,7 @@ def authenticate(control: Engine, token: str) -> Principal | None:
         project_id=row.project_id,
         key_kind=row.kind,
         scopes=frozenset(row.scopes.split()),
+        key_display=row.display,
         quota_spans=row.quota_spans,
         expires_at=row.expires_at,
     )

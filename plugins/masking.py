@@ -181,7 +181,10 @@ _WORD_CLASSES = [
 _BOOL = r"(?P<BOOL>(?:[Tt]rue|TRUE|[Ff]alse|FALSE)\b)"
 # A random mixed-case ID without digits (`sRZeBuk`, `KpAuYlXBnipOTSw`): case flips every letter or
 # two, which camelCase words (`getTodayTotalSteps`, `MacBookPro`) do not.
-_RANDOM = r"(?P<RAND>(?=[A-Za-z]*(?:[a-z][A-Z]{1,2}[a-z][A-Z]|[A-Z][a-z][A-Z][a-z][A-Z]))[A-Za-z]{6,}(?![\w\-.]))"
+_RANDOM = (
+    r"(?P<RAND>(?=[A-Za-z]{6})(?=[a-z]*[A-Z])(?=[A-Za-z]*?(?:[a-z][A-Z]{1,2}[a-z][A-Z]|[A-Z][a-z][A-Z][a-z][A-Z]))"
+    r"[A-Za-z]+(?![\w\-.]))"
+)
 _VALUES = re.compile(
     r"(?<!\w)(?:(?=[\w.\-+#~:\[]*\d)(?:"
     + "|".join(_DIGIT_CLASSES)

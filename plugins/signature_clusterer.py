@@ -11,7 +11,7 @@ fingerprint across runs: a signature once assigned to an issue stays with it.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 from loopkit_core.evidence import excerpt, service_version, severity_for_count, slug, stack_frames
@@ -138,6 +138,9 @@ def _add_evidence(window: Window, issue: Issue) -> None:
     issue.traces = sorted({r["trace_id"] for r in records if r["trace_id"]})
     stats = issue.stats
     example = records[0] if records else {}
+    # Verification measures the fault per call of the same operation: the span name its records carry.
+    names = Counter(r["name"] for r in records)
+    stats["span_name"] = names.most_common(1)[0][0] if names else stats["operation"]
     frames = stack_frames(example) if example else []
     version = service_version(example) if example else None
     sessions = {r["session_id"] for r in records if r.get("session_id")}

@@ -32,3 +32,8 @@ async def llms_txt(request: Request) -> Response:
 async def openapi_json(request: Request) -> Response:
     """The OpenAPI 3.1 document of every HTTP route."""
     return Response(_static("openapi.json"), media_type="application/json")
+
+
+async def packet_schema(request: Request) -> Response:
+    """The JSON Schema of a diagnosis packet (and of the `json` handoff, which extends it)."""
+    return Response(_static("packet.schema.json"), media_type="application/schema+json")

@@ -25,5 +25,10 @@ def describe(plugins: Plugins) -> dict[str, Any]:
         "ok": True,
         "plugins": plugins.describe(),
         "diagnosers": [name for name, _ in plugins.implementations("diagnose")],
+        "verifiers": [name for name, _ in plugins.implementations("verify_issue")],
+        "renderers": [
+            {"name": r.name, "media_type": r.media_type, "description": r.description}
+            for r in plugins.renderers().values()
+        ],
         "load_errors": plugins.load_errors,
     }

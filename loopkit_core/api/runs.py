@@ -1,4 +1,4 @@
-"""`POST /v1/runs/diagnose`: run the diagnosers over a bounded window and store the packet."""
+"""`POST /v1/runs/diagnose` and `POST /v1/runs/verify`: the runs that read a bounded window."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from loopkit_core import diagnose
+from loopkit_core import diagnose, verify
 from loopkit_core.api.errors import ApiError, json_body, json_response, principal
 from loopkit_core.api.telemetry import MAX_SINCE_MINUTES, parse_instant
 
@@ -62,3 +62,32 @@ def _int(value: Any, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ApiError(400, f"{name} must be an integer from {low} to {high}")
     return value
+
+
+VERIFY_FIELDS = {"packet_id", "since_minutes"}
+
+
+async def run_verify(request: Request) -> Response:
+    """Verdicts for a packet's issues on the window after it (after approval, or after the packet)."""
+    caller = await principal(request, RUN_SCOPE)
+    loopkit = request.app.state.loopkit
+    body = await json_body(request)
+    unknown = sorted(set(body) - VERIFY_FIELDS)
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(VERIFY_FIELDS))}")
+    packet_id = body.get("packet_id")
+    if not isinstance(packet_id, str) or not packet_id or len(packet_id) > 40:
+        raise ApiError(400, "packet_id is required: the packet_id of a stored packet")
+    since = body.get("since_minutes")
+    if since is not None and (
+        isinstance(since, bool) or not isinstance(since, int | float) or not 0 < since <= MAX_SINCE_MINUTES
+    ):
+        raise ApiError(400, f"since_minutes must be a number greater than 0 and at most {MAX_SINCE_MINUTES}")
+    request_ = verify.VerifyRequest(packet_id, float(since) if since is not None else None)
+    now_ns = int(loopkit.clock() * 1e9)
+    verification = await run_in_threadpool(
+        verify.run, loopkit.store, loopkit.plugins, caller.project_id, request_, now_ns
+    )
+    if verification is None:
+        raise ApiError(404, f"no packet {packet_id!r} in this project")
+    return json_response({"ok": True, "verification": verification})

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.dialects import sqlite
 
 from loopkit_core.model import rfc3339
+from loopkit_core.store import approvals, verdicts
 from loopkit_core.store.schema import issue_signatures, issues, packets
 
 MAX_LIST = 100
@@ -36,6 +37,10 @@ def save_diagnosis(engine: Engine, packet: dict[str, Any], tracked: list[dict[st
             else:
                 first = min(existing.first_seen_ns, row["first_seen_ns"])
                 last = max(existing.last_seen_ns, row["last_seen_ns"])
+                status = existing.status
+                # Sentry's rule: a fix that held and then sees the failure again has regressed.
+                if status == "verified" and row["last_seen_ns"] >= (existing.verified_until_ns or 0):
+                    status = "regressed"
                 conn.execute(
                     issues.update()
                     .where(issues.c.fingerprint == row["fingerprint"])
@@ -46,9 +51,10 @@ def save_diagnosis(engine: Engine, packet: dict[str, Any], tracked: list[dict[st
                         first_seen_ns=first,
                         last_seen_ns=last,
                         last_packet_id=packet["packet_id"],
+                        status=status,
                     )
                 )
-                statuses[row["fingerprint"]] = (existing.status, first, last)
+                statuses[row["fingerprint"]] = (status, first, last)
             signatures = row["selector"].get("signatures") or []
             if signatures:
                 stmt = sqlite.insert(issue_signatures)
@@ -61,7 +67,9 @@ def save_diagnosis(engine: Engine, packet: dict[str, Any], tracked: list[dict[st
         for issue in packet["issues"]:
             # first_seen / last_seen are the project's, across every run, not only this window's.
             status, first, last = statuses[issue["fingerprint"]]
-            issue.update(status=status, first_seen=rfc3339(first), last_seen=rfc3339(last))
+            issue.update(
+                status=status, first_seen=rfc3339(first), last_seen=rfc3339(last), regression=status == "regressed"
+            )
         conn.execute(
             packets.insert().values(
                 packet_id=packet["packet_id"],
@@ -73,20 +81,46 @@ def save_diagnosis(engine: Engine, packet: dict[str, Any], tracked: list[dict[st
 
 
 def get_packet(engine: Engine, packet_id: str) -> dict[str, Any] | None:
-    """One stored packet, or None."""
+    """One stored packet as it stands now (approval, issue lifecycle, verifications), or None."""
     with engine.connect() as conn:
-        body = conn.execute(select(packets.c.body).where(packets.c.packet_id == packet_id)).scalar()
-    return None if body is None else orjson.loads(body)
+        row = conn.execute(select(packets.c.body, packets.c.status).where(packets.c.packet_id == packet_id)).first()
+    if row is None:
+        return None
+    packet = orjson.loads(row.body)
+    packet["status"] = row.status
+    trail = approvals.trail(engine, packet_id)
+    latest = trail[-1] if trail else None
+    packet["approval"] = {
+        "state": latest["decision"] if latest else "pending",
+        "decided_by": latest["actor"] if latest else None,
+        "decided_at": latest["decided_at"] if latest else None,
+        "note": latest["note"] if latest else None,
+        "trail": [{k: v for k, v in d.items() if k != "decided_ns"} for d in trail],
+    }
+    current = verdicts.statuses(engine, [i["fingerprint"] for i in packet.get("issues", [])])
+    for issue in packet.get("issues", []):
+        issue["status"] = current.get(issue["fingerprint"], issue.get("status"))
+    packet["verifications"] = verdicts.for_packet(engine, packet_id)
+    return packet
 
 
 def list_packets(engine: Engine, limit: int = 20, before_ns: int | None = None) -> list[dict[str, Any]]:
     """The newest packets (summaries), optionally older than `before_ns`."""
-    stmt = select(packets.c.body).order_by(packets.c.created_ns.desc(), packets.c.packet_id.desc()).limit(limit)
+    stmt = (
+        select(packets.c.body, packets.c.status)
+        .order_by(packets.c.created_ns.desc(), packets.c.packet_id.desc())
+        .limit(limit)
+    )
     if before_ns is not None:
         stmt = stmt.where(packets.c.created_ns < before_ns)
     with engine.connect() as conn:
-        bodies = conn.execute(stmt).scalars().all()
-    return [summary(orjson.loads(b)) for b in bodies]
+        rows = conn.execute(stmt).all()
+    found = [{**orjson.loads(r.body), "status": r.status} for r in rows]
+    current = verdicts.statuses(engine, [i["fingerprint"] for p in found for i in p.get("issues", [])])
+    for packet in found:
+        for issue in packet.get("issues", []):
+            issue["status"] = current.get(issue["fingerprint"], issue.get("status"))
+    return [summary(p) for p in found]
 
 
 def summary(packet: dict[str, Any]) -> dict[str, Any]:

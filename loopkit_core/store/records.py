@@ -213,6 +213,16 @@ def get_record(engine: Engine, record_id: str) -> dict[str, Any] | None:
     return None if row is None else to_json(row, fingerprints)
 
 
+def get_records(engine: Engine, record_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Records by ID (those that exist), for rendering evidence."""
+    if not record_ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(select(records).where(records.c.record_id.in_(record_ids))).all()
+        fingerprints = _fingerprints(conn, {r.signature for r in rows if r.signature})
+    return {r.record_id: to_json(r, fingerprints) for r in rows}
+
+
 def _fingerprints(conn: Connection, signatures: set[str]) -> dict[str, str]:
     """The issue fingerprint of each signature that a diagnosis has assigned to an issue."""
     if not signatures:

@@ -102,6 +102,8 @@ issues = Table(
     Column("first_seen_ns", BigInteger, nullable=False),
     Column("last_seen_ns", BigInteger, nullable=False),
     Column("last_packet_id", String(40)),
+    # End of the after-window of the verification that found the fix held; a later record is a regression.
+    Column("verified_until_ns", BigInteger),
 )
 
 # Which issue each signature belongs to (set when a diagnosis clusters signatures).
@@ -130,3 +132,28 @@ counters = Table(
 )
 
 RECORD_COLUMNS = [c.name for c in records.columns if c.name != "seq"]
+
+# Append-only audit trail of human decisions on packets: rows are inserted, never updated or deleted.
+approvals = Table(
+    "approvals",
+    project_metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("packet_id", String(40), nullable=False, index=True),
+    Column("decision", String(20), nullable=False),  # approved | rejected
+    Column("note", Text, nullable=False),
+    Column("actor", String(80), nullable=False),  # which key decided (kind and display prefix)
+    Column("decided_ns", BigInteger, nullable=False),
+)
+
+# Verification verdicts, one row per issue per verification run.
+verdicts = Table(
+    "verdicts",
+    project_metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("verification_id", String(40), nullable=False, index=True),
+    Column("packet_id", String(40), nullable=False, index=True),
+    Column("fingerprint", String(40), nullable=False),
+    Column("verdict", String(20), nullable=False),
+    Column("body", Text, nullable=False),  # JSON: numbers, reason, evidence
+    Column("created_ns", BigInteger, nullable=False),
+)
