@@ -7,7 +7,7 @@ rate, which is the detector's baseline; R busier-than-average operations are 2.5
 bulk-loaded with sqlite3 and the indexes built afterwards (building the fixture is not what is
 measured). Then, in a fresh process each time, `loopkit_plugins.latency_outliers.diagnose` runs
 over the window through the project's engine as the server opens it (same PRAGMAs), and the
-process reports the wall time of the call and its peak RSS.
+process reports the wall time of the call, its peak RSS and how much the call added to it.
 
 Usage (JSON on stdout, progress on stderr):
 
@@ -133,6 +133,7 @@ def measure(data_dir: Path) -> dict[str, Any]:
 
     store = Store(Settings(data_dir=data_dir))
     window = Window(PROJECT, END_NS - HOUR_NS, END_NS, store.project(PROJECT))
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after imports and engine setup
     started = time.perf_counter()
     issues = latency_outliers.diagnose(window=window, options={"min_count": 3, "max_issues": 20})
     seconds = time.perf_counter() - started
@@ -140,6 +141,7 @@ def measure(data_dir: Path) -> dict[str, Any]:
     return {
         "seconds": round(seconds, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_before_mb": round(rss_before, 1),
         "found": sorted(i.selector["name"] for i in issues),
         "counts": {i.selector["name"]: i.count for i in issues},
     }
@@ -191,6 +193,7 @@ def main() -> int:
         "runs_seconds": [r["seconds"] for r in runs],
         "median_seconds": statistics.median(r["seconds"] for r in runs),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_rss_growth_mb": max(round(r["peak_rss_mb"] - r["rss_before_mb"], 1) for r in runs),
         "found": runs[-1]["found"],
         "false_positives": sorted(set(runs[-1]["found"]) - set(meta["regressed"])),
         "missed": sorted(set(meta["regressed"]) - set(runs[-1]["found"])),

@@ -63,7 +63,25 @@ def decode_stage(data: payloads.Payloads, now: int) -> tuple[dict[str, float], l
     return seconds, decoded
 
 
-INSERT_VARIANTS = ("sqlalchemy", "dbapi", "dbapi_commit_every_4", "dbapi_unique_index_only")
+INSERT_VARIANTS = (
+    "sqlalchemy",
+    "dbapi",
+    "dbapi_commit_every_4",
+    "dbapi_without_trace_session_indexes",
+    "dbapi_unique_index_only",
+)
+
+
+def disk_write_bytes() -> int:
+    """Bytes this process has sent to the storage layer (/proc/self/io write_bytes)."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def insert_stage(store: Store, name: str, batches: list[list[dict[str, Any]]]) -> dict[str, float]:
@@ -73,9 +91,20 @@ def insert_stage(store: Store, name: str, batches: list[list[dict[str, Any]]]) -
     - `dbapi`: the same rows as tuples through the DB-API cursor (tuple conversion included);
     - `dbapi_commit_every_4`: as `dbapi`, one transaction per 4 batches (the server's writer groups
       the requests that wait for it into one commit);
+    - `dbapi_without_trace_session_indexes`: as `dbapi`, after dropping the two indexes whose keys
+      arrive in random order (trace_id, session_id);
     - `dbapi_unique_index_only`: as `dbapi`, into a copy of the table with only the record_id
       unique index (what deduplication needs), to show what the secondary indexes cost.
+
+    `disk_bytes` is what reached the storage layer meanwhile (WAL frames and checkpoints).
     """
+    written = disk_write_bytes()
+    result = _insert(store, name, batches)
+    result["disk_bytes"] = float(disk_write_bytes() - written)
+    return result
+
+
+def _insert(store: Store, name: str, batches: list[list[dict[str, Any]]]) -> dict[str, float]:
     engine = store.project(f"{PROJECT}-{name.replace('_', '-')}")
     execute = commit = 0.0
     if name == "sqlalchemy":
@@ -92,6 +121,10 @@ def insert_stage(store: Store, name: str, batches: list[list[dict[str, Any]]]) -
             table = "records_unique_only"
             raw.execute(f"CREATE TABLE {table} AS SELECT * FROM records WHERE 0")
             raw.execute(f"CREATE UNIQUE INDEX ux_{table} ON {table} (record_id)")
+            raw.commit()
+        if name == "dbapi_without_trace_session_indexes":
+            raw.execute("DROP INDEX ix_records_trace")
+            raw.execute("DROP INDEX ix_records_session")
             raw.commit()
         sql = (
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
@@ -157,9 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         passes.append(one_pass(data, args.synchronous))
         print(f"pass {i + 1}/{args.repeat} done", file=sys.stderr, flush=True)
         gc.collect()
-    us = {k: round(statistics.median(p[k] for p in passes) / data.spans * 1e6, 2) for k in passes[0]}
+    times = [k for k in passes[0] if not k.endswith("_disk_bytes")]
+    us = {k: round(statistics.median(p[k] for p in passes) / data.spans * 1e6, 2) for k in times}
     for name in INSERT_VARIANTS:
         us[f"insert_{name}_total"] = round(us[f"insert_{name}_execute"] + us[f"insert_{name}_commit"], 2)
+    disk_kb = {
+        name: round(statistics.median(p[f"insert_{name}_disk_bytes"] for p in passes) / data.spans / 1024, 2)
+        for name in INSERT_VARIANTS
+    }
     print(
         json.dumps(
             {
@@ -170,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 "repeat": args.repeat,
                 "synchronous": args.synchronous,
                 "microseconds_per_span": us,
+                "disk_write_kb_per_span": disk_kb,
+                "payload_bytes_per_span": {f: round(data.total_bytes(f) / data.spans) for f in payloads.FORMATS},
             },
             indent=2,
         )

@@ -14,7 +14,7 @@ import orjson
 from loopkit_core.model import Issue, rfc3339
 from loopkit_core.plugins import Plugins
 from loopkit_core.store.engines import Store
-from loopkit_core.store.packets import save_diagnosis
+from loopkit_core.store.packets import get_packet, save_diagnosis
 from loopkit_core.store.records import selector_condition
 from loopkit_core.window import FAILURE_TYPES, Window
 
@@ -91,7 +91,10 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
         for i in kept
     ]
     save_diagnosis(window.engine, packet, tracked)
-    return packet
+    # Answer exactly what GET /v1/packets/{id} will read back (approval state, verifications).
+    stored = get_packet(window.engine, packet_id)
+    assert stored is not None
+    return stored
 
 
 def issue_id(project_id: str, fingerprint: str) -> str:

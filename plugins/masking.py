@@ -8,10 +8,13 @@ placeholder     what it replaces
 ==============  ==================================================================================
 ``<URL>``       ``scheme://...`` up to whitespace or a quote
 ``<EMAIL>``     ``local@domain.tld``
-``<QUOTED>``    a quoted value without spaces, ``'alice'`` or ``"user_id"`` (a quoted *phrase* is
-                text: it keeps its words and only its values are masked)
-``<VAL>``       the value of ``key=value`` / ``key: "..."`` pairs, except plain words under keys
-                that name an outcome (``error=timeout``, ``status=denied`` are kept)
+``<QUOTED>``    a quoted value, ``'alice'``, ``"best pizza"``; kept when it names a fault
+                (``"connection refused"``, ``'rate_limit_exceeded'``), when it is a phrase with a
+                value inside (``"GET /a/1 HTTP/1.1"``: only the values go) and when it is a key
+                (``{"level": ...}``)
+``<VAL>``       the value of ``key=value`` (or ``key = value``), unless it is a plain word that names
+                an outcome (``error=timeout``, ``status=denied``, ``ErrorCode = NoNode`` are kept);
+                a quoted value follows the quote rule
 ``<TS>``        ISO 8601 / RFC 3339 date-times, dates, syslog and Apache time stamps, clock times
 ``<UUID>``      8-4-4-4-12 hex UUIDs
 ``<IP>``        IPv4 (optionally ``:port``), IPv6 (full or ``::``-compressed, optionally
@@ -25,13 +28,15 @@ placeholder     what it replaces
                 (``bglio11`` -> ``bglio<NUM>``)
 ``<ID>``        anything else with a digit in it; a leading word stem is kept because it says
                 what kind of ID it is (``user-12345`` -> ``user-<ID>``, ``blk_-6952`` ->
-                ``blk_<ID>``, ``req_8f3a9b`` -> ``req_<ID>``, ``rdd_2_1`` -> ``rdd_<ID>``)
+                ``blk_<ID>``, ``req_8f3a9b`` -> ``req_<ID>``, ``rdd_2_1`` -> ``rdd_<ID>``); also
+                random mixed-case IDs without digits (``MININT-sRZeBuk`` -> ``MININT-<ID>``)
 ``<BOOL>``      ``true`` / ``false`` (any case)
 ==============  ==================================================================================
 
 Messages longer than `MAX_CHARS` are cut first (the head of a message names the fault; the tail of
-a long one is usually a payload or a stack). Masking is pure `re`, about 10-25 microseconds for a
-typical 80-200 character message, and memoised for exact repeats.
+a long one is usually a payload or a stack). Masking is pure `re`: a few gated passes (URLs,
+e-mails, key=value, paths) and one combined scan for everything that starts a word, about 10-20
+microseconds for a typical 80-200 character message on one core, and memoised for exact repeats.
 """
 
 from __future__ import annotations
@@ -127,7 +132,7 @@ _EMAIL = re.compile(r"\b[\w.+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{
 _QUOTED = re.compile(r"(?<![\w'\"`])(?:'([^'\n]{1,200})'|\"([^\"\n]{1,200})\"|`([^`\n]{1,200})`)(?![\w'\"`])")
 _SUBWORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 _KV = re.compile(
-    r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,40})( ?[=] ?| ?: (?=[\"']))"
+    r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,40})( ?= ?)"
     r"(\"[^\"]*\"|'[^']*'|(?![\w.\-]+ ?=)[^\s,;&)\]}\"']+)"
 )
 _IDENT = re.compile(r"[A-Za-z][A-Za-z_\-]*")
@@ -152,24 +157,24 @@ _CODE_EXT = r"java|kt|scala|py|go|rb|js|ts|c|h|cc|cpp|cs|rs|php|swift"
 # that keeps one scan of a typical message at a few microseconds. Where two classes match at the
 # same place, the longer, more specific one comes first.
 _DIGIT_CLASSES = [
-    rf"(?P<TS>(?:\d{{4}}-\d{{2}}-\d{{2}}(?:[T ]{_CLOCK}{_ZONE})?"
+    rf"(?=\d{{1,4}}[-/:]|\d{{1,2}} [A-Z])(?P<TS>(?:\d{{4}}-\d{{2}}-\d{{2}}(?:[T ]{_CLOCK}{_ZONE})?"
     rf"|\d{{4}}/\d{{2}}/\d{{2}}(?:[ T]{_CLOCK})?"
     rf"|\d{{1,2}}/{_MONTH}/\d{{4}}(?::\d{{2}}:\d{{2}}:\d{{2}})?(?: [+-]\d{{4}})?"
     rf"|\d{{1,2}} {_MONTH} \d{{4}}(?: {_CLOCK}{_ZONE})?"
     rf"|\d{{1,2}}/\d{{1,2}}/\d{{2,4}}(?: {_CLOCK})?"
     rf"|{_CLOCK}(?![\w:]))(?!\w|\.\w))",
-    r"(?P<UUID>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)",
-    r"(?P<MAC>(?<!:)(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}(?![\w:]))",
-    r"(?P<IP4>(?<!\.)\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.]))",
-    r"(?P<IP6>(?<!:)\[?(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}"
+    r"(?=[0-9a-fA-F]{8}-)(?P<UUID>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)",
+    r"(?=[0-9a-fA-F]{2}[:-][0-9a-fA-F]{2}[:-])(?P<MAC>(?<!:)(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}(?![\w:]))",
+    r"(?=\d{1,3}\.\d)(?P<IP4>(?<!\.)\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.]))",
+    r"(?=\[?[0-9a-fA-F]{0,4}:)(?P<IP6>(?<!:)\[?(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}"
     r"|(?:[0-9a-fA-F]{1,4}:){1,6}:(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,5})?"
     r"|::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,6})?)\]?(?::\d{1,5})?(?![\w:]))",
-    rf"(?P<HOSTPORT>(?<![.\-])(?![\w.\-]*\.(?:{_CODE_EXT}):)[A-Za-z][\w\-]*(?:\.[\w\-]+)+:\d{{1,5}}(?![\w.]))",
-    rf"(?P<HOST>(?<![.\-/@])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)*\.(?:{_TLD})(?![\w\-]|\.\w))",
-    r"(?P<DUR>(?<!\.)[-+]?\d+(?:\.\d+)?(?:(?:ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\b"
-    r"| ?(?:nanoseconds?|microseconds?|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?)\b))",
-    r"(?P<SIZE>(?<!\.)[-+]?\d+(?:\.\d+)? ?(?:[kKMGTP]i?B|B|bytes?)\b)",
-    r"(?P<HEX>(?<!\.)0[xX][0-9a-fA-F]+\b)",
+    rf"(?=[\w\-]*\.[\w.\-]*:\d)(?P<HOSTPORT>(?<![.\-])(?![\w.\-]*\.(?:{_CODE_EXT}):)[A-Za-z][\w\-]*(?:\.[\w\-]+)+:\d{{1,5}}(?![\w.]))",
+    rf"(?=[\w\-]*\.)(?P<HOST>(?<![.\-/@])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)*\.(?:{_TLD})(?![\w\-]|\.\w))",
+    r"(?=[-+]?[\d.]+ ?[a-zµA-Z])(?P<DUR>(?<!\.)[-+]?\d+(?:\.\d+)?(?:(?:ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\b"
+    r"| ?(?:ns|us|µs|ms|nanoseconds?|microseconds?|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?)\b))",
+    r"(?=[-+]?[\d.]+ ?[a-zA-Z])(?P<SIZE>(?<!\.)[-+]?\d+(?:\.\d+)? ?(?:[kKMGTP]i?B|B|bytes?)\b)",
+    r"(?=0[xX])(?P<HEX>(?<!\.)0[xX][0-9a-fA-F]+\b)",
     r"(?P<NUM>(?<!\.)[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\w))",
     # a maximal token with a digit: IDs, versions, stems with counters
     r"(?P<TOK>(?<![.\-+#~])[\w.\-+#~]*\d[\w.\-+#~]*(?<![.\-]))",
@@ -235,11 +240,14 @@ def _quoted(m: re.Match[str]) -> str:
     inner = m.group(m.lastindex or 0)
     if has_fault_word(inner) or (" " in inner and "<" in inner and _PLACEHOLDER.search(inner)):
         return m.group()
+    # A key of a JSON object or a dict repr (`"level": ...`, `'code': ...`) is structure, not a value.
+    if m.string[m.end() : m.end() + 2].lstrip()[:1] == ":" and _IDENT.fullmatch(inner):
+        return m.group()
     return "<QUOTED>"
 
 
 def _kv(m: re.Match[str]) -> str:
-    key, sep, value = m.group(1), m.group(2), m.group(3)
+    key, value = m.group(1), m.group(3)
     # Quoted values are judged by the quote rule, later, once their inside is masked.
     if value[0] in "\"'" or (value.startswith("<") and value in PLACEHOLDERS):
         return m.group()
@@ -248,7 +256,7 @@ def _kv(m: re.Match[str]) -> str:
         any(w.lower() in _OUTCOME_KEYS for w in _SUBWORD.findall(key)) or has_fault_word(value)
     ):
         return m.group()
-    return f"{key}{sep.strip() if sep.strip() == '=' else sep}<VAL>"
+    return f"{key}=<VAL>"
 
 
 _memo: dict[str, str] = {}
@@ -267,7 +275,7 @@ def mask(message: str) -> str:
         s = _URL.sub("<URL>", s)
     if "@" in s:
         s = _EMAIL.sub("<EMAIL>", s)
-    if "=" in s or ': "' in s or ": '" in s:
+    if "=" in s:
         s = _KV.sub(_kv, s)
     if "/" in s or "\\" in s:
         s = _PATH.sub("<PATH>", s)

@@ -50,6 +50,8 @@ from loopkit_plugins.masking import MAX_CHARS, has_fault_word, is_placeholder, m
         ("code: 'rate_limit_exceeded'", "code: 'rate_limit_exceeded'"),
         ('10.0.0.1 "GET /v2/abc/servers HTTP/1.1" status: 200', '<IP> "GET <PATH> HTTP/<NUM>" status: <NUM>'),
         ("can't find child 'x' in scoreboard", "can't find child <QUOTED> in scoreboard"),
+        ('{"level":"error","user":"alice","ms":12}', '{"level":"error","user":<QUOTED>,"ms":<NUM>}'),
+        ("took 1203 ms, MININT-sRZeBuk", "took <DUR>, MININT-<ID>"),
         # time stamps
         ("at 2024-01-02T10:11:12.123Z retrying", "at <TS> retrying"),
         ("since 2024-01-02 10:11:12+02:00", "since <TS>"),
