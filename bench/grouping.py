@@ -25,17 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-import corpora
+import corpora  # bench/ is on sys.path when this file runs as a script
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from loopkit_plugins import masking, templates  # noqa: E402
+from loopkit_plugins import masking, templates
 
 Grouper = Callable[[Sequence[corpora.Record]], list[object]]
 

@@ -124,16 +124,17 @@ def has_fault_word(text: str) -> bool:
     return any(w in lexicon for w in words)
 
 
-_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^\s\"'<>`]+")
-_EMAIL = re.compile(r"\b[\w.+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b")
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^\s\"'<>`]+", re.ASCII)
+_EMAIL = re.compile(r"\b[\w.+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b", re.ASCII)
 # A quoted value has no spaces; a quoted phrase is prose (`"connection refused"`) and stays text.
 # A quoted string is a value (`'alice'`, `"best pizza"`) unless it names what failed (`"connection
 # refused"`, `'rate_limit_exceeded'`) or, being a phrase, carries structure (`"GET /a HTTP/1.1"`).
-_QUOTED = re.compile(r"(?<![\w'\"`])(?:'([^'\n]{1,200})'|\"([^\"\n]{1,200})\"|`([^`\n]{1,200})`)(?![\w'\"`])")
+_QUOTED = re.compile(r"(?<![\w'\"`])(?:'([^'\n]{1,200})'|\"([^\"\n]{1,200})\"|`([^`\n]{1,200})`)(?![\w'\"`])", re.ASCII)
 _SUBWORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 _KV = re.compile(
     r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,40})( ?= ?)"
-    r"(\"[^\"]*\"|'[^']*'|(?![\w.\-]+ ?=)[^\s,;&)\]}\"']+)"
+    r"(\"[^\"]*\"|'[^']*'|(?![\w.\-]+ ?=)[^\s,;&)\]}\"']+)",
+    re.ASCII,
 )
 _IDENT = re.compile(r"[A-Za-z][A-Za-z_\-]*")
 _PLACEHOLDER = re.compile(r"<(?:\*|[A-Z]+)>")
@@ -152,7 +153,8 @@ _TLD = (
 )
 _CODE_EXT = r"java|kt|scala|py|go|rb|js|ts|c|h|cc|cpp|cs|rs|php|swift"
 
-# Every class below starts at the start of a word. One shared look-behind rejects the positions
+# Every class below starts at the start of a word (ASCII `\w`: about a fifth faster, and values
+# are ASCII). One shared look-behind rejects the positions
 # inside words at once, and a look-ahead sends only words with a digit to the digit classes;
 # that keeps one scan of a typical message at a few microseconds. Where two classes match at the
 # same place, the longer, more specific one comes first.
@@ -199,7 +201,8 @@ _VALUES = re.compile(
     + _BOOL
     + "|"
     + _RANDOM
-    + ")"
+    + ")",
+    re.ASCII,
 )
 _ALL_HEX = re.compile(r"[0-9a-fA-F]{6,}")
 _STEM_DIGITS = re.compile(r"([A-Za-z]+)(\d+)")
@@ -208,7 +211,8 @@ _STEM = re.compile(r"(?:[A-Za-z]+[_.\-:~#])+")
 _PATH = re.compile(
     r"(?<![\w.:/\\<])(?:(?:~|\.{1,2})?/(?!/|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?:[\w.@%+~\-]|<[A-Z]+>)+"
     r"(?:/(?:[\w.@%+~\-]|<[A-Z]+>)*)*"
-    r"|[A-Za-z]:\\[^\s\"'<>|,;]*|\\\\[^\s\"'<>|,;]+)"
+    r"|[A-Za-z]:\\[^\s\"'<>|,;]*|\\\\[^\s\"'<>|,;]+)",
+    re.ASCII,
 )
 
 

@@ -121,8 +121,8 @@ def test_mask_is_fast() -> None:
     messages = [
         f"connection to 10.0.{i % 250}.{i % 7}:5432 timed out after {i % 60}s for req_{i:012x}" for i in range(5000)
     ]
-    start = time.perf_counter()
+    start = time.process_time()
     for m in messages:
         mask(m)
     # A generous bound (shared CI machines are noisy): ~10x the measured cost.
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0

@@ -164,8 +164,8 @@ def test_ten_thousand_templates_under_a_second() -> None:
             for _ in range(12_000)
         )
     )[:10_000]
-    start = time.perf_counter()
+    start = time.process_time()
     groups = cluster(templates)
     # A generous bound for noisy shared machines; the benchmark measures about 0.3-0.5 s.
-    assert time.perf_counter() - start < 3.0
+    assert time.process_time() - start < 3.0
     assert len(groups) == len(templates)
