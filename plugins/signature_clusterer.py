@@ -79,11 +79,11 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
         for fingerprint, here in resolved.items():
             found.append(_issue(fingerprint, partition, here, known.get(fingerprint), generalize))
 
-    # Evidence costs a query per issue: only sample the issues the packet can keep.
+    # Evidence costs a query per issue: only sample the issues the packet can keep (the pipeline drops
+    # the rest, and knows from them that the packet was truncated).
     found = [i for i in found if i.count >= options.get("min_count", 1)]
     found.sort(key=lambda i: (-i.impact, i.fingerprint))
-    found = found[: options.get("max_issues", len(found))]
-    for issue in found:
+    for issue in found[: options.get("max_issues", len(found))]:
         _add_evidence(window, issue)
     return found
 
