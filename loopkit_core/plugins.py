@@ -34,6 +34,7 @@ class Plugins:
     manager: pluggy.PluginManager
     builtin: frozenset[str]
     load_errors: list[dict[str, str]] = field(default_factory=list)
+    _renderers: dict[str, Renderer] | None = None
 
     @property
     def hook(self) -> Any:
@@ -46,7 +47,12 @@ class Plugins:
         return [(self.manager.get_name(impl.plugin), impl) for impl in reversed(caller.get_hookimpls())]
 
     def renderers(self) -> dict[str, Renderer]:
-        """Every registered handoff format by name; for a name registered twice, the first plugin called wins."""
+        """Every registered handoff format by name; for a name registered twice, the first plugin called wins.
+
+        Collected once per plugin manager (the hook is a start-up registration).
+        """
+        if self._renderers is not None:
+            return self._renderers
         found: dict[str, Renderer] = {}
         for _name, impl in self.implementations("register_handoff_renderers"):
             try:
@@ -58,6 +64,7 @@ class Plugins:
             for renderer in registered:
                 if isinstance(renderer, Renderer):
                     found.setdefault(renderer.name, renderer)
+        self._renderers = found
         return found
 
     def describe(self) -> list[dict[str, Any]]:
