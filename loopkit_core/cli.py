@@ -334,6 +334,9 @@ def _verify(args: argparse.Namespace) -> int:
         f"{verification['verification_id']}  packet {verification['packet_id']}  "
         f"after {after['start']} → {after['end']}"
     )
+    if not verification["verdicts"]:
+        print("the packet has no issues: nothing to verify")
+        return 0
     _table([{**v, "title": v["title"][:60]} for v in verification["verdicts"]], ("issue_id", "verdict", "title"))
     for v in verification["verdicts"]:
         print(f"- {v['issue_id']}: {v['reason']}")
@@ -341,7 +344,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:
         print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))

@@ -81,7 +81,7 @@ def _ns(packet: dict[str, Any], edge: str) -> int:
 
 def _verify(plugins: Plugins, issue: dict[str, Any], before: Window, after: Window) -> tuple[Verdict, str, list]:
     # previous: "verified" once a verdict was held, so any recurrence is a regression.
-    previous = verdict_store.statuses(before.engine, [issue["fingerprint"]]).get(issue["fingerprint"], "new")
+    previous = verdict_store.previous_status(before.engine, issue["fingerprint"])
     errors: list[dict[str, str]] = []
     kwargs = {"issue": issue, "before": before, "after": after, "previous": previous}
     for name, impl in plugins.implementations("verify_issue"):

@@ -35,12 +35,18 @@ def register_handoff_renderers() -> list[Renderer]:
 
 def render_json(packet: dict[str, Any], context: dict[str, Any]) -> str:
     """The packet with the handoff version, the boundary and the evidence records' excerpts."""
+    records = context.get("records", {})
     document = {
         **packet,
         "handoff_version": HANDOFF_VERSION,
         "schema": context.get("base_url", "") + "/schema/packet.json",
         "boundary": BOUNDARY,
-        "evidence_excerpts": {rid: _record_line(r) for rid, r in context.get("records", {}).items()},
+        # In evidence order (stable output), one line per record of the packet's evidence.
+        "evidence_excerpts": {
+            rid: _record_line(records[rid])
+            for rid in dict.fromkeys(rid for issue in packet["issues"] for rid in issue["evidence"])
+            if rid in records
+        },
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
 
@@ -63,9 +69,17 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
     ]
     if not packet["issues"]:
         lines += ["No issue crossed the bar in this window (status `observe_more`).", ""]
+    else:
+        lines += [f"**Summary:** {len(packet['issues'])} issue(s) in this window:", ""]
+        for n, issue in enumerate(packet["issues"], 1):
+            lines.append(
+                f"{n}. {_md(issue['title'])}: {issue['count']} {issue['signal_type']} record(s), "
+                f"severity {issue['severity']}, {issue.get('status', 'new')}"
+            )
+        lines.append("")
     for n, issue in enumerate(packet["issues"], 1):
         lines += [
-            f"## {n}. {issue['title']}",
+            f"## {n}. {_md(issue['title'])}",
             "",
             "| count | severity | signal | status | first seen | last seen | fingerprint |",
             "|---|---|---|---|---|---|---|",
@@ -99,8 +113,8 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
             "",
         ]
         for step in issue["patch_plan"]:
-            lines.append(f"{step.get('step', '-')}. **{step.get('kind', 'step')}**: {step.get('text', '')}")
-        lines += ["", f"**Next action:** {issue['next_action']}", ""]
+            lines.append(f"{step.get('step', '-')}. **{step.get('kind', 'step')}**: {_md(step.get('text', ''))}")
+        lines += ["", f"**Next action:** {_md(issue['next_action'])}", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -168,5 +182,11 @@ def _record_line(record: dict[str, Any]) -> str:
     )
 
 
+def _md(text: Any) -> str:
+    # Outside `code spans`, "<" would open an HTML tag (a masked template's <NUM> would vanish when pasted).
+    parts = str(text or "").split("`")
+    return "`".join(p if i % 2 else p.replace("<", "\\<") for i, p in enumerate(parts))
+
+
 def _cell(text: Any) -> str:
-    return str(text or "").replace("|", "\\|").replace("\n", " ")
+    return _md(text).replace("|", "\\|").replace("\n", " ")

@@ -223,3 +223,74 @@ def test_diagnosis_answers_match_the_documented_schemas(client, project, spec):
     forbidden = client.post("/v1/runs/diagnose", json={}, headers=project.auth("dashboard"))
     assert forbidden.status_code == 403
     _validator(spec, "Error").validate(forbidden.json())
+
+
+def test_the_verify_and_decision_bodies_are_the_code(spec):
+    """Fields and bounds of the verify and approve/reject bodies are the ones the routes apply."""
+    from loopkit_core.api import packets
+
+    verify = spec["components"]["schemas"]["VerifyRequest"]
+    assert set(verify["properties"]) == runs.VERIFY_FIELDS and verify["required"] == ["packet_id"]
+    assert verify["properties"]["since_minutes"]["maximum"] == runs.MAX_SINCE_MINUTES
+    note = spec["components"]["schemas"]["DecisionRequest"]["properties"]["note"]
+    assert note["maxLength"] == packets.MAX_NOTE
+
+
+def test_handoff_approval_and_verification_answers_match_the_documented_schemas(client, project, spec):
+    """GET .../handoff in every built-in format, approve/reject, POST /v1/runs/verify and the packet afterwards."""
+    records = [
+        {"type": "error", "name": "POST /checkout", "message": f"payment gateway timed out after {3000 + i} ms"}
+        for i in range(4)
+    ] + [{"type": "event", "name": "POST /checkout"} for _ in range(20)]
+    assert client.post("/v1/traces", json={"records": records}, headers=project.auth("producer")).status_code == 200
+    packet = client.post("/v1/runs/diagnose", json={}, headers=project.auth("agent")).json()["packet"]
+    assert len(packet["issues"]) == 1
+    path = f"/v1/packets/{packet['packet_id']}"
+
+    handoff = spec["paths"]["/v1/packets/{packet_id}/handoff"]["get"]
+    documented = set(handoff["responses"]["200"]["content"])
+    plugins = client.get("/v1/plugins", headers=project.auth("agent")).json()
+    _validator(spec, "PluginsResponse").validate(plugins)
+    for renderer in plugins["renderers"]:
+        answer = client.get(f"{path}/handoff", params={"format": renderer["name"]}, headers=project.auth("agent"))
+        assert answer.status_code == 200, answer.text
+        media_type = answer.headers["content-type"].split(";")[0]
+        assert media_type == renderer["media_type"].split(";")[0] and media_type in documented
+        if media_type == "application/json":
+            _validator(spec, "HandoffJson").validate(answer.json())
+    for status, params in (("400", {"format": "pdf"}), ("404", {"format": "json"})):
+        target = f"{path}/handoff" if status == "400" else "/v1/packets/pkt_000000000000000000000000/handoff"
+        answer = client.get(target, params=params, headers=project.auth("agent"))
+        assert str(answer.status_code) == status and status in handoff["responses"]
+        _validator(spec, "Error").validate(answer.json())
+
+    body = {"note": "checked the evidence"}
+    _validator(spec, "DecisionRequest").validate(body)
+    for decision in ("reject", "approve"):
+        operation = spec["paths"][f"/v1/packets/{{packet_id}}/{decision}"]["post"]
+        answer = client.post(f"{path}/{decision}", json=body, headers=project.auth("dashboard"))
+        assert answer.status_code == 200, answer.text
+        _validator(spec, "DecisionResponse").validate(answer.json())
+        for status, key, sent in (("403", "agent", body), ("400", "dashboard", {"note": " "})):
+            refused = client.post(f"{path}/{decision}", json=sent, headers=project.auth(key))
+            assert str(refused.status_code) == status and status in operation["responses"]
+            _validator(spec, "Error").validate(refused.json())
+
+    request = {"packet_id": packet["packet_id"], "since_minutes": 30}
+    _validator(spec, "VerifyRequest").validate(request)
+    verified = client.post("/v1/runs/verify", json=request, headers=project.auth("agent"))
+    assert verified.status_code == 200, verified.text
+    _validator(spec, "VerifyResponse").validate(verified.json())
+    assert len(verified.json()["verification"]["verdicts"]) == 1
+    whole = client.get(path, headers=project.auth("dashboard")).json()
+    _validator(spec, "PacketResponse").validate(whole)
+    assert set(whole["packet"]) == set(spec["components"]["schemas"]["Packet"]["required"])
+    assert len(whole["packet"]["verifications"]) == 1
+    _validator(spec, "PacketList").validate(client.get("/v1/packets", headers=project.auth("agent")).json())
+    for status, sent in (("400", {"packet_id": packet["packet_id"], "x": 1}), ("404", {"packet_id": "pkt_0"})):
+        answer = client.post("/v1/runs/verify", json=sent, headers=project.auth("agent"))
+        assert str(answer.status_code) == status
+        _validator(spec, "Error").validate(answer.json())
+
+    schema = client.get("/schema/packet.json")
+    assert schema.headers["content-type"] in spec["paths"]["/schema/packet.json"]["get"]["responses"]["200"]["content"]

@@ -92,6 +92,16 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "403",
         **_REVOKED_401,
     },
+    "POST /v1/runs/verify": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",
+        "other producer": "403",
+        "other agent": "404",  # another project's packet does not exist for this key
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
     "GET /v1/packets": {
         **_401,
         "producer": "403",
@@ -109,6 +119,36 @@ TABLE: dict[str, dict[str, str]] = {
         "dashboard": "200",
         "other producer": "403",
         "other agent": "404",  # another project's packet does not exist for this key
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "GET /v1/packets/{packet_id}/handoff": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",  # handoffs are for agents: reports:read, which the dashboard key does not hold
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "POST /v1/packets/{packet_id}/approve": {
+        **_401,
+        "producer": "403",
+        "agent": "403",  # only a person, with the dashboard key (approvals:write), decides
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "403",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "POST /v1/packets/{packet_id}/reject": {
+        **_401,
+        "producer": "403",
+        "agent": "403",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "403",
         "other dashboard": "404",
         **_REVOKED_401,
     },
@@ -284,6 +324,14 @@ def test_http_cell(world: World, route: str, key: str):
         response = client.get("/v1/packets", headers=headers)
     elif route == "GET /v1/packets/{packet_id}":
         response = client.get(f"/v1/packets/{world.packet_id}", headers=headers)
+    elif route == "POST /v1/runs/verify":
+        response = client.post("/v1/runs/verify", json={"packet_id": world.packet_id}, headers=headers)
+    elif route == "GET /v1/packets/{packet_id}/handoff":
+        response = client.get(f"/v1/packets/{world.packet_id}/handoff", params={"format": "json"}, headers=headers)
+    elif route in ("POST /v1/packets/{packet_id}/approve", "POST /v1/packets/{packet_id}/reject"):
+        response = client.post(
+            route.split(" ")[1].format(packet_id=world.packet_id), json={"note": name}, headers=headers
+        )
     elif route == "GET /v1/plugins":
         response = client.get("/v1/plugins", headers=headers)
     else:
@@ -306,7 +354,8 @@ def test_http_cell(world: World, route: str, key: str):
         code = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}[status]
         assert body == {"ok": False, "error": {"code": code, "message": body["error"]["message"]}}
         return
-    assert body["ok"] is True
+    if route != "GET /v1/packets/{packet_id}/handoff":  # a handoff is the rendered packet, not an API answer
+        assert body["ok"] is True
     if route == "GET /v1/telemetry":
         assert {r["name"] for r in body["records"]} == world.stored[owner_of(world, key)]
     elif route == "GET /v1/records/{record_id}":
@@ -327,6 +376,15 @@ def test_http_cell(world: World, route: str, key: str):
         assert body["packet"]["packet_id"] == world.packet_id
     elif route == "GET /v1/plugins":
         assert {"signature_clusterer", "latency_outliers"} <= set(body["diagnosers"])
+    elif route == "POST /v1/runs/verify":
+        assert body["verification"]["packet_id"] == world.packet_id
+        assert body["verification"]["project_id"] == world.project_id
+    elif route == "GET /v1/packets/{packet_id}/handoff":
+        assert (body["packet_id"], body["project_id"]) == (world.packet_id, world.project_id)
+    elif route.startswith("POST /v1/packets/"):
+        decision = {"approve": "approved", "reject": "rejected"}[route.rsplit("/", 1)[1]]
+        assert (body["packet_id"], body["status"]) == (world.packet_id, decision)
+        assert body["approval"]["trail"][-1]["note"] == name
 
 
 @pytest.mark.parametrize("key", KEYS)

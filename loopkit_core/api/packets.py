@@ -93,6 +93,8 @@ async def _decide(request: Request, decision: str) -> Response:
     caller = await principal(request, APPROVAL_SCOPE)
     loopkit = request.app.state.loopkit
     body = await json_body(request, 16 * 1024)
+    if set(body) - {"note"}:
+        raise ApiError(400, f"unknown field(s) {', '.join(sorted(set(body) - {'note'}))}; allowed: note")
     note = body.get("note")
     if not isinstance(note, str) or not note.strip():
         raise ApiError(400, "note is required: say why, in a few words")

@@ -23,7 +23,12 @@ def decide(engine: Engine, packet_id: str, decision: str, note: str, actor: str,
         packet = orjson.loads(body)
         fingerprints = [issue["fingerprint"] for issue in packet.get("issues", [])]
         if fingerprints:
-            conn.execute(issues.update().where(issues.c.fingerprint.in_(fingerprints)).values(status=decision))
+            # A decision moves issues that are still under review; a verdict (verified, regressed) is not undone.
+            conn.execute(
+                issues.update()
+                .where(issues.c.fingerprint.in_(fingerprints), issues.c.status.in_(("new", "approved", "rejected")))
+                .values(status=decision)
+            )
         conn.execute(packets.update().where(packets.c.packet_id == packet_id).values(status=decision))
     return {"decision": decision, "note": note, "actor": actor, "decided_at": rfc3339(now_ns)}
 

@@ -58,3 +58,18 @@ def statuses(engine: Engine, fingerprints: list[str]) -> dict[str, str]:
     with engine.connect() as conn:
         rows = conn.execute(select(issues.c.fingerprint, issues.c.status).where(issues.c.fingerprint.in_(fingerprints)))
         return dict(rows.all())
+
+
+def previous_status(engine: Engine, fingerprint: str) -> str:
+    """The status verifiers get as `previous`: `verified` once any verdict on the issue was held.
+
+    An issue that held stays under Sentry's rule (any later occurrence is a regression) even when a diagnosis
+    or a decision has moved its status since (e.g. to `regressed` when the next diagnosis saw it again).
+    """
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(issues.c.status, issues.c.verified_until_ns).where(issues.c.fingerprint == fingerprint)
+        ).first()
+    if row is None:
+        return "new"
+    return "verified" if row.verified_until_ns is not None else row.status
