@@ -9,6 +9,7 @@ expectation is computed here from the generated data, independently of the detec
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import random
 import statistics
@@ -300,6 +301,30 @@ def test_slowest_child_span_is_named_in_the_patch_plan(store: Store) -> None:
     assert where["kind"] == "where_to_look" and where["details"]["child"] == "SELECT orders"
     assert "SELECT * FROM orders WHERE user_id = $1" in where["text"]
     assert where["details"]["child_baseline_p50_ms"] is not None
+
+
+def test_the_statistics_agree_with_brute_force() -> None:
+    # Exceedance law: enumerate every interleaving of 4 window and 6 baseline values.
+    n, m, k = 4, 6, 2
+    tally = [0] * (n + 1)
+    for window_ranks in itertools.combinations(range(n + m), n):
+        baseline_ranks = sorted(set(range(n + m)) - set(window_ranks))
+        kth_largest = baseline_ranks[-k]
+        tally[sum(1 for r in window_ranks if r > kth_largest)] += 1
+    total = sum(tally)
+    for x in range(n + 1):
+        assert latency_outliers.exceedance_p(x, k, n, m) == pytest.approx(sum(tally[x:]) / total)
+    # Mann-Whitney U (ties count one half) against the pair count; percentiles against the stdlib.
+    rnd = random.Random(3)
+    xs = sorted(float(rnd.randrange(20)) for _ in range(40))
+    ys = sorted(float(rnd.randrange(15)) for _ in range(55))
+    pairs = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in xs for b in ys)
+    z, effect = latency_outliers.mann_whitney(xs, ys)
+    assert effect == pytest.approx(pairs / (len(xs) * len(ys)))
+    assert z > 0
+    for q in (0.5, 0.95, 0.99):
+        expected = statistics.quantiles(ys, n=100, method="inclusive")[round(q * 100) - 1]
+        assert latency_outliers.percentile(ys, q) == pytest.approx(expected)
 
 
 def test_end_to_end_through_the_api(server: object, project: Project, client: httpx.Client) -> None:
