@@ -110,12 +110,20 @@ def diagnose_once(data_dir: Path, project_id: str, until: int) -> dict:
     app.close()
     return {
         "seconds": round(seconds, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "telemetry_read": packet["telemetry_read"],
         "issues": len(packet["issues"]),
         "by_diagnoser": {d: sum(i["diagnoser"] == d for i in packet["issues"]) for d in packet["diagnosers"]},
         "errors": packet["diagnoser_errors"],
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's, inherited over fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def main() -> None:

@@ -312,7 +312,7 @@ def _handoff(args: argparse.Namespace) -> int:
         f"/v1/packets/{args.packet_id}/handoff",
         url=args.url,
         key=args.key,
-        params={"format": args.format},
+        params={"format": "json" if args.json else args.format},  # --json: the versioned JSON handoff
         raw=True,
     )
     print(text, end="" if text.endswith("\n") else "\n")
