@@ -76,35 +76,24 @@ def _parser() -> argparse.ArgumentParser:
 
     projects = commands.add_parser("projects", help="operator commands for projects and keys")
     project_commands = projects.add_subparsers(title="project commands")
-    create = project_commands.add_parser("create", help="create an uncapped project and print its keys once")
-    create.add_argument("name")
-    _data_dir(create)
-    create.add_argument("--json", action="store_true", help="print one JSON object")
-    create.set_defaults(handler=_projects_create)
-    listing = project_commands.add_parser("list", help="list projects")
-    _data_dir(listing)
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(handler=_projects_list)
-    show = project_commands.add_parser("show", help="show one project (keys are never shown again)")
-    show.add_argument("project_id")
-    _data_dir(show)
-    show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(handler=_projects_show)
-    promote = project_commands.add_parser("promote", help="make a sandbox permanent: no quota, no expiry")
-    promote.add_argument("project_id")
-    _data_dir(promote)
-    promote.add_argument("--json", action="store_true", help="print JSON")
-    promote.set_defaults(handler=_projects_promote)
-    rotate = project_commands.add_parser("rotate-keys", help="revoke every key and mint new ones (printed once)")
-    rotate.add_argument("project_id")
-    _data_dir(rotate)
-    rotate.add_argument("--json", action="store_true", help="print one JSON object")
-    rotate.set_defaults(handler=_projects_rotate)
-    delete = project_commands.add_parser("delete", help="revoke a project's keys and delete its records")
-    delete.add_argument("project_id")
-    _data_dir(delete)
-    delete.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
-    delete.set_defaults(handler=_projects_delete)
+    # (command, positional argument, help, handler); every one takes --data-dir, all but delete --json.
+    for name, positional, text, handler in (
+        ("create", "name", "create an uncapped project and print its keys once", _projects_create),
+        ("list", None, "list projects", _projects_list),
+        ("show", "project_id", "show one project (keys are never shown again)", _projects_show),
+        ("promote", "project_id", "make a sandbox permanent: no quota, no expiry", _projects_promote),
+        ("rotate-keys", "project_id", "revoke every key and mint new ones (printed once)", _projects_rotate),
+        ("delete", "project_id", "revoke a project's keys and delete its records", _projects_delete),
+    ):
+        command = project_commands.add_parser(name, help=text)
+        if positional:
+            command.add_argument(positional)
+        _data_dir(command)
+        if name == "delete":
+            command.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+        else:
+            command.add_argument("--json", action="store_true", help="print JSON")
+        command.set_defaults(handler=handler)
     return parser
 
 

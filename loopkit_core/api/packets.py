@@ -33,11 +33,8 @@ async def list_packets(request: Request) -> Response:
 async def get_packet(request: Request) -> Response:
     """One packet of the caller's project, whole."""
     caller = await _reader(request)
-    packet_id = request.path_params["packet_id"]
     engine = request.app.state.loopkit.store.project(caller.project_id)
-    packet = await run_in_threadpool(store.get_packet, engine, packet_id) if len(packet_id) <= 40 else None
-    if packet is None:
-        raise ApiError(404, f"no packet {packet_id[:40]!r} in this project")
+    packet = await _packet_or_404(engine, request.path_params["packet_id"])
     return json_response({"ok": True, "packet": packet})
 
 
