@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, selec
 from sqlalchemy.dialects import sqlite
 
 from loopkit_core.model import Record, rfc3339
-from loopkit_core.store.schema import counters, issue_signatures, records, signatures
+from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, signatures
 
 MAX_PAGE = 1000
 # Timestamps are signed 64-bit unix nanoseconds (SQLite INTEGER).
@@ -60,11 +60,15 @@ def to_rows(batch: list[Record], received_ns: int) -> list[dict[str, Any]]:
 
 # The same span re-sent (same record ID) is stored once: the first copy wins.
 INSERT = sqlite.insert(records).on_conflict_do_nothing(index_elements=["record_id"])
+# The same statement compiled once to the driver's positional form: the hot path hands tuples straight to
+# the DB-API executemany, skipping SQLAlchemy's per-row parameter processing (~19 us a row, measured by
+# bench/write_path.py). The columns' types need no bind processing on SQLite.
+_INSERT_SQL = str(INSERT.compile(dialect=sqlite.dialect(), column_keys=RECORD_COLUMNS))
 
 
 def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
     """Insert rows in one executemany; duplicates of stored record IDs are skipped. Returns rows added."""
-    return conn.execute(INSERT, rows).rowcount
+    return conn.exec_driver_sql(_INSERT_SQL, [tuple(row[c] for c in RECORD_COLUMNS) for row in rows]).rowcount
 
 
 _INSERT_SIGNATURES = sqlite.insert(signatures).on_conflict_do_nothing(index_elements=["signature"])
