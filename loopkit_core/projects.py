@@ -309,17 +309,6 @@ def get_project(control: Engine, project_id: str) -> dict[str, Any] | None:
     return result
 
 
-def revoke_keys(control: Engine, project_id: str) -> int:
-    """Revoke every live key of a project at once; returns how many were revoked."""
-    with control.begin() as conn:
-        result = conn.execute(
-            update(api_keys)
-            .where(api_keys.c.project_id == project_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=int(time.time()))
-        )
-    return result.rowcount
-
-
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 

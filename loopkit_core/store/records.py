@@ -145,9 +145,6 @@ class WindowQuery:
     selectors: tuple[dict[str, Any], ...] = ()  # issues' selectors: records matching any of them
 
 
-FILTER_COLUMNS = ("type", "name", "service", "record_id", "trace_id", "session_id")
-
-
 def selector_condition(selector: dict[str, Any]) -> ColumnElement[bool]:
     """The SQL condition for an issue's records (see Issue.selector)."""
     c = records.c
