@@ -37,3 +37,23 @@ async def openapi_json(request: Request) -> Response:
 async def packet_schema(request: Request) -> Response:
     """The JSON Schema of a diagnosis packet (and of the `json` handoff, which extends it)."""
     return Response(_static("packet.schema.json"), media_type="application/schema+json")
+
+
+async def quickstart_md(request: Request) -> Response:
+    """The quickstart, with this server's URLs filled in."""
+    return Response(_with_urls(request, "quickstart.md"), media_type="text/markdown; charset=utf-8")
+
+
+async def agents_md(request: Request) -> Response:
+    """The operating loop and its guardrails, for coding agents."""
+    return Response(_static("agents.md"), media_type="text/markdown; charset=utf-8")
+
+
+def _with_urls(request: Request, name: str) -> bytes:
+    settings = request.app.state.loopkit.settings
+    text = _static(name).decode()
+    return (
+        text.replace("{{BASE_URL}}", settings.base_url())
+        .replace("{{GRPC_ENDPOINT}}", settings.grpc_endpoint())
+        .encode()
+    )
