@@ -63,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--min-count", type=int, default=3)
     diagnose.add_argument("--max-issues", type=int, default=20)
     diagnose.set_defaults(handler=_diagnose)
+    telemetry = commands.add_parser("telemetry", help="read a bounded window of records (agent key)")
+    telemetry.add_argument("--since-minutes", type=float, default=60.0)
+    telemetry.add_argument("--limit", type=int, default=50, help="records per page (at most 1000)")
+    telemetry.add_argument("--cursor", help="next_cursor of the previous page")
+    for name in ("type", "name", "service", "trace-id", "session-id", "issue"):
+        telemetry.add_argument(f"--{name}", help=f"only records with this {name.replace('-', '_')}")
+    _client(telemetry)
+    telemetry.set_defaults(handler=_telemetry)
     handoff = commands.add_parser("handoff", help="print a packet's handoff (agent key)")
     handoff.add_argument("packet_id")
     handoff.add_argument("--format", default="markdown", help="json, markdown, prompt or a plugin's format")
@@ -290,6 +298,36 @@ def _diagnose(args: argparse.Namespace) -> int:
         )
     for error in packet["diagnoser_errors"]:
         print(f"diagnoser {error['diagnoser']} failed: {error['error']}", file=sys.stderr)
+    return 0
+
+
+def _telemetry(args: argparse.Namespace) -> int:
+    from loopkit_core.client import call
+
+    params = {
+        "since_minutes": args.since_minutes,
+        "limit": args.limit,
+        "cursor": args.cursor,
+        "type": args.type,
+        "name": args.name,
+        "service": args.service,
+        "trace_id": args.trace_id,
+        "session_id": args.session_id,
+        "issue": args.issue,
+    }
+    page = call("GET", "/v1/telemetry", url=args.url, key=args.key, params=params)
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    rows = [
+        {**r, "message": (r["message"] or "")[:60], "duration_ms": f"{r['duration_ms']:.1f}"} for r in page["records"]
+    ]
+    if rows:
+        _table(rows, ("record_id", "timestamp", "type", "status", "duration_ms", "name", "message"))
+    print(
+        f"{len(rows)} record(s) in {page['window']['start']} → {page['window']['end']}"
+        + (f"; next page: --cursor {page['next_cursor']}" if page["next_cursor"] else "")
+    )
     return 0
 
 
