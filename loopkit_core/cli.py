@@ -82,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     _client(verify)
     verify.set_defaults(handler=_verify)
 
+    demo = commands.add_parser(
+        "demo",
+        help="see the whole loop: a temporary LoopKit, a sample agent app, diagnose, hand off, approve, verify",
+    )
+    demo.add_argument("--http-port", type=int, default=0, help="HTTP port on 127.0.0.1 (default: a free one)")
+    demo.add_argument("--grpc-port", type=int, default=0, help="OTLP/gRPC port on 127.0.0.1 (default: a free one)")
+    demo.add_argument("--keep-serving", action="store_true", help="keep the server up after the demo, until Ctrl-C")
+    demo.set_defaults(handler=_demo)
+
     projects = commands.add_parser("projects", help="operator commands for projects and keys")
     project_commands = projects.add_subparsers(title="project commands")
     # (command, positional argument, help, handler); every one takes --data-dir, all but delete --json.
@@ -134,6 +143,12 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(settings)
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from loopkit_core.demo import run
+
+    return run(http_port=args.http_port, grpc_port=args.grpc_port, keep_serving=args.keep_serving)
 
 
 def _control(args: argparse.Namespace):  # noqa: ANN202
