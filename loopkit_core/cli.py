@@ -175,7 +175,7 @@ def _projects_list(args: argparse.Namespace) -> int:
 
     store = _control(args)
     try:
-        rows = list_projects(store.control)
+        rows = [_readable(p) for p in list_projects(store.control)]
     finally:
         store.close()
     if args.json:
@@ -196,6 +196,7 @@ def _projects_show(args: argparse.Namespace) -> int:
         project = get_project(store.control, args.project_id)
     finally:
         store.close()
+    project = _readable(project) if project else None
     if project is None:
         print(f"loopkit: error: no project {args.project_id!r}", file=sys.stderr)
         return 1
@@ -221,7 +222,7 @@ def _projects_promote(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps({"ok": True, "project": project}, indent=2))
+        print(json.dumps({"ok": True, "project": _readable(project)}, indent=2))
     else:
         print(f"Project {project['project_id']} is permanent now: no quota, no expiry. Its keys are unchanged.")
     return 0
@@ -383,6 +384,15 @@ def _verify(args: argparse.Namespace) -> int:
     for v in verification["verdicts"]:
         print(f"- {v['issue_id']}: {v['reason']}")
     return 0
+
+
+def _readable(project: dict[str, Any]) -> dict[str, Any]:
+    """Unix-second times as RFC 3339, as the HTTP API shows them."""
+    from loopkit_core.model import rfc3339
+
+    times = {k: rfc3339(project[k] * 1_000_000_000) for k in ("created_at", "expires_at") if project.get(k)}
+    keys = [{**k, "created_at": rfc3339(k["created_at"] * 1_000_000_000)} for k in project.get("keys", [])]
+    return {**project, **times, **({"keys": keys} if "keys" in project else {})}
 
 
 def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:

@@ -254,3 +254,37 @@ def test_the_console_script_is_installed(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"scripted-[0-9a-f]{8}", json.loads(result.stdout)["project_id"])
+
+
+def test_list_and_show_print_rfc3339_times(tmp_path):
+    """Times read the same as in the HTTP API: RFC 3339, not unix seconds."""
+    data_dir = str(tmp_path / "data")
+    base = [sys.executable, "-m", "loopkit_core.cli", "projects"]
+    created = json.loads(
+        subprocess.run(
+            [*base, "create", "times", "--data-dir", data_dir, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    listed = json.loads(
+        subprocess.run(
+            [*base, "list", "--data-dir", data_dir, "--json"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )
+    shown = json.loads(
+        subprocess.run(
+            [*base, "show", created["project_id"], "--data-dir", data_dir, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    rfc3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+    assert rfc3339.match(listed["projects"][0]["created_at"])
+    assert rfc3339.match(shown["project"]["created_at"])
+    assert all(rfc3339.match(k["created_at"]) for k in shown["project"]["keys"])
+    assert shown["project"]["expires_at"] is None
