@@ -34,6 +34,7 @@ import payloads
 from loopkit_core.settings import Settings
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import insert_rows, to_rows
+from loopkit_core.store.schema import RECORD_COLUMNS
 from loopkit_receivers import otlp_json, otlp_proto, records_shape
 
 PROJECT = "bench-write-path"
@@ -113,7 +114,7 @@ def _insert(store: Store, name: str, batches: list[list[dict[str, Any]]]) -> dic
                 execute += _timed(lambda c=conn, r=rows: insert_rows(c, r))[1]
                 commit += _timed(conn.commit)[1]
         return {"execute": execute, "commit": commit}
-    columns = list(batches[0][0])
+    columns = RECORD_COLUMNS
     table = "records"
     raw = engine.raw_connection()  # LoopKit's PRAGMAs applied
     try:
@@ -133,9 +134,9 @@ def _insert(store: Store, name: str, batches: list[list[dict[str, Any]]]) -> dic
         every = 4 if name == "dbapi_commit_every_4" else 1
         for i, rows in enumerate(batches, start=1):
 
-            def run(r: list[dict[str, Any]] = rows) -> None:
+            def run(r: list[tuple[Any, ...]] = rows) -> None:
                 cur = raw.cursor()
-                cur.executemany(sql, [tuple(row[c] for c in columns) for row in r])
+                cur.executemany(sql, r)
                 cur.close()
 
             execute += _timed(run)[1]

@@ -20,11 +20,9 @@ from typing import Any
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Verdict
 from loopkit_core.window import Window
-from loopkit_plugins.rate_verifier import poisson_cdf
 
-MIN_EXPECTED = 5.0
-ALPHA = 0.01
-EVIDENCE = 10
+# One definition of "enough traffic" and "significant" for every verdict LoopKit gives.
+from loopkit_plugins.rate_verifier import ALPHA, EVIDENCE, MIN_EXPECTED, poisson_cdf
 
 
 @hookimpl(trylast=True)

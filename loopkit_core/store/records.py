@@ -19,8 +19,12 @@ MAX_PAGE = 1000
 MAX_NS = 2**63 - 1
 
 
-def to_rows(batch: list[Record], received_ns: int) -> list[dict[str, Any]]:
-    """Rows for the insert; a resource shared by many spans is encoded once."""
+Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
+RECORD_ID = RECORD_COLUMNS.index("record_id")
+
+
+def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
+    """Rows for the insert, in RECORD_COLUMNS order; a resource shared by many spans is encoded once."""
     dumps = orjson.dumps
     resource_json: dict[int, str] = {}
     rows = []
@@ -29,31 +33,31 @@ def to_rows(batch: list[Record], received_ns: int) -> list[dict[str, Any]]:
         if res is None:
             res = resource_json[id(r.resource)] = dumps(r.resource).decode()
         rows.append(
-            {
-                "record_id": r.record_id,
-                "ts_ns": r.ts_ns,
-                "end_ns": r.end_ns,
-                "duration_ms": r.duration_ms,
-                "received_ns": received_ns,
-                "type": r.type,
-                "name": r.name,
-                "service": r.service,
-                "status": r.status,
-                "message": r.message,
-                "trace_id": r.trace_id,
-                "span_id": r.span_id,
-                "parent_span_id": r.parent_span_id,
-                "session_id": r.session_id,
-                "user_id": r.user_id,
-                "kind": r.kind,
-                "scope": r.scope,
-                "exception_type": r.exception_type,
-                "attributes": dumps(r.attributes).decode(),
-                "resource": res,
-                "events": dumps(r.events).decode(),
-                "links": dumps(r.links).decode(),
-                "signature": r.signature,
-            }
+            (
+                r.record_id,
+                r.ts_ns,
+                r.end_ns,
+                r.duration_ms,
+                received_ns,
+                r.type,
+                r.name,
+                r.service,
+                r.status,
+                r.message,
+                r.trace_id,
+                r.span_id,
+                r.parent_span_id,
+                r.session_id,
+                r.user_id,
+                r.kind,
+                r.scope,
+                r.exception_type,
+                dumps(r.attributes).decode(),
+                res,
+                dumps(r.events).decode(),
+                dumps(r.links).decode(),
+                r.signature,
+            )
         )
     return rows
 
@@ -66,9 +70,9 @@ INSERT = sqlite.insert(records).on_conflict_do_nothing(index_elements=["record_i
 _INSERT_SQL = str(INSERT.compile(dialect=sqlite.dialect(), column_keys=RECORD_COLUMNS))
 
 
-def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:
+def insert_rows(conn: Connection, rows: list[Row]) -> int:
     """Insert rows in one executemany; duplicates of stored record IDs are skipped. Returns rows added."""
-    return conn.exec_driver_sql(_INSERT_SQL, [tuple(row[c] for c in RECORD_COLUMNS) for row in rows]).rowcount
+    return conn.exec_driver_sql(_INSERT_SQL, rows).rowcount
 
 
 _INSERT_SIGNATURES = sqlite.insert(signatures).on_conflict_do_nothing(index_elements=["signature"])

@@ -12,6 +12,8 @@ from typing import Any
 
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import (
+    RECORD_ID,
+    Row,
     accepted_total,
     insert_rows,
     insert_signatures,
@@ -21,7 +23,8 @@ from loopkit_core.store.records import (
 
 log = logging.getLogger("loopkit.writer")
 
-Rows = list[dict[str, Any]]
+Rows = list[Row]  # records rows (RECORD_COLUMNS order)
+Descriptions = list[dict[str, Any]]  # signature rows
 
 
 @dataclass
@@ -35,7 +38,7 @@ class WriteResult:
 class _Item:
     __slots__ = ("rows", "quota", "signatures", "future")
 
-    def __init__(self, rows: Rows, quota: int | None, signatures: Rows, future: Future[WriteResult]) -> None:
+    def __init__(self, rows: Rows, quota: int | None, signatures: Descriptions, future: Future[WriteResult]) -> None:
         self.rows, self.quota, self.signatures, self.future = rows, quota, signatures, future
 
 
@@ -54,7 +57,7 @@ class Writer:
             shard.start()
 
     def submit(
-        self, project_id: str, rows: Rows, quota: int | None = None, signatures: Rows | None = None
+        self, project_id: str, rows: Rows, quota: int | None = None, signatures: Descriptions | None = None
     ) -> Future[WriteResult]:
         """Queue rows; the future completes once they are committed (or fails with the reason).
 
@@ -83,7 +86,7 @@ class _Shard(threading.Thread):
         self._pending_rows = 0
         self._closing = False
 
-    def submit(self, project_id: str, rows: Rows, quota: int | None, signatures: Rows) -> Future[WriteResult]:
+    def submit(self, project_id: str, rows: Rows, quota: int | None, signatures: Descriptions) -> Future[WriteResult]:
         future: Future[WriteResult] = Future()
         if not rows:
             future.set_result(WriteResult())
@@ -154,7 +157,7 @@ def _write(conn: Any, item: _Item, accepted: int) -> WriteResult:
     for index, row in enumerate(item.rows):
         if accepted + result.inserted < item.quota:
             result.inserted += insert_rows(conn, [row])
-        elif not record_exists(conn, row["record_id"]):  # a resent record already stored is not refused
+        elif not record_exists(conn, row[RECORD_ID]):  # a resent record already stored is not refused
             result.over_quota.append(index)
     return result
 
