@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopkit_core.api import discovery, packets, plugins, projects, runs, telemetry
+from loopkit_core.api import dashboard, discovery, packets, plugins, projects, runs, telemetry
 from loopkit_core.api.errors import ApiError, error_response
 from loopkit_core.plugins import get_plugins
 from loopkit_core.purge import Purger
@@ -28,6 +28,8 @@ ROUTES = [
     Route("/openapi.json", discovery.openapi_json, methods=["GET"]),
     Route("/quickstart.md", discovery.quickstart_md, methods=["GET"]),
     Route("/agents.md", discovery.agents_md, methods=["GET"]),
+    Route("/README.md", discovery.readme_md, methods=["GET"]),
+    Route("/docs/{name}.md", discovery.doc_md, methods=["GET"]),
     Route("/contact.json", projects.contact, methods=["GET"]),
     Route("/v1/signup", projects.signup, methods=["POST"]),
     Route("/v1/provision", projects.provision, methods=["POST"]),
@@ -43,6 +45,13 @@ ROUTES = [
     Route("/v1/packets/{packet_id}/reject", packets.reject, methods=["POST"]),
     Route("/v1/runs/verify", runs.run_verify, methods=["POST"]),
     Route("/v1/plugins", plugins.list_plugins, methods=["GET"]),
+    Route("/v1/dashboard", dashboard.index, methods=["GET"]),
+    Route("/v1/dashboard/login", dashboard.login, methods=["POST"]),
+    Route("/v1/dashboard/logout", dashboard.logout, methods=["POST"]),
+    Route("/v1/dashboard/packets/{packet_id}", dashboard.packet_page, methods=["GET"]),
+    Route("/v1/dashboard/packets/{packet_id}/approve", dashboard.approve, methods=["POST"]),
+    Route("/v1/dashboard/packets/{packet_id}/reject", dashboard.reject, methods=["POST"]),
+    Route("/v1/dashboard/records/{record_id}", dashboard.record_page, methods=["GET"]),
     Route("/schema/packet.json", discovery.packet_schema, methods=["GET"]),
 ]
 

@@ -297,7 +297,8 @@ class _Demo:
         self.say(f"\nDone in {time.monotonic() - self.started:.1f} s" + (" with problems." if problems else "."))
         if not keep_serving:
             self.say("The server stops now; `loopkit demo --keep-serving` keeps it up, to try these:")
-        self.say(f"  dashboard  {self.base}/v1/dashboard  {dashboard}")
+        # The key rides in the fragment: browsers never send it, and the page drops it from the address bar.
+        self.say(f"  dashboard  {self.base}/v1/dashboard#key={self.keys.get('dashboard_key', '')}  {dashboard}")
         self.say(f"  packets    {self.base}/v1/packets  (agent or dashboard key)")
         self.say(f"  handoff    {self.base}/v1/packets/{self.packet_id}/handoff?format=markdown  (agent key)")
         self.say(f"  ingest     {self.base}/v1/traces  and OTLP/gRPC {self.grpc_target}  (producer key)")
@@ -313,7 +314,7 @@ class _Demo:
         )
         try:
             with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (our own loopback server)
-                return "(open it in a browser; dashboard key)"
+                return "(open it in a browser: it signs in with the dashboard key)"
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return "(not built in this version yet: read the packets and approve over HTTP, as above)"

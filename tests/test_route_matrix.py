@@ -162,6 +162,69 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "403",
         **_REVOKED_401,
     },
+    # The dashboard (sent with `accept: application/json`, so errors are the API's JSON): the dashboard key reads and
+    # decides, the agent key only reads. Forms answer 303 (a redirect to the page) on success.
+    "GET /v1/dashboard": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "200" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
+    "GET /v1/dashboard/packets/{packet_id}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "GET /v1/dashboard/records/{record_id}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "POST /v1/dashboard/login": {  # the key goes in the form body, not in a header
+        **_401,
+        "producer": "403",
+        "agent": "303",
+        "dashboard": "303",
+        "other producer": "403",
+        "other agent": "303" + OWN_PROJECT,
+        "other dashboard": "303" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
+    "POST /v1/dashboard/logout": dict.fromkeys(KEYS, "303"),  # forgetting a session needs no key
+    "POST /v1/dashboard/packets/{packet_id}/approve": {
+        **_401,
+        "producer": "403",
+        "agent": "403",
+        "dashboard": "303",
+        "other producer": "403",
+        "other agent": "403",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "POST /v1/dashboard/packets/{packet_id}/reject": {
+        **_401,
+        "producer": "403",
+        "agent": "403",
+        "dashboard": "303",
+        "other producer": "403",
+        "other agent": "403",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
     GRPC_ROW: {
         **_UNAUTH,
         "producer": "OK",
@@ -334,9 +397,29 @@ def test_http_cell(world: World, route: str, key: str):
         )
     elif route == "GET /v1/plugins":
         response = client.get("/v1/plugins", headers=headers)
+    elif route == "POST /v1/dashboard/login":
+        key = "" if value is None else value.removeprefix("Bearer ")
+        response = client.post(route.split(" ")[1], data={"key": key}, headers={"accept": "application/json"})
+    elif route.startswith(("GET /v1/dashboard", "POST /v1/dashboard")):
+        method, path = route.split(" ")
+        path = path.format(packet_id=world.packet_id, record_id=world.record_id)
+        headers["accept"] = "application/json"
+        response = client.request(method, path, headers=headers, data={"note": name} if method == "POST" else None)
     else:
         raise AssertionError(f"no request written for {route}")
     assert response.status_code == status, (route, key, response.text)
+    if status == 303:  # a dashboard form: where the browser goes next, and for login the session cookie
+        if route == "POST /v1/dashboard/login":
+            assert response.headers["location"] == "/v1/dashboard"
+            assert response.cookies.get("loopkit_dashboard", path="/v1/dashboard")
+        elif route == "POST /v1/dashboard/logout":
+            assert response.headers["location"] == "/v1/dashboard?signed_out=1"
+        else:
+            assert response.headers["location"] == f"/v1/dashboard/packets/{world.packet_id}#decision"
+            decision = {"approve": "approved", "reject": "rejected"}[route.rsplit("/", 1)[1]]
+            packet = client.get(f"/v1/packets/{world.packet_id}", headers={"authorization": value}).json()["packet"]
+            assert (packet["approval"]["state"], packet["approval"]["note"]) == (decision, name)
+        return
 
     body = response.json()
     if route == "POST /v1/traces":
@@ -376,6 +459,14 @@ def test_http_cell(world: World, route: str, key: str):
         assert body["packet"]["packet_id"] == world.packet_id
     elif route == "GET /v1/plugins":
         assert {"signature_clusterer", "latency_outliers"} <= set(body["diagnosers"])
+    elif route == "GET /v1/dashboard":
+        owner = owner_of(world, key)
+        assert body["project"]["project_id"] == owner
+        assert (world.packet_id in {p["packet_id"] for p in body["packets"]}) == (owner == world.project_id)
+    elif route == "GET /v1/dashboard/packets/{packet_id}":
+        assert (body["packet"]["packet_id"], body["packet"]["project_id"]) == (world.packet_id, world.project_id)
+    elif route == "GET /v1/dashboard/records/{record_id}":
+        assert (body["record"]["record_id"], body["record"]["name"]) == (world.record_id, "seed")
     elif route == "POST /v1/runs/verify":
         assert body["verification"]["packet_id"] == world.packet_id
         assert body["verification"]["project_id"] == world.project_id

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import make_settings
+from conftest import make_settings, sqlite_only, store_exists
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -120,7 +120,7 @@ def test_signup_answer_has_exactly_the_contract_fields(clocked: Running):
     assert body["ingest_url"] == f"{base}/v1/traces"
     assert body["otlp_grpc_endpoint"] == f"127.0.0.1:{clocked.grpc_port}"
     assert body["diagnose_url"] == f"{base}/v1/runs/diagnose"
-    assert body["dashboard_url"] == f"{base}/v1/dashboard"
+    assert body["dashboard_url"] == f"{base}/v1/dashboard#key={body['dashboard_key']}"  # signs in; see dashboard.md
     assert body["quickstart_url"] == f"{base}/quickstart.md"
 
 
@@ -147,10 +147,11 @@ def test_signup_honours_configured_quota_days_and_public_urls(tmp_path: Path):
     assert body["ingest_url"] == "https://loopkit.example.com/base/v1/traces"
     assert body["otlp_grpc_endpoint"] == "otlp.example.com:443"
     assert body["diagnose_url"] == "https://loopkit.example.com/base/v1/runs/diagnose"
-    assert body["dashboard_url"] == "https://loopkit.example.com/base/v1/dashboard"
+    assert body["dashboard_url"] == f"https://loopkit.example.com/base/v1/dashboard#key={body['dashboard_key']}"
     assert body["quickstart_url"] == "https://loopkit.example.com/base/quickstart.md"
 
 
+@sqlite_only("reads the control.db files byte by byte for secrets")
 def test_keys_are_stored_only_as_hashes_with_their_scopes(server: Running, client: httpx.Client):
     body = signup(client, {"project_name": "hashes"}).json()
     project = get_project(server.app.store.control, body["project_id"])
@@ -282,7 +283,7 @@ def test_hostile_project_names_are_refused_or_slugged(hostile, name: object, slu
         )
         assert posted.status_code == 200, posted.text
         assert len(read_records(client, body["agent_key"])) == 1
-        assert (root / "data" / "projects" / f"{body['project_id']}.db").is_file()
+        assert store_exists(running, body["project_id"])
     # Nothing was written anywhere but the control database and data_dir/projects/<valid id>.db.
     for path in files_under(root):
         assert path.parts[0] == "data", path

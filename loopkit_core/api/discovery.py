@@ -1,7 +1,8 @@
-"""Liveness and agent discovery: `/healthz`, `/llms.txt`, `/openapi.json`."""
+"""Liveness and agent discovery: `/healthz`, `/llms.txt`, `/openapi.json`, and the documentation llms.txt links."""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
@@ -9,9 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from loopkit_core import __version__
-from loopkit_core.api.errors import json_response
+from loopkit_core.api.errors import ApiError, json_response
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
+# static/docs and static/README.md link to the repository's docs/ and README.md (package-data copies them into a
+# wheel), so what is served is what is in the repository. A name is letters, digits, - and _: never a path.
+DOC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}")
 
 
 @cache
@@ -57,3 +61,16 @@ def _with_urls(request: Request, name: str) -> bytes:
         .replace("{{GRPC_ENDPOINT}}", settings.grpc_endpoint())
         .encode()
     )
+
+
+async def readme_md(request: Request) -> Response:
+    """The README (install, run, the whole loop with curl and the OpenTelemetry SDK)."""
+    return Response(_static("README.md"), media_type="text/markdown; charset=utf-8")
+
+
+async def doc_md(request: Request) -> Response:
+    """One page of the documentation (docs/NAME.md in the repository)."""
+    name = request.path_params["name"]
+    if not DOC_NAME.fullmatch(name) or not (STATIC / "docs" / f"{name}.md").is_file():
+        raise ApiError(404, f"no documentation page {name[:60]!r}.md; /llms.txt lists them")
+    return Response(_static(f"docs/{name}.md"), media_type="text/markdown; charset=utf-8")

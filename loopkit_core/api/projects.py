@@ -96,7 +96,9 @@ def signup_shape(settings: Settings, project: dict[str, Any]) -> dict[str, Any]:
         ingest_url=f"{base}/v1/traces",
         otlp_grpc_endpoint=settings.grpc_endpoint(),
         diagnose_url=f"{base}/v1/runs/diagnose",
-        dashboard_url=f"{base}/v1/dashboard",
+        # With a fresh dashboard key, the URL signs in by itself: the fragment never reaches a server or a Referer,
+        # and the page drops it from the address bar and history at once (docs/dashboard.md).
+        dashboard_url=f"{base}/v1/dashboard" + (f"#key={key}" if (key := project.get("dashboard_key")) else ""),
         quickstart_url=f"{base}/quickstart.md",
     )
     return out

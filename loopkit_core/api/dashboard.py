@@ -1,0 +1,455 @@
+"""`/v1/dashboard`: packets, issues, charts, evidence, handoff, approve/reject and verdicts, for people (HTML) and JSON.
+
+A person signs in with the dashboard key (a form, or the key in the URL fragment that a tiny script posts to the
+login route); the browser then holds a signed session cookie (see loopkit_core/sessions.py), never the key.
+A bearer `authorization` header works on every route too. The agent key may read, only the dashboard key decides.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from loopkit_core import __version__, charts, sessions
+from loopkit_core.api.errors import ApiError, error_response, json_response, principal
+from loopkit_core.api.packets import MAX_NOTE
+from loopkit_core.model import parse_rfc3339, rfc3339
+from loopkit_core.projects import Principal, authenticate, get_project
+from loopkit_core.store import approvals
+from loopkit_core.store import packets as packet_store
+from loopkit_core.store.records import ACCEPTED, get_record, get_records
+from loopkit_core.store.schema import counters
+
+READ_SCOPE = "dashboard:read"
+DECIDE_SCOPE = "approvals:write"
+BASE = "/v1/dashboard"
+EVIDENCE_PER_ISSUE = 20
+MAX_EVIDENCE_RECORDS = 500
+MAX_FORM_BYTES = 16 * 1024
+MAX_ID = 40
+_PACKET_ID = re.compile(r"pkt_[0-9a-f]{1,36}")
+# LoopKit's IDs (pkt_..., rec_...) are short and plain; anything else (NUL bytes, which PostgreSQL refuses in text,
+# or a megabyte of junk) is a 404 without a query.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+_env = Environment(
+    loader=FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks at the dashboard, and how they signed in (a session cookie, or a bearer header)."""
+
+    principal: Principal
+    csrf: str | None  # set for cookie sessions: their forms must carry it
+
+    @property
+    def can_decide(self) -> bool:
+        """Whether this key may approve or reject (only the dashboard key holds approvals:write)."""
+        return DECIDE_SCOPE in self.principal.scopes
+
+    def as_json(self) -> dict[str, Any]:
+        """The viewer in JSON answers."""
+        p = self.principal
+        return {"project_id": p.project_id, "key_kind": p.key_kind, "key": p.key_display, "can_decide": self.can_decide}
+
+
+def wants_json(request: Request) -> bool:
+    """True when the client asks for JSON rather than a page."""
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def security_headers(nonce: str) -> dict[str, str]:
+    """Headers on every dashboard answer: no caching, no referrer, no framing, a CSP that admits only our nonce."""
+    csp = (
+        f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return {
+        "content-security-policy": csp,
+        "referrer-policy": "no-referrer",
+        "cache-control": "no-store",
+        "x-frame-options": "DENY",
+        "x-content-type-options": "nosniff",
+    }
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    """A page rendered from loopkit_core/templates with autoescaping, under the dashboard's headers."""
+    nonce = secrets.token_urlsafe(16)
+    html = _env.get_template(template).render(nonce=nonce, version=__version__, base=BASE, **context)
+    return Response(html, status_code, headers=security_headers(nonce), media_type="text/html; charset=utf-8")
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    response = json_response(body, status)
+    response.headers.update(security_headers(secrets.token_urlsafe(8)))
+    return response
+
+
+def page(handler: Handler) -> Handler:
+    """Answer errors as the dashboard should: the login page (HTML 401), an error page, or the API's JSON error."""
+
+    @wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            if wants_json(request):
+                response = error_response(exc.status, exc.message, exc.code, exc.retry_after)
+                response.headers.update(security_headers(secrets.token_urlsafe(8)))
+                return response
+            if exc.status == 401:
+                signed_out = request.method == "GET" and request.query_params.get("signed_out") == "1"
+                message = None if signed_out else exc.message
+                target = BASE if signed_out else _here(request)
+                return render(
+                    request, "login.html", 401, message=message, signed_out=signed_out, next=target, viewer=None
+                )
+            return render(request, "error.html", exc.status, status=exc.status, message=exc.message, viewer=None)
+
+    return wrapped
+
+
+def _here(request: Request) -> str:
+    return _safe_next(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+
+
+def _safe_next(target: object) -> str:
+    """A same-site dashboard path to return to after signing in (never another host: no open redirect)."""
+    if not isinstance(target, str) or len(target) > 500:
+        return BASE
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not (parts.path == BASE or parts.path.startswith(BASE + "/")):
+        return BASE
+    if "//" in parts.path or "/." in parts.path or "\\" in target or any(ord(ch) < 33 for ch in target):
+        return BASE
+    if parts.path.startswith(BASE + "/login") or parts.path.startswith(BASE + "/logout"):
+        return BASE
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+async def viewer(request: Request) -> Viewer:
+    """The signed-in viewer: a bearer header if sent (it must be valid), else the session cookie."""
+    if request.headers.get("authorization") is not None:
+        return Viewer(await principal(request, READ_SCOPE), None)
+    loopkit = request.app.state.loopkit
+    token = request.cookies.get(sessions.COOKIE)
+    if not token:
+        raise ApiError(401, "sign in with your dashboard key")
+    found = await run_in_threadpool(sessions.resolve, loopkit.store.control, token, loopkit.clock())
+    if found is None:
+        raise ApiError(401, "your session ended (it expired, or the key was rotated): sign in again")
+    who, key_hash = found
+    _check_access(who, loopkit.clock())
+    return Viewer(who, sessions.csrf_token(token, key_hash))
+
+
+def _check_access(who: Principal, now: float) -> None:
+    if READ_SCOPE not in who.scopes:
+        raise ApiError(403, f"the {who.key_kind} key cannot open the dashboard: use the dashboard key")
+    if who.expires_at is not None and now >= who.expires_at:
+        raise ApiError(403, f"sandbox project {who.project_id} has expired", "project_expired")
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A small form body (urlencoded, as browsers send it, or a JSON object of strings); ApiError otherwise."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_FORM_BYTES:
+            raise ApiError(413, f"form must be at most {MAX_FORM_BYTES} bytes")
+    if not raw.strip():
+        return {}
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        try:
+            fields = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False, max_num_fields=20)
+        except (UnicodeDecodeError, ValueError):
+            raise ApiError(400, "form must be UTF-8 urlencoded with at most 20 fields") from None
+        return {name: values[0] for name, values in fields.items()}
+    if media_type == "application/json":
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "body must be a JSON object") from None
+        if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
+            raise ApiError(400, "body must be a JSON object of strings")
+        return body
+    raise ApiError(415, "send the form as application/x-www-form-urlencoded (or application/json)")
+
+
+def check_origin(request: Request) -> None:
+    """Refuse a browser POST whose Origin is another site (cross-site request forgery)."""
+    # Browsers send Sec-Fetch-Site on every request; under `Referrer-Policy: no-referrer` their Origin is "null",
+    # which says nothing, so only a named foreign origin counts against the request.
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    own = {f"{request.url.scheme}://{request.url.netloc}", request.app.state.loopkit.settings.base_url()}
+    foreign_origin = origin not in (None, "null") and origin not in own
+    if foreign_origin or (site is not None and site not in ("same-origin", "none")):
+        raise ApiError(403, "this form came from another site; open the dashboard directly", "csrf_failed")
+
+
+# --- pages -------------------------------------------------------------------------------------------------------
+
+
+@page
+async def index(request: Request) -> Response:
+    """The project's packets, newest first, with their status and issues; `limit` 1-100 (default 20)."""
+    who = await viewer(request)
+    raw = request.query_params.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= packet_store.MAX_LIST:
+        raise ApiError(400, f"limit must be an integer from 1 to {packet_store.MAX_LIST}")
+    loopkit = request.app.state.loopkit
+    engine = loopkit.store.project(who.principal.project_id)
+    found = await run_in_threadpool(packet_store.list_packets, engine, int(raw))
+    project = await run_in_threadpool(get_project, loopkit.store.control, who.principal.project_id)
+    if project is None:  # deleted between the key check and now
+        raise ApiError(401, "this project no longer exists")
+    total = await run_in_threadpool(_accepted, engine)
+    for summary in found:
+        summary["dashboard_url"] = f"{BASE}/packets/{summary['packet_id']}"
+    about = {
+        "project_id": project["project_id"],
+        "project_name": project.get("project_name") or project.get("name"),
+        "kind": project.get("kind"),
+        "quota_spans": project.get("quota_spans"),
+        "expires_at": project.get("expires_at"),
+        "records_accepted": total,
+    }
+    if wants_json(request):
+        return _json({"ok": True, "project": about, "viewer": who.as_json(), "packets": found})
+    return render(request, "index.html", project=about, viewer=who, packets=found, limit=int(raw))
+
+
+def _accepted(engine: Any) -> int:
+    # A plain read of the quota counter (no lock: the page only shows it).
+    with engine.connect() as conn:
+        return int(conn.execute(select(counters.c.value).where(counters.c.name == ACCEPTED)).scalar() or 0)
+
+
+@page
+async def packet_page(request: Request) -> Response:
+    """One packet: issues with counts and charts, evidence, the Markdown handoff, the decision form, verdicts."""
+    who = await viewer(request)
+    context = await _packet_context(request, who, request.path_params["packet_id"])
+    if wants_json(request):
+        return _json(
+            {
+                "ok": True,
+                "viewer": who.as_json(),
+                "packet": context["packet"],
+                "occurrences": {
+                    issue_id: series.as_json() for issue_id, series in context["series"].items() if series is not None
+                },
+                "handoff": {"format": "markdown", "text": context["handoff"], "error": context["handoff_error"]},
+            }
+        )
+    return render(request, "packet.html", **context)
+
+
+async def _packet_context(request: Request, who: Viewer, packet_id: str, **extra: Any) -> dict[str, Any]:
+    loopkit = request.app.state.loopkit
+    engine = loopkit.store.project(who.principal.project_id)
+    packet = await run_in_threadpool(packet_store.get_packet, engine, packet_id) if _ID.fullmatch(packet_id) else None
+    if packet is None:
+        raise ApiError(404, f"no packet {packet_id[:MAX_ID]!r} in this project")
+    issues = packet.get("issues") or []
+    ids = [rid for issue in issues for rid in (issue.get("evidence") or [])[:EVIDENCE_PER_ISSUE]][:MAX_EVIDENCE_RECORDS]
+    records = await run_in_threadpool(get_records, engine, ids)
+    now_ns = int(loopkit.clock() * 1e9)
+    series = await run_in_threadpool(_all_series, engine, packet, now_ns)
+    handoff, handoff_error = await _markdown(loopkit, packet, records)
+    return {
+        "packet": packet,
+        "records": records,
+        "series": series,
+        "handoff": handoff,
+        "handoff_error": handoff_error,
+        "viewer": who,
+        "max_note": MAX_NOTE,
+        "form_error": None,
+        "note": "",
+        **extra,
+    }
+
+
+def _all_series(engine: Any, packet: dict[str, Any], now_ns: int) -> dict[str, charts.Series | None]:
+    # Over the packet's window and on up to now, so the chart also shows what happened after the fix.
+    window = packet.get("window_ns") or {}
+    try:
+        start = int(window.get("start") or parse_rfc3339(packet["window"]["start"]))
+        end = int(window.get("end") or parse_rfc3339(packet["window"]["end"]))
+    except (KeyError, TypeError, ValueError):
+        return {}
+    out: dict[str, charts.Series | None] = {}
+    for issue in packet.get("issues") or []:
+        selector = issue.get("selector")
+        try:
+            out[issue["issue_id"]] = charts.occurrences(engine, selector, start, max(end, now_ns), end)
+        except (KeyError, TypeError, ValueError, AttributeError):  # a plugin's issue without a usable selector
+            out[issue.get("issue_id", "")] = None
+    return out
+
+
+async def _markdown(loopkit: Any, packet: dict[str, Any], records: dict[str, Any]) -> tuple[str | None, str | None]:
+    renderer = loopkit.renderers.get("markdown")
+    if renderer is None:
+        return None, "no markdown renderer is loaded on this server"
+    context = {"records": records, "base_url": loopkit.settings.base_url()}
+    try:
+        return await run_in_threadpool(renderer.render, packet, context), None
+    except Exception as exc:  # a broken renderer plugin must not take the page down
+        return None, f"the markdown renderer failed: {type(exc).__name__}: {exc}"[:500]
+
+
+@page
+async def record_page(request: Request) -> Response:
+    """One record of the project with everything behind a claim: attributes, resource, events."""
+    who = await viewer(request)
+    record_id = request.path_params["record_id"]
+    engine = request.app.state.loopkit.store.project(who.principal.project_id)
+    record = await run_in_threadpool(get_record, engine, record_id) if _ID.fullmatch(record_id) else None
+    if record is None:
+        raise ApiError(404, f"no record {record_id[:MAX_ID]!r} in this project")
+    if wants_json(request):
+        return _json({"ok": True, "viewer": who.as_json(), "record": record})
+    back = request.query_params.get("packet", "")
+    back = back if _PACKET_ID.fullmatch(back) else None
+    pretty = {k: orjson.dumps(record[k], option=orjson.OPT_INDENT_2).decode() for k in ("attributes", "resource")}
+    events = [
+        {**event, "pretty": orjson.dumps(event.get("attributes", {}), option=orjson.OPT_INDENT_2).decode()}
+        for event in record.get("events") or []
+        if isinstance(event, dict)
+    ]
+    return render(request, "record.html", viewer=who, record=record, pretty=pretty, events=events, back=back)
+
+
+# --- signing in and out --------------------------------------------------------------------------------------------
+
+
+@page
+async def login(request: Request) -> Response:
+    """Exchange a key (form field `key`) for a session cookie, then 303 to `next` (a dashboard path)."""
+    check_origin(request)
+    form = await read_form(request)
+    loopkit = request.app.state.loopkit
+    target = _safe_next(form.get("next", BASE))
+    key = form.get("key", "").strip()
+    if not key:
+        raise ApiError(401, "enter your dashboard key (lk_dash_...)")
+    who = await run_in_threadpool(authenticate, loopkit.store.control, key)
+    if who is None:
+        raise ApiError(401, "unknown or revoked key: check it, or ask for the project's current dashboard key")
+    _check_access(who, loopkit.clock())
+    token = sessions.issue(key, loopkit.clock())
+    response = RedirectResponse(target, 303, headers=security_headers(secrets.token_urlsafe(8)))
+    response.set_cookie(
+        sessions.COOKIE,
+        token,
+        max_age=sessions.TTL_SECONDS,
+        path=sessions.COOKIE_PATH,
+        secure=_is_https(request),
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+@page
+async def logout(request: Request) -> Response:
+    """Forget the session cookie and show the sign-in page."""
+    check_origin(request)
+    response = RedirectResponse(f"{BASE}?signed_out=1", 303, headers=security_headers(secrets.token_urlsafe(8)))
+    response.delete_cookie(
+        sessions.COOKIE, path=sessions.COOKIE_PATH, secure=_is_https(request), httponly=True, samesite="strict"
+    )
+    return response
+
+
+def _is_https(request: Request) -> bool:
+    return request.url.scheme == "https" or request.app.state.loopkit.settings.base_url().startswith("https://")
+
+
+# --- deciding ------------------------------------------------------------------------------------------------------
+
+
+@page
+async def approve(request: Request) -> Response:
+    """A person approves the packet from its page (form: note, csrf); 303 back to the page."""
+    return await _decide(request, "approved")
+
+
+@page
+async def reject(request: Request) -> Response:
+    """A person rejects the packet from its page (form: note, csrf); 303 back to the page."""
+    return await _decide(request, "rejected")
+
+
+async def _decide(request: Request, decision: str) -> Response:
+    who = await viewer(request)
+    packet_id = request.path_params["packet_id"]
+    if not who.can_decide:
+        kind = who.principal.key_kind
+        raise ApiError(403, f"the {kind} key may read the dashboard but not decide: use the dashboard key")
+    check_origin(request)
+    form = await read_form(request)
+    if who.csrf is not None and not secrets.compare_digest(form.get("csrf", ""), who.csrf):
+        raise ApiError(403, "the form expired or came from another site: reload the page and try again", "csrf_failed")
+    note = form.get("note", "")
+    problem = None
+    if not note.strip():
+        problem = "note is required: say why, in a few words"
+    elif len(note) > MAX_NOTE:
+        problem = f"note must be at most {MAX_NOTE} characters"
+    if problem is not None:
+        if wants_json(request):
+            raise ApiError(400, problem)
+        context = await _packet_context(request, who, packet_id, form_error=problem, note=note[: MAX_NOTE * 2])
+        return render(request, "packet.html", 400, **context)
+    loopkit = request.app.state.loopkit
+    engine = loopkit.store.project(who.principal.project_id)
+    actor = f"{who.principal.key_kind} key {who.principal.key_display}"
+    now_ns = int(loopkit.clock() * 1e9)
+    decided = None
+    if _ID.fullmatch(packet_id):
+        decided = await run_in_threadpool(approvals.decide, engine, packet_id, decision, note.strip(), actor, now_ns)
+    if decided is None:
+        raise ApiError(404, f"no packet {packet_id[:MAX_ID]!r} in this project")
+    target = f"{BASE}/packets/{packet_id}#decision"
+    return RedirectResponse(target, 303, headers=security_headers(secrets.token_urlsafe(8)))
+
+
+def when(ns_or_text: object) -> str:
+    """A timestamp for people: RFC 3339 to the second, in UTC."""
+    if isinstance(ns_or_text, int):
+        ns_or_text = rfc3339(ns_or_text)
+    if not isinstance(ns_or_text, str):
+        return ""
+    return ns_or_text[:19].replace("T", " ") + " UTC" if len(ns_or_text) >= 19 else ns_or_text
+
+
+_env.filters["when"] = when
+_env.globals["chart_width"] = charts.WIDTH
+_env.globals["chart_height"] = charts.HEIGHT
