@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,80 @@ from loopkit_core.settings import Settings
 # tests/data holds fixtures, e.g. the example third-party plugin package and its own tests (run by test_plugins.py
 # in a subprocess against a throwaway distribution), never collected as LoopKit tests.
 collect_ignore = ["data"]
+
+# Set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) to run every server and store of the suite on
+# PostgreSQL: each data_dir a test uses maps to its own schemas (a prefix derived from the path), which the
+# test (or module, for module-scoped servers) drops when it ends.
+PG_URL = os.environ.get("LOOPKIT_TEST_DATABASE_URL") or None
+_RUN = secrets.token_hex(3)  # keeps concurrent runs against one database apart
+_prefixes: list[str] = []
+
+
+def sqlite_only(reason: str) -> pytest.MarkDecorator:
+    """Skip on a PostgreSQL run: the test is about the SQLite layout (files in data_dir) itself."""
+    return pytest.mark.skipif(PG_URL is not None, reason=f"SQLite layout only: {reason}")
+
+
+needs_sqlite = sqlite_only("reads or alters the SQLite files in data_dir directly")
+
+
+def pg_prefix(data_dir: Path) -> str:
+    """The schema prefix of a data_dir in this run (registered for cleanup)."""
+    digest = hashlib.blake2b(f"{_RUN}:{Path(data_dir).resolve()}".encode(), digest_size=5).hexdigest()
+    prefix = f"t{digest}_"
+    if prefix not in _prefixes:
+        _prefixes.append(prefix)
+    return prefix
+
+
+def store_env(data_dir: Path) -> dict[str, str]:
+    """Environment variables a `loopkit` subprocess needs to use the same store as make_settings(data_dir)."""
+    if PG_URL is None:
+        return {}
+    return {"LOOPKIT_DATABASE_URL": PG_URL, "LOOPKIT_DATABASE_SCHEMA_PREFIX": pg_prefix(data_dir)}
+
+
+def store_exists(running: Running, project_id: str) -> bool:
+    """Whether a project's store exists: its SQLite file, or its PostgreSQL schema."""
+    store = running.app.store
+    if not store.postgres:
+        return (Path(running.settings.data_dir) / "projects" / f"{project_id}.db").is_file()
+    with store.control.connect() as conn:
+        query = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+        return conn.exec_driver_sql(query, (store.project_schema(project_id),)).first() is not None
+
+
+def _drop_schemas(prefixes: list[str]) -> None:
+    import psycopg
+
+    dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for prefix in prefixes:
+            names = conn.execute(
+                "SELECT nspname FROM pg_namespace WHERE left(nspname, length(%s)) = %s", (prefix, prefix)
+            ).fetchall()
+            for (name,) in names:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _pg_module_cleanup() -> Iterator[None]:
+    """Drop the schemas of module-scoped servers once the module is done (PostgreSQL runs only)."""
+    start = len(_prefixes)
+    yield
+    if PG_URL is not None and len(_prefixes) > start:
+        _drop_schemas(_prefixes[start:])
+        del _prefixes[start:]
+
+
+@pytest.fixture(autouse=True)
+def _pg_test_cleanup() -> Iterator[None]:
+    """Drop the schemas a test made, after its own fixtures have stopped (PostgreSQL runs only)."""
+    start = len(_prefixes)
+    yield
+    if PG_URL is not None and len(_prefixes) > start:
+        _drop_schemas(_prefixes[start:])
+        del _prefixes[start:]
 
 
 @dataclass
@@ -34,7 +111,9 @@ class Project:
 
 
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
-    """Settings for a test server: loopback only, ports chosen by the OS."""
+    """Settings for a test server: loopback only, ports chosen by the OS; on PostgreSQL when the run is."""
+    if PG_URL is not None and "database_url" not in overrides:
+        overrides = {"database_url": PG_URL, "database_schema_prefix": pg_prefix(data_dir), **overrides}
     return Settings.from_env(
         {},
         data_dir=data_dir,

@@ -16,11 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import new_project
+from conftest import needs_sqlite, new_project
 from loopdata import MINUTE_NS, NOW_NS, Loop, checkout_calls, running_loop
+from sqlalchemy import func, select
 
 from loopkit_core.api import packets as packets_api
 from loopkit_core.store import approvals as approvals_store
+from loopkit_core.store.schema import approvals as approvals_table
 from loopkit_plugins import handoff as handoff_plugin
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,10 +44,11 @@ def database(loop: Loop) -> Path:
 
 
 def rows(loop: Loop) -> list[tuple]:
-    with contextlib.closing(sqlite3.connect(database(loop))) as conn:
-        return conn.execute(
-            "SELECT seq, packet_id, decision, note, actor, decided_ns FROM approvals ORDER BY seq"
-        ).fetchall()
+    """The approvals table, straight from the project's store (SQLite file or PostgreSQL schema)."""
+    a = approvals_table.c
+    with loop.server.app.store.project(loop.project.project_id).connect() as conn:
+        stmt = select(a.seq, a.packet_id, a.decision, a.note, a.actor, a.decided_ns).order_by(a.seq)
+        return [tuple(r) for r in conn.execute(stmt).all()]
 
 
 def display(key: str) -> str:
@@ -118,6 +121,7 @@ def test_a_second_decision_appends_and_wins(loop: Loop):
     ]
 
 
+@needs_sqlite
 def test_the_trail_is_append_only_in_the_database(loop: Loop):
     """With triggers that abort any UPDATE or DELETE on approvals, the whole loop still works."""
     with contextlib.closing(sqlite3.connect(database(loop))) as conn:
@@ -199,9 +203,8 @@ def test_unknown_and_other_projects_packets_are_404(loop: Loop):
     answer = loop.client.post(path, json={"note": "not mine"}, headers=other.auth("dashboard"))
     assert answer.status_code == 404
     assert rows(loop) == []
-    other_db = Path(loop.server.settings.data_dir) / "projects" / f"{other.project_id}.db"
-    with contextlib.closing(sqlite3.connect(other_db)) as conn:
-        assert conn.execute("SELECT count(*) FROM approvals").fetchone() == (0,)
+    with loop.server.app.store.project(other.project_id).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(approvals_table)).scalar() == 0
     assert loop.packet_now()["approval"]["state"] == "pending"
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
+from conftest import make_settings, sqlite_only, store_env
 
 from loopkit_core.projects import authenticate
 from loopkit_core.store.engines import Store
@@ -22,6 +22,8 @@ PREFIXES = {"producer_key": "lk_ingest_", "agent_key": "lk_agent_", "dashboard_k
 def loopkit(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run `python -m loopkit_core.cli ARGS` and capture its output."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOOPKIT_")}
+    if "--data-dir" in args:  # on a PostgreSQL run, the schemas make_settings(data_dir) uses
+        environ.update(store_env(Path(args[args.index("--data-dir") + 1])))
     return subprocess.run(
         [sys.executable, "-m", "loopkit_core.cli", *args],
         capture_output=True,
@@ -219,6 +221,7 @@ def test_create_without_a_name_is_a_usage_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@sqlite_only("a data_dir that is a file only fails when the store is files")
 def test_a_data_dir_that_is_a_file_fails_cleanly(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -227,6 +230,7 @@ def test_a_data_dir_that_is_a_file_fails_cleanly(tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
+@sqlite_only("checks where control.db is created")
 def test_the_data_dir_comes_from_loopkit_data_dir_when_no_flag_is_given(tmp_path):
     env_dir = tmp_path / "from-env"
     result = loopkit("projects", "create", "envy", "--json", env={"LOOPKIT_DATA_DIR": str(env_dir)}, cwd=tmp_path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from conftest import make_settings
+from conftest import make_settings, store_exists
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -89,8 +89,10 @@ def read(client: httpx.Client, key: str) -> httpx.Response:
     return client.get("/v1/telemetry", params={"limit": 1000}, headers=auth(key))
 
 
-def db_files(server: Running, project_id: str) -> list[Path]:
-    """The project's SQLite files (database, WAL, shared memory) that exist."""
+def db_files(server: Running, project_id: str) -> list[Path | str]:
+    """The project's SQLite files (database, WAL, shared memory) that exist, or its PostgreSQL schema."""
+    if server.app.store.postgres:
+        return [server.app.store.project_schema(project_id)] if store_exists(server, project_id) else []
     base = Path(server.settings.data_dir) / "projects" / f"{project_id}.db"
     return [p for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm")) if p.exists()]
 

@@ -12,15 +12,17 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from conftest import Project, make_settings, new_project
+from conftest import Project, make_settings, new_project, sqlite_only, store_exists
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from sqlalchemy import func, select
 
 from loopkit_core.server import Running, in_thread
+from loopkit_core.store.schema import records as records_table
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -291,22 +293,22 @@ def test_a_payload_field_cannot_choose_the_project(client, server, export, a, b)
     )
     assert sorted(r["name"] for r in listed(client, a)) == ["smuggled", "smuggled-grpc", "smuggled-json"]
     assert listed(client, b) == []
-    # Only A's record file holds them.
-    data_dir = Path(server.settings.data_dir)
-    assert _count(data_dir / "projects" / f"{a.project_id}.db") == 3
-    assert _count(data_dir / "projects" / f"{b.project_id}.db") in (None, 0)
+    # Only A's record store (SQLite file or PostgreSQL schema) holds them.
+    assert _count(server, a.project_id) == 3
+    assert _count(server, b.project_id) in (None, 0)
 
 
-def _count(path: Path) -> int | None:
-    if not path.exists():
+def _count(server: Running, project_id: str) -> int | None:
+    if not store_exists(server, project_id):
         return None
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT count(*) FROM records").fetchone()[0]
+    with server.app.store.project(project_id).connect() as conn:
+        return conn.execute(select(func.count()).select_from(records_table)).scalar()
 
 
 # ---------------------------------------------------------------- keys at rest
 
 
+@sqlite_only("scans the bytes of every file in data_dir for the keys")
 def test_keys_are_stored_only_as_sha256_digests(client, server, a, b):
     # Use the keys so every code path that touches them has run.
     post_records(client, a.auth(), [{"type": "event", "name": "x"}])

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Project
+from conftest import Project, make_settings
 from sqlalchemy import Engine
 
 from loopkit_core.model import Issue, Record, rfc3339
-from loopkit_core.settings import Settings
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import insert_rows, to_rows
 from loopkit_core.window import Window
@@ -105,7 +104,7 @@ def steady_routes(data: Dataset, rnd: random.Random, routes: int = 20, baseline:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     """A real LoopKit store (control DB + per-project SQLite files) without a server."""
-    s = Store(Settings(data_dir=tmp_path / "data"))
+    s = Store(make_settings(tmp_path / "data"))
     yield s
     s.close()
 
@@ -237,7 +236,7 @@ def test_window_first_half_stands_in_for_a_missing_baseline(store: Store) -> Non
 def test_same_data_same_identity(tmp_path: Path) -> None:
     runs = []
     for attempt in range(2):
-        store = Store(Settings(data_dir=tmp_path / f"run{attempt}"))
+        store = Store(make_settings(tmp_path / f"run{attempt}"))
         try:
             runs.append(diagnose(store, regression_dataset(seed=41)))
         finally:
@@ -249,7 +248,7 @@ def test_same_data_same_identity(tmp_path: Path) -> None:
     assert first[0].fingerprint == hashlib.sha256(f"latency|{SERVICE}|GET /checkout".encode()).hexdigest()[:16]
     assert first[0].eval_candidate == "shop-get-checkout-latency-v1"
     # Different traffic, same operation: the same identity, so the issue is tracked across runs.
-    store = Store(Settings(data_dir=tmp_path / "other"))
+    store = Store(make_settings(tmp_path / "other"))
     try:
         other = diagnose(store, regression_dataset(seed=42, factor=4.0))
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from conftest import sqlite_only, store_env
 
 from loopkit_core.model import record_id_for_span
 
@@ -85,6 +86,7 @@ def serving(data_dir: Path | None, log: Path, env: dict[str, str] | None = None,
     args = [sys.executable, "-m", "loopkit_core.cli", "serve", "--log-level", "warning"]
     if data_dir is not None:
         args += ["--data-dir", str(data_dir), "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+        env = {**(env or clean_env()), **store_env(data_dir)}  # on a PostgreSQL run, that data_dir's schemas
     with log.open("ab") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env or clean_env(), cwd=log.parent)
     server = Server(process, http_port, grpc_port, log)
@@ -102,7 +104,7 @@ def cli_create(data_dir: Path, name: str) -> dict:
         capture_output=True,
         text=True,
         timeout=60,
-        env=clean_env(),
+        env=clean_env(**store_env(data_dir)),
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -151,7 +153,7 @@ def test_a_project_created_by_the_cli_works_at_once_without_a_restart(tmp_path):
             capture_output=True,
             text=True,
             timeout=60,
-            env=clean_env(),
+            env=clean_env(**store_env(data_dir)),
         )
         assert rotated.returncode == 0, rotated.stderr
         new_keys = json.loads(rotated.stdout)
@@ -235,6 +237,7 @@ def test_sigterm_drains_and_every_acknowledged_record_survives_a_restart(tmp_pat
         assert ids <= set(stored) or not ids & set(stored)
 
 
+@sqlite_only("checks that LOOPKIT_DATA_DIR is where the files are created")
 def test_loopkit_environment_variables_configure_serve(tmp_path):
     data_dir = tmp_path / "env-data"
     http_port, grpc_port = free_port(), free_port()
@@ -256,6 +259,7 @@ def test_loopkit_environment_variables_configure_serve(tmp_path):
         assert len(list((data_dir / "projects").glob(f"{created['project_id']}.db"))) == 1
 
 
+@sqlite_only("checks which data_dir the files are created in")
 def test_flags_win_over_environment_variables(tmp_path):
     flag_dir, env_dir = tmp_path / "flag-data", tmp_path / "env-data"
     env = clean_env(LOOPKIT_DATA_DIR=str(env_dir), LOOPKIT_HTTP_PORT=str(free_port()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,15 +14,17 @@ import grpc
 import httpx
 import orjson
 import pytest
-from conftest import make_settings
+from conftest import make_settings, store_env
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from sqlalchemy import func, select
 
 from loopkit_core.projects import promote
 from loopkit_core.server import Running, in_thread
+from loopkit_core.store.schema import counters, records
 
 QUOTA = 1000
 CLIENTS = 8
@@ -151,12 +152,11 @@ class Sender:
 
 
 def stored_in_file(server: Running, project_id: str) -> tuple[int, set[str], int]:
-    """(row count, span IDs, accepted counter) straight from the project's SQLite file."""
-    path = Path(server.settings.data_dir) / "projects" / f"{project_id}.db"
-    with sqlite3.connect(path) as db:
-        count = db.execute("SELECT count(*) FROM records").fetchone()[0]
-        spans = {row[0] for row in db.execute("SELECT span_id FROM records")}
-        counter = db.execute("SELECT value FROM counters WHERE name = 'accepted_total'").fetchone()[0]
+    """(row count, span IDs, accepted counter) straight from the project's store (SQLite file or schema)."""
+    with server.app.store.project(project_id).connect() as db:
+        count = db.execute(select(func.count()).select_from(records)).scalar()
+        spans = set(db.execute(select(records.c.span_id)).scalars())
+        counter = db.execute(select(counters.c.value).where(counters.c.name == "accepted_total")).scalar()
     return count, spans, counter
 
 
@@ -317,6 +317,7 @@ def test_promote_lifts_the_cap_at_once(quota_server: Running, sandbox: dict, how
         assert sender.send([ids(1, i) for i in range(10)]) == (200, 0, 10)
         if how == "cli":
             env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPKIT_")}
+            env.update(store_env(quota_server.settings.data_dir))
             done = subprocess.run(
                 [sys.executable, "-m", "loopkit_core.cli", "projects", "promote", sandbox["project_id"], "--json"]
                 + ["--data-dir", str(quota_server.settings.data_dir)],

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import grpc
 import httpx
 import pytest
@@ -12,9 +9,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from sqlalchemy import select
 
 from loopkit_core.projects import get_project
 from loopkit_core.server import Running
+from loopkit_core.store.schema import records
 
 KEY_FIELDS = ("producer_key", "agent_key", "dashboard_key")
 SECRETS = (*KEY_FIELDS, "recovery_code")
@@ -106,10 +105,9 @@ def test_recover_rotates_every_key_and_the_code(server: Running, client: httpx.C
     # Exactly three live keys remain.
     project = get_project(server.app.store.control, sandbox["project_id"])
     assert sorted(k["kind"] for k in project["keys"]) == ["agent", "dashboard", "producer"]
-    # Both records are in the project's real SQLite file.
-    db_path = Path(server.settings.data_dir) / "projects" / f"{sandbox['project_id']}.db"
-    with sqlite3.connect(db_path) as db:
-        names = sorted(row[0] for row in db.execute("SELECT name FROM records"))
+    # Both records are in the project's real store (SQLite file or PostgreSQL schema).
+    with server.app.store.project(sandbox["project_id"]).connect() as db:
+        names = sorted(db.execute(select(records.c.name)).scalars())
     assert names == ["stored after", "stored before"]
 
 

@@ -6,10 +6,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import sqlite
 
 from loopkit_core.model import rfc3339
-from loopkit_core.store import approvals, verdicts
+from loopkit_core.store import approvals, dialect, verdicts
 from loopkit_core.store.schema import issue_signatures, issues, packets
 
 MAX_LIST = 100
@@ -57,7 +56,7 @@ def save_diagnosis(engine: Engine, packet: dict[str, Any], tracked: list[dict[st
                 statuses[row["fingerprint"]] = (status, first, last)
             signatures = row["selector"].get("signatures") or []
             if signatures:
-                stmt = sqlite.insert(issue_signatures)
+                stmt = dialect.insert(conn, issue_signatures)
                 conn.execute(
                     stmt.on_conflict_do_update(
                         index_elements=["signature"], set_={"fingerprint": stmt.excluded.fingerprint}

@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
-from sqlalchemy.dialects import sqlite
 
 from loopkit_core.model import Record, rfc3339
+from loopkit_core.store import dialect
 from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, signatures
 
 MAX_PAGE = 1000
@@ -62,25 +62,25 @@ def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
     return rows
 
 
-# The same span re-sent (same record ID) is stored once: the first copy wins.
-INSERT = sqlite.insert(records).on_conflict_do_nothing(index_elements=["record_id"])
-# The same statement compiled once to the driver's positional form: the hot path hands tuples straight to
-# the DB-API executemany, skipping SQLAlchemy's per-row parameter processing (~19 us a row, measured by
-# bench/write_path.py). The columns' types need no bind processing on SQLite.
-_INSERT_SQL = str(INSERT.compile(dialect=sqlite.dialect(), column_keys=RECORD_COLUMNS))
+# The same span re-sent (same record ID) is stored once: the first copy wins (ON CONFLICT DO NOTHING, which
+# also holds across processes sharing PostgreSQL). The statement is compiled once per dialect and schema to the
+# driver's positional form: the hot path hands tuples straight to the DB-API executemany, skipping
+# SQLAlchemy's per-row parameter processing (~19 us a row, measured by bench/write_path.py). The columns' types
+# need no bind processing on SQLite or psycopg.
+_RECORD_ID_KEY, _RECORD_KEYS = ("record_id",), tuple(RECORD_COLUMNS)
 
 
 def insert_rows(conn: Connection, rows: list[Row]) -> int:
     """Insert rows in one executemany; duplicates of stored record IDs are skipped. Returns rows added."""
-    return conn.exec_driver_sql(_INSERT_SQL, rows).rowcount
-
-
-_INSERT_SIGNATURES = sqlite.insert(signatures).on_conflict_do_nothing(index_elements=["signature"])
+    sql = dialect.insert_ignoring_sql(conn, records, _RECORD_ID_KEY, _RECORD_KEYS)
+    if conn.dialect.name == "postgresql":  # raw executemany skips the columns' NUL escaping: do it here
+        rows = dialect.escape_nul_rows(rows)
+    return conn.exec_driver_sql(sql, rows).rowcount
 
 
 def insert_signatures(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Describe new signatures (template, operation, ...); already known ones are left as they are."""
-    conn.execute(_INSERT_SIGNATURES, rows)
+    conn.execute(dialect.insert(conn, signatures).on_conflict_do_nothing(index_elements=["signature"]), rows)
 
 
 def record_exists(conn: Connection, record_id: str) -> bool:
@@ -92,16 +92,26 @@ ACCEPTED = "accepted_total"
 
 
 def accepted_total(conn: Connection) -> int:
-    """Records ever accepted by the project (what quotas count); falls back to a count of stored rows."""
-    value = conn.execute(select(counters.c.value).where(counters.c.name == ACCEPTED)).scalar()
+    """Records ever accepted by the project (what quotas count), locking the counter until the commit.
+
+    The row lock (FOR UPDATE on PostgreSQL; SQLite's write lock serializes anyway) makes writers in other
+    processes wait here, so two processes can never both spend a quota's last units.
+    """
+    locked = select(counters.c.value).where(counters.c.name == ACCEPTED).with_for_update()
+    value = conn.execute(locked).scalar()
     if value is None:
-        value = conn.execute(select(func.count()).select_from(records)).scalar() or 0
+        # First commit (or a store older than the counter): create the row from the stored rows; a concurrent
+        # first commit elsewhere waits on this insert, then finds the row and locks it.
+        count = conn.execute(select(func.count()).select_from(records)).scalar() or 0
+        new = dialect.insert(conn, counters).values(name=ACCEPTED, value=count)
+        conn.execute(new.on_conflict_do_nothing(index_elements=["name"]))
+        value = conn.execute(locked).scalar()
     return value
 
 
 def write_accepted_total(conn: Connection, value: int) -> None:
     """Store the running total of records ever accepted."""
-    stmt = sqlite.insert(counters).values(name=ACCEPTED, value=value)
+    stmt = dialect.insert(conn, counters).values(name=ACCEPTED, value=value)
     conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
 
 
@@ -185,7 +195,7 @@ def _attribute_equals(key: Any, value: Any) -> ColumnElement[bool]:
         raise ValueError("selector attribute names must be non-empty strings without quotes or backslashes")
     if not isinstance(value, str | int | float | bool):
         raise ValueError(f"selector attribute {key!r} must equal a string, number or boolean")
-    return func.json_extract(records.c.attributes, f'$."{key}"') == value
+    return dialect.json_attribute_equals(records.c.attributes, key, value)
 
 
 def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:

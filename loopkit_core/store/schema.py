@@ -2,34 +2,49 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text
+
+from loopkit_core.store.dialect import NulSafeString, NulSafeText
+
+# Text columns (all but the JSON ones) are NulSafe*: PostgreSQL text cannot hold NUL, so there it is stored escaped.
+# Row sequence numbers: SQLite's INTEGER PRIMARY KEY is its 64-bit rowid; PostgreSQL needs BIGINT (a BIGSERIAL).
+Seq = BigInteger().with_variant(Integer(), "sqlite")
 
 control_metadata = MetaData()
 
 projects = Table(
     "projects",
     control_metadata,
-    Column("project_id", String(80), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("kind", String(20), nullable=False),  # "permanent" | "sandbox"
-    Column("operator", String(200)),
+    Column("project_id", NulSafeString(80), primary_key=True),
+    Column("name", NulSafeString(200), nullable=False),
+    Column("kind", NulSafeString(20), nullable=False),  # "permanent" | "sandbox"
+    Column("operator", NulSafeString(200)),
     Column("created_at", BigInteger, nullable=False),  # unix seconds
     Column("quota_spans", BigInteger),  # None: uncapped
     Column("expires_at", BigInteger),  # unix seconds; None: never
-    Column("recovery_hash", String(64)),
+    Column("recovery_hash", NulSafeString(64)),
     Column("deleted_at", BigInteger),
     # Set for projects minted by POST /v1/provision: "<len(operator)>:<operator>/<project name>", unique.
-    Column("provision_key", String(420), unique=True),
+    Column("provision_key", NulSafeString(420), unique=True),
+)
+
+# Per-project settings an operator overrides (absent: the server's defaults), e.g. the retention period.
+project_retention = Table(
+    "project_retention",
+    control_metadata,
+    Column("project_id", NulSafeString(80), ForeignKey("projects.project_id"), primary_key=True),
+    Column("retention_days", Float, nullable=False),  # 0: keep records forever
+    Column("updated_at", BigInteger, nullable=False),  # unix seconds
 )
 
 api_keys = Table(
     "api_keys",
     control_metadata,
-    Column("key_hash", String(64), primary_key=True),  # sha256 hex of the whole key
-    Column("project_id", String(80), ForeignKey("projects.project_id"), nullable=False, index=True),
-    Column("kind", String(20), nullable=False),  # "producer" | "agent" | "dashboard"
-    Column("scopes", String(200), nullable=False),  # space-separated
-    Column("display", String(40), nullable=False),  # prefix + first characters, safe to show
+    Column("key_hash", NulSafeString(64), primary_key=True),  # sha256 hex of the whole key
+    Column("project_id", NulSafeString(80), ForeignKey("projects.project_id"), nullable=False, index=True),
+    Column("kind", NulSafeString(20), nullable=False),  # "producer" | "agent" | "dashboard"
+    Column("scopes", NulSafeString(200), nullable=False),  # space-separated
+    Column("display", NulSafeString(40), nullable=False),  # prefix + first characters, safe to show
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
 )
@@ -39,30 +54,30 @@ project_metadata = MetaData()
 records = Table(
     "records",
     project_metadata,
-    Column("seq", Integer, primary_key=True),  # rowid: keeps inserts append-only
-    Column("record_id", String(40), nullable=False, unique=True),
+    Column("seq", Seq, primary_key=True),  # rowid: keeps inserts append-only
+    Column("record_id", NulSafeString(40), nullable=False, unique=True),
     Column("ts_ns", BigInteger, nullable=False),
     Column("end_ns", BigInteger, nullable=False),
     Column("duration_ms", Float, nullable=False),
     Column("received_ns", BigInteger, nullable=False),
-    Column("type", String(20), nullable=False),
-    Column("name", Text, nullable=False),
-    Column("service", Text, nullable=False),
-    Column("status", String(10), nullable=False),
-    Column("message", Text, nullable=False),
-    Column("trace_id", String(32)),
-    Column("span_id", String(16)),
-    Column("parent_span_id", String(16)),
-    Column("session_id", Text),
-    Column("user_id", Text),
-    Column("kind", String(12)),
-    Column("scope", Text),
-    Column("exception_type", Text),
+    Column("type", NulSafeString(20), nullable=False),
+    Column("name", NulSafeText, nullable=False),
+    Column("service", NulSafeText, nullable=False),
+    Column("status", NulSafeString(10), nullable=False),
+    Column("message", NulSafeText, nullable=False),
+    Column("trace_id", NulSafeString(32)),
+    Column("span_id", NulSafeString(16)),
+    Column("parent_span_id", NulSafeString(16)),
+    Column("session_id", NulSafeText),
+    Column("user_id", NulSafeText),
+    Column("kind", NulSafeString(12)),
+    Column("scope", NulSafeText),
+    Column("exception_type", NulSafeText),
     Column("attributes", Text, nullable=False),  # JSON object
     Column("resource", Text, nullable=False),  # JSON object
     Column("events", Text, nullable=False),  # JSON array
     Column("links", Text, nullable=False),  # JSON array
-    Column("signature", String(32)),  # grouping key computed at ingest (errors, tool failures)
+    Column("signature", NulSafeString(32)),  # grouping key computed at ingest (errors, tool failures)
 )
 # Window reads page on (ts_ns, record_id); filters narrow within the window.
 Index("ix_records_window", records.c.ts_ns, records.c.record_id)
@@ -79,29 +94,29 @@ Index("ix_records_operation", records.c.name, records.c.service, records.c.ts_ns
 signatures = Table(
     "signatures",
     project_metadata,
-    Column("signature", String(32), primary_key=True),
-    Column("template", Text, nullable=False),
-    Column("type", String(20), nullable=False),
-    Column("operation", Text, nullable=False),
-    Column("service", Text, nullable=False),
-    Column("exception_type", Text, nullable=False),
+    Column("signature", NulSafeString(32), primary_key=True),
+    Column("template", NulSafeText, nullable=False),
+    Column("type", NulSafeString(20), nullable=False),
+    Column("operation", NulSafeText, nullable=False),
+    Column("service", NulSafeText, nullable=False),
+    Column("exception_type", NulSafeText, nullable=False),
 )
 
 # Issues tracked across runs: identity (fingerprint), lifecycle, and which records are theirs.
 issues = Table(
     "issues",
     project_metadata,
-    Column("fingerprint", String(40), primary_key=True),
-    Column("issue_id", String(40), nullable=False, unique=True),
-    Column("diagnoser", String(100), nullable=False),
-    Column("signal_type", String(20), nullable=False),
-    Column("title", Text, nullable=False),
-    Column("template", Text),
+    Column("fingerprint", NulSafeString(40), primary_key=True),
+    Column("issue_id", NulSafeString(40), nullable=False, unique=True),
+    Column("diagnoser", NulSafeString(100), nullable=False),
+    Column("signal_type", NulSafeString(20), nullable=False),
+    Column("title", NulSafeText, nullable=False),
+    Column("template", NulSafeText),
     Column("selector", Text, nullable=False),  # JSON
-    Column("status", String(20), nullable=False),
+    Column("status", NulSafeString(20), nullable=False),
     Column("first_seen_ns", BigInteger, nullable=False),
     Column("last_seen_ns", BigInteger, nullable=False),
-    Column("last_packet_id", String(40)),
+    Column("last_packet_id", NulSafeString(40)),
     # End of the after-window of the verification that found the fix held; a later record is a regression.
     Column("verified_until_ns", BigInteger),
 )
@@ -110,16 +125,16 @@ issues = Table(
 issue_signatures = Table(
     "issue_signatures",
     project_metadata,
-    Column("signature", String(32), primary_key=True),
-    Column("fingerprint", String(40), nullable=False, index=True),
+    Column("signature", NulSafeString(32), primary_key=True),
+    Column("fingerprint", NulSafeString(40), nullable=False, index=True),
 )
 
 packets = Table(
     "packets",
     project_metadata,
-    Column("packet_id", String(40), primary_key=True),
+    Column("packet_id", NulSafeString(40), primary_key=True),
     Column("created_ns", BigInteger, nullable=False, index=True),
-    Column("status", String(40), nullable=False),
+    Column("status", NulSafeString(40), nullable=False),
     Column("body", Text, nullable=False),  # the packet JSON
 )
 
@@ -127,7 +142,7 @@ packets = Table(
 counters = Table(
     "counters",
     project_metadata,
-    Column("name", String(40), primary_key=True),
+    Column("name", NulSafeString(40), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
 
@@ -137,11 +152,11 @@ RECORD_COLUMNS = [c.name for c in records.columns if c.name != "seq"]
 approvals = Table(
     "approvals",
     project_metadata,
-    Column("seq", Integer, primary_key=True),
-    Column("packet_id", String(40), nullable=False, index=True),
-    Column("decision", String(20), nullable=False),  # approved | rejected
-    Column("note", Text, nullable=False),
-    Column("actor", String(80), nullable=False),  # which key decided (kind and display prefix)
+    Column("seq", Seq, primary_key=True),
+    Column("packet_id", NulSafeString(40), nullable=False, index=True),
+    Column("decision", NulSafeString(20), nullable=False),  # approved | rejected
+    Column("note", NulSafeText, nullable=False),
+    Column("actor", NulSafeString(80), nullable=False),  # which key decided (kind and display prefix)
     Column("decided_ns", BigInteger, nullable=False),
 )
 
@@ -149,11 +164,11 @@ approvals = Table(
 verdicts = Table(
     "verdicts",
     project_metadata,
-    Column("seq", Integer, primary_key=True),
-    Column("verification_id", String(40), nullable=False, index=True),
-    Column("packet_id", String(40), nullable=False, index=True),
-    Column("fingerprint", String(40), nullable=False),
-    Column("verdict", String(20), nullable=False),
+    Column("seq", Seq, primary_key=True),
+    Column("verification_id", NulSafeString(40), nullable=False, index=True),
+    Column("packet_id", NulSafeString(40), nullable=False, index=True),
+    Column("fingerprint", NulSafeString(40), nullable=False),
+    Column("verdict", NulSafeString(20), nullable=False),
     Column("body", Text, nullable=False),  # JSON: numbers, reason, evidence
     Column("created_ns", BigInteger, nullable=False),
 )

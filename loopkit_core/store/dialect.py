@@ -1,0 +1,162 @@
+"""Dialect: the few statements that differ between SQLite and PostgreSQL, picked from the connection."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Dialect,
+    Engine,
+    Float,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    bindparam,
+    literal,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import Insert
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import Boolean as BooleanType
+
+# Positional DB-API forms, for statements handed straight to executemany with tuples.
+_POSITIONAL = {"sqlite": sqlite.dialect(), "postgresql": postgresql.psycopg.dialect(paramstyle="format")}
+
+
+def insert(bind: Connection | Engine, table: Table) -> Insert:
+    """An INSERT for the bind's dialect; both kinds support on_conflict_do_nothing / _do_update."""
+    module = postgresql if bind.dialect.name == "postgresql" else sqlite
+    return module.insert(table)  # type: ignore[return-value]
+
+
+def schema_of(conn: Connection) -> str | None:
+    """The schema a connection's unqualified tables live in (PostgreSQL projects), or None."""
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    return translate.get(None)
+
+
+def insert_ignoring_sql(conn: Connection, table: Table, conflict: tuple[str, ...], columns: tuple[str, ...]) -> str:
+    """`INSERT ... ON CONFLICT (conflict) DO NOTHING` as driver SQL with positional parameters, for executemany.
+
+    Compiled once per dialect and schema: raw executemany skips SQLAlchemy's per-row parameter processing,
+    and schema_translate_map does not apply to driver SQL, so the schema is rendered into the text.
+    """
+    return _insert_ignoring_sql(conn.dialect.name, schema_of(conn), table, conflict, columns)
+
+
+@functools.cache
+def _insert_ignoring_sql(
+    dialect_name: str, schema: str | None, table: Table, conflict: tuple[str, ...], columns: tuple[str, ...]
+) -> str:
+    module = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = module.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    compiled = stmt.compile(
+        dialect=_POSITIONAL[dialect_name],
+        column_keys=list(columns),
+        schema_translate_map={None: schema} if schema else None,
+        render_schema_translate=bool(schema),
+    )
+    return str(compiled)
+
+
+class json_attribute_equals(FunctionElement[bool]):  # noqa: N801 (a SQL function, named like one)
+    """`attributes.<key> == value` on a JSON text column, type included ("1" is not 1), on either dialect."""
+
+    type = BooleanType()
+    inherit_cache = True
+    name = "json_attribute_equals"
+
+    def __init__(self, column: Any, key: str, value: str | int | float | bool) -> None:
+        value_type = Boolean() if isinstance(value, bool) else BigInteger() if isinstance(value, int) else None
+        if value_type is None:
+            value_type = Float() if isinstance(value, float) else String()
+        super().__init__(column, literal(key, String()), bindparam(None, value, type_=value_type, unique=True))
+
+
+@compiles(json_attribute_equals, "sqlite")
+def _json_equals_sqlite(element: json_attribute_equals, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key, value = (compiler.process(c, **kw) for c in element.clauses)
+    return f"json_extract({column}, '$.\"' || {key} || '\"') = {value}"
+
+
+@compiles(json_attribute_equals, "postgresql")
+def _json_equals_postgresql(element: json_attribute_equals, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key, value = (compiler.process(c, **kw) for c in element.clauses)
+    sql_type = compiler.dialect.type_compiler_instance.process(list(element.clauses)[2].type)
+    # jsonb equality compares type and value, as SQLite's json_extract comparison does for scalars. jsonb refuses
+    # the escape \u0000 (orjson writes NUL so): such a character reads as U+FFFD here instead of failing the query.
+    text = f"replace({column}, '\\u0000', '\\ufffd')"
+    return f"(CAST({text} AS JSONB) -> {key}) = to_jsonb(CAST({value} AS {sql_type}))"
+
+
+# PostgreSQL text cannot hold NUL (U+0000), which telemetry may carry. On PostgreSQL, text columns store it
+# escaped, losslessly: U+FFFE (a noncharacter) is the escape, NUL -> U+FFFE "0", U+FFFE -> U+FFFE U+FFFE.
+# Bound values (inserts and comparisons alike) are escaped the same way, so equality filters still match.
+NUL, ESCAPE = "\x00", "\ufffe"
+_UNESCAPE = re.compile("\ufffe(.)", re.DOTALL)
+
+
+def escape_nul(value: str) -> str:
+    """A string PostgreSQL text can hold (identity when it has no NUL and no U+FFFE)."""
+    if NUL not in value and ESCAPE not in value:
+        return value
+    return value.replace(ESCAPE, ESCAPE + ESCAPE).replace(NUL, ESCAPE + "0")
+
+
+def unescape_nul(value: str) -> str:
+    """The original string of a value written by escape_nul."""
+    if ESCAPE not in value:
+        return value
+    return _UNESCAPE.sub(lambda m: NUL if m.group(1) == "0" else m.group(1), value)
+
+
+def escape_nul_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows for raw executemany on PostgreSQL, their strings escaped (rows without NUL or U+FFFE stay as they are)."""
+    out = rows
+    for i, row in enumerate(rows):
+        if any(v.__class__ is str and (NUL in v or ESCAPE in v) for v in row):
+            if out is rows:
+                out = list(rows)
+            out[i] = tuple(escape_nul(v) if v.__class__ is str else v for v in row)
+    return out
+
+
+class _NulSafe(TypeDecorator):
+    """Text that round-trips NUL on PostgreSQL; on SQLite no processing at all (no per-value cost)."""
+
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        """Escape on PostgreSQL only."""
+        if dialect.name != "postgresql":
+            return None
+        return lambda value: escape_nul(value) if isinstance(value, str) else value
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        """Unescape on PostgreSQL only."""
+        if dialect.name != "postgresql":
+            return None
+        return lambda value: unescape_nul(value) if isinstance(value, str) else value
+
+
+class NulSafeText(_NulSafe):
+    """TEXT, NUL-safe on PostgreSQL."""
+
+    impl = Text
+    cache_ok = True
+
+
+class NulSafeString(_NulSafe):
+    """VARCHAR(n), NUL-safe on PostgreSQL."""
+
+    impl = String
+    cache_ok = True

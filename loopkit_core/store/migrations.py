@@ -1,0 +1,138 @@
+"""Migrations: ordered, versioned schema steps for the control store and each project store, on both backends.
+
+Every database (SQLite file) or schema (PostgreSQL) has a `loopkit_schema_version` table: one row per step
+applied. Opening a store applies the missing steps in one transaction, holding a lock so that two processes
+starting together never both migrate (SQLite: BEGIN IMMEDIATE, the write lock; PostgreSQL: a transaction
+advisory lock named after the schema). A store made before versioning (no version table) is stamped by step 1,
+which only creates what is missing.
+
+Adding a step (see docs/architecture.md) is three lines at the end of this module::
+
+    @step("project", 2, "records: index user_id")
+    def _records_user_index(conn: Connection) -> None:
+        Index("ix_records_user", records.c.user_id).create(conn, checkfirst=True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import BigInteger, Column, Connection, Engine, Integer, MetaData, String, Table, func, select
+from sqlalchemy.schema import CreateSchema
+
+from loopkit_core.store.schema import control_metadata, project_metadata, project_retention
+
+Target = Literal["control", "project"]
+log = logging.getLogger("loopkit.migrations")
+
+version_metadata = MetaData()
+schema_version = Table(
+    "loopkit_schema_version",
+    version_metadata,
+    Column("version", Integer, primary_key=True),
+    Column("description", String(200), nullable=False),
+    Column("applied_at", BigInteger, nullable=False),  # unix seconds
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One schema change: applied once, in version order, inside the opening transaction."""
+
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+STEPS: dict[Target, list[Step]] = {"control": [], "project": []}
+
+
+def step(target: Target, version: int, description: str) -> Callable[[Callable[[Connection], None]], Callable]:
+    """Register a function as migration `version` of the control store or of every project store."""
+
+    def register(apply: Callable[[Connection], None]) -> Callable[[Connection], None]:
+        steps = STEPS[target]
+        if any(s.version == version for s in steps):
+            raise ValueError(f"{target} migration {version} is registered twice")
+        steps.append(Step(version, description, apply))
+        steps.sort(key=lambda s: s.version)
+        return apply
+
+    return register
+
+
+def latest(target: Target) -> int:
+    """The version a store of this kind has once migrated."""
+    return max(s.version for s in STEPS[target])
+
+
+def migrate(engine: Engine, target: Target, schema: str | None = None) -> list[int]:
+    """Bring one store up to date; returns the versions applied here (empty when another process did it).
+
+    `engine` carries the schema_translate_map for `schema` on PostgreSQL; on SQLite `schema` is None.
+    """
+    postgres = engine.dialect.name == "postgresql"
+    with engine.connect() as conn:
+        if postgres:
+            conn.execute(select(func.pg_advisory_xact_lock(_lock_id(schema or "public"))))
+            if schema:
+                conn.execute(CreateSchema(schema, if_not_exists=True))
+        else:
+            # pysqlite only begins before DML; take the write lock now so the version read below is the truth.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        version_metadata.create_all(conn)
+        current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+        if current > latest(target):
+            # A newer LoopKit migrated it (e.g. mid rolling upgrade): go on, steps only ever add things.
+            log.warning(
+                "%s store %s is at schema version %d; this LoopKit knows %d", target, schema, current, latest(target)
+            )
+        applied = []
+        for s in STEPS[target]:
+            if s.version <= current:
+                continue
+            s.apply(conn)
+            row = {"version": s.version, "description": s.description, "applied_at": int(time.time())}
+            conn.execute(schema_version.insert().values(**row))
+            applied.append(s.version)
+        conn.commit()
+    return applied
+
+
+def current_version(engine: Engine) -> int:
+    """The highest applied version of a store (0 when it has never been versioned)."""
+    with engine.connect() as conn:
+        if not engine.dialect.has_table(conn, schema_version.name, schema=_translated(conn)):
+            return 0
+        return conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+
+
+def _translated(conn: Connection) -> str | None:
+    return (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+
+
+def _lock_id(name: str) -> int:
+    # pg_advisory_xact_lock takes a signed 64-bit key; one key per schema, so distinct projects don't wait.
+    digest = hashlib.blake2b(f"loopkit-migrate:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# Version 1: the schema as first released (create_all only creates what is missing, so it also stamps old stores).
+@step("control", 1, "initial schema: projects, api_keys")
+def _control_initial(conn: Connection) -> None:
+    control_metadata.create_all(conn)
+
+
+@step("project", 1, "initial schema: records, signatures, issues, packets, approvals, verdicts, counters")
+def _project_initial(conn: Connection) -> None:
+    project_metadata.create_all(conn)
+
+
+@step("control", 2, "project_retention: per-project retention period")
+def _control_retention(conn: Connection) -> None:
+    project_retention.create(conn, checkfirst=True)

@@ -1,0 +1,160 @@
+"""Versioned migrations: old stores are stamped, later steps run exactly once however many processes open."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PG_URL, make_settings
+from sqlalchemy import Column, Connection, Index, Integer, MetaData, String, Table, create_engine, inspect, select
+
+from loopkit_core.projects import create_project, get_project
+from loopkit_core.store import migrations
+from loopkit_core.store.engines import Store
+from loopkit_core.store.migrations import current_version, latest, schema_version
+from loopkit_core.store.schema import control_metadata, project_metadata, records
+
+# What a later LoopKit version would add; the test registers it as the next project step.
+runs_metadata = MetaData()
+step_runs = Table("test_step_runs", runs_metadata, Column("n", Integer, primary_key=True), Column("by", String(40)))
+
+
+@pytest.fixture
+def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Register a fake project step (version latest+1) for this test only; it records every run."""
+    monkeypatch.setitem(migrations.STEPS, "project", list(migrations.STEPS["project"]))
+    version = latest("project") + 1
+
+    @migrations.step("project", version, "test: index user_id, record the run")
+    def _slow_step(conn: Connection) -> None:
+        Index("ix_records_user_test", records.c.user_id).create(conn)
+        runs_metadata.create_all(conn)
+        conn.execute(step_runs.insert().values(by=threading.current_thread().name))
+        time.sleep(0.3)  # widens the race: a second opener arrives while this one is still migrating
+
+    return version
+
+
+@pytest.mark.skipif(PG_URL is not None, reason="builds SQLite files the way the previous LoopKit version did")
+def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Path):
+    data = tmp_path / "data"
+    (data / "projects").mkdir(parents=True)
+    # "The old code": create_all of the v1 tables, no version table, and some data in both stores.
+    control = create_engine(f"sqlite:///{data / 'control.db'}")
+    control_metadata.create_all(control)
+    control.dispose()
+    old_settings = make_settings(data)
+    created = create_project(Store(old_settings).control, "old app")
+    project_file = data / "projects" / f"{created['project_id']}.db"
+    old = create_engine(f"sqlite:///{project_file}")
+    project_metadata.create_all(old)
+    with old.begin() as conn:
+        conn.execute(
+            records.insert().values(
+                record_id="rec_old",
+                ts_ns=1,
+                end_ns=2,
+                duration_ms=0.0,
+                received_ns=3,
+                type="span",
+                name="n",
+                service="s",
+                status="ok",
+                message="",
+                attributes="{}",
+                resource="{}",
+                events="[]",
+                links="[]",
+            )
+        )
+    old.dispose()
+    with create_engine(f"sqlite:///{project_file}").connect() as conn:
+        assert not inspect(conn).has_table("loopkit_schema_version")
+
+    store = Store(make_settings(data))
+    try:
+        engine = store.project(created["project_id"])
+        assert current_version(store.control) == latest("control") == 2  # 2: project_retention
+        assert current_version(engine) == latest("project") == 1
+        with engine.connect() as conn:
+            assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
+            stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
+        assert [v for v, _ in stamped] == [1] and stamped[0][1].startswith("initial schema")
+        assert get_project(store.control, created["project_id"])["project_name"] == "old app"
+    finally:
+        store.close()
+
+
+def test_a_new_step_runs_exactly_once_across_concurrent_opens(tmp_path: Path, next_step: int):
+    settings = make_settings(tmp_path / "data")
+    first = Store(settings)
+    project_id = create_project(first.control, "migrating")["project_id"]
+    assert current_version(first.control) == latest("control")
+    first.close()
+    # Two "processes" (separate stores, separate connections) open the same project store at the same moment.
+    stores = [Store(settings) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def open_project(store: Store) -> None:
+        try:
+            barrier.wait(timeout=10)
+            store.project(project_id)
+        except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_project, args=(s,), name=f"opener-{i}") for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert errors == []
+        engine = stores[0].project(project_id)
+        schema = stores[0].project_schema(project_id) if PG_URL else None
+        with engine.connect() as conn:
+            runs = conn.execute(select(step_runs.c.by)).scalars().all()
+            versions = conn.execute(select(schema_version.c.version).order_by(schema_version.c.version)).all()
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("records", schema=schema)}
+        assert len(runs) == 1 and runs[0] in {"opener-0", "opener-1"}
+        assert [v for (v,) in versions] == [1, next_step]
+        assert "ix_records_user_test" in indexes
+        # A third open (a restart) finds nothing to do.
+        assert migrations.migrate(engine, "project", schema) == []
+        again = Store(settings)
+        try:
+            again.project(project_id)
+            assert current_version(again.project(project_id)) == next_step
+        finally:
+            again.close()
+        with engine.connect() as conn:
+            assert conn.execute(select(step_runs.c.by)).scalars().all() == runs
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_registering_a_version_twice_is_refused(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(migrations.STEPS, "control", list(migrations.STEPS["control"]))
+    with pytest.raises(ValueError, match="control migration 1 is registered twice"):
+        migrations.step("control", 1, "again")(lambda conn: None)
+
+
+def test_a_store_from_a_newer_version_opens_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    settings = make_settings(tmp_path / "data")
+    store = Store(settings)
+    project_id = create_project(store.control, "from the future")["project_id"]
+    engine = store.project(project_id)
+    with engine.begin() as conn:  # what a newer LoopKit's next step would have left behind
+        conn.execute(schema_version.insert().values(version=latest("project") + 5, description="later", applied_at=0))
+    store.close()
+    again = Store(settings)
+    try:
+        with caplog.at_level("WARNING", logger="loopkit.migrations"):
+            assert current_version(again.project(project_id)) == latest("project") + 5
+        [message] = [r.getMessage() for r in caplog.records if r.name == "loopkit.migrations"]
+        assert f"is at schema version {latest('project') + 5}; this LoopKit knows {latest('project')}" in message
+    finally:
+        again.close()
