@@ -19,6 +19,8 @@ Usage (one command per benchmark; JSON on stdout, progress on stderr):
     python bench/ingest.py --protocol http-proto --spans 200000
     python bench/ingest.py --protocol all --spans 200000 --repeat 3
     python bench/ingest.py --protocol grpc --spans 100000 --py-spy /tmp/prof   # profile, not timed
+    python bench/ingest.py --protocol http-proto,grpc --spans 100000 --repeat 3 --compare-code DIR   # A/B
+    python bench/ingest.py --protocol http-proto --spans 50000 --duration 300   # sustained, RSS over time
 
 Protocols: `http-proto`, `http-json` (OTLP/JSON), `grpc` (raw bytes on TraceService/Export),
 `records` (LoopKit's plain records shape). With `--repeat K` every protocol runs K times,
@@ -77,11 +79,36 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
+def descendants(pid: int) -> list[int]:
+    """Live child processes of a process, recursively (the server's decode workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def process_cpu_seconds(pid: int, with_children: bool = True) -> float:
+    """User + system CPU seconds of a process (all its threads) and its live child processes, from /proc."""
+    total = 0.0
+    for p in [pid, *(descendants(pid) if with_children else [])]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # a child that ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14 and 15)
+    return total
 
 
 def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
@@ -126,13 +153,17 @@ def cpu_by_thread_group(
     return {k: round(v, 2) for k, v in groups.most_common() if v >= 0.005}
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM (peak resident set size) of a process in MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+def peak_rss_mb(pid: int, field: str = "VmHWM", with_children: bool = True) -> float:
+    """VmHWM (peak resident set size; or another /proc status field such as VmRSS) in MiB, summed over the
+    process and its live child processes (a sum of peaks: an upper bound of the peak of the sum)."""
+    total = 0.0
+    for p in [pid, *(descendants(pid) if with_children else [])]:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith(field + ":")), 0) / 1024
+        except OSError:
+            continue
+    return total
 
 
 def process_io(pid: int) -> dict[str, int]:
@@ -178,6 +209,9 @@ class Server:
         self.data_dir = Path(tempfile.mkdtemp(prefix="loopkit-bench-"))
         self.keep_data = keep_data
         self.env = {**os.environ, **env_overrides}
+        if self.env.get("LOOPKIT_DATABASE_URL") and not self.env.get("LOOPKIT_DATABASE_SCHEMA_PREFIX"):
+            # PostgreSQL: this run's schemas, dropped by cleanup().
+            self.env["LOOPKIT_DATABASE_SCHEMA_PREFIX"] = f"bench_{os.urandom(4).hex()}_"
         self.proc: subprocess.Popen[bytes] | None = None
         self.http_port = self.grpc_port = 0
         self.project_id = self.producer_key = self.agent_key = ""
@@ -207,6 +241,23 @@ class Server:
     def db_path(self) -> Path:
         """The project's SQLite file."""
         return self.data_dir / "projects" / f"{self.project_id}.db"
+
+    def _pg(self) -> Any:
+        from loopkit_core.settings import Settings
+        from loopkit_core.store.engines import Store
+
+        return Store(Settings.from_env(self.env))
+
+    def stored_rows(self) -> int:
+        """Rows in the project's records table: the SQLite file read-only, or its PostgreSQL schema."""
+        if not self.env.get("LOOPKIT_DATABASE_URL"):
+            return count_rows(self.db_path)
+        if not hasattr(self, "_store"):
+            self._store = self._pg()
+        schema = self._store.project_schema(self.project_id)
+        with self._store._pg.connect() as conn:
+            exists = conn.exec_driver_sql("SELECT to_regclass(%s)", (f'"{schema}".records',)).scalar()
+            return conn.exec_driver_sql(f'SELECT count(*) FROM "{schema}".records').scalar() if exists else 0
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until it prints its serving line and /healthz answers."""
@@ -273,6 +324,14 @@ class Server:
             log(f"data kept in {self.data_dir}")
         else:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            prefix = self.env.get("LOOPKIT_DATABASE_SCHEMA_PREFIX", "")
+            if self.env.get("LOOPKIT_DATABASE_URL") and prefix.startswith("bench_"):
+                store = getattr(self, "_store", None) or self._pg()
+                with store._pg.begin() as conn:
+                    query = "SELECT nspname FROM pg_namespace WHERE left(nspname, length(%s)) = %s"
+                    for (name,) in conn.exec_driver_sql(query, (prefix, prefix)).all():
+                        conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+                store.close()
 
     def api_get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
         """GET an API path with the agent key; (status, parsed JSON)."""
@@ -310,6 +369,7 @@ class SendStats:
     failed_batches: int = 0
     failed_spans: int = 0
     rejected_spans: int = 0
+    acked_spans: int = 0  # spans in requests answered 200/OK (rejected ones included)
     reasons: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -341,6 +401,69 @@ class Work:
             i = next(self._next)
         return i if i < len(self.batches) and time.monotonic() < self.deadline else None
 
+    def get(self, i: int) -> tuple[bytes, int]:
+        """Batch i's body and span count."""
+        return self.batches[i], self.spans_per_batch[i]
+
+
+class Cycling(Work):
+    """Sends the pre-built batches over and over until the deadline, each round with new trace IDs.
+
+    Round r overwrites the first two bytes of every trace ID with r (4 hex digits in the JSON formats),
+    round 0 included (an unstamped original could equal a later round's copy), so every span is new to
+    the server (record IDs hash the trace ID) and the store grows as under real traffic, while the client
+    does no more than a few hundred slice assignments per batch.
+    """
+
+    def __init__(self, batches: list[bytes], spans_per_batch: list[int], deadline: float, fmt: str) -> None:
+        super().__init__(batches, spans_per_batch, deadline)
+        self.hex = fmt != "proto"
+        self.offsets = [trace_id_offsets(body, fmt) for body in batches]
+
+    def take(self) -> int | None:
+        """The next send's sequence number, until the deadline."""
+        with self._lock:
+            n = next(self._next)
+        return n if time.monotonic() < self.deadline and n < len(self.batches) * 65536 else None
+
+    def get(self, n: int) -> tuple[bytes, int]:
+        """The body of send n: batch n mod B with round n div B's trace IDs."""
+        i, rnd = n % len(self.batches), n // len(self.batches)
+        body = bytearray(self.batches[i])
+        stamp = f"{rnd:04x}".encode() if self.hex else rnd.to_bytes(2, "big")
+        width = len(stamp)
+        for offset in self.offsets[i]:
+            body[offset : offset + width] = stamp
+        return bytes(body), self.spans_per_batch[i]
+
+
+def stamped_trace_id(trace_id_hex: str, rnd: int) -> str:
+    """The hex trace ID that Cycling sends in round `rnd` for an original trace ID."""
+    return f"{rnd:04x}{trace_id_hex[4:]}"
+
+
+def trace_id_offsets(body: bytes, fmt: str) -> list[int]:
+    """Where each trace ID starts in a serialised batch (raw bytes in protobuf, hex text in JSON)."""
+    if fmt == "proto":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        request = ExportTraceServiceRequest.FromString(body)
+        ids = {s.trace_id for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
+    else:
+        doc = orjson.loads(body)
+        if fmt == "records":
+            ids = {r["trace_id"].encode() for r in doc["records"]}
+        else:
+            spans = (s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"])
+            ids = {s["traceId"].encode() for s in spans}
+    offsets = []
+    for trace_id in ids:
+        start = body.find(trace_id)
+        while start != -1:
+            offsets.append(start)
+            start = body.find(trace_id, start + 1)
+    return offsets
+
 
 def _partial(protocol: str, data: bytes, spans: int) -> int:
     """Spans the server rejected in a 200/OK answer (OTLP partial success, records `rejected`)."""
@@ -362,7 +485,7 @@ def http_sender(server: Server, protocol: str, work: Work, stats: SendStats, go:
     go.wait()
     try:
         while (i := work.take()) is not None:
-            body, spans = work.batches[i], work.spans_per_batch[i]
+            body, spans = work.get(i)
             ok = False
             for attempt in range(MAX_ATTEMPTS):
                 if attempt:
@@ -382,7 +505,7 @@ def http_sender(server: Server, protocol: str, work: Work, stats: SendStats, go:
                     continue
                 stats.note(requests=1)
                 if resp.status == 200:
-                    stats.note(rejected_spans=_partial(protocol, data, spans))
+                    stats.note(rejected_spans=_partial(protocol, data, spans), acked_spans=spans)
                     ok = True
                     break
                 stats.reason(f"HTTP {resp.status}: {data[:150]!r}")
@@ -411,7 +534,7 @@ def grpc_sender(server: Server, protocol: str, work: Work, stats: SendStats, go:
         metadata = (("authorization", f"Bearer {server.producer_key}"),)
         go.wait()
         while (i := work.take()) is not None:
-            body, spans = work.batches[i], work.spans_per_batch[i]
+            body, spans = work.get(i)
             ok = False
             for attempt in range(MAX_ATTEMPTS):
                 if attempt:
@@ -429,7 +552,7 @@ def grpc_sender(server: Server, protocol: str, work: Work, stats: SendStats, go:
                         time.sleep(min(0.25 * 2**attempt, 2.0))
                         continue
                     break
-                stats.note(requests=1, rejected_spans=_partial(protocol, data, spans))
+                stats.note(requests=1, rejected_spans=_partial(protocol, data, spans), acked_spans=spans)
                 ok = True
                 break
             if not ok:
@@ -510,7 +633,8 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
         server.create_project()
         server.start()
         if opts.nice:
-            os.setpriority(os.PRIO_PROCESS, server.pid, opts.nice)
+            for pid in (server.pid, *descendants(server.pid)):  # its decode workers too
+                os.setpriority(os.PRIO_PROCESS, pid, opts.nice)
         stats = SendStats()
         go = threading.Event()
         deadline = time.monotonic() + opts.timeout
@@ -528,6 +652,7 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
         threads0 = thread_cpu_seconds(server.pid)
         io0 = process_io(server.pid)
         cpu0, client0, busy0 = process_cpu_seconds(server.pid), time.process_time(), machine_busy_seconds()
+        main0 = process_cpu_seconds(server.pid, with_children=False)
         t0 = time.monotonic()
         go.set()
         for t in threads:
@@ -540,12 +665,13 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
         expected = data.spans - stats.failed_spans - stats.rejected_spans
         stored = 0
         while time.monotonic() < deadline + 60:
-            stored = count_rows(server.db_path)
+            stored = server.stored_rows()
             if stored >= expected:
                 break
             time.sleep(0.02)
         t_done = time.monotonic()
         server_cpu = process_cpu_seconds(server.pid) - cpu0
+        main_cpu = process_cpu_seconds(server.pid, with_children=False) - main0
         threads1 = thread_cpu_seconds(server.pid)
         io1 = process_io(server.pid)
         busy = machine_busy_seconds() - busy0
@@ -569,9 +695,13 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
             # Less sensitive than spans/s to other jobs on a shared machine.
             "spans_per_server_cpu_s": round(stored / server_cpu, 1) if server_cpu > 0 else 0.0,
             "server_cores": round(server_cpu / seconds, 2),
+            # The server process alone; the rest of server_cpu_s is its decode worker processes.
+            "server_main_process_cpu_s": round(main_cpu, 2),
+            "decode_worker_processes": len(descendants(server.pid)),
             # Threads that ended before the last reading are missing here (not from server_cpu_s).
             "server_cpu_s_by_thread": by_thread,
-            "server_peak_rss_mb": round(rss, 1),
+            "server_peak_rss_mb": round(rss, 1),  # the server and its decode workers
+            "server_main_process_peak_rss_mb": round(peak_rss_mb(server.pid, with_children=False), 1),
             # Bytes the server handed to write() (WAL frames, checkpoints, responses) and those that
             # reached the storage layer; compare with payload_mb.
             "server_wchar_mb": round((io1.get("wchar", 0) - io0.get("wchar", 0)) / 2**20, 1),
@@ -596,6 +726,95 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
     finally:
         if profiler is not None:
             stop_py_spy(profiler)
+        server.cleanup()
+
+
+def run_sustained(protocol: str, data: payloads.Payloads, opts: RunOptions, duration: float, every: float) -> dict:
+    """Send for `duration` seconds without pause (batches cycled with new trace IDs); sample RSS over time.
+
+    Every `every` seconds it records the server's resident memory (VmRSS), the spans acknowledged so far
+    and the server's CPU; at the end it waits until every acknowledged span is queryable.
+    """
+    fmt = FORMAT_OF[protocol]
+    batches = data.batches[fmt]
+    spans_per_batch = [min(data.batch_spans, data.spans - i * data.batch_spans) for i in range(len(batches))]
+    server = Server(opts.env, opts.keep_data)
+    try:
+        server.create_project()
+        server.start()
+        if opts.nice:
+            for pid in (server.pid, *descendants(server.pid)):  # its decode workers too
+                os.setpriority(os.PRIO_PROCESS, pid, opts.nice)
+        stats = SendStats()
+        go = threading.Event()
+        work = Cycling(batches, spans_per_batch, time.monotonic() + duration + 3600, fmt)
+        sender: Callable[..., None] = grpc_sender if protocol == "grpc" else http_sender
+        threads = [
+            threading.Thread(target=sender, args=(server, protocol, work, stats, go), name=f"sender-{n}", daemon=True)
+            for n in range(opts.concurrency)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        cpu0, t0 = process_cpu_seconds(server.pid), time.monotonic()
+        work.deadline = t0 + duration
+        go.set()
+        samples: list[dict[str, float]] = []
+        last_acked, last_t = 0, t0
+        while (now := time.monotonic()) < work.deadline:
+            time.sleep(min(every, max(work.deadline - now, 0.0)))
+            now, acked = time.monotonic(), stats.acked_spans
+            samples.append(
+                {
+                    "t_s": round(now - t0, 1),
+                    "rss_mb": round(peak_rss_mb(server.pid, "VmRSS"), 1),
+                    "acked_spans": acked,
+                    "spans_per_s": round((acked - last_acked) / (now - last_t), 1),
+                    "server_cpu_s": round(process_cpu_seconds(server.pid) - cpu0, 1),
+                }
+            )
+            log(f"  {samples[-1]}")
+            last_acked, last_t = acked, now
+        for t in threads:
+            t.join(REQUEST_TIMEOUT + 5)
+        t_acked = time.monotonic()
+        expected = stats.acked_spans - stats.rejected_spans
+        stored = 0
+        while time.monotonic() < t_acked + 120:
+            stored = server.stored_rows()
+            if stored >= expected:
+                break
+            time.sleep(0.1)
+        seconds = time.monotonic() - t0
+        first_minute = [x["rss_mb"] for x in samples if x["t_s"] <= 60] or [samples[0]["rss_mb"]]
+        rates = [x["spans_per_s"] for x in samples]
+        return {
+            "protocol": protocol,
+            "mode": "sustained",
+            "duration_s": duration,
+            "seconds": round(seconds, 1),
+            "spans_acked": stats.acked_spans,
+            "stored": stored,
+            "spans_per_s": round(stored / seconds, 1),
+            "spans_per_s_per_sample": {
+                "median": statistics.median(rates),
+                "first": rates[0],
+                "last": rates[-1],
+            },
+            "server_cpu_s": round(process_cpu_seconds(server.pid) - cpu0, 1),
+            "server_peak_rss_mb": round(peak_rss_mb(server.pid), 1),
+            "rss_mb_end_of_first_minute": max(first_minute),
+            "rss_mb_last": samples[-1]["rss_mb"],
+            "rss_mb_max_after_first_minute": max(x["rss_mb"] for x in samples),
+            "db_mb": round(server.db_path.stat().st_size / 2**20, 1) if server.db_path.exists() else None,
+            "errors": stats.failed_batches,
+            "retries": stats.retries,
+            "rejected_spans": stats.rejected_spans,
+            "error_reasons": dict(stats.reasons.most_common(5)),
+            "complete": stored == expected and not any(t.is_alive() for t in threads),
+            "samples": samples,
+        }
+    finally:
         server.cleanup()
 
 
@@ -648,7 +867,8 @@ def stop_py_spy(proc: subprocess.Popen[bytes]) -> None:
 # --------------------------------------------------------------------------------------------
 
 MEDIAN_FIELDS = (
-    "seconds", "ack_seconds", "spans_per_s", "server_cpu_s", "spans_per_server_cpu_s", "server_cores",
+    "seconds", "ack_seconds", "spans_per_s", "server_cpu_s", "server_main_process_cpu_s", "spans_per_server_cpu_s",
+    "server_cores",
     "server_peak_rss_mb", "server_wchar_mb", "server_disk_write_mb", "client_cpu_s", "client_cores",
     "machine_cpu_util", "others_cpu_s",
 )  # fmt: skip
@@ -656,7 +876,9 @@ MEDIAN_FIELDS = (
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of each number over the runs of one protocol, and the error totals."""
-    summary: dict[str, Any] = {"protocol": runs[0]["protocol"], "runs": len(runs), "spans": runs[0]["spans"]}
+    protocol, variant = runs[0]["protocol"], runs[0].get("variant", "current")
+    label = protocol if variant == "current" else f"{protocol} ({variant})"
+    summary: dict[str, Any] = {"protocol": label, "runs": len(runs), "spans": runs[0]["spans"]}
     for name in MEDIAN_FIELDS:
         summary[name] = round(statistics.median(r[name] for r in runs), 3)
     summary["spans_per_s_all_runs"] = [r["spans_per_s"] for r in runs]
@@ -672,6 +894,22 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     # The client shares 2 cores with the server; say when it could have been the limit.
     summary["client_limited"] = bool(summary["client_cores"] > 0.8)
     return summary
+
+
+def _ratios(current: list[dict[str, Any]], compared: list[dict[str, Any]]) -> dict[str, Any]:
+    """Current over compared code: median spans/s, and server CPU per span (lower is better)."""
+
+    def median(runs: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    return {
+        "spans_per_s": round(median(current, "spans_per_s") / median(compared, "spans_per_s"), 3),
+        "server_cpu_s": round(median(current, "server_cpu_s") / median(compared, "server_cpu_s"), 3),
+        # Pairs run back to back (A then B), so each pair shares the machine's load of the moment.
+        "spans_per_s_pairs": [
+            round(a["spans_per_s"] / b["spans_per_s"], 3) for a, b in zip(current, compared, strict=True)
+        ],
+    }
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -694,7 +932,7 @@ def markdown_table(report: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--protocol", choices=[*PROTOCOLS, "all"], default="all")
+    p.add_argument("--protocol", default="all", help=f"all, or one or more of {', '.join(PROTOCOLS)}, comma-separated")
     p.add_argument("--spans", type=int, default=200_000, help="spans per run (default 200000)")
     p.add_argument("--batch-spans", type=int, default=512, help="spans per export request (default 512)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent connections (default 8)")
@@ -703,12 +941,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=900.0, help="give up sending after this many seconds")
     p.add_argument("--server-env", action="append", default=[], metavar="LOOPKIT_X=VALUE",
                    help="environment for the server, e.g. LOOPKIT_SQLITE_SYNCHRONOUS=NORMAL")  # fmt: skip
+    p.add_argument("--database-url", help="run the server on PostgreSQL (postgresql+psycopg://...), own schemas")
     p.add_argument(
         "--snapshot",
         action="store_true",
         help="run the server from a copy of the LoopKit packages taken at start (the working tree may "
         "change during a long benchmark)",
     )
+    p.add_argument(
+        "--compare-code",
+        type=Path,
+        metavar="DIR",
+        help="also run a second server from LoopKit packages in DIR (e.g. a --snapshot copy or `git archive` "
+        "of an older commit laid out as loopkit_core/, loopkit_receivers/, loopkit_plugins/), interleaved "
+        "A/B/A/B with the current code, and report the ratio",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="sustained mode: send without pause for this long (the --spans batches cycled, with new trace "
+        "IDs each round) and report the server's RSS and throughput over time instead of one timed burst",
+    )
+    p.add_argument("--sample-every", type=float, default=10.0, metavar="SECONDS", help="sustained mode sampling")
     p.add_argument("--keep-data", action="store_true", help="keep each run's data directory")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
     p.add_argument("--markdown", type=Path, help="also write the summary as a Markdown table to this file")
@@ -743,6 +998,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "machine, -10 keeps other jobs from taking the server's CPU (default 0)",
     )
     args = p.parse_args(argv)
+    args.protocols = list(PROTOCOLS) if args.protocol == "all" else args.protocol.split(",")
+    if not args.protocols or not set(args.protocols) <= set(PROTOCOLS):
+        p.error(f"--protocol: expected all or names from {', '.join(PROTOCOLS)}")
     if args.spans < 1 or args.batch_spans < 1 or args.concurrency < 1 or args.repeat < 1:
         p.error("--spans, --batch-spans, --concurrency and --repeat must be at least 1")
     if args.timeout <= 0 or args.timeout > 3600:
@@ -793,7 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
-    protocols = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
+    protocols = args.protocols
     formats = {FORMAT_OF[p] for p in protocols}
     log(f"building {args.spans} spans in batches of {args.batch_spans} as {sorted(formats)} ...")
     data = payloads.build(args.spans, args.batch_spans, formats, seed=args.seed)
@@ -803,6 +1061,8 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{f} {data.total_bytes(f) / data.spans:.0f} B/span" for f in sorted(formats))
     )
     env = dict(item.split("=", 1) for item in args.server_env)
+    if args.database_url:
+        env["LOOPKIT_DATABASE_URL"] = args.database_url
     snapshot_dir: Path | None = None
     version = code_version()
     if args.snapshot:
@@ -811,10 +1071,52 @@ def main(argv: list[str] | None = None) -> int:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(snapshot_dir), os.environ.get("PYTHONPATH")) if p)
         log(f"server code snapshot {version['snapshot_sha256']} in {snapshot_dir}")
     try:
+        if args.duration:
+            return _run_sustained(args, protocols, data, env, version)
         return _run_all(args, protocols, data, env, version)
     finally:
         if snapshot_dir is not None:
             shutil.rmtree(snapshot_dir, ignore_errors=True)
+
+
+def _run_sustained(
+    args: argparse.Namespace,
+    protocols: list[str],
+    data: payloads.Payloads,
+    env: dict[str, str],
+    version: dict[str, Any],
+) -> int:
+    results = []
+    for protocol in protocols:
+        opts = RunOptions(args.concurrency, args.timeout, env, args.keep_data, nice=args.nice)
+        log(f"sustained {protocol} for {args.duration:.0f}s ...")
+        results.append(run_sustained(protocol, data, opts, args.duration, args.sample_every))
+        r = results[-1]
+        log(
+            f"  {protocol}: {r['spans_per_s']:.0f} spans/s over {r['seconds']:.0f}s; RSS MB: "
+            f"{r['rss_mb_end_of_first_minute']} after 1 min, {r['rss_mb_last']} at the end, "
+            f"peak {r['server_peak_rss_mb']}; errors {r['errors']}"
+        )
+    report = {
+        "benchmark": "ingest-sustained",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"nproc": os.cpu_count(), "python": sys.version.split()[0]},
+        "loopkit": version,
+        "settings": {
+            "spans_prebuilt": args.spans,
+            "batch_spans": args.batch_spans,
+            "duration_s": args.duration,
+            "concurrency": args.concurrency,
+            "server_env": env,
+            "nice": args.nice,
+        },  # fmt: skip
+        "runs": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0 if all(r["complete"] and not r["errors"] for r in results) else 1
 
 
 def _run_all(
@@ -824,25 +1126,30 @@ def _run_all(
     env: dict[str, str],
     version: dict[str, Any],
 ) -> int:
+    variants = {"current": env}
+    if args.compare_code is not None:
+        paths = (str(args.compare_code.resolve()), os.environ.get("PYTHONPATH"))
+        variants["compared"] = {**env, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
     for rep in range(args.repeat):
-        for protocol in protocols:
+        for protocol, (variant, variant_env) in itertools.product(protocols, variants.items()):
             prof = None
             if args.py_spy is not None:
-                prof = args.py_spy.parent / f"{args.py_spy.name}-{protocol}-{rep + 1}.txt"
-            opts = RunOptions(args.concurrency, args.timeout, env, args.keep_data, prof, args.py_spy_mode,
+                prof = args.py_spy.parent / f"{args.py_spy.name}-{protocol}-{variant}-{rep + 1}.txt"
+            opts = RunOptions(args.concurrency, args.timeout, variant_env, args.keep_data, prof, args.py_spy_mode,
                               args.py_spy_rate, args.nice)  # fmt: skip
             quiet = wait_quiet(args.wait_quiet)
-            log(f"run {rep + 1}/{args.repeat} {protocol} ...")
+            log(f"run {rep + 1}/{args.repeat} {protocol} ({variant}) ...")
             result = run_once(protocol, data, opts)
+            result["variant"] = variant
             result["waited_for_quiet_s"], result["quiet_at_start"] = quiet
             if prof is not None and prof.exists():
                 import profile_summary
 
                 result["profile_breakdown"] = profile_summary.summarise(prof)
-            runs[protocol].append(result)
+            runs.setdefault(protocol if variant == "current" else f"{protocol} ({variant})", []).append(result)
             log(
-                f"  {protocol}: {result['spans_per_s']:.0f} spans/s, {result['seconds']:.1f}s, server CPU "
+                f"  {protocol} ({variant}): {result['spans_per_s']:.0f} spans/s, {result['seconds']:.1f}s, server CPU "
                 f"{result['server_cpu_s']:.1f}s, client CPU {result['client_cpu_s']:.1f}s, RSS "
                 f"{result['server_peak_rss_mb']:.0f} MB, errors {result['errors']}, retries {result['retries']}, "
                 f"API mismatches {result['api_check']['mismatches']}"
@@ -865,9 +1172,12 @@ def _run_all(
             "error_span_share": round(data.error_spans / data.spans, 3),
             "tool_span_share": round(data.tool_spans / data.spans, 3),
         },
-        "summary": [summarise(runs[p]) for p in protocols],
-        "runs": [r for p in protocols for r in runs[p]],
+        "summary": [summarise(group) for group in runs.values()],
+        "runs": [r for group in runs.values() for r in group],
     }
+    if args.compare_code is not None:
+        report["compared_code"] = str(args.compare_code)
+        report["ratio_current_to_compared"] = {p: _ratios(runs[p], runs[f"{p} (compared)"]) for p in protocols}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -15,7 +16,9 @@ from dataclasses import replace
 import uvicorn
 
 from loopkit_core.app import LoopKit, create_app
+from loopkit_core.retention import RetentionPurger
 from loopkit_core.settings import Settings
+from loopkit_receivers.decode_pool import DecodePool
 from loopkit_receivers.otlp_grpc import create_server
 
 log = logging.getLogger("loopkit")
@@ -24,7 +27,9 @@ log = logging.getLogger("loopkit")
 class Running:
     """A LoopKit instance with its HTTP and gRPC listeners bound; `stop()` drains then closes."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], float] = time.time, decode_workers_auto: int = 0
+    ) -> None:
         self.settings = settings
         self.app: LoopKit = create_app(settings, clock)
         try:
@@ -40,6 +45,12 @@ class Running:
         except OSError:
             self.app.close()
             raise
+        workers = decode_workers_auto if settings.decode_workers < 0 else settings.decode_workers
+        if workers:
+            ingestor = self.app.ingestor
+            ingestor.decoder = DecodePool(
+                workers, ingestor.plugins, settings.blocked_plugins_list(), ingestor.decoder.limits
+            )
         self.http_port = self.http_socket.getsockname()[1]
         if settings.http_port != self.http_port or settings.grpc_port != self.grpc_port:
             # Ports chosen by the OS (0): answers that advertise URLs (signup) must name the bound ones.
@@ -80,6 +91,9 @@ class Running:
         """Serve until asked to stop, then drain gRPC and the writer."""
         self.grpc_server.start()
         self.app.start()
+        # Old records go in the background, in small batches between the writer's commits (docs/reliability.md).
+        self.retention = RetentionPurger(self.app.store, self.app.clock, self.settings.purge_interval_seconds)
+        self.retention.start()
         log.info(
             "LoopKit HTTP on %s, OTLP/gRPC on %s, data in %s", self.http_url, self.grpc_target, self.settings.data_dir
         )
@@ -89,13 +103,16 @@ class Running:
             self.request_stop()
             assert self._grpc_stopped is not None
             await asyncio.to_thread(self._grpc_stopped.wait, self.settings.shutdown_grace_seconds + 5)
+            await asyncio.to_thread(self.app.ingestor.decoder.close)
+            await asyncio.to_thread(self.retention.stop, self.settings.shutdown_grace_seconds + 5)
             await asyncio.to_thread(self.app.close)
             self.http_socket.close()
 
 
 def serve(settings: Settings) -> None:
     """`loopkit serve`: run until SIGINT/SIGTERM, then exit after the acknowledged writes are committed."""
-    running = Running(settings)
+    # The second core is otherwise idle: the server process is bound by its GIL (docs/benchmarks.md).
+    running = Running(settings, decode_workers_auto=max((os.cpu_count() or 1) - 1, 0))
     print(
         f"LoopKit serving HTTP {running.http_url} and OTLP/gRPC {running.grpc_target} (data: {settings.data_dir})",
         flush=True,

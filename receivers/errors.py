@@ -34,6 +34,13 @@ class TooLarge(IngestError):
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class SlowBody(IngestError):
+    """The body did not arrive in time (a stalled or deliberately slow client)."""
+
+    http_status = 408
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class Unauthenticated(IngestError):
     """No key, or a key LoopKit does not know."""
 

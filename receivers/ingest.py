@@ -15,11 +15,14 @@ from loopkit_core.model import Record
 from loopkit_core.plugins import Plugins
 from loopkit_core.projects import AuthError, Principal, require
 from loopkit_core.store.engines import Store
-from loopkit_core.store.records import to_rows
+from loopkit_core.store.records import Row, to_rows
 from loopkit_core.store.writer import Overloaded, Writer, WriteResult
 from loopkit_receivers import otlp_json, otlp_proto, records_shape
 from loopkit_receivers.body import decompress
 from loopkit_receivers.errors import BadRequest, Forbidden, Unauthenticated, Unavailable
+from loopkit_receivers.limits import DEFAULT as DEFAULT_LIMITS
+from loopkit_receivers.limits import Limits
+from loopkit_receivers.limits import apply as apply_limits
 from loopkit_receivers.spans import Decoded
 
 WRITE_SCOPE = "telemetry:write"
@@ -51,6 +54,10 @@ class Ingestor:
         self.writer = writer
         self.max_body_bytes = max_body_bytes
         self.clock = clock
+        from loopkit_receivers.decode_pool import DecodePool  # it builds on this module's functions
+
+        # Decoding on threads of this process; `loopkit serve` swaps in worker processes (decode_workers).
+        self.decoder = DecodePool(0, plugins, [], Limits.from_settings(store.settings))
 
     def principal(self, authorization: str | None, scope: str = WRITE_SCOPE) -> Principal:
         """The caller behind an authorization value; Unauthenticated or Forbidden otherwise."""
@@ -61,14 +68,7 @@ class Ingestor:
 
     def decode_http(self, body: bytes, media: str, encoding: str, principal: Principal) -> HttpPayload:
         """Decompress (capped) and decode an HTTP body of media type `proto` or `json`."""
-        raw = decompress(body, encoding, self.max_body_bytes)
-        now = time.time_ns()
-        if media == "proto":
-            return HttpPayload(otlp=otlp_proto.decode(otlp_proto.parse_request(raw), principal.project_id, now))
-        doc = _parse_json(raw)
-        if records_shape.is_records_shape(doc):
-            return HttpPayload(records=records_shape.decode(doc, principal.project_id, now))
-        return HttpPayload(otlp=otlp_json.decode(doc, principal.project_id, now))
+        return decode_http(body, media, encoding, self.max_body_bytes, principal.project_id)
 
     def decode_grpc(self, body: bytes, principal: Principal) -> Decoded:
         """Decode a raw gRPC request message."""
@@ -76,38 +76,73 @@ class Ingestor:
 
     def submit(self, principal: Principal, records: list[Record]) -> Future[WriteResult]:
         """Queue records for one commit under the project's quota; the future resolves once durable."""
-        signatures = self.sign(records)
+        return self.commit(principal, prepare(records, self.plugins, self.decoder.limits))
+
+    def commit(self, principal: Principal, prepared: Prepared) -> Future[WriteResult]:
+        """Queue prepared rows for one commit under the project's quota; the future resolves once durable."""
         try:
-            rows = to_rows(records, time.time_ns())
-            return self.writer.submit(principal.project_id, rows, principal.quota_spans, signatures)
+            return self.writer.submit(principal.project_id, prepared.rows, principal.quota_spans, prepared.signatures)
         except Overloaded as exc:
             raise Unavailable(str(exc)) from exc
 
     def sign(self, records: list[Record]) -> list[dict[str, Any]]:
         """Set each failure's grouping signature (record_signature hook); the distinct ones described."""
-        described: dict[str, dict[str, Any]] = {}
-        hook = self.plugins.hook.record_signature
-        for record in records:
-            if record.type not in FAILURE_TYPES:
-                continue
-            try:
-                signature = hook(record=record)
-            except Exception:  # a broken signature plugin must not lose data: store the record unsigned
-                log.exception("record_signature failed; record stored without a signature")
-                continue
-            if signature is None:
-                continue
-            record.signature = signature.key
-            if signature.key not in described:
-                described[signature.key] = {
-                    "signature": signature.key,
-                    "template": signature.template,
-                    "type": record.type,
-                    "operation": signature.operation,
-                    "service": record.service,
-                    "exception_type": record.exception_type or "",
-                }
-        return list(described.values())
+        return sign(records, self.plugins)
+
+
+@dataclass
+class Prepared:
+    """A request made ready for the writer: its rows and signatures, and what its answer needs."""
+
+    payload: HttpPayload | Decoded
+    rows: list[Row]
+    signatures: list[dict[str, Any]]
+
+
+def prepare(records: list[Record], plugins: Plugins, limits: Limits = DEFAULT_LIMITS) -> Prepared:
+    """Sign records and turn them into rows (the payload is left empty; callers that need it set it)."""
+    apply_limits(records, limits)  # over-long values and too many attributes are cut, never rejected
+    signatures = sign(records, plugins)
+    return Prepared(Decoded(), to_rows(records, time.time_ns()), signatures)
+
+
+def decode_http(body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str) -> HttpPayload:
+    """Decompress (capped) and decode an HTTP body of media type `proto` or `json`."""
+    raw = decompress(body, encoding, max_body_bytes)
+    now = time.time_ns()
+    if media == "proto":
+        return HttpPayload(otlp=otlp_proto.decode(otlp_proto.parse_request(raw), project_id, now))
+    doc = _parse_json(raw)
+    if records_shape.is_records_shape(doc):
+        return HttpPayload(records=records_shape.decode(doc, project_id, now))
+    return HttpPayload(otlp=otlp_json.decode(doc, project_id, now))
+
+
+def sign(records: list[Record], plugins: Plugins) -> list[dict[str, Any]]:
+    """Set each failure's grouping signature (record_signature hook); the distinct ones described."""
+    described: dict[str, dict[str, Any]] = {}
+    hook = plugins.hook.record_signature
+    for record in records:
+        if record.type not in FAILURE_TYPES:
+            continue
+        try:
+            signature = hook(record=record)
+        except Exception:  # a broken signature plugin must not lose data: store the record unsigned
+            log.exception("record_signature failed; record stored without a signature")
+            continue
+        if signature is None:
+            continue
+        record.signature = signature.key
+        if signature.key not in described:
+            described[signature.key] = {
+                "signature": signature.key,
+                "template": signature.template,
+                "type": record.type,
+                "operation": signature.operation,
+                "service": record.service,
+                "exception_type": record.exception_type or "",
+            }
+    return list(described.values())
 
 
 def quota_reason(principal: Principal) -> str:

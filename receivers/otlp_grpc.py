@@ -30,8 +30,9 @@ class TraceService:
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         try:
             principal = self.ingestor.principal(metadata.get("authorization"))
-            decoded = self.ingestor.decode_grpc(request, principal)
-            settle(decoded, self.ingestor.submit(principal, decoded.records).result(), principal)
+            prepared = self.ingestor.decoder.grpc(request, principal.project_id)
+            decoded = prepared.payload
+            settle(decoded, self.ingestor.commit(principal, prepared).result(), principal)
         except IngestError as exc:
             _abort(context, exc)
         except CommitFailed as exc:

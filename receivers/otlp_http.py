@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from loopkit_core.store.writer import CommitFailed
 from loopkit_receivers import records_shape
-from loopkit_receivers.errors import BadRequest, IngestError, TooLarge, Unavailable, UnsupportedMedia
+from loopkit_receivers.errors import BadRequest, IngestError, SlowBody, TooLarge, Unavailable, UnsupportedMedia
 from loopkit_receivers.ingest import HttpPayload, Ingestor, settle
 
 PROTOBUF = "application/x-protobuf"
@@ -29,24 +29,25 @@ async def export_traces(request: Request) -> Response:
     """Receive one OTLP/HTTP export (or records POST); answer only after the data is committed."""
     ingestor: Ingestor = request.app.state.ingestor
     media = _MEDIA.get(request.headers.get("content-type", "").split(";")[0].strip().lower())
-    if media is None:
-        return _status(UnsupportedMedia("Content-Type must be application/x-protobuf or application/json"), "json")
     try:
+        # The key first: a caller without one learns nothing but 401, whatever else is wrong.
         principal = await run_in_threadpool(ingestor.principal, request.headers.get("authorization"))
-        body = await _read_body(request, ingestor.max_body_bytes)
+        if media is None:
+            raise UnsupportedMedia("Content-Type must be application/x-protobuf or application/json")
+        try:
+            async with asyncio.timeout(request.app.state.loopkit.settings.request_body_timeout_seconds):
+                body = await _read_body(request, ingestor.max_body_bytes)
+        except TimeoutError:
+            raise SlowBody("the request body did not arrive in time") from None
         encoding = request.headers.get("content-encoding", "")
-        payload, future = await run_in_threadpool(_decode_and_queue, ingestor, body, media, encoding, principal)
-        settle(payload, await asyncio.wrap_future(future), principal)
+        prepared = await ingestor.decoder.http(body, media, encoding, ingestor.max_body_bytes, principal.project_id)
+        payload = prepared.payload
+        settle(payload, await asyncio.wrap_future(ingestor.commit(principal, prepared)), principal)
     except IngestError as exc:
-        return _status(exc, media)
+        return _status(exc, media or "json")
     except CommitFailed as exc:
-        return _status(Unavailable(str(exc)), media)
+        return _status(Unavailable(str(exc)), media or "json")
     return _success(payload, media)
-
-
-def _decode_and_queue(ingestor: Ingestor, body: bytes, media: str, encoding: str, principal: Any) -> tuple:
-    payload = ingestor.decode_http(body, media, encoding, principal)
-    return payload, ingestor.submit(principal, payload.to_store)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -228,6 +228,8 @@ def _any_value(value: Any, where: str, depth: int) -> Any:
     if depth > _MAX_DEPTH:
         raise BadRequest(f"{where} nests deeper than {_MAX_DEPTH} levels")
     value = _obj(value, where)
+    if len(value) > 1 and len(_VALUE_FIELDS.intersection(value)) > 1 and _two_values(value):
+        raise BadRequest(f"{where} must hold exactly one of the AnyValue fields (a protobuf oneof)")
     if "stringValue" in value or "string_value" in value:
         return _str(_get(value, "stringValue", "string_value"), where)
     if "intValue" in value or "int_value" in value:
@@ -255,6 +257,23 @@ def _any_value(value: Any, where: str, depth: int) -> Any:
     if "bytesValue" in value or "bytes_value" in value:
         return _str(_get(value, "bytesValue", "bytes_value"), where)
     return None
+
+
+_VALUE_NAMES = {
+    "stringValue": "string_value",
+    "boolValue": "bool_value",
+    "intValue": "int_value",
+    "doubleValue": "double_value",
+    "arrayValue": "array_value",
+    "kvlistValue": "kvlist_value",
+    "bytesValue": "bytes_value",
+}
+_VALUE_FIELDS = frozenset(_VALUE_NAMES) | frozenset(_VALUE_NAMES.values())
+
+
+def _two_values(value: dict[str, Any]) -> bool:
+    # A field spelled both ways (camelCase and snake_case) is still one field.
+    return sum(camel in value or snake in value for camel, snake in _VALUE_NAMES.items()) > 1
 
 
 def _double(value: Any, where: str) -> float | None:

@@ -64,7 +64,7 @@ def _record(item: Any, project_id: str, received_ns: int) -> Record:
     if not isinstance(item, dict):
         raise ValueError("record must be a JSON object")
     rtype = item.get("type")
-    if rtype not in EXPLICIT_TYPES:
+    if not isinstance(rtype, str) or rtype not in EXPLICIT_TYPES:  # a list or object is unhashable
         raise ValueError(f"type must be one of {', '.join(sorted(EXPLICIT_TYPES))}")
     name = item.get("name")
     if not isinstance(name, str) or not name.strip():

@@ -1,0 +1,149 @@
+"""Decoding in worker processes, so parsing and row building run beside the writer instead of under its GIL.
+
+One LoopKit process holds one GIL: protobuf/JSON decoding, signatures and row building (~25 us a span) and
+the writer's Python side queue behind each other on one core. With `decode_workers` > 0 a pool of spawned
+processes does the pure part of ingest: bytes in, rows out. Authentication, quotas, deduplication and the
+commit stay in the server process, so nothing about what is stored or acknowledged changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from starlette.concurrency import run_in_threadpool
+
+from loopkit_core.plugins import Plugins, get_plugins
+from loopkit_receivers import otlp_proto
+from loopkit_receivers.ingest import Prepared, decode_http, prepare
+from loopkit_receivers.limits import DEFAULT as DEFAULT_LIMITS
+from loopkit_receivers.limits import Limits
+
+log = logging.getLogger("loopkit.decode")
+
+_plugins: Plugins | None = None  # a worker's own plugins (signatures), loaded once when it starts
+PARENT_POLL_SECONDS = 0.5
+
+
+def _init_worker(blocked_plugins: list[str]) -> None:
+    global _plugins
+    # Ctrl-C reaches the whole process group; the server decides when workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # An idle worker would outlive a server killed with SIGKILL (or dying on its own): it exits with it.
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+    _plugins = get_plugins(blocked_plugins)
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(0)
+
+
+def _ready() -> bool:
+    return _plugins is not None
+
+
+def prepare_http(
+    body: bytes,
+    media: str,
+    encoding: str,
+    max_body_bytes: int,
+    project_id: str,
+    plugins: Plugins | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> Prepared:
+    """Decode an HTTP body and build its rows; the payload comes back without its records (only rows travel)."""
+    payload = decode_http(body, media, encoding, max_body_bytes, project_id)
+    prepared = prepare(payload.to_store, plugins or _worker_plugins(), limits)
+    if payload.otlp is not None:
+        payload.otlp.records = []
+    elif payload.records is not None:
+        payload.records.records = []
+    prepared.payload = payload
+    return prepared
+
+
+def prepare_grpc(
+    body: bytes, project_id: str, plugins: Plugins | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Prepared:
+    """Decode a gRPC request message and build its rows."""
+    decoded = otlp_proto.decode(otlp_proto.parse_request(body), project_id, time.time_ns())
+    prepared = prepare(decoded.records, plugins or _worker_plugins(), limits)
+    decoded.records = []
+    prepared.payload = decoded
+    return prepared
+
+
+def _worker_plugins() -> Plugins:
+    assert _plugins is not None, "decode worker not initialised"
+    return _plugins
+
+
+class DecodePool:
+    """Runs prepare_http / prepare_grpc in worker processes, or on threads here when there are none."""
+
+    def __init__(
+        self, workers: int, plugins: Plugins, blocked_plugins: list[str], limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        self.plugins = plugins
+        self.limits = limits  # attribute/event/link caps (settings), applied where the rows are built
+        self._blocked = blocked_plugins
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 0:
+            # spawn, not fork: the server already runs threads (writer, gRPC) that a fork would copy mid-state.
+            self._pool = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                initargs=(blocked_plugins,),
+            )  # fmt: skip
+            # Start every worker now (imports take a second) rather than on the first requests.
+            for future in [self._pool.submit(_ready) for _ in range(workers)]:
+                future.result(timeout=120)
+
+    @property
+    def workers(self) -> int:
+        """Worker processes (0: decoding runs on threads of the server process)."""
+        return self._pool._max_workers if self._pool is not None else 0  # type: ignore[attr-defined]
+
+    async def http(self, body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str) -> Prepared:
+        """prepare_http, off the event loop."""
+        if self._pool is not None:
+            try:
+                future = self._pool.submit(
+                    prepare_http, body, media, encoding, max_body_bytes, project_id, None, self.limits
+                )
+                return await asyncio.wrap_future(future)
+            except BrokenProcessPool:
+                self._broken()
+        return await run_in_threadpool(
+            prepare_http, body, media, encoding, max_body_bytes, project_id, self.plugins, self.limits
+        )
+
+    def grpc(self, body: bytes, project_id: str) -> Prepared:
+        """prepare_grpc, blocking the calling (gRPC handler) thread."""
+        if self._pool is not None:
+            try:
+                return self._pool.submit(prepare_grpc, body, project_id, None, self.limits).result()
+            except BrokenProcessPool:
+                self._broken()
+        return prepare_grpc(body, project_id, self.plugins, self.limits)
+
+    def _broken(self) -> None:
+        # A worker died (killed, out of memory): keep serving by decoding here; the pool is not restarted.
+        log.error("a decode worker process died; decoding in the server process from now on")
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the workers (after the listeners have drained)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=False)
