@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -24,6 +25,16 @@ _CODES = {
     429: "rate_limited",
     503: "unavailable",
 }
+
+
+# Every ID LoopKit mints (rec_, pkt_, iss_, hex fingerprints) fits this; anything else cannot exist, so it is a 404
+# before it reaches the database (PostgreSQL, for one, refuses NUL bytes in text with an error, not a miss).
+_LOOKUP_KEY = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def is_lookup_key(text: str, max_length: int = 40) -> bool:
+    """Whether `text` could be a stored ID or fingerprint (worth a database lookup at all)."""
+    return 0 < len(text) <= max_length and _LOOKUP_KEY.fullmatch(text) is not None
 
 
 class ApiError(Exception):

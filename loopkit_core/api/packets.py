@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from loopkit_core.api.errors import ApiError, json_body, json_response, principal
+from loopkit_core.api.errors import ApiError, is_lookup_key, json_body, json_response, principal
 from loopkit_core.projects import Principal
 from loopkit_core.store import approvals
 from loopkit_core.store import packets as store
@@ -102,7 +102,7 @@ async def _decide(request: Request, decision: str) -> Response:
     actor = f"{caller.key_kind} key {caller.key_display}"
     now_ns = int(loopkit.clock() * 1e9)
     decided = None
-    if len(packet_id) <= 40:
+    if is_lookup_key(packet_id):
         decided = await run_in_threadpool(approvals.decide, engine, packet_id, decision, note.strip(), actor, now_ns)
     if decided is None:
         raise ApiError(404, f"no packet {packet_id[:40]!r} in this project")
@@ -111,7 +111,7 @@ async def _decide(request: Request, decision: str) -> Response:
 
 
 async def _packet_or_404(engine: Engine, packet_id: str) -> dict[str, Any]:
-    packet = await run_in_threadpool(store.get_packet, engine, packet_id) if len(packet_id) <= 40 else None
+    packet = await run_in_threadpool(store.get_packet, engine, packet_id) if is_lookup_key(packet_id) else None
     if packet is None:
         raise ApiError(404, f"no packet {packet_id[:40]!r} in this project")
     return packet

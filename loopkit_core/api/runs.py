@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from loopkit_core import diagnose, verify
-from loopkit_core.api.errors import ApiError, json_body, json_response, principal
+from loopkit_core.api.errors import ApiError, is_lookup_key, json_body, json_response, principal
 from loopkit_core.api.telemetry import MAX_SINCE_MINUTES, parse_instant
 
 RUN_SCOPE = "runs:write"
@@ -78,6 +78,8 @@ async def run_verify(request: Request) -> Response:
     packet_id = body.get("packet_id")
     if not isinstance(packet_id, str) or not packet_id or len(packet_id) > 40:
         raise ApiError(400, "packet_id is required: the packet_id of a stored packet")
+    if not is_lookup_key(packet_id):
+        raise ApiError(404, f"no packet {packet_id!r} in this project")
     since = body.get("since_minutes")
     if since is not None and (
         isinstance(since, bool) or not isinstance(since, int | float) or not 0 < since <= MAX_SINCE_MINUTES

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from loopkit_core.api.errors import ApiError, json_response, principal
+from loopkit_core.api.errors import ApiError, is_lookup_key, json_response, principal
 from loopkit_core.model import parse_rfc3339, rfc3339
 from loopkit_core.store import records as store
 from loopkit_core.store.packets import find_issue
@@ -57,14 +57,14 @@ async def get_record(request: Request) -> Response:
     caller = await principal(request, READ_SCOPE)
     record_id = request.path_params["record_id"]
     engine = request.app.state.loopkit.store.project(caller.project_id)
-    record = await run_in_threadpool(store.get_record, engine, record_id) if len(record_id) <= 40 else None
+    record = await run_in_threadpool(store.get_record, engine, record_id) if is_lookup_key(record_id) else None
     if record is None:
         raise ApiError(404, f"no record {record_id[:40]!r} in this project")
     return json_response({"ok": True, "record": record})
 
 
 async def _issue_selector(engine: Engine, key: str) -> dict[str, Any]:
-    issue = await run_in_threadpool(find_issue, engine, key[:80]) if len(key) <= 80 else None
+    issue = await run_in_threadpool(find_issue, engine, key) if is_lookup_key(key, 80) else None
     if issue is None:
         raise ApiError(404, f"no issue {key[:80]!r} in this project (use an issue_id or fingerprint from a packet)")
     return issue["selector"]
@@ -85,6 +85,8 @@ def parse_query(request: Request) -> store.WindowQuery:
         if values:
             if any(len(v) > 1024 for v in values) or len(values) > 50:
                 raise ApiError(400, f"{param}: at most 50 values of at most 1024 characters")
+            if any("\x00" in v for v in values):
+                raise ApiError(400, f"{param}: values must not contain NUL characters")
             filters.append((column, tuple(v.lower() for v in values) if param in LOWERCASE else tuple(values)))
     cursor = params.get("cursor")
     if cursor:

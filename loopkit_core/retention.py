@@ -1,0 +1,131 @@
+"""Retention: records older than a project's retention period are deleted in the background, in small batches."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, select
+
+from loopkit_core.projects import list_projects
+from loopkit_core.store.engines import Store
+from loopkit_core.store.schema import project_retention, projects, records
+
+log = logging.getLogger("loopkit.retention")
+DAY_NS = 86_400 * 10**9
+# Between two delete batches: the writer (and readers) get the database in the meantime.
+PAUSE_SECONDS = 0.01
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What one pass over one project did."""
+
+    project_id: str
+    retention_days: float
+    cutoff_ns: int
+    deleted: int
+    batches: int
+
+
+def set_retention(control: Engine, project_id: str, days: float | None, now: float | None = None) -> None:
+    """Set a project's retention period in days (0: forever; None: back to the server default)."""
+    if days is not None and (days < 0 or days != days or days == float("inf")):
+        raise ValueError("retention days must be a finite number, 0 or more")
+    with control.begin() as conn:
+        found = conn.execute(
+            select(projects.c.project_id).where(projects.c.project_id == project_id, projects.c.deleted_at.is_(None))
+        ).first()
+        if found is None:
+            raise LookupError(f"no project {project_id!r}")
+        conn.execute(delete(project_retention).where(project_retention.c.project_id == project_id))
+        if days is not None:
+            stamp = int(now if now is not None else time.time())
+            conn.execute(
+                project_retention.insert().values(project_id=project_id, retention_days=float(days), updated_at=stamp)
+            )
+
+
+def overrides(control: Engine) -> dict[str, float]:
+    """Every per-project retention override, by project ID."""
+    with control.connect() as conn:
+        rows = conn.execute(select(project_retention.c.project_id, project_retention.c.retention_days)).all()
+    return {row.project_id: row.retention_days for row in rows}
+
+
+def retention_days(control: Engine, project_id: str, default: float) -> float:
+    """A project's effective retention period: its override, else the server's `retention_days`."""
+    return overrides(control).get(project_id, default)
+
+
+def purge_project(
+    engine: Engine, cutoff_ns: int, batch_rows: int, pause: float = PAUSE_SECONDS, stop: threading.Event | None = None
+) -> tuple[int, int]:
+    """Delete a project's records with ts_ns < cutoff_ns, `batch_rows` per transaction; returns (deleted, batches).
+
+    Each batch is one short transaction that picks the oldest rows through the (ts_ns, record_id) index, so the
+    writer waits at most one batch for the database, and ingest carries on between batches.
+    """
+    oldest = select(records.c.seq).where(records.c.ts_ns < cutoff_ns).order_by(records.c.ts_ns).limit(batch_rows)
+    deleted = batches = 0
+    while True:
+        with engine.begin() as conn:
+            count = conn.execute(delete(records).where(records.c.seq.in_(oldest))).rowcount
+        deleted += count
+        batches += 1
+        if count < batch_rows or (stop is not None and stop.is_set()):
+            return deleted, batches
+        time.sleep(pause)
+
+
+def purge_expired_records(store: Store, now: float, stop: threading.Event | None = None) -> list[PurgeResult]:
+    """One retention pass over every live project; stops early (between projects) when `stop` is set."""
+    settings = store.settings
+    custom = overrides(store.control)
+    results = []
+    for project in list_projects(store.control):
+        if stop is not None and stop.is_set():
+            break
+        project_id = project["project_id"]
+        days = custom.get(project_id, settings.retention_days)
+        if days <= 0:
+            continue
+        cutoff_ns = int(now * 1e9) - int(days * DAY_NS)
+        try:
+            engine = store.project(project_id)
+        except LookupError:  # deleted meanwhile
+            continue
+        deleted, batches = purge_project(engine, cutoff_ns, settings.retention_batch_rows, stop=stop)
+        if deleted:
+            log.info("retention: deleted %d record(s) of %s older than %s days", deleted, project_id, days)
+        results.append(PurgeResult(project_id, days, cutoff_ns, deleted, batches))
+    return results
+
+
+class RetentionPurger(threading.Thread):
+    """Runs purge_expired_records every `interval` seconds (and once at start) until stopped."""
+
+    def __init__(self, store: Store, clock: Callable[[], float], interval: float) -> None:
+        super().__init__(name="loopkit-retention", daemon=True)
+        self._store, self._clock, self._interval = store, clock, interval
+        self._stop_event = threading.Event()
+        self.passes = 0  # completed passes, for tests and logs
+
+    def run(self) -> None:
+        """Purge, then sleep, until stopped; a failed pass is logged and retried next time."""
+        while not self._stop_event.is_set():
+            try:
+                purge_expired_records(self._store, self._clock(), self._stop_event)
+            except Exception:
+                log.exception("retention pass failed")
+            self.passes += 1
+            self._stop_event.wait(self._interval)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the current batch's project, and wait for the thread."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout)

@@ -1,0 +1,170 @@
+"""Crash safety: SIGKILL `loopkit serve` mid-ingest; every acknowledged span is there after a restart, once."""
+
+from __future__ import annotations
+
+import random
+import signal
+import sqlite3
+import threading
+import time
+
+import httpx
+from conftest import needs_sqlite
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1 import trace_pb2
+from test_lifecycle import all_record_ids, cli_create, serving
+
+from loopkit_core.model import record_id_for_span
+
+SEED = 20261129
+BATCH = 40
+CLIENTS = {"records": 3, "protobuf": 3}
+
+
+def _records_body(worker: int, batch: int) -> tuple[dict, list[tuple[str, str]]]:
+    ids = [(f"{worker + 1:08x}{batch + 1:024x}", f"{n + 1:016x}") for n in range(BATCH)]
+    records = [
+        {"type": "latency", "name": f"records-{worker}", "duration_ms": n, "trace_id": t, "span_id": s}
+        for n, (t, s) in enumerate(ids)
+    ]
+    return {"records": records}, ids
+
+
+def _protobuf_body(worker: int, batch: int) -> tuple[bytes, list[tuple[str, str]]]:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.add(key="service.name").value.string_value = "crash"
+    spans = resource_spans.scope_spans.add().spans
+    now = time.time_ns()
+    ids = []
+    for n in range(BATCH):
+        # Trace IDs of the protobuf clients start at 0x1000 so they never collide with the records clients'.
+        trace_id = (0x1000 + worker).to_bytes(4, "big") + (batch + 1).to_bytes(12, "big")
+        span_id = (n + 1).to_bytes(8, "big")
+        spans.append(
+            trace_pb2.Span(
+                trace_id=trace_id,
+                span_id=span_id,
+                name=f"proto-{worker}",
+                start_time_unix_nano=now - 2_000_000,
+                end_time_unix_nano=now,
+            )
+        )
+        ids.append((trace_id.hex(), span_id.hex()))
+    return request.SerializeToString(), ids
+
+
+class Traffic:
+    """Client threads that ingest until the server goes away, remembering what was acknowledged."""
+
+    def __init__(self, url: str, project_id: str, producer_key: str) -> None:
+        self.url, self.project_id = url, project_id
+        self.headers = {"authorization": f"Bearer {producer_key}"}
+        self.lock = threading.Lock()
+        self.attempted: list[set[str]] = []
+        self.acknowledged: set[str] = set()
+        self.successes = 0
+        self.unexpected: list[str] = []
+        self.threads = [
+            threading.Thread(target=self._run, args=(shape, worker), daemon=True)
+            for shape, count in CLIENTS.items()
+            for worker in range(count)
+        ]
+
+    def start(self) -> None:
+        """Start every client thread."""
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> None:
+        """Wait (bounded) for every client to notice the server is gone."""
+        for thread in self.threads:
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "a client thread did not stop"
+
+    def _run(self, shape: str, worker: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            for batch in range(100_000):
+                if shape == "records":
+                    doc, ids = _records_body(worker, batch)
+                    send = {"json": doc}
+                else:
+                    body, ids = _protobuf_body(worker, batch)
+                    send = {"content": body, "headers": {**self.headers, "content-type": "application/x-protobuf"}}
+                record_ids = {record_id_for_span(self.project_id, t, s) for t, s in ids}
+                with self.lock:
+                    self.attempted.append(record_ids)
+                try:
+                    response = client.post("/v1/traces", **({"headers": self.headers} | send))
+                except httpx.TransportError:
+                    return  # killed: this request's fate is unknown, and it was not acknowledged
+                if response.status_code != 200:
+                    with self.lock:
+                        self.unexpected.append(f"{response.status_code} {response.text[:200]}")
+                    return
+                if shape == "records":
+                    assert response.json()["accepted"] == BATCH
+                    assert set(response.json()["record_ids"]) == record_ids
+                with self.lock:
+                    self.acknowledged |= record_ids
+                    self.successes += 1
+
+
+@needs_sqlite  # checks the SQLite file itself after the crash (integrity, duplicates)
+def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_stores_none_twice(tmp_path):
+    rng = random.Random(SEED)
+    data_dir = tmp_path / "data"
+    created = cli_create(data_dir, "crash")
+    project_id = created["project_id"]
+
+    with serving(data_dir, tmp_path / "serve.log") as server:
+        traffic = Traffic(server.url, project_id, created["producer_key"])
+        traffic.start()
+        # A seeded random moment, after real traffic has been acknowledged by every kind of client.
+        min_successes = rng.randint(20, 60)
+        kill_after = rng.uniform(0.2, 1.5)
+        deadline = time.monotonic() + 20
+        while traffic.successes < min_successes:
+            assert time.monotonic() < deadline, f"ingest did not make progress:\n{server.output()}"
+            time.sleep(0.01)
+        time.sleep(kill_after)
+        server.process.send_signal(signal.SIGKILL)
+        assert server.process.wait(timeout=10) == -signal.SIGKILL
+        traffic.join()
+
+    assert traffic.unexpected == [], traffic.unexpected
+    acknowledged = traffic.acknowledged
+    assert len(acknowledged) >= min_successes * BATCH
+
+    # The files themselves are sound after the crash (SQLite replays or discards the WAL's tail).
+    db = data_dir / "projects" / f"{project_id}.db"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        total, distinct_spans = conn.execute(
+            "SELECT count(*), count(DISTINCT trace_id || '/' || span_id) FROM records"
+        ).fetchone()
+    assert total == distinct_spans, "a span is stored twice"
+
+    with serving(data_dir, tmp_path / "restart.log") as again:
+        stored = all_record_ids(again.url, created["agent_key"])
+        assert len(stored) == len(set(stored)) == total
+        missing = acknowledged - set(stored)
+        assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged spans were lost"
+        # Nothing that was never sent is there, and each request was committed whole or not at all.
+        attempted = set().union(*traffic.attempted)
+        assert set(stored) <= attempted
+        for ids in traffic.attempted:
+            assert ids <= set(stored) or not ids & set(stored)
+        # The restarted server accepts more, including a resend of an acknowledged batch (stored once).
+        doc, ids = _records_body(0, 0)
+        headers = {"authorization": f"Bearer {created['producer_key']}"}
+        resent = httpx.post(f"{again.url}/v1/traces", json=doc, headers=headers, timeout=30)
+        assert resent.status_code == 200 and resent.json()["accepted"] == BATCH
+        fresh, fresh_ids = _records_body(99, 0)
+        posted = httpx.post(f"{again.url}/v1/traces", json=fresh, headers=headers, timeout=30)
+        assert posted.status_code == 200 and posted.json()["accepted"] == BATCH
+        after = all_record_ids(again.url, created["agent_key"])
+        expected_new = {record_id_for_span(project_id, t, s) for t, s in fresh_ids}
+        first_batch = {record_id_for_span(project_id, t, s) for t, s in ids}
+        assert set(after) == set(stored) | expected_new | first_batch
+        assert len(after) == len(set(after))

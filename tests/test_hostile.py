@@ -1,0 +1,369 @@
+"""Hostile input, explicitly: deep nesting, huge attributes (cut with a marker), invalid UTF-8, NaN/Infinity,
+far-future and far-past timestamps, and slow clients. Each answer is precise, and the server keeps serving."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import grpc
+import httpx
+import pytest
+from conftest import make_settings, new_project
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from loopkit_core.server import in_thread
+
+PROTOBUF = {"content-type": "application/x-protobuf"}
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+INVALID_ARGUMENT = 3
+MAX_NS = 2**63 - 1
+WIDE = {"since_minutes": 10 * 366 * 24 * 60, "limit": 1000}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One LoopKit for the module, with a short body timeout for the slow-client tests."""
+    with in_thread(make_settings(tmp_path_factory.mktemp("hostile"), request_body_timeout_seconds=1.5)) as running:
+        yield running
+
+
+@pytest.fixture
+def project(server):
+    return new_project(server, "hostile")
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.http_url, timeout=30) as c:
+        yield c
+
+
+def span(name: str, span_byte: int = 1, start: int | None = None, end: int | None = None) -> trace_pb2.Span:
+    """A valid protobuf span."""
+    now = time.time_ns()
+    return trace_pb2.Span(
+        trace_id=b"\x5a" * 16,
+        span_id=bytes([span_byte]) * 8,
+        name=name,
+        start_time_unix_nano=now - 1_000_000 if start is None else start,
+        end_time_unix_nano=now if end is None else end,
+    )
+
+
+def request_of(*spans: trace_pb2.Span) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.add(key="service.name").value.string_value = "hostile"
+    resource_spans.scope_spans.add().spans.extend(spans)
+    return request
+
+
+def records_of(client, project) -> dict[str, dict]:  # noqa: ANN001
+    """Every record of the project in a ten-year window, by name."""
+    response = client.get("/v1/telemetry", params=WIDE, headers=project.auth("agent"))
+    assert response.status_code == 200, response.text
+    return {r["name"]: r for r in response.json()["records"]}
+
+
+def assert_alive(client, project) -> None:  # noqa: ANN001
+    """The server still ingests and answers after the hostile request."""
+    doc = {"records": [{"type": "event", "name": "still alive"}]}
+    response = client.post("/v1/traces", json=doc, headers=project.auth())
+    assert response.status_code == 200 and response.json()["accepted"] == 1
+
+
+# --- deep nesting ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["records", "otlp", "array"])
+def test_json_nested_100k_levels_deep_is_a_400_not_a_recursion_error(client, project, shape):
+    deep = "[" * 100_000 + "]" * 100_000
+    body = {
+        "records": f'{{"records": [{{"type": "event", "name": "n", "attributes": {{"a": {deep}}}}}]}}',
+        "otlp": f'{{"resourceSpans": {deep}}}',
+        "array": deep,
+    }[shape]
+    response = client.post("/v1/traces", content=body, headers={**project.auth(), "content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["code"] == INVALID_ARGUMENT
+    assert "depth limit exceeded" in response.json()["message"]
+    assert_alive(client, project)
+
+
+def test_deeply_nested_json_in_a_run_body_is_a_400(client, project):
+    deep = '{"since_minutes": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    headers = {**project.auth("agent"), "content-type": "application/json"}
+    response = client.post("/v1/runs/diagnose", content=deep, headers=headers)
+    # Either refused for its size before parsing or for its depth when parsed; never a 500.
+    assert response.status_code in (400, 413)
+    assert response.json()["ok"] is False
+    shallow = '{"since_minutes": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = client.post("/v1/runs/diagnose", content=shallow, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    assert_alive(client, project)
+
+
+def test_otlp_any_value_nested_past_the_limit_is_a_400(client, project):
+    value: dict = {"stringValue": "leaf"}
+    for _ in range(40):
+        value = {"arrayValue": {"values": [value]}}
+    doc = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "5a" * 16,
+                                "spanId": "01" * 8,
+                                "name": "deep",
+                                "attributes": [{"key": "deep", "value": value}],
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    response = client.post("/v1/traces", json=doc, headers=project.auth())
+    assert response.status_code == 400
+    assert "nests deeper than 32 levels" in response.json()["message"]
+    assert_alive(client, project)
+
+
+# --- huge attribute values and counts -------------------------------------------------------------
+
+
+def test_huge_attribute_values_and_counts_are_cut_with_a_marker_never_rejected(client, project):
+    big = "y" * 100_000
+    huge = span("huge", 1)
+    huge.attributes.add(key="blob").value.string_value = big
+    huge.attributes.add(key="list").value.array_value.values.add().string_value = big
+    huge.attributes.add(key="small").value.string_value = "kept as is"
+    many = span("many", 2)
+    for i in range(1000):
+        many.attributes.add(key=f"k{i:04d}").value.int_value = i
+    for i in range(300):
+        many.events.add(name=f"e{i}", time_unix_nano=time.time_ns())
+        many.links.add(trace_id=b"\x01" * 16, span_id=(i + 1).to_bytes(8, "big"))
+    neighbour = span("neighbour", 3)
+    body = request_of(huge, many, neighbour).SerializeToString()
+    response = client.post("/v1/traces", content=body, headers={**project.auth(), **PROTOBUF})
+    assert response.status_code == 200
+    assert response.content == b""  # no partial success: nothing was rejected
+    stored = records_of(client, project)
+    assert stored["huge"]["attributes"] == {
+        "blob": "y" * 16384,
+        "list": ["y" * 16384],
+        "small": "kept as is",
+        "loopkit.truncated_attributes": ["blob", "list"],
+    }
+    attributes = stored["many"]["attributes"]
+    assert [k for k in attributes if k.startswith("k")] == [f"k{i:04d}" for i in range(256)]
+    assert attributes["loopkit.dropped_attributes_count"] == 1000 - 256
+    assert attributes["loopkit.dropped_events_count"] == 300 - 256
+    assert attributes["loopkit.dropped_links_count"] == 300 - 256
+    assert [e["name"] for e in stored["many"]["events"]] == [f"e{i}" for i in range(256)]
+    assert len(stored["many"]["links"]) == 256
+    assert stored["neighbour"]["attributes"] == {}
+
+
+def test_records_shape_attributes_are_cut_the_same_way(client, project):
+    attributes = {f"a{i:04d}": "v" for i in range(300)} | {"long": "z" * 20_000}
+    doc = {"records": [{"type": "error", "name": "big", "message": "boom", "attributes": attributes}]}
+    response = client.post("/v1/traces", json=doc, headers=project.auth())
+    assert response.status_code == 200 and response.json()["accepted"] == 1
+    (record_id,) = response.json()["record_ids"]
+    stored = client.get(f"/v1/records/{record_id}", headers=project.auth("agent")).json()["record"]["attributes"]
+    # The first 256 attributes in the order sent; `long` was the 301st, so it was dropped, not cut.
+    assert list(stored) == [f"a{i:04d}" for i in range(256)] + ["loopkit.dropped_attributes_count"]
+    assert stored["loopkit.dropped_attributes_count"] == 45
+
+
+def test_the_limits_are_settings(tmp_path):
+    settings = make_settings(
+        tmp_path / "limits",
+        max_attribute_value_length=5,
+        max_attributes_per_span=2,
+        max_events_per_span=1,
+        max_links_per_span=0,
+    )
+    with in_thread(settings) as running, httpx.Client(base_url=running.http_url, timeout=30) as client:
+        project = new_project(running)
+        one = span("limited", 1)
+        for key in ("a", "b", "c"):
+            one.attributes.add(key=key).value.string_value = "123456789"
+        one.events.add(name="first").attributes.add(key="x").value.string_value = "abcdefgh"
+        one.events.add(name="second")
+        one.links.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)
+        response = client.post(
+            "/v1/traces", content=request_of(one).SerializeToString(), headers={**project.auth(), **PROTOBUF}
+        )
+        assert response.status_code == 200
+        (record,) = records_of(client, project).values()
+        assert record["attributes"] == {
+            "a": "12345",
+            "b": "12345",
+            "loopkit.dropped_attributes_count": 1,
+            "loopkit.truncated_attributes": ["a", "b"],
+            "loopkit.dropped_events_count": 1,
+            "loopkit.dropped_links_count": 1,
+        }
+        assert record["events"][0]["attributes"] == {"x": "abcde", "loopkit.truncated_attributes": ["x"]}
+        assert record["links"] == []
+
+
+# --- invalid UTF-8, NaN and Infinity --------------------------------------------------------------
+
+
+def test_invalid_utf8_in_a_protobuf_string_is_invalid_argument_on_both_transports(server, client, project):
+    good = request_of(span("AAAA", 1), span("good", 2)).SerializeToString()
+    body = good.replace(b"AAAA", b"A\xffAA")
+    response = client.post("/v1/traces", content=body, headers={**project.auth(), **PROTOBUF})
+    assert response.status_code == 400
+    status = status_pb2.Status.FromString(response.content)
+    assert status.code == INVALID_ARGUMENT and "UTF-8" in status.message
+    with grpc.insecure_channel(server.grpc_target) as channel, pytest.raises(grpc.RpcError) as error:
+        channel.unary_unary(EXPORT)(body, metadata=(("authorization", f"Bearer {project.producer_key}"),))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # proto3 strings must be UTF-8: the message as a whole does not parse, so none of it is stored.
+    assert records_of(client, project) == {}
+    assert_alive(client, project)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"records": [{"type": "event", "name": "n", "duration_ms": NaN}]}',
+        b'{"records": [{"type": "event", "name": "n", "duration_ms": Infinity}]}',
+        b'{"records": [{"type": "event", "name": "n", "duration_ms": -Infinity}]}',
+        b'{"records": [{"type": "event", "name": "n", "duration_ms": 1e999}]}',
+        b'{"records": [{"type": "event", "name": "n\\ud800"}]}',
+        b'{"records": [{"type": "event", "name": "\xff"}]}',
+    ],
+    ids=["nan", "infinity", "minus-infinity", "overflow", "lone-surrogate", "invalid-utf8"],
+)
+def test_json_that_is_not_strict_json_is_a_400(client, project, body):
+    response = client.post("/v1/traces", content=body, headers={**project.auth(), "content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("body is not valid JSON")
+    assert_alive(client, project)
+
+
+def test_special_doubles_in_otlp_json_are_stored_as_null_beside_good_values(client, project):
+    attributes = [
+        {"key": name, "value": {"doubleValue": value}}
+        for name, value in (("nan", "NaN"), ("inf", "Infinity"), ("ninf", "-Infinity"), ("ok", 2.5))
+    ]
+    doc = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {"spans": [{"traceId": "5a" * 16, "spanId": "07" * 8, "name": "d", "attributes": attributes}]}
+                ]
+            }
+        ]
+    }
+    assert client.post("/v1/traces", json=doc, headers=project.auth()).status_code == 200
+    assert records_of(client, project)["d"]["attributes"] == {"nan": None, "inf": None, "ninf": None, "ok": 2.5}
+
+
+# --- far-future and far-past timestamps -----------------------------------------------------------
+
+
+def test_far_future_and_far_past_timestamps_are_stored_as_given_and_do_not_break_windows(client, project):
+    far_past, far_future = 1, MAX_NS
+    body = request_of(
+        span("past", 1, start=far_past, end=far_past + 1_000_000),
+        span("future", 2, start=far_future - 1_000_000, end=far_future),
+        span("now", 3),
+    ).SerializeToString()
+    assert client.post("/v1/traces", content=body, headers={**project.auth(), **PROTOBUF}).status_code == 200
+    records = [
+        {"type": "error", "name": "rec-future", "message": "x", "timestamp": "2200-01-01T00:00:00Z"},
+        {"type": "error", "name": "rec-past", "message": "x", "timestamp": "1971-01-01T00:00:00Z"},
+        {"type": "error", "name": "rec-beyond", "message": "x", "timestamp": "9999-12-31T23:59:59Z"},
+    ]
+    answer = client.post("/v1/traces", json={"records": records}, headers=project.auth()).json()
+    assert answer["accepted"] == 2
+    assert answer["errors"] == [{"index": 2, "reason": "timestamp is out of range"}]
+
+    agent = project.auth("agent")
+    # The default window (the last hour) holds only the present; the others are still readable by ID.
+    recent = client.get("/v1/telemetry", headers=agent).json()
+    assert [r["name"] for r in recent["records"]] == ["now"]
+    old = client.get("/v1/telemetry", params={**WIDE, "until": "1980-01-01T00:00:00Z"}, headers=agent).json()
+    assert {r["name"]: r["timestamp"] for r in old["records"]} == {
+        "past": "1970-01-01T00:00:00.000000Z",
+        "rec-past": "1971-01-01T00:00:00.000000Z",
+    }
+    future = client.get("/v1/telemetry", params={"until": str(MAX_NS), "since_minutes": 60}, headers=agent).json()
+    assert [r["name"] for r in future["records"]] == ["future"]
+    assert future["records"][0]["timestamp"] == "2262-04-11T23:47:16.853775Z"
+    rec_future = answer["record_ids"][0]
+    read = client.get(f"/v1/records/{rec_future}", headers=agent).json()["record"]
+    assert read["timestamp"] == "2200-01-01T00:00:00.000000Z"
+    # Runs over windows that hold (or border) them work.
+    diagnosed = client.post("/v1/runs/diagnose", json={"since_minutes": 10 * 366 * 24 * 60}, headers=agent)
+    assert diagnosed.status_code == 200
+    assert diagnosed.json()["packet"]["telemetry_read"] == 1  # "now": the others are decades away
+    assert client.post("/v1/runs/diagnose", json={}, headers=agent).status_code == 200
+
+
+# --- slow clients ---------------------------------------------------------------------------------
+
+
+def test_a_client_trickling_its_body_blocks_no_one_and_is_cut_off(server, client, project):
+    body = b'{"records": [{"type": "event", "name": "slow"}]}'
+    head = (
+        f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {project.producer_key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    answer: dict[str, bytes] = {}
+
+    def trickle() -> None:
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+            sock.sendall(head)
+            try:
+                for byte in body:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.1)  # 4.8 s in all: far past the 1.5 s body timeout
+            except OSError:
+                pass  # the server answered and closed
+            answer["response"] = sock.recv(65536)
+
+    slow = threading.Thread(target=trickle, daemon=True)
+    slow.start()
+    time.sleep(0.3)
+    # Meanwhile every other client is served at once.
+    for i in range(5):
+        started = time.monotonic()
+        doc = {"records": [{"type": "event", "name": f"fast-{i}"}]}
+        response = client.post("/v1/traces", json=doc, headers=project.auth())
+        assert response.status_code == 200
+        assert time.monotonic() - started < 1.0
+    slow.join(timeout=15)
+    assert not slow.is_alive()
+    assert answer["response"].startswith(b"HTTP/1.1 408 ")
+    assert b"the request body did not arrive in time" in answer["response"]
+    assert "slow" not in records_of(client, project)
+
+
+def test_a_stalled_grpc_connection_blocks_no_export(server, project):
+    # A client that opens the HTTP/2 connection, sends half a preface and then nothing.
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as stalled:
+        stalled.sendall(b"PRI * HTTP/2.0\r\n")
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            started = time.monotonic()
+            answer = channel.unary_unary(EXPORT)(
+                request_of(span("over grpc", 9)).SerializeToString(),
+                metadata=(("authorization", f"Bearer {project.producer_key}"),),
+                timeout=10,
+            )
+            assert time.monotonic() - started < 2.0
+    assert answer == b""
