@@ -44,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (LOOPKIT_HOST, default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, help="HTTP port (LOOPKIT_HTTP_PORT, default 4318)")
     serve.add_argument("--grpc-port", type=int, help="OTLP/gRPC port (LOOPKIT_GRPC_PORT, default 4317)")
-    serve.add_argument("--database-url", help="SQLAlchemy URL (LOOPKIT_DATABASE_URL); default: SQLite in --data-dir")
+    serve.add_argument(
+        "--database-url",
+        help="postgresql+psycopg://user@host/db to keep everything in PostgreSQL (LOOPKIT_DATABASE_URL); "
+        "default: SQLite files in --data-dir",
+    )
     serve.add_argument(
         "--max-body-bytes",
         type=int,
@@ -106,11 +110,21 @@ def _parser() -> argparse.ArgumentParser:
         if positional:
             command.add_argument(positional)
         _data_dir(command)
+        command.add_argument("--database-url", help="PostgreSQL URL (LOOPKIT_DATABASE_URL), as given to serve")
         if name == "delete":
             command.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
         else:
             command.add_argument("--json", action="store_true", help="print JSON")
         command.set_defaults(handler=handler)
+    retention = project_commands.add_parser(
+        "set-retention", help="keep a project's records DAYS days (0: forever; 'default': the server's setting)"
+    )
+    retention.add_argument("project_id")
+    retention.add_argument("days", help="a number of days, 0 for forever, or 'default'")
+    _data_dir(retention)
+    retention.add_argument("--database-url", help="PostgreSQL URL (LOOPKIT_DATABASE_URL), as given to serve")
+    retention.add_argument("--json", action="store_true", help="print JSON")
+    retention.set_defaults(handler=_projects_set_retention)
     return parser
 
 
@@ -130,10 +144,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         name: getattr(args, name, None)
         for name in ("data_dir", "host", "http_port", "grpc_port", "database_url", "max_body_bytes", "log_level")
     }
-    settings = Settings.from_env(**flags)
-    if settings.database_url:
-        raise ValueError("this version stores data only in SQLite files under --data-dir; omit --database-url")
-    return settings
+    return Settings.from_env(**flags)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -190,13 +201,18 @@ def _projects_list(args: argparse.Namespace) -> int:
 
 def _projects_show(args: argparse.Namespace) -> int:
     from loopkit_core.projects import get_project
+    from loopkit_core.retention import overrides
 
     store = _control(args)
     try:
         project = get_project(store.control, args.project_id)
+        custom = overrides(store.control).get(args.project_id)
     finally:
         store.close()
     project = _readable(project) if project else None
+    if project is not None:
+        project["retention_days"] = store.settings.retention_days if custom is None else custom
+        project["retention_source"] = "server default" if custom is None else "project"
     if project is None:
         print(f"loopkit: error: no project {args.project_id!r}", file=sys.stderr)
         return 1
@@ -205,8 +221,38 @@ def _projects_show(args: argparse.Namespace) -> int:
         return 0
     for key in ("project_id", "project_name", "kind", "created_at", "quota_spans", "expires_at"):
         print(f"{key:14} {project[key]}")
+    kept = "forever" if project["retention_days"] == 0 else f"{project['retention_days']:g} days"
+    print(f"{'retention':14} {kept} ({project['retention_source']})")
     for key in project["keys"]:
         print(f"{key['kind'] + ' key':14} {key['display']}  ({' '.join(key['scopes'])})")
+    return 0
+
+
+def _projects_set_retention(args: argparse.Namespace) -> int:
+    from loopkit_core.retention import retention_days, set_retention
+
+    days: float | None = None
+    if args.days != "default":
+        try:
+            days = float(args.days)
+        except ValueError:
+            print(f"loopkit: error: DAYS must be a number or 'default', got {args.days!r}", file=sys.stderr)
+            return 2
+    store = _control(args)
+    try:
+        set_retention(store.control, args.project_id, days)
+        effective = retention_days(store.control, args.project_id, store.settings.retention_days)
+    except (LookupError, ValueError) as exc:
+        print(f"loopkit: error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    source = "server default" if days is None else "project"
+    if args.json:
+        print(json.dumps({"ok": True, "project_id": args.project_id, "retention_days": effective, "source": source}))
+    else:
+        kept = "forever" if effective == 0 else f"{effective:g} days"
+        print(f"Project {args.project_id} keeps its records {kept} ({source}); a running server applies it next pass.")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -17,15 +18,31 @@ class Settings:
     host: str = "127.0.0.1"
     http_port: int = 4318
     grpc_port: int = 4317
+    # None: SQLite files in data_dir. postgresql+psycopg://user@host/db: everything in PostgreSQL.
     database_url: str | None = None
+    # PostgreSQL only: prepended to every schema name (<prefix>loopkit, <prefix>lk_p_<project>), e.g. to share
+    # one database between several LoopKit installations (or test runs).
+    database_schema_prefix: str = ""
     # OTLP spec recommends 64 MiB after decompression; applies to HTTP bodies and gRPC messages.
     max_body_bytes: int = 64 * MiB
+    # Per record (docs/records.md): longer string values are cut to this many characters, and attributes,
+    # events and links past these counts are dropped; a marker attribute says what was cut.
+    max_attribute_value_length: int = 16 * 1024
+    max_attributes_per_span: int = 256
+    max_events_per_span: int = 256
+    max_links_per_span: int = 256
+    # A POST /v1/traces body must arrive within this many seconds (slow clients get 408 and are dropped).
+    request_body_timeout_seconds: float = 30.0
     # SQLite `synchronous`: FULL survives power loss, NORMAL survives a process crash.
     sqlite_synchronous: str = "FULL"
     writer_threads: int = 2
     # Back-pressure: rows waiting for a commit, per writer thread, before ingest answers 503.
     writer_max_pending_rows: int = 200_000
     grpc_workers: int = 16
+    # Processes that decode ingest payloads into rows beside the server process (which keeps auth, quotas and
+    # the commit): -1 picks one per CPU beyond the first under `loopkit serve` (none in embedded servers);
+    # 0 decodes on threads of the server process. See docs/benchmarks.md for what it buys.
+    decode_workers: int = -1
     shutdown_grace_seconds: float = 10.0
     log_level: str = "info"
     # Where clients reach this server (signup answers build URLs from it); default http://host:http_port.
@@ -36,6 +53,11 @@ class Settings:
     # Expired sandboxes keep their data this long (reads say "expired"), then it is purged.
     sandbox_grace_days: float = 7.0
     purge_interval_seconds: float = 300.0
+    # Records older than this (by their timestamp) are deleted in the background; 0 keeps them forever.
+    # Per project override: `loopkit projects set-retention PROJECT DAYS`.
+    retention_days: float = 30.0
+    # Rows deleted per transaction by the retention purge, so the writer is never held for long.
+    retention_batch_rows: int = 2000
     # POST /v1/signup, /v1/provision and /v1/recover per client address per hour.
     rate_limit_per_hour: int = 20
     # Proxies (comma-separated addresses, or *) whose X-Forwarded-For names the client; none by default.
@@ -60,6 +82,9 @@ class Settings:
         for name, value in overrides.items():
             if value is not None:
                 values[name] = _coerce(name, _type_of(name), value) if isinstance(value, str) else value
+        url = values.get("database_url")
+        if isinstance(url, str) and url.startswith("postgresql://"):
+            values["database_url"] = "postgresql+psycopg://" + url.removeprefix("postgresql://")  # psycopg 3
         settings = replace(cls(), **values)
         settings.validate()
         return settings
@@ -74,14 +99,28 @@ class Settings:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+        if self.decode_workers < -1:
+            raise ValueError("decode_workers must be -1 (automatic), 0 (none) or a number of processes")
         if self.writer_threads < 1 or self.grpc_workers < 1:
             raise ValueError("writer_threads and grpc_workers must be at least 1")
         if self.sandbox_quota_spans < 0 or self.sandbox_days <= 0 or self.sandbox_grace_days < 0:
             raise ValueError("sandbox_days must be positive; sandbox_quota_spans and sandbox_grace_days not negative")
         if self.purge_interval_seconds <= 0:
             raise ValueError("purge_interval_seconds must be positive")
+        if self.request_body_timeout_seconds <= 0:
+            raise ValueError("request_body_timeout_seconds must be positive")
+        if self.retention_days < 0 or self.retention_batch_rows < 1:
+            raise ValueError("retention_days must not be negative and retention_batch_rows must be at least 1")
+        if min(self.max_attributes_per_span, self.max_events_per_span, self.max_links_per_span) < 0 or (
+            self.max_attribute_value_length < 1
+        ):
+            raise ValueError("attribute, event and link limits must not be negative (value length at least 1)")
         if self.rate_limit_per_hour < 1:
             raise ValueError("rate_limit_per_hour must be at least 1")
+        if self.database_url and not self.database_url.startswith("postgresql+psycopg://"):
+            raise ValueError("database_url must be a postgresql+psycopg:// URL (or empty for SQLite in data_dir)")
+        if not re.fullmatch(r"([a-z_][a-z0-9_]{0,29})?", self.database_schema_prefix):
+            raise ValueError("database_schema_prefix must be at most 30 lowercase letters, digits or _")
 
     def blocked_plugins_list(self) -> list[str]:
         """The blocked plugin names."""
