@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from loopkit_core.model import Record
+from loopkit_receivers.records_shape import MAX_NAME, MAX_TEXT
 
 TRUNCATED = "loopkit.truncated_attributes"  # keys whose values were cut to the length limit
+TRUNCATED_FIELDS = "loopkit.truncated_fields"  # record fields (name, message) cut to their length limit
 DROPPED_ATTRIBUTES = "loopkit.dropped_attributes_count"
 DROPPED_EVENTS = "loopkit.dropped_events_count"
 DROPPED_LINKS = "loopkit.dropped_links_count"
-MARKERS = frozenset((TRUNCATED, DROPPED_ATTRIBUTES, DROPPED_EVENTS, DROPPED_LINKS))
+MARKERS = frozenset((TRUNCATED, TRUNCATED_FIELDS, DROPPED_ATTRIBUTES, DROPPED_EVENTS, DROPPED_LINKS))
+# The records shape rejects longer fields outright (records_shape.py); a span's are cut to the same lengths.
+FIELD_LENGTHS = {"name": MAX_NAME, "message": MAX_TEXT}
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ def apply(records: list[Record], limits: Limits = DEFAULT) -> None:
     seen_resources: set[int] = set()
     for record in records:
         record.attributes = _attributes(record.attributes, limits)
+        cut_fields = [f for f, n in FIELD_LENGTHS.items() if len(getattr(record, f)) > n]
+        for name in cut_fields:
+            setattr(record, name, getattr(record, name)[: FIELD_LENGTHS[name]])
+        if cut_fields:
+            record.attributes[TRUNCATED_FIELDS] = cut_fields
         if len(record.events) > limits.events:
             dropped = len(record.events) - limits.events
             record.events = record.events[: limits.events]

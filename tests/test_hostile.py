@@ -173,6 +173,20 @@ def test_huge_attribute_values_and_counts_are_cut_with_a_marker_never_rejected(c
     assert stored["neighbour"]["attributes"] == {}
 
 
+def test_a_huge_span_name_and_status_message_are_cut_with_a_marker(client, project):
+    long_name = span("n" * 5000, 4)
+    long_name.status.code = 2
+    long_name.status.message = "m" * 100_000
+    body = request_of(long_name, span("neighbour", 5)).SerializeToString()
+    response = client.post("/v1/traces", content=body, headers={**project.auth(), **PROTOBUF})
+    assert response.status_code == 200 and response.content == b""
+    stored = records_of(client, project)
+    record = stored["n" * 1024]
+    assert record["message"] == "m" * 65536
+    assert record["attributes"] == {"loopkit.truncated_fields": ["name", "message"]}
+    assert stored["neighbour"]["attributes"] == {}
+
+
 def test_records_shape_attributes_are_cut_the_same_way(client, project):
     attributes = {f"a{i:04d}": "v" for i in range(300)} | {"long": "z" * 20_000}
     doc = {"records": [{"type": "error", "name": "big", "message": "boom", "attributes": attributes}]}
