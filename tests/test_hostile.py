@@ -368,6 +368,38 @@ def test_a_client_trickling_its_body_blocks_no_one_and_is_cut_off(server, client
     assert "slow" not in records_of(client, project)
 
 
+def stalled_post(server, path: str, headers: str, body: bytes) -> bytes:  # noqa: ANN001
+    """POST half of `body`, then stall; the raw answer the server sends (within 10 s)."""
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {len(body)}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+        answer = b""
+        while chunk := sock.recv(65536):  # the server answers, then closes: recv returns b""
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    "path, kind, content_type, body",
+    [
+        ("/v1/runs/diagnose", "agent", "application/json", b'{"since_minutes": 60}'),
+        ("/v1/packets/pkt_0/approve", "dashboard", "application/json", b'{"note": "looks right to me"}'),
+        ("/v1/dashboard/login", None, "application/x-www-form-urlencoded", b"key=lk_dash_0123456789abcdef"),
+    ],
+)
+def test_a_stalled_body_on_the_other_routes_is_408_and_the_connection_closed(
+    server, client, project, path, kind, content_type, body
+):
+    auth = f"Authorization: Bearer {getattr(project, kind + '_key')}\r\n" if kind else ""
+    started = time.monotonic()
+    answer = stalled_post(server, path, f"{auth}Content-Type: {content_type}\r\nSec-Fetch-Site: same-origin\r\n", body)
+    assert 1.4 < time.monotonic() - started < 8  # the module's server waits 1.5 s for a body
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert b"did not arrive within 1.5 s" in answer
+    assert client.get("/healthz").status_code == 200
+
+
 def test_a_stalled_grpc_connection_blocks_no_export(server, project):
     # A client that opens the HTTP/2 connection, sends half a preface and then nothing.
     with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10) as stalled:

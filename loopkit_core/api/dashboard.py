@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from loopkit_core import __version__, charts, sessions
-from loopkit_core.api.errors import ApiError, error_response, json_response, principal
+from loopkit_core.api.errors import ApiError, error_response, json_response, principal, read_capped
 from loopkit_core.api.packets import MAX_NOTE
 from loopkit_core.model import parse_rfc3339, rfc3339
 from loopkit_core.projects import Principal, authenticate, get_project
@@ -126,7 +126,10 @@ def page(handler: Handler) -> Handler:
                 return render(
                     request, "login.html", 401, message=message, signed_out=signed_out, next=target, viewer=None
                 )
-            return render(request, "error.html", exc.status, status=exc.status, message=exc.message, viewer=None)
+            response = render(request, "error.html", exc.status, status=exc.status, message=exc.message, viewer=None)
+            if exc.status == 408:
+                response.headers["connection"] = "close"  # the rest of a late form is not a next request
+            return response
 
     return wrapped
 
@@ -174,11 +177,7 @@ def _check_access(who: Principal, now: float) -> None:
 
 async def read_form(request: Request) -> dict[str, str]:
     """A small form body (urlencoded, as browsers send it, or a JSON object of strings); ApiError otherwise."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_FORM_BYTES:
-            raise ApiError(413, f"form must be at most {MAX_FORM_BYTES} bytes")
+    raw = await read_capped(request, MAX_FORM_BYTES, "form")
     if not raw.strip():
         return {}
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from typing import Any
@@ -19,6 +20,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -58,6 +60,8 @@ def error_response(status: int, message: str, code: str | None = None, retry_aft
     headers = {"retry-after": str(math.ceil(retry_after))} if retry_after is not None else {}
     if status == 401:
         headers["www-authenticate"] = 'Bearer realm="loopkit"'
+    if status == 408:
+        headers["connection"] = "close"  # the rest of a late body must not be read as the next request
     body = {"ok": False, "error": {"code": code or _CODES.get(status, "error"), "message": message}}
     return json_response(body, status, headers)
 
@@ -74,11 +78,7 @@ async def principal(request: Request, scope: str) -> Principal:
 
 async def json_body(request: Request, max_bytes: int = 64 * 1024) -> dict[str, Any]:
     """A small JSON object body ({} when empty); ApiError 400/413 otherwise."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise ApiError(413, f"body must be at most {max_bytes} bytes")
+    raw = await read_capped(request, max_bytes, "body")
     if not raw.strip():
         return {}
     try:
@@ -88,3 +88,19 @@ async def json_body(request: Request, max_bytes: int = 64 * 1024) -> dict[str, A
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
     return body
+
+
+async def read_capped(request: Request, max_bytes: int, what: str) -> bytes:
+    """The whole body if it is at most `max_bytes` and arrives within request_body_timeout_seconds; 413/408."""
+    timeout = request.app.state.loopkit.settings.request_body_timeout_seconds
+    raw = bytearray()
+    try:
+        # A client trickling its body ties up a connection, not a thread; the deadline bounds how long.
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > max_bytes:
+                    raise ApiError(413, f"{what} must be at most {max_bytes} bytes")
+    except TimeoutError:
+        raise ApiError(408, f"the {what} did not arrive within {timeout:g} s") from None
+    return bytes(raw)
