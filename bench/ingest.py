@@ -202,6 +202,27 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def tail(path: Path, chars: int = 2000) -> str:
+    """The end of a log file ("" when it is not there)."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM (a server drains), SIGKILL if it is still there after 30 s; always reaps it."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        log(f"process {proc.pid} ignored SIGTERM for 30 s; killing it")
+        proc.kill()
+        proc.wait(10)
+
+
 class Server:
     """`loopkit serve` as a separate process over a temporary data directory."""
 
@@ -295,10 +316,7 @@ class Server:
 
     def log_tail(self, chars: int = 2000) -> str:
         """The end of the server's output."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return tail(self.log_path, chars)
 
     @property
     def pid(self) -> int:
@@ -308,14 +326,8 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM (the server drains), SIGKILL if it is still there after 30 s; always reaps it."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                log("server ignored SIGTERM for 30 s; killing it")
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            terminate(self.proc)
 
     def cleanup(self) -> None:
         """Stop the server and delete the data directory (unless asked to keep it)."""

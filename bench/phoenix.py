@@ -153,20 +153,12 @@ class PhoenixServer:
 
     def log_tail(self, chars: int = 2000) -> str:
         """The end of Phoenix's output."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return ingest.tail(self.log_path, chars)
 
     def cleanup(self) -> None:
         """SIGTERM, SIGKILL after 30 s, then delete the working directory."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            ingest.terminate(self.proc)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Row, Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from loopkit_core.store.schema import api_keys, projects
@@ -106,16 +106,25 @@ def authenticate(control: Engine, token: str) -> Principal | None:
     if not token or len(token) > MAX_KEY_LENGTH or not token.isascii():
         return None
     digest = hash_secret(token)
-    stmt = (
-        select(api_keys.c.key_hash, api_keys.c.kind, api_keys.c.scopes, api_keys.c.display, projects)
-        .join(projects, projects.c.project_id == api_keys.c.project_id)
-        .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None), projects.c.deleted_at.is_(None))
-    )
     with control.connect() as conn:
-        row = conn.execute(stmt).first()
+        row = conn.execute(live_keys().where(api_keys.c.key_hash == digest)).first()
     # The lookup is by digest; the explicit comparison keeps the check constant-time regardless.
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
+    return principal_of(row)
+
+
+def live_keys() -> Select:
+    """Unrevoked keys of undeleted projects, with their project's row (narrow it with `.where`)."""
+    return (
+        select(api_keys.c.key_hash, api_keys.c.kind, api_keys.c.scopes, api_keys.c.display, projects)
+        .join(projects, projects.c.project_id == api_keys.c.project_id)
+        .where(api_keys.c.revoked_at.is_(None), projects.c.deleted_at.is_(None))
+    )
+
+
+def principal_of(row: Row) -> Principal:
+    """The principal of one row of `live_keys()`."""
     return Principal(
         project_id=row.project_id,
         key_kind=row.kind,

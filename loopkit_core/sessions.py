@@ -14,10 +14,10 @@ import hashlib
 import hmac
 import time
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from loopkit_core.projects import Principal, hash_secret
-from loopkit_core.store.schema import api_keys, projects
+from loopkit_core.projects import Principal, hash_secret, live_keys, principal_of
+from loopkit_core.store.schema import api_keys
 
 COOKIE = "loopkit_dashboard"
 COOKIE_PATH = "/v1/dashboard"
@@ -65,29 +65,12 @@ def resolve(control: Engine, token: str | None, now: float | None = None) -> tup
         return None
     if int(expires) <= (time.time() if now is None else now):
         return None
-    stmt = (
-        select(api_keys.c.key_hash, api_keys.c.kind, api_keys.c.scopes, api_keys.c.display, projects)
-        .join(projects, projects.c.project_id == api_keys.c.project_id)
-        .where(
-            # A prefix match written as a range, so the primary-key index answers it on every database.
-            api_keys.c.key_hash >= key_id,
-            api_keys.c.key_hash < key_id + "g",
-            api_keys.c.revoked_at.is_(None),
-            projects.c.deleted_at.is_(None),
-        )
-    )
+    # A prefix match written as a range, so the primary-key index answers it on every database.
+    stmt = live_keys().where(api_keys.c.key_hash >= key_id, api_keys.c.key_hash < key_id + "g")
     with control.connect() as conn:
         rows = conn.execute(stmt).all()
     body = f"{VERSION}.{key_id}.{expires}"
     for row in rows:
         if hmac.compare_digest(_sign(row.key_hash, body), mac):
-            principal = Principal(
-                project_id=row.project_id,
-                key_kind=row.kind,
-                scopes=frozenset(row.scopes.split()),
-                key_display=row.display,
-                quota_spans=row.quota_spans,
-                expires_at=row.expires_at,
-            )
-            return principal, row.key_hash
+            return principal_of(row), row.key_hash
     return None

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from loopkit_core import __version__, charts, sessions
-from loopkit_core.api.errors import ApiError, error_response, json_response, principal, read_capped
+from loopkit_core.api.errors import ApiError, error_response, is_lookup_key, json_response, principal, read_capped
 from loopkit_core.api.packets import MAX_NOTE
 from loopkit_core.model import parse_rfc3339, rfc3339
 from loopkit_core.projects import Principal, authenticate, get_project
@@ -41,9 +41,6 @@ MAX_EVIDENCE_RECORDS = 500
 MAX_FORM_BYTES = 16 * 1024
 MAX_ID = 40
 _PACKET_ID = re.compile(r"pkt_[0-9a-f]{1,36}")
-# LoopKit's IDs (pkt_..., rec_...) are short and plain; anything else (NUL bytes, which PostgreSQL refuses in text,
-# or a megabyte of junk) is a 404 without a query.
-_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
@@ -271,7 +268,7 @@ async def packet_page(request: Request) -> Response:
 async def _packet_context(request: Request, who: Viewer, packet_id: str, **extra: Any) -> dict[str, Any]:
     loopkit = request.app.state.loopkit
     engine = loopkit.store.project(who.principal.project_id)
-    packet = await run_in_threadpool(packet_store.get_packet, engine, packet_id) if _ID.fullmatch(packet_id) else None
+    packet = await run_in_threadpool(packet_store.get_packet, engine, packet_id) if is_lookup_key(packet_id) else None
     if packet is None:
         raise ApiError(404, f"no packet {packet_id[:MAX_ID]!r} in this project")
     issues = packet.get("issues") or []
@@ -329,7 +326,7 @@ async def record_page(request: Request) -> Response:
     who = await viewer(request)
     record_id = request.path_params["record_id"]
     engine = request.app.state.loopkit.store.project(who.principal.project_id)
-    record = await run_in_threadpool(get_record, engine, record_id) if _ID.fullmatch(record_id) else None
+    record = await run_in_threadpool(get_record, engine, record_id) if is_lookup_key(record_id) else None
     if record is None:
         raise ApiError(404, f"no record {record_id[:MAX_ID]!r} in this project")
     if wants_json(request):
@@ -432,7 +429,7 @@ async def _decide(request: Request, decision: str) -> Response:
     actor = f"{who.principal.key_kind} key {who.principal.key_display}"
     now_ns = int(loopkit.clock() * 1e9)
     decided = None
-    if _ID.fullmatch(packet_id):
+    if is_lookup_key(packet_id):
         decided = await run_in_threadpool(approvals.decide, engine, packet_id, decision, note.strip(), actor, now_ns)
     if decided is None:
         raise ApiError(404, f"no packet {packet_id[:MAX_ID]!r} in this project")
