@@ -423,14 +423,17 @@ class Cycling(Work):
 
     Round r overwrites the first two bytes of every trace ID with r (4 hex digits in the JSON formats),
     round 0 included (an unstamped original could equal a later round's copy), so every span is new to
-    the server (record IDs hash the trace ID) and the store grows as under real traffic, while the client
-    does no more than a few hundred slice assignments per batch.
+    the server (record IDs hash the trace ID) and the store grows as under real traffic. Every timestamp
+    of a batch is moved by the same amount so that its latest span ends at the moment it is sent, as an
+    exporter sends what just finished: the store fills in wall-clock order, not by replaying one stretch
+    of time. The client does no more than a few thousand slice assignments per batch.
     """
 
     def __init__(self, batches: list[bytes], spans_per_batch: list[int], deadline: float, fmt: str) -> None:
         super().__init__(batches, spans_per_batch, deadline)
-        self.hex = fmt != "proto"
+        self.fmt = fmt
         self.offsets = [trace_id_offsets(body, fmt) for body in batches]
+        self.times = [timestamp_offsets(body, fmt) for body in batches]
 
     def take(self) -> int | None:
         """The next send's sequence number, until the deadline."""
@@ -439,13 +442,20 @@ class Cycling(Work):
         return n if time.monotonic() < self.deadline and n < len(self.batches) * 65536 else None
 
     def get(self, n: int) -> tuple[bytes, int]:
-        """The body of send n: batch n mod B with round n div B's trace IDs."""
+        """The body of send n: batch n mod B with round n div B's trace IDs, its spans ending now."""
         i, rnd = n % len(self.batches), n // len(self.batches)
         body = bytearray(self.batches[i])
-        stamp = f"{rnd:04x}".encode() if self.hex else rnd.to_bytes(2, "big")
+        stamp = rnd.to_bytes(2, "big") if self.fmt == "proto" else f"{rnd:04x}".encode()
         width = len(stamp)
         for offset in self.offsets[i]:
             body[offset : offset + width] = stamp
+        offsets, latest = self.times[i]
+        shift = time.time_ns() - latest
+        for offset, value in offsets:
+            if self.fmt == "proto":
+                body[offset : offset + 8] = (value + shift).to_bytes(8, "little")
+            else:  # 19 decimal digits until the year 2286
+                body[offset : offset + 19] = b"%d" % (value + shift)
         return bytes(body), self.spans_per_batch[i]
 
 
@@ -457,10 +467,7 @@ def stamped_trace_id(trace_id_hex: str, rnd: int) -> str:
 def trace_id_offsets(body: bytes, fmt: str) -> list[int]:
     """Where each trace ID starts in a serialised batch (raw bytes in protobuf, hex text in JSON)."""
     if fmt == "proto":
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        request = ExportTraceServiceRequest.FromString(body)
-        ids = {s.trace_id for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
+        ids = {s.trace_id for s in _proto_spans(body)}
     else:
         doc = orjson.loads(body)
         if fmt == "records":
@@ -468,12 +475,59 @@ def trace_id_offsets(body: bytes, fmt: str) -> list[int]:
         else:
             spans = (s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"])
             ids = {s["traceId"].encode() for s in spans}
+    return _find_all(body, ids)
+
+
+def timestamp_offsets(body: bytes, fmt: str) -> tuple[list[tuple[int, int]], int]:
+    """Where each span and event timestamp sits in a serialised batch, with its value; and the latest end.
+
+    Protobuf holds them as fixed64 (8 bytes, little-endian), OTLP/JSON as decimal strings, the records
+    shape as a decimal `timestamp` (no end time: it sends a duration).
+    """
+    if fmt == "proto":
+        spans = list(_proto_spans(body))
+        values = {t for s in spans for t in (s.start_time_unix_nano, s.end_time_unix_nano)}
+        values |= {e.time_unix_nano for s in spans for e in s.events}
+        latest = max(s.end_time_unix_nano for s in spans)
+        encoded = {v.to_bytes(8, "little"): v for v in values}
+        skip = 0
+    else:
+        doc = orjson.loads(body)
+        if fmt == "records":
+            values = {r["timestamp"] for r in doc["records"]}
+            latest = max(r["timestamp"] + int(r["duration_ms"] * 1e6) for r in doc["records"])
+            encoded = {b'"timestamp":%d' % v: v for v in values}
+            skip = len('"timestamp":')
+        else:
+            spans = [s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+            texts = {s[k] for s in spans for k in ("startTimeUnixNano", "endTimeUnixNano")}
+            texts |= {e["timeUnixNano"] for s in spans for e in s.get("events", ())}
+            values = {int(t) for t in texts}
+            latest = max(int(s["endTimeUnixNano"]) for s in spans)
+            encoded = {b'"%d"' % v: v for v in values}
+            skip = 1
+    if any(len(str(v)) != 19 for v in values):
+        raise ValueError("timestamps must have 19 decimal digits to be re-stamped in place")
+    found = []
+    for pattern, value in encoded.items():
+        found += [(offset + skip, value) for offset in _find_all(body, {pattern})]
+    return found, latest
+
+
+def _proto_spans(body: bytes) -> Any:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest.FromString(body)
+    return (s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans)
+
+
+def _find_all(body: bytes, patterns: set[bytes]) -> list[int]:
     offsets = []
-    for trace_id in ids:
-        start = body.find(trace_id)
+    for pattern in patterns:
+        start = body.find(pattern)
         while start != -1:
             offsets.append(start)
-            start = body.find(trace_id, start + 1)
+            start = body.find(pattern, start + 1)
     return offsets
 
 

@@ -2,8 +2,9 @@
 
 One deterministic stream of spans (web requests with database and HTTP client calls, and agent runs
 with chat and tool-call spans carrying `gen_ai.*` attributes; about 10% errors with `exception`
-events and stack traces; long-tailed durations; trace and span IDs unique across the run) is cut
-into batches and serialised once per wire format, before any timing starts:
+events and stack traces; long-tailed durations; trace and span IDs unique across the run; traces
+starting in time order, give or take two seconds, as exporters send them) is cut into batches and
+serialised once per wire format, before any timing starts:
 
 - `proto`: a binary `ExportTraceServiceRequest` (OTLP/HTTP protobuf and OTLP/gRPC send these bytes);
 - `json`: OTLP/JSON (hex IDs, 64-bit integers as decimal strings, integer enums, lowerCamelCase);
@@ -30,6 +31,7 @@ Attrs = list[tuple[str, Attr]]
 FORMATS = ("proto", "json", "records")
 
 _M64 = (1 << 64) - 1
+JITTER_NS = 2 * 10**9  # how far a trace's start strays from the stream's clock
 KIND_INTERNAL, KIND_SERVER, KIND_CLIENT = 1, 2, 3
 STATUS_UNSET, STATUS_ERROR = 0, 2
 
@@ -200,15 +202,18 @@ def _stacktrace(rng: random.Random, exc_type: str, message: str, leaf_file: str,
 class SpanStream:
     """A deterministic stream of spans with IDs unique across the whole stream."""
 
-    def __init__(self, seed: int, now_ns: int, history_seconds: float = 600.0) -> None:
+    def __init__(self, seed: int, now_ns: int, history_seconds: float = 600.0, spans: int = 100_000) -> None:
         self.rng = random.Random(seed)
         self._trace_salt = self.rng.getrandbits(64)
         self._trace_salt2 = self.rng.getrandbits(64)
         self._span_salt = self.rng.getrandbits(64)
         self._traces = 0
         self._spans = 0
-        self._now_ns = now_ns
-        self._history_ns = int(history_seconds * 1e9)
+        # Traces start in time order across the stream, as exporters send what just finished: the clock walks
+        # from `history_seconds` ago to now over `spans` spans, and each trace starts within a few seconds of it
+        # (hosts' clocks and export delays differ). A batch therefore covers a few seconds, not the whole history.
+        self._clock_ns = now_ns - int(history_seconds * 1e9) - 120 * 10**9
+        self._step_ns = int(history_seconds * 1e9 / max(spans, 1))
         self.resources: list[Attrs] = []
         self.resource_service: list[str] = []
         self._resource_index: dict[tuple[str, int], int] = {}
@@ -314,13 +319,12 @@ class SpanStream:
     def traces(self) -> Iterable[list[SpanSpec]]:
         """Endless traces: 70% web requests, 30% agent runs."""
         while True:
-            if self.rng.random() < 0.7:
-                yield self._web_trace()
-            else:
-                yield self._agent_trace()
+            trace = self._web_trace() if self.rng.random() < 0.7 else self._agent_trace()
+            self._clock_ns += len(trace) * self._step_ns
+            yield trace
 
     def _start_ns(self) -> int:
-        return self._now_ns - self.rng.randint(1, self._history_ns) - 120 * 10**9
+        return self._clock_ns + self.rng.randint(-JITTER_NS, JITTER_NS)
 
     def _web_trace(self) -> list[SpanSpec]:
         rng = self.rng
@@ -628,7 +632,7 @@ def build(spans: int, batch_spans: int, formats: Iterable[str], seed: int = 1, s
     """Generate `spans` spans once and serialise every batch in each requested format."""
     started = time.perf_counter()
     wanted = [f for f in FORMATS if f in set(formats)]
-    stream = SpanStream(seed, time.time_ns())
+    stream = SpanStream(seed, time.time_ns(), spans=spans)
     out: dict[str, list[bytes]] = {f: [] for f in wanted}
     # Sample traces spread over the run for the read-back check.
     approx_traces = max(spans // 5, 1)
