@@ -27,7 +27,7 @@ from loopkit_core.diagnose import DiagnoseRequest, run
 from loopkit_core.model import Record, new_record_id
 from loopkit_core.projects import create_project
 from loopkit_core.settings import Settings
-from loopkit_core.store.records import to_rows
+from loopkit_core.store.records import resource_rows, to_rows
 
 FAULTS = 50
 OPERATIONS = 200
@@ -98,7 +98,7 @@ def fill(data_dir: Path, size: int, seed: int = 7) -> tuple[str, int]:
 
 def _submit(app, project_id: str, batch: list[Record]):  # noqa: ANN001, ANN202
     signatures = app.ingestor.sign(batch)
-    return app.writer.submit(project_id, to_rows(batch, time.time_ns()), None, signatures)
+    return app.writer.submit(project_id, to_rows(batch, time.time_ns()), None, signatures, resource_rows(batch))
 
 
 def diagnose_once(data_dir: Path, project_id: str, until: int) -> dict:

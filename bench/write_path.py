@@ -93,7 +93,7 @@ def insert_stage(store: Store, name: str, batches: list[list[dict[str, Any]]]) -
     - `dbapi_commit_every_4`: as `dbapi`, one transaction per 4 batches (the server's writer groups
       the requests that wait for it into one commit);
     - `dbapi_without_trace_session_indexes`: as `dbapi`, after dropping the two indexes whose keys
-      arrive in random order (trace_id, session_id);
+      arrive in random order ((trace_id, span_id), which also deduplicates spans, and session_id);
     - `dbapi_unique_index_only`: as `dbapi`, into a copy of the table with only the record_id
       unique index (what deduplication needs), to show what the secondary indexes cost.
 
@@ -124,7 +124,7 @@ def _insert(store: Store, name: str, batches: list[list[dict[str, Any]]]) -> dic
             raw.execute(f"CREATE UNIQUE INDEX ux_{table} ON {table} (record_id)")
             raw.commit()
         if name == "dbapi_without_trace_session_indexes":
-            raw.execute("DROP INDEX ix_records_trace")
+            raw.execute("DROP INDEX ux_records_span")
             raw.execute("DROP INDEX ix_records_session")
             raw.commit()
         sql = (

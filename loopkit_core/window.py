@@ -10,7 +10,7 @@ import orjson
 from sqlalchemy import CompoundSelect, Engine, bindparam, func, select, union_all
 
 from loopkit_core.model import SIGNAL_TYPES
-from loopkit_core.store.records import selector_condition, to_json
+from loopkit_core.store.records import records_json, selector_condition
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 
 FAILURE_TYPES = ("error", "tool_failure")
@@ -158,7 +158,7 @@ class Window:
         order = (r.duration_ms.desc(), r.record_id) if slowest else (r.ts_ns.desc(), r.record_id.desc())
         stmt = select(records).where(self._in_window(), selector_condition(selector)).order_by(*order).limit(limit)
         with self.engine.connect() as conn:
-            return [to_json(row) for row in conn.execute(stmt).all()]
+            return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
     def counts_by_type(self) -> dict[str, int]:
         """How many records of each signal type the window holds."""
@@ -243,7 +243,7 @@ class Window:
             .limit(limit)
         )
         with self.engine.connect() as conn:
-            return [to_json(row) for row in conn.execute(stmt).all()]
+            return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
 
 # Per-operation statements, built once (bound parameters keep SQLAlchemy's compiled cache warm).

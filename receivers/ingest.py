@@ -15,7 +15,7 @@ from loopkit_core.model import Record
 from loopkit_core.plugins import Plugins
 from loopkit_core.projects import AuthError, Principal, require
 from loopkit_core.store.engines import Store
-from loopkit_core.store.records import Row, to_rows
+from loopkit_core.store.records import Row, resource_rows, to_rows
 from loopkit_core.store.writer import Overloaded, Writer, WriteResult
 from loopkit_receivers import otlp_json, otlp_proto, records_shape
 from loopkit_receivers.body import decompress
@@ -81,7 +81,9 @@ class Ingestor:
     def commit(self, principal: Principal, prepared: Prepared) -> Future[WriteResult]:
         """Queue prepared rows for one commit under the project's quota; the future resolves once durable."""
         try:
-            return self.writer.submit(principal.project_id, prepared.rows, principal.quota_spans, prepared.signatures)
+            return self.writer.submit(
+                principal.project_id, prepared.rows, principal.quota_spans, prepared.signatures, prepared.resources
+            )
         except Overloaded as exc:
             raise Unavailable(str(exc)) from exc
 
@@ -97,13 +99,14 @@ class Prepared:
     payload: HttpPayload | Decoded
     rows: list[Row]
     signatures: list[dict[str, Any]]
+    resources: list[tuple[str, str]]  # (resource_key, JSON) of the rows' resources
 
 
 def prepare(records: list[Record], plugins: Plugins, limits: Limits = DEFAULT_LIMITS) -> Prepared:
     """Sign records and turn them into rows (the payload is left empty; callers that need it set it)."""
     apply_limits(records, limits)  # over-long values and too many attributes are cut, never rejected
     signatures = sign(records, plugins)
-    return Prepared(Decoded(), to_rows(records, time.time_ns()), signatures)
+    return Prepared(Decoded(), to_rows(records, time.time_ns()), signatures, resource_rows(records))
 
 
 def decode_http(body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str) -> HttpPayload:
@@ -151,7 +154,9 @@ def quota_reason(principal: Principal) -> str:
 
 
 def settle(payload: HttpPayload | Decoded, result: WriteResult, principal: Principal) -> None:
-    """Report the records the store refused for quota as rejected, in the payload's own answer."""
+    """Fit the payload's answer to what the store did: quota refusals rejected, re-sent spans under their stored IDs."""
+    if isinstance(payload, HttpPayload) and payload.records is not None:
+        payload.records.use_stored_ids(result.stored_as)
     if not result.over_quota:
         return
     if isinstance(payload, Decoded):

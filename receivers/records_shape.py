@@ -26,6 +26,14 @@ class RecordsBatch:
     record_ids: list[str | None] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
 
+    def use_stored_ids(self, stored_as: dict[int, str]) -> None:
+        """Answer with the stored record's ID for records (by their index in `records`) the store already had."""
+        if not stored_as:
+            return
+        posted = [i for i, record_id in enumerate(self.record_ids) if record_id is not None]
+        for k, record_id in stored_as.items():
+            self.record_ids[posted[k]] = record_id
+
     def refuse(self, stored_indexes: list[int], reason: str) -> None:
         """Turn records the store refused (by their index in `records`) into per-record errors."""
         if not stored_indexes:
@@ -112,7 +120,10 @@ def _record(item: Any, project_id: str, received_ns: int) -> Record:
         if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, dict | list) for v in value)):
             raise ValueError(f"attributes.{key} must be a string, number, boolean, null or a list of them")
     end_ns = min(ts_ns + int(duration_ms * 1_000_000), MAX_NS)
-    record_id = record_id_for_span(project_id, trace_id, span_id) if trace_id and span_id else new_record_id()
+    if trace_id and span_id:  # a resend must map to the same ID: only a timestamp the client sent goes into it
+        record_id = record_id_for_span(project_id, trace_id, span_id, 0 if item.get("timestamp") is None else ts_ns)
+    else:
+        record_id = new_record_id(ts_ns)
     service = strings["service"] or "unknown_service"
     return Record(
         record_id=record_id,

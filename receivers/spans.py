@@ -57,7 +57,6 @@ def span_id_problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> s
 
 def build_record(
     project_id: str,
-    *,
     trace_id: bytes,
     span_id: bytes,
     parent_span_id: bytes,
@@ -76,34 +75,37 @@ def build_record(
     received_ns: int,
 ) -> Record:
     """A Record with its stable ID and the fields derived from OpenTelemetry conventions."""
+    # Called once per span with every argument positional: keyword arguments cost ~1 us a span here.
+    id_start_ns = start_ns  # the ID takes the span's own start time (a resend has the same), never a fallback
     if start_ns <= 0 or start_ns > MAX_NS:
         start_ns = end_ns if 0 < end_ns <= MAX_NS else received_ns
     if end_ns < start_ns or end_ns > MAX_NS:
         end_ns = start_ns
     status = STATUS_NAMES.get(status_code, "unset")
-    exception = first_exception(events)
+    exception = first_exception(events) if events else None
     message, exception_type = summary(status_message, attributes, exception)
     trace_hex, span_hex = trace_id.hex(), span_id.hex()
+    # Positional, in Record's field order (keywords cost ~0.7 us a span).
     return Record(
-        record_id=record_id_for_span(project_id, trace_hex, span_hex),
-        ts_ns=start_ns,
-        end_ns=end_ns,
-        type=classify(status, attributes, exception),
-        name=name,
-        service=service,
-        status=status,
-        message=message,
-        trace_id=trace_hex,
-        span_id=span_hex,
+        record_id_for_span(project_id, trace_hex, span_hex, id_start_ns),
+        start_ns,
+        end_ns,
+        classify(status, attributes, exception),
+        name,
+        service,
+        status,
+        message,
+        trace_hex,
+        span_hex,
         # An all-zero parent means "no parent" (as the Collector reads it): the span is a root.
-        parent_span_id=parent_span_id.hex() if parent_span_id and parent_span_id != ZERO_SPAN else None,
-        session_id=pick(attributes, SESSION_KEYS),
-        user_id=pick(attributes, USER_KEYS),
-        kind=SPAN_KINDS.get(kind),
-        scope=scope or None,
-        exception_type=exception_type,
-        attributes=attributes,
-        resource=resource,
-        events=events,
-        links=links,
+        parent_span_id.hex() if parent_span_id and parent_span_id != ZERO_SPAN else None,
+        pick(attributes, SESSION_KEYS),  # session_id
+        pick(attributes, USER_KEYS),  # user_id
+        SPAN_KINDS.get(kind),
+        scope or None,
+        exception_type,
+        attributes,
+        resource,
+        events,
+        links,
     )

@@ -1,6 +1,7 @@
 """Deterministic traffic for the handoff, approval and verification tests: a settable clock and OTLP/JSON spans.
 
-Every span has a fixed trace and span ID, so its record ID is `record_id_for_span(project_id, trace, span)`; every
+Every span has a fixed trace and span ID and start, so its record ID is `record_id_for_span(project_id, trace, span,
+start)`; every
 timestamp is explicit (unix ns), so a test sets the server's clock instead of sleeping.
 """
 
@@ -55,6 +56,7 @@ class Spans:
 
     spans: list[dict[str, Any]] = field(default_factory=list)
     labels: dict[tuple[str, str], str] = field(default_factory=dict)  # (trace_id, span_id) -> label
+    starts: dict[tuple[str, str], int] = field(default_factory=dict)  # (trace_id, span_id) -> start (unix ns)
     counter: int = 0
 
     def add(
@@ -100,15 +102,20 @@ class Spans:
             ]
         self.spans.append(span)
         self.labels[(trace_id, span_id)] = label
+        self.starts[(trace_id, span_id)] = ts_ns
         return trace_id, span_id
 
     def record_ids(self, project_id: str) -> dict[str, str]:
         """record ID -> label, for the project the spans were sent to."""
-        return {record_id_for_span(project_id, t, s): label for (t, s), label in self.labels.items()}
+        return {self.record_id(project_id, t, s): label for (t, s), label in self.labels.items()}
 
     def ids_of(self, project_id: str, prefix: str) -> list[str]:
         """Record IDs of the spans whose label starts with `prefix`, in the order they were added."""
-        return [record_id_for_span(project_id, t, s) for (t, s), lab in self.labels.items() if lab.startswith(prefix)]
+        return [self.record_id(project_id, t, s) for (t, s), lab in self.labels.items() if lab.startswith(prefix)]
+
+    def record_id(self, project_id: str, trace_id: str, span_id: str) -> str:
+        """The record ID one added span gets in a project."""
+        return record_id_for_span(project_id, trace_id, span_id, self.starts[(trace_id, span_id)])
 
     def send(self, client: httpx.Client, project: Project) -> None:
         """Export every span added so far over OTLP/HTTP JSON (in batches), then forget them."""

@@ -21,16 +21,20 @@ BATCH = 40
 CLIENTS = {"records": 3, "protobuf": 3}
 
 
-def _records_body(worker: int, batch: int) -> tuple[dict, list[tuple[str, str]]]:
-    ids = [(f"{worker + 1:08x}{batch + 1:024x}", f"{n + 1:016x}") for n in range(BATCH)]
+# Each sent span as (trace ID, span ID, start time in the ID: 0 for records sent without a timestamp).
+SpanKey = tuple[str, str, int]
+
+
+def _records_body(worker: int, batch: int) -> tuple[dict, list[SpanKey]]:
+    ids = [(f"{worker + 1:08x}{batch + 1:024x}", f"{n + 1:016x}", 0) for n in range(BATCH)]
     records = [
         {"type": "latency", "name": f"records-{worker}", "duration_ms": n, "trace_id": t, "span_id": s}
-        for n, (t, s) in enumerate(ids)
+        for n, (t, s, _) in enumerate(ids)
     ]
     return {"records": records}, ids
 
 
-def _protobuf_body(worker: int, batch: int) -> tuple[bytes, list[tuple[str, str]]]:
+def _protobuf_body(worker: int, batch: int) -> tuple[bytes, list[SpanKey]]:
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
     resource_spans.resource.attributes.add(key="service.name").value.string_value = "crash"
@@ -50,7 +54,7 @@ def _protobuf_body(worker: int, batch: int) -> tuple[bytes, list[tuple[str, str]
                 end_time_unix_nano=now,
             )
         )
-        ids.append((trace_id.hex(), span_id.hex()))
+        ids.append((trace_id.hex(), span_id.hex(), now - 2_000_000))
     return request.SerializeToString(), ids
 
 
@@ -91,7 +95,7 @@ class Traffic:
                 else:
                     body, ids = _protobuf_body(worker, batch)
                     send = {"content": body, "headers": {**self.headers, "content-type": "application/x-protobuf"}}
-                record_ids = {record_id_for_span(self.project_id, t, s) for t, s in ids}
+                record_ids = {record_id_for_span(self.project_id, *key) for key in ids}
                 with self.lock:
                     self.attempted.append(record_ids)
                 try:
@@ -164,7 +168,7 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_stores_none_twice(tmp
         posted = httpx.post(f"{again.url}/v1/traces", json=fresh, headers=headers, timeout=30)
         assert posted.status_code == 200 and posted.json()["accepted"] == BATCH
         after = all_record_ids(again.url, created["agent_key"])
-        expected_new = {record_id_for_span(project_id, t, s) for t, s in fresh_ids}
-        first_batch = {record_id_for_span(project_id, t, s) for t, s in ids}
+        expected_new = {record_id_for_span(project_id, *key) for key in fresh_ids}
+        first_batch = {record_id_for_span(project_id, *key) for key in ids}
         assert set(after) == set(stored) | expected_new | first_batch
         assert len(after) == len(set(after))

@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from loopkit_core.model import record_id_for_span
-from loopkit_core.store.records import to_rows
+from loopkit_core.store.records import resource_rows, to_rows
 from loopkit_receivers import otlp_json, otlp_proto, records_shape
 from loopkit_receivers.body import decompress
 from loopkit_receivers.errors import BadRequest, IngestError, TooLarge
@@ -74,6 +74,7 @@ def stored(records: list[Any]) -> None:
     """Encode records exactly as the writer will; must never raise."""
     rows = to_rows(records, NOW)
     assert len(rows) == len(records)
+    assert {row[-1] for row in rows} == {key for key, _ in resource_rows(records)}
 
 
 def decode_proto(body: bytes) -> None:

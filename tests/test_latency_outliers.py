@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from loopkit_core.model import Issue, Record, rfc3339
 from loopkit_core.store.engines import Store
-from loopkit_core.store.records import insert_rows, to_rows
+from loopkit_core.store.records import insert_records
 from loopkit_core.window import Window
 from loopkit_plugins import latency_outliers
 
@@ -113,7 +113,7 @@ def write(engine: Engine, data: Dataset) -> None:
     """Store the dataset's records as ingest does, in batches of 512."""
     for i in range(0, len(data.records), 512):
         with engine.begin() as conn:
-            insert_rows(conn, to_rows(data.records[i : i + 512], received_ns=END))
+            insert_records(conn, data.records[i : i + 512], END)
 
 
 def diagnose(store: Store, data: Dataset, project_id: str = "latency-test") -> list[Issue]:

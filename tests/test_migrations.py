@@ -14,6 +14,7 @@ from loopkit_core.projects import create_project, get_project
 from loopkit_core.store import migrations
 from loopkit_core.store.engines import Store
 from loopkit_core.store.migrations import current_version, latest, schema_version
+from loopkit_core.store.records import get_record
 from loopkit_core.store.schema import control_metadata, project_metadata, records
 
 # What a later LoopKit version would add; the test registers it as the next project step.
@@ -51,6 +52,12 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
     old = create_engine(f"sqlite:///{project_file}")
     project_metadata.create_all(old)
     with old.begin() as conn:
+        # The previous version deduplicated on record_id alone, had a plain trace_id index, and kept each record's
+        # resource in its row.
+        conn.exec_driver_sql("DROP INDEX ux_records_span")
+        conn.exec_driver_sql("CREATE INDEX ix_records_trace ON records (trace_id)")
+        conn.exec_driver_sql("ALTER TABLE records DROP COLUMN resource_key")
+        conn.exec_driver_sql("DROP TABLE resources")
         conn.execute(
             records.insert().values(
                 record_id="rec_old",
@@ -64,7 +71,7 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
                 status="ok",
                 message="",
                 attributes="{}",
-                resource="{}",
+                resource='{"service.name": "old"}',
                 events="[]",
                 links="[]",
             )
@@ -77,11 +84,15 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
     try:
         engine = store.project(created["project_id"])
         assert current_version(store.control) == latest("control") == 2  # 2: project_retention
-        assert current_version(engine) == latest("project") == 1
+        # 2: (trace_id, span_id) is the span key; 3: resources stored once
+        assert current_version(engine) == latest("project") == 3
+        assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
-        assert [v for v, _ in stamped] == [1] and stamped[0][1].startswith("initial schema")
+            indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
+        assert [v for v, _ in stamped] == [1, 2, 3] and stamped[0][1].startswith("initial schema")
+        assert indexes["ux_records_span"] and "ix_records_trace" not in indexes
         assert get_project(store.control, created["project_id"])["project_name"] == "old app"
     finally:
         store.close()
@@ -119,7 +130,7 @@ def test_a_new_step_runs_exactly_once_across_concurrent_opens(tmp_path: Path, ne
             versions = conn.execute(select(schema_version.c.version).order_by(schema_version.c.version)).all()
             indexes = {ix["name"] for ix in inspect(conn).get_indexes("records", schema=schema)}
         assert len(runs) == 1 and runs[0] in {"opener-0", "opener-1"}
-        assert [v for (v,) in versions] == [1, next_step]
+        assert [v for (v,) in versions] == [*range(1, next_step), next_step]
         assert "ix_records_user_test" in indexes
         # A third open (a restart) finds nothing to do.
         assert migrations.migrate(engine, "project", schema) == []

@@ -19,7 +19,7 @@ from loopkit_core.purge import delete_project
 from loopkit_core.settings import Settings
 from loopkit_core.store.dialect import escape_nul, escape_nul_rows, unescape_nul
 from loopkit_core.store.engines import PG_MAX_IDENTIFIER, Store
-from loopkit_core.store.records import WindowQuery, insert_rows, read_window, to_rows
+from loopkit_core.store.records import WindowQuery, insert_records, read_window
 
 needs_pg = pytest.mark.skipif(PG_URL is None, reason="needs LOOPKIT_TEST_DATABASE_URL (PostgreSQL)")
 NOW = time.time_ns()
@@ -77,8 +77,8 @@ def test_attribute_selectors_compare_type_and_value(store: Store):
         record("nul inside", {"k": "v", "z": "a\x00b"}, 6),  # jsonb refuses \u0000: must not fail the query
     ]
     with store.project(pid).begin() as conn:
-        assert insert_rows(conn, to_rows(batch, NOW)) == 6
-        assert insert_rows(conn, to_rows(batch[:2], NOW)) == 0  # duplicates are skipped and not counted
+        assert insert_records(conn, batch, NOW) == 6
+        assert insert_records(conn, batch[:2], NOW) == 0  # duplicates are skipped and not counted
     selector = {"type": "event"}
     assert names(store, pid, selectors=({**selector, "attributes": {"n": 1}},)) == ["int"]
     assert names(store, pid, selectors=({**selector, "attributes": {"n": "1"}},)) == ["str"]
@@ -93,7 +93,7 @@ def test_nul_and_the_escape_character_round_trip_and_filter(store: Store):
     pid = create_project(store.control, "nul")["project_id"]
     odd = ["nul\x00byte", "escape \ufffe char", "both \ufffe0 and \x00", "\x00"]
     with store.project(pid).begin() as conn:
-        assert insert_rows(conn, to_rows([record(n, {}, i) for i, n in enumerate(odd, 1)], NOW)) == 4
+        assert insert_records(conn, [record(n, {}, i) for i, n in enumerate(odd, 1)], NOW) == 4
     assert names(store, pid) == sorted(odd)
     for name in odd:  # an equality filter binds the value escaped the same way
         assert names(store, pid, filters=(("name", (name,)),)) == [name]

@@ -296,6 +296,41 @@ def test_a_record_with_trace_and_span_id_resent_is_stored_once_with_the_same_id(
     assert [r["record_id"] for r in filtered["records"]] == [record_id]
 
 
+def test_a_span_resent_with_another_timestamp_is_still_stored_once_and_answered_with_its_stored_id(client, project):
+    trace, span = "5bf92f3577b34da6a3ce929d0e0e4736", "10f067aa0ba902b7"
+    record = {"type": "error", "name": "pay", "trace_id": trace, "span_id": span}
+    first = post(client, project, [{**record, "message": "first", "timestamp": "2026-11-29T10:00:00Z"}])
+    record_id = first.json()["record_ids"][0]
+    # Retries with another timestamp, with none (the server's clock) and twice in one POST: one record, one ID.
+    again = post(
+        client,
+        project,
+        [
+            {**record, "message": "later", "timestamp": "2026-11-29T10:00:05Z"},
+            {**record, "message": "no timestamp"},
+            GOOD,
+            {**record, "message": "earlier", "timestamp": "2026-11-29T09:59:00Z"},
+        ],
+    )
+    assert again.status_code == 200, again.text
+    body = again.json()
+    assert body["record_ids"][:2] == [record_id, record_id] and body["record_ids"][3] == record_id
+    assert body["record_ids"][2] != record_id and (body["accepted"], body["rejected"]) == (4, 0)
+    assert sorted(stored_ids(client, project)) == sorted([record_id, body["record_ids"][2]])
+    assert read(client, project, record_id)["message"] == "first"
+
+
+def test_record_ids_sort_by_time(client, project):
+    times = ["2026-11-29T10:00:00Z", "2026-11-29T10:00:00.002Z", "2026-11-29T11:00:00Z", "2027-01-01T00:00:00Z"]
+    records = [{"type": "event", "name": "tick", "timestamp": t} for t in reversed(times)]
+    records += [{**r, "trace_id": f"{i + 1:032x}", "span_id": f"{i + 1:016x}"} for i, r in enumerate(records)]
+    ids = post(client, project, records).json()["record_ids"]
+    assert all(RECORD_ID.match(i) for i in ids)
+    # Newer records get greater IDs (millisecond prefix), with or without a span identity.
+    assert ids[:4] == sorted(ids[:4], reverse=True) and ids[4:] == sorted(ids[4:], reverse=True)
+    assert [i[:15] for i in ids[:4]] == [i[:15] for i in ids[4:]]
+
+
 def test_records_without_span_identity_are_never_merged(client, project):
     response = post(client, project, [GOOD, GOOD])
     ids = response.json()["record_ids"]

@@ -12,9 +12,12 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from conftest import Project, make_settings, new_project
+from sqlalchemy import func, select
 
 from loopkit_core.server import Running, in_thread
 from loopkit_core.store.records import WindowQuery, encode_cursor
+from loopkit_core.store.schema import records as schema_records
+from loopkit_core.store.schema import resources
 
 MINUTE_NS = 60 * 1_000_000_000
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -539,3 +542,47 @@ def test_an_otlp_span_has_every_documented_field(server, client):
     assert len(record["events"]) == 1
     assert record["events"][0]["name"] == "exception"
     assert record["events"][0]["attributes"]["exception.type"] == "ValueError"
+
+
+def test_each_resource_is_stored_once_and_every_record_reads_back_its_own(server, client):
+    project = new_project(server, "resources")
+    start = time.time_ns() - MINUTE_NS
+
+    def resource_spans(service: str, host: str, first: int) -> dict:
+        attributes = [{"key": k, "value": {"stringValue": v}} for k, v in (("service.name", service), ("host", host))]
+        spans = [
+            {
+                "traceId": f"{first + n + 1:032x}",
+                "spanId": f"{first + n + 1:016x}",
+                "name": "op",
+                "startTimeUnixNano": str(start + n),
+                "endTimeUnixNano": str(start + n + 1000),
+            }
+            for n in range(50)
+        ]
+        return {"resource": {"attributes": attributes}, "scopeSpans": [{"spans": spans}]}
+
+    # Three resources over two requests; one (api on h1) is in both.
+    for body in (
+        {"resourceSpans": [resource_spans("api", "h1", 0), resource_spans("api", "h2", 100)]},
+        {"resourceSpans": [resource_spans("api", "h1", 200), resource_spans("worker", "h1", 300)]},
+    ):
+        assert client.post("/v1/traces", json=body, headers=project.auth("producer")).status_code == 200
+    records = get(client, project, {"limit": 1000}).json()["records"]
+    assert len(records) == 200
+    by_resource = {}
+    for record in records:
+        by_resource.setdefault(json.dumps(record["resource"], sort_keys=True), set()).add(int(record["span_id"], 16))
+    assert by_resource == {
+        json.dumps({"host": "h1", "service.name": "api"}): set(range(1, 51)) | set(range(201, 251)),
+        json.dumps({"host": "h2", "service.name": "api"}): set(range(101, 151)),
+        json.dumps({"host": "h1", "service.name": "worker"}): set(range(301, 351)),
+    }
+    record_id = records[0]["record_id"]
+    assert client.get(f"/v1/records/{record_id}", headers=project.auth("agent")).json()["record"]["resource"] == (
+        records[0]["resource"]
+    )
+    with server.app.store.project(project.project_id).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(resources)).scalar() == 3
+        rows = conn.execute(select(schema_records.c.resource, schema_records.c.resource_key)).all()
+    assert {resource for resource, _ in rows} == {""} and len({key for _, key in rows}) == 3

@@ -47,6 +47,8 @@ def schema_of(conn: Connection) -> str | None:
 def insert_ignoring_sql(conn: Connection, table: Table, conflict: tuple[str, ...], columns: tuple[str, ...]) -> str:
     """`INSERT ... ON CONFLICT (conflict) DO NOTHING` as driver SQL with positional parameters, for executemany.
 
+    With no `conflict` columns, a row that would break any unique index is skipped.
+
     Compiled once per dialect and schema: raw executemany skips SQLAlchemy's per-row parameter processing,
     and schema_translate_map does not apply to driver SQL, so the schema is rendered into the text.
     """
@@ -58,7 +60,7 @@ def _insert_ignoring_sql(
     dialect_name: str, schema: str | None, table: Table, conflict: tuple[str, ...], columns: tuple[str, ...]
 ) -> str:
     module = postgresql if dialect_name == "postgresql" else sqlite
-    stmt = module.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    stmt = module.insert(table).on_conflict_do_nothing(index_elements=list(conflict) or None)
     compiled = stmt.compile(
         dialect=_POSITIONAL[dialect_name],
         column_keys=list(columns),

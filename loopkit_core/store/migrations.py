@@ -8,7 +8,7 @@ which only creates what is missing.
 
 Adding a step (see docs/architecture.md) is three lines at the end of this module::
 
-    @step("project", 2, "records: index user_id")
+    @step("project", 4, "records: index user_id")
     def _records_user_index(conn: Connection) -> None:
         Index("ix_records_user", records.c.user_id).create(conn, checkfirst=True)
 """
@@ -22,10 +22,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import BigInteger, Column, Connection, Engine, Integer, MetaData, String, Table, func, select
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.schema import CreateSchema
 
-from loopkit_core.store.schema import control_metadata, project_metadata, project_retention
+from loopkit_core.store.schema import control_metadata, project_metadata, project_retention, records, resources
 
 Target = Literal["control", "project"]
 log = logging.getLogger("loopkit.migrations")
@@ -136,3 +149,23 @@ def _project_initial(conn: Connection) -> None:
 @step("control", 2, "project_retention: per-project retention period")
 def _control_retention(conn: Connection) -> None:
     project_retention.create(conn, checkfirst=True)
+
+
+@step("project", 2, "records: unique (trace_id, span_id) deduplicates spans; replaces the trace_id index")
+def _records_span_key(conn: Connection) -> None:
+    # Record IDs made before this step hash (project, trace, span), so stored spans are already unique on the pair.
+    span_key = next(index for index in records.indexes if index.name == "ux_records_span")
+    span_key.create(conn, checkfirst=True)
+    # The old index, on a stand-in table: declaring it on `records` would bring it back in new stores.
+    legacy = Table("records", MetaData(), Column("trace_id", String(32)))
+    Index("ix_records_trace", legacy.c.trace_id).drop(conn, checkfirst=True)
+
+
+@step("project", 3, "resources: each distinct resource stored once, records point to it by resource_key")
+def _resources(conn: Connection) -> None:
+    resources.create(conn, checkfirst=True)
+    schema = _translated(conn)
+    if "resource_key" not in {c["name"] for c in inspect(conn).get_columns("records", schema=schema)}:
+        # SQLAlchemy has no ADD COLUMN construct; raw SQL is not schema-translated, so qualify the table here.
+        prefix = f"{conn.dialect.identifier_preparer.quote_schema(schema)}." if schema else ""
+        conn.exec_driver_sql(f"ALTER TABLE {prefix}records ADD COLUMN resource_key VARCHAR(32)")

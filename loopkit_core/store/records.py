@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, selec
 
 from loopkit_core.model import Record, rfc3339
 from loopkit_core.store import dialect
-from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, signatures
+from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, resources, signatures
 
 MAX_PAGE = 1000
 # Timestamps are signed 64-bit unix nanoseconds (SQLite INTEGER).
@@ -24,14 +24,14 @@ RECORD_ID = RECORD_COLUMNS.index("record_id")
 
 
 def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
-    """Rows for the insert, in RECORD_COLUMNS order; a resource shared by many spans is encoded once."""
+    """Rows for the insert, in RECORD_COLUMNS order; each row points to its resource (see resource_rows)."""
     dumps = orjson.dumps
-    resource_json: dict[int, str] = {}
+    resource_keys: dict[int, str] = {}
     rows = []
     for r in batch:
-        res = resource_json.get(id(r.resource))
-        if res is None:
-            res = resource_json[id(r.resource)] = dumps(r.resource).decode()
+        key = resource_keys.get(id(r.resource))
+        if key is None:  # the spans of one resource share its dict: encode and hash it once
+            key = resource_keys[id(r.resource)] = resource_row(r.resource)[0]
         rows.append(
             (
                 r.record_id,
@@ -53,29 +53,78 @@ def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
                 r.scope,
                 r.exception_type,
                 dumps(r.attributes).decode(),
-                res,
+                "",  # resource: stored once, under resource_key
                 dumps(r.events).decode(),
                 dumps(r.links).decode(),
                 r.signature,
+                key,
             )
         )
     return rows
 
 
-# The same span re-sent (same record ID) is stored once: the first copy wins (ON CONFLICT DO NOTHING, which
-# also holds across processes sharing PostgreSQL). The statement is compiled once per dialect and schema to the
-# driver's positional form: the hot path hands tuples straight to the DB-API executemany, skipping
-# SQLAlchemy's per-row parameter processing (~19 us a row, measured by bench/write_path.py). The columns' types
-# need no bind processing on SQLite or psycopg.
-_RECORD_ID_KEY, _RECORD_KEYS = ("record_id",), tuple(RECORD_COLUMNS)
+def resource_rows(batch: list[Record]) -> list[tuple[str, str]]:
+    """(resource_key, JSON) of each distinct resource of a batch, for insert_resources."""
+    distinct = {id(r.resource): r.resource for r in batch}
+    return sorted(dict(resource_row(resource) for resource in distinct.values()).items())
+
+
+def resource_row(resource: dict[str, Any]) -> tuple[str, str]:
+    """A resource's key (a hash of its JSON text) and JSON text."""
+    body = orjson.dumps(resource).decode()
+    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest(), body
+
+
+# The same span re-sent (same trace and span ID) is stored once: the first copy wins (ON CONFLICT DO NOTHING on any
+# unique index, record_id or (trace_id, span_id); it also holds across processes sharing PostgreSQL). The statement
+# is compiled once per dialect and schema to the driver's positional form: the hot path hands tuples straight to the
+# DB-API executemany, skipping SQLAlchemy's per-row parameter processing (~19 us a row, measured by
+# bench/write_path.py). The columns' types need no bind processing on SQLite or psycopg.
+_RECORD_KEYS = tuple(RECORD_COLUMNS)
+TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
 
 
 def insert_rows(conn: Connection, rows: list[Row]) -> int:
-    """Insert rows in one executemany; duplicates of stored record IDs are skipped. Returns rows added."""
-    sql = dialect.insert_ignoring_sql(conn, records, _RECORD_ID_KEY, _RECORD_KEYS)
+    """Insert rows in one executemany; rows already stored (same record ID, or trace and span ID) are skipped.
+
+    Returns the number of rows added.
+    """
+    sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
     if conn.dialect.name == "postgresql":  # raw executemany skips the columns' NUL escaping: do it here
         rows = dialect.escape_nul_rows(rows)
     return conn.exec_driver_sql(sql, rows).rowcount
+
+
+def insert_records(conn: Connection, batch: list[Record], received_ns: int) -> int:
+    """Insert records and their resources in the caller's transaction (the writer's path, without it)."""
+    insert_resources(conn, resource_rows(batch))
+    return insert_rows(conn, to_rows(batch, received_ns))
+
+
+def stored_ids(conn: Connection, rows: list[Row]) -> dict[int, str]:
+    """For rows that were not inserted because their span is stored under another record ID: index -> that ID.
+
+    A span re-sent with another start time hashes to another ID; the answer must name the record actually kept.
+    """
+    trace_ids = sorted({row[TRACE_ID] for row in rows if row[TRACE_ID] and row[SPAN_ID]})
+    found: dict[tuple[str, str], str] = {}
+    for start in range(0, len(trace_ids), 500):  # bounded IN lists
+        query = select(records.c.trace_id, records.c.span_id, records.c.record_id).where(
+            records.c.trace_id.in_(trace_ids[start : start + 500])
+        )
+        found.update({(r.trace_id, r.span_id): r.record_id for r in conn.execute(query)})
+    renamed = {}
+    for i, row in enumerate(rows):
+        stored = found.get((row[TRACE_ID], row[SPAN_ID])) if row[TRACE_ID] and row[SPAN_ID] else None
+        if stored is not None and stored != row[RECORD_ID]:
+            renamed[i] = stored
+    return renamed
+
+
+def insert_resources(conn: Connection, rows: list[tuple[str, str]]) -> None:
+    """Store resources (resource_key, JSON body) not stored yet; a known key is left as it is."""
+    sql = dialect.insert_ignoring_sql(conn, resources, ("resource_key",), ("resource_key", "body"))
+    conn.exec_driver_sql(sql, rows)
 
 
 def insert_signatures(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -83,9 +132,12 @@ def insert_signatures(conn: Connection, rows: list[dict[str, Any]]) -> None:
     conn.execute(dialect.insert(conn, signatures).on_conflict_do_nothing(index_elements=["signature"]), rows)
 
 
-def record_exists(conn: Connection, record_id: str) -> bool:
-    """Whether a record ID is already stored."""
-    return conn.execute(select(records.c.seq).where(records.c.record_id == record_id)).first() is not None
+def record_stored(conn: Connection, row: Row) -> bool:
+    """Whether a row's record is already stored (its record ID, or its trace and span ID)."""
+    condition = records.c.record_id == row[RECORD_ID]
+    if row[TRACE_ID] and row[SPAN_ID]:
+        condition = or_(condition, and_(records.c.trace_id == row[TRACE_ID], records.c.span_id == row[SPAN_ID]))
+    return conn.execute(select(records.c.seq).where(condition).limit(1)).first() is not None
 
 
 ACCEPTED = "accepted_total"
@@ -115,8 +167,14 @@ def write_accepted_total(conn: Connection, value: int) -> None:
     conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
 
 
-def to_json(row: Any, fingerprints: dict[str, str] | None = None) -> dict[str, Any]:
-    """A stored row as the API's record object (`fingerprint`: its issue's, once diagnosed)."""
+def to_json(
+    row: Any, fingerprints: dict[str, str] | None = None, resource_bodies: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A stored row as the API's record object (`fingerprint`: its issue's, once diagnosed).
+
+    `resource_bodies` maps resource keys to resource objects (see records_json); rows written before resources were
+    stored apart carry their resource JSON themselves.
+    """
     loads = orjson.loads
     return {
         "record_id": row.record_id,
@@ -138,7 +196,7 @@ def to_json(row: Any, fingerprints: dict[str, str] | None = None) -> dict[str, A
         "kind": row.kind,
         "scope": row.scope,
         "attributes": loads(row.attributes),
-        "resource": loads(row.resource),
+        "resource": (resource_bodies or {})[row.resource_key] if row.resource_key else loads(row.resource),
         "events": loads(row.events),
         "links": loads(row.links),
         "signature": row.signature,
@@ -213,19 +271,18 @@ def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]
     stmt = select(records).where(*conditions).order_by(c.ts_ns.desc(), c.record_id.desc()).limit(query.limit + 1)
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
-        fingerprints = _fingerprints(conn, {r.signature for r in rows[: query.limit] if r.signature})
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        page = records_json(conn, rows)
     next_after = (rows[-1].ts_ns, rows[-1].record_id) if more and rows else None
-    return [to_json(r, fingerprints) for r in rows], next_after
+    return page, next_after
 
 
 def get_record(engine: Engine, record_id: str) -> dict[str, Any] | None:
     """One record by ID, or None."""
     with engine.connect() as conn:
-        row = conn.execute(select(records).where(records.c.record_id == record_id)).first()
-        fingerprints = _fingerprints(conn, {row.signature} if row is not None and row.signature else set())
-    return None if row is None else to_json(row, fingerprints)
+        rows = conn.execute(select(records).where(records.c.record_id == record_id)).all()
+        return records_json(conn, rows)[0] if rows else None
 
 
 def get_records(engine: Engine, record_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -234,8 +291,18 @@ def get_records(engine: Engine, record_ids: list[str]) -> dict[str, dict[str, An
         return {}
     with engine.connect() as conn:
         rows = conn.execute(select(records).where(records.c.record_id.in_(record_ids))).all()
-        fingerprints = _fingerprints(conn, {r.signature for r in rows if r.signature})
-    return {r.record_id: to_json(r, fingerprints) for r in rows}
+        return {record["record_id"]: record for record in records_json(conn, rows)}
+
+
+def records_json(conn: Connection, rows: list[Any], fingerprints: bool = True) -> list[dict[str, Any]]:
+    """Stored rows as API record objects, their resources (and, unless told not to, fingerprints) looked up."""
+    keys = {r.resource_key for r in rows if r.resource_key}
+    found: dict[str, Any] = {}
+    if keys:
+        query = select(resources.c.resource_key, resources.c.body).where(resources.c.resource_key.in_(keys))
+        found = {key: orjson.loads(body) for key, body in conn.execute(query)}
+    signed = _fingerprints(conn, {r.signature for r in rows if r.signature}) if fingerprints else {}
+    return [to_json(r, signed, found) for r in rows]
 
 
 def _fingerprints(conn: Connection, signatures: set[str]) -> dict[str, str]:

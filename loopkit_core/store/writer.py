@@ -12,12 +12,13 @@ from typing import Any
 
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import (
-    RECORD_ID,
     Row,
     accepted_total,
+    insert_resources,
     insert_rows,
     insert_signatures,
-    record_exists,
+    record_stored,
+    stored_ids,
     write_accepted_total,
 )
 
@@ -25,6 +26,7 @@ log = logging.getLogger("loopkit.writer")
 
 Rows = list[Row]  # records rows (RECORD_COLUMNS order)
 Descriptions = list[dict[str, Any]]  # signature rows
+Resources = list[tuple[str, str]]  # (resource_key, JSON) rows
 
 
 @dataclass
@@ -33,13 +35,18 @@ class WriteResult:
 
     inserted: int = 0  # new rows (duplicates of stored records are not counted)
     over_quota: list[int] = field(default_factory=list)  # indexes of rows refused by the project's quota
+    # Rows whose span was already stored under another record ID (re-sent with another start time): index -> that ID.
+    stored_as: dict[int, str] = field(default_factory=dict)
 
 
 class _Item:
-    __slots__ = ("rows", "quota", "signatures", "future")
+    __slots__ = ("rows", "quota", "signatures", "resources", "future")
 
-    def __init__(self, rows: Rows, quota: int | None, signatures: Descriptions, future: Future[WriteResult]) -> None:
-        self.rows, self.quota, self.signatures, self.future = rows, quota, signatures, future
+    def __init__(
+        self, rows: Rows, quota: int | None, signatures: Descriptions, resources: Resources, future: Future[WriteResult]
+    ) -> None:
+        self.rows, self.quota, self.signatures, self.resources = rows, quota, signatures, resources
+        self.future = future
 
 
 class Overloaded(Exception):
@@ -57,16 +64,22 @@ class Writer:
             shard.start()
 
     def submit(
-        self, project_id: str, rows: Rows, quota: int | None = None, signatures: Descriptions | None = None
+        self,
+        project_id: str,
+        rows: Rows,
+        quota: int | None = None,
+        signatures: Descriptions | None = None,
+        resources: Resources | None = None,
     ) -> Future[WriteResult]:
         """Queue rows; the future completes once they are committed (or fails with the reason).
 
-        `signatures` are the rows' distinct signature descriptions, stored alongside (first one wins).
+        `signatures` are the rows' distinct signature descriptions and `resources` their resources, stored
+        alongside (first one wins).
         With a quota, at most `quota` records are ever accepted for the project: the rows past it are
         refused (and listed in the result), exactly, however many requests race for the last places.
         """
         shard = self._shards[zlib.crc32(project_id.encode()) % len(self._shards)]
-        return shard.submit(project_id, rows, quota, signatures or [])
+        return shard.submit(project_id, rows, quota, signatures or [], resources or [])
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking writes, commit everything already queued, and join the threads."""
@@ -86,7 +99,9 @@ class _Shard(threading.Thread):
         self._pending_rows = 0
         self._closing = False
 
-    def submit(self, project_id: str, rows: Rows, quota: int | None, signatures: Descriptions) -> Future[WriteResult]:
+    def submit(
+        self, project_id: str, rows: Rows, quota: int | None, signatures: Descriptions, resources: Resources
+    ) -> Future[WriteResult]:
         future: Future[WriteResult] = Future()
         if not rows:
             future.set_result(WriteResult())
@@ -97,7 +112,7 @@ class _Shard(threading.Thread):
             # One oversized request is still accepted into an empty queue, so it can never starve.
             if self._pending_rows and self._pending_rows + len(rows) > self._max_pending:
                 raise Overloaded("ingest queue is full")
-            self._queue.append((project_id, _Item(rows, quota, signatures, future)))
+            self._queue.append((project_id, _Item(rows, quota, signatures, resources, future)))
             self._pending_rows += len(rows)
             self._cond.notify()
         return future
@@ -132,6 +147,8 @@ class _Shard(threading.Thread):
                 for item in items:
                     if item.signatures:
                         insert_signatures(conn, item.signatures)
+                    if item.resources:
+                        insert_resources(conn, item.resources)
                     result = _write(conn, item, accepted)
                     accepted += result.inserted
                     results.append(result)
@@ -152,13 +169,17 @@ class _Shard(threading.Thread):
 def _write(conn: Any, item: _Item, accepted: int) -> WriteResult:
     """Insert one request's rows; near a quota, row by row so exactly the overflow is refused."""
     if item.quota is None or accepted + len(item.rows) <= item.quota:
-        return WriteResult(inserted=insert_rows(conn, item.rows))
-    result = WriteResult()
-    for index, row in enumerate(item.rows):
-        if accepted + result.inserted < item.quota:
-            result.inserted += insert_rows(conn, [row])
-        elif not record_exists(conn, row[RECORD_ID]):  # a resent record already stored is not refused
-            result.over_quota.append(index)
+        result = WriteResult(inserted=insert_rows(conn, item.rows))
+    else:
+        result = WriteResult()
+        for index, row in enumerate(item.rows):
+            if accepted + result.inserted < item.quota:
+                result.inserted += insert_rows(conn, [row])
+            elif not record_stored(conn, row):  # a resent record already stored is not refused
+                result.over_quota.append(index)
+    if result.inserted + len(result.over_quota) < len(item.rows):  # some were duplicates: only on retries
+        refused = set(result.over_quota)
+        result.stored_as = {i: rid for i, rid in stored_ids(conn, item.rows).items() if i not in refused}
     return result
 
 
