@@ -1023,6 +1023,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "A/B/A/B with the current code, and report the ratio",
     )
     p.add_argument(
+        "--compare-env",
+        action="append",
+        default=[],
+        metavar="LOOPKIT_X=VALUE",
+        help="the compared server gets these settings on top of --server-env (with the current code unless "
+        "--compare-code is given): an interleaved A/B of a setting",
+    )
+    p.add_argument(
         "--duration",
         type=float,
         metavar="SECONDS",
@@ -1071,9 +1079,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--spans, --batch-spans, --concurrency and --repeat must be at least 1")
     if args.timeout <= 0 or args.timeout > 3600:
         p.error("--timeout must be in (0, 3600]")
-    for item in args.server_env:
+    for item in [*args.server_env, *args.compare_env]:
         if "=" not in item or not item.startswith("LOOPKIT_"):
-            p.error(f"--server-env {item!r}: expected LOOPKIT_NAME=VALUE")
+            p.error(f"--server-env/--compare-env {item!r}: expected LOOPKIT_NAME=VALUE")
     return args
 
 
@@ -1193,9 +1201,11 @@ def _run_all(
     version: dict[str, Any],
 ) -> int:
     variants = {"current": env}
+    if args.compare_code is not None or args.compare_env:
+        variants["compared"] = {**env, **dict(item.split("=", 1) for item in args.compare_env)}
     if args.compare_code is not None:
         paths = (str(args.compare_code.resolve()), os.environ.get("PYTHONPATH"))
-        variants["compared"] = {**env, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+        variants["compared"]["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     runs: dict[str, list[dict[str, Any]]] = {p: [] for p in protocols}
     for rep in range(args.repeat):
         for protocol, (variant, variant_env) in itertools.product(protocols, variants.items()):
@@ -1241,8 +1251,9 @@ def _run_all(
         "summary": [summarise(group) for group in runs.values()],
         "runs": [r for group in runs.values() for r in group],
     }
-    if args.compare_code is not None:
-        report["compared_code"] = str(args.compare_code)
+    if args.compare_code is not None or args.compare_env:
+        report["compared_code"] = str(args.compare_code) if args.compare_code is not None else "current"
+        report["compared_env"] = dict(item.split("=", 1) for item in args.compare_env)
         report["ratio_current_to_compared"] = {p: _ratios(runs[p], runs[f"{p} (compared)"]) for p in protocols}
     text = json.dumps(report, indent=2)
     print(text)

@@ -7,10 +7,11 @@ go through LoopKit's own functions, one stage at a time, on one thread:
   `otlp_json.decode` (OTLP/JSON), `orjson.loads` + `records_shape.decode` (records shape);
 - `store.records.to_rows`;
 - the insert, several ways (see `insert_stage`), each into its own fresh project database made by
-  LoopKit's `Store` (same schema, indexes and PRAGMAs, `synchronous` as configured).
+  LoopKit's `Store` (same schema, indexes and PRAGMAs, `synchronous` as configured), optionally
+  holding `--prefill` older records first.
 
-Usage: `python bench/write_path.py --spans 50000 [--repeat 3]` prints JSON with microseconds per
-span for each stage (median over the repeats). It is an in-process breakdown, not a throughput
+Usage: `python bench/write_path.py --spans 50000 [--repeat 3] [--prefill 900000]` prints JSON with
+microseconds per span for each stage (median over the repeats). It is an in-process breakdown, not a throughput
 number: the server adds HTTP/gRPC, threads and the GIL on top.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import shutil
 import statistics
@@ -31,9 +33,10 @@ from typing import Any
 import orjson
 import payloads
 
+from loopkit_core.model import record_id_for_span
 from loopkit_core.settings import Settings
 from loopkit_core.store.engines import Store
-from loopkit_core.store.records import insert_rows, to_rows
+from loopkit_core.store.records import resource_rows, to_rows
 from loopkit_core.store.schema import RECORD_COLUMNS
 from loopkit_receivers import otlp_json, otlp_proto, records_shape
 
@@ -65,12 +68,15 @@ def decode_stage(data: payloads.Payloads, now: int) -> tuple[dict[str, float], l
 
 
 INSERT_VARIANTS = (
-    "sqlalchemy",
-    "dbapi",
-    "dbapi_commit_every_4",
-    "dbapi_without_trace_session_indexes",
-    "dbapi_unique_index_only",
+    "loopkit",
+    "loopkit_commit_every_4",
+    "previous_ids_and_resources",
+    "without_trace_session_indexes",
+    "unique_index_only",
 )
+TRACE_ID, SPAN_ID, TS_NS, END_NS = (RECORD_COLUMNS.index(c) for c in ("trace_id", "span_id", "ts_ns", "end_ns"))
+RECORD_ID, RESOURCE, RESOURCE_KEY = (RECORD_COLUMNS.index(c) for c in ("record_id", "resource", "resource_key"))
+Batch = tuple[list[tuple[Any, ...]], list[tuple[str, str]]]  # rows, and their resources (key, JSON)
 
 
 def disk_write_bytes() -> int:
@@ -85,78 +91,116 @@ def disk_write_bytes() -> int:
     return 0
 
 
-def insert_stage(store: Store, name: str, batches: list[list[dict[str, Any]]]) -> dict[str, float]:
-    """Seconds spent inserting (execute) and committing every batch.
+def insert_stage(store: Store, name: str, batches: list[Batch], prefill: int) -> dict[str, float]:
+    """Seconds spent inserting (execute) and committing every batch, after `prefill` older rows.
 
-    - `sqlalchemy`: LoopKit's `insert_rows`, one transaction per batch;
-    - `dbapi`: the same rows as tuples through the DB-API cursor (tuple conversion included);
-    - `dbapi_commit_every_4`: as `dbapi`, one transaction per 4 batches (the server's writer groups
-      the requests that wait for it into one commit);
-    - `dbapi_without_trace_session_indexes`: as `dbapi`, after dropping the two indexes whose keys
-      arrive in random order ((trace_id, span_id), which also deduplicates spans, and session_id);
-    - `dbapi_unique_index_only`: as `dbapi`, into a copy of the table with only the record_id
-      unique index (what deduplication needs), to show what the secondary indexes cost.
+    - `loopkit`: the statements of LoopKit's writer (`insert_resources`, `insert_rows`) as the same driver
+      SQL, one transaction per batch;
+    - `loopkit_commit_every_4`: one transaction per 4 batches (the server's writer groups the requests
+      that wait for it into one commit);
+    - `previous_ids_and_resources`: the rows as LoopKit wrote them before schema version 2: record IDs
+      a hash only (random order), each row holding its resource JSON, a plain trace_id index instead of
+      the unique (trace_id, span_id);
+    - `without_trace_session_indexes`: after dropping the two indexes whose keys arrive in random order
+      ((trace_id, span_id), which also deduplicates spans, and session_id);
+    - `unique_index_only`: into a copy of the table with only the record_id unique index, to show what
+      the secondary indexes cost.
 
-    `disk_bytes` is what reached the storage layer meanwhile (WAL frames and checkpoints).
+    The prefill (untimed, commits of 4,096 rows) is the same rows again, each round with new trace IDs
+    and earlier timestamps, so the timed rows land in a store that already holds `prefill` records,
+    as in a long-running server. `disk_bytes` is what reached the storage layer meanwhile (WAL frames
+    and checkpoints).
     """
-    written = disk_write_bytes()
-    result = _insert(store, name, batches)
-    result["disk_bytes"] = float(disk_write_bytes() - written)
-    return result
-
-
-def _insert(store: Store, name: str, batches: list[list[dict[str, Any]]]) -> dict[str, float]:
     engine = store.project(f"{PROJECT}-{name.replace('_', '-')}")
-    execute = commit = 0.0
-    if name == "sqlalchemy":
-        for rows in batches:
-            with engine.connect() as conn:
-                execute += _timed(lambda c=conn, r=rows: insert_rows(c, r))[1]
-                commit += _timed(conn.commit)[1]
-        return {"execute": execute, "commit": commit}
-    columns = RECORD_COLUMNS
-    table = "records"
     raw = engine.raw_connection()  # LoopKit's PRAGMAs applied
     try:
-        if name == "dbapi_unique_index_only":
-            table = "records_unique_only"
-            raw.execute(f"CREATE TABLE {table} AS SELECT * FROM records WHERE 0")
-            raw.execute(f"CREATE UNIQUE INDEX ux_{table} ON {table} (record_id)")
-            raw.commit()
-        if name == "dbapi_without_trace_session_indexes":
-            raw.execute("DROP INDEX ux_records_span")
-            raw.execute("DROP INDEX ix_records_session")
-            raw.commit()
-        sql = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
-            "ON CONFLICT(record_id) DO NOTHING"
-        )
-        every = 4 if name == "dbapi_commit_every_4" else 1
-        for i, rows in enumerate(batches, start=1):
-
-            def run(r: list[tuple[Any, ...]] = rows) -> None:
-                cur = raw.cursor()
-                cur.executemany(sql, r)
-                cur.close()
-
-            execute += _timed(run)[1]
-            if i % every == 0 or i == len(batches):
+        table = _prepare(raw, name)
+        previous = name == "previous_ids_and_resources"
+        rounds = -(-prefill // max(sum(len(rows) for rows, _ in batches), 1))
+        for r in range(1, rounds + 1):
+            older = [_restamp(b, r, previous) for b in batches]
+            for i in range(0, len(older), 8):
+                for rows, resources in older[i : i + 8]:
+                    _execute(raw, table, rows, resources)
+                raw.commit()
+        timed = [_restamp(b, 0, previous) for b in batches]
+        gc.collect()
+        written = disk_write_bytes()
+        execute = commit = 0.0
+        every = 4 if name == "loopkit_commit_every_4" else 1
+        for i, (rows, resources) in enumerate(timed, start=1):
+            execute += _timed(lambda r=rows, res=resources: _execute(raw, table, r, res))[1]
+            if i % every == 0 or i == len(timed):
                 commit += _timed(raw.commit)[1]
     finally:
         raw.close()
-    return {"execute": execute, "commit": commit}
+    return {"execute": execute, "commit": commit, "disk_bytes": float(disk_write_bytes() - written)}
 
 
-def one_pass(data: payloads.Payloads, synchronous: str) -> dict[str, float]:
-    """Seconds per stage for every batch, on fresh databases."""
+def _prepare(raw: Any, name: str) -> str:
+    """Change the fresh project database for a variant; the table to insert into."""
+    if name == "unique_index_only":
+        raw.execute("CREATE TABLE records_unique_only AS SELECT * FROM records WHERE 0")
+        raw.execute("CREATE UNIQUE INDEX ux_records_unique_only ON records_unique_only (record_id)")
+        raw.commit()
+        return "records_unique_only"
+    if name == "without_trace_session_indexes":
+        raw.execute("DROP INDEX ux_records_span")
+        raw.execute("DROP INDEX ix_records_session")
+    if name == "previous_ids_and_resources":
+        raw.execute("DROP INDEX ux_records_span")
+        raw.execute("CREATE INDEX ix_records_trace ON records (trace_id)")
+    raw.commit()
+    return "records"
+
+
+def _execute(raw: Any, table: str, rows: list[tuple[Any, ...]], resources: list[tuple[str, str]]) -> None:
+    """The statements LoopKit's writer runs for one request (driver SQL, as insert_rows compiles it)."""
+    cur = raw.cursor()
+    if resources:
+        cur.executemany("INSERT INTO resources (resource_key, body) VALUES (?, ?) ON CONFLICT DO NOTHING", resources)
+    columns = ", ".join(RECORD_COLUMNS)
+    marks = ", ".join("?" for _ in RECORD_COLUMNS)
+    cur.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows)
+    cur.close()
+
+
+def _restamp(batch: Batch, rnd: int, previous: bool) -> Batch:
+    """Round `rnd` of a batch: new trace IDs, timestamps `rnd` hours earlier; or the previous row format."""
+    rows, resources = batch
+    if rnd == 0 and not previous:
+        return batch
+    shift = rnd * 3600 * 10**9
+    bodies = dict(resources)
+    out = []
+    for row in rows:
+        row = list(row)
+        if row[TRACE_ID]:
+            row[TRACE_ID] = f"{rnd:04x}{row[TRACE_ID][4:]}"
+        row[TS_NS] -= shift
+        row[END_NS] -= shift
+        if previous:  # the previous scheme: a hash-only ID, the resource JSON in the row
+            key = f"{PROJECT}/{row[TRACE_ID]}/{row[SPAN_ID]}".encode()
+            row[RECORD_ID] = "rec_" + hashlib.blake2b(key, digest_size=12).hexdigest()
+            row[RESOURCE], row[RESOURCE_KEY] = bodies[row[RESOURCE_KEY]], None
+        elif row[TRACE_ID] and row[SPAN_ID]:
+            row[RECORD_ID] = record_id_for_span(PROJECT, row[TRACE_ID], row[SPAN_ID], row[TS_NS])
+        else:
+            row[RECORD_ID] = f"{row[RECORD_ID][:-4]}{rnd:04x}"
+        out.append(tuple(row))
+    return out, [] if previous else resources
+
+
+def one_pass(data: payloads.Payloads, synchronous: str, prefill: int) -> dict[str, float]:
+    """Seconds per stage for every batch, on fresh databases (holding `prefill` older records)."""
     now = time.time_ns()
     seconds, decoded = decode_stage(data, now)
-    rows: list[list[dict[str, Any]]] = []
+    batches: list[Batch] = []
     spent = 0.0
     for records in decoded:
         out, t = _timed(lambda r=records: to_rows(r, now))
         spent += t
-        rows.append(out)
+        batches.append((out, resource_rows(records)))
     seconds["to_rows"] = spent
     del decoded
     # The server keeps little alive; here every row of the run is, so keep the collector off them.
@@ -166,7 +210,7 @@ def one_pass(data: payloads.Payloads, synchronous: str) -> dict[str, float]:
     store = Store(Settings(data_dir=data_dir, sqlite_synchronous=synchronous))
     try:
         for name in INSERT_VARIANTS:
-            for part, value in insert_stage(store, name, rows).items():
+            for part, value in insert_stage(store, name, batches, prefill).items():
                 seconds[f"insert_{name}_{part}"] = value
     finally:
         store.close()
@@ -182,13 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-spans", type=int, default=512)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--synchronous", default="FULL", help="SQLite synchronous for the inserts (LoopKit's default FULL)")
+    p.add_argument("--prefill", type=int, default=0, help="older records stored before the timed inserts")
     args = p.parse_args(argv)
     if args.spans < 1 or args.batch_spans < 1 or not 1 <= args.repeat <= 20:
         p.error("--spans and --batch-spans must be at least 1, --repeat 1..20")
     data = payloads.build(args.spans, args.batch_spans, payloads.FORMATS)
     passes = []
     for i in range(args.repeat):
-        passes.append(one_pass(data, args.synchronous))
+        passes.append(one_pass(data, args.synchronous, args.prefill))
         print(f"pass {i + 1}/{args.repeat} done", file=sys.stderr, flush=True)
         gc.collect()
     times = [k for k in passes[0] if not k.endswith("_disk_bytes")]
@@ -208,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_spans": args.batch_spans,
                 "repeat": args.repeat,
                 "synchronous": args.synchronous,
+                "prefill": args.prefill,
                 "microseconds_per_span": us,
                 "disk_write_kb_per_span": disk_kb,
                 "payload_bytes_per_span": {f: round(data.total_bytes(f) / data.spans) for f in payloads.FORMATS},

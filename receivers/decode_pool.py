@@ -9,6 +9,7 @@ commit stay in the server process, so nothing about what is stored or acknowledg
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -39,6 +40,9 @@ def _init_worker(blocked_plugins: list[str]) -> None:
     # An idle worker would outlive a server killed with SIGKILL (or dying on its own): it exits with it.
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     _plugins = get_plugins(blocked_plugins)
+    # Decoding allocates ~50 short-lived dicts and lists a span, so the default threshold (700) ran a young
+    # collection every ~15 spans: 10,000 took OTLP/JSON decoding from 28.1 to 23.1 us a span (proto 15.3 to 15.0).
+    gc.set_threshold(10_000, 10, 10)
 
 
 def _exit_with_parent(parent: int) -> None:

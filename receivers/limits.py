@@ -47,10 +47,10 @@ def apply(records: list[Record], limits: Limits = DEFAULT) -> None:
     seen_resources: set[int] = set()
     for record in records:
         record.attributes = _attributes(record.attributes, limits)
-        cut_fields = [f for f, n in FIELD_LENGTHS.items() if len(getattr(record, f)) > n]
-        for name in cut_fields:
-            setattr(record, name, getattr(record, name)[: FIELD_LENGTHS[name]])
-        if cut_fields:
+        if len(record.name) > MAX_NAME or len(record.message) > MAX_TEXT:  # FIELD_LENGTHS' fields, seldom too long
+            cut_fields = [f for f, n in FIELD_LENGTHS.items() if len(getattr(record, f)) > n]
+            for name in cut_fields:
+                setattr(record, name, getattr(record, name)[: FIELD_LENGTHS[name]])
             record.attributes[TRUNCATED_FIELDS] = cut_fields
         if len(record.events) > limits.events:
             dropped = len(record.events) - limits.events
@@ -75,8 +75,17 @@ def apply(records: list[Record], limits: Limits = DEFAULT) -> None:
 def _attributes(attributes: dict[str, Any], limits: Limits) -> dict[str, Any]:
     """The attributes within the limits: the same dict when nothing needs cutting, else a cut copy."""
     length = limits.value_length
-    if len(attributes) <= limits.attributes and not any(_too_long(v, length) for v in attributes.values()):
-        return attributes
+    if len(attributes) <= limits.attributes:
+        # The common case, checked once per record: nothing too long. Strings, most values, are checked inline.
+        for value in attributes.values():
+            kind = type(value)
+            if kind is str:
+                if len(value) > length:
+                    break
+            elif kind not in _ATOMS and _too_long(value, length):
+                break
+        else:
+            return attributes
     kept: dict[str, Any] = {}
     cut_keys = []
     for key, value in list(attributes.items())[: limits.attributes]:
@@ -89,6 +98,10 @@ def _attributes(attributes: dict[str, Any], limits: Limits) -> dict[str, Any]:
     if cut_keys:
         kept[TRUNCATED] = cut_keys
     return kept
+
+
+# Values that are never too long (what _too_long says of them without the call).
+_ATOMS = frozenset((int, float, bool, type(None)))
 
 
 def _too_long(value: Any, length: int) -> bool:

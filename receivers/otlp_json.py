@@ -7,12 +7,10 @@ so this module walks the document directly and validates every field it reads.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
-from loopkit_core.model import rfc3339
 from loopkit_receivers.errors import BadRequest
-from loopkit_receivers.spans import MAX_NS, Decoded, build_record, span_id_problem
+from loopkit_receivers.spans import MAX_NS, Decoded, build_record, event_timestamp, span_id_problem
 
 _KIND_NAMES = {
     "SPAN_KIND_UNSPECIFIED": 0,
@@ -24,8 +22,6 @@ _KIND_NAMES = {
 }
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _MAX_DEPTH = 32
-# bytes.fromhex alone would also accept whitespace between the digits.
-_HEX_DIGITS = re.compile(r"(?:[0-9a-fA-F]{2})*")
 
 
 def decode(doc: Any, project_id: str, received_ns: int) -> Decoded:
@@ -35,25 +31,17 @@ def decode(doc: Any, project_id: str, received_ns: int) -> Decoded:
     for i, resource_spans in enumerate(_list(_get(top, "resourceSpans", "resource_spans"), "resourceSpans")):
         where = f"resourceSpans[{i}]"
         resource_spans = _obj(resource_spans, where)
-        resource_obj = _obj(resource_spans.get("resource"), f"{where}.resource", optional=True)
-        resource = _attributes(resource_obj.get("attributes"), f"{where}.resource.attributes")
+        resource_obj = _obj(resource_spans.get("resource"), where, ".resource", optional=True)
+        resource = _attributes(resource_obj.get("attributes"), where, ".resource.attributes")
         service = str(resource.get("service.name") or "unknown_service")
         for j, scope_spans in enumerate(_list(_get(resource_spans, "scopeSpans", "scope_spans"), where)):
             swhere = f"{where}.scopeSpans[{j}]"
             scope_spans = _obj(scope_spans, swhere)
-            scope_obj = _obj(scope_spans.get("scope"), f"{swhere}.scope", optional=True)
-            scope = _str(scope_obj.get("name"), f"{swhere}.scope.name")
-            for k, span in enumerate(_list(scope_spans.get("spans"), f"{swhere}.spans")):
-                _span(
-                    out,
-                    _obj(span, f"{swhere}.spans[{k}]"),
-                    f"{swhere}.spans[{k}]",
-                    project_id,
-                    resource,
-                    service,
-                    scope,
-                    received_ns,
-                )
+            scope_obj = _obj(scope_spans.get("scope"), swhere, ".scope", optional=True)
+            scope = _str(scope_obj.get("name"), swhere, ".scope.name")
+            for k, span in enumerate(_list(scope_spans.get("spans"), swhere, ".spans")):
+                span_where = f"{swhere}.spans[{k}]"
+                _span(out, _obj(span, span_where), span_where, project_id, resource, service, scope, received_ns)
     return out
 
 
@@ -67,40 +55,42 @@ def _span(
     scope: str,
     received_ns: int,
 ) -> None:
-    name = _str(span.get("name"), f"{where}.name")
-    status = _obj(span.get("status"), f"{where}.status", optional=True)
-    attributes = _attributes(span.get("attributes"), f"{where}.attributes")
+    name = _str(span.get("name"), where, ".name")
+    status = _obj(span.get("status"), where, ".status", optional=True)
+    attributes = _attributes(span.get("attributes"), where, ".attributes")
     events = []
-    for n, event in enumerate(_list(span.get("events"), f"{where}.events")):
+    for n, event in enumerate(_list(span.get("events"), where, ".events")):
         ewhere = f"{where}.events[{n}]"
         event = _obj(event, ewhere)
         events.append(
             {
-                "name": _str(event.get("name"), f"{ewhere}.name"),
-                "timestamp": rfc3339(_uint64(_get(event, "timeUnixNano", "time_unix_nano"), f"{ewhere}.timeUnixNano")),
-                "attributes": _attributes(event.get("attributes"), f"{ewhere}.attributes"),
+                "name": _str(event.get("name"), ewhere, ".name"),
+                "timestamp": event_timestamp(
+                    _uint64(_get(event, "timeUnixNano", "time_unix_nano"), ewhere, ".timeUnixNano")
+                ),
+                "attributes": _attributes(event.get("attributes"), ewhere, ".attributes"),
             }
         )
     links = []
-    for n, link in enumerate(_list(span.get("links"), f"{where}.links")):
+    for n, link in enumerate(_list(span.get("links"), where, ".links")):
         lwhere = f"{where}.links[{n}]"
         link = _obj(link, lwhere)
         links.append(
             {
-                "trace_id": _str(_get(link, "traceId", "trace_id"), f"{lwhere}.traceId").lower(),
-                "span_id": _str(_get(link, "spanId", "span_id"), f"{lwhere}.spanId").lower(),
-                "attributes": _attributes(link.get("attributes"), f"{lwhere}.attributes"),
+                "trace_id": _str(_get(link, "traceId", "trace_id"), lwhere, ".traceId").lower(),
+                "span_id": _str(_get(link, "spanId", "span_id"), lwhere, ".spanId").lower(),
+                "attributes": _attributes(link.get("attributes"), lwhere, ".attributes"),
             }
         )
-    start_ns = _uint64(_get(span, "startTimeUnixNano", "start_time_unix_nano"), f"{where}.startTimeUnixNano")
-    end_ns = _uint64(_get(span, "endTimeUnixNano", "end_time_unix_nano"), f"{where}.endTimeUnixNano")
-    kind = _enum(span.get("kind"), _KIND_NAMES, f"{where}.kind")
-    status_code = _enum(status.get("code"), _STATUS_NAMES, f"{where}.status.code")
-    status_message = _str(status.get("message"), f"{where}.status.message")
+    start_ns = _uint64(_get(span, "startTimeUnixNano", "start_time_unix_nano"), where, ".startTimeUnixNano")
+    end_ns = _uint64(_get(span, "endTimeUnixNano", "end_time_unix_nano"), where, ".endTimeUnixNano")
+    kind = _enum(span.get("kind"), _KIND_NAMES, where, ".kind")
+    status_code = _enum(status.get("code"), _STATUS_NAMES, where, ".status.code")
+    status_message = _str(status.get("message"), where, ".status.message")
     try:
-        trace_id = _hex(_get(span, "traceId", "trace_id"), f"{where}.traceId")
-        span_id = _hex(_get(span, "spanId", "span_id"), f"{where}.spanId")
-        parent = _hex(_get(span, "parentSpanId", "parent_span_id"), f"{where}.parentSpanId")
+        trace_id = _hex(_get(span, "traceId", "trace_id"), where, ".traceId")
+        span_id = _hex(_get(span, "spanId", "span_id"), where, ".spanId")
+        parent = _hex(_get(span, "parentSpanId", "parent_span_id"), where, ".parentSpanId")
     except ValueError as exc:
         out.reject(f"span {name!r}: {exc}")
         return
@@ -111,24 +101,27 @@ def _span(
     out.records.append(
         build_record(
             project_id,
-            trace_id=trace_id,
-            span_id=span_id,
-            parent_span_id=parent,
-            name=name,
-            kind=kind,
-            start_ns=start_ns,
-            end_ns=end_ns,
-            status_code=status_code,
-            status_message=status_message,
-            attributes=attributes,
-            events=events,
-            links=links,
-            resource=resource,
-            service=service,
-            scope=scope,
-            received_ns=received_ns,
+            trace_id,
+            span_id,
+            parent,
+            name,
+            kind,
+            start_ns,
+            end_ns,
+            status_code,
+            status_message,
+            attributes,
+            events,
+            links,
+            resource,
+            service,
+            scope,
+            received_ns,
         )
     )
+
+
+# The checks below name the offending field as `where` + `field`: the two are joined only for an error message.
 
 
 def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
@@ -137,44 +130,45 @@ def _get(obj: dict[str, Any], camel: str, snake: str) -> Any:
     return obj.get(snake) if value is None else value
 
 
-def _obj(value: Any, where: str, optional: bool = False) -> dict[str, Any]:
+def _obj(value: Any, where: str, field: str = "", optional: bool = False) -> dict[str, Any]:
     if value is None and optional:
         return {}
     if not isinstance(value, dict):
-        raise BadRequest(f"{where} must be a JSON object")
+        raise BadRequest(f"{where}{field} must be a JSON object")
     return value
 
 
-def _list(value: Any, where: str) -> list[Any]:
+def _list(value: Any, where: str, field: str = "") -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise BadRequest(f"{where} must be a JSON array")
+        raise BadRequest(f"{where}{field} must be a JSON array")
     return value
 
 
-def _str(value: Any, where: str) -> str:
+def _str(value: Any, where: str, field: str = "") -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise BadRequest(f"{where} must be a string")
+        raise BadRequest(f"{where}{field} must be a string")
     return value
 
 
-def _uint64(value: Any, where: str) -> int:
+def _uint64(value: Any, where: str, field: str = "") -> int:
     # 64-bit integers arrive as decimal strings; accept plain numbers too.
     if value is None:
         return 0
     if isinstance(value, bool):
-        raise BadRequest(f"{where} must be an unsigned integer")
+        raise BadRequest(f"{where}{field} must be an unsigned integer")
     if isinstance(value, str):
-        if not value.isdigit():
-            raise BadRequest(f"{where} must be an unsigned integer, got {value[:40]!r}")
+        # isdigit alone admits "²" and other Unicode digits, and int() refuses strings over 4,300 digits.
+        if not (value.isascii() and value.isdigit() and len(value) <= 20):
+            raise BadRequest(f"{where}{field} must be an unsigned integer, got {value[:40]!r}")
         value = int(value)
     elif isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or value < 0 or value > 2**64 - 1:
-        raise BadRequest(f"{where} must be an unsigned 64-bit integer")
+        raise BadRequest(f"{where}{field} must be an unsigned 64-bit integer")
     return min(value, MAX_NS)
 
 
@@ -191,34 +185,57 @@ def _int64(value: Any, where: str) -> int:
     return value
 
 
-def _enum(value: Any, names: dict[str, int], where: str) -> int:
+def _enum(value: Any, names: dict[str, int], where: str, field: str = "") -> int:
     if value is None:
         return 0
     if isinstance(value, str) and value in names:
         return names[value]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{where} must be an integer enum value")
+        raise BadRequest(f"{where}{field} must be an integer enum value")
     return value
 
 
-def _hex(value: Any, where: str) -> bytes:
+def _hex(value: Any, where: str, field: str = "") -> bytes:
     if value is None or value == "":
         return b""
     if not isinstance(value, str):
-        raise BadRequest(f"{where} must be a hex string")
-    if not _HEX_DIGITS.fullmatch(value):
-        raise ValueError(f"{where} is not hex (OTLP/JSON IDs are hex, not base64)")
-    return bytes.fromhex(value)
+        raise BadRequest(f"{where}{field} must be a hex string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = None
+    # fromhex also skips whitespace between the digits: the text is then longer than the digits it decoded.
+    if raw is None or 2 * len(raw) != len(value):
+        raise ValueError(f"{where}{field} is not hex (OTLP/JSON IDs are hex, not base64)")
+    return raw
 
 
-def _attributes(value: Any, where: str) -> dict[str, Any]:
+def _attributes(value: Any, where: str, field: str = "") -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for i, kv in enumerate(_list(value, where)):
-        kv = _obj(kv, f"{where}[{i}]")
+    for i, kv in enumerate(_list(value, where, field)):
+        if not isinstance(kv, dict):
+            raise BadRequest(f"{where}{field}[{i}] must be a JSON object")
         key = kv.get("key")
         if not isinstance(key, str):
-            raise BadRequest(f"{where}[{i}].key must be a string")
-        result[key] = _any_value(kv.get("value"), f"{where}[{i}].value", 0)
+            raise BadRequest(f"{where}{field}[{i}].key must be a string")
+        any_value = kv.get("value")
+        # Most values are one scalar field in canonical form, taken here as _any_value would take them. The rest
+        # (arrays, doubles, snake_case names, anything invalid) take the general walk, which names the field on error.
+        if type(any_value) is dict and len(any_value) == 1:
+            scalar = any_value.get("stringValue")
+            if type(scalar) is str:
+                result[key] = scalar
+                continue
+            scalar = any_value.get("intValue")
+            # 1 to 18 ASCII digits: what int() takes, and within int64 without a range check.
+            if type(scalar) is str and len(scalar) <= 18 and scalar.isascii() and scalar.isdigit():
+                result[key] = int(scalar)
+                continue
+            scalar = any_value.get("boolValue")
+            if type(scalar) is bool:
+                result[key] = scalar
+                continue
+        result[key] = _any_value(any_value, f"{where}{field}[{i}].value", 0)
     return result
 
 

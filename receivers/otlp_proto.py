@@ -8,9 +8,8 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from loopkit_core.model import rfc3339
 from loopkit_receivers.errors import BadRequest
-from loopkit_receivers.spans import Decoded, build_record, span_id_problem
+from loopkit_receivers.spans import Decoded, build_record, event_timestamp, span_id_problem
 
 
 def parse_request(body: bytes) -> ExportTraceServiceRequest:
@@ -23,6 +22,9 @@ def parse_request(body: bytes) -> ExportTraceServiceRequest:
 
 def decode(request: ExportTraceServiceRequest, project_id: str, received_ns: int) -> Decoded:
     """Every span of the request as a Record; spans with invalid IDs are rejected alone."""
+    # The hot loop of protobuf ingest. Each read off a upb message costs ~0.05-0.15 us, so every field is read
+    # once; build_record takes positional arguments (keywords cost ~0.7 us a span); events and links, most
+    # often none, are only walked when there are some (~1 us a span).
     out = Decoded()
     append = out.records.append
     for resource_spans in request.resource_spans:
@@ -31,68 +33,73 @@ def decode(request: ExportTraceServiceRequest, project_id: str, received_ns: int
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
-                problem = span_id_problem(span.trace_id, span.span_id, span.parent_span_id)
+                trace_id, span_id, parent_span_id = span.trace_id, span.span_id, span.parent_span_id
+                problem = span_id_problem(trace_id, span_id, parent_span_id)
                 if problem:
                     out.reject(f"span {span.name!r}: {problem}")
                     continue
+                status, events, links = span.status, span.events, span.links
                 append(
                     build_record(
                         project_id,
-                        trace_id=span.trace_id,
-                        span_id=span.span_id,
-                        parent_span_id=span.parent_span_id,
-                        name=span.name,
-                        kind=span.kind,
-                        start_ns=span.start_time_unix_nano,
-                        end_ns=span.end_time_unix_nano,
-                        status_code=span.status.code,
-                        status_message=span.status.message,
-                        attributes=attributes(span.attributes),
-                        events=[
-                            {
-                                "name": e.name,
-                                "timestamp": rfc3339(e.time_unix_nano),
-                                "attributes": attributes(e.attributes),
-                            }
-                            for e in span.events
-                        ],
-                        links=[
-                            {
-                                "trace_id": link.trace_id.hex(),
-                                "span_id": link.span_id.hex(),
-                                "attributes": attributes(link.attributes),
-                            }
-                            for link in span.links
-                        ],
-                        resource=resource,
-                        service=service,
-                        scope=scope,
-                        received_ns=received_ns,
+                        trace_id,
+                        span_id,
+                        parent_span_id,
+                        span.name,
+                        span.kind,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        status.code,
+                        status.message,
+                        attributes(span.attributes),
+                        _events(events) if events else [],
+                        _links(links) if links else [],
+                        resource,
+                        service,
+                        scope,
+                        received_ns,
                     )
                 )
     return out
 
 
+def _events(events: Any) -> list[dict[str, Any]]:
+    return [
+        {"name": e.name, "timestamp": event_timestamp(e.time_unix_nano), "attributes": attributes(e.attributes)}
+        for e in events
+    ]
+
+
+def _links(links: Any) -> list[dict[str, Any]]:
+    return [
+        {"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex(), "attributes": attributes(link.attributes)}
+        for link in links
+    ]
+
+
 def attributes(key_values: Any) -> dict[str, Any]:
     """Repeated KeyValue as a plain dict (later duplicates win, as in the SDKs)."""
-    return {kv.key: any_value(kv.value) for kv in key_values}
+    result = {}
+    for kv in key_values:
+        value = kv.value
+        # Most values are non-empty strings: one read settles those (a oneof's other fields read as "").
+        text = value.string_value
+        result[kv.key] = text if text else any_value(value)
+    return result
 
 
 def any_value(value: Any) -> Any:
     """An AnyValue as a JSON-ready Python value; bytes become base64 text."""
     which = value.WhichOneof("value")
-    if which == "string_value":
-        return value.string_value
-    if which == "int_value":
-        return value.int_value
-    if which == "double_value":
-        return value.double_value
-    if which == "bool_value":
-        return value.bool_value
+    if which in _SCALARS:
+        return getattr(value, which)
     if which == "array_value":
         return [any_value(v) for v in value.array_value.values]
     if which == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+        return attributes(value.kvlist_value.values)
     if which == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
     return None
+
+
+_SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value"))

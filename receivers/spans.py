@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 
-from loopkit_core.model import Record, record_id_for_span
+from loopkit_core.model import Record, record_id_for_span, rfc3339
 from loopkit_core.signals import (
     SESSION_KEYS,
     SPAN_KINDS,
@@ -20,6 +21,13 @@ from loopkit_core.signals import (
 ZERO_TRACE = bytes(16)
 ZERO_SPAN = bytes(8)
 MAX_NS = 2**63 - 1
+# build_record passes Record's fields by position: a reordered Record must fail here, not swap fields silently.
+_RECORD_ORDER = (
+    "record_id ts_ns end_ns type name service status message trace_id span_id parent_span_id session_id user_id "
+    "kind scope exception_type attributes resource events links "
+)
+if not "".join(f"{f.name} " for f in fields(Record)).startswith(_RECORD_ORDER):
+    raise ImportError("Record's fields changed order: update build_record")
 
 
 @dataclass
@@ -55,6 +63,19 @@ def span_id_problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> s
     return None
 
 
+def event_timestamp(ns: int) -> str:
+    """rfc3339(ns), exactly: each second's date and time is formatted once (~0.5 us an event instead of ~2.7)."""
+    micros = ns // 1000
+    return f"{_second(micros // 1_000_000)}.{micros % 1_000_000:06d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second(seconds: int) -> str:
+    # rfc3339 up to its fraction, "YYYY-MM-DDTHH:MM:SS" (4-digit years for any uint64 of ns). A request's events
+    # fall within a few seconds, so this is mostly a cache hit.
+    return rfc3339(seconds * 1_000_000_000)[:19]
+
+
 def build_record(
     project_id: str,
     trace_id: bytes,
@@ -75,7 +96,6 @@ def build_record(
     received_ns: int,
 ) -> Record:
     """A Record with its stable ID and the fields derived from OpenTelemetry conventions."""
-    # Called once per span with every argument positional: keyword arguments cost ~1 us a span here.
     id_start_ns = start_ns  # the ID takes the span's own start time (a resend has the same), never a fallback
     if start_ns <= 0 or start_ns > MAX_NS:
         start_ns = end_ns if 0 < end_ns <= MAX_NS else received_ns
@@ -85,7 +105,7 @@ def build_record(
     exception = first_exception(events) if events else None
     message, exception_type = summary(status_message, attributes, exception)
     trace_hex, span_hex = trace_id.hex(), span_id.hex()
-    # Positional, in Record's field order (keywords cost ~0.7 us a span).
+    # Positional, in Record's field order (_RECORD_ORDER): keywords cost ~0.7 us a span.
     return Record(
         record_id_for_span(project_id, trace_hex, span_hex, id_start_ns),
         start_ns,

@@ -400,3 +400,16 @@ def test_an_all_zero_parent_span_id_means_a_root_span(client, project):
     assert_empty_success(post(client, project, request(span("root", "6666666666666666", parentSpanId="0" * 16))))
     (record,) = read(client, project)
     assert (record["span_id"], record["parent_span_id"]) == ("6666666666666666", None)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["²", "１２３", "9" * 5000, "12a", "-5"],
+    ids=["superscript", "fullwidth", "5000 digits", "hex", "negative"],
+)
+def test_a_time_that_is_not_ascii_decimal_digits_is_a_400_and_the_server_keeps_serving(client, project, value):
+    response = post(client, project, request(span("odd time", "a100000000000001", startTimeUnixNano=value)))
+    assert response.status_code == 400, response.text
+    assert "startTimeUnixNano must be an unsigned integer" in response.json()["message"]
+    assert_empty_success(post(client, project, request(span("after", "a100000000000002"))))
+    assert [r["name"] for r in read(client, project)] == ["after"]

@@ -579,8 +579,9 @@ def test_each_resource_is_stored_once_and_every_record_reads_back_its_own(server
         json.dumps({"host": "h1", "service.name": "worker"}): set(range(301, 351)),
     }
     record_id = records[0]["record_id"]
-    assert client.get(f"/v1/records/{record_id}", headers=project.auth("agent")).json()["record"]["resource"] == (
-        records[0]["resource"]
+    assert (
+        client.get(f"/v1/records/{record_id}", headers=project.auth("agent")).json()["record"]["resource"]
+        == (records[0]["resource"])
     )
     with server.app.store.project(project.project_id).connect() as conn:
         assert conn.execute(select(func.count()).select_from(resources)).scalar() == 3

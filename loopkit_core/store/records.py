@@ -54,8 +54,8 @@ def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
                 r.exception_type,
                 dumps(r.attributes).decode(),
                 "",  # resource: stored once, under resource_key
-                dumps(r.events).decode(),
-                dumps(r.links).decode(),
+                dumps(r.events).decode() if r.events else "[]",  # most spans have none: skip the call
+                dumps(r.links).decode() if r.links else "[]",
                 r.signature,
                 key,
             )
@@ -127,9 +127,17 @@ def insert_resources(conn: Connection, rows: list[tuple[str, str]]) -> None:
     conn.exec_driver_sql(sql, rows)
 
 
+_SIGNATURE_KEYS = ("signature", "template", "type", "operation", "service", "exception_type")
+
+
 def insert_signatures(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Describe new signatures (template, operation, ...); already known ones are left as they are."""
-    conn.execute(dialect.insert(conn, signatures).on_conflict_do_nothing(index_elements=["signature"]), rows)
+    # Driver SQL, as for records: SQLAlchemy's per-statement processing was 4% of the writer thread per request.
+    sql = dialect.insert_ignoring_sql(conn, signatures, ("signature",), _SIGNATURE_KEYS)
+    values = [tuple(row[key] for key in _SIGNATURE_KEYS) for row in rows]
+    if conn.dialect.name == "postgresql":
+        values = dialect.escape_nul_rows(values)
+    conn.exec_driver_sql(sql, values)
 
 
 def record_stored(conn: Connection, row: Row) -> bool:
