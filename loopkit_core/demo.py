@@ -98,8 +98,10 @@ def run(http_port: int = 0, grpc_port: int = 0, keep_serving: bool = False) -> i
             elapsed = time.monotonic() - started
             demo.summary(problems, keep_serving)
             if keep_serving:
-                _print(f"\nServing {running.http_url} until Ctrl-C (then the temporary data dir is removed) ...")
+                # Ctrl-C is caught from before the line that invites it: a signal sent as soon as the line is read
+                # must not land between the print and the wait (seen under load).
                 with contextlib.suppress(KeyboardInterrupt):
+                    _print(f"\nServing {running.http_url} until Ctrl-C (then the temporary data dir is removed) ...")
                     while True:
                         threading.Event().wait(3600)
         _print("LoopKit stopped.")
