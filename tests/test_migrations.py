@@ -14,8 +14,9 @@ from loopkit_core.projects import create_project, get_project
 from loopkit_core.store import migrations
 from loopkit_core.store.engines import Store
 from loopkit_core.store.migrations import current_version, latest, schema_version
-from loopkit_core.store.records import get_record
+from loopkit_core.store.records import get_record, insert_records, stored_ids, to_rows
 from loopkit_core.store.schema import control_metadata, project_metadata, records
+from loopkit_receivers import records_shape
 
 # What a later LoopKit version would add; the test registers it as the next project step.
 runs_metadata = MetaData()
@@ -167,5 +168,47 @@ def test_a_store_from_a_newer_version_opens_with_a_warning(tmp_path: Path, caplo
             assert current_version(again.project(project_id)) == latest("project") + 5
         [message] = [r.getMessage() for r in caplog.records if r.name == "loopkit.migrations"]
         assert f"is at schema version {latest('project') + 5}; this LoopKit knows {latest('project')}" in message
+    finally:
+        again.close()
+
+
+def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tmp_path: Path):
+    settings = make_settings(tmp_path / "data")
+    store = Store(settings)
+    project_id = create_project(store.control, "layout")["project_id"]
+    engine = store.project(project_id)
+    schema = store.project_schema(project_id) if PG_URL else None
+    table = f'"{schema}".records' if schema else "records"
+    prefix = f'"{schema}".' if schema else ""
+    with engine.begin() as conn:
+        # Back to the layout before versions 2 and 3: a plain trace_id index, resources inside the rows.
+        conn.exec_driver_sql(f"DROP INDEX {prefix}ux_records_span")
+        conn.exec_driver_sql(f"CREATE INDEX ix_records_trace ON {table} (trace_id)")
+        conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN resource_key")
+        conn.exec_driver_sql(f"DROP TABLE {prefix}resources")
+        conn.exec_driver_sql(f"DELETE FROM {prefix}loopkit_schema_version WHERE version >= 2")
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} (record_id, ts_ns, end_ns, duration_ms, received_ns, type, name, service, status,"
+            " message, trace_id, span_id, attributes, resource, events, links) VALUES ('rec_old', 1, 2, 0, 3,"
+            f" 'span', 'n', 's', 'ok', '', '{'ab' * 16}', '{'cd' * 8}', '{{}}', '{{\"host\": \"old\"}}', '[]', '[]')"
+        )
+    store.close()
+
+    again = Store(settings)
+    try:
+        engine = again.project(project_id)
+        assert current_version(engine) == latest("project") == 3
+        assert get_record(engine, "rec_old")["resource"] == {"host": "old"}
+        with engine.connect() as conn:
+            indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records", schema=schema)}
+            columns = {c["name"] for c in inspect(conn).get_columns("records", schema=schema)}
+        assert indexes["ux_records_span"] and "ix_records_trace" not in indexes and "resource_key" in columns
+        # The old span re-sent gets a new-style ID, and is recognised as stored: the pair is the key now.
+        item = {"type": "event", "name": "n", "trace_id": "ab" * 16, "span_id": "cd" * 8}
+        resent = records_shape.decode({"records": [item]}, project_id, 5).records
+        assert resent[0].record_id != "rec_old"
+        with engine.begin() as conn:
+            assert insert_records(conn, resent, 5) == 0
+            assert stored_ids(conn, to_rows(resent, 5)) == {0: "rec_old"}
     finally:
         again.close()
