@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
-from loopkit_core.model import Record, record_id_for_span, rfc3339
+from loopkit_core.model import MAX_NS, Record, record_id_for_span, rfc3339
 from loopkit_core.signals import (
     SESSION_KEYS,
     SPAN_KINDS,
@@ -20,7 +20,6 @@ from loopkit_core.signals import (
 
 ZERO_TRACE = bytes(16)
 ZERO_SPAN = bytes(8)
-MAX_NS = 2**63 - 1
 # build_record passes Record's fields by position: a reordered Record must fail here, not swap fields silently.
 _RECORD_ORDER = (
     "record_id ts_ns end_ns type name service status message trace_id span_id parent_span_id session_id user_id "
