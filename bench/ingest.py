@@ -632,6 +632,44 @@ def grpc_sender(server: Server, protocol: str, work: Work, stats: SendStats, go:
 # --------------------------------------------------------------------------------------------
 
 
+def batch_sizes(data: payloads.Payloads, batches: list[bytes]) -> list[int]:
+    """Spans in each pre-built batch (the last one may be short)."""
+    return [min(data.batch_spans, data.spans - i * data.batch_spans) for i in range(len(batches))]
+
+
+def renice(pid: int, nice: int) -> None:
+    """Give a server and its children (decode workers) the benchmark's priority."""
+    if nice:
+        for each in (pid, *descendants(pid)):
+            os.setpriority(os.PRIO_PROCESS, each, nice)
+
+
+def start_senders(
+    server: Any, protocol: str, work: Work, stats: SendStats, go: threading.Event, concurrency: int
+) -> list[threading.Thread]:
+    """Start the sender threads; they open their connections, then wait for `go` (the clock starts after)."""
+    sender: Callable[..., None] = grpc_sender if protocol == "grpc" else http_sender
+    threads = [
+        threading.Thread(target=sender, args=(server, protocol, work, stats, go), name=f"sender-{n}", daemon=True)
+        for n in range(concurrency)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # connections are open before the clock starts
+    return threads
+
+
+def wait_stored(count: Callable[[], int], expected: int, until: float, poll: float) -> int:
+    """Poll `count` until it reaches `expected` or the monotonic clock passes `until`; the last count."""
+    stored = 0
+    while time.monotonic() < until:
+        stored = count()
+        if stored >= expected:
+            break
+        time.sleep(poll)
+    return stored
+
+
 def verify_via_api(server: Server, sample: dict[str, list[payloads.SampleSpan]]) -> dict[str, Any]:
     """Read sampled traces back through GET /v1/telemetry and compare them with what was sent."""
     started = time.perf_counter()
@@ -692,27 +730,17 @@ class RunOptions:
 def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[str, Any]:
     """One timed run of one protocol against a fresh server."""
     batches = data.batches[FORMAT_OF[protocol]]
-    spans_per_batch = [min(data.batch_spans, data.spans - i * data.batch_spans) for i in range(len(batches))]
     server = Server(opts.env, opts.keep_data)
     profiler: subprocess.Popen[bytes] | None = None
     try:
         server.create_project()
         server.start()
-        if opts.nice:
-            for pid in (server.pid, *descendants(server.pid)):  # its decode workers too
-                os.setpriority(os.PRIO_PROCESS, pid, opts.nice)
+        renice(server.pid, opts.nice)
         stats = SendStats()
         go = threading.Event()
         deadline = time.monotonic() + opts.timeout
-        work = Work(batches, spans_per_batch, deadline)
-        sender: Callable[..., None] = grpc_sender if protocol == "grpc" else http_sender
-        threads = [
-            threading.Thread(target=sender, args=(server, protocol, work, stats, go), name=f"sender-{n}", daemon=True)
-            for n in range(opts.concurrency)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)  # connections are open before the clock starts
+        work = Work(batches, batch_sizes(data, batches), deadline)
+        threads = start_senders(server, protocol, work, stats, go, opts.concurrency)
         if opts.py_spy is not None:
             profiler = start_py_spy(server.pid, opts)
         threads0 = thread_cpu_seconds(server.pid)
@@ -729,12 +757,7 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
             stop_py_spy(profiler)
             profiler = None
         expected = data.spans - stats.failed_spans - stats.rejected_spans
-        stored = 0
-        while time.monotonic() < deadline + 60:
-            stored = server.stored_rows()
-            if stored >= expected:
-                break
-            time.sleep(0.02)
+        stored = wait_stored(server.stored_rows, expected, deadline + 60, 0.02)
         t_done = time.monotonic()
         server_cpu = process_cpu_seconds(server.pid) - cpu0
         main_cpu = process_cpu_seconds(server.pid, with_children=False) - main0
@@ -803,25 +826,15 @@ def run_sustained(protocol: str, data: payloads.Payloads, opts: RunOptions, dura
     """
     fmt = FORMAT_OF[protocol]
     batches = data.batches[fmt]
-    spans_per_batch = [min(data.batch_spans, data.spans - i * data.batch_spans) for i in range(len(batches))]
     server = Server(opts.env, opts.keep_data)
     try:
         server.create_project()
         server.start()
-        if opts.nice:
-            for pid in (server.pid, *descendants(server.pid)):  # its decode workers too
-                os.setpriority(os.PRIO_PROCESS, pid, opts.nice)
+        renice(server.pid, opts.nice)
         stats = SendStats()
         go = threading.Event()
-        work = Cycling(batches, spans_per_batch, time.monotonic() + duration + 3600, fmt)
-        sender: Callable[..., None] = grpc_sender if protocol == "grpc" else http_sender
-        threads = [
-            threading.Thread(target=sender, args=(server, protocol, work, stats, go), name=f"sender-{n}", daemon=True)
-            for n in range(opts.concurrency)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)
+        work = Cycling(batches, batch_sizes(data, batches), time.monotonic() + duration + 3600, fmt)
+        threads = start_senders(server, protocol, work, stats, go, opts.concurrency)
         cpu0, t0 = process_cpu_seconds(server.pid), time.monotonic()
         work.deadline = t0 + duration
         go.set()
@@ -845,12 +858,7 @@ def run_sustained(protocol: str, data: payloads.Payloads, opts: RunOptions, dura
             t.join(REQUEST_TIMEOUT + 5)
         t_acked = time.monotonic()
         expected = stats.acked_spans - stats.rejected_spans
-        stored = 0
-        while time.monotonic() < t_acked + 120:
-            stored = server.stored_rows()
-            if stored >= expected:
-                break
-            time.sleep(0.1)
+        stored = wait_stored(server.stored_rows, expected, t_acked + 120, 0.1)
         seconds = time.monotonic() - t0
         first_minute = [x["rss_mb"] for x in samples if x["t_s"] <= 60] or [samples[0]["rss_mb"]]
         rates = [x["spans_per_s"] for x in samples]

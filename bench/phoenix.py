@@ -167,37 +167,22 @@ def run_phoenix(
 ) -> dict:
     """One timed run against a fresh Phoenix: first send until every span is in its database."""
     batches = data.batches[ingest.FORMAT_OF[protocol]]
-    spans_per_batch = [min(data.batch_spans, data.spans - i * data.batch_spans) for i in range(len(batches))]
     server = PhoenixServer(python)
     try:
         server.start()
-        if nice:
-            for pid in (server.pid, *ingest.descendants(server.pid)):
-                os.setpriority(os.PRIO_PROCESS, pid, nice)
+        ingest.renice(server.pid, nice)
         stats = ingest.SendStats()
         go = threading.Event()
         deadline = time.monotonic() + timeout
-        work = ingest.Work(batches, spans_per_batch, deadline)
-        sender = ingest.grpc_sender if protocol == "grpc" else ingest.http_sender
-        threads = [
-            threading.Thread(target=sender, args=(server, protocol, work, stats, go), daemon=True)
-            for _ in range(concurrency)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)
+        work = ingest.Work(batches, ingest.batch_sizes(data, batches), deadline)
+        threads = ingest.start_senders(server, protocol, work, stats, go, concurrency)
         cpu0, t0 = ingest.process_cpu_seconds(server.pid), time.monotonic()
         go.set()
         for t in threads:
             t.join(max(deadline - time.monotonic(), 0) + ingest.REQUEST_TIMEOUT + 5)
         t_acked = time.monotonic()
         expected = data.spans - stats.failed_spans - stats.rejected_spans
-        stored = 0
-        while time.monotonic() < deadline + 600:
-            stored = server.count_spans()
-            if stored >= expected:
-                break
-            time.sleep(0.2)
+        stored = ingest.wait_stored(server.count_spans, expected, deadline + 600, 0.2)
         seconds = time.monotonic() - t0
         cpu = ingest.process_cpu_seconds(server.pid) - cpu0
         return {

@@ -39,6 +39,16 @@ def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
     return version
 
 
+def to_previous_layout(conn: Connection, schema: str | None = None) -> None:
+    """Undo project steps 2 and 3: records deduplicated on record_id alone with a plain trace_id index, and each
+    record's resource kept in its row."""
+    prefix = f'"{schema}".' if schema else ""
+    conn.exec_driver_sql(f"DROP INDEX {prefix}ux_records_span")
+    conn.exec_driver_sql(f"CREATE INDEX ix_records_trace ON {prefix}records (trace_id)")
+    conn.exec_driver_sql(f"ALTER TABLE {prefix}records DROP COLUMN resource_key")
+    conn.exec_driver_sql(f"DROP TABLE {prefix}resources")
+
+
 @pytest.mark.skipif(PG_URL is not None, reason="builds SQLite files the way the previous LoopKit version did")
 def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Path):
     data = tmp_path / "data"
@@ -53,12 +63,7 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
     old = create_engine(f"sqlite:///{project_file}")
     project_metadata.create_all(old)
     with old.begin() as conn:
-        # The previous version deduplicated on record_id alone, had a plain trace_id index, and kept each record's
-        # resource in its row.
-        conn.exec_driver_sql("DROP INDEX ux_records_span")
-        conn.exec_driver_sql("CREATE INDEX ix_records_trace ON records (trace_id)")
-        conn.exec_driver_sql("ALTER TABLE records DROP COLUMN resource_key")
-        conn.exec_driver_sql("DROP TABLE resources")
+        to_previous_layout(conn)
         conn.execute(
             records.insert().values(
                 record_id="rec_old",
@@ -181,11 +186,7 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
     table = f'"{schema}".records' if schema else "records"
     prefix = f'"{schema}".' if schema else ""
     with engine.begin() as conn:
-        # Back to the layout before versions 2 and 3: a plain trace_id index, resources inside the rows.
-        conn.exec_driver_sql(f"DROP INDEX {prefix}ux_records_span")
-        conn.exec_driver_sql(f"CREATE INDEX ix_records_trace ON {table} (trace_id)")
-        conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN resource_key")
-        conn.exec_driver_sql(f"DROP TABLE {prefix}resources")
+        to_previous_layout(conn, schema)
         conn.exec_driver_sql(f"DELETE FROM {prefix}loopkit_schema_version WHERE version >= 2")
         conn.exec_driver_sql(
             f"INSERT INTO {table} (record_id, ts_ns, end_ns, duration_ms, received_ns, type, name, service, status,"

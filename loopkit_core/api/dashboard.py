@@ -25,10 +25,9 @@ from starlette.responses import RedirectResponse, Response
 
 from loopkit_core import __version__, charts, sessions
 from loopkit_core.api.errors import ApiError, error_response, is_lookup_key, json_response, principal, read_capped
-from loopkit_core.api.packets import MAX_NOTE
+from loopkit_core.api.packets import MAX_NOTE, record_decision
 from loopkit_core.model import parse_rfc3339, rfc3339
 from loopkit_core.projects import Principal, authenticate, get_project
-from loopkit_core.store import approvals
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store.records import ACCEPTED, get_record, get_records
 from loopkit_core.store.schema import counters
@@ -424,15 +423,7 @@ async def _decide(request: Request, decision: str) -> Response:
             raise ApiError(400, problem)
         context = await _packet_context(request, who, packet_id, form_error=problem, note=note[: MAX_NOTE * 2])
         return render(request, "packet.html", 400, **context)
-    loopkit = request.app.state.loopkit
-    engine = loopkit.store.project(who.principal.project_id)
-    actor = f"{who.principal.key_kind} key {who.principal.key_display}"
-    now_ns = int(loopkit.clock() * 1e9)
-    decided = None
-    if is_lookup_key(packet_id):
-        decided = await run_in_threadpool(approvals.decide, engine, packet_id, decision, note.strip(), actor, now_ns)
-    if decided is None:
-        raise ApiError(404, f"no packet {packet_id[:MAX_ID]!r} in this project")
+    await record_decision(request.app.state.loopkit, who.principal, packet_id, decision, note)
     target = f"{BASE}/packets/{packet_id}#decision"
     return RedirectResponse(target, 303, headers=security_headers(secrets.token_urlsafe(8)))
 

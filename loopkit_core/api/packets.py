@@ -98,14 +98,7 @@ async def _decide(request: Request, decision: str) -> Response:
     if len(note) > MAX_NOTE:
         raise ApiError(400, f"note must be at most {MAX_NOTE} characters")
     packet_id = request.path_params["packet_id"]
-    engine = loopkit.store.project(caller.project_id)
-    actor = f"{caller.key_kind} key {caller.key_display}"
-    now_ns = int(loopkit.clock() * 1e9)
-    decided = None
-    if is_lookup_key(packet_id):
-        decided = await run_in_threadpool(approvals.decide, engine, packet_id, decision, note.strip(), actor, now_ns)
-    if decided is None:
-        raise ApiError(404, f"no packet {packet_id[:40]!r} in this project")
+    engine = await record_decision(loopkit, caller, packet_id, decision, note)
     packet = await run_in_threadpool(store.get_packet, engine, packet_id)
     return json_response({"ok": True, "packet_id": packet_id, "status": decision, "approval": packet["approval"]})
 
@@ -115,3 +108,16 @@ async def _packet_or_404(engine: Engine, packet_id: str) -> dict[str, Any]:
     if packet is None:
         raise ApiError(404, f"no packet {packet_id[:40]!r} in this project")
     return packet
+
+
+async def record_decision(loopkit: Any, caller: Principal, packet_id: str, decision: str, note: str) -> Engine:
+    """Record a person's decision on a packet of the caller's project (404 if none); the project's engine."""
+    engine = loopkit.store.project(caller.project_id)
+    actor = f"{caller.key_kind} key {caller.key_display}"
+    now_ns = int(loopkit.clock() * 1e9)
+    decided = None
+    if is_lookup_key(packet_id):
+        decided = await run_in_threadpool(approvals.decide, engine, packet_id, decision, note.strip(), actor, now_ns)
+    if decided is None:
+        raise ApiError(404, f"no packet {packet_id[:40]!r} in this project")
+    return engine
