@@ -325,10 +325,9 @@ def _print_keys(headline: str, project: dict[str, Any], as_json: bool) -> None:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    from loopkit_core.api.plugins import describe
-    from loopkit_core.plugins import get_plugins
+    from loopkit_core.plugins import describe_plugins, get_plugins
 
-    answer = describe(get_plugins(Settings.from_env().blocked_plugins_list()))
+    answer = describe_plugins(get_plugins(Settings.from_env().blocked_plugins_list()))
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0

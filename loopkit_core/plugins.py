@@ -116,3 +116,18 @@ def get_plugins(blocked: Iterable[str] = ()) -> Plugins:
             log.exception("could not load plugin %s", name)
             plugins.load_errors.append({"plugin": name, "error": f"{type(exc).__name__}: {exc}"})
     return plugins
+
+
+def describe_plugins(plugins: Plugins) -> dict[str, Any]:
+    """What is loaded, for GET /v1/plugins and `loopkit plugins`: plugins, diagnosers, verifiers, renderers, errors."""
+    return {
+        "ok": True,
+        "plugins": plugins.describe(),
+        "diagnosers": [name for name, _ in plugins.implementations("diagnose")],
+        "verifiers": [name for name, _ in plugins.implementations("verify_issue")],
+        "renderers": [
+            {"name": r.name, "media_type": r.media_type, "description": r.description}
+            for r in plugins.renderers().values()
+        ],
+        "load_errors": plugins.load_errors,
+    }

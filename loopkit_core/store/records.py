@@ -169,6 +169,12 @@ def accepted_total(conn: Connection) -> int:
     return value
 
 
+def accepted_count(engine: Engine) -> int:
+    """Records ever accepted by the project, read without a lock (for display only)."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(counters.c.value).where(counters.c.name == ACCEPTED)).scalar() or 0)
+
+
 def write_accepted_total(conn: Connection, value: int) -> None:
     """Store the running total of records ever accepted."""
     stmt = dialect.insert(conn, counters).values(name=ACCEPTED, value=value)
