@@ -8,9 +8,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from loopkit_core.identity import Principal
 from loopkit_core.model import Record
 from loopkit_core.plugins import Plugins
-from loopkit_core.projects import Principal, require
+from loopkit_core.projects import require
 from loopkit_core.sink import WRITE_SCOPE, Ack, Batch
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import resource_rows, to_rows

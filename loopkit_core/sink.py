@@ -12,9 +12,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from loopkit_core.projects import Principal
+from loopkit_core.identity import TELEMETRY_WRITE, Principal
 
-WRITE_SCOPE = "telemetry:write"
+WRITE_SCOPE = TELEMETRY_WRITE
 
 
 @dataclass

@@ -9,8 +9,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from loopkit_core.identity import AuthError, Principal
 from loopkit_core.model import Record
-from loopkit_core.projects import AuthError, Principal
 from loopkit_core.sink import Ack, Batch, Overloaded, Sink, quota_reason
 from loopkit_receivers import otlp_json, otlp_proto, records_shape
 from loopkit_receivers.body import decompress

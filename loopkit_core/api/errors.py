@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from loopkit_core.identity import Principal
 from loopkit_core.loop.errors import CODES, LoopError
 from loopkit_core.loop.requests import is_lookup_key
-from loopkit_core.projects import Principal
 
 __all__ = ["ApiError", "error_response", "is_lookup_key", "json_body", "json_response", "principal", "read_capped"]
 

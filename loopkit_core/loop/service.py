@@ -14,12 +14,22 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loopkit_core import charts, diagnose, sessions, verify
+from loopkit_core.identity import (
+    APPROVALS_WRITE,
+    DASHBOARD_READ,
+    REPORTS_READ,
+    RUNS_WRITE,
+    TELEMETRY_READ,
+    TELEMETRY_WRITE,
+    AuthError,
+    Principal,
+)
 from loopkit_core.ingest import prepare, sign
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.loop.requests import MAX_SINCE_MINUTES, TelemetryRequest, decision_note, is_lookup_key
 from loopkit_core.model import Record, parse_rfc3339, rfc3339
 from loopkit_core.plugins import Plugins, describe_plugins
-from loopkit_core.projects import AuthError, Principal, authenticate, get_project, require
+from loopkit_core.projects import authenticate, get_project, require
 from loopkit_core.ratelimit import RateLimiter
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
@@ -28,12 +38,6 @@ from loopkit_core.store import packets as packet_store
 from loopkit_core.store import records as record_store
 from loopkit_core.store.engines import Store
 
-TELEMETRY_READ = "telemetry:read"
-TELEMETRY_WRITE = "telemetry:write"
-RUNS_WRITE = "runs:write"
-REPORTS_READ = "reports:read"
-DASHBOARD_READ = "dashboard:read"
-APPROVALS_WRITE = "approvals:write"
 EVIDENCE_PER_ISSUE = 20  # evidence records fetched per issue for a handoff or a page
 MAX_EVIDENCE_RECORDS = 500
 MAX_ID = 40
