@@ -62,7 +62,7 @@ def is_lookup_key(text: str, max_length: int = 40) -> bool:
 
 def ascii_int(value: str, name: str) -> int:
     """An integer written in ASCII digits (an optional sign); LoopError 400 otherwise."""
-    text = value.strip()
+    text = value.strip() if value.isascii() else ""
     digits = text[1:] if text[:1] in "+-" else text
     if not digits.isascii() or not digits.isdigit():
         raise LoopError(400, f"{name} must be an integer")
