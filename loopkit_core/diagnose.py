@@ -20,7 +20,7 @@ from loopkit_core.window import FAILURE_TYPES, Window
 
 log = logging.getLogger("loopkit.diagnose")
 
-MAX_ISSUES = 10_000
+MAX_ISSUES = 1000  # issues in one packet: 10,000 made a 21 MB packet and a 50 MB dashboard page
 ISSUE_SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event")
 SEVERITIES = ("critical", "high", "medium", "low")
 MAX_EVIDENCE = 20

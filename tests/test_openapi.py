@@ -217,7 +217,7 @@ def test_diagnosis_answers_match_the_documented_schemas(client, project, spec):
     assert unknown.status_code == 404
     _validator(spec, "Error").validate(unknown.json())
 
-    bad = client.post("/v1/runs/diagnose", json={"max_issues": 10_001}, headers=project.auth("agent"))
+    bad = client.post("/v1/runs/diagnose", json={"max_issues": 1001}, headers=project.auth("agent"))
     assert bad.status_code == 400
     _validator(spec, "Error").validate(bad.json())
     forbidden = client.post("/v1/runs/diagnose", json={}, headers=project.auth("dashboard"))
