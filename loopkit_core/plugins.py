@@ -85,6 +85,21 @@ class Plugins:
         return sorted(out, key=lambda p: (not p["builtin"], p["name"]))
 
 
+def describe_loaded(plugins: Plugins) -> dict[str, Any]:
+    """The plugins answer: what is loaded, its diagnosers, verifiers and formats, and what failed to load."""
+    return {
+        "ok": True,
+        "plugins": plugins.describe(),
+        "diagnosers": [name for name, _ in plugins.implementations("diagnose")],
+        "verifiers": [name for name, _ in plugins.implementations("verify_issue")],
+        "renderers": [
+            {"name": r.name, "media_type": r.media_type, "description": r.description}
+            for r in plugins.renderers().values()
+        ],
+        "load_errors": plugins.load_errors,
+    }
+
+
 def get_plugins(blocked: Iterable[str] = ()) -> Plugins:
     """A fresh plugin manager: built-ins, then installed entry points; blocked names are never loaded."""
     manager = pluggy.PluginManager("loopkit")
@@ -117,17 +132,3 @@ def get_plugins(blocked: Iterable[str] = ()) -> Plugins:
             plugins.load_errors.append({"plugin": name, "error": f"{type(exc).__name__}: {exc}"})
     return plugins
 
-
-def describe_plugins(plugins: Plugins) -> dict[str, Any]:
-    """What is loaded, for GET /v1/plugins and `loopkit plugins`: plugins, diagnosers, verifiers, renderers, errors."""
-    return {
-        "ok": True,
-        "plugins": plugins.describe(),
-        "diagnosers": [name for name, _ in plugins.implementations("diagnose")],
-        "verifiers": [name for name, _ in plugins.implementations("verify_issue")],
-        "renderers": [
-            {"name": r.name, "media_type": r.media_type, "description": r.description}
-            for r in plugins.renderers().values()
-        ],
-        "load_errors": plugins.load_errors,
-    }

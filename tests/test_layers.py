@@ -56,6 +56,8 @@ def _check(graph: grimp.ImportGraph, contract_id: str) -> bool:
         # the dashboard running SQL on the store
         ("loopkit_core.api.dashboard", "loopkit_core.store.schema", "front-ends-call-the-loop"),
         ("loopkit_core.cli", "loopkit_core.store.engines", "front-ends-call-the-loop"),
+        # the CLI reusing a route module instead of a core service (what issue 14 found: api.projects.signup_shape)
+        ("loopkit_core.cli.projects", "loopkit_core.api.projects", "clients-speak-http"),
         # a built-in plugin reaching past the Window
         ("loopkit_plugins.latency_outliers", "loopkit_core.store.records", "plugins-use-the-public-api"),
         # the store calling up into the loop service or the HTTP layer

@@ -28,7 +28,7 @@ from loopkit_core.ingest import prepare, sign
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.loop.requests import MAX_SINCE_MINUTES, TelemetryRequest, decision_note, is_lookup_key
 from loopkit_core.model import Record, parse_rfc3339, rfc3339
-from loopkit_core.plugins import Plugins, describe_plugins
+from loopkit_core.plugins import Plugins, describe_loaded
 from loopkit_core.projects import authenticate, get_project, require
 from loopkit_core.ratelimit import RateLimiter
 from loopkit_core.settings import Settings
@@ -261,7 +261,7 @@ class Loop:
 
     def plugins_loaded(self) -> dict[str, Any]:
         """The loaded plugins, diagnosers, verifiers and renderers, and what failed to load."""
-        return describe_plugins(self.plugins)
+        return describe_loaded(self.plugins)
 
     # --- helpers -------------------------------------------------------------------------------------------------
 
