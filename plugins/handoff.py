@@ -108,7 +108,7 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
             "| count | severity | signal | status | first seen | last seen | fingerprint |",
             "|---|---|---|---|---|---|---|",
             f"| {issue['count']} | {issue['severity']} | {issue['signal_type']} | {issue.get('status', 'new')} | "
-            f"{issue['first_seen']} | {issue['last_seen']} | `{issue['fingerprint']}` |",
+            f"{issue['first_seen']} | {issue['last_seen']} | {_cell(quote(issue['fingerprint']))} |",
             "",
             f"### Evidence ({len(issue['evidence'])} of {issue['count']} records)",
             "",
@@ -117,10 +117,9 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
         ]
         for record_id in issue["evidence"]:
             record = records.get(record_id, {})
-            lines.append(
-                f"| `{record_id}` | {record.get('timestamp', '')} | {_cell(quote(record.get('service')))} | "
-                f"{_cell(quote(record.get('name')))} | {_cell(_summary(record))} |"
-            )
+            cells = [quote(record_id), record.get("timestamp", ""), quote(record.get("service"))]
+            cells += [quote(record.get("name")), _summary(record)]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         lines += [
             "",
             f"All records: `GET {issue['records_url']}`",
@@ -162,11 +161,12 @@ def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
         lines += [
             f"TASK {n}: {_title(issue)}",
             f"- {issue['count']} {issue['signal_type']} record(s), severity {issue['severity']}, "
-            f"first seen {issue['first_seen']}, last seen {issue['last_seen']} (fingerprint {issue['fingerprint']}).",
+            f"first seen {issue['first_seen']}, last seen {issue['last_seen']} "
+            f"(fingerprint {_id(issue['fingerprint'])}).",
             "- Evidence (record IDs; read one with GET /v1/records/{id}):",
         ]
         for record_id in issue["evidence"]:
-            lines.append(f"  - {record_id}: {_record_line(records.get(record_id, {}))}")
+            lines.append(f"  - {_id(record_id)}: {_record_line(records.get(record_id, {}))}")
         lines.append(f"- Eval to make pass ({quote(issue['eval_candidate'])}), as JSON:")
         lines += _fenced(_json(_bounded(issue["eval"])), "json")
         lines.append("- Plan:")
@@ -193,6 +193,11 @@ def _approval_line(approval: dict[str, Any]) -> str:
 def _title(issue: dict[str, Any]) -> str:
     # A title is a label built from telemetry (an exception type, a route, a message template): quoted whole.
     return quote(issue["title"], TITLE_LIMIT)
+
+
+def _id(text: Any) -> str:
+    # Record IDs and fingerprints are LoopKit's or a plugin's; a plugin's still must not break the line.
+    return one_line(text, 80)
 
 
 def _step_number(step: dict[str, Any]) -> str:

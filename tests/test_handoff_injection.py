@@ -348,3 +348,42 @@ def test_quote_bounds_the_length_and_flattens_every_separator():
     assert quote("y" * 500, 100) == "`" + "y" * 99 + "…`"
     assert quote("") == "` `"
     assert quote("`a`") == "`` `a` ``"
+
+
+def test_a_plugin_that_forgets_to_quote_still_cannot_write_a_line_or_structure(hostile: Hostile_loop):
+    """Defence in depth: raw telemetry in every string a diagnoser plugin controls, rendered by the built-ins."""
+    from loopkit_plugins.handoff import render_markdown, render_prompt
+
+    raw = [ATTACKS[i].format(m=f"RAW{i:02d}") for i in range(len(ATTACKS))]
+    packet = json.loads(json.dumps(hostile.packet))
+    records = {}
+    for issue in packet["issues"]:
+        issue["title"], issue["next_action"] = raw[0], raw[1]
+        issue["fingerprint"], issue["eval_candidate"] = raw[7][:40], raw[2]
+        issue["patch_plan"] = [{"step": raw[3], "kind": raw[4], "text": raw[5]}, {"step": 2, "text": raw[6]}]
+        issue["eval"] = {"input": raw[8], "expected": raw[9]}
+        issue["evidence"] = [raw[2][:30]]
+        records[raw[2][:30]] = {
+            "timestamp": "t",
+            "service": raw[3],
+            "name": raw[4],
+            "status": raw[5],
+            "message": raw[6],
+        }
+    context = {"records": records, "base_url": ""}
+    prompt = render_prompt(packet, context)
+    markdown = render_markdown(packet, context)
+    for text in (prompt, markdown):
+        assert [c for c in LINE_BREAKS if c in text] == []
+        assert "L" * 600 not in text
+    lines = prompt.splitlines()
+    assert own_lines_only(lines, ("APPROVAL", "BOUNDARY", "SYSTEM", "Approved", "Ship", "#")) == lines[2:4]
+    assert [t.tag for t in tokens(markdown) if t.type == "heading_open"] == ["h1"] + ["h2", "h3", "h3", "h3"] * 3
+    assert [t.type for t in tokens(markdown) if t.type.startswith(("html", "link", "image"))] == []
+    lines = markdown.splitlines()
+    assert own_lines_only(lines, ("APPROVAL", r"\*\*Approval", "BOUNDARY", "SYSTEM", "Approved")) == [
+        "**Approval:** pending: no human has approved this packet yet"
+    ]
+    # What the plugin left unquoted is escaped, not quoted: it shows as text, but as text only.
+    _, bare = quoted_and_bare(markdown)
+    assert "RAW05 [click here](https://evil.example/x)" in bare
