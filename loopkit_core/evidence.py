@@ -66,10 +66,10 @@ def excerpt(text: str | None, limit: int = 160) -> str:
     return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
 
 
-def one_line(text: Any, limit: int = 200) -> str:
+def one_line(text: Any, limit: int | None = 200) -> str:
     """Text on one line: control characters and line separators as spaces, whitespace runs collapsed, bounded."""
     flat = " ".join(_UNSAFE.sub(" ", "" if text is None else str(text)).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def quote(text: Any, limit: int = 120) -> str:

@@ -171,7 +171,7 @@ def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
         lines += _fenced(_json(_bounded(issue["eval"])), "json")
         lines.append("- Plan:")
         for step in issue["patch_plan"]:
-            kind, text = one_line(step.get("kind", "step")), one_line(step.get("text", ""), TEXT_LIMIT)
+            kind, text = one_line(step.get("kind", "step")), _prose(step.get("text", ""))
             lines.append(f"  {_step_number(step)}. [{kind}] {text}")
         lines += [
             f"- Done when: the eval passes locally; after the approved fix ships, POST /v1/runs/verify "
@@ -219,7 +219,7 @@ def _record_line(record: dict[str, Any]) -> str:
     )
 
 
-# JSON writes U+2028, U+2029 and NEL raw (they are legal in strings) and bidi controls too; as \\u escapes they
+# JSON writes U+2028, U+2029 and NEL raw (they are legal in strings) and bidi controls too; as \uXXXX escapes they
 # cannot break or reorder a line in an editor, a terminal or str.splitlines(), and the JSON value is the same.
 _JSON_UNSAFE = re.compile("[\x85\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
@@ -251,20 +251,37 @@ _BACKTICKS = re.compile("`+")
 _MD_SPECIAL = re.compile(r"([\\`*\[\]<>&~])")
 
 
+def _code_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each code span in the text, as CommonMark reads them."""
+    spans: list[tuple[int, int]] = []
+    for run in _BACKTICKS.finditer(text):
+        if spans and run.start() < spans[-1][1]:
+            continue  # inside the span just found
+        # A backtick run opens a code span only if a run of exactly the same length closes it; else it is literal.
+        close = next((c for c in _BACKTICKS.finditer(text, run.end()) if len(c.group()) == len(run.group())), None)
+        if close is not None:
+            spans.append((run.start(), close.end()))
+    return spans
+
+
+def _prose(text: Any) -> str:
+    """A diagnoser's sentence on one line, cut at TEXT_LIMIT before (never inside) a quoted value."""
+    flat = one_line(text, None)
+    if len(flat) <= TEXT_LIMIT:
+        return flat
+    cut = TEXT_LIMIT - 1
+    cut = next((start for start, end in _code_spans(flat) if start < cut < end), cut)
+    return flat[:cut].rstrip() + "…"
+
+
 def _md(text: Any) -> str:
     """Prose for Markdown on one line: code spans kept as they are, everything between them escaped."""
-    flat = one_line(text, TEXT_LIMIT)
+    flat = _prose(text)
     out: list[str] = []
     position = 0
-    for run in _BACKTICKS.finditer(flat):
-        if run.start() < position:
-            continue  # inside a code span already emitted
-        # A backtick run opens a code span only if a run of exactly the same length closes it (CommonMark).
-        close = next((c for c in _BACKTICKS.finditer(flat, run.end()) if len(c.group()) == len(run.group())), None)
-        if close is None:
-            continue  # literal backticks: escaped with the text around them
-        out += [_MD_SPECIAL.sub(r"\\\1", flat[position : run.start()]), flat[run.start() : close.end()]]
-        position = close.end()
+    for start, end in _code_spans(flat):
+        out += [_MD_SPECIAL.sub(r"\\\1", flat[position:start]), flat[start:end]]
+        position = end
     out.append(_MD_SPECIAL.sub(r"\\\1", flat[position:]))
     return "".join(out)
 

@@ -387,3 +387,18 @@ def test_a_plugin_that_forgets_to_quote_still_cannot_write_a_line_or_structure(h
     # What the plugin left unquoted is escaped, not quoted: it shows as text, but as text only.
     _, bare = quoted_and_bare(markdown)
     assert "RAW05 [click here](https://evil.example/x)" in bare
+
+
+def test_a_long_plan_step_is_cut_before_a_quoted_value_never_inside_it(hostile: Hostile_loop):
+    from loopkit_plugins.handoff import TEXT_LIMIT, render_markdown, render_prompt
+
+    values = [quote(f"VAL{i:02d} " + "v" * 90 + "\n# x") for i in range(40)]  # 40 x ~100 characters
+    packet = json.loads(json.dumps(hostile.packet))
+    packet["issues"][0]["patch_plan"] = [{"step": 1, "kind": "hypothesis", "text": "Seen: " + ", ".join(values)}]
+    for text in (render_prompt(packet, {"records": {}}), render_markdown(packet, {"records": {}})):
+        quoted, bare = quoted_and_bare(text)
+        line = next(line for line in text.splitlines() if "Seen: " in line)
+        assert line.endswith("`,…") and len(line.split("Seen: ", 1)[1]) <= TEXT_LIMIT
+        shown = re.findall(r"VAL\d\d", quoted)
+        assert re.findall(r"VAL\d\d", bare) == [] and shown == [f"VAL{i:02d}" for i in range(len(shown))]
+        assert len(shown) == 19  # 19 whole values fit in 2,000 characters, the 20th is left out, not cut
