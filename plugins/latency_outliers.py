@@ -63,7 +63,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from loopkit_core.evidence import excerpt, service_version, slug
+from loopkit_core.evidence import excerpt, quote, service_version, slug
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, rfc3339
 from loopkit_core.window import Operation, Window
@@ -410,7 +410,7 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
             "p95_ms_at_most": stats["baseline_p95_ms"],
             "baseline_p50_ms": stats["baseline_p50_ms"],
             "now_p95_ms": stats["window_p95_ms"],
-            "text": f"{name} answers like its baseline again: p95 at most {stats['baseline_p95_ms']} ms "
+            "text": f"{quote(name)} answers like its baseline again: p95 at most {stats['baseline_p95_ms']} ms "
             f"(the baseline p95; now {stats['window_p95_ms']} ms), median back near {stats['baseline_p50_ms']} ms.",
         },
         "evidence_ids": issue.evidence[:5],
@@ -419,7 +419,7 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
         {
             "step": 1,
             "kind": "hypothesis",
-            "text": f"{name} in {service} "
+            "text": f"{quote(name)} in {quote(service)} "
             + (
                 "got slower as a whole"
                 if "shift" in stats["rule"]
@@ -447,8 +447,8 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
             {
                 "step": 2,
                 "kind": "where_to_look",
-                "text": f"The handler of {name} in {service}"
-                + (f" ({', '.join(f'{k}={excerpt(str(v), 80)}' for k, v in where.items())})" if where else "")
+                "text": f"The handler of {quote(name)} in {quote(service)}"
+                + (f" ({', '.join(f'{k}={quote(v, 80)}' for k, v in where.items())})" if where else "")
                 + f"; start with the slowest record {issue.evidence[0] if issue.evidence else '-'}.",
                 "details": {"attributes": where},
             }
@@ -458,7 +458,7 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
         {
             "step": 3,
             "kind": "change",
-            "text": f"Find what made {target} slower"
+            "text": f"Find what made {quote(target)} slower"
             + (" between the versions named above" if any(c["key"] == "service.version" for c in changes) else "")
             + f" and restore its baseline latency (p95 {stats['baseline_p95_ms']} ms) for inputs like the evidence "
             "records; keep its results unchanged.",
@@ -468,7 +468,7 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
         {
             "step": 4,
             "kind": "check",
-            "text": f"Add eval {issue.eval_candidate} from the evidence and make it pass (p95 at most "
+            "text": f"Add eval {quote(issue.eval_candidate)} from the evidence and make it pass (p95 at most "
             f"{stats['baseline_p95_ms']} ms); after the fix ships, run POST /v1/runs/verify with this packet_id.",
         }
     )
@@ -506,13 +506,14 @@ def _changes(slow: list[dict[str, Any]], usual: list[dict[str, Any]]) -> list[di
             continue
         top = now.most_common(1)[0][0]
         if top not in before:
-            was = ", ".join(sorted(before))
+            was = ", ".join(quote(v) for v in sorted(before))
             out.append(
                 {
                     "key": key,
                     "slow": top,
                     "baseline": sorted(before),
-                    "text": f"The slowest calls have {key} {top}; the {len(usual)} latest baseline calls had {was}.",
+                    "text": f"The slowest calls have {key} {quote(top)}; "
+                    f"the {len(usual)} latest baseline calls had {was}.",
                 }
             )
     return out
@@ -537,12 +538,12 @@ def _slowest_child(
     example = max(pairs, key=lambda pc: pc[1]["duration_ms"])[1]
     attributes = _where([c for _, c in pairs])
     text = (
-        f"In {len(pairs)} of the {len(slow)} slowest calls the longest child span is {name}"
-        + (f" ({service})" if service != slow[0]["service"] else "")
+        f"In {len(pairs)} of the {len(slow)} slowest calls the longest child span is {quote(name)}"
+        + (f" ({quote(service)})" if service != slow[0]["service"] else "")
         + f", {median(durations):.0f} ms median"
         + (f", {median(shares):.0%} of the call" if shares else "")
         + (f"; in baseline calls it took {median(before):.0f} ms median" if before else "")
-        + (f". {', '.join(f'{k}: {v}' for k, v in attributes.items())}" if attributes else "")
+        + (f". {', '.join(f'{k}: {quote(v, 200)}' for k, v in attributes.items())}" if attributes else "")
         + f". Example: record {example['record_id']}."
     )
     return {

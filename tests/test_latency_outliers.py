@@ -173,8 +173,8 @@ def test_regression_on_one_route_among_steady_ones(store: Store, seed: int) -> N
     )
     assert issue.eval["expected"]["p95_ms_at_most"] == stats["baseline_p95_ms"]
     assert issue.eval["input"]["record_ids"] == issue.evidence
-    # The release that differs between slow and baseline calls is named, from the records themselves.
-    assert "have service.version 1.5.0; the 10 latest baseline calls had 1.4.2" in issue.patch_plan[0]["text"]
+    # The release that differs between slow and baseline calls is named, from the records themselves (quoted).
+    assert "have service.version `1.5.0`; the 10 latest baseline calls had `1.4.2`" in issue.patch_plan[0]["text"]
     assert [s["step"] for s in issue.patch_plan] == [1, 2, 3, 4]
 
 
