@@ -123,6 +123,8 @@ def test_schema_names_fit_postgresql_and_stay_distinct(tmp_path: Path):
     # "-" and "_" map to the same character; an ID can never contain "_", so the names cannot collide.
     with pytest.raises(ValueError):
         s.project_schema("bad_id")
+    with pytest.raises(ValueError):  # "$" in a re.match admitted a final newline
+        s.project_schema("shop-1a2b3c4d\n")
 
 
 def test_bad_database_urls_and_prefixes_are_refused(tmp_path: Path):
