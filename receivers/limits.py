@@ -90,7 +90,7 @@ def apply(records: list[Record], limits: Limits = DEFAULT) -> None:
         for event in record.events:
             attributes = event.get("attributes")
             if isinstance(attributes, dict):
-                event["attributes"] = attributes = _attributes(attributes, limits)
+                event["attributes"] = _attributes(attributes, limits)
             name = event.get("name")
             if isinstance(name, str) and len(name) > MAX_NAME:
                 event["name"] = name[:MAX_NAME]
