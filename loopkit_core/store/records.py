@@ -82,6 +82,8 @@ def resource_row(resource: dict[str, Any]) -> tuple[str, str]:
 # bench/write_path.py). The columns' types need no bind processing on SQLite or psycopg.
 _RECORD_KEYS = tuple(RECORD_COLUMNS)
 TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
+# The NUL-safe text columns, escaped on PostgreSQL; not the JSON ones (attributes, resource, events, links).
+_ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(records.c[name].type, dialect.NulSafe))
 
 
 def insert_rows(conn: Connection, rows: list[Row]) -> int:
@@ -91,7 +93,7 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
     """
     sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
     if conn.dialect.name == "postgresql":  # raw executemany skips the columns' NUL escaping: do it here
-        rows = dialect.escape_nul_rows(rows)
+        rows = dialect.escape_nul_rows(rows, _ESCAPED)
     return conn.exec_driver_sql(sql, rows).rowcount
 
 
