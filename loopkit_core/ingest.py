@@ -19,6 +19,8 @@ from loopkit_core.store.writer import Writer
 from loopkit_core.window import FAILURE_TYPES
 
 log = logging.getLogger("loopkit.ingest")
+MAX_SIGNATURE_KEY = 32  # the stored column's width (records.signature, signatures.signature)
+MAX_TEMPLATE = 4096  # characters of a signature's template and operation, as stored once in `signatures`
 
 
 def prepare(records: list[Record], plugins: Plugins, payload: Any = None) -> Batch:
@@ -41,17 +43,33 @@ def sign(records: list[Record], plugins: Plugins) -> list[dict[str, Any]]:
             continue
         if signature is None:
             continue
+        if not _usable(signature):
+            # A plugin's key that the store cannot hold would fail the whole commit (PostgreSQL's VARCHAR(32)).
+            log.error("record_signature returned an unusable key %r; record stored without a signature", signature)
+            continue
         record.signature = signature.key
         if signature.key not in described:
             described[signature.key] = {
                 "signature": signature.key,
-                "template": signature.template,
+                "template": signature.template[:MAX_TEMPLATE],
                 "type": record.type,
-                "operation": signature.operation,
+                "operation": signature.operation[:MAX_TEMPLATE],
                 "service": record.service,
                 "exception_type": record.exception_type or "",
             }
     return list(described.values())
+
+
+def _usable(signature: Any) -> bool:
+    key = getattr(signature, "key", None)
+    return (
+        isinstance(key, str)
+        and 0 < len(key) <= MAX_SIGNATURE_KEY
+        and key.isascii()
+        and key.isprintable()
+        and isinstance(getattr(signature, "template", None), str)
+        and isinstance(getattr(signature, "operation", None), str)
+    )
 
 
 class StoreSink:

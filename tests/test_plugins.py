@@ -543,3 +543,25 @@ def test_the_example_package_passes_its_own_tests(tmp_path, site):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1].startswith("2 passed")
+
+
+LONG_SIGNATURE = plugin(
+    """
+    @hookimpl
+    def record_signature(record):
+        return Signature(key="k" * 64 if record.message == "long" else "ok-key", template="t", operation=record.name)
+    """
+)
+
+
+def test_a_signature_key_the_store_cannot_hold_leaves_the_record_unsigned_not_lost(tmp_path, site):
+    """A plugin's 64-character key would fail the whole commit on PostgreSQL (VARCHAR(32)): the record is kept."""
+    site.add("loopkit-long-keys", {"long_keys": "loopkit_long_keys"}, {"loopkit_long_keys": LONG_SIGNATURE})
+    with serving(tmp_path) as running, client_for(running) as client:
+        project = new_project(running)
+        records = [{"type": "error", "name": "POST /a", "message": m} for m in ("long", "short", "long")]
+        ids = post(client, project, records)
+        signatures = [
+            client.get(f"/v1/records/{rid}", headers=project.auth("agent")).json()["record"]["signature"] for rid in ids
+        ]
+        assert signatures == [None, "ok-key", None]
