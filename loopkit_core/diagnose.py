@@ -11,12 +11,12 @@ from typing import Any
 
 import orjson
 
-from loopkit_core.model import Issue, rfc3339
+from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
 from loopkit_core.plugins import Plugins
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet, save_diagnosis
 from loopkit_core.store.records import selector_condition
-from loopkit_core.window import FAILURE_TYPES, Window
+from loopkit_core.window import Window
 
 log = logging.getLogger("loopkit.diagnose")
 

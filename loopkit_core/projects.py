@@ -13,13 +13,21 @@ from typing import Any
 from sqlalchemy import Engine, Row, Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from loopkit_core.scopes import (
+    APPROVALS_WRITE,
+    DASHBOARD_READ,
+    REPORTS_READ,
+    RUNS_WRITE,
+    TELEMETRY_READ,
+    TELEMETRY_WRITE,
+)
 from loopkit_core.store.schema import api_keys, projects
 
 # Key kind -> (prefix, scopes). The prefix makes a leaked key recognisable to secret scanners.
 KEY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "producer": ("lk_ingest_", ("telemetry:write",)),
-    "agent": ("lk_agent_", ("runs:write", "telemetry:read", "reports:read", "dashboard:read")),
-    "dashboard": ("lk_dash_", ("dashboard:read", "approvals:write")),
+    "producer": ("lk_ingest_", (TELEMETRY_WRITE,)),
+    "agent": ("lk_agent_", (RUNS_WRITE, TELEMETRY_READ, REPORTS_READ, DASHBOARD_READ)),
+    "dashboard": ("lk_dash_", (DASHBOARD_READ, APPROVALS_WRITE)),
 }
 KEY_FIELDS = {"producer": "producer_key", "agent": "agent_key", "dashboard": "dashboard_key"}
 MAX_KEY_LENGTH = 200

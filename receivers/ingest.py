@@ -11,9 +11,10 @@ from typing import Any
 
 import orjson
 
-from loopkit_core.model import Record
+from loopkit_core.model import FAILURE_TYPES, Record
 from loopkit_core.plugins import Plugins
 from loopkit_core.projects import AuthError, Principal, require
+from loopkit_core.scopes import TELEMETRY_WRITE
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import Row, resource_rows, to_rows
 from loopkit_core.store.writer import Overloaded, Writer, WriteResult
@@ -25,8 +26,7 @@ from loopkit_receivers.limits import Limits
 from loopkit_receivers.limits import apply as apply_limits
 from loopkit_receivers.spans import Decoded
 
-WRITE_SCOPE = "telemetry:write"
-FAILURE_TYPES = frozenset(("error", "tool_failure"))
+WRITE_SCOPE = TELEMETRY_WRITE
 log = logging.getLogger("loopkit.ingest")
 
 

@@ -28,12 +28,13 @@ from loopkit_core.api.errors import ApiError, error_response, is_lookup_key, jso
 from loopkit_core.api.packets import MAX_NOTE, record_decision
 from loopkit_core.model import parse_rfc3339, rfc3339
 from loopkit_core.projects import Principal, authenticate, get_project
+from loopkit_core.scopes import APPROVALS_WRITE, DASHBOARD_READ
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store.records import ACCEPTED, get_record, get_records
 from loopkit_core.store.schema import counters
 
-READ_SCOPE = "dashboard:read"
-DECIDE_SCOPE = "approvals:write"
+READ_SCOPE = DASHBOARD_READ
+DECIDE_SCOPE = APPROVALS_WRITE
 BASE = "/v1/dashboard"
 EVIDENCE_PER_ISSUE = 20
 MAX_EVIDENCE_RECORDS = 500

@@ -11,12 +11,13 @@ from starlette.responses import Response
 
 from loopkit_core.api.errors import ApiError, is_lookup_key, json_body, json_response, principal
 from loopkit_core.projects import Principal
+from loopkit_core.scopes import APPROVALS_WRITE, DASHBOARD_READ, REPORTS_READ
 from loopkit_core.store import approvals
 from loopkit_core.store import packets as store
 from loopkit_core.store.records import get_records
 
-READ_SCOPE = "reports:read"
-DASHBOARD_SCOPE = "dashboard:read"
+READ_SCOPE = REPORTS_READ
+DASHBOARD_SCOPE = DASHBOARD_READ
 
 
 async def list_packets(request: Request) -> Response:
@@ -48,8 +49,8 @@ async def _reader(request: Request) -> Principal:
         return await principal(request, DASHBOARD_SCOPE)
 
 
-HANDOFF_SCOPE = "reports:read"
-APPROVAL_SCOPE = "approvals:write"
+HANDOFF_SCOPE = REPORTS_READ
+APPROVAL_SCOPE = APPROVALS_WRITE
 MAX_NOTE = 4000
 EVIDENCE_PER_ISSUE = 20
 MAX_EVIDENCE_RECORDS = 500

@@ -9,8 +9,9 @@ from starlette.responses import Response
 
 from loopkit_core.api.errors import json_response, principal
 from loopkit_core.plugins import Plugins
+from loopkit_core.scopes import TELEMETRY_READ
 
-READ_SCOPE = "telemetry:read"
+READ_SCOPE = TELEMETRY_READ
 
 
 async def list_plugins(request: Request) -> Response:

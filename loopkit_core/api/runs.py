@@ -12,8 +12,9 @@ from starlette.responses import Response
 from loopkit_core import diagnose, verify
 from loopkit_core.api.errors import ApiError, is_lookup_key, json_body, json_response, principal
 from loopkit_core.api.telemetry import MAX_SINCE_MINUTES, parse_instant
+from loopkit_core.scopes import RUNS_WRITE
 
-RUN_SCOPE = "runs:write"
+RUN_SCOPE = RUNS_WRITE
 FIELDS = {"since_minutes", "until", "diagnosers", "min_count", "max_issues"}
 
 

@@ -13,11 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from loopkit_core.api.errors import ApiError, is_lookup_key, json_response, principal
-from loopkit_core.model import parse_rfc3339, rfc3339
+from loopkit_core.model import MAX_NS, parse_rfc3339, rfc3339
+from loopkit_core.scopes import TELEMETRY_READ
 from loopkit_core.store import records as store
 from loopkit_core.store.packets import find_issue
 
-READ_SCOPE = "telemetry:read"
+READ_SCOPE = TELEMETRY_READ
 MAX_SINCE_MINUTES = 10 * 366 * 24 * 60
 # Query parameter -> record column. `issue` (an issue_id or fingerprint) is resolved to its selector.
 FILTERS = {
@@ -131,7 +132,7 @@ def parse_instant(value: str) -> int:
             ns = parse_rfc3339(value)
         except (ValueError, OverflowError):
             raise ApiError(400, message) from None
-    if not 0 < ns <= store.MAX_NS:
+    if not 0 < ns <= MAX_NS:
         # The store keeps 64-bit unix nanoseconds: 1970 to 2262.
         raise ApiError(400, message + ", between 1970 and 2262")
     return ns
