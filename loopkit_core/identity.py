@@ -4,17 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The scopes a key can hold (docs/scopes.md); KEY_KINDS in projects.py gives each kind of key its set.
-TELEMETRY_WRITE = "telemetry:write"
-TELEMETRY_READ = "telemetry:read"
-RUNS_WRITE = "runs:write"
-REPORTS_READ = "reports:read"
-DASHBOARD_READ = "dashboard:read"
-APPROVALS_WRITE = "approvals:write"
-PRODUCER_SCOPES = (TELEMETRY_WRITE,)
-AGENT_SCOPES = (RUNS_WRITE, TELEMETRY_READ, REPORTS_READ, DASHBOARD_READ)
-DASHBOARD_SCOPES = (DASHBOARD_READ, APPROVALS_WRITE)
-
 
 @dataclass(frozen=True)
 class Principal:

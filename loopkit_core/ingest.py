@@ -9,14 +9,13 @@ from concurrent.futures import Future
 from typing import Any
 
 from loopkit_core.identity import Principal
-from loopkit_core.model import Record
+from loopkit_core.model import FAILURE_TYPES, Record
 from loopkit_core.plugins import Plugins
 from loopkit_core.projects import require
 from loopkit_core.sink import WRITE_SCOPE, Ack, Batch
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import resource_rows, to_rows
 from loopkit_core.store.writer import Writer
-from loopkit_core.window import FAILURE_TYPES
 
 log = logging.getLogger("loopkit.ingest")
 MAX_SIGNATURE_KEY = 32  # the stored column's width (records.signature, signatures.signature)

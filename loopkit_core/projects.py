@@ -12,13 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, Row, Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from loopkit_core.identity import (
-    AGENT_SCOPES,
-    DASHBOARD_SCOPES,
-    PRODUCER_SCOPES,
-    AuthError,
-    Principal,
-)
+from loopkit_core.identity import AuthError, Principal
+from loopkit_core.scopes import AGENT_SCOPES, DASHBOARD_SCOPES, PRODUCER_SCOPES
 from loopkit_core.store.schema import api_keys, projects
 
 __all__ = ["AuthError", "Principal"]  # re-exported: identity.py defines them, for modules that must not reach here

@@ -12,7 +12,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from loopkit_core.identity import TELEMETRY_WRITE, Principal
+from loopkit_core.identity import Principal
+from loopkit_core.scopes import TELEMETRY_WRITE
 
 WRITE_SCOPE = TELEMETRY_WRITE
 

@@ -7,9 +7,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopkit_core.model import EXPLICIT_TYPES, STATUSES, Record, new_record_id, parse_rfc3339, record_id_for_span
+from loopkit_core.model import (
+    EXPLICIT_TYPES,
+    MAX_NS,
+    STATUSES,
+    Record,
+    new_record_id,
+    parse_rfc3339,
+    record_id_for_span,
+)
 from loopkit_receivers.errors import BadRequest
-from loopkit_receivers.spans import MAX_NS
 
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _HEX16 = re.compile(r"[0-9a-fA-F]{16}")

@@ -24,10 +24,11 @@ from starlette.responses import RedirectResponse, Response
 
 from loopkit_core import __version__, charts, sessions
 from loopkit_core.api.errors import ApiError, error_response, json_response, principal, read_capped
-from loopkit_core.identity import APPROVALS_WRITE, DASHBOARD_READ, Principal
+from loopkit_core.identity import Principal
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.loop.requests import MAX_NOTE, packet_limit
 from loopkit_core.model import rfc3339
+from loopkit_core.scopes import APPROVALS_WRITE, DASHBOARD_READ
 
 READ_SCOPE = DASHBOARD_READ
 DECIDE_SCOPE = APPROVALS_WRITE

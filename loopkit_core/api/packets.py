@@ -7,8 +7,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from loopkit_core.api.errors import ApiError, json_body, json_response, principal
-from loopkit_core.identity import APPROVALS_WRITE, DASHBOARD_READ, REPORTS_READ, Principal
+from loopkit_core.identity import Principal
 from loopkit_core.loop.requests import packet_limit
+from loopkit_core.scopes import APPROVALS_WRITE, DASHBOARD_READ, REPORTS_READ
 
 
 async def list_packets(request: Request) -> Response:

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from loopkit_core.api.errors import json_response, principal
-from loopkit_core.identity import TELEMETRY_READ
+from loopkit_core.scopes import TELEMETRY_READ
 
 
 async def list_plugins(request: Request) -> Response:

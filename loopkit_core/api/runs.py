@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from loopkit_core.api.errors import json_body, json_response, principal
-from loopkit_core.identity import RUNS_WRITE
 from loopkit_core.loop.requests import diagnose_request, verify_request
+from loopkit_core.scopes import RUNS_WRITE
 
 
 async def run_diagnose(request: Request) -> Response:

@@ -14,16 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loopkit_core import charts, diagnose, sessions, verify
-from loopkit_core.identity import (
-    APPROVALS_WRITE,
-    DASHBOARD_READ,
-    REPORTS_READ,
-    RUNS_WRITE,
-    TELEMETRY_READ,
-    TELEMETRY_WRITE,
-    AuthError,
-    Principal,
-)
+from loopkit_core.identity import AuthError, Principal
 from loopkit_core.ingest import prepare, sign
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.loop.requests import MAX_SINCE_MINUTES, TelemetryRequest, decision_note, is_lookup_key
@@ -31,6 +22,14 @@ from loopkit_core.model import Record, parse_rfc3339, rfc3339
 from loopkit_core.plugins import Plugins, describe_loaded
 from loopkit_core.projects import authenticate, get_project, require
 from loopkit_core.ratelimit import RateLimiter
+from loopkit_core.scopes import (
+    APPROVALS_WRITE,
+    DASHBOARD_READ,
+    REPORTS_READ,
+    RUNS_WRITE,
+    TELEMETRY_READ,
+    TELEMETRY_WRITE,
+)
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
 from loopkit_core.store import approvals

@@ -10,13 +10,11 @@ from typing import Any
 import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
 
-from loopkit_core.model import Record, rfc3339
+from loopkit_core.model import MAX_NS, Record, rfc3339
 from loopkit_core.store import dialect
 from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, resources, signatures
 
 MAX_PAGE = 1000
-# Timestamps are signed 64-bit unix nanoseconds (SQLite INTEGER).
-MAX_NS = 2**63 - 1
 
 
 Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
