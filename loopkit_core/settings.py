@@ -33,6 +33,13 @@ class Settings:
     max_links_per_span: int = 256
     # A POST /v1/traces body must arrive within this many seconds (slow clients get 408 and are dropped).
     request_body_timeout_seconds: float = 30.0
+    # A request head (HTTP request line and headers; gRPC: the HTTP/2 preface and SETTINGS) must arrive within
+    # this many seconds of the connection or of the previous response, or the connection is closed.
+    header_timeout_seconds: float = 10.0
+    # Open connections: HTTP requests beyond it get 503 (uvicorn's limit_concurrency); gRPC closes new
+    # connections beyond it at once (grpc.max_allowed_incoming_connections).
+    max_http_connections: int = 1000
+    max_grpc_connections: int = 1000
     # SQLite `synchronous`: FULL survives power loss, NORMAL survives a process crash.
     sqlite_synchronous: str = "FULL"
     writer_threads: int = 2
@@ -109,6 +116,11 @@ class Settings:
             raise ValueError("purge_interval_seconds must be positive")
         if self.request_body_timeout_seconds <= 0:
             raise ValueError("request_body_timeout_seconds must be positive")
+        if self.header_timeout_seconds <= 0:
+            raise ValueError("header_timeout_seconds must be positive")
+        if self.max_http_connections < 2 or self.max_grpc_connections < 1:
+            # uvicorn counts the asking connection itself: a limit of 1 would refuse every request.
+            raise ValueError("max_http_connections must be at least 2 and max_grpc_connections at least 1")
         if self.retention_days < 0 or self.retention_batch_rows < 1:
             raise ValueError("retention_days must not be negative and retention_batch_rows must be at least 1")
         if min(self.max_attributes_per_span, self.max_events_per_span, self.max_links_per_span) < 0 or (

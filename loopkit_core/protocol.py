@@ -1,0 +1,73 @@
+"""The HTTP connection protocol: uvicorn's, with a deadline for each request head.
+
+uvicorn bounds an idle keep-alive connection (`timeout_keep_alive`) but not one that never finishes its request
+line and headers: a client sending half a head and then nothing held its socket forever, and enough of them
+exhausted the server's file descriptors. Here every request head (from the connection's start, or from the first
+byte after a response) must be complete within `header_timeout` seconds, or the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+
+
+class _HeadDeadline:
+    """Mixin over a uvicorn HTTP protocol; it sees a head complete when uvicorn starts a new request cycle."""
+
+    header_timeout: float = 10.0
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        """Start the deadline for the first request head."""
+        super().connection_made(transport)  # type: ignore[misc]
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_started = False
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        """Feed uvicorn's parser; start the deadline at a new head's first byte, stop it when the head is done."""
+        before = self.cycle
+        if self._head_timer is None and (before is None or before.response_complete):
+            self._arm()  # a further request on a kept-alive connection
+        self._head_started = True
+        super().data_received(data)  # type: ignore[misc]
+        if self.cycle is not before:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop the timer with the connection."""
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm(self) -> None:
+        self._head_started = False
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return  # a response is still being sent (pipelining): uvicorn's keep-alive timer follows it
+        if self._head_started:
+            message = f"request head did not arrive within {self.header_timeout:g} s".encode()
+            self.transport.write(_408 % (len(message), message))
+        self.transport.close()
+
+
+def http_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class (httptools, else h11) with a `header_timeout` deadline per request head."""
+    return type("LoopKitHTTPProtocol", (_HeadDeadline, AutoHTTPProtocol), {"header_timeout": header_timeout})
