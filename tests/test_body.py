@@ -107,7 +107,7 @@ def test_a_body_of_empty_gzip_members_is_400_fast_and_another_project_is_served_
         response = client.post("/v1/traces", json={"records": [{"type": "event", "name": "meanwhile"}]},
                                 headers=other.auth())  # fmt: skip
         assert response.status_code == 200 and response.json()["accepted"] == 1
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 3.0  # it waited 69 s before the fix
     thread.join(timeout=120)
     assert not thread.is_alive()
     response = answer["response"]

@@ -62,8 +62,8 @@ def get(port: int, path: str, body: bytes | None = None, headers: dict[str, str]
 
 @pytest.fixture
 def quick(tmp_path):
-    """A LoopKit that waits 1 s for a request head."""
-    with in_thread(make_settings(tmp_path / "quick", header_timeout_seconds=1.0)) as running:
+    """A LoopKit that waits 2 s for a request head."""
+    with in_thread(make_settings(tmp_path / "quick", header_timeout_seconds=2.0)) as running:
         yield running
 
 
@@ -81,14 +81,14 @@ def test_stalled_request_heads_are_cut_off_while_others_are_served(quick):
         headers = {"content-type": "application/json", **project.auth()}
         status, answer = get(quick.http_port, "/v1/traces", body, headers)
         assert status == 200, answer
-        assert time.monotonic() - started < 1.0
-        closed = wait_closed(stalled + silent, within=6.0)
+        assert time.monotonic() - started < 1.5  # well before the stalled ones are cut off
+        closed = wait_closed(stalled + silent, within=8.0)
         assert len(closed) == 55
         for sock in stalled:
             closed_at, sent = closed[sock]
-            assert 0.9 < closed_at - opened < 4.0
+            assert 1.9 < closed_at - opened < 6.0
             assert sent.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
-            assert sent.endswith(b"\r\n\r\nrequest head did not arrive within 1 s")
+            assert sent.endswith(b"\r\n\r\nrequest head did not arrive within 2 s")
         for sock in silent:
             assert closed[sock][1] == b""  # nothing was asked, so nothing is answered
         assert get(quick.http_port, "/healthz")[0] == 200
@@ -106,13 +106,13 @@ def test_a_head_trickled_byte_by_byte_is_cut_off_at_the_deadline(quick):
             for byte in head:
                 sock.sendall(bytes([byte]))
                 sent += 1
-                time.sleep(0.05)  # about 6 s for the whole head, the deadline is 1 s
+                time.sleep(0.05)  # about 6 s for the whole head, the deadline is 2 s
         except OSError:
             pass  # the server closed the connection
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
-        assert time.monotonic() - started < 4.0
+        assert time.monotonic() - started < 5.0
     assert sent < len(head)
     assert answer.startswith(b"HTTP/1.1 408 ")
 
@@ -127,7 +127,7 @@ def test_the_deadline_applies_again_after_a_kept_alive_response(quick):
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
-        assert 0.8 < time.monotonic() - started < 4.0
+        assert 1.9 < time.monotonic() - started < 6.0
     assert answer.startswith(b"HTTP/1.1 408 ")
 
 
@@ -164,17 +164,17 @@ def export(target: str, key: str, timeout: float = 5.0) -> bytes:
 
 
 def test_grpc_connections_without_a_handshake_are_cut_off_while_exports_are_served(tmp_path):
-    with in_thread(make_settings(tmp_path / "grpc", header_timeout_seconds=1.0)) as running:
+    with in_thread(make_settings(tmp_path / "grpc", header_timeout_seconds=2.0)) as running:
         project = new_project(running)
         opened = time.monotonic()
         stalled = open_stalled(running.grpc_port, 50, b"PRI * HTTP/2.0\r\n")  # half an HTTP/2 preface
         try:
             started = time.monotonic()
             assert export(running.grpc_target, project.producer_key) == b""  # served meanwhile
-            assert time.monotonic() - started < 1.0
-            closed = wait_closed(stalled, within=6.0)
+            assert time.monotonic() - started < 1.5
+            closed = wait_closed(stalled, within=8.0)
             assert len(closed) == 50
-            assert all(0.9 < closed_at - opened < 4.0 for closed_at, _ in closed.values())
+            assert all(1.9 < closed_at - opened < 6.0 for closed_at, _ in closed.values())
             # The GOAWAY says why (grpc core's words).
             why = b"Did not receive HTTP/2 settings before handshake timeout"
             assert all(why in sent for _, sent in closed.values())
