@@ -3,7 +3,8 @@
 uvicorn bounds an idle keep-alive connection (`timeout_keep_alive`) but not one that never finishes its request
 line and headers: a client sending half a head and then nothing held its socket forever, and enough of them
 exhausted the server's file descriptors. Here every request head (from the connection's start, or from the first
-byte after a response) must be complete within `header_timeout` seconds, or the connection is closed.
+byte after a response) must be complete within `header_timeout` seconds, or the connection is closed; and a
+head may hold at most MAX_HEAD_BYTES (httptools has no limit of its own: a 36 MB header was read whole).
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-_408 = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
-)
+# Request line and headers; exporters, browsers and proxies send a few KiB (nginx's default buffers hold 32 KiB).
+MAX_HEAD_BYTES = 64 * 1024
+_ANSWER = b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
 
 
 class _HeadDeadline:
@@ -43,6 +43,12 @@ class _HeadDeadline:
         super().data_received(data)  # type: ignore[misc]
         if self.cycle is not before:
             self._disarm()
+        elif self._head_timer is not None:
+            # The head is still incomplete, so every byte of this chunk was part of it.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self._disarm()
+                self._refuse(b"431 Request Header Fields Too Large", f"request head over {MAX_HEAD_BYTES} bytes")
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the timer with the connection."""
@@ -51,6 +57,7 @@ class _HeadDeadline:
 
     def _arm(self) -> None:
         self._head_started = False
+        self._head_bytes = 0
         self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
 
     def _disarm(self) -> None:
@@ -63,8 +70,13 @@ class _HeadDeadline:
         if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
             return  # a response is still being sent (pipelining): uvicorn's keep-alive timer follows it
         if self._head_started:
-            message = f"request head did not arrive within {self.header_timeout:g} s".encode()
-            self.transport.write(_408 % (len(message), message))
+            self._refuse(b"408 Request Timeout", f"request head did not arrive within {self.header_timeout:g} s")
+        else:
+            self.transport.close()
+
+    def _refuse(self, status: bytes, message: str) -> None:
+        body = message.encode()
+        self.transport.write(_ANSWER % (status, len(body), body))
         self.transport.close()
 
 

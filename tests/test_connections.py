@@ -133,6 +133,29 @@ def test_the_deadline_applies_again_after_a_kept_alive_response(quick):
     assert answer.startswith(b"HTTP/1.1 408 ")
 
 
+def test_a_head_over_64_kib_is_431_and_one_under_it_is_served(quick):
+    def ask(padding: int) -> bytes:
+        with socket.create_connection((HOST, quick.http_port), timeout=10) as sock:
+            try:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * padding + b"\r\n\r\n")
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # refused and closed while still sending
+            answer = b""
+            try:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:
+                pass
+            return answer
+
+    assert ask(60 * 1024).startswith(b"HTTP/1.1 200 ")
+    # httptools read a 36 MB header whole before; now the head stops at 64 KiB.
+    refused = ask(10 * 1024 * 1024)
+    assert refused.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert refused.endswith(b"request head over 65536 bytes")
+
+
 def test_past_the_connection_limit_requests_get_503_not_a_hang(tmp_path):
     with in_thread(make_settings(tmp_path / "few", max_http_connections=10, header_timeout_seconds=30.0)) as few:
         stalled = open_stalled(few.http_port, 8, b"GET /healthz HTTP/1.1\r\n")
