@@ -6,10 +6,13 @@ Scenarios (issue 22 item 1 and the per-request span bound):
   `content-encoding: gzip`; meanwhile another project posts one record every 0.1 s and its latencies are kept.
 - spans: one protobuf ExportTraceServiceRequest of N tiny spans (the outside review sent 1.8 million, 51 MiB);
   reports the answer, its time and the server's RSS (its own and its decode workers') before and after.
+- stalled: N connections that send part of a request head and stall (the review opened 24,000); reports how
+  `/healthz` and a one-record POST fare meanwhile and when the server has closed them all
+  (`header_timeout_seconds`, default 10 s; `max_http_connections`, default 1000).
 
 Usage (JSON on stdout, progress on stderr):
 
-    python bench/hostile.py --gzip-mib 1 8 64 --spans 1800000
+    python bench/hostile.py --gzip-mib 1 8 64 --spans 1800000 --stalled 5000
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import argparse
 import gzip
 import http.client
 import json
+import resource
+import selectors
+import socket
 import sys
 import threading
 import time
@@ -106,11 +112,66 @@ def spans_case(server: Server, count: int) -> dict[str, Any]:
     }
 
 
+def stalled_case(server: Server, count: int) -> dict[str, Any]:
+    """`count` connections with half a request head; what others get meanwhile, and when they are all closed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, count + 1000)), hard))
+    partial = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    started = time.monotonic()
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection((HOST, server.http_port), timeout=10)
+        sock.sendall(partial)
+        sockets.append(sock)
+    opened = time.monotonic() - started
+    record = b'{"records": [{"type": "event", "name": "meanwhile"}]}'
+    auth = {"content-type": "application/json", "authorization": f"Bearer {server.producer_key}"}
+    meanwhile = []
+    for _ in range(5):
+        conn = http.client.HTTPConnection(HOST, server.http_port, timeout=30)
+        t = time.monotonic()
+        conn.request("GET", "/healthz")
+        health = conn.getresponse().status
+        conn.close()
+        status, _, seconds = post(server.http_port, record, auth, timeout=30)
+        meanwhile.append({"healthz": health, "healthz_seconds": round(time.monotonic() - t - seconds, 3),
+                          "post": status, "post_seconds": round(seconds, 3)})  # fmt: skip
+        time.sleep(0.5)
+    selector = selectors.DefaultSelector()  # epoll: thousands of sockets
+    for sock in sockets:
+        selector.register(sock, selectors.EVENT_READ)
+    open_set = set(sockets)
+    last_closed = None
+    while open_set and time.monotonic() - started < 120:
+        for key, _ in selector.select(0.2):
+            sock = key.fileobj
+            try:
+                data = sock.recv(4096)
+            except OSError:
+                data = b""
+            if not data or b"408" in data:
+                selector.unregister(sock)
+                open_set.discard(sock)
+                sock.close()
+                last_closed = time.monotonic() - started
+    for sock in open_set:
+        sock.close()
+    selector.close()
+    return {
+        "connections": count,
+        "seconds_to_open": round(opened, 2),
+        "meanwhile": meanwhile,
+        "still_open_after_120_s": len(open_set),
+        "all_closed_after_seconds": round(last_closed, 2) if last_closed is not None and not open_set else None,
+    }
+
+
 def main() -> None:
     """Run the scenarios against one fresh server; print JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gzip-mib", type=int, nargs="*", default=[1, 8, 64])
     parser.add_argument("--spans", type=int, default=1_800_000, help="0 to skip the span scenario")
+    parser.add_argument("--stalled", type=int, default=5000, help="0 to skip the stalled-heads scenario")
     args = parser.parse_args()
     server = Server({})
     try:
@@ -118,13 +179,16 @@ def main() -> None:
         bystander_key = server.producer_key
         server.create_project()  # the hostile project (create_project keeps the last one's keys)
         server.start()
-        out: dict[str, Any] = {"gzip": [], "spans": None}
+        out: dict[str, Any] = {"gzip": [], "spans": None, "stalled": None}
         for mib in args.gzip_mib:
             log(f"gzip members, {mib} MiB")
             out["gzip"].append(gzip_case(server, bystander_key, mib))
         if args.spans:
             log(f"{args.spans} spans in one request")
             out["spans"] = spans_case(server, args.spans)
+        if args.stalled:
+            log(f"{args.stalled} stalled request heads")
+            out["stalled"] = stalled_case(server, args.stalled)
         print(json.dumps(out, indent=2))
     finally:
         server.cleanup()
