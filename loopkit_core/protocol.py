@@ -38,18 +38,23 @@ class _HeadDeadline:
     def data_received(self, data: bytes) -> None:
         """Feed uvicorn's parser; start the deadline at a new head's first byte, stop it when the head is done."""
         before = self.cycle
-        if self._head_timer is None and (before is None or before.response_complete):
+        idle = _idle(before)
+        if self._head_timer is None and idle:
             self._arm()  # a further request on a kept-alive connection
-        self._head_started = True
+        if idle:
+            self._head_started = True
         super().data_received(data)  # type: ignore[misc]
         if self.cycle is not before:
             self._disarm()
-        elif self._head_timer is not None:
+        elif idle and self._head_timer is not None:
             # The head is still incomplete, so every byte of this chunk was part of it.
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self._disarm()
                 self._refuse(b"431 Request Header Fields Too Large", f"request head over {MAX_HEAD_BYTES} bytes")
+        elif self._head_timer is None and _idle(self.cycle):
+            # The rest of a body answered early (e.g. 401) ended in this chunk; a next head may have begun in it.
+            self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the timer with the connection."""
@@ -79,6 +84,11 @@ class _HeadDeadline:
         body = message.encode()
         self.transport.write(_ANSWER % (status, len(body), body))
         self.transport.close()
+
+
+def _idle(cycle: Any) -> bool:
+    """No request on the connection, or the last one answered and its body read to the end."""
+    return cycle is None or (cycle.response_complete and not cycle.more_body)
 
 
 def http_protocol(header_timeout: float) -> type[asyncio.Protocol]:

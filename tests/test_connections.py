@@ -156,6 +156,22 @@ def test_a_head_over_1_mib_is_431_and_one_under_it_is_served(quick):
     assert refused.endswith(b"request head over 1048576 bytes")
 
 
+def test_a_large_body_answered_early_is_not_taken_for_a_head(quick):
+    # 401 comes before the body is read; the client still sends its 4 MiB, which uvicorn reads and drops. Those
+    # bytes are a body, not a head over 1 MiB (they got 431 and a closed connection in a first version of this).
+    body = b"\x00" * (4 * 1024 * 1024)
+    head = f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection((HOST, quick.http_port), timeout=10) as sock:
+        sock.sendall(head.encode() + body)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # the same connection
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 200 " in answer
+    assert b" 431 " not in answer
+
+
 def test_past_the_connection_limit_requests_get_503_not_a_hang(tmp_path):
     with in_thread(make_settings(tmp_path / "few", max_http_connections=10, header_timeout_seconds=30.0)) as few:
         stalled = open_stalled(few.http_port, 8, b"GET /healthz HTTP/1.1\r\n")
