@@ -155,3 +155,31 @@ def test_grpc_at_the_bound_passes_and_one_more_is_resource_exhausted(server, pro
             export(proto_request([1, BOUND]).SerializeToString(), metadata=metadata, timeout=60)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert refused.value.details() == "request holds 100001 spans or records; at most 100000 are accepted per request"
+
+
+def test_the_bound_is_the_max_spans_per_request_setting_on_every_wire(tmp_path):
+    """LOOPKIT_MAX_SPANS_PER_REQUEST reaches every decoder: 10 accepted, 11 refused over HTTP, gRPC and records."""
+    with in_thread(make_settings(tmp_path / "data", max_spans_per_request=10)) as running:
+        project = new_project(running)
+        auth = {"authorization": f"Bearer {project.producer_key}"}
+        with httpx.Client(base_url=running.http_url, timeout=30) as client:
+            for spans, status in ((10, 200), (11, 413)):
+                body = proto_request([spans]).SerializeToString()
+                headers = {**auth, "content-type": "application/x-protobuf"}
+                assert client.post("/v1/traces", content=body, headers=headers).status_code == status
+                answer = client.post("/v1/traces", json=json_doc([spans]), headers=auth)
+                assert answer.status_code == status
+                records = [{"type": "event", "name": f"r{i}"} for i in range(spans)]
+                answer = client.post("/v1/traces", json={"records": records}, headers=auth)
+                assert answer.status_code == status
+            assert answer.json() == {
+                "code": 8,
+                "message": "request holds 11 spans or records; at most 10 are accepted per request",
+            }
+        with grpc.insecure_channel(running.grpc_target) as channel:
+            export = channel.unary_unary(EXPORT, response_deserializer=ExportTraceServiceResponse.FromString)
+            metadata = (("authorization", f"Bearer {project.producer_key}"),)
+            export(proto_request([10]).SerializeToString(), metadata=metadata, timeout=30)
+            with pytest.raises(grpc.RpcError) as refused:
+                export(proto_request([11]).SerializeToString(), metadata=metadata, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
