@@ -17,6 +17,7 @@ from loopkit_core.api.errors import error_response
 from loopkit_core.decode_pool import DecodePool
 from loopkit_core.ingest import StoreSink
 from loopkit_core.loop import Loop, LoopError
+from loopkit_core.mcp.endpoint import McpEndpoint
 from loopkit_core.plugins import get_plugins
 from loopkit_core.purge import Purger
 from loopkit_core.ratelimit import RateLimiter
@@ -79,8 +80,10 @@ class LoopKit:
         self.loop = Loop(settings, self.store, self.plugins, self.sink, clock)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_hour, 3600.0)
         self.purger = Purger(self.store, clock, settings.purge_interval_seconds, settings.sandbox_grace_days * 86400)
+        # MCP over streamable HTTP (docs/mcp.md): outside ROUTES, which /openapi.json documents route for route.
+        self.mcp = McpEndpoint(self.loop)
         self.http = Starlette(
-            routes=ROUTES,
+            routes=[*ROUTES, Route("/mcp", self.mcp, methods=["GET", "POST", "DELETE"])],
             exception_handlers={LoopError: _loop_error, HTTPException: _http_error, Exception: _unexpected},
         )
         self.http.state.loopkit = self

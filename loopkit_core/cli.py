@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as exc:
         print(f"loopkit: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from loopkit_core.mcp.proxy import run  # the MCP SDK is imported only by this command
+
+    return run(args.url, args.key or os.environ.get("LOOPKIT_AGENT_KEY"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--since-minutes", type=float, help="verify the last N minutes instead")
     _client(verify)
     verify.set_defaults(handler=_verify)
+
+    mcp = commands.add_parser("mcp", help="serve MCP over stdio for an agent, through a running server's /mcp")
+    mcp.add_argument("--url", default=os.environ.get("LOOPKIT_URL"), help="the LoopKit server (LOOPKIT_URL)")
+    mcp.add_argument("--key", help="agent key (default: LOOPKIT_AGENT_KEY)")
+    mcp.set_defaults(handler=_mcp)
 
     demo = commands.add_parser(
         "demo",
