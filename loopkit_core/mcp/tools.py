@@ -14,7 +14,9 @@ from loopkit_core.loop import Loop, LoopError
 from loopkit_core.loop.requests import (
     FILTERS,
     MAX_SINCE_MINUTES,
+    STAGE_FIELDS,
     diagnose_request,
+    loops_limit,
     packet_limit,
     telemetry_request,
     verify_request,
@@ -90,11 +92,12 @@ def _query_values(name: str, value: Any) -> list[str]:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return value
         raise LoopError(400, f"{name} must be a string or a list of strings")
-    return [value if isinstance(value, str) else orjson.dumps(value).decode()]
+    return [_text(value) or ""]
 
 
-def _dump(value: Any) -> str:
-    return orjson.dumps(value).decode()
+def _text(value: Any) -> str | None:
+    # A JSON value as the REST query string would carry it (None: absent), for the REST limit checks.
+    return None if value is None else value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
 # --- the tools ---------------------------------------------------------------------------------------------------
@@ -163,34 +166,22 @@ def telemetry(loop: Loop, principal: Principal, args: dict[str, Any]) -> Answer:
 
 def diagnose(loop: Loop, principal: Principal, args: dict[str, Any]) -> Answer:
     """Run the diagnosers over a window and store the packet; the answer starts with the loop's memory."""
-    request = diagnose_request(args, loop.diagnosers())
-    packet = loop.diagnose(principal, request)
-    memory = loop.memory(principal)
-    shown = bounds.packet_page(packet, 0, bounds.DEFAULT_ISSUES)
+    diagnosed = loop.diagnose(principal, diagnose_request(args, loop.diagnosers()))
+    memory, packet = diagnosed["memory"], diagnosed["packet"]
     issues = packet.get("issues") or []
     summary = (
-        f"memory: {_memory_line(memory)}. Diagnosis: packet {packet['packet_id']} with {len(issues)} issue(s)"
+        f"memory: {memory.get('new_issues')} new issue(s), {memory.get('verified_total')} verified, "
+        f"{memory.get('regressed_total')} regressed, {len(memory.get('in_flight') or [])} approved in flight. "
+        f"Packet {packet['packet_id']}: {len(issues)} issue(s)"
         + "".join(f"; {i.get('issue_id')} {i.get('title') or i.get('diagnoser')} x{i.get('count')}" for i in issues[:5])
     )
-    return {"ok": True, "memory": memory, "packet": shown}, summary
-
-
-def _memory_line(memory: dict[str, Any]) -> str:
-    parts = []
-    for name, value in memory.items():
-        if isinstance(value, list):
-            parts.append(f"{len(value)} {name}")
-        elif isinstance(value, int | float | str) and not isinstance(value, bool):
-            parts.append(f"{name} {value}")
-    return ", ".join(parts) or "empty"
+    return {"ok": True, "memory": memory, "packet": bounds.packet_page(packet, 0, bounds.DEFAULT_ISSUES)}, summary
 
 
 def packets(loop: Loop, principal: Principal, args: dict[str, Any]) -> Answer:
     """The newest packets (summaries), newest first."""
     _only(args, {"limit"})
-    raw = args.get("limit")
-    limit = packet_limit(None if raw is None else raw if isinstance(raw, str) else _dump(raw))
-    found = loop.packets(principal, limit)
+    found = loop.packets(principal, packet_limit(_text(args.get("limit"))))
     return {"ok": True, "packets": found}, f"{len(found)} packet(s), newest first" + "".join(
         f"; {p.get('packet_id')} ({p.get('status')})" for p in found[:5]
     )
@@ -242,12 +233,13 @@ def handoff(loop: Loop, principal: Principal, args: dict[str, Any]) -> Answer:
 
 def improve(loop: Loop, principal: Principal, args: dict[str, Any]) -> Answer:
     """Record a stage of the loop (issue opened, PR opened, merged, deployed) for an approved packet."""
-    _only(args, {"packet_id", "stage", "url", "note", "issue_id"})
+    _only(args, {"packet_id", *STAGE_FIELDS})
     packet_id = _packet_id(args)
-    recorded = loop.record_stage(
-        principal, packet_id, args.get("stage"), args.get("url"), args.get("note"), args.get("issue_id")
-    )
-    return {"ok": True, **recorded}, f"recorded {args.get('stage')} for packet {packet_id}"
+    stage = args.get("stage")
+    if not isinstance(stage, str):
+        raise LoopError(400, "stage is required: issue_opened, pr_opened, merged or deployed")
+    recorded = loop.record_stage(principal, packet_id, stage, args.get("url"), args.get("note"), args.get("issue_id"))
+    return {"ok": True, "stage": recorded}, f"recorded {stage} for packet {packet_id}"
 
 
 def verify(loop: Loop, principal: Principal, args: dict[str, Any]) -> Answer:
@@ -266,12 +258,24 @@ def verify(loop: Loop, principal: Principal, args: dict[str, Any]) -> Answer:
 
 
 def loops(loop: Loop, principal: Principal, args: dict[str, Any]) -> Answer:
-    """The loops: packets with their stages, and the funnel."""
+    """The loops: packets with their stages and verifications, and the funnel."""
     _only(args, {"limit"})
-    raw = args.get("limit")
-    limit = packet_limit(None if raw is None else raw if isinstance(raw, str) else _dump(raw))
-    found = loop.loops(principal, limit)
-    return {"ok": True, **found}, f"{len(found.get('loops') or [])} loop(s); funnel {_dump(found.get('funnel'))}"
+    found = loop.loops(principal, loops_limit(_text(args.get("limit"))))
+    body = {"ok": True, **found}
+    keep = bounds.records_that_fit(found["loops"], bounds.MAX_ANSWER_CHARS - bounds.size(found["funnel"]))
+    if keep < len(found["loops"]):
+        body["loops"] = found["loops"][:keep]
+        body["loops_cut"] = {
+            "returned": keep,
+            "rest": "a person sees every loop on the dashboard; or pass a smaller limit",
+        }
+    funnel = found["funnel"]
+    summary = (
+        f"{len(body['loops'])} loop(s); funnel: {funnel.get('loops')} diagnosed, "
+        f"{funnel['to_approval']['count']} approved, {funnel['to_merge']['count']} merged, "
+        f"{funnel['to_first_held']['count']} held"
+    )
+    return body, summary
 
 
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
