@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from loopkit_core import __version__
 from loopkit_core.client import ClientError
+from loopkit_core.mcp import command as mcp_command
 from loopkit_core.settings import Settings
 
 
@@ -33,12 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as exc:
         print(f"loopkit: error: {exc}", file=sys.stderr)
         return 1
-
-
-def _mcp(args: argparse.Namespace) -> int:
-    from loopkit_core.mcp.proxy import run  # the MCP SDK is imported only by this command
-
-    return run(args.url, args.key or os.environ.get("LOOPKIT_AGENT_KEY"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,9 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.set_defaults(handler=_verify)
 
     mcp = commands.add_parser("mcp", help="serve MCP over stdio for an agent, through a running server's /mcp")
-    mcp.add_argument("--url", default=os.environ.get("LOOPKIT_URL"), help="the LoopKit server (LOOPKIT_URL)")
+    mcp.add_argument("--url", help="the LoopKit server (default: LOOPKIT_URL)")
     mcp.add_argument("--key", help="agent key (default: LOOPKIT_AGENT_KEY)")
-    mcp.set_defaults(handler=_mcp)
+    mcp.set_defaults(handler=mcp_command.run)
 
     demo = commands.add_parser(
         "demo",

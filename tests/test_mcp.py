@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -396,16 +397,29 @@ def test_the_handshake_era_protocol_works_too(world: World):
     run(check)
 
 
-def test_loopkit_mcp_needs_a_url_and_a_key():
-    import subprocess
-
+def test_loopkit_mcp_says_what_is_missing_or_refused(world: World):
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOOPKIT_")}
     command = [sys.executable, "-m", "loopkit_core.cli", "mcp"]
-    no_url = subprocess.run(command, capture_output=True, text=True, timeout=60, env=environ)
-    assert no_url.returncode == 2
-    assert no_url.stderr.strip().startswith("loopkit: error: --url (or LOOPKIT_URL) is required")
-    no_key = subprocess.run([*command, "--url", "http://127.0.0.1:9"], capture_output=True, text=True, env=environ)
-    assert (no_key.returncode, no_key.stderr.strip()) == (
+
+    def loopkit_mcp(*args: str) -> tuple[int, str]:
+        done = subprocess.run(
+            [*command, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, env=environ
+        )
+        return done.returncode, done.stderr.strip()
+
+    code, stderr = loopkit_mcp()
+    assert code == 2 and stderr.startswith("loopkit: error: --url (or LOOPKIT_URL) is required")
+    assert loopkit_mcp("--url", world.server.http_url) == (
         2,
         "loopkit: error: an agent key is required: set LOOPKIT_AGENT_KEY (or pass --key)",
+    )
+    endpoint = f"{world.server.http_url}/mcp"
+    assert loopkit_mcp("--url", world.server.http_url, "--key", world.shop.producer_key) == (
+        1,
+        f"loopkit: error: MCP at {endpoint}: PermissionError: 403: "
+        "the producer key of this project does not have the dashboard:read scope",
+    )
+    assert loopkit_mcp("--url", world.server.http_url, "--key", "lk_nope") == (
+        1,
+        f"loopkit: error: MCP at {endpoint}: PermissionError: 401: unknown or revoked key",
     )

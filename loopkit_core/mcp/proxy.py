@@ -25,19 +25,38 @@ def run(url: str | None, key: str | None) -> int:
         raise ValueError("--url (or LOOPKIT_URL) is required: the LoopKit server, e.g. http://127.0.0.1:4318")
     if not key:
         raise ValueError("an agent key is required: set LOOPKIT_AGENT_KEY (or pass --key)")
-    anyio.run(serve, url.rstrip("/") + "/mcp", key)
+    endpoint = url.rstrip("/") + "/mcp"
+    try:
+        anyio.run(serve, endpoint, key)
+    except Exception as exc:  # the SDK reports a refused key or an unreachable server inside exception groups
+        while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        raise OSError(f"MCP at {endpoint}: {type(exc).__name__}: {exc}"[:500]) from None
     return 0
 
 
 async def serve(endpoint: str, key: str) -> None:
     """Proxy stdio to `endpoint` with `key` until stdin closes."""
+    http = create_mcp_http_client(headers={"authorization": f"Bearer {key}"})
+    http.event_hooks = {"response": [_refused]}
     async with (
-        create_mcp_http_client(headers={"authorization": f"Bearer {key}"}) as http,
+        http,
         Client(streamable_http_client(endpoint, http_client=http), cache=None) as upstream,
         stdio_server() as (read, write),
     ):
         server = _server(upstream)
         await server.run(read, write, server.create_initialization_options())
+
+
+async def _refused(response: Any) -> None:
+    # A refused key is the likeliest mistake: say what the server said instead of the SDK's generic error.
+    if response.status_code in (401, 403):
+        await response.aread()
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:200]
+        raise PermissionError(f"{response.status_code}: {message}")
 
 
 def _server(upstream: Client) -> Server[Any]:
