@@ -9,6 +9,7 @@ the approval (NOW + 5 min) 100 clean calls; the loop is verified at NOW + 40 min
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -423,3 +424,38 @@ def test_loopkit_mcp_says_what_is_missing_or_refused(world: World):
         1,
         f"loopkit: error: MCP at {endpoint}: PermissionError: 401: unknown or revoked key",
     )
+
+
+def test_a_page_too_big_for_one_answer_is_cut_and_the_cursor_goes_on(world: World):
+    """20 records of ~12 KB each: more than one answer holds (100,000 characters of JSON); the page is cut where the
+    next record would not fit, and next_cursor continues right after the last record shown."""
+    big = Spans()
+    for i in range(20):
+        big.add(f"big-{i}", "GET /report", NOW_NS - (i + 1) * MINUTE_NS, 5.0, attributes={"report.body": "x" * 12_000})
+    big.send(world.http, world.other)
+    window = {"limit": "20", "until": rfc3339(NOW_NS), "name": "GET /report"}
+    rest = world.http.get("/v1/telemetry", params=window, headers=world.other.auth("agent")).json()["records"]
+    assert len(rest) == 20
+    sizes = [len(json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode()) + 1 for r in rest]
+    fits = next(n for n in range(21) if n == 20 or sum(sizes[: n + 1]) > 100_000)
+    assert 1 < fits < 20
+
+    async def check() -> None:
+        async with connect(world.server.http_url, world.other.agent_key) as client:
+            args = {"limit": 20, "until": rfc3339(NOW_NS), "name": "GET /report"}
+            first = await call(client, "loopkit_telemetry", args)
+            assert first["records"] == rest[:fits]
+            assert first["records_cut"] == {
+                "returned": fits,
+                "asked_for": 20,
+                "rest": "call loopkit_telemetry with cursor=next_cursor (and the same filters) for the next records",
+            }
+            seen = list(first["records"])
+            cursor = first["next_cursor"]
+            while cursor:
+                page = await call(client, "loopkit_telemetry", {"cursor": cursor, "limit": 20, "name": "GET /report"})
+                seen += page["records"]
+                cursor = page["next_cursor"]
+            assert seen == rest
+
+    run(check)
