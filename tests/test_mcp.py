@@ -459,3 +459,12 @@ def test_a_page_too_big_for_one_answer_is_cut_and_the_cursor_goes_on(world: Worl
             assert seen == rest
 
     run(check)
+
+
+def test_an_mcp_request_body_over_64_kib_is_413(world: World):
+    headers = {**world.shop.auth("agent"), "accept": "application/json, text/event-stream"}
+    call_body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "loopkit_project"}}
+    padded = {**call_body, "params": {**call_body["params"], "arguments": {"pad": "x" * 65_536}}}
+    answer = world.http.post("/mcp", json=padded, headers=headers)
+    assert answer.status_code == 413
+    assert world.http.post("/mcp", json=call_body, headers=headers).status_code == 200
