@@ -83,7 +83,7 @@ def _server(upstream: Client) -> Server[Any]:
     async def read_resource(ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
         return await session.read_resource(str(params.uri))
 
-    return Server(
+    server: Server[Any] = Server(
         "loopkit",
         version=__version__,
         title="LoopKit (stdio)",
@@ -96,3 +96,5 @@ def _server(upstream: Client) -> Server[Any]:
         on_list_resource_templates=list_templates,
         on_read_resource=read_resource,
     )
+    server.middleware = []  # no span per message (see server.py)
+    return server

@@ -145,6 +145,9 @@ def build_server(loop: Loop) -> Server[Any]:
         on_list_resource_templates=list_templates,
         on_read_resource=read_resource,
     )
+    # No span per MCP message (the SDK's default middleware): in a process with a tracer provider (the demo's
+    # sample app) LoopKit would export its own traffic, and LoopKit sends nothing anywhere.
+    server.middleware = []
     return server
 
 
