@@ -8,6 +8,7 @@ LoopKit's tools only answer requests; they never need a stream back to the clien
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -20,6 +21,8 @@ from loopkit_core.loop import Loop
 from loopkit_core.mcp.server import PRINCIPAL, build_server
 
 MAX_MCP_BODY_BYTES = 64 * 1024  # one JSON-RPC message: tool arguments are small (the REST JSON bodies' cap)
+# The SDK logs "Terminating session: None" at INFO after every stateless request: one line per tool call.
+logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
 
 
 class McpEndpoint:
