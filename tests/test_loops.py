@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import new_project
-from loopdata import MINUTE_NS, NOW_NS, HOUR_NS, Loop, Spans, checkout_calls, running_loop, search_calls
+from loopdata import HOUR_NS, MINUTE_NS, NOW_NS, Loop, Spans, checkout_calls, running_loop, search_calls
 
 from loopkit_core.model import rfc3339
 
@@ -218,7 +218,11 @@ def test_funnel_medians_over_several_loops(loop: Loop):
     found = loops(loop)
     assert [x["packet_id"] for x in found["loops"]] == [third, second, first]
     # The rejected packet counts as a loop, not as an approval.
-    assert [x["approved_at"] for x in found["loops"]] == [None, rfc3339(second_ns + 15 * MINUTE_NS), rfc3339(APPROVED_NS)]
+    assert [x["approved_at"] for x in found["loops"]] == [
+        None,
+        rfc3339(second_ns + 15 * MINUTE_NS),
+        rfc3339(APPROVED_NS),
+    ]
     assert [d["decision"] for d in found["loops"][0]["decisions"]] == ["approved", "rejected"]
     assert found["funnel"] == {
         "loops": 3,
@@ -317,9 +321,7 @@ def test_unknown_packet_other_project_issue_and_keys(loop: Loop):
     }
     assert stage(loop, body, packet_id="pkt_%00x").status_code == 404
     other = new_project(loop.server, "other")
-    answer = loop.client.post(
-        f"/v1/packets/{loop.packet['packet_id']}/stages", json=body, headers=other.auth("agent")
-    )
+    answer = loop.client.post(f"/v1/packets/{loop.packet['packet_id']}/stages", json=body, headers=other.auth("agent"))
     assert answer.status_code == 404
     assert answer.json()["error"]["message"] == f"no packet {loop.packet['packet_id']!r} in this project"
     # The other project's loops are its own: none.
