@@ -7,6 +7,8 @@ every step, so every timestamp and every funnel figure below is exact.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from conftest import new_project
 from loopdata import HOUR_NS, MINUTE_NS, NOW_NS, Loop, Spans, checkout_calls, running_loop, search_calls
 
 from loopkit_core.model import rfc3339
+from loopkit_core.store.schema import approvals, packets
 
 APPROVED_NS = NOW_NS + 5 * MINUTE_NS
 PR_NS = NOW_NS + 10 * MINUTE_NS
@@ -249,6 +252,31 @@ def test_a_rejected_packet_takes_no_stage(loop: Loop):
     # Approved again (a person changed their mind): stages are taken again.
     approve(loop, APPROVED_NS + 2 * MINUTE_NS)
     assert stage(loop, {"stage": "pr_opened", "url": PR_URL}).status_code == 201
+
+
+def test_a_rejection_committed_while_a_stage_is_recorded_wins(loop: Loop):
+    """The stage's transaction reads the decision under the lock a decision takes, so it cannot slip past one."""
+    approve(loop)
+    pid = loop.packet["packet_id"]
+    engine = loop.server.app.store.project(loop.project.project_id)
+    answers: list = []
+    with engine.connect() as conn:
+        # A rejection being recorded, as store/approvals.decide writes it, not yet committed.
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        decision = {"packet_id": pid, "decision": "rejected", "note": "no", "actor": "dashboard key x"}
+        conn.execute(approvals.insert().values(**decision, decided_ns=APPROVED_NS + 1))
+        conn.execute(packets.update().where(packets.c.packet_id == pid).values(status="rejected"))
+        poster = threading.Thread(target=lambda: answers.append(stage(loop, {"stage": "merged"})))
+        poster.start()
+        time.sleep(0.5)
+        assert poster.is_alive()  # waiting for the decision's transaction
+        conn.commit()
+    poster.join(30)
+    [answer] = answers
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["code"] == "packet_rejected"
+    assert stored_stages(loop) == []
 
 
 URL_REASON = "url must be an absolute http:// or https:// URL (it is stored, never opened)"
