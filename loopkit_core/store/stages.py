@@ -35,7 +35,10 @@ def record(
 ) -> dict[str, Any] | Refusal:
     """Append a stage to an approved packet; a Refusal when the packet or issue is missing or not approved."""
     with engine.begin() as conn:
-        # FOR UPDATE (PostgreSQL) serialises with a decision being recorded on the same packet at the same time.
+        # The decision read below must still hold when the row is inserted: on SQLite take the write lock first
+        # (pysqlite would only begin at the INSERT); on PostgreSQL lock the packet's row, which a decision updates.
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         row = conn.execute(
             select(packets.c.body, packets.c.status).where(packets.c.packet_id == packet_id).with_for_update()
         ).first()
