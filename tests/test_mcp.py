@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -18,9 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import httpx
 import pytest
 from conftest import make_settings, new_project
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from loopdata import CHECKOUT, MINUTE_NS, NOW_NS, Clock, Spans, checkout_calls
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -468,3 +472,63 @@ def test_an_mcp_request_body_over_64_kib_is_413(world: World):
     answer = world.http.post("/mcp", json=padded, headers=headers)
     assert answer.status_code == 413
     assert world.http.post("/mcp", json=call_body, headers=headers).status_code == 200
+
+
+PLAUSIBLE = ["json", "markdown", "prompt", "pr_opened", "merged", "https://git.example/pull/1", "pkt_x", "60"]
+FUZZ_EXAMPLES = int(os.environ.get("LOOPKIT_FUZZ_EXAMPLES", "60"))
+fuzz_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def test_any_tool_arguments_get_an_answer_or_a_4xx_tool_error_and_the_session_goes_on(world: World):
+    """Hypothesis: every tool with arguments made of its own names and random ones, any JSON values. Each call
+    answers `ok` or a tool error with a 4xx code; never a JSON-RPC error, never a crashed session."""
+    from loopkit_core.mcp.tools import TOOLS as DEFINED
+
+    names = {tool.name: sorted(tool.properties) for tool in DEFINED}
+    tool_calls = st.sampled_from(sorted(names)).flatmap(
+        lambda name: st.tuples(
+            st.just(name),
+            st.dictionaries(
+                st.one_of(*[st.sampled_from(names[name] or ["x"])] * 4, st.text(max_size=8)),
+                st.one_of(fuzz_values, st.integers(-5, 1500), st.sampled_from(PLAUSIBLE)),
+                max_size=4,
+            ),
+        )
+    )
+    seen: dict[str, int] = {}
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(connect(world.server.http_url, world.shop.agent_key)) as client,
+    ):
+
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,
+        )
+        @given(tool_calls)
+        def check(call: tuple[str, dict[str, Any]]) -> None:
+            name, arguments = call
+            result = portal.call(client.call_tool, name, arguments)
+            body = result.structured_content
+            if result.is_error:
+                assert re.fullmatch(r"[a-z_]+ \(4\d\d\): .+", result.content[0].text, re.S), result.content
+                assert body["ok"] is False and body["error"]["code"] in result.content[0].text
+                seen[body["error"]["code"]] = seen.get(body["error"]["code"], 0) + 1
+            else:
+                assert body["ok"] is True
+                seen["ok"] = seen.get("ok", 0) + 1
+
+        check()
+        assert portal.call(call, client, "loopkit_project")["project"]["project_id"] == world.shop.project_id
+    assert sum(seen.values()) == FUZZ_EXAMPLES and seen.get("bad_request", 0) > 0

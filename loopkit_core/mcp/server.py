@@ -3,6 +3,7 @@ by the loop service for the principal the HTTP endpoint authenticated."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -18,6 +19,7 @@ from loopkit_core.loop import Loop, LoopError
 from loopkit_core.mcp import bounds
 from loopkit_core.mcp.tools import BY_NAME, TOOLS, Tool
 
+log = logging.getLogger("loopkit")
 PRINCIPAL = "loopkit.principal"  # the ASGI scope key the endpoint puts the authenticated caller under
 PACKET_URI = re.compile(r"loopkit://packets/([^/]+)")
 HANDOFF_URI = re.compile(r"loopkit://packets/([^/]+)/handoff/([^/]+)")
@@ -43,14 +45,10 @@ def build_server(loop: Loop) -> Server[Any]:
                 raise LoopError(404, f"unknown tool {params.name[:80]!r}; tools: {', '.join(BY_NAME)}")
             body, summary = await anyio.to_thread.run_sync(tool.call, loop, caller, params.arguments)
         except LoopError as exc:
-            error = {"ok": False, "error": {"code": exc.code, "message": exc.message}}
-            if exc.retry_after is not None:
-                error["error"]["retry_after_seconds"] = exc.retry_after
-            return types.CallToolResult(
-                content=[types.TextContent(type="text", text=f"{exc.code} ({exc.status}): {exc.message}")],
-                structured_content=error,
-                is_error=True,
-            )
+            return _tool_error(exc.status, exc.code, exc.message, exc.retry_after)
+        except Exception:  # a bug: logged, and answered as the REST API answers one (500), in the session
+            log.exception("MCP tool %s failed", params.name)
+            return _tool_error(500, "error", "internal error", None)
         # The summary first; then the JSON itself, for clients that show only text (the MCP spec's advice).
         content = [types.TextContent(type="text", text=summary)]
         if tool.name != "loopkit_handoff":  # the handoff's text is its content already
@@ -149,6 +147,17 @@ def build_server(loop: Loop) -> Server[Any]:
     # sample app) LoopKit would export its own traffic, and LoopKit sends nothing anywhere.
     server.middleware = []
     return server
+
+
+def _tool_error(status: int, code: str, message: str, retry_after: float | None) -> types.CallToolResult:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if retry_after is not None:
+        error["retry_after_seconds"] = retry_after
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"{code} ({status}): {message}")],
+        structured_content={"ok": False, "error": error},
+        is_error=True,
+    )
 
 
 def _describe(tool: Tool) -> types.Tool:

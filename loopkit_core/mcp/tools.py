@@ -3,11 +3,10 @@ with the REST JSON (bounded) plus a short summary. Refusals are LoopErrors, with
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
-
-import orjson
 
 from loopkit_core.identity import DASHBOARD_READ, REPORTS_READ, RUNS_WRITE, TELEMETRY_READ, Principal
 from loopkit_core.loop import Loop, LoopError
@@ -96,8 +95,9 @@ def _query_values(name: str, value: Any) -> list[str]:
 
 
 def _text(value: Any) -> str | None:
-    # A JSON value as the REST query string would carry it (None: absent), for the REST limit checks.
-    return None if value is None else value if isinstance(value, str) else orjson.dumps(value).decode()
+    # A JSON value as the REST query string would carry it (None: absent), for the REST limit checks. The standard
+    # library's encoder, as JSON integers may exceed the 64 bits orjson takes (a 2**70 limit is a 400, not a crash).
+    return None if value is None else value if isinstance(value, str) else json.dumps(value)
 
 
 # --- the tools ---------------------------------------------------------------------------------------------------
