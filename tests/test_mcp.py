@@ -153,6 +153,13 @@ def test_the_whole_loop_through_tools(world: World, transport: str):
             project = (await call(client, "loopkit_project"))["project"]
             assert project["project_id"] == shop.project_id
             assert project["records_accepted"] == 100
+            assert project["counts"] == {
+                "records_accepted": 100,
+                "issues_verified": 0,
+                "issues_regressed": 0,
+                "packets_approved_in_flight": 0,
+                "packets_approved_in_flight_truncated": False,
+            }
             assert project["dashboard_url"] == f"{world.server.http_url}/v1/dashboard"
             assert shop.agent_key not in str(project)
 
@@ -230,6 +237,8 @@ def test_the_whole_loop_through_tools(world: World, transport: str):
             assert [v["verdict"] for v in verification["verdicts"]] == ["held"]
             assert verification["window_after"] == {"start": rfc3339(APPROVED_NS), "end": rfc3339(VERIFY_NS)}
 
+            counts = (await call(client, "loopkit_project"))["project"]["counts"]
+            assert (counts["issues_verified"], counts["packets_approved_in_flight"]) == (1, 0)
             loops = await call(client, "loopkit_loops", {})
             [one] = loops["loops"]
             assert [s["stage"] for s in one["stages"]] == ["pr_opened", "merged"]

@@ -24,7 +24,7 @@ from loopkit_core.mcp import bounds
 
 MAX_RECORD_IDS = 50
 READERS = (REPORTS_READ, DASHBOARD_READ)  # agents read with reports:read, people's dashboard key with dashboard:read
-Answer = tuple[dict[str, Any], str]  # (structured content, the REST JSON; a one-line summary)
+Answer = tuple[dict[str, Any], str]  # (structured content: the REST JSON, a one-line summary)
 
 
 @dataclass(frozen=True)
@@ -104,14 +104,23 @@ def _text(value: Any) -> str | None:
 
 
 def project(loop: Loop, principal: Principal, args: dict[str, Any]) -> Answer:
-    """The key's project: quota, expiry, records accepted, the dashboard URL."""
+    """The key's project: quota, expiry, counts, the dashboard URL (which carries no key)."""
     _only(args, set())
     found = loop.project(principal)
+    memory = loop.memory(principal)
     found["key_kind"] = principal.key_kind
+    found["counts"] = {
+        "records_accepted": found["records_accepted"],
+        "issues_verified": memory["verified_total"],
+        "issues_regressed": memory["regressed_total"],
+        "packets_approved_in_flight": len(memory["in_flight"]),
+        "packets_approved_in_flight_truncated": memory["in_flight_truncated"],
+    }
     found["dashboard_url"] = f"{loop.settings.base_url()}/v1/dashboard"
     summary = (
         f"project {found['project_id']} ({found.get('project_name')}, {found.get('kind')}): "
-        f"{found.get('records_accepted')} records accepted; dashboard {found['dashboard_url']}"
+        f"{found['records_accepted']} records accepted, {memory['verified_total']} issues verified, "
+        f"{memory['regressed_total']} regressed; dashboard {found['dashboard_url']}"
     )
     return {"ok": True, "project": found}, summary
 
