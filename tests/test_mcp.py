@@ -258,11 +258,12 @@ def test_the_whole_loop_through_tools(world: World, transport: str):
 # --- isolation, scopes, bad arguments -----------------------------------------------------------------------
 
 
-def test_another_projects_packet_and_records_are_not_found(world: World):
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+def test_another_projects_packet_and_records_are_not_found(world: World, transport: str):
     async def check() -> None:
         async with connect(world.server.http_url, world.shop.agent_key) as client:
             packet_id = (await call(client, "loopkit_diagnose", {}))["packet"]["packet_id"]
-        async with connect(world.server.http_url, world.other.agent_key) as client:
+        async with connect(world.server.http_url, world.other.agent_key, transport) as client:
             for tool, args in [
                 ("loopkit_packet", {"packet_id": packet_id}),
                 ("loopkit_handoff", {"packet_id": packet_id}),
