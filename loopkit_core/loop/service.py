@@ -280,13 +280,7 @@ class Loop:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LOOPS:
             raise LoopError(400, f"limit must be an integer from 1 to {MAX_LOOPS}")
         engine = self.store.project(principal.project_id)
-        ids = stages.loop_packet_ids(engine, limit)
-        by_packet = stages.for_packets(engine, ids)
-        found = []
-        for packet_id in ids:
-            packet = packet_store.get_packet(engine, packet_id)
-            if packet is not None:  # (packets are never deleted one by one; the project file can be)
-                found.append(_loop(packet, by_packet[packet_id]))
+        found = stages.loops(engine, limit)
         m = stages.milestones(engine)
         return {"loops": found, "funnel": funnel(m.diagnosed, m.approved, m.merged, m.held)}
 
@@ -413,28 +407,3 @@ def _verifications(packet: dict[str, Any]) -> list[dict[str, Any]]:
         verdict = {"issue_id": v.get("issue_id"), "fingerprint": v["fingerprint"], "verdict": v["verdict"]}
         run["verdicts"].append(verdict)
     return list(runs.values())
-
-
-def _loop(packet: dict[str, Any], recorded: list[dict[str, Any]]) -> dict[str, Any]:
-    approval = packet["approval"]
-    approved_at = None
-    if approval["state"] == "approved":
-        approved_at = next(d["decided_at"] for d in approval["trail"] if d["decision"] == "approved")
-    verifications = _verifications(packet)
-    held = [v["at"] for v in verifications if any(x["verdict"] == "held" for x in v["verdicts"])]
-    merged = [s["created_at"] for s in recorded if s["stage"] == "merged"]
-    return {
-        "packet_id": packet["packet_id"],
-        "status": packet["status"],
-        "issues": [
-            {k: i.get(k) for k in ("issue_id", "fingerprint", "title", "status")} for i in packet.get("issues", [])
-        ],
-        "diagnosed_at": packet["created_at"],
-        "approval": {k: v for k, v in approval.items() if k != "trail"},
-        "decisions": approval["trail"],
-        "approved_at": approved_at,
-        "stages": [_public_stage(s) for s in recorded],
-        "merged_at": merged[0] if merged else None,
-        "verifications": verifications,
-        "first_held_at": held[0] if held else None,
-    }
