@@ -477,3 +477,18 @@ def test_diagnose_answers_with_memory_first_and_counts_new_issues(tmp_path: Path
             "in_flight": [],
             "in_flight_truncated": False,
         }
+
+
+def test_nul_and_odd_text_in_a_stage_round_trip_or_miss(loop: Loop):
+    """PostgreSQL text cannot hold NUL: a note keeps it (stored escaped), an issue_id with it is a plain miss."""
+    approve(loop)
+    answer = stage(loop, {"stage": "deployed", "note": "canary \x00 eu-west \ufffe ok"})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["stage"]["note"] == "canary \x00 eu-west \ufffe ok"
+    assert stored_stages(loop)[0]["note"] == "canary \x00 eu-west \ufffe ok"
+    answer = stage(loop, {"stage": "merged", "issue_id": "iss_\x00"})
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"]["code"] == "not_found"
+    answer = stage(loop, {"stage": "merged", "url": "https://example.com/\x00"})
+    assert answer.status_code == 400, answer.text
+    assert len(stored_stages(loop)) == 1

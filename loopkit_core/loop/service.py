@@ -36,6 +36,7 @@ from loopkit_core.loop.requests import (
     stage_note,
     stage_url,
 )
+from loopkit_core.loop.timeline import timeline
 from loopkit_core.model import Record, parse_rfc3339, rfc3339
 from loopkit_core.plugins import Plugins, describe_plugins
 from loopkit_core.projects import authenticate, get_project, require
@@ -280,13 +281,7 @@ class Loop:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LOOPS:
             raise LoopError(400, f"limit must be an integer from 1 to {MAX_LOOPS}")
         engine = self.store.project(principal.project_id)
-        ids = stages.loop_packet_ids(engine, limit)
-        by_packet = stages.for_packets(engine, ids)
-        found = []
-        for packet_id in ids:
-            packet = packet_store.get_packet(engine, packet_id)
-            if packet is not None:  # (packets are never deleted one by one; the project file can be)
-                found.append(_loop(packet, by_packet[packet_id]))
+        found = stages.loops(engine, limit)
         m = stages.milestones(engine)
         return {"loops": found, "funnel": funnel(m.diagnosed, m.approved, m.merged, m.held)}
 
@@ -386,55 +381,3 @@ def _error(exc: Exception) -> str:
 
 def _public_stage(stage: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in stage.items() if k != "created_ns"}
-
-
-def timeline(packet: dict[str, Any], recorded: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A packet's history in time order: diagnosed, each decision, each stage, each verification with verdicts."""
-    events: list[tuple[str, int, dict[str, Any]]] = [("diagnosed", 0, {"at": packet.get("created_at")})]
-    for d in packet.get("approval", {}).get("trail", []):
-        events.append((d["decision"], 1, {"at": d["decided_at"], "actor": d["actor"], "note": d["note"]}))
-    for s in recorded:
-        details = {"at": s["created_at"], "stage_id": s["stage_id"], "issue_id": s["issue_id"], "url": s["url"]}
-        events.append((s["stage"], 2, {**details, "note": s["note"], "actor": s["actor"]}))
-    for v in _verifications(packet):
-        events.append(("verified", 3, v))
-    # Stable: same-instant events keep decision < stage < verification, and their own order within a kind.
-    ordered = sorted(enumerate(events), key=lambda e: (parse_rfc3339(e[1][2]["at"]), e[1][1], e[0]))
-    return [{"event": kind, **details} for _, (kind, _, details) in ordered]
-
-
-def _verifications(packet: dict[str, Any]) -> list[dict[str, Any]]:
-    # Stored verdicts are one row per issue; group them back into verification runs, oldest first.
-    runs: dict[str, dict[str, Any]] = {}
-    for v in packet.get("verifications", []):
-        run = runs.setdefault(
-            v["verification_id"], {"at": v["verified_at"], "verification_id": v["verification_id"], "verdicts": []}
-        )
-        verdict = {"issue_id": v.get("issue_id"), "fingerprint": v["fingerprint"], "verdict": v["verdict"]}
-        run["verdicts"].append(verdict)
-    return list(runs.values())
-
-
-def _loop(packet: dict[str, Any], recorded: list[dict[str, Any]]) -> dict[str, Any]:
-    approval = packet["approval"]
-    approved_at = None
-    if approval["state"] == "approved":
-        approved_at = next(d["decided_at"] for d in approval["trail"] if d["decision"] == "approved")
-    verifications = _verifications(packet)
-    held = [v["at"] for v in verifications if any(x["verdict"] == "held" for x in v["verdicts"])]
-    merged = [s["created_at"] for s in recorded if s["stage"] == "merged"]
-    return {
-        "packet_id": packet["packet_id"],
-        "status": packet["status"],
-        "issues": [
-            {k: i.get(k) for k in ("issue_id", "fingerprint", "title", "status")} for i in packet.get("issues", [])
-        ],
-        "diagnosed_at": packet["created_at"],
-        "approval": {k: v for k, v in approval.items() if k != "trail"},
-        "decisions": approval["trail"],
-        "approved_at": approved_at,
-        "stages": [_public_stage(s) for s in recorded],
-        "merged_at": merged[0] if merged else None,
-        "verifications": verifications,
-        "first_held_at": held[0] if held else None,
-    }

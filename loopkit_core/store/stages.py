@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import Engine, func, select, union
 
 from loopkit_core.model import rfc3339
-from loopkit_core.store.schema import approvals, packets, stages, verdicts
+from loopkit_core.store.schema import approvals, issues, packets, stages, verdicts
 
 STAGES = ("issue_opened", "pr_opened", "merged", "deployed")
 
@@ -96,6 +96,88 @@ def loop_packet_ids(engine: Engine, limit: int) -> list[str]:
     )
     with engine.connect() as conn:
         return list(conn.execute(stmt).scalars())
+
+
+def loops(engine: Engine, limit: int) -> list[dict[str, Any]]:
+    """The newest recorded loops, whole: a fixed number of queries however many loops are listed."""
+    ids = loop_packet_ids(engine, limit)
+    if not ids:
+        return []
+    recorded = for_packets(engine, ids)
+    with engine.connect() as conn:
+        rows = {
+            r.packet_id: r
+            for r in conn.execute(
+                select(packets.c.packet_id, packets.c.body, packets.c.status).where(packets.c.packet_id.in_(ids))
+            )
+        }
+        decisions: dict[str, list[Any]] = {p: [] for p in ids}
+        for d in conn.execute(select(approvals).where(approvals.c.packet_id.in_(ids)).order_by(approvals.c.seq)):
+            decisions[d.packet_id].append(d)
+        # The verdict columns are enough here: the verdict JSON (numbers, evidence) stays unread.
+        runs: dict[str, dict[str, dict[str, Any]]] = {p: {} for p in ids}
+        columns = (verdicts.c.packet_id, verdicts.c.verification_id, verdicts.c.fingerprint, verdicts.c.verdict)
+        for v in conn.execute(
+            select(*columns, verdicts.c.created_ns).where(verdicts.c.packet_id.in_(ids)).order_by(verdicts.c.seq)
+        ):
+            run = runs[v.packet_id].setdefault(
+                v.verification_id, {"at": rfc3339(v.created_ns), "verification_id": v.verification_id, "verdicts": []}
+            )
+            run["verdicts"].append({"fingerprint": v.fingerprint, "verdict": v.verdict})
+        bodies = {p: orjson.loads(rows[p].body) for p in ids if p in rows}
+        fingerprints = {i["fingerprint"] for b in bodies.values() for i in b.get("issues", [])}
+        status = dict(
+            conn.execute(
+                select(issues.c.fingerprint, issues.c.status).where(issues.c.fingerprint.in_(fingerprints))
+            ).all()
+        )
+    out = []
+    for packet_id in ids:
+        if packet_id not in bodies:  # (the project's store was emptied in between)
+            continue
+        body = bodies[packet_id]
+        issue_ids = {i["fingerprint"]: i["issue_id"] for i in body.get("issues", [])}
+        trail = [
+            {"decision": d.decision, "note": d.note, "actor": d.actor, "decided_at": rfc3339(d.decided_ns)}
+            for d in decisions[packet_id]
+        ]
+        latest = trail[-1] if trail else None
+        verifications = list(runs[packet_id].values())
+        for run in verifications:
+            run["verdicts"] = [{"issue_id": issue_ids.get(v["fingerprint"]), **v} for v in run["verdicts"]]
+        held = [r["at"] for r in verifications if any(v["verdict"] == "held" for v in r["verdicts"])]
+        merged = [s["created_at"] for s in recorded[packet_id] if s["stage"] == "merged"]
+        approved = [d["decided_at"] for d in trail if d["decision"] == "approved"]
+        out.append(
+            {
+                "packet_id": packet_id,
+                "status": rows[packet_id].status,
+                "issues": [
+                    {
+                        "issue_id": i["issue_id"],
+                        "fingerprint": i["fingerprint"],
+                        "title": i.get("title"),
+                        "status": status.get(i["fingerprint"], i.get("status")),
+                    }
+                    for i in body.get("issues", [])
+                ],
+                "diagnosed_at": body.get("created_at"),
+                "approval": {
+                    "state": latest["decision"] if latest else "pending",
+                    "decided_by": latest["actor"] if latest else None,
+                    "decided_at": latest["decided_at"] if latest else None,
+                    "note": latest["note"] if latest else None,
+                },
+                "decisions": trail,
+                # The first approval, while the packet stands approved (the funnel counts the same).
+                "approved_at": approved[0] if latest and latest["decision"] == "approved" else None,
+                "stages": [{k: v for k, v in s.items() if k != "created_ns"} for s in recorded[packet_id]],
+                "merged_at": merged[0] if merged else None,
+                "verifications": verifications,
+                "first_held_at": held[0] if held else None,
+            }
+        )
+    return out
 
 
 @dataclass(frozen=True)
