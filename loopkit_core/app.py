@@ -12,11 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopkit_core.api import dashboard, discovery, packets, plugins, projects, runs, telemetry
+from loopkit_core.api import dashboard, discovery, loops, packets, plugins, projects, runs, telemetry
 from loopkit_core.api.errors import error_response
 from loopkit_core.decode_pool import DecodePool
 from loopkit_core.ingest import StoreSink
 from loopkit_core.loop import Loop, LoopError
+from loopkit_core.mcp.endpoint import McpEndpoint
 from loopkit_core.plugins import get_plugins
 from loopkit_core.purge import Purger
 from loopkit_core.ratelimit import RateLimiter
@@ -48,6 +49,8 @@ ROUTES = [
     Route("/v1/packets/{packet_id}/handoff", packets.handoff, methods=["GET"]),
     Route("/v1/packets/{packet_id}/approve", packets.approve, methods=["POST"]),
     Route("/v1/packets/{packet_id}/reject", packets.reject, methods=["POST"]),
+    Route("/v1/packets/{packet_id}/stages", loops.record_stage, methods=["POST"]),
+    Route("/v1/loops", loops.list_loops, methods=["GET"]),
     Route("/v1/runs/verify", runs.run_verify, methods=["POST"]),
     Route("/v1/plugins", plugins.list_plugins, methods=["GET"]),
     Route("/v1/dashboard", dashboard.index, methods=["GET"]),
@@ -79,8 +82,10 @@ class LoopKit:
         self.loop = Loop(settings, self.store, self.plugins, self.sink, clock)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_hour, 3600.0)
         self.purger = Purger(self.store, clock, settings.purge_interval_seconds, settings.sandbox_grace_days * 86400)
+        # MCP over streamable HTTP (docs/mcp.md): outside ROUTES, which /openapi.json documents route for route.
+        self.mcp = McpEndpoint(self.loop)
         self.http = Starlette(
-            routes=ROUTES,
+            routes=[*ROUTES, Route("/mcp", self.mcp, methods=["GET", "POST", "DELETE"])],
             exception_handlers={LoopError: _loop_error, HTTPException: _http_error, Exception: _unexpected},
         )
         self.http.state.loopkit = self

@@ -97,7 +97,9 @@ class Running:
             "LoopKit HTTP on %s, OTLP/gRPC on %s, data in %s", self.http_url, self.grpc_target, self.settings.data_dir
         )
         try:
-            await self.uvicorn.serve(sockets=[self.http_socket])
+            # The MCP SDK's task group lives on this event loop while uvicorn serves (the app's lifespan is off).
+            async with self.app.mcp.running():
+                await self.uvicorn.serve(sockets=[self.http_socket])
         finally:
             self.request_stop()
             assert self._grpc_stopped is not None

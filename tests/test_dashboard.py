@@ -524,3 +524,35 @@ def test_any_form_body_gets_a_precise_answer(client, project, diagnosed, body, m
         answer = client.post(target, content=body, headers={**headers, **extra})
         assert answer.status_code in (303, 400, 401, 403, 413, 415), (target, answer.status_code, answer.text)
     assert client.get("/healthz").status_code == 200
+
+
+def test_the_packet_page_shows_the_timeline_with_stages_escaped(client, project, diagnosed):
+    """Decision, stages and verification in time order; a stage's url and note are data, never markup."""
+    packet_id = diagnosed["packet"]["packet_id"]
+    auth = project.auth("dashboard")
+    page = client.get(f"/v1/dashboard/packets/{packet_id}", headers=auth)
+    parsed = check_markup(page)
+    assert [a.get("class") for a in parsed.all("li") if (a.get("class") or "").startswith("event-")] == [
+        "event-diagnosed"
+    ]
+    assert "No stage recorded yet" in page.text
+    decided = client.post(f"/v1/packets/{packet_id}/approve", json={"note": "go"}, headers=auth)
+    assert decided.status_code == 200
+    hostile_url = 'https://example.com/pull/1"onmouseover="alert(1)"><script>alert(2)</script>'
+    body = {"stage": "pr_opened", "url": hostile_url, "note": XSS}
+    recorded = client.post(f"/v1/packets/{packet_id}/stages", json=body, headers=project.auth("agent"))
+    assert recorded.status_code == 201, recorded.text
+    merged = client.post(f"/v1/packets/{packet_id}/stages", json={"stage": "merged"}, headers=project.auth("agent"))
+    assert merged.status_code == 201
+    verified = client.post("/v1/runs/verify", json={"packet_id": packet_id}, headers=project.auth("agent"))
+    assert verified.status_code == 200
+
+    page = client.get(f"/v1/dashboard/packets/{packet_id}", headers=auth)
+    assert page.status_code == 200
+    parsed = check_markup(page)  # one script only (the nonce'd one): the stage's text added none
+    events = [a.get("class") for a in parsed.all("li") if (a.get("class") or "").startswith("event-")]
+    assert events == ["event-diagnosed", "event-approved", "event-pr_opened", "event-merged", "event-verified"]
+    [link] = [a for a in parsed.all("a") if "stage-url" in (a.get("class") or "")]
+    assert link == {"class": "mono stage-url", "href": hostile_url, "rel": "noopener noreferrer nofollow"}
+    assert "<script>alert" not in page.text and 'onmouseover="alert' not in page.text
+    assert "No stage recorded yet" not in page.text

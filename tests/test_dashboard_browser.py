@@ -270,3 +270,36 @@ def test_the_packet_page_fits_a_phone(browser, server, world):
     assert page.get_by_role("button", name="Approve").is_visible()
     page.screenshot(path=str(artifacts_dir() / "dashboard-packet-phone.png"), full_page=True)
     context.close()
+
+
+def test_the_timeline_shows_stages_in_order_and_fits_a_phone(browser, server, client, world):
+    """Stages an agent recorded show in the packet's timeline; their links are never fetched; a long one wraps."""
+    base = server.http_url
+    packet = world["packet"]
+    dashboard = {"authorization": f"Bearer {world['signup']['dashboard_key']}"}
+    path = f"/v1/packets/{packet['packet_id']}"
+    assert client.post(f"{path}/approve", json={"note": "go"}, headers=dashboard).status_code == 200
+    long_url = "https://github.com/acme/shop/pull/7?" + "x" * 300
+    for body in (
+        {"stage": "issue_opened", "url": "https://github.com/acme/shop/issues/6", "note": XSS},
+        {"stage": "pr_opened", "url": long_url},
+        {"stage": "merged"},
+    ):
+        assert client.post(f"{path}/stages", json=body, headers=world["agent"]).status_code == 201
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    seen = watch(page)
+    page.goto(f"{base}/v1/dashboard#key={world['signup']['dashboard_key']}")
+    page.wait_for_url(f"{base}/v1/dashboard")
+    page.goto(f"{base}/v1/dashboard/packets/{packet['packet_id']}")
+    events = page.locator("#timeline > li strong").all_inner_texts()
+    assert events == ["diagnosed", "approved", "issue opened", "pr opened", "merged"]
+    assert page.locator("#timeline a.stage-url").nth(1).get_attribute("href") == long_url
+    assert XSS in page.locator("#timeline blockquote").all_inner_texts()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    timeline = page.locator("section[aria-labelledby=timeline-h]")
+    timeline.screenshot(path=str(artifacts_dir() / "dashboard-packet-timeline-phone.png"))
+    assert not [url for url in seen["requests"] if "github.com" in url]  # shown, never fetched
+    assert seen["dialogs"] == [] and page.evaluate("window.__pwned === undefined")
+    context.close()

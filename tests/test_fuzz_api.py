@@ -88,3 +88,28 @@ def test_any_bytes_posted_to_traces_get_an_otlp_answer(live, body, content_type,
     headers = {**project.auth(), "content-type": content_type, "content-encoding": encoding}
     response = client.post("/v1/traces", content=body, headers=headers)
     assert response.status_code in (200, 400, 413, 415), (response.status_code, response.text[:300])
+
+
+stage_values = json_values | st.sampled_from(
+    ["merged", "pr_opened", "deployed", "https://example.com/pr/1", "javascript:alert(1)", "http://[::1", "\x00"]
+)
+stage_bodies = st.dictionaries(
+    st.sampled_from(["stage", "url", "note", "issue_id"]) | st.text(max_size=6), stage_values, max_size=5
+)
+
+
+@FUZZ
+@given(stage_bodies)
+def test_any_stage_body_is_recorded_as_sent_or_refused_precisely(live, body):
+    client, project, packet_id = live
+    path = f"/v1/packets/{packet_id}"
+    if client.get(path, headers=project.auth("agent")).json()["packet"]["approval"]["state"] != "approved":
+        assert client.post(f"{path}/approve", json={"note": "fuzz"}, headers=project.auth("dashboard")).is_success
+    headers = {**project.auth("agent"), "content-type": "application/json"}
+    response = client.post(f"{path}/stages", content=json.dumps(body), headers=headers)
+    if response.status_code == 201:
+        stage = response.json()["stage"]
+        assert (stage["stage"], stage["url"]) == (body["stage"], body.get("url"))
+        assert stage["note"] == ((body.get("note") or "").strip() or None)
+    else:
+        api_error(response)

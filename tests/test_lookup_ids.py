@@ -22,6 +22,7 @@ def test_hostile_ids_in_paths_are_404(client: httpx.Client, project: Project, ra
         (f"/v1/records/{raw}", "GET", agent, None),
         (f"/v1/packets/{raw}/approve", "POST", dashboard, {"note": "no"}),
         (f"/v1/packets/{raw}/reject", "POST", dashboard, {"note": "no"}),
+        (f"/v1/packets/{raw}/stages", "POST", agent, {"stage": "merged"}),
     ]:
         answer = client.request(method, path, headers=headers, json=body)
         assert answer.status_code == 404, (path, answer.status_code, answer.text)

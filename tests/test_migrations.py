@@ -10,12 +10,13 @@ import pytest
 from conftest import PG_URL, make_settings
 from sqlalchemy import Column, Connection, Index, Integer, MetaData, String, Table, create_engine, inspect, select
 
+from loopkit_core.model import rfc3339
 from loopkit_core.projects import create_project, get_project
-from loopkit_core.store import migrations
+from loopkit_core.store import memory, migrations, stages
 from loopkit_core.store.engines import Store
 from loopkit_core.store.migrations import current_version, latest, schema_version
 from loopkit_core.store.records import get_record, insert_records, stored_ids, to_rows
-from loopkit_core.store.schema import control_metadata, project_metadata, records
+from loopkit_core.store.schema import control_metadata, issues, packets, project_metadata, records
 from loopkit_receivers import records_shape
 
 # What a later LoopKit version would add; the test registers it as the next project step.
@@ -40,9 +41,11 @@ def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def to_previous_layout(conn: Connection, schema: str | None = None) -> None:
-    """Undo project steps 2 and 3: records deduplicated on record_id alone with a plain trace_id index, and each
-    record's resource kept in its row."""
+    """Undo project steps 2 to 4: records deduplicated on record_id alone with a plain trace_id index, each
+    record's resource kept in its row, no stages table and no issues.first_packet_id."""
     prefix = f'"{schema}".' if schema else ""
+    conn.exec_driver_sql(f"DROP TABLE {prefix}stages")
+    conn.exec_driver_sql(f"ALTER TABLE {prefix}issues DROP COLUMN first_packet_id")
     conn.exec_driver_sql(f"DROP INDEX {prefix}ux_records_span")
     conn.exec_driver_sql(f"CREATE INDEX ix_records_trace ON {prefix}records (trace_id)")
     conn.exec_driver_sql(f"ALTER TABLE {prefix}records DROP COLUMN resource_key")
@@ -90,14 +93,14 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
     try:
         engine = store.project(created["project_id"])
         assert current_version(store.control) == latest("control") == 2  # 2: project_retention
-        # 2: (trace_id, span_id) is the span key; 3: resources stored once
-        assert current_version(engine) == latest("project") == 3
+        # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id
+        assert current_version(engine) == latest("project") == 4
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
-        assert [v for v, _ in stamped] == [1, 2, 3] and stamped[0][1].startswith("initial schema")
+        assert [v for v, _ in stamped] == [1, 2, 3, 4] and stamped[0][1].startswith("initial schema")
         assert indexes["ux_records_span"] and "ix_records_trace" not in indexes
         assert get_project(store.control, created["project_id"])["project_name"] == "old app"
     finally:
@@ -193,12 +196,31 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
             " message, trace_id, span_id, attributes, resource, events, links) VALUES ('rec_old', 1, 2, 0, 3,"
             f" 'span', 'n', 's', 'ok', '', '{'ab' * 16}', '{'cd' * 8}', '{{}}', '{{\"host\": \"old\"}}', '[]', '[]')"
         )
+        # An issue tracked, and a packet approved, by the previous version.
+        conn.exec_driver_sql(
+            f"INSERT INTO {prefix}issues (fingerprint, issue_id, diagnoser, signal_type, title, selector, status,"
+            " first_seen_ns, last_seen_ns, last_packet_id) VALUES ('fp_old', 'iss_old', 'd', 'error', 't', '{}',"
+            " 'approved', 1, 2, 'pkt_old')"
+        )
+        body = '{"packet_id": "pkt_old", "issues": [{"issue_id": "iss_old", "fingerprint": "fp_old", "title": "t"}]}'
+        conn.execute(packets.insert().values(packet_id="pkt_old", created_ns=10, status="approved", body=body))
+        conn.exec_driver_sql(
+            f"INSERT INTO {prefix}approvals (packet_id, decision, note, actor, decided_ns)"
+            " VALUES ('pkt_old', 'approved', 'ok', 'dashboard key x', 20)"
+        )
     store.close()
 
     again = Store(settings)
     try:
         engine = again.project(project_id)
-        assert current_version(engine) == latest("project") == 3
+        assert current_version(engine) == latest("project") == 4
+        # 4: the stages table, and issues.first_packet_id (NULL for issues tracked before: none counts as new).
+        recorded = stages.record(engine, "pkt_old", "merged", None, None, "iss_old", "agent key y", 30)
+        assert isinstance(recorded, dict) and recorded["created_at"] == rfc3339(30)
+        assert [s["stage_id"] for s in stages.for_packets(engine, ["pkt_old"])["pkt_old"]] == [recorded["stage_id"]]
+        assert memory.recall(engine, "pkt_old")["new_issues"] == 0
+        with engine.connect() as conn:
+            assert conn.execute(select(issues.c.first_packet_id)).scalars().all() == [None]
         assert get_record(engine, "rec_old")["resource"] == {"host": "old"}
         with engine.connect() as conn:
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records", schema=schema)}

@@ -292,3 +292,66 @@ def test_handoff_approval_and_verification_answers_match_the_documented_schemas(
 
     schema = client.get("/schema/packet.json")
     assert schema.headers["content-type"] in spec["paths"]["/schema/packet.json"]["get"]["responses"]["200"]["content"]
+
+
+def test_the_stage_body_is_the_code(spec):
+    """Fields, stages and bounds of POST /v1/packets/{packet_id}/stages are the ones the route applies."""
+    from loopkit_core.store.stages import STAGES
+
+    body = spec["components"]["schemas"]["StageRequest"]
+    assert set(body["properties"]) == loop_requests.STAGE_FIELDS and body["required"] == ["stage"]
+    assert tuple(body["properties"]["stage"]["enum"]) == STAGES
+    assert body["properties"]["url"]["maxLength"] == loop_requests.MAX_URL
+    assert body["properties"]["note"]["maxLength"] == loop_requests.MAX_NOTE
+    limit = spec["paths"]["/v1/loops"]["get"]["parameters"][0]["schema"]
+    assert limit["maximum"] == loop_requests.MAX_LOOPS
+
+
+def test_bookkeeping_answers_match_the_documented_schemas(client, project, spec):
+    """POST /v1/runs/diagnose (memory), POST .../stages and GET /v1/loops answer as documented, errors too."""
+    records = [
+        {"type": "error", "name": "POST /checkout", "message": f"payment gateway timed out after {3000 + i} ms"}
+        for i in range(4)
+    ] + [{"type": "event", "name": "POST /checkout"} for _ in range(20)]
+    assert client.post("/v1/traces", json={"records": records}, headers=project.auth("producer")).status_code == 200
+    ran = client.post("/v1/runs/diagnose", json={}, headers=project.auth("agent"))
+    _validator(spec, "DiagnoseResponse").validate(ran.json())
+    assert set(ran.json()["memory"]) == set(spec["components"]["schemas"]["Memory"]["required"])
+    packet = ran.json()["packet"]
+    path = f"/v1/packets/{packet['packet_id']}/stages"
+    operation = spec["paths"]["/v1/packets/{packet_id}/stages"]["post"]
+    body = {
+        "stage": "pr_opened",
+        "url": "https://example.com/pr/1",
+        "note": "n",
+        "issue_id": packet["issues"][0]["issue_id"],
+    }
+    _validator(spec, "StageRequest").validate(body)
+    for status, key, sent in (("409", "agent", body), ("403", "dashboard", body)):
+        refused = client.post(path, json=sent, headers=project.auth(key))
+        assert str(refused.status_code) == status and status in operation["responses"]
+        _validator(spec, "Error").validate(refused.json())
+    approved = client.post(
+        f"/v1/packets/{packet['packet_id']}/approve", json={"note": "ok"}, headers=project.auth("dashboard")
+    )
+    assert approved.status_code == 200
+    recorded = client.post(path, json=body, headers=project.auth("agent"))
+    assert recorded.status_code == 201 and "201" in operation["responses"]
+    _validator(spec, "StageResponse").validate(recorded.json())
+    assert set(recorded.json()["stage"]) == set(spec["components"]["schemas"]["Stage"]["required"])
+    for status, sent in (("400", {"stage": "merged", "url": "javascript:alert(1)"}), ("400", {"stage": "x"})):
+        refused = client.post(path, json=sent, headers=project.auth("agent"))
+        assert str(refused.status_code) == status and status in operation["responses"]
+        _validator(spec, "Error").validate(refused.json())
+    missing = client.post("/v1/packets/pkt_000000000000000000000000/stages", json=body, headers=project.auth("agent"))
+    assert missing.status_code == 404 and "404" in operation["responses"]
+
+    for key in ("agent", "dashboard"):
+        listed = client.get("/v1/loops", params={"limit": 5}, headers=project.auth(key))
+        assert listed.status_code == 200, listed.text
+        _validator(spec, "LoopsResponse").validate(listed.json())
+        [loop] = listed.json()["loops"]
+        assert set(loop) == set(spec["components"]["schemas"]["Loop"]["required"])
+    bad = client.get("/v1/loops", params={"limit": 101}, headers=project.auth("agent"))
+    assert bad.status_code == 400 and "400" in spec["paths"]["/v1/loops"]["get"]["responses"]
+    _validator(spec, "Error").validate(bad.json())

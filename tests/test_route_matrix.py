@@ -152,6 +152,26 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "404",
         **_REVOKED_401,
     },
+    "POST /v1/packets/{packet_id}/stages": {  # the cell approves the packet first (dashboard key)
+        **_401,
+        "producer": "403",
+        "agent": "201",
+        "dashboard": "403",  # stages are recorded by the agent that did them (runs:write)
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "GET /v1/loops": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "200" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
     "GET /v1/plugins": {
         **_401,
         "producer": "403",
@@ -395,6 +415,15 @@ def test_http_cell(world: World, route: str, key: str):
         response = client.post(
             route.split(" ")[1].format(packet_id=world.packet_id), json={"note": name}, headers=headers
         )
+    elif route == "POST /v1/packets/{packet_id}/stages":
+        approved = client.post(
+            f"/v1/packets/{world.packet_id}/approve", json={"note": "go"}, headers=_auth(world.keys["dashboard"])
+        )
+        assert approved.status_code == 200
+        body = {"stage": "pr_opened", "url": "https://example.com/pr/1", "note": name}
+        response = client.post(f"/v1/packets/{world.packet_id}/stages", json=body, headers=headers)
+    elif route == "GET /v1/loops":
+        response = client.get("/v1/loops", headers=headers)
     elif route == "GET /v1/plugins":
         response = client.get("/v1/plugins", headers=headers)
     elif route == "POST /v1/dashboard/login":
@@ -472,6 +501,13 @@ def test_http_cell(world: World, route: str, key: str):
         assert body["verification"]["project_id"] == world.project_id
     elif route == "GET /v1/packets/{packet_id}/handoff":
         assert (body["packet_id"], body["project_id"]) == (world.packet_id, world.project_id)
+    elif route == "POST /v1/packets/{packet_id}/stages":
+        assert (body["stage"]["packet_id"], body["stage"]["note"]) == (world.packet_id, name)
+    elif route == "GET /v1/loops":
+        mine = owner_of(world, key) == world.project_id
+        assert all(loop["packet_id"] == world.packet_id for loop in body["loops"])
+        if not mine:
+            assert body["loops"] == [] and body["funnel"]["loops"] == 0
     elif route.startswith("POST /v1/packets/"):
         decision = {"approve": "approved", "reject": "rejected"}[route.rsplit("/", 1)[1]]
         assert (body["packet_id"], body["status"]) == (world.packet_id, decision)

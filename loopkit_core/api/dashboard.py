@@ -221,7 +221,7 @@ async def index(request: Request) -> Response:
 
 @page
 async def packet_page(request: Request) -> Response:
-    """One packet: issues with counts and charts, evidence, the Markdown handoff, the decision form, verdicts."""
+    """One packet: issues with counts and charts, evidence, the Markdown handoff, the decision form, the timeline."""
     who = await viewer(request)
     context = await _packet_context(request, who, request.path_params["packet_id"])
     if wants_json(request):
@@ -234,6 +234,8 @@ async def packet_page(request: Request) -> Response:
                     issue_id: series.as_json() for issue_id, series in context["series"].items() if series is not None
                 },
                 "handoff": {"format": "markdown", "text": context["handoff"], "error": context["handoff_error"]},
+                "stages": context["stages"],
+                "timeline": context["timeline"],
             }
         )
     return render(request, "packet.html", **context)
@@ -247,6 +249,8 @@ async def _packet_context(request: Request, who: Viewer, packet_id: str, **extra
         "series": view.series,
         "handoff": view.handoff,
         "handoff_error": view.handoff_error,
+        "stages": view.stages,
+        "timeline": view.timeline,
         "viewer": who,
         "max_note": MAX_NOTE,
         "form_error": None,

@@ -14,7 +14,7 @@ from loopkit_core.scopes import APPROVALS_WRITE, DASHBOARD_READ, REPORTS_READ
 
 async def list_packets(request: Request) -> Response:
     """The newest packets (summaries), newest first; `limit` (1-100, default 20)."""
-    caller = await _reader(request)
+    caller = await reader(request)
     limit = packet_limit(request.query_params.get("limit"))
     found = await run_in_threadpool(request.app.state.loop.packets, caller, limit)
     return json_response({"ok": True, "packets": found})
@@ -22,12 +22,13 @@ async def list_packets(request: Request) -> Response:
 
 async def get_packet(request: Request) -> Response:
     """One packet of the caller's project, whole."""
-    caller = await _reader(request)
+    caller = await reader(request)
     packet = await run_in_threadpool(request.app.state.loop.packet, caller, request.path_params["packet_id"])
     return json_response({"ok": True, "packet": packet})
 
 
-async def _reader(request: Request) -> Principal:
+async def reader(request: Request) -> Principal:
+    """The caller of a read route: an agent key (reports:read) or a dashboard key (dashboard:read)."""
     # Agents read packets with reports:read; people on the dashboard with dashboard:read.
     try:
         return await principal(request, REPORTS_READ)

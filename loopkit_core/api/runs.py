@@ -12,12 +12,12 @@ from loopkit_core.scopes import RUNS_WRITE
 
 
 async def run_diagnose(request: Request) -> Response:
-    """Diagnose the caller's project over a window; answer with the stored packet."""
+    """Diagnose the caller's project over a window; answer with the project's memory and the stored packet."""
     caller = await principal(request, RUNS_WRITE)
     loop = request.app.state.loop
     options = diagnose_request(await json_body(request), loop.diagnosers())
-    packet = await run_in_threadpool(loop.diagnose, caller, options)
-    return json_response({"ok": True, "packet": packet})
+    diagnosed = await run_in_threadpool(loop.diagnose, caller, options)
+    return json_response({"ok": True, "memory": diagnosed["memory"], "packet": diagnosed["packet"]})
 
 
 async def run_verify(request: Request) -> Response:

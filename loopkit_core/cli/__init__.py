@@ -10,6 +10,7 @@ from loopkit_core import __version__
 from loopkit_core.cli import client, installation, projects
 from loopkit_core.cli.errors import exit_status
 from loopkit_core.cli.options import add_data_dir, add_json, add_server, add_store
+from loopkit_core.mcp import command as mcp_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--grpc-port", type=int, default=0, help="OTLP/gRPC port on 127.0.0.1 (default: a free one)")
     demo.add_argument("--keep-serving", action="store_true", help="keep the server up after the demo, until Ctrl-C")
     demo.set_defaults(handler=installation.demo)
+
+    mcp = commands.add_parser("mcp", help="serve MCP over stdio for an agent, through a running server's /mcp")
+    mcp.add_argument("--url", help="the LoopKit server (default: LOOPKIT_URL)")
+    mcp.add_argument("--key", help="agent key (default: LOOPKIT_AGENT_KEY)")
+    mcp.set_defaults(handler=mcp_command.run)
 
     _project_commands(commands.add_parser)
     return parser

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,9 @@ MAX_NOTE = 4000  # characters in a decision note
 MAX_FILTER_VALUES = 50
 MAX_FILTER_LENGTH = 1024
 MAX_ISSUE_KEYS = 50
+MAX_URL = 2048  # characters in a stage's url
+MAX_LOOPS = 100  # loops in one GET /v1/loops
+STAGE_FIELDS = {"stage", "url", "note", "issue_id"}
 # Query parameter -> record column. `issue` (an issue_id or fingerprint) is resolved to its selector.
 FILTERS = {
     "type": "type",
@@ -204,3 +208,46 @@ def _int_field(value: Any, name: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise LoopError(400, f"{name} must be an integer from {low} to {high}")
     return value
+
+
+def stage_url(url: object) -> str | None:
+    """A stage's url: absent, or an absolute http(s) URL of at most MAX_URL characters; LoopError 400 otherwise.
+
+    LoopKit never opens it: it is stored and shown as a link, so only schemes a browser navigates safely pass
+    (no javascript:, data:, file:, ftp:).
+    """
+    if url is None:
+        return None
+    if not isinstance(url, str) or not url:
+        raise LoopError(400, "url must be an http(s) URL")
+    if len(url) > MAX_URL:
+        raise LoopError(400, f"url must be at most {MAX_URL} characters")
+    if any(ch <= " " or ch == "\x7f" for ch in url):
+        raise LoopError(400, "url must not contain spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number from 0 to 65535)
+    except ValueError:
+        raise LoopError(400, "url is not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise LoopError(400, "url must be an absolute http:// or https:// URL (it is stored, never opened)")
+    return url
+
+
+def stage_note(note: object) -> str | None:
+    """A stage's optional note, stripped (empty: None); LoopError 400 when not text or too long."""
+    if note is None:
+        return None
+    if not isinstance(note, str):
+        raise LoopError(400, "note must be a string")
+    if len(note) > MAX_NOTE:
+        raise LoopError(400, f"note must be at most {MAX_NOTE} characters")
+    return note.strip() or None
+
+
+def loops_limit(raw: str | None, default: int = 20) -> int:
+    """The `limit` of GET /v1/loops: ASCII digits, 1 to MAX_LOOPS; LoopError 400 otherwise."""
+    text = str(default) if raw is None else raw
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LOOPS:
+        raise LoopError(400, f"limit must be an integer from 1 to {MAX_LOOPS}")
+    return int(text)

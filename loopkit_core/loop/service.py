@@ -10,14 +10,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loopkit_core import charts, diagnose, sessions, verify
 from loopkit_core.identity import AuthError, Principal
 from loopkit_core.ingest import prepare, sign
 from loopkit_core.loop.errors import LoopError
-from loopkit_core.loop.requests import MAX_SINCE_MINUTES, TelemetryRequest, decision_note, is_lookup_key
+from loopkit_core.loop.funnel import funnel
+from loopkit_core.loop.requests import (
+    MAX_LOOPS,
+    MAX_SINCE_MINUTES,
+    TelemetryRequest,
+    decision_note,
+    is_lookup_key,
+    stage_note,
+    stage_url,
+)
+from loopkit_core.loop.timeline import timeline
 from loopkit_core.model import Record, parse_rfc3339, rfc3339
 from loopkit_core.plugins import Plugins, describe_loaded
 from loopkit_core.projects import authenticate, get_project, require
@@ -32,7 +42,8 @@ from loopkit_core.scopes import (
 )
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
-from loopkit_core.store import approvals
+from loopkit_core.store import approvals, stages
+from loopkit_core.store import memory as memory_store
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store import records as record_store
 from loopkit_core.store.engines import Store
@@ -61,6 +72,8 @@ class PacketView:
     series: dict[str, charts.Series | None]
     handoff: str | None
     handoff_error: str | None
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Loop:
@@ -153,13 +166,24 @@ class Loop:
         return {name for name, _ in self.plugins.implementations("diagnose")}
 
     def diagnose(self, principal: Principal, request: diagnose.DiagnoseRequest) -> dict[str, Any]:
-        """Run the diagnosers over the window, store the packet and return it (rate-limited per project)."""
+        """Run the diagnosers over the window and store the packet: `{"memory": ..., "packet": ...}` (rate-limited).
+
+        `memory` comes first: what the project already knows (issues verified, regressed, approved and in
+        flight) and how many of this packet's issues were never seen before.
+        """
         _need(principal, RUNS_WRITE)
         retry_after = self._diagnose_limiter.hit(principal.project_id)
         if retry_after is not None:
             message = f"at most {self.settings.diagnose_per_minute} diagnoses a minute per project; retry later"
             raise LoopError(429, message, retry_after=retry_after)
-        return diagnose.run(self.store, self.plugins, principal.project_id, request, self._now_ns())
+        packet = diagnose.run(self.store, self.plugins, principal.project_id, request, self._now_ns())
+        recalled = memory_store.recall(self.store.project(principal.project_id), packet["packet_id"])
+        return {"memory": recalled, "packet": packet}
+
+    def memory(self, principal: Principal) -> dict[str, Any]:
+        """What the project already knows: issues verified, regressed (with evidence), in flight; the newest's new."""
+        _need(principal, REPORTS_READ, DASHBOARD_READ)
+        return memory_store.recall(self.store.project(principal.project_id), None)
 
     # --- packets -------------------------------------------------------------------------------------------------
 
@@ -213,6 +237,53 @@ class Loop:
         assert packet is not None
         return {"packet_id": packet_id, "status": decision, "approval": packet["approval"]}
 
+    # --- loop bookkeeping ----------------------------------------------------------------------------------------
+
+    def record_stage(
+        self,
+        principal: Principal,
+        packet_id: str,
+        stage: str,
+        url: str | None,
+        note: str | None,
+        issue_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a loop stage done outside LoopKit (after a person approved the packet); append-only."""
+        _need(principal, RUNS_WRITE)
+        if stage not in stages.STAGES:
+            raise LoopError(400, f"stage must be one of {', '.join(stages.STAGES)}")
+        url = stage_url(url)
+        note = stage_note(note)
+        if issue_id is not None and not isinstance(issue_id, str):
+            raise LoopError(400, "issue_id must be the issue_id of one of the packet's issues")
+        if not is_lookup_key(packet_id):
+            raise LoopError(404, f"no packet {packet_id[:MAX_ID]!r} in this project")
+        if issue_id is not None and not is_lookup_key(issue_id):
+            raise LoopError(404, f"no issue {issue_id[:MAX_ID]!r} in packet {packet_id!r}")
+        engine = self.store.project(principal.project_id)
+        actor = f"{principal.key_kind} key {principal.key_display}"
+        done = stages.record(engine, packet_id, stage, url, note, issue_id, actor, self._now_ns())
+        if isinstance(done, stages.Refusal):
+            if done.reason == "no_packet":
+                raise LoopError(404, f"no packet {packet_id!r} in this project")
+            if done.reason == "no_issue":
+                raise LoopError(404, f"no issue {issue_id!r} in packet {packet_id!r}")
+            if done.reason == "pending":
+                message = "a person must approve this packet on the dashboard before a loop stage is recorded"
+                raise LoopError(409, message, "approval_required")
+            raise LoopError(409, "this packet was rejected: no loop stage can be recorded on it", "packet_rejected")
+        return _public_stage(done)
+
+    def loops(self, principal: Principal, limit: int = 20) -> dict[str, Any]:
+        """The recorded loops (packets with a decision or a stage), newest first, with stages and the funnel."""
+        _need(principal, REPORTS_READ, DASHBOARD_READ)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LOOPS:
+            raise LoopError(400, f"limit must be an integer from 1 to {MAX_LOOPS}")
+        engine = self.store.project(principal.project_id)
+        found = stages.loops(engine, limit)
+        m = stages.milestones(engine)
+        return {"loops": found, "funnel": funnel(m.diagnosed, m.approved, m.merged, m.held)}
+
     # --- verify --------------------------------------------------------------------------------------------------
 
     def verify(self, principal: Principal, request: verify.VerifyRequest) -> dict[str, Any]:
@@ -249,14 +320,17 @@ class Loop:
         packet = self._packet(principal, packet_id)
         records = self._evidence(principal, packet)
         series = self._series(principal, packet)
+        engine = self.store.project(principal.project_id)
+        recorded = [_public_stage(s) for s in stages.for_packets(engine, [packet_id])[packet_id]]
+        view = PacketView(packet, records, series, None, None, recorded, timeline(packet, recorded))
         renderer = self.renderers.get("markdown")
         if renderer is None:
-            return PacketView(packet, records, series, None, "no markdown renderer is loaded on this server")
+            return replace(view, handoff_error="no markdown renderer is loaded on this server")
         try:
             text = renderer.render(packet, self._render_context(records))
         except Exception as exc:  # a broken renderer plugin must not take the page down
-            return PacketView(packet, records, series, None, f"the markdown renderer failed: {_error(exc)}"[:500])
-        return PacketView(packet, records, series, text, None)
+            return replace(view, handoff_error=f"the markdown renderer failed: {_error(exc)}"[:500])
+        return replace(view, handoff=text)
 
     def plugins_loaded(self) -> dict[str, Any]:
         """The loaded plugins, diagnosers, verifiers and renderers, and what failed to load."""
@@ -302,3 +376,7 @@ def _need(principal: Principal, *scopes: str) -> None:
 
 def _error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _public_stage(stage: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stage.items() if k != "created_ns"}

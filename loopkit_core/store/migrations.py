@@ -38,7 +38,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateSchema
 
-from loopkit_core.store.schema import control_metadata, project_metadata, project_retention, records, resources
+from loopkit_core.store.schema import (
+    control_metadata,
+    project_metadata,
+    project_retention,
+    records,
+    resources,
+    stages,
+)
 
 Target = Literal["control", "project"]
 log = logging.getLogger("loopkit.migrations")
@@ -169,3 +176,12 @@ def _resources(conn: Connection) -> None:
         # SQLAlchemy has no ADD COLUMN construct; raw SQL is not schema-translated, so qualify the table here.
         prefix = f"{conn.dialect.identifier_preparer.quote_schema(schema)}." if schema else ""
         conn.exec_driver_sql(f"ALTER TABLE {prefix}records ADD COLUMN resource_key VARCHAR(32)")
+
+
+@step("project", 4, "stages: append-only loop stages per packet; issues.first_packet_id (which diagnosis saw it first)")
+def _stages(conn: Connection) -> None:
+    stages.create(conn, checkfirst=True)
+    schema = _translated(conn)
+    if "first_packet_id" not in {c["name"] for c in inspect(conn).get_columns("issues", schema=schema)}:
+        prefix = f"{conn.dialect.identifier_preparer.quote_schema(schema)}." if schema else ""
+        conn.exec_driver_sql(f"ALTER TABLE {prefix}issues ADD COLUMN first_packet_id VARCHAR(40)")

@@ -29,7 +29,10 @@ def save_diagnosis(engine: Engine, packet: dict[str, Any], tracked: list[dict[st
             if existing is None:
                 conn.execute(
                     issues.insert().values(
-                        **{**row, "selector": selector}, status="new", last_packet_id=packet["packet_id"]
+                        **{**row, "selector": selector},
+                        status="new",
+                        last_packet_id=packet["packet_id"],
+                        first_packet_id=packet["packet_id"],
                     )
                 )
                 statuses[row["fingerprint"]] = ("new", row["first_seen_ns"], row["last_seen_ns"])

@@ -132,6 +132,8 @@ issues = Table(
     Column("last_packet_id", NulSafeString(40)),
     # End of the after-window of the verification that found the fix held; a later record is a regression.
     Column("verified_until_ns", BigInteger),
+    # The packet whose diagnosis first saw this fingerprint (NULL: tracked before project migration 4).
+    Column("first_packet_id", NulSafeString(40)),
 )
 
 # Which issue each signature belongs to (set when a diagnosis clusters signatures).
@@ -183,5 +185,20 @@ verdicts = Table(
     Column("fingerprint", NulSafeString(40), nullable=False),
     Column("verdict", NulSafeString(20), nullable=False),
     Column("body", Text, nullable=False),  # JSON: numbers, reason, evidence
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+# Append-only record of loop stages done outside LoopKit (issue opened, PR opened, merged, deployed), per packet.
+stages = Table(
+    "stages",
+    project_metadata,
+    Column("seq", Seq, primary_key=True),
+    Column("stage_id", NulSafeString(40), nullable=False, unique=True),
+    Column("packet_id", NulSafeString(40), nullable=False, index=True),
+    Column("issue_id", NulSafeString(40)),  # one issue of the packet, or NULL for the whole packet
+    Column("stage", NulSafeString(20), nullable=False),  # issue_opened | pr_opened | merged | deployed
+    Column("url", NulSafeText),  # http(s) only; stored, shown, never fetched
+    Column("note", NulSafeText),
+    Column("actor", NulSafeString(80), nullable=False),  # which key recorded it (kind and display prefix)
     Column("created_ns", BigInteger, nullable=False),
 )
