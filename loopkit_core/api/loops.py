@@ -8,8 +8,8 @@ from starlette.responses import Response
 
 from loopkit_core.api.errors import ApiError, json_body, json_response, principal
 from loopkit_core.api.packets import reader
-from loopkit_core.identity import RUNS_WRITE
 from loopkit_core.loop.requests import STAGE_FIELDS, loops_limit
+from loopkit_core.scopes import RUNS_WRITE
 
 
 async def record_stage(request: Request) -> Response:

@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from loopkit_core.identity import DASHBOARD_READ
 from loopkit_core.loop import Loop
 from loopkit_core.mcp.server import PRINCIPAL, build_server
+from loopkit_core.scopes import DASHBOARD_READ
 
 MAX_MCP_BODY_BYTES = 64 * 1024  # one JSON-RPC message: tool arguments are small (the REST JSON bodies' cap)
 # The SDK logs "Terminating session: None" at INFO after every stateless request: one line per tool call.

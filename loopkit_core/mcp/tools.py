@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from loopkit_core.identity import DASHBOARD_READ, REPORTS_READ, RUNS_WRITE, TELEMETRY_READ, Principal
+from loopkit_core.identity import Principal
 from loopkit_core.loop import Loop, LoopError
 from loopkit_core.loop.requests import (
     FILTERS,
@@ -21,6 +21,7 @@ from loopkit_core.loop.requests import (
     verify_request,
 )
 from loopkit_core.mcp import bounds
+from loopkit_core.scopes import DASHBOARD_READ, REPORTS_READ, RUNS_WRITE, TELEMETRY_READ
 
 MAX_RECORD_IDS = 50
 READERS = (REPORTS_READ, DASHBOARD_READ)  # agents read with reports:read, people's dashboard key with dashboard:read
