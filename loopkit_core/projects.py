@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ KEY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 KEY_FIELDS = {"producer": "producer_key", "agent": "agent_key", "dashboard": "dashboard_key"}
 MAX_KEY_LENGTH = 200
+# Characters that reorder or break the text around a name wherever it is shown (a log line, a terminal, a page):
+# the bidirectional embeddings, overrides, isolates and marks, and the Unicode line and paragraph separators.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+LINE_SEPARATORS = frozenset("\u2028\u2029")
 
 
 @dataclass(frozen=True)
@@ -54,8 +59,17 @@ def validate_name(name: object) -> str:
         raise ValueError("project name must be a non-empty string")
     if len(name) > 200:
         raise ValueError("project name must be at most 200 characters")
-    if any(ord(ch) < 32 for ch in name):
-        raise ValueError("project name must not contain control characters")
+    for position, ch in enumerate(name):
+        # Cc is C0, DEL and C1 (which includes U+0085, NEXT LINE).
+        if unicodedata.category(ch) == "Cc":
+            what = "control characters"
+        elif ch in LINE_SEPARATORS:
+            what = "line or paragraph separators"
+        elif ch in BIDI_CONTROLS:
+            what = "bidirectional control characters"
+        else:
+            continue
+        raise ValueError(f"project name must not contain {what} (U+{ord(ch):04X} at position {position})")
     return name.strip()
 
 

@@ -236,12 +236,12 @@ HOSTILE_NAMES: list[tuple[object, str | None]] = [
     ("\x00", None),
     ("line\nbreak", None),
     ("tab\there", None),
-    ("\x7f-del", "del"),
+    ("\x7f-del", None),  # DEL is a control character (Cc)
     ("x" * 10 * 1024, None),
     ("y" * 200, "y" * 60),
     ("😀🔥", "project"),
     ("café ünïcode", "caf-n-code"),
-    ("\u202eevil", "evil"),
+    ("\u202eevil", None),  # a bidi override would reorder the text around the name
     ("!!!", "project"),
     ("-._~-", "project"),
     ("   ", None),
