@@ -194,10 +194,13 @@ def require(control: Engine, authorization: str | None, scope: str, now: float |
     return principal
 
 
-def provision(control: Engine, name: object, operator: object, token: str | None) -> tuple[dict[str, Any], bool]:
+def provision(
+    control: Engine, name: object, operator: object, token: str | None, refusal: AuthError | None = None
+) -> tuple[dict[str, Any], bool]:
     """Mint a permanent project for (operator, name) once; later calls must carry one of its keys.
 
     Returns (project, created). Concurrent first calls converge: one creates, the others get Conflict.
+    `refusal` (the caller lacks the operator's consent) is raised instead of minting; resuming is unaffected.
     """
     name = validate_name(name)
     if operator is not None and (not isinstance(operator, str) or len(operator) > 200):
@@ -215,6 +218,8 @@ def provision(control: Engine, name: object, operator: object, token: str | None
         if principal.project_id != existing.project_id:
             raise AuthError(403, "this key belongs to another project")
         return _project_json(existing), False
+    if refusal is not None:
+        raise refusal
     try:
         return create_project(control, name, "permanent", operator=operator, provision_key=provision_key), True
     except IntegrityError:

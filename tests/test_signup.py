@@ -406,6 +406,12 @@ def test_contact_json(tmp_path: Path):
                     "operator_command": "loopkit projects promote PROJECT_ID --data-dir DATA_DIR",
                 },
                 "sandbox": {"quota_spans": 777, "days": 3.0, "grace_days_after_expiry": 1.5},
+                "provisioning": {
+                    "open": True,  # a loopback-only server
+                    "requires": None,
+                    "how": "POST /v1/provision mints a permanent project for any caller on this server; "
+                    "later calls resume the project with one of its own keys",
+                },
             }
 
 
