@@ -36,7 +36,8 @@ PARAMS = {"since_minutes", "until", "limit", "cursor", "issue", *FILTERS}
 async def list_telemetry(request: Request) -> Response:
     """A page of the project's records in a bounded window, newest first."""
     caller = await principal(request, READ_SCOPE)
-    query = parse_query(request)
+    cursor_key = request.app.state.loopkit.store.cursor_key(caller.project_id)
+    query = parse_query(request, cursor_key)
     engine = request.app.state.loopkit.store.project(caller.project_id)
     issue_keys = request.query_params.getlist("issue")
     if issue_keys:
@@ -46,7 +47,7 @@ async def list_telemetry(request: Request) -> Response:
         {
             "ok": True,
             "records": rows,
-            "next_cursor": store.encode_cursor(query, after) if after else None,
+            "next_cursor": store.encode_cursor(query, after, cursor_key) if after else None,
             "window": {"start": rfc3339(query.start_ns), "end": rfc3339(query.end_ns)},
         }
     )
@@ -70,8 +71,8 @@ async def _issue_selector(engine: Engine, key: str) -> dict[str, Any]:
     return issue["selector"]
 
 
-def parse_query(request: Request) -> store.WindowQuery:
-    """Validate the query string into a WindowQuery; ApiError 400 with the reason otherwise."""
+def parse_query(request: Request, cursor_key: bytes) -> store.WindowQuery:
+    """Validate the query string (a cursor must be signed with `cursor_key`) into a WindowQuery; 400 otherwise."""
     params = request.query_params
     unknown = sorted(set(params.keys()) - PARAMS)
     if unknown:
@@ -91,7 +92,7 @@ def parse_query(request: Request) -> store.WindowQuery:
     cursor = params.get("cursor")
     if cursor:
         try:
-            start_ns, end_ns, after = store.decode_cursor(cursor)
+            start_ns, end_ns, after = store.decode_cursor(cursor, cursor_key)
         except ValueError:
             raise ApiError(400, "cursor is not valid: pass next_cursor from the previous page unchanged") from None
         return store.WindowQuery(start_ns, end_ns, limit, tuple(filters), after)

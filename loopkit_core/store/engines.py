@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, select
 
 from loopkit_core.settings import Settings
-from loopkit_core.store.migrations import migrate
-from loopkit_core.store.schema import projects
+from loopkit_core.store import dialect
+from loopkit_core.store.migrations import CURSOR_SECRET, migrate
+from loopkit_core.store.records import cursor_key
+from loopkit_core.store.schema import projects, server_secrets
 
 PROJECT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,78}[a-z0-9]$")
 PG_MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently; LoopKit never lets it
@@ -44,6 +48,11 @@ class Store:
             (self.data_dir / "projects").mkdir(parents=True, exist_ok=True)
             self.control = self._sqlite_engine(self.data_dir / "control.db")
             migrate(self.control, "control")
+        self._cursor_secret = load_secret(self.control, CURSOR_SECRET)
+
+    def cursor_key(self, project_id: str) -> bytes:
+        """The key that signs and checks one project's telemetry cursors (the same in every process)."""
+        return cursor_key(self._cursor_secret, project_id)
 
     def project(self, project_id: str) -> Engine:
         """The engine of one project's record store, created (or migrated) on first use in this process."""
@@ -133,3 +142,15 @@ class Store:
             cursor.close()
 
         return engine
+
+
+def load_secret(control: Engine, name: str) -> bytes:
+    """A secret of this installation from the control store, made (once, whoever comes first) if missing."""
+    query = select(server_secrets.c.value).where(server_secrets.c.name == name)
+    with control.begin() as conn:
+        value = conn.execute(query).scalar()
+        if value is None:
+            row = {"name": name, "value": secrets.token_hex(32), "created_at": int(time.time())}
+            conn.execute(dialect.insert(conn, server_secrets).values(**row).on_conflict_do_nothing())
+            value = conn.execute(query).scalar()
+    return bytes.fromhex(value)
