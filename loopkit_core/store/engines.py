@@ -7,6 +7,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, select
@@ -34,7 +35,9 @@ class Store:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.postgres = bool(settings.database_url)
-        self._projects: dict[str, Engine] = {}
+        # Most recently used last; beyond max_open_projects the first is closed (reopened on its next use).
+        self._projects: OrderedDict[str, Engine] = OrderedDict()
+        self._max_open = settings.max_open_projects
         self._lock = threading.Lock()
         self._dropped: set[str] = set()
         if self.postgres:
@@ -56,9 +59,11 @@ class Store:
 
     def project(self, project_id: str) -> Engine:
         """The engine of one project's record store, created (or migrated) on first use in this process."""
-        engine = self._projects.get(project_id)
-        if engine is not None:
-            return engine
+        with self._lock:
+            engine = self._projects.get(project_id)
+            if engine is not None:
+                self._projects.move_to_end(project_id)
+                return engine
         if not PROJECT_ID_RE.match(project_id):
             raise ValueError(f"invalid project id {project_id!r}")
         with self._lock:
@@ -81,7 +86,31 @@ class Store:
                     engine = self._sqlite_engine(self.data_dir / "projects" / f"{project_id}.db")
                     migrate(engine, "project")
                 self._projects[project_id] = engine
+                evicted = self._evict()
+            else:
+                self._projects.move_to_end(project_id)
+                evicted = []
+        for old in evicted:
+            # Closes only the idle pooled connections (SQLite: ~3 file descriptors each). A request or the writer
+            # still holding the engine keeps its checked-out connection; a later use opens a fresh pool, and the
+            # next store.project() call makes a new engine, so nothing in flight breaks.
+            old.dispose()
         return engine
+
+    def open_projects(self) -> int:
+        """How many project engines this process keeps open (at most max_open_projects)."""
+        with self._lock:
+            return len(self._projects)
+
+    def _evict(self) -> list[Engine]:
+        # Called with the lock held. On PostgreSQL every project shares one pool: forgetting the engine is enough
+        # (disposing it would close the shared pool).
+        evicted = []
+        while len(self._projects) > self._max_open:
+            _, engine = self._projects.popitem(last=False)
+            if not self.postgres:
+                evicted.append(engine)
+        return evicted
 
     def project_schema(self, project_id: str) -> str:
         """The PostgreSQL schema of a project: readable, unique, and within PostgreSQL's 63-byte limit."""
