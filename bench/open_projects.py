@@ -28,10 +28,8 @@ def open_fds() -> int:
 def main(bound: int, count: int) -> None:
     """Touch `count` projects under `max_open_projects=bound` and print the descriptor counts."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.from_env(
-            {}, data_dir=Path(tmp), host="127.0.0.1", http_port=0, grpc_port=0, log_level="warning",
-            max_open_projects=bound,
-        )  # fmt: skip
+        loopback = {"host": "127.0.0.1", "http_port": 0, "grpc_port": 0, "log_level": "warning"}
+        settings = Settings.from_env({}, data_dir=Path(tmp), max_open_projects=bound, **loopback)
         with in_thread(settings) as running, httpx.Client(base_url=running.http_url, timeout=30) as client:
             before = open_fds()
             for i in range(count):
