@@ -97,7 +97,7 @@ def fill(data_dir: Path, size: int, seed: int = 7) -> tuple[str, int]:
 
 
 def _submit(app, project_id: str, batch: list[Record]):  # noqa: ANN001, ANN202
-    signatures = app.ingestor.sign(batch)
+    signatures = app.loop.sign(batch)
     return app.writer.submit(project_id, to_rows(batch, time.time_ns()), None, signatures, resource_rows(batch))
 
 

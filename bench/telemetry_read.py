@@ -58,7 +58,7 @@ def fill(data_dir: Path, records: int) -> dict[str, Any]:
         n += 1
         decoded = otlp_proto.decode(otlp_proto.parse_request(body), project_id, time.time_ns())
         take = decoded.records[: records - sent]
-        pending.append(app.ingestor.submit(_principal(project_id), take))
+        pending.append(app.loop.ingest(_principal(project_id), take))
         sent += len(take)
         if len(pending) >= 64:  # keep the writer's queue bounded
             for future in pending:
@@ -79,8 +79,8 @@ def _principal(project_id: str) -> Any:
 
     fields = Principal.__dataclass_fields__
     values = {name: None for name in fields}
-    values.update(project_id=project_id)
-    return Principal(**values)  # only project_id and quota_spans (None: uncapped) are read by submit
+    values.update(project_id=project_id, key_kind="producer", scopes=frozenset({"telemetry:write"}))
+    return Principal(**values)  # quota_spans None: uncapped
 
 
 def timed_get(conn: http.client.HTTPConnection, path: str, params: dict[str, Any], key: str) -> tuple[float, Any]:

@@ -1,4 +1,5 @@
-"""create_app(settings): wires the store, the writer, the receivers and the HTTP routes."""
+"""create_app(settings): the composition root. It wires the store, the writer, the sink, the decode pool, the
+receivers, the loop service and the HTTP routes; nothing else builds these objects."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from loopkit_core.api import dashboard, discovery, packets, plugins, projects, runs, telemetry
-from loopkit_core.api.errors import ApiError, error_response
+from loopkit_core.api.errors import error_response
+from loopkit_core.decode_pool import DecodePool
+from loopkit_core.ingest import StoreSink
+from loopkit_core.loop import Loop, LoopError
 from loopkit_core.plugins import get_plugins
 from loopkit_core.purge import Purger
 from loopkit_core.ratelimit import RateLimiter
@@ -20,7 +24,8 @@ from loopkit_core.settings import Settings
 from loopkit_core.store.engines import Store
 from loopkit_core.store.writer import Writer
 from loopkit_receivers import otlp_http
-from loopkit_receivers.ingest import Ingestor
+from loopkit_receivers.intake import Intake
+from loopkit_receivers.limits import Limits
 
 ROUTES = [
     Route("/healthz", discovery.healthz, methods=["GET"]),
@@ -57,43 +62,54 @@ ROUTES = [
 
 
 class LoopKit:
-    """One LoopKit instance: its settings, store, writer and ingest path, and its HTTP app."""
+    """One LoopKit instance: its settings, store, writer, ingest path, loop service and HTTP app."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time, decode_workers: int = 0) -> None:
         self.settings = settings
         self.clock = clock  # injectable so expiry can be tested without waiting
         self.plugins = get_plugins(settings.blocked_plugins_list())
-        self.renderers = self.plugins.renderers()
         self.store = Store(settings)
         self.writer = Writer(self.store, settings.writer_threads, settings.writer_max_pending_rows)
-        self.ingestor = Ingestor(self.store, self.writer, settings.max_body_bytes, clock, self.plugins)
+        self.sink = StoreSink(self.store, self.writer, clock)
+        # Decoding on threads of this process, or (decode_workers > 0) in worker processes beside it.
+        self.decoder = DecodePool(
+            decode_workers, self.plugins, settings.blocked_plugins_list(), Limits.from_settings(settings)
+        )
+        self.intake = Intake(self.sink, self.decoder, settings.max_body_bytes, settings.request_body_timeout_seconds)
+        self.loop = Loop(settings, self.store, self.plugins, self.sink, clock)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_hour, 3600.0)
         self.purger = Purger(self.store, clock, settings.purge_interval_seconds, settings.sandbox_grace_days * 86400)
         self.http = Starlette(
             routes=ROUTES,
-            exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+            exception_handlers={LoopError: _loop_error, HTTPException: _http_error, Exception: _unexpected},
         )
         self.http.state.loopkit = self
-        self.http.state.ingestor = self.ingestor
+        self.http.state.loop = self.loop
+        self.http.state.intake = self.intake
+
+    def use_settings(self, settings: Settings) -> None:
+        """Adopt settings that differ only in what the server learnt binding (ports the OS chose)."""
+        self.settings = self.loop.settings = settings
 
     def start(self) -> None:
         """Start background work (the purge of expired sandboxes)."""
         self.purger.start()
 
     def close(self) -> None:
-        """Commit everything acknowledged-to-be, then release the databases."""
+        """Commit everything acknowledged-to-be, then release the decode workers and the databases."""
         self.purger.stop()
+        self.decoder.close()
         self.writer.close(timeout=self.settings.shutdown_grace_seconds + 30)
         self.store.close()
 
 
-def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> LoopKit:
+def create_app(settings: Settings, clock: Callable[[], float] = time.time, decode_workers: int = 0) -> LoopKit:
     """Build a LoopKit instance; nothing is global, so tests can run several side by side."""
-    return LoopKit(settings, clock)
+    return LoopKit(settings, clock, decode_workers)
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
+async def _loop_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoopError)
     return error_response(exc.status, exc.message, exc.code, exc.retry_after)
 
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+# Control characters and bidirectional-text controls: in a handoff they could break a line or make text read
+# differently from what it is, so one_line() turns each into a space. (str.split() already breaks at every
+# Unicode line and paragraph separator: "\r", "\x0b", "\x0c", "\x1c"-"\x1e", "\x85", U+2028, U+2029.)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_BACKTICKS = re.compile("`+")
+
 _PY_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
 _JVM_FRAME = re.compile(r"\bat ([\w$.<>]+)\(([\w$.]+:\d+)\)")
 _JS_FRAME = re.compile(r"\bat (?:([\w$.<>]+) )?\(?((?:/|\w:)[^():]+:\d+):\d+\)?")
@@ -58,3 +64,23 @@ def excerpt(text: str | None, limit: int = 160) -> str:
     """A one-line excerpt of a message."""
     one_line = " ".join((text or "").split())
     return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def one_line(text: Any, limit: int | None = 200) -> str:
+    """Text on one line: control characters and line separators as spaces, whitespace runs collapsed, bounded."""
+    flat = " ".join(_UNSAFE.sub(" ", "" if text is None else str(text)).split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def quote(text: Any, limit: int = 120) -> str:
+    """Telemetry text as a Markdown code span: on one line, bounded, fenced by a longer backtick run than any inside.
+
+    Handoffs quote every value taken from a record this way, so that no telemetry text can pass for the
+    renderer's own structure or instructions (CommonMark code spans: a value with backticks still quotes).
+    """
+    flat = one_line(text, limit)
+    if not flat:
+        return "` `"
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(flat)), default=0) + 1)
+    pad = " " if flat[0] == "`" or flat[-1] == "`" else ""  # CommonMark strips one space each side
+    return f"{fence}{pad}{flat}{pad}{fence}"

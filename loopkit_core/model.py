@@ -15,6 +15,8 @@ SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event", "spa
 EXPLICIT_TYPES = frozenset(("error", "tool_failure", "latency", "user_signal", "event"))
 STATUSES = ("ok", "error", "unset")
 MAX_NS = 2**63 - 1  # timestamps are signed 64-bit unix nanoseconds
+# Types that count as failures: the packet's `failures` and what the record_signature hook is called for.
+FAILURE_TYPES = ("error", "tool_failure")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # RFC 3339 section 5.6 date-time ("T" may be a space or lowercase); any number of fraction digits.
 _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)

@@ -8,19 +8,22 @@ import re
 import secrets
 import time
 import unicodedata
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, Row, Select, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from loopkit_core.identity import AuthError, Principal
+from loopkit_core.scopes import AGENT_SCOPES, DASHBOARD_SCOPES, PRODUCER_SCOPES
 from loopkit_core.store.schema import api_keys, projects
+
+__all__ = ["AuthError", "Principal"]  # re-exported: identity.py defines them, for modules that must not reach here
 
 # Key kind -> (prefix, scopes). The prefix makes a leaked key recognisable to secret scanners.
 KEY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "producer": ("lk_ingest_", ("telemetry:write",)),
-    "agent": ("lk_agent_", ("runs:write", "telemetry:read", "reports:read", "dashboard:read")),
-    "dashboard": ("lk_dash_", ("dashboard:read", "approvals:write")),
+    "producer": ("lk_ingest_", PRODUCER_SCOPES),
+    "agent": ("lk_agent_", AGENT_SCOPES),
+    "dashboard": ("lk_dash_", DASHBOARD_SCOPES),
 }
 KEY_FIELDS = {"producer": "producer_key", "agent": "agent_key", "dashboard": "dashboard_key"}
 MAX_KEY_LENGTH = 200
@@ -28,18 +31,6 @@ MAX_KEY_LENGTH = 200
 # the bidirectional embeddings, overrides, isolates and marks, and the Unicode line and paragraph separators.
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 LINE_SEPARATORS = frozenset("\u2028\u2029")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: always derived from the key, never from a payload field."""
-
-    project_id: str
-    key_kind: str
-    scopes: frozenset[str]
-    key_display: str
-    quota_spans: int | None
-    expires_at: int | None
 
 
 def hash_secret(secret: str) -> str:
@@ -147,16 +138,6 @@ def principal_of(row: Row) -> Principal:
         quota_spans=row.quota_spans,
         expires_at=row.expires_at,
     )
-
-
-class AuthError(Exception):
-    """A request without a usable key (status 401), or without the needed scope or project (403)."""
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
 
 
 class Conflict(Exception):

@@ -7,7 +7,8 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from loopkit_core.projects import AuthError, hash_secret
+from loopkit_core.identity import AuthError
+from loopkit_core.projects import hash_secret
 from loopkit_core.settings import Settings
 
 LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}

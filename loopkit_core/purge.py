@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
+from loopkit_core.jobs import PeriodicJob
 from loopkit_core.projects import expired_before, mark_deleted
 from loopkit_core.store.engines import Store
 
@@ -28,22 +28,8 @@ def purge_expired(store: Store, now: float, grace_seconds: float) -> list[str]:
     return purged
 
 
-class Purger(threading.Thread):
-    """Runs purge_expired every `interval` seconds until stopped."""
+class Purger(PeriodicJob):
+    """Runs purge_expired every `interval` seconds (the first pass after one interval) until stopped."""
 
     def __init__(self, store: Store, clock: Callable[[], float], interval: float, grace_seconds: float) -> None:
-        super().__init__(name="loopkit-purger", daemon=True)
-        self._store, self._clock, self._interval, self._grace = store, clock, interval, grace_seconds
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        """Purge, then sleep, until stopped; a failed pass is logged and retried next time."""
-        while not self._stop_event.wait(self._interval):
-            try:
-                purge_expired(self._store, self._clock(), self._grace)
-            except Exception:
-                log.exception("purge pass failed")
-
-    def stop(self) -> None:
-        """Stop after the current pass."""
-        self._stop_event.set()
+        super().__init__("loopkit-purger", interval, lambda _stop: purge_expired(store, clock(), grace_seconds))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, select
 
+from loopkit_core.jobs import PeriodicJob
 from loopkit_core.projects import list_projects
 from loopkit_core.store.engines import Store
 from loopkit_core.store.schema import project_retention, projects, records
@@ -105,27 +106,16 @@ def purge_expired_records(store: Store, now: float, stop: threading.Event | None
     return results
 
 
-class RetentionPurger(threading.Thread):
-    """Runs purge_expired_records every `interval` seconds (and once at start) until stopped."""
+class RetentionPurger(PeriodicJob):
+    """Runs purge_expired_records every `interval` seconds (and once at start) until stopped.
+
+    stop() ends a pass early, between two batches, so shutdown waits for at most one batch.
+    """
 
     def __init__(self, store: Store, clock: Callable[[], float], interval: float) -> None:
-        super().__init__(name="loopkit-retention", daemon=True)
-        self._store, self._clock, self._interval = store, clock, interval
-        self._stop_event = threading.Event()
-        self.passes = 0  # completed passes, for tests and logs
-
-    def run(self) -> None:
-        """Purge, then sleep, until stopped; a failed pass is logged and retried next time."""
-        while not self._stop_event.is_set():
-            try:
-                purge_expired_records(self._store, self._clock(), self._stop_event)
-            except Exception:
-                log.exception("retention pass failed")
-            self.passes += 1
-            self._stop_event.wait(self._interval)
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop after the current batch's project, and wait for the thread."""
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout)
+        super().__init__(
+            "loopkit-retention",
+            interval,
+            lambda stop: purge_expired_records(store, clock(), stop),
+            run_at_start=True,
+        )

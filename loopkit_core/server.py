@@ -18,7 +18,6 @@ import uvicorn
 from loopkit_core.app import LoopKit, create_app
 from loopkit_core.retention import RetentionPurger
 from loopkit_core.settings import Settings
-from loopkit_receivers.decode_pool import DecodePool
 from loopkit_receivers.otlp_grpc import create_server
 
 log = logging.getLogger("loopkit")
@@ -31,12 +30,13 @@ class Running:
         self, settings: Settings, clock: Callable[[], float] = time.time, decode_workers_auto: int = 0
     ) -> None:
         self.settings = settings
-        self.app: LoopKit = create_app(settings, clock)
+        workers = decode_workers_auto if settings.decode_workers < 0 else settings.decode_workers
+        self.app: LoopKit = create_app(settings, clock, workers)
         try:
             self.http_socket = _bind(settings.host, settings.http_port)
             try:
                 self.grpc_server, self.grpc_port = create_server(
-                    self.app.ingestor, settings.host, settings.grpc_port, settings.max_body_bytes, settings.grpc_workers
+                    self.app.intake, settings.host, settings.grpc_port, settings.max_body_bytes, settings.grpc_workers
                 )
             except RuntimeError:  # grpcio raises RuntimeError("Failed to bind ...") for a taken port
                 self.http_socket.close()
@@ -45,17 +45,11 @@ class Running:
         except OSError:
             self.app.close()
             raise
-        workers = decode_workers_auto if settings.decode_workers < 0 else settings.decode_workers
-        if workers:
-            ingestor = self.app.ingestor
-            ingestor.decoder = DecodePool(
-                workers, ingestor.plugins, settings.blocked_plugins_list(), ingestor.decoder.limits
-            )
         self.http_port = self.http_socket.getsockname()[1]
         if settings.http_port != self.http_port or settings.grpc_port != self.grpc_port:
             # Ports chosen by the OS (0): answers that advertise URLs (signup) must name the bound ones.
             settings = self.settings = replace(settings, http_port=self.http_port, grpc_port=self.grpc_port)
-            self.app.settings = settings
+            self.app.use_settings(settings)
         config = uvicorn.Config(
             self.app.http,
             log_level=settings.log_level,
@@ -103,7 +97,6 @@ class Running:
             self.request_stop()
             assert self._grpc_stopped is not None
             await asyncio.to_thread(self._grpc_stopped.wait, self.settings.shutdown_grace_seconds + 5)
-            await asyncio.to_thread(self.app.ingestor.decoder.close)
             await asyncio.to_thread(self.retention.stop, self.settings.shutdown_grace_seconds + 5)
             await asyncio.to_thread(self.app.close)
             self.http_socket.close()

@@ -60,6 +60,8 @@ class Settings:
     retention_batch_rows: int = 2000
     # POST /v1/signup, /v1/provision and /v1/recover per client address per hour.
     rate_limit_per_hour: int = 20
+    # POST /v1/runs/diagnose per project per sliding minute (a diagnosis reads a whole window).
+    diagnose_per_minute: int = 60
     # Proxies (comma-separated addresses, or *) whose X-Forwarded-For names the client; none by default.
     forwarded_allow_ips: str | None = None
     # Minting a permanent project with POST /v1/provision needs the operator's consent on a server others can reach:
@@ -124,8 +126,8 @@ class Settings:
             self.max_attribute_value_length < 1
         ):
             raise ValueError("attribute, event and link limits must not be negative (value length at least 1)")
-        if self.rate_limit_per_hour < 1:
-            raise ValueError("rate_limit_per_hour must be at least 1")
+        if self.rate_limit_per_hour < 1 or self.diagnose_per_minute < 1:
+            raise ValueError("rate_limit_per_hour and diagnose_per_minute must be at least 1")
         if self.database_url and not self.database_url.startswith("postgresql+psycopg://"):
             raise ValueError("database_url must be a postgresql+psycopg:// URL (or empty for SQLite in data_dir)")
         if self.provision_token is not None:

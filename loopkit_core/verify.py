@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +12,6 @@ from loopkit_core.store import verdicts as verdict_store
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet
 from loopkit_core.window import Window
-
-log = logging.getLogger("loopkit.verify")
 
 
 @dataclass(frozen=True)
@@ -82,21 +79,17 @@ def _ns(packet: dict[str, Any], edge: str) -> int:
 def _verify(plugins: Plugins, issue: dict[str, Any], before: Window, after: Window) -> tuple[Verdict, str, list]:
     # previous: "verified" once a verdict was held, so any recurrence is a regression.
     previous = verdict_store.previous_status(before.engine, issue["fingerprint"])
-    errors: list[dict[str, str]] = []
     kwargs = {"issue": issue, "before": before, "after": after, "previous": previous}
-    for name, impl in plugins.implementations("verify_issue"):
-        try:
-            verdict = impl.function(**{k: kwargs[k] for k in impl.argnames})
-            if verdict is None:
-                continue
-            if not isinstance(verdict, Verdict) or verdict.verdict not in VERDICTS:
-                raise TypeError(f"verify_issue must return a Verdict with one of {', '.join(VERDICTS)}")
-        except Exception as exc:
-            log.exception("verifier %s failed", name)
-            errors.append(
-                {"verifier": name, "issue_id": issue["issue_id"], "error": f"{type(exc).__name__}: {exc}"[:2000]}
-            )
-            continue
+    calls = plugins.call_each("verify_issue", kwargs, check=_checked_verdict, first_answer=True)
+    errors = [error.as_json("verifier", issue_id=issue["issue_id"]) for error in calls.errors]
+    if calls.answers:
+        name, verdict = calls.answers[0]
         return verdict, name, errors
     reason = "no verifier answered for this kind of issue" + (" (a verifier failed)" if errors else "")
     return Verdict("insufficient_data", reason), "", errors
+
+
+def _checked_verdict(answer: Any) -> Verdict | None:
+    if answer is not None and (not isinstance(answer, Verdict) or answer.verdict not in VERDICTS):
+        raise TypeError(f"verify_issue must return a Verdict with one of {', '.join(VERDICTS)}")
+    return answer

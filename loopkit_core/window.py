@@ -13,8 +13,6 @@ from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.store.records import records_json, selector_condition
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 
-FAILURE_TYPES = ("error", "tool_failure")
-
 
 @dataclass(frozen=True)
 class SignatureGroup:

@@ -34,7 +34,7 @@ Rules (an operation is flagged when either test passes, every part of it):
   `min_ratio` x baseline p95 and at least `min_delta_ms` slower; the share of window calls at or
   over the threshold >= `tail_factor` (3) x the baseline's share (about 15% against 5%); and an
   exact exceedance test (how many window values pass the baseline's k-th largest value; a
-  negative hypergeometric law under "no change", see `exceedance_p`) with z >= z_crit. A normal
+  negative hypergeometric law under "no change", see `loopkit_core.statistics`) with z >= z_crit. A normal
   two-proportion test is not used: with 30 calls and 5% expected it raised false alarms.
 
 z_crit = Phi^-1(1 - alpha / m), a Bonferroni bound with family-wise alpha = 0.001 over the m = 2
@@ -55,17 +55,25 @@ same child in baseline traces) and any `service.version` or model that differs f
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import math
-import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from loopkit_core.evidence import excerpt, service_version, slug
+from loopkit_core.evidence import excerpt, quote, service_version, slug
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, rfc3339
+from loopkit_core.statistics import (
+    bonferroni_z,
+    exceedance_test,
+    mad,
+    mann_whitney,
+    median,
+    percentile,
+    share_at_least,
+    z_of,
+)
 from loopkit_core.window import Operation, Window
 
 NAME = "latency_outliers"
@@ -138,7 +146,7 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
         for op in window.operations()
         if op.count >= rules.min_window and (c := compare(window, baseline, op, rules)) is not None
     ]
-    z_crit = statistics.NormalDist().inv_cdf(1 - rules.family_alpha / (2 * max(len(comparisons), 1)))
+    z_crit = bonferroni_z(rules.family_alpha, 2 * max(len(comparisons), 1))  # two tests per operation
     found: list[tuple[Issue, Comparison]] = []
     for comparison in comparisons:
         verdict = judge(comparison, rules, z_crit)
@@ -206,10 +214,7 @@ def judge(c: Comparison, rules: Rules, z_crit: float) -> Verdict | None:
         and w95 - b95 >= rules.min_delta_ms
         and share_w >= rules.tail_factor * share_b
     ):
-        # Exact test against the smallest baseline value at or over the threshold (the k-th largest).
-        k = len(b) - bisect.bisect_left(b, threshold)
-        above = len(w) - bisect.bisect_left(w, b[len(b) - k]) if k else 0
-        z = z_of(exceedance_p(above, k, len(w), len(b)))
+        z = z_of(exceedance_test(w, b, threshold))
         stats["tail_z"] = round(z, 2)
         if z >= z_crit:
             fired.append("tail")
@@ -243,7 +248,7 @@ def _issue(window: Window, c: Comparison, verdict: Verdict, z_crit: float, judge
         "baseline_p50_ms": _ms(b50),
         "baseline_p95_ms": _ms(b95),
         "baseline_p99_ms": _ms(b99),
-        "baseline_mad_ms": _ms(median(sorted(abs(x - b50) for x in b))),
+        "baseline_mad_ms": _ms(mad(b)),
         "ratio": _finite(_ratio(w50, b50)),  # how many times slower the typical (median) call is
         "ratio_p95": _finite(_ratio(w95, b95)),
         "slow_share_window": round(share_at_least(w, threshold), 4),
@@ -282,84 +287,7 @@ def eval_candidate(name: str, service: str) -> str:
     return slug(*parts, limit=60) + "-latency-v1"
 
 
-# --- statistics (pure Python, on ascending lists) -------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile of ascending values, linearly interpolated between closest ranks (numpy's default)."""
-    if not values:
-        return 0.0
-    position = q * (len(values) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(values) - 1)
-    return values[low] + (values[high] - values[low]) * (position - low)
-
-
-def median(values: list[float]) -> float:
-    """The median of ascending values."""
-    return percentile(values, 0.5)
-
-
-def share_at_least(values: list[float], threshold: float) -> float:
-    """The share of ascending values >= threshold."""
-    return (len(values) - bisect.bisect_left(values, threshold)) / len(values) if values else 0.0
-
-
-def mann_whitney(x: list[float], y: list[float]) -> tuple[float, float]:
-    """One-sided Mann-Whitney U for "x tends to be larger than y": (z, A = U / (nx ny)).
-
-    Normal approximation with the tie-corrected variance and a continuity correction; ties count
-    one half. x and y must be ascending.
-    """
-    nx, ny = len(x), len(y)
-    if not nx or not ny:
-        return 0.0, 0.5
-    u = 0.0
-    for value, run in _runs(x):  # each distinct x once: a bisect pair instead of one per value
-        below = bisect.bisect_left(y, value)
-        equal = bisect.bisect_right(y, value, below) - below
-        u += run * (below + equal / 2)
-    n = nx + ny
-    ties = sum(t**3 - t for t in Counter(x + y).values() if t > 1)
-    variance = nx * ny / 12 * ((n + 1) - ties / (n * (n - 1)))
-    mean = nx * ny / 2
-    z = (u - mean - 0.5) / math.sqrt(variance) if variance > 0 else 0.0
-    return z, u / (nx * ny)
-
-
-def exceedance_p(x: int, k: int, n: int, m: int) -> float:
-    """P(at least x of n window values reach the k-th largest of m baseline values) under "no change".
-
-    Exact for continuous data: if both samples come from one distribution, every interleaving of
-    them is equally likely, and the number X of window values above the baseline's k-th largest
-    follows a negative hypergeometric law, P(X = j) = C(j+k-1, j) C(n+m-j-k, n-j) / C(n+m, n).
-    A normal approximation would be far too optimistic here, with a handful of expected values.
-    """
-    if x <= 0 or k <= 0:
-        return 1.0
-    total = _log_comb(n + m, n)
-    return min(
-        1.0, sum(math.exp(_log_comb(j + k - 1, j) + _log_comb(n + m - j - k, n - j) - total) for j in range(x, n + 1))
-    )
-
-
-def z_of(p: float) -> float:
-    """The one-sided standard normal z with upper tail p (capped at 38 when p underflows)."""
-    return min(-statistics.NormalDist().inv_cdf(max(p, 1e-300)), 38.0) if p < 1 else -math.inf
-
-
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-
-
-def _runs(values: list[float]) -> list[tuple[float, int]]:
-    out: list[tuple[float, int]] = []
-    for value in values:
-        if out and out[-1][0] == value:
-            out[-1] = (value, out[-1][1] + 1)
-        else:
-            out.append((value, 1))
-    return out
+# --- formatting ----------------------------------------------------------------------------------
 
 
 def _ratio(a: float, b: float) -> float:
@@ -410,7 +338,7 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
             "p95_ms_at_most": stats["baseline_p95_ms"],
             "baseline_p50_ms": stats["baseline_p50_ms"],
             "now_p95_ms": stats["window_p95_ms"],
-            "text": f"{name} answers like its baseline again: p95 at most {stats['baseline_p95_ms']} ms "
+            "text": f"{quote(name)} answers like its baseline again: p95 at most {stats['baseline_p95_ms']} ms "
             f"(the baseline p95; now {stats['window_p95_ms']} ms), median back near {stats['baseline_p50_ms']} ms.",
         },
         "evidence_ids": issue.evidence[:5],
@@ -419,7 +347,7 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
         {
             "step": 1,
             "kind": "hypothesis",
-            "text": f"{name} in {service} "
+            "text": f"{quote(name)} in {quote(service)} "
             + (
                 "got slower as a whole"
                 if "shift" in stats["rule"]
@@ -447,8 +375,8 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
             {
                 "step": 2,
                 "kind": "where_to_look",
-                "text": f"The handler of {name} in {service}"
-                + (f" ({', '.join(f'{k}={excerpt(str(v), 80)}' for k, v in where.items())})" if where else "")
+                "text": f"The handler of {quote(name)} in {quote(service)}"
+                + (f" ({', '.join(f'{k}={quote(v, 80)}' for k, v in where.items())})" if where else "")
                 + f"; start with the slowest record {issue.evidence[0] if issue.evidence else '-'}.",
                 "details": {"attributes": where},
             }
@@ -458,7 +386,7 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
         {
             "step": 3,
             "kind": "change",
-            "text": f"Find what made {target} slower"
+            "text": f"Find what made {quote(target)} slower"
             + (" between the versions named above" if any(c["key"] == "service.version" for c in changes) else "")
             + f" and restore its baseline latency (p95 {stats['baseline_p95_ms']} ms) for inputs like the evidence "
             "records; keep its results unchanged.",
@@ -468,7 +396,7 @@ def _add_evidence(window: Window, baseline: Window, issue: Issue) -> None:
         {
             "step": 4,
             "kind": "check",
-            "text": f"Add eval {issue.eval_candidate} from the evidence and make it pass (p95 at most "
+            "text": f"Add eval {quote(issue.eval_candidate)} from the evidence and make it pass (p95 at most "
             f"{stats['baseline_p95_ms']} ms); after the fix ships, run POST /v1/runs/verify with this packet_id.",
         }
     )
@@ -506,13 +434,14 @@ def _changes(slow: list[dict[str, Any]], usual: list[dict[str, Any]]) -> list[di
             continue
         top = now.most_common(1)[0][0]
         if top not in before:
-            was = ", ".join(sorted(before))
+            was = ", ".join(quote(v) for v in sorted(before))
             out.append(
                 {
                     "key": key,
                     "slow": top,
                     "baseline": sorted(before),
-                    "text": f"The slowest calls have {key} {top}; the {len(usual)} latest baseline calls had {was}.",
+                    "text": f"The slowest calls have {key} {quote(top)}; "
+                    f"the {len(usual)} latest baseline calls had {was}.",
                 }
             )
     return out
@@ -537,12 +466,12 @@ def _slowest_child(
     example = max(pairs, key=lambda pc: pc[1]["duration_ms"])[1]
     attributes = _where([c for _, c in pairs])
     text = (
-        f"In {len(pairs)} of the {len(slow)} slowest calls the longest child span is {name}"
-        + (f" ({service})" if service != slow[0]["service"] else "")
+        f"In {len(pairs)} of the {len(slow)} slowest calls the longest child span is {quote(name)}"
+        + (f" ({quote(service)})" if service != slow[0]["service"] else "")
         + f", {median(durations):.0f} ms median"
         + (f", {median(shares):.0%} of the call" if shares else "")
         + (f"; in baseline calls it took {median(before):.0f} ms median" if before else "")
-        + (f". {', '.join(f'{k}: {v}' for k, v in attributes.items())}" if attributes else "")
+        + (f". {', '.join(f'{k}: {quote(v, 200)}' for k, v in attributes.items())}" if attributes else "")
         + f". Example: record {example['record_id']}."
     )
     return {

@@ -14,15 +14,15 @@ like), with one-sided Poisson tests; the after-window's p95 is reported beside t
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Verdict
+from loopkit_core.statistics import percentile, poisson_cdf, poisson_sf
 from loopkit_core.window import Window
 
 # One definition of "enough traffic" and "significant" for every verdict LoopKit gives.
-from loopkit_plugins.rate_verifier import ALPHA, EVIDENCE, MIN_EXPECTED, poisson_cdf
+from loopkit_plugins.rate_verifier import ALPHA, EVIDENCE, MIN_EXPECTED
 
 
 @hookimpl(trylast=True)
@@ -52,8 +52,9 @@ def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous:
         "slow_calls": slow_a,
         "calls": calls_a,
         "slow_share": round(slow_a / calls_a, 6) if calls_a else 0.0,
-        "p95_ms": _percentile(durations, 0.95),
-        "p50_ms": _percentile(durations, 0.5),
+        # The detector's percentile, so "p95_ms" before and after are one statistic on two windows.
+        "p95_ms": round(percentile(durations, 0.95), 3) if durations else None,
+        "p50_ms": round(percentile(durations, 0.5), 3) if durations else None,
     }
 
     def verdict(name: str, reason: str) -> Verdict:
@@ -62,7 +63,7 @@ def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous:
 
     expected_broken = share_b * calls_a
     expected_fixed = baseline_share * calls_a
-    above_baseline = _upper_p(slow_a, expected_fixed) < ALPHA
+    above_baseline = poisson_sf(slow_a, expected_fixed) < ALPHA
     if previous == "verified" and above_baseline:
         return verdict(
             "regressed",
@@ -92,19 +93,3 @@ def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous:
         "regressed",
         f"{slow_a} slow calls of {calls_a}: not fewer than the packet's share predicts ({expected_broken:.1f})",
     )
-
-
-def _upper_p(k: int, mean: float) -> float:
-    """P(X >= k) for X ~ Poisson(mean)."""
-    if k <= 0:
-        return 1.0
-    if mean <= 0:
-        return 0.0
-    return max(0.0, 1.0 - poisson_cdf(k - 1, mean))
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    index = min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))
-    return round(values[index], 3)

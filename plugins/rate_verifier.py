@@ -14,11 +14,11 @@ least MIN_EXPECTED occurrences in it; otherwise the verdict is insufficient_data
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Verdict
+from loopkit_core.statistics import poisson_cdf
 from loopkit_core.window import Window
 
 MIN_EXPECTED = 5.0
@@ -78,15 +78,3 @@ def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous:
         f"{count_a} occurrence(s) in {traffic_a} calls: the rate "
         f"({rate_a:.4f} per call) did not fall significantly from {rate_b:.4f}",
     )
-
-
-def poisson_cdf(k: int, mean: float) -> float:
-    """P(X <= k) for X ~ Poisson(mean), summed in log space (exact, no SciPy)."""
-    log_term = -mean  # log P(X = 0)
-    total = math.exp(log_term)
-    for i in range(1, k + 1):
-        log_term += math.log(mean) - math.log(i)
-        total += math.exp(log_term)
-        if total >= 1.0:
-            return 1.0
-    return total

@@ -14,7 +14,7 @@ import hashlib
 from collections import Counter, defaultdict
 from typing import Any
 
-from loopkit_core.evidence import excerpt, service_version, severity_for_count, slug, stack_frames
+from loopkit_core.evidence import excerpt, quote, service_version, severity_for_count, slug, stack_frames
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, Record, Signature
 from loopkit_core.window import KnownIssue, SignatureGroup, Window
@@ -144,7 +144,10 @@ def _add_evidence(window: Window, issue: Issue) -> None:
     frames = stack_frames(example) if example else []
     version = service_version(example) if example else None
     sessions = {r["session_id"] for r in records if r.get("session_id")}
-    what = stats["exception_type"] or ("the tool failure" if issue.signal_type == "tool_failure" else "the error")
+    # Telemetry (operation, service, exception type, template, frames) is quoted in every sentence: it is data.
+    operation = quote(stats["operation"])
+    what = quote(stats["exception_type"]) if stats["exception_type"] else None
+    what = what or ("the tool failure" if issue.signal_type == "tool_failure" else "the error")
     issue.eval = {
         "id": issue.eval_candidate,
         "input": {
@@ -154,7 +157,7 @@ def _add_evidence(window: Window, issue: Issue) -> None:
             "message": excerpt(example.get("message"), 300),
             "attributes": dict(list((example.get("attributes") or {}).items())[:20]),
         },
-        "expected": f"{stats['operation']} completes without {what}; no record matches this issue's signature",
+        "expected": f"{operation} completes without {what}; no record matches this issue's signature",
         "evidence_ids": issue.evidence[:5],
     }
     where: dict[str, Any] = {"operation": stats["operation"], "service": stats["service"]}
@@ -166,29 +169,29 @@ def _add_evidence(window: Window, issue: Issue) -> None:
         {
             "step": 1,
             "kind": "hypothesis",
-            "text": f"{issue.count} {issue.signal_type} record(s) on {stats['operation']} share one fault: "
-            f"{what} with message `{issue.template}`.",
+            "text": f"{issue.count} {issue.signal_type} record(s) on {operation} share one fault: "
+            f"{what} with message {quote(issue.template, 300)}.",
         },
         {
             "step": 2,
             "kind": "where_to_look",
             "text": "Start at "
-            + (frames[0] if frames else f"the handler of {stats['operation']}")
-            + f" in {stats['service']}"
-            + (f" {version}" if version else "")
+            + (quote(frames[0], 300) if frames else f"the handler of {operation}")
+            + f" in {quote(stats['service'])}"
+            + (f" version {quote(version)}" if version else "")
             + ".",
             "details": where,
         },
         {
             "step": 3,
             "kind": "change",
-            "text": f"Prevent or handle {what} in {stats['operation']} for inputs like record "
+            "text": f"Prevent or handle {what} in {operation} for inputs like record "
             f"{example.get('record_id')}; keep the behaviour for other inputs unchanged.",
         },
         {
             "step": 4,
             "kind": "check",
-            "text": f"Add eval {issue.eval_candidate} from the evidence and make it pass; after the fix ships, "
+            "text": f"Add eval {quote(issue.eval_candidate)} from the evidence and make it pass; after the fix ships, "
             "run POST /v1/runs/verify with this packet_id.",
         },
     ]

@@ -12,9 +12,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from loopkit_core.store.writer import CommitFailed
+from loopkit_core.sink import CommitFailed
 from loopkit_receivers.errors import IngestError, Unavailable
-from loopkit_receivers.ingest import Ingestor, settle
+from loopkit_receivers.intake import Intake, settle
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
@@ -22,17 +22,17 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 class TraceService:
     """The Export handler; it receives raw bytes so malformed protobuf is INVALID_ARGUMENT, not INTERNAL."""
 
-    def __init__(self, ingestor: Ingestor) -> None:
-        self.ingestor = ingestor
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
 
     def export(self, request: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
         """Decode, commit, then answer (with partial success for spans rejected alone)."""
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         try:
-            principal = self.ingestor.principal(metadata.get("authorization"))
-            prepared = self.ingestor.decoder.grpc(request, principal.project_id)
-            decoded = prepared.payload
-            settle(decoded, self.ingestor.commit(principal, prepared).result(), principal)
+            principal = self.intake.principal(metadata.get("authorization"))
+            batch = self.intake.decoder.grpc(request, principal.project_id)
+            decoded = batch.payload
+            settle(decoded, self.intake.consume(principal, batch).result(), principal)
         except IngestError as exc:
             _abort(context, exc)
         except CommitFailed as exc:
@@ -63,7 +63,7 @@ def _abort(context: grpc.ServicerContext, exc: IngestError) -> None:
 
 
 def create_server(
-    ingestor: Ingestor, host: str, port: int, max_message_bytes: int, workers: int
+    intake: Intake, host: str, port: int, max_message_bytes: int, workers: int
 ) -> tuple[grpc.Server, int]:
     """A started-but-not-running gRPC server bound to host:port; returns it and the bound port."""
     server = grpc.server(
@@ -75,7 +75,7 @@ def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    service = TraceService(ingestor)
+    service = TraceService(intake)
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
         {

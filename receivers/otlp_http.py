@@ -15,10 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from loopkit_core.store.writer import CommitFailed
+from loopkit_core.sink import CommitFailed
 from loopkit_receivers import records_shape
 from loopkit_receivers.errors import BadRequest, IngestError, SlowBody, TooLarge, Unavailable, UnsupportedMedia
-from loopkit_receivers.ingest import HttpPayload, Ingestor, settle
+from loopkit_receivers.intake import HttpPayload, Intake, settle
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -27,22 +27,22 @@ _MEDIA = {PROTOBUF: "proto", JSON: "json"}
 
 async def export_traces(request: Request) -> Response:
     """Receive one OTLP/HTTP export (or records POST); answer only after the data is committed."""
-    ingestor: Ingestor = request.app.state.ingestor
+    intake: Intake = request.app.state.intake
     media = _MEDIA.get(request.headers.get("content-type", "").split(";")[0].strip().lower())
     try:
         # The key first: a caller without one learns nothing but 401, whatever else is wrong.
-        principal = await run_in_threadpool(ingestor.principal, request.headers.get("authorization"))
+        principal = await run_in_threadpool(intake.principal, request.headers.get("authorization"))
         if media is None:
             raise UnsupportedMedia("Content-Type must be application/x-protobuf or application/json")
         try:
-            async with asyncio.timeout(request.app.state.loopkit.settings.request_body_timeout_seconds):
-                body = await _read_body(request, ingestor.max_body_bytes)
+            async with asyncio.timeout(intake.body_timeout_seconds):
+                body = await _read_body(request, intake.max_body_bytes)
         except TimeoutError:
             raise SlowBody("the request body did not arrive in time") from None
         encoding = request.headers.get("content-encoding", "")
-        prepared = await ingestor.decoder.http(body, media, encoding, ingestor.max_body_bytes, principal.project_id)
-        payload = prepared.payload
-        settle(payload, await asyncio.wrap_future(ingestor.commit(principal, prepared)), principal)
+        batch = await intake.decoder.http(body, media, encoding, intake.max_body_bytes, principal.project_id)
+        payload = batch.payload
+        settle(payload, await asyncio.wrap_future(intake.consume(principal, batch)), principal)
     except IngestError as exc:
         return _status(exc, media or "json")
     except CommitFailed as exc:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from loopkit_core.model import MAX_NS
 from loopkit_receivers.errors import BadRequest
-from loopkit_receivers.spans import MAX_NS, Decoded, build_record, event_timestamp, span_id_problem
+from loopkit_receivers.spans import Decoded, build_record, event_timestamp, span_id_problem
 
 _KIND_NAMES = {
     "SPAN_KIND_UNSPECIFIED": 0,

@@ -7,12 +7,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from loopkit_core.model import EXPLICIT_TYPES, STATUSES, Record, new_record_id, parse_rfc3339, record_id_for_span
+from loopkit_core.model import (
+    EXPLICIT_TYPES,
+    MAX_NS,
+    STATUSES,
+    Record,
+    new_record_id,
+    parse_rfc3339,
+    record_id_for_span,
+)
 from loopkit_receivers.errors import BadRequest
-from loopkit_receivers.spans import MAX_NS
 
-_HEX32 = re.compile(r"^[0-9a-fA-F]{32}$")
-_HEX16 = re.compile(r"^[0-9a-fA-F]{16}$")
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+_HEX16 = re.compile(r"[0-9a-fA-F]{16}")
 MAX_NAME = 1024
 MAX_TEXT = 64 * 1024
 _STRINGS = ("session_id", "user_id", "service")
@@ -166,7 +173,7 @@ def _timestamp(value: Any, received_ns: int) -> int:
 def _hex_id(value: Any, pattern: re.Pattern[str], key: str, shape: str) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not pattern.match(value) or set(value) == {"0"}:
+    if not isinstance(value, str) or not pattern.fullmatch(value) or set(value) == {"0"}:
         raise ValueError(f"{key} must be {shape}, not all zero")
     return value.lower()
 

@@ -21,6 +21,7 @@ from loopdata import MINUTE_NS, NOW_NS, Loop, checkout_calls, running_loop
 from sqlalchemy import func, select
 
 from loopkit_core.api import packets as packets_api
+from loopkit_core.loop import service as loop_service
 from loopkit_core.store import approvals as approvals_store
 from loopkit_core.store.schema import approvals as approvals_table
 from loopkit_plugins import handoff as handoff_plugin
@@ -232,7 +233,7 @@ def imported_modules(path: Path) -> set[str]:
 
 def test_the_approval_code_cannot_reach_the_network():
     """Structurally: the routes, the store behind them and the renderers import nothing that talks to the network."""
-    for module in (packets_api, approvals_store, handoff_plugin):
+    for module in (packets_api, loop_service, approvals_store, handoff_plugin):
         assert imported_modules(Path(module.__file__)) & NETWORK_MODULES == set(), module.__name__
 
 

@@ -292,3 +292,64 @@ def test_list_and_show_print_rfc3339_times(tmp_path):
     assert rfc3339.match(shown["project"]["created_at"])
     assert all(rfc3339.match(k["created_at"]) for k in shown["project"]["keys"])
     assert shown["project"]["expires_at"] is None
+
+
+@pytest.mark.parametrize("days", ["-1", "nan", "inf"])
+def test_set_retention_with_an_unusable_number_is_a_usage_error(tmp_path, days):
+    """Every bad DAYS value exits 2 (docs/reliability.md), whether argparse or the retention rule refuses it."""
+    data_dir = tmp_path / "data"
+    created = create(data_dir, "kept")
+    result = loopkit("projects", "set-retention", created["project_id"], days, "--data-dir", str(data_dir))
+    assert_clean_failure(result, 2, "loopkit: error: retention days must be a finite number, 0 or more")
+    assert result.stdout == ""
+    shown = json.loads(loopkit("projects", "show", created["project_id"], "--data-dir", str(data_dir), "--json").stdout)
+    assert shown["project"]["retention_source"] == "server default"
+
+
+@pytest.mark.parametrize("command", ["promote", "rotate-keys", "set-retention", "show"])
+def test_commands_on_an_unknown_project_exit_1_with_one_line(tmp_path, command):
+    data_dir = tmp_path / "data"
+    create(data_dir, "known")
+    extra = ["3"] if command == "set-retention" else []
+    result = loopkit("projects", command, "nope-00000000", *extra, "--data-dir", str(data_dir))
+    assert_clean_failure(result, 1, "loopkit: error: no project 'nope-00000000'")
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_delete_needs_yes_refuses_unknown_projects_and_deletes(tmp_path):
+    data_dir = tmp_path / "data"
+    created, kept = create(data_dir, "doomed"), create(data_dir, "kept")
+    unconfirmed = loopkit("projects", "delete", created["project_id"], "--data-dir", str(data_dir))
+    assert_clean_failure(unconfirmed, 2, "loopkit: error: deleting a project removes its records for good; add --yes")
+    unknown = loopkit("projects", "delete", "nope-00000000", "--yes", "--data-dir", str(data_dir))
+    assert_clean_failure(unknown, 1, "loopkit: error: no project 'nope-00000000'")
+    deleted = loopkit("projects", "delete", created["project_id"], "--yes", "--data-dir", str(data_dir))
+    assert (deleted.returncode, deleted.stdout) == (
+        0,
+        f"Deleted project {created['project_id']}: keys revoked, records removed.\n",
+    )
+    listing = json.loads(loopkit("projects", "list", "--data-dir", str(data_dir), "--json").stdout)
+    assert [p["project_id"] for p in listing["projects"]] == [kept["project_id"]]
+    again = loopkit("projects", "delete", created["project_id"], "--yes", "--data-dir", str(data_dir))
+    assert_clean_failure(again, 1, f"loopkit: error: no project '{created['project_id']}'")
+
+
+def test_every_known_error_maps_to_one_message_and_code_in_one_place():
+    from loopkit_core.cli.errors import UsageError, exit_status
+    from loopkit_core.client import ClientError
+    from loopkit_core.operator import UnknownProject
+    from loopkit_core.projects import AuthError, Conflict
+
+    assert exit_status(UsageError("DAYS must be a number")) == (2, "DAYS must be a number")
+    assert exit_status(ValueError("project name must be a non-empty string")) == (
+        2,
+        "project name must be a non-empty string",
+    )
+    assert exit_status(ClientError("403: the producer key")) == (1, "403: the producer key")
+    assert exit_status(UnknownProject("p-00000000")) == (1, "no project 'p-00000000'")
+    assert exit_status(AuthError(401, "unknown or revoked key")) == (1, "unknown or revoked key")
+    assert exit_status(Conflict("changed first")) == (1, "changed first")
+    assert exit_status(NotADirectoryError(20, "Not a directory")) == (1, "[Errno 20] Not a directory")
+    # Anything else is a bug: main() lets its traceback through instead of hiding it behind one line.
+    assert exit_status(KeyError("packet_id")) is None
+    assert exit_status(LookupError("plain")) is None

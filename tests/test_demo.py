@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from loopkit_core import demo
+from loopkit_core.demo import sample_app
 
 DATA_DIR = re.compile(r"temporary embedded store: (\S+)")
 
@@ -139,7 +140,7 @@ def test_without_opentelemetry_it_exits_2_and_says_what_to_install(tmp_path):
 
 def test_a_missing_verdict_exits_1_with_what_differed(monkeypatch, capsys, tmp_path):
     # Too little traffic after the fix: the verifier must say insufficient_data, never held, and the demo fails.
-    monkeypatch.setattr(demo, "FIXED_CHATS", 3)
+    monkeypatch.setattr(sample_app, "FIXED_CHATS", 3)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(demo.tempfile, "tempdir", None)  # re-read TMPDIR
     assert demo.run() == 1

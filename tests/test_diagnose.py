@@ -149,7 +149,7 @@ def test_min_count_max_issues_and_observe_more(client, project):
     ("body", "message"),
     [
         ({"min_count": 0}, "min_count must be an integer from 1"),
-        ({"max_issues": 10_001}, "max_issues must be an integer from 1 to 10000"),
+        ({"max_issues": 1001}, "max_issues must be an integer from 1 to 1000"),
         ({"since_minutes": -1}, "since_minutes must be greater than 0"),
         ({"diagnosers": ["nope"]}, "unknown diagnoser(s) nope"),
         ({"surprise": 1}, "unknown field(s) surprise"),

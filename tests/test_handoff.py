@@ -105,7 +105,9 @@ def test_every_handoff_carries_the_evidence_eval_plan_approval_and_boundary(loop
     markdown = texts["markdown"].splitlines()
     for n, record_id in enumerate(loop.spans.ids_of(pid, "checkout-err-")):
         row = next(line for line in markdown if line.startswith(f"| `{record_id}` |"))
-        assert row.endswith(f"| POST /checkout | payment gateway timed out after 3000 ms (order {10_000 + 7 * n}) |")
+        # Telemetry text is quoted (issue 22): the operation and the message are code spans.
+        message = f"payment gateway timed out after 3000 ms (order {10_000 + 7 * n})"
+        assert row.endswith(f"| `POST /checkout` | `{message}` |")
     assert "**Approval:** pending: no human has approved this packet yet" in texts["markdown"]
     assert "APPROVAL: pending" in texts["prompt"] and "only investigate and prepare a patch locally" in texts["prompt"]
     assert json.loads(texts["json"])["approval"]["state"] == "pending"
@@ -124,9 +126,10 @@ def test_the_json_handoff_validates_against_the_published_schema(loop: Loop):
     validator.validate(document)
     assert document["schema"] == f"{PUBLIC_URL}/schema/packet.json"
     assert (document["handoff_version"], document["boundary"]) == ("1", BOUNDARY)
+    assert document["telemetry_note"].startswith("String values that come from telemetry ")
     # The json handoff is the stored packet plus the handoff fields: nothing else added, nothing lost.
     stored = loop.client.get(f"/v1/packets/{loop.packet['packet_id']}", headers=loop.project.auth("agent")).json()
-    extra = {"handoff_version", "schema", "boundary", "evidence_excerpts"}
+    extra = {"handoff_version", "schema", "boundary", "telemetry_note", "evidence_excerpts"}
     assert {k: v for k, v in document.items() if k not in extra} == stored["packet"]
     every_evidence = {rid for issue in document["issues"] for rid in issue["evidence"]}
     assert set(document["evidence_excerpts"]) == every_evidence

@@ -3,6 +3,7 @@ far-future and far-past timestamps, and slow clients. Each answer is precise, an
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ import pytest
 from conftest import make_settings, new_project
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from loopkit_core.server import in_thread
@@ -232,6 +234,164 @@ def test_the_limits_are_settings(tmp_path):
         assert record["links"] == []
 
 
+def test_fields_derived_from_attributes_resource_and_scope_are_cut_with_a_marker(client, project):
+    # These fields were computed before the limits applied: a 300,000-character service, scope, session, user,
+    # exception type or event name was stored whole in every span's row (a 1 MB service.name on 100 spans: 400 MB).
+    huge = {c: c * 300_000 for c in "sciute"}
+    attributes = [
+        {"key": "session.id", "value": {"stringValue": huge["i"]}},
+        {"key": "user.id", "value": {"stringValue": huge["u"]}},
+    ]
+    exception = [{"key": "exception.type", "value": {"stringValue": huge["t"]}}]
+    span = {
+        "traceId": "7d" * 16,
+        "spanId": "01" * 8,
+        "name": "derived",
+        "status": {"code": 2},
+        "attributes": attributes,
+        "events": [
+            {"name": "exception", "timeUnixNano": "1", "attributes": exception},
+            {"name": huge["e"], "timeUnixNano": "1"},
+        ],
+        "links": [{"traceId": "ab" * 100_000, "spanId": "cd" * 100_000}],
+    }
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": huge["s"]}}]}
+    scope_spans = [{"scope": {"name": huge["c"]}, "spans": [span]}]
+    doc = {"resourceSpans": [{"resource": resource, "scopeSpans": scope_spans}]}
+    response = client.post("/v1/traces", json=doc, headers=project.auth())
+    assert response.status_code == 200 and response.json() == {}, response.text  # nothing rejected
+    (record_id,) = [r["record_id"] for r in records_of(client, project).values() if r["trace_id"] == "7d" * 16]
+    record = client.get(f"/v1/records/{record_id}", headers=project.auth("agent")).json()["record"]
+    assert (record["service"], record["scope"]) == ("s" * 1024, "c" * 1024)
+    assert (record["session_id"], record["user_id"], record["exception_type"]) == ("i" * 1024, "u" * 1024, "t" * 1024)
+    assert record["attributes"] == {
+        "session.id": "i" * 16384,
+        "user.id": "u" * 16384,
+        "loopkit.truncated_attributes": ["session.id", "user.id"],
+        "loopkit.truncated_fields": ["service", "scope", "session_id", "user_id", "exception_type"],
+    }
+    assert record["events"][0]["attributes"] == {
+        "exception.type": "t" * 16384,
+        "loopkit.truncated_attributes": ["exception.type"],
+    }
+    assert record["events"][1]["name"] == "e" * 1024
+    assert record["events"][1]["attributes"] == {"loopkit.truncated_fields": ["name"]}
+    assert record["links"] == [
+        {
+            "trace_id": "ab" * 16,
+            "span_id": "cd" * 8,
+            "attributes": {"loopkit.truncated_fields": ["trace_id", "span_id"]},
+        }
+    ]
+    # The resource, stored once, is cut like any attributes.
+    assert record["resource"] == {"service.name": "s" * 16384, "loopkit.truncated_attributes": ["service.name"]}
+
+
+def random_text(seed: int, length: int, low: int, high: int) -> str:
+    """`length` random characters from [low, high): incompressible, so PostgreSQL cannot shrink an index entry."""
+    rng = random.Random(seed)
+    return "".join(chr(rng.randrange(low, high)) for _ in range(length))
+
+
+def test_indexed_fields_are_cut_to_1280_stored_bytes_on_every_backend(client, project):
+    # Within the records shape's 1,024 characters, but 4,096 UTF-8 bytes: PostgreSQL refused the whole request
+    # ("index row size exceeds btree maximum 2704") with a retryable 503, losing the good records beside it.
+    four = random_text(1, 1024, 0x10000, 0x10FFFF)  # 4 UTF-8 bytes each: 320 fit in 1,280
+    cjk = random_text(2, 1024, 0x4E00, 0xA000)  # 3 bytes each: 426 fit
+    # U+FFFE is stored escaped on PostgreSQL (6 bytes); a pair with a CJK character is 9 bytes: 142 pairs fit
+    # (1,278 bytes), one more CJK character would make 1,281.
+    escaped = "".join(c + "\ufffe" for c in random_text(3, 500, 0x4E00, 0xA000))
+    records = [
+        {"type": "event", "name": four},
+        {"type": "event", "name": "svc", "service": cjk},
+        {"type": "event", "name": "session", "session_id": escaped[:1024]},
+        {"type": "event", "name": cjk, "service": four},  # both at their limit in one index entry
+        {"type": "event", "name": "good"},
+    ]
+    response = client.post("/v1/traces", json={"records": records}, headers=project.auth())
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["rejected"], body["errors"]) == (5, 0, [])
+    stored = [
+        client.get(f"/v1/records/{rid}", headers=project.auth("agent")).json()["record"] for rid in body["record_ids"]
+    ]
+    assert stored[0]["name"] == four[:320]
+    assert stored[0]["attributes"] == {"loopkit.truncated_fields": ["name"]}
+    assert stored[1]["service"] == cjk[:426]
+    assert stored[1]["attributes"] == {"loopkit.truncated_fields": ["service"]}
+    assert stored[2]["session_id"] == escaped[:284]
+    assert stored[2]["attributes"] == {"loopkit.truncated_fields": ["session_id"]}
+    assert (stored[3]["name"], stored[3]["service"]) == (cjk[:426], four[:320])
+    assert stored[3]["attributes"] == {"loopkit.truncated_fields": ["name", "service"]}
+    assert stored[4]["attributes"] == {}
+    # Over OTLP a random 8 KB service.name (incompressible) is cut the same way, on every span of its resource.
+    service = random_text(4, 8192, 0x4E00, 0xA000)
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {"traceId": "7e" * 16, "spanId": f"{i:016x}", "name": f"random service {i}"} for i in (1, 2)
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    response = client.post("/v1/traces", json=doc, headers=project.auth())
+    assert response.status_code == 200 and response.json() == {}, response.text
+    by_name = records_of(client, project)
+    for i in (1, 2):
+        assert by_name[f"random service {i}"]["service"] == service[:426]
+        assert by_name[f"random service {i}"]["attributes"] == {"loopkit.truncated_fields": ["service"]}
+
+
+def any_value_list(*values: str) -> AnyValue:
+    """An AnyValue holding a list of strings."""
+    value = AnyValue()
+    value.array_value.values.extend(AnyValue(string_value=v) for v in values)
+    return value
+
+
+def test_nested_values_and_keys_are_cut_with_a_marker(client, project):
+    # A 500,000-key map, a 2 MB key and a 200,000-element list were stored whole, with no marker.
+    one = span("nested", 9)
+    wide = one.attributes.add(key="wide_map").value.kvlist_value
+    wide.values.extend(KeyValue(key=f"k{i}", value=AnyValue(int_value=i)) for i in range(500_000))
+    one.attributes.add(key="long_list").value.array_value.values.extend(AnyValue(int_value=i) for i in range(200_000))
+    one.attributes.add(key="K" * 2_000_000).value.string_value = "v"
+    inner = one.attributes.add(key="inner_key").value.kvlist_value
+    inner.values.add(key="q" * 5000).value.string_value = "x"
+    deep = AnyValue(string_value="leaf")
+    for _ in range(40):  # OTLP/JSON refuses this (400); protobuf parses it
+        deep = AnyValue(array_value=ArrayValue(values=[deep]))
+    one.attributes.add(key="deep").value.CopyFrom(deep)
+    one.attributes.add(key="fine").value.CopyFrom(any_value_list("a", "b"))
+    body = request_of(one, span("beside", 10)).SerializeToString()
+    response = client.post("/v1/traces", content=body, headers={**project.auth(), **PROTOBUF})
+    assert response.status_code == 200 and response.content == b""
+    stored = records_of(client, project)
+    record = client.get(f"/v1/records/{stored['nested']['record_id']}", headers=project.auth("agent"))
+    attributes = record.json()["record"]["attributes"]
+    assert attributes.pop("wide_map") == {f"k{i}": i for i in range(1024)}
+    assert attributes.pop("long_list") == list(range(1024))
+    assert attributes.pop("K" * 1024) == "v"
+    assert attributes.pop("inner_key") == {"q" * 1024: "x"}
+    deep_value = attributes.pop("deep")
+    for _ in range(33):  # the lists inside 32 others are kept; the one inside 33 became null
+        assert isinstance(deep_value, list) and len(deep_value) == 1
+        deep_value = deep_value[0]
+    assert deep_value is None
+    assert attributes == {
+        "fine": ["a", "b"],
+        "loopkit.truncated_attributes": ["wide_map", "long_list", "inner_key", "deep"],
+        "loopkit.truncated_attribute_keys": ["K" * 1024],
+    }
+    assert stored["beside"]["attributes"] == {}
+
+
 # --- invalid UTF-8, NaN and Infinity --------------------------------------------------------------
 
 
@@ -285,6 +445,57 @@ def test_special_doubles_in_otlp_json_are_stored_as_null_beside_good_values(clie
     }
     assert client.post("/v1/traces", json=doc, headers=project.auth()).status_code == 200
     assert records_of(client, project)["d"]["attributes"] == {"nan": None, "inf": None, "ninf": None, "ok": 2.5}
+
+
+# Characters that need care in storage: the PostgreSQL NUL escape (U+FFFE), its neighbour, NUL, line separators.
+ODD_STRINGS = [
+    "a\ufffeb",
+    "\ufffe",
+    "\ufffe0",
+    "\ufffe\ufffe",
+    "x\uffffy",
+    "nul\x00byte",
+    "\x00\ufffe\x00",
+    "l\u2028p\u2029",
+]
+
+
+def test_odd_characters_round_trip_exactly_in_every_stored_field(client, project):
+    # PostgreSQL escaped U+FFFE in the JSON columns on write and never unescaped them: a\ufffeb read back doubled.
+    for i, text in enumerate(ODD_STRINGS):
+        attributes = [
+            {"key": "value", "value": {"stringValue": text}},
+            {"key": text, "value": {"arrayValue": {"values": [{"stringValue": text}]}}},
+            {"key": "session.id", "value": {"stringValue": text}},
+        ]
+        event = {"name": text, "timeUnixNano": str(time.time_ns()), "attributes": attributes[:1]}
+        resource = {"attributes": [{"key": "service.name", "value": {"stringValue": text}}, *attributes[:2]]}
+        spans = [
+            {
+                "traceId": "6b" * 16,
+                "spanId": f"{i + 1:016x}",
+                "name": f"odd {i} {text}",
+                "status": {"code": 2, "message": text},
+                "attributes": attributes,
+                "events": [event],
+            }
+        ]
+        doc = {"resourceSpans": [{"resource": resource, "scopeSpans": [{"scope": {"name": text}, "spans": spans}]}]}
+        response = client.post("/v1/traces", json=doc, headers=project.auth())
+        assert response.status_code == 200 and response.json() == {}, response.text  # no partial success
+    stored = records_of(client, project)
+    for i, text in enumerate(ODD_STRINGS):
+        record = client.get(f"/v1/records/{stored[f'odd {i} {text}']['record_id']}", headers=project.auth("agent"))
+        record = record.json()["record"]
+        assert record["attributes"] == {"value": text, text: [text], "session.id": text}
+        assert (record["service"], record["message"], record["session_id"], record["scope"]) == (text,) * 4
+        assert record["events"][0]["name"] == text and record["events"][0]["attributes"] == {"value": text}
+        assert record["resource"] == {"service.name": text, "value": text, text: [text]}
+    # A lone surrogate cannot be stored as text at all: strict JSON refuses it (see the test above), over OTLP too.
+    lone = b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "' + b"6c" * 16
+    lone += b'", "spanId": "' + b"01" * 8 + b'", "name": "lone \\udc00"}]}]}]}'
+    response = client.post("/v1/traces", content=lone, headers={**project.auth(), "content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["message"].startswith("body is not valid JSON")
 
 
 # --- far-future and far-past timestamps -----------------------------------------------------------

@@ -32,7 +32,7 @@ def pooled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """A server that decodes in one worker process, with a quota of 10 records for sandboxes."""
     settings = make_settings(tmp_path_factory.mktemp("pooled"), decode_workers=1, sandbox_quota_spans=10)
     with in_thread(settings) as running:
-        assert running.app.ingestor.decoder.workers == 1
+        assert running.app.decoder.workers == 1
         yield running
 
 
@@ -41,7 +41,7 @@ def inline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """The same server decoding on its own threads."""
     settings = make_settings(tmp_path_factory.mktemp("inline"), decode_workers=0)
     with in_thread(settings) as running:
-        assert running.app.ingestor.decoder.workers == 0
+        assert running.app.decoder.workers == 0
         yield running
 
 
@@ -161,17 +161,17 @@ def test_a_dead_worker_does_not_stop_ingest(tmp_path: Path) -> None:
     with in_thread(make_settings(tmp_path / "data", decode_workers=1)) as server:
         project = new_project(server)
         assert post(server, project.producer_key, request([span(1)])).status_code == 200
-        pool = server.app.ingestor.decoder._pool
+        pool = server.app.decoder._pool
         assert pool is not None
         for pid in list(pool._processes):
             os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         codes = []
         # The pool notices the death on its next use; every request is answered 200 and stored all the same.
-        while time.monotonic() < deadline and server.app.ingestor.decoder.workers:
+        while time.monotonic() < deadline and server.app.decoder.workers:
             codes.append(post(server, project.producer_key, request([span(10 + len(codes))])).status_code)
             time.sleep(0.05)
-        assert server.app.ingestor.decoder.workers == 0
+        assert server.app.decoder.workers == 0
         codes.append(post(server, project.producer_key, request([span(10 + len(codes))])).status_code)
         assert set(codes) == {200}
         assert len(stored(server, project.agent_key)) == 1 + len(codes)

@@ -11,8 +11,8 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from loopkit_core import diagnose
-from loopkit_core.api import runs
 from loopkit_core.app import ROUTES
+from loopkit_core.loop import requests as loop_requests
 
 REPO = Path(__file__).resolve().parent.parent
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -160,7 +160,7 @@ def test_llms_txt_format(client):
 def test_the_diagnose_body_schema_is_the_code(spec):
     """Fields, defaults and bounds of DiagnoseRequest are the ones POST /v1/runs/diagnose applies."""
     schema = spec["components"]["schemas"]["DiagnoseRequest"]
-    assert set(schema["properties"]) == runs.FIELDS
+    assert set(schema["properties"]) == loop_requests.DIAGNOSE_FIELDS
     defaults = diagnose.DiagnoseRequest()
     for field in ("since_minutes", "min_count", "max_issues"):
         assert schema["properties"][field]["default"] == getattr(defaults, field), field
@@ -217,7 +217,7 @@ def test_diagnosis_answers_match_the_documented_schemas(client, project, spec):
     assert unknown.status_code == 404
     _validator(spec, "Error").validate(unknown.json())
 
-    bad = client.post("/v1/runs/diagnose", json={"max_issues": 10_001}, headers=project.auth("agent"))
+    bad = client.post("/v1/runs/diagnose", json={"max_issues": 1001}, headers=project.auth("agent"))
     assert bad.status_code == 400
     _validator(spec, "Error").validate(bad.json())
     forbidden = client.post("/v1/runs/diagnose", json={}, headers=project.auth("dashboard"))
@@ -227,13 +227,11 @@ def test_diagnosis_answers_match_the_documented_schemas(client, project, spec):
 
 def test_the_verify_and_decision_bodies_are_the_code(spec):
     """Fields and bounds of the verify and approve/reject bodies are the ones the routes apply."""
-    from loopkit_core.api import packets
-
     verify = spec["components"]["schemas"]["VerifyRequest"]
-    assert set(verify["properties"]) == runs.VERIFY_FIELDS and verify["required"] == ["packet_id"]
-    assert verify["properties"]["since_minutes"]["maximum"] == runs.MAX_SINCE_MINUTES
+    assert set(verify["properties"]) == loop_requests.VERIFY_FIELDS and verify["required"] == ["packet_id"]
+    assert verify["properties"]["since_minutes"]["maximum"] == loop_requests.MAX_SINCE_MINUTES
     note = spec["components"]["schemas"]["DecisionRequest"]["properties"]["note"]
-    assert note["maxLength"] == packets.MAX_NOTE
+    assert note["maxLength"] == loop_requests.MAX_NOTE
 
 
 def test_handoff_approval_and_verification_answers_match_the_documented_schemas(client, project, spec):

@@ -373,6 +373,55 @@ def test_unloadable_plugins_are_load_errors_and_the_server_still_works(tmp_path,
         ]
 
 
+EVERYWHERE = plugin(
+    """
+    @hookimpl
+    def diagnose(window, options):
+        raise ValueError("x" * 3000)
+
+    @hookimpl
+    def verify_issue(issue, before, after, previous):
+        raise ValueError("x" * 3000)
+
+    @hookimpl
+    def register_handoff_renderers():
+        raise ValueError("x" * 3000)
+    """
+)
+NOT_ITERABLE = plugin(
+    """
+    @hookimpl
+    def register_handoff_renderers():
+        return 42
+    """
+)
+
+
+def test_every_hook_reports_a_failing_plugin_with_the_same_error_text(tmp_path, site):
+    # One call loop for every hook: the same "Type: message" (cut at 2,000 characters) in load_errors,
+    # diagnoser_errors and verifier_errors, and a renderer answer that is not a list is a load error too.
+    site.add("loopkit-everywhere", {"everywhere": "loopkit_everywhere"}, {"loopkit_everywhere": EVERYWHERE})
+    site.add("loopkit-not-iterable", {"not_iterable": "loopkit_not_iterable"}, {"loopkit_not_iterable": NOT_ITERABLE})
+    error = "ValueError: " + "x" * (2000 - len("ValueError: "))
+    with serving(tmp_path) as running, client_for(running) as client:
+        project = new_project(running)
+        listed = client.get("/v1/plugins", headers=project.auth("agent")).json()
+        assert sorted(listed["load_errors"], key=lambda e: e["plugin"]) == [
+            {"plugin": "everywhere", "error": error},
+            {"plugin": "not_iterable", "error": "TypeError: 'int' object is not iterable"},
+        ]
+        assert [r["name"] for r in listed["renderers"]] == ["json", "markdown", "prompt"]  # the built-ins still serve
+        post(client, project, checkout_errors(3))
+        packet = diagnose(client, project)
+        assert packet["diagnoser_errors"] == [{"diagnoser": "everywhere", "error": error}]
+        [issue] = packet["issues"]
+        answer = client.post(
+            "/v1/runs/verify", json={"packet_id": packet["packet_id"]}, headers=project.auth("agent")
+        ).json()["verification"]
+        assert answer["verifier_errors"] == [{"verifier": "everywhere", "issue_id": issue["issue_id"], "error": error}]
+        assert [v["verifier"] for v in answer["verdicts"]] == ["rate_verifier"]  # the next verifier answered
+
+
 def test_blocking_by_name_is_per_server_and_covers_built_ins(tmp_path, site):
     site.add_example()
     blocked = serving(tmp_path, "blocked", blocked_plugins="slow_users, signature_clusterer")
@@ -543,3 +592,25 @@ def test_the_example_package_passes_its_own_tests(tmp_path, site):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1].startswith("2 passed")
+
+
+LONG_SIGNATURE = plugin(
+    """
+    @hookimpl
+    def record_signature(record):
+        return Signature(key="k" * 64 if record.message == "long" else "ok-key", template="t", operation=record.name)
+    """
+)
+
+
+def test_a_signature_key_the_store_cannot_hold_leaves_the_record_unsigned_not_lost(tmp_path, site):
+    """A plugin's 64-character key would fail the whole commit on PostgreSQL (VARCHAR(32)): the record is kept."""
+    site.add("loopkit-long-keys", {"long_keys": "loopkit_long_keys"}, {"loopkit_long_keys": LONG_SIGNATURE})
+    with serving(tmp_path) as running, client_for(running) as client:
+        project = new_project(running)
+        records = [{"type": "error", "name": "POST /a", "message": m} for m in ("long", "short", "long")]
+        ids = post(client, project, records)
+        signatures = [
+            client.get(f"/v1/records/{rid}", headers=project.auth("agent")).json()["record"]["signature"] for rid in ids
+        ]
+        assert signatures == [None, "ok-key", None]

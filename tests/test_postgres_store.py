@@ -108,6 +108,9 @@ def test_escaping_is_lossless_and_free_for_ordinary_text():
     assert escaped[0] is rows[0] and escaped[1] == ("b\ufffe0", 2.5, "c")
     plain = [("a",), ("b",)]
     assert escape_nul_rows(plain) is plain
+    # Only the columns named are escaped (JSON text is stored as it is and read back without unescaping).
+    assert escape_nul_rows([("\ufffe", "\ufffe", "\x00")], (0, 2)) == [("\ufffe\ufffe", "\ufffe", "\ufffe0")]
+    assert escape_nul_rows([("a", "\ufffe")], (0,)) == [("a", "\ufffe")]
 
 
 def test_schema_names_fit_postgresql_and_stay_distinct(tmp_path: Path):
@@ -123,6 +126,8 @@ def test_schema_names_fit_postgresql_and_stay_distinct(tmp_path: Path):
     # "-" and "_" map to the same character; an ID can never contain "_", so the names cannot collide.
     with pytest.raises(ValueError):
         s.project_schema("bad_id")
+    with pytest.raises(ValueError):  # "$" in a re.match admitted a final newline
+        s.project_schema("shop-1a2b3c4d\n")
 
 
 def test_bad_database_urls_and_prefixes_are_refused(tmp_path: Path):

@@ -148,6 +148,9 @@ INVALID = [
     ("trace_id short", {"type": "event", "name": "n", "trace_id": "a" * 31}, "trace_id must be 32 hex characters"),
     ("trace_id long", {"type": "event", "name": "n", "trace_id": "a" * 33}, "trace_id must be 32 hex characters"),
     ("trace_id zero", {"type": "event", "name": "n", "trace_id": "0" * 32}, "trace_id must be 32 hex characters"),
+    # re.match with "$" let a final newline through: the span was stored once per spelling.
+    ("trace_id newline", {"type": "event", "name": "n", "trace_id": "ab" * 16 + "\n"}, "trace_id must be 32 hex"),
+    ("span_id newline", {"type": "event", "name": "n", "span_id": "cd" * 8 + "\n"}, "span_id must be 16 hex"),
     ("trace_id number", {"type": "event", "name": "n", "trace_id": 12}, "trace_id must be 32 hex characters"),
     ("span_id short", {"type": "event", "name": "n", "span_id": "a" * 15}, "span_id must be 16 hex characters"),
     ("span_id zero", {"type": "event", "name": "n", "span_id": "0" * 16}, "span_id must be 16 hex characters"),

@@ -74,12 +74,15 @@ def verdicts(verification: dict) -> dict[str, dict]:
     return {v["signal_type"]: v for v in verification["verdicts"]}
 
 
-def nearest_rank(values: list[float], q: float) -> float | None:
-    """The q-quantile by nearest rank, as the latency verifier reports it."""
+def interpolated(values: list[float], q: float) -> float | None:
+    """The q-quantile interpolated between closest ranks, to the microsecond, as detector and verifier report it."""
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return round(ordered[low] + (ordered[high] - ordered[low]) * (position - low), 3)
 
 
 def test_the_packet_under_test(loop: Loop):
@@ -186,8 +189,8 @@ def test_verdicts_and_their_numbers(loop: Loop, scenario: str):
         "slow_calls": len(slow),
         "calls": len(durations),
         "slow_share": round(len(slow) / len(durations), 6) if durations else 0.0,
-        "p95_ms": nearest_rank(durations, 0.95),
-        "p50_ms": nearest_rank(durations, 0.5),
+        "p95_ms": interpolated(durations, 0.95),
+        "p50_ms": interpolated(durations, 0.5),
     }
     slowest = sorted(
         ((d, rid) for rid, d in zip(loop.spans.ids_of(pid, "search-after-"), durations, strict=True) if d >= 58.841),

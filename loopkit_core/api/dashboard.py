@@ -18,27 +18,22 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from loopkit_core import __version__, charts, sessions
-from loopkit_core.api.errors import ApiError, error_response, is_lookup_key, json_response, principal, read_capped
-from loopkit_core.api.packets import MAX_NOTE, record_decision
-from loopkit_core.model import parse_rfc3339, rfc3339
-from loopkit_core.projects import Principal, authenticate, get_project
-from loopkit_core.store import packets as packet_store
-from loopkit_core.store.records import ACCEPTED, get_record, get_records
-from loopkit_core.store.schema import counters
+from loopkit_core.api.errors import ApiError, error_response, json_response, principal, read_capped
+from loopkit_core.identity import Principal
+from loopkit_core.loop.errors import LoopError
+from loopkit_core.loop.requests import MAX_NOTE, packet_limit
+from loopkit_core.model import rfc3339
+from loopkit_core.scopes import APPROVALS_WRITE, DASHBOARD_READ
 
-READ_SCOPE = "dashboard:read"
-DECIDE_SCOPE = "approvals:write"
+READ_SCOPE = DASHBOARD_READ
+DECIDE_SCOPE = APPROVALS_WRITE
 BASE = "/v1/dashboard"
-EVIDENCE_PER_ISSUE = 20
-MAX_EVIDENCE_RECORDS = 500
 MAX_FORM_BYTES = 16 * 1024
-MAX_ID = 40
 _PACKET_ID = re.compile(r"pkt_[0-9a-f]{1,36}")
 
 _env = Environment(
@@ -171,15 +166,15 @@ async def viewer(request: Request) -> Viewer:
     """The signed-in viewer: a bearer header if sent (it must be valid), else the session cookie."""
     if request.headers.get("authorization") is not None:
         return Viewer(await principal(request, READ_SCOPE), None)
-    loopkit = request.app.state.loopkit
+    loop = request.app.state.loop
     token = request.cookies.get(sessions.COOKIE)
     if not token:
         raise ApiError(401, "sign in with your dashboard key")
-    found = await run_in_threadpool(sessions.resolve, loopkit.store.control, token, loopkit.clock())
+    found = await run_in_threadpool(loop.session, token)
     if found is None:
         raise ApiError(401, "your session ended (it expired, or the key was rotated): sign in again")
     who, key_hash = found
-    _check_access(who, loopkit.clock())
+    _check_access(who, loop.clock())
     return Viewer(who, sessions.csrf_token(token, key_hash))
 
 
@@ -242,35 +237,15 @@ def check_origin(request: Request, signing_in: bool = False) -> None:
 async def index(request: Request) -> Response:
     """The project's packets, newest first, with their status and issues; `limit` 1-100 (default 20)."""
     who = await viewer(request)
-    raw = request.query_params.get("limit", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= packet_store.MAX_LIST:
-        raise ApiError(400, f"limit must be an integer from 1 to {packet_store.MAX_LIST}")
-    loopkit = request.app.state.loopkit
-    engine = loopkit.store.project(who.principal.project_id)
-    found = await run_in_threadpool(packet_store.list_packets, engine, int(raw))
-    project = await run_in_threadpool(get_project, loopkit.store.control, who.principal.project_id)
-    if project is None:  # deleted between the key check and now
-        raise ApiError(401, "this project no longer exists")
-    total = await run_in_threadpool(_accepted, engine)
+    limit = packet_limit(request.query_params.get("limit"))
+    loop = request.app.state.loop
+    found = await run_in_threadpool(loop.packets, who.principal, limit)
+    about = await run_in_threadpool(loop.project, who.principal)
     for summary in found:
         summary["dashboard_url"] = f"{BASE}/packets/{summary['packet_id']}"
-    about = {
-        "project_id": project["project_id"],
-        "project_name": project.get("project_name") or project.get("name"),
-        "kind": project.get("kind"),
-        "quota_spans": project.get("quota_spans"),
-        "expires_at": project.get("expires_at"),
-        "records_accepted": total,
-    }
     if wants_json(request):
         return _json({"ok": True, "project": about, "viewer": who.as_json(), "packets": found})
-    return render(request, "index.html", project=about, viewer=who, packets=found, limit=int(raw))
-
-
-def _accepted(engine: Any) -> int:
-    # A plain read of the quota counter (no lock: the page only shows it).
-    with engine.connect() as conn:
-        return int(conn.execute(select(counters.c.value).where(counters.c.name == ACCEPTED)).scalar() or 0)
+    return render(request, "index.html", project=about, viewer=who, packets=found, limit=limit)
 
 
 @page
@@ -294,23 +269,13 @@ async def packet_page(request: Request) -> Response:
 
 
 async def _packet_context(request: Request, who: Viewer, packet_id: str, **extra: Any) -> dict[str, Any]:
-    loopkit = request.app.state.loopkit
-    engine = loopkit.store.project(who.principal.project_id)
-    packet = await run_in_threadpool(packet_store.get_packet, engine, packet_id) if is_lookup_key(packet_id) else None
-    if packet is None:
-        raise ApiError(404, f"no packet {packet_id[:MAX_ID]!r} in this project")
-    issues = packet.get("issues") or []
-    ids = [rid for issue in issues for rid in (issue.get("evidence") or [])[:EVIDENCE_PER_ISSUE]][:MAX_EVIDENCE_RECORDS]
-    records = await run_in_threadpool(get_records, engine, ids)
-    now_ns = int(loopkit.clock() * 1e9)
-    series = await run_in_threadpool(_all_series, engine, packet, now_ns)
-    handoff, handoff_error = await _markdown(loopkit, packet, records)
+    view = await run_in_threadpool(request.app.state.loop.packet_view, who.principal, packet_id)
     return {
-        "packet": packet,
-        "records": records,
-        "series": series,
-        "handoff": handoff,
-        "handoff_error": handoff_error,
+        "packet": view.packet,
+        "records": view.records,
+        "series": view.series,
+        "handoff": view.handoff,
+        "handoff_error": view.handoff_error,
         "viewer": who,
         "max_note": MAX_NOTE,
         "form_error": None,
@@ -319,44 +284,11 @@ async def _packet_context(request: Request, who: Viewer, packet_id: str, **extra
     }
 
 
-def _all_series(engine: Any, packet: dict[str, Any], now_ns: int) -> dict[str, charts.Series | None]:
-    # Over the packet's window and on up to now, so the chart also shows what happened after the fix.
-    window = packet.get("window_ns") or {}
-    try:
-        start = int(window.get("start") or parse_rfc3339(packet["window"]["start"]))
-        end = int(window.get("end") or parse_rfc3339(packet["window"]["end"]))
-    except (KeyError, TypeError, ValueError):
-        return {}
-    out: dict[str, charts.Series | None] = {}
-    for issue in packet.get("issues") or []:
-        selector = issue.get("selector")
-        try:
-            out[issue["issue_id"]] = charts.occurrences(engine, selector, start, max(end, now_ns), end)
-        except (KeyError, TypeError, ValueError, AttributeError):  # a plugin's issue without a usable selector
-            out[issue.get("issue_id", "")] = None
-    return out
-
-
-async def _markdown(loopkit: Any, packet: dict[str, Any], records: dict[str, Any]) -> tuple[str | None, str | None]:
-    renderer = loopkit.renderers.get("markdown")
-    if renderer is None:
-        return None, "no markdown renderer is loaded on this server"
-    context = {"records": records, "base_url": loopkit.settings.base_url()}
-    try:
-        return await run_in_threadpool(renderer.render, packet, context), None
-    except Exception as exc:  # a broken renderer plugin must not take the page down
-        return None, f"the markdown renderer failed: {type(exc).__name__}: {exc}"[:500]
-
-
 @page
 async def record_page(request: Request) -> Response:
     """One record of the project with everything behind a claim: attributes, resource, events."""
     who = await viewer(request)
-    record_id = request.path_params["record_id"]
-    engine = request.app.state.loopkit.store.project(who.principal.project_id)
-    record = await run_in_threadpool(get_record, engine, record_id) if is_lookup_key(record_id) else None
-    if record is None:
-        raise ApiError(404, f"no record {record_id[:MAX_ID]!r} in this project")
+    record = await run_in_threadpool(request.app.state.loop.record, who.principal, request.path_params["record_id"])
     if wants_json(request):
         return _json({"ok": True, "viewer": who.as_json(), "record": record})
     back = request.query_params.get("packet", "")
@@ -383,7 +315,7 @@ async def login(request: Request) -> Response:
     key = form.get("key", "").strip()
     if not key:
         raise ApiError(401, "enter your dashboard key (lk_dash_...)")
-    who = await run_in_threadpool(authenticate, loopkit.store.control, key)
+    who = await run_in_threadpool(request.app.state.loop.sign_in, key)
     if who is None:
         raise ApiError(401, "unknown or revoked key: check it, or ask for the project's current dashboard key")
     _check_access(who, loopkit.clock())
@@ -439,20 +371,17 @@ async def _decide(request: Request, decision: str) -> Response:
         raise ApiError(403, f"the {kind} key may read the dashboard but not decide: use the dashboard key")
     check_origin(request)
     form = await read_form(request)
-    if who.csrf is not None and not secrets.compare_digest(form.get("csrf", ""), who.csrf):
+    # Compared as bytes: compare_digest refuses non-ASCII str (a hostile form would raise, not be refused).
+    if who.csrf is not None and not secrets.compare_digest(form.get("csrf", "").encode(), who.csrf.encode()):
         raise ApiError(403, "the form expired or came from another site: reload the page and try again", "csrf_failed")
     note = form.get("note", "")
-    problem = None
-    if not note.strip():
-        problem = "note is required: say why, in a few words"
-    elif len(note) > MAX_NOTE:
-        problem = f"note must be at most {MAX_NOTE} characters"
-    if problem is not None:
-        if wants_json(request):
-            raise ApiError(400, problem)
-        context = await _packet_context(request, who, packet_id, form_error=problem, note=note[: MAX_NOTE * 2])
+    try:
+        await run_in_threadpool(request.app.state.loop.decide, who.principal, packet_id, decision, note)
+    except LoopError as exc:
+        if exc.status != 400 or wants_json(request):
+            raise
+        context = await _packet_context(request, who, packet_id, form_error=exc.message, note=note[: MAX_NOTE * 2])
         return render(request, "packet.html", 400, **context)
-    await record_decision(request.app.state.loopkit, who.principal, packet_id, decision, note)
     target = f"{BASE}/packets/{packet_id}#decision"
     return RedirectResponse(target, 303, headers=security_headers(secrets.token_urlsafe(8)))
 

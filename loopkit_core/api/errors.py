@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from typing import Any
 
 import orjson
@@ -12,42 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from loopkit_core.projects import AuthError, Principal, require
+from loopkit_core.identity import Principal
+from loopkit_core.loop.errors import CODES, LoopError
+from loopkit_core.loop.requests import is_lookup_key
 
-_CODES = {
-    400: "bad_request",
-    401: "unauthenticated",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    503: "unavailable",
-}
+__all__ = ["ApiError", "error_response", "is_lookup_key", "json_body", "json_response", "principal", "read_capped"]
 
-
-# Every ID LoopKit mints (rec_, pkt_, iss_, hex fingerprints) fits this; anything else cannot exist, so it is a 404
-# before it reaches the database (PostgreSQL, for one, refuses NUL bytes in text with an error, not a miss).
-_LOOKUP_KEY = re.compile(r"[A-Za-z0-9_.:-]+")
-
-
-def is_lookup_key(text: str, max_length: int = 40) -> bool:
-    """Whether `text` could be a stored ID or fingerprint (worth a database lookup at all)."""
-    return 0 < len(text) <= max_length and _LOOKUP_KEY.fullmatch(text) is not None
-
-
-class ApiError(Exception):
-    """Raised by a route; turned into the error JSON with its status by the app's handler."""
-
-    def __init__(self, status: int, message: str, code: str | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code or _CODES.get(status, "error")
-        self.retry_after = retry_after
+# Routes raise the loop service's error; the app's handler turns it into the error JSON with its status.
+ApiError = LoopError
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -62,18 +33,13 @@ def error_response(status: int, message: str, code: str | None = None, retry_aft
         headers["www-authenticate"] = 'Bearer realm="loopkit"'
     if status == 408:
         headers["connection"] = "close"  # the rest of a late body must not be read as the next request
-    body = {"ok": False, "error": {"code": code or _CODES.get(status, "error"), "message": message}}
+    body = {"ok": False, "error": {"code": code or CODES.get(status, "error"), "message": message}}
     return json_response(body, status, headers)
 
 
 async def principal(request: Request, scope: str) -> Principal:
     """The caller of an API route if its key holds `scope`; ApiError 401/403 otherwise."""
-    loopkit = request.app.state.loopkit
-    authorization = request.headers.get("authorization")
-    try:
-        return await run_in_threadpool(require, loopkit.store.control, authorization, scope, loopkit.clock())
-    except AuthError as exc:
-        raise ApiError(exc.status, exc.message, exc.code) from None
+    return await run_in_threadpool(request.app.state.loop.authenticate, request.headers.get("authorization"), scope)
 
 
 async def json_body(request: Request, max_bytes: int = 64 * 1024) -> dict[str, Any]:

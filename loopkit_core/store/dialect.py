@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -121,18 +122,31 @@ def unescape_nul(value: str) -> str:
     return _UNESCAPE.sub(lambda m: NUL if m.group(1) == "0" else m.group(1), value)
 
 
-def escape_nul_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows for raw executemany on PostgreSQL, their strings escaped (rows without NUL or U+FFFE stay as they are)."""
+def escape_nul_rows(rows: list[tuple[Any, ...]], columns: tuple[int, ...] | None = None) -> list[tuple[Any, ...]]:
+    """Rows for raw executemany on PostgreSQL, the strings of `columns` (indexes; None: all) escaped.
+
+    Rows without NUL or U+FFFE there stay as they are. Leave JSON text columns out: JSON never holds a raw NUL
+    (it is written as the escape \\u0000), and they are read back without unescaping, so an escaped U+FFFE there
+    would come back doubled.
+    """
+    if columns == ():
+        return rows
+    # One more index, so itemgetter always gives a tuple (of one index alone it gives the bare value).
+    pick = None if columns is None else itemgetter(*columns, columns[0])
     out = rows
     for i, row in enumerate(rows):
-        if any(v.__class__ is str and (NUL in v or ESCAPE in v) for v in row):
+        values = row if pick is None else pick(row)
+        if any(v.__class__ is str and (NUL in v or ESCAPE in v) for v in values):
             if out is rows:
                 out = list(rows)
-            out[i] = tuple(escape_nul(v) if v.__class__ is str else v for v in row)
+            out[i] = tuple(
+                escape_nul(v) if v.__class__ is str and (columns is None or c in columns) else v
+                for c, v in enumerate(row)
+            )
     return out
 
 
-class _NulSafe(TypeDecorator):
+class NulSafe(TypeDecorator):
     """Text that round-trips NUL on PostgreSQL; on SQLite no processing at all (no per-value cost)."""
 
     cache_ok = True
@@ -150,14 +164,14 @@ class _NulSafe(TypeDecorator):
         return lambda value: unescape_nul(value) if isinstance(value, str) else value
 
 
-class NulSafeText(_NulSafe):
+class NulSafeText(NulSafe):
     """TEXT, NUL-safe on PostgreSQL."""
 
     impl = Text
     cache_ok = True
 
 
-class NulSafeString(_NulSafe):
+class NulSafeString(NulSafe):
     """VARCHAR(n), NUL-safe on PostgreSQL."""
 
     impl = String

@@ -18,7 +18,7 @@ from loopkit_core.store.migrations import CURSOR_SECRET, migrate
 from loopkit_core.store.records import cursor_key
 from loopkit_core.store.schema import projects, server_secrets
 
-PROJECT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,78}[a-z0-9]$")
+PROJECT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,78}[a-z0-9]")  # fullmatch only: "$" admits a final newline
 PG_MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently; LoopKit never lets it
 
 
@@ -64,7 +64,7 @@ class Store:
             if engine is not None:
                 self._projects.move_to_end(project_id)
                 return engine
-        if not PROJECT_ID_RE.match(project_id):
+        if not PROJECT_ID_RE.fullmatch(project_id):
             raise ValueError(f"invalid project id {project_id!r}")
         with self._lock:
             if project_id in self._dropped:
@@ -114,7 +114,7 @@ class Store:
 
     def project_schema(self, project_id: str) -> str:
         """The PostgreSQL schema of a project: readable, unique, and within PostgreSQL's 63-byte limit."""
-        if not PROJECT_ID_RE.match(project_id):
+        if not PROJECT_ID_RE.fullmatch(project_id):
             raise ValueError(f"invalid project id {project_id!r}")
         name = self.settings.database_schema_prefix + "lk_p_" + project_id.replace("-", "_")
         if len(name) > PG_MAX_IDENTIFIER:
@@ -125,7 +125,7 @@ class Store:
 
     def drop(self, project_id: str) -> None:
         """Close a deleted project's engine and remove its data; it can never be reopened here."""
-        if not PROJECT_ID_RE.match(project_id):
+        if not PROJECT_ID_RE.fullmatch(project_id):
             raise ValueError(f"invalid project id {project_id!r}")
         with self._lock:
             self._dropped.add(project_id)

@@ -11,13 +11,11 @@ from typing import Any
 import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
 
-from loopkit_core.model import Record, rfc3339
+from loopkit_core.model import MAX_NS, Record, rfc3339
 from loopkit_core.store import dialect
 from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, resources, signatures
 
 MAX_PAGE = 1000
-# Timestamps are signed 64-bit unix nanoseconds (SQLite INTEGER).
-MAX_NS = 2**63 - 1
 
 
 Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
@@ -83,6 +81,8 @@ def resource_row(resource: dict[str, Any]) -> tuple[str, str]:
 # bench/write_path.py). The columns' types need no bind processing on SQLite or psycopg.
 _RECORD_KEYS = tuple(RECORD_COLUMNS)
 TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
+# The NUL-safe text columns, escaped on PostgreSQL; not the JSON ones (attributes, resource, events, links).
+_ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(records.c[name].type, dialect.NulSafe))
 
 
 def insert_rows(conn: Connection, rows: list[Row]) -> int:
@@ -92,7 +92,7 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
     """
     sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
     if conn.dialect.name == "postgresql":  # raw executemany skips the columns' NUL escaping: do it here
-        rows = dialect.escape_nul_rows(rows)
+        rows = dialect.escape_nul_rows(rows, _ESCAPED)
     return conn.exec_driver_sql(sql, rows).rowcount
 
 
@@ -168,6 +168,12 @@ def accepted_total(conn: Connection) -> int:
         conn.execute(new.on_conflict_do_nothing(index_elements=["name"]))
         value = conn.execute(locked).scalar()
     return value
+
+
+def accepted_count(engine: Engine) -> int:
+    """Records ever accepted by the project, read without a lock (for display only)."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(counters.c.value).where(counters.c.name == ACCEPTED)).scalar() or 0)
 
 
 def write_accepted_total(conn: Connection, value: int) -> None:

@@ -7,9 +7,9 @@ import threading
 import zlib
 from collections import defaultdict
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
+from loopkit_core.sink import Ack, CommitFailed, Overloaded
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import (
     Row,
@@ -29,30 +29,14 @@ Descriptions = list[dict[str, Any]]  # signature rows
 Resources = list[tuple[str, str]]  # (resource_key, JSON) rows
 
 
-@dataclass
-class WriteResult:
-    """What a commit did with one request's rows."""
-
-    inserted: int = 0  # new rows (duplicates of stored records are not counted)
-    over_quota: list[int] = field(default_factory=list)  # indexes of rows refused by the project's quota
-    # Rows whose span was already stored under another record ID (re-sent with another start time): index -> that ID.
-    stored_as: dict[int, str] = field(default_factory=dict)
-
-
 class _Item:
     __slots__ = ("rows", "quota", "signatures", "resources", "future")
 
     def __init__(
-        self, rows: Rows, quota: int | None, signatures: Descriptions, resources: Resources, future: Future[WriteResult]
+        self, rows: Rows, quota: int | None, signatures: Descriptions, resources: Resources, future: Future[Ack]
     ) -> None:
         self.rows, self.quota, self.signatures, self.resources = rows, quota, signatures, resources
         self.future = future
-
-
-class Overloaded(Exception):
-    """The writer is too far behind (or shutting down); the client should retry later."""
-
-    retry_after_seconds = 1
 
 
 class Writer:
@@ -70,7 +54,7 @@ class Writer:
         quota: int | None = None,
         signatures: Descriptions | None = None,
         resources: Resources | None = None,
-    ) -> Future[WriteResult]:
+    ) -> Future[Ack]:
         """Queue rows; the future completes once they are committed (or fails with the reason).
 
         `signatures` are the rows' distinct signature descriptions and `resources` their resources, stored
@@ -101,10 +85,10 @@ class _Shard(threading.Thread):
 
     def submit(
         self, project_id: str, rows: Rows, quota: int | None, signatures: Descriptions, resources: Resources
-    ) -> Future[WriteResult]:
-        future: Future[WriteResult] = Future()
+    ) -> Future[Ack]:
+        future: Future[Ack] = Future()
         if not rows:
-            future.set_result(WriteResult())
+            future.set_result(Ack())
             return future
         with self._cond:
             if self._closing:
@@ -166,12 +150,12 @@ class _Shard(threading.Thread):
             item.future.set_result(result)
 
 
-def _write(conn: Any, item: _Item, accepted: int) -> WriteResult:
+def _write(conn: Any, item: _Item, accepted: int) -> Ack:
     """Insert one request's rows; near a quota, row by row so exactly the overflow is refused."""
     if item.quota is None or accepted + len(item.rows) <= item.quota:
-        result = WriteResult(inserted=insert_rows(conn, item.rows))
+        result = Ack(inserted=insert_rows(conn, item.rows))
     else:
-        result = WriteResult()
+        result = Ack()
         for index, row in enumerate(item.rows):
             if accepted + result.inserted < item.quota:
                 result.inserted += insert_rows(conn, [row])
@@ -182,9 +166,3 @@ def _write(conn: Any, item: _Item, accepted: int) -> WriteResult:
         result.stored_as = {i: rid for i, rid in stored_ids(conn, item.rows).items() if i not in refused}
     return result
 
-
-class CommitFailed(Exception):
-    """The store refused a commit (disk full, database locked too long, ...)."""
-
-    def __init__(self, project_id: str) -> None:
-        super().__init__(f"could not store records for project {project_id}")

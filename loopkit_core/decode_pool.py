@@ -4,6 +4,9 @@ One LoopKit process holds one GIL: protobuf/JSON decoding, signatures and row bu
 the writer's Python side queue behind each other on one core. With `decode_workers` > 0 a pool of spawned
 processes does the pure part of ingest: bytes in, rows out. Authentication, quotas, deduplication and the
 commit stay in the server process, so nothing about what is stored or acknowledged changes.
+
+This is composition: it joins the receivers' decoders (bytes -> records) to core's `ingest.prepare`
+(records -> rows), and is handed to the receivers as their `Decoder`.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from concurrent.futures.process import BrokenProcessPool
 
 from starlette.concurrency import run_in_threadpool
 
+from loopkit_core.ingest import prepare
 from loopkit_core.plugins import Plugins, get_plugins
-from loopkit_receivers import otlp_proto
-from loopkit_receivers.ingest import Prepared, decode_http, prepare
+from loopkit_core.sink import Batch
+from loopkit_receivers.intake import decode_grpc, decode_http
 from loopkit_receivers.limits import DEFAULT as DEFAULT_LIMITS
 from loopkit_receivers.limits import Limits
 
@@ -63,27 +67,22 @@ def prepare_http(
     project_id: str,
     plugins: Plugins | None = None,
     limits: Limits = DEFAULT_LIMITS,
-) -> Prepared:
+) -> Batch:
     """Decode an HTTP body and build its rows; the payload comes back without its records (only rows travel)."""
-    payload = decode_http(body, media, encoding, max_body_bytes, project_id)
-    prepared = prepare(payload.to_store, plugins or _worker_plugins(), limits)
-    if payload.otlp is not None:
-        payload.otlp.records = []
-    elif payload.records is not None:
-        payload.records.records = []
-    prepared.payload = payload
-    return prepared
+    payload = decode_http(body, media, encoding, max_body_bytes, project_id, limits)
+    batch = prepare(payload.to_store, plugins or _worker_plugins(), payload)
+    payload.drop_records()
+    return batch
 
 
 def prepare_grpc(
     body: bytes, project_id: str, plugins: Plugins | None = None, limits: Limits = DEFAULT_LIMITS
-) -> Prepared:
+) -> Batch:
     """Decode a gRPC request message and build its rows."""
-    decoded = otlp_proto.decode(otlp_proto.parse_request(body), project_id, time.time_ns())
-    prepared = prepare(decoded.records, plugins or _worker_plugins(), limits)
+    decoded = decode_grpc(body, project_id, limits)
+    batch = prepare(decoded.records, plugins or _worker_plugins(), decoded)
     decoded.records = []
-    prepared.payload = decoded
-    return prepared
+    return batch
 
 
 def _worker_plugins() -> Plugins:
@@ -116,7 +115,7 @@ class DecodePool:
         """Worker processes (0: decoding runs on threads of the server process)."""
         return self._pool._max_workers if self._pool is not None else 0  # type: ignore[attr-defined]
 
-    async def http(self, body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str) -> Prepared:
+    async def http(self, body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str) -> Batch:
         """prepare_http, off the event loop."""
         if self._pool is not None:
             try:
@@ -130,7 +129,7 @@ class DecodePool:
             prepare_http, body, media, encoding, max_body_bytes, project_id, self.plugins, self.limits
         )
 
-    def grpc(self, body: bytes, project_id: str) -> Prepared:
+    def grpc(self, body: bytes, project_id: str) -> Batch:
         """prepare_grpc, blocking the calling (gRPC handler) thread."""
         if self._pool is not None:
             try:

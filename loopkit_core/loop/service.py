@@ -1,0 +1,305 @@
+"""The loop service: one method per operation of the loop, for every front-end (HTTP API, dashboard, CLI, MCP).
+
+Each method takes the authenticated principal and typed arguments, checks the scope, bounds and validates,
+and returns plain results; refusals are LoopError. Methods block (they read and write the database): async
+front-ends call them through a thread (`starlette.concurrency.run_in_threadpool`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import Any
+
+from loopkit_core import charts, diagnose, sessions, verify
+from loopkit_core.identity import AuthError, Principal
+from loopkit_core.ingest import prepare, sign
+from loopkit_core.loop.errors import LoopError
+from loopkit_core.loop.requests import MAX_SINCE_MINUTES, TelemetryRequest, decision_note, is_lookup_key
+from loopkit_core.model import Record, parse_rfc3339, rfc3339
+from loopkit_core.plugins import Plugins, describe_loaded
+from loopkit_core.projects import authenticate, get_project, require
+from loopkit_core.ratelimit import RateLimiter
+from loopkit_core.scopes import (
+    APPROVALS_WRITE,
+    DASHBOARD_READ,
+    REPORTS_READ,
+    RUNS_WRITE,
+    TELEMETRY_READ,
+    TELEMETRY_WRITE,
+)
+from loopkit_core.settings import Settings
+from loopkit_core.sink import Ack, Sink
+from loopkit_core.store import approvals
+from loopkit_core.store import packets as packet_store
+from loopkit_core.store import records as record_store
+from loopkit_core.store.engines import Store
+
+EVIDENCE_PER_ISSUE = 20  # evidence records fetched per issue for a handoff or a page
+MAX_EVIDENCE_RECORDS = 500
+MAX_ID = 40
+DECISIONS = ("approved", "rejected")
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A packet rendered by a renderer plugin."""
+
+    text: str
+    media_type: str
+    format: str
+
+
+@dataclass(frozen=True)
+class PacketView:
+    """Everything a page about one packet shows: the packet, its evidence records, charts, the Markdown handoff."""
+
+    packet: dict[str, Any]
+    records: dict[str, dict[str, Any]]
+    series: dict[str, charts.Series | None]
+    handoff: str | None
+    handoff_error: str | None
+
+
+class Loop:
+    """The loop's operations over one store and one set of plugins."""
+
+    def __init__(
+        self, settings: Settings, store: Store, plugins: Plugins, sink: Sink, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.plugins = plugins
+        self.renderers = plugins.renderers()
+        self.sink = sink
+        self.clock = clock
+        self._diagnose_limiter = RateLimiter(settings.diagnose_per_minute, 60.0)
+
+    # --- who is calling ------------------------------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None, scope: str) -> Principal:
+        """The caller behind an `authorization` header value if its key holds `scope`; LoopError 401/403."""
+        try:
+            return require(self.store.control, authorization, scope, self.clock())
+        except AuthError as exc:
+            raise LoopError(exc.status, exc.message, exc.code) from None
+
+    def sign_in(self, key: str) -> Principal | None:
+        """The principal of a bare key (the dashboard's sign-in form), or None when unknown or revoked."""
+        return authenticate(self.store.control, key)
+
+    def session(self, token: str) -> tuple[Principal, str] | None:
+        """The principal and key hash behind a dashboard session token, or None when it no longer holds."""
+        return sessions.resolve(self.store.control, token, self.clock())
+
+    # --- capture -------------------------------------------------------------------------------------------------
+
+    def ingest(self, principal: Principal, records: list[Record]) -> Future[Ack]:
+        """Sign and commit decoded records for the principal's project; the future resolves once durable."""
+        _need(principal, TELEMETRY_WRITE)
+        return self.sink.consume(principal, prepare(records, self.plugins))
+
+    def sign(self, records: list[Record]) -> list[dict[str, Any]]:
+        """Set each failure's grouping signature (record_signature hook); the distinct ones described."""
+        return sign(records, self.plugins)
+
+    # --- reads ---------------------------------------------------------------------------------------------------
+
+    def telemetry(self, principal: Principal, request: TelemetryRequest) -> dict[str, Any]:
+        """A page of the project's records in a bounded window, newest first, with the cursor of the next page."""
+        _need(principal, TELEMETRY_READ)
+        engine = self.store.project(principal.project_id)
+        cursor_key = self.store.cursor_key(principal.project_id)
+        if request.cursor:
+            try:
+                start_ns, end_ns, after = record_store.decode_cursor(request.cursor, cursor_key)
+            except ValueError:
+                raise LoopError(400, "cursor is not valid: pass next_cursor from the previous page unchanged") from None
+            query = record_store.WindowQuery(start_ns, end_ns, request.limit, request.filters, after)
+        else:
+            end_ns = request.until_ns or time.time_ns()
+            start_ns = max(end_ns - int(min(request.since_minutes, MAX_SINCE_MINUTES) * 60e9), 0)
+            query = record_store.WindowQuery(start_ns, end_ns, request.limit, request.filters)
+        if request.issues:
+            query = replace(query, selectors=tuple(self._issue_selector(engine, key) for key in request.issues))
+        rows, after = record_store.read_window(engine, query)
+        return {
+            "records": rows,
+            "next_cursor": record_store.encode_cursor(query, after, cursor_key) if after else None,
+            "window": {"start": rfc3339(query.start_ns), "end": rfc3339(query.end_ns)},
+        }
+
+    def record(self, principal: Principal, record_id: str) -> dict[str, Any]:
+        """One record of the project with its full provenance (agents, and people on the dashboard); 404 if none."""
+        _need(principal, TELEMETRY_READ, DASHBOARD_READ)
+        engine = self.store.project(principal.project_id)
+        record = record_store.get_record(engine, record_id) if is_lookup_key(record_id) else None
+        if record is None:
+            raise LoopError(404, f"no record {record_id[:MAX_ID]!r} in this project")
+        return record
+
+    def _issue_selector(self, engine: Any, key: str) -> dict[str, Any]:
+        issue = packet_store.find_issue(engine, key) if is_lookup_key(key, 80) else None
+        if issue is None:
+            hint = "use an issue_id or fingerprint from a packet"
+            raise LoopError(404, f"no issue {key[:80]!r} in this project ({hint})")
+        return issue["selector"]
+
+    # --- diagnose ------------------------------------------------------------------------------------------------
+
+    def diagnosers(self) -> set[str]:
+        """The names of the loaded diagnosers."""
+        return {name for name, _ in self.plugins.implementations("diagnose")}
+
+    def diagnose(self, principal: Principal, request: diagnose.DiagnoseRequest) -> dict[str, Any]:
+        """Run the diagnosers over the window, store the packet and return it (rate-limited per project)."""
+        _need(principal, RUNS_WRITE)
+        retry_after = self._diagnose_limiter.hit(principal.project_id)
+        if retry_after is not None:
+            message = f"at most {self.settings.diagnose_per_minute} diagnoses a minute per project; retry later"
+            raise LoopError(429, message, retry_after=retry_after)
+        return diagnose.run(self.store, self.plugins, principal.project_id, request, self._now_ns())
+
+    # --- packets -------------------------------------------------------------------------------------------------
+
+    def packets(self, principal: Principal, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest packets (summaries), newest first."""
+        _need(principal, REPORTS_READ, DASHBOARD_READ)
+        return packet_store.list_packets(self.store.project(principal.project_id), limit)
+
+    def packet(self, principal: Principal, packet_id: str) -> dict[str, Any]:
+        """One packet of the project, whole; LoopError 404 when there is none."""
+        _need(principal, REPORTS_READ, DASHBOARD_READ)
+        return self._packet(principal, packet_id)
+
+    def _packet(self, principal: Principal, packet_id: str) -> dict[str, Any]:
+        engine = self.store.project(principal.project_id)
+        packet = packet_store.get_packet(engine, packet_id) if is_lookup_key(packet_id) else None
+        if packet is None:
+            raise LoopError(404, f"no packet {packet_id[:MAX_ID]!r} in this project")
+        return packet
+
+    def handoff(self, principal: Principal, packet_id: str, format: str = "json") -> Handoff:
+        """The packet rendered by a renderer plugin; LoopError 400 for an unknown format, 422 if the renderer fails."""
+        _need(principal, REPORTS_READ)
+        renderer = self.renderers.get(format)
+        if renderer is None:
+            available = ", ".join(sorted(self.renderers))
+            raise LoopError(400, f"unknown format {format[:40]!r}; available: {available}")
+        packet = self._packet(principal, packet_id)
+        records = self._evidence(principal, packet)
+        try:
+            text = renderer.render(packet, self._render_context(records))
+        except Exception as exc:  # a broken renderer plugin answers without a 500, with its name
+            message = f"renderer {format!r} failed: {type(exc).__name__}: {exc}"[:500]
+            raise LoopError(422, message, "renderer_failed") from None
+        return Handoff(text, renderer.media_type, format)
+
+    def decide(self, principal: Principal, packet_id: str, decision: str, note: object) -> dict[str, Any]:
+        """Record a person's decision (approved or rejected) with a note; nothing external happens."""
+        _need(principal, APPROVALS_WRITE)
+        if decision not in DECISIONS:
+            raise LoopError(400, f"decision must be one of {', '.join(DECISIONS)}")
+        text = decision_note(note)
+        engine = self.store.project(principal.project_id)
+        actor = f"{principal.key_kind} key {principal.key_display}"
+        decided = None
+        if is_lookup_key(packet_id):
+            decided = approvals.decide(engine, packet_id, decision, text, actor, self._now_ns())
+        if decided is None:
+            raise LoopError(404, f"no packet {packet_id[:MAX_ID]!r} in this project")
+        packet = packet_store.get_packet(engine, packet_id)
+        assert packet is not None
+        return {"packet_id": packet_id, "status": decision, "approval": packet["approval"]}
+
+    # --- verify --------------------------------------------------------------------------------------------------
+
+    def verify(self, principal: Principal, request: verify.VerifyRequest) -> dict[str, Any]:
+        """Verdicts for a packet's issues on the window after it; LoopError 404 when the packet does not exist."""
+        _need(principal, RUNS_WRITE)
+        if not is_lookup_key(request.packet_id):
+            raise LoopError(404, f"no packet {request.packet_id!r} in this project")
+        verification = verify.run(self.store, self.plugins, principal.project_id, request, self._now_ns())
+        if verification is None:
+            raise LoopError(404, f"no packet {request.packet_id!r} in this project")
+        return verification
+
+    # --- what people see -----------------------------------------------------------------------------------------
+
+    def project(self, principal: Principal) -> dict[str, Any]:
+        """The principal's project: name, kind, quota, expiry (RFC 3339) and the records accepted so far."""
+        _need(principal, DASHBOARD_READ, REPORTS_READ)
+        project = get_project(self.store.control, principal.project_id)
+        if project is None:  # deleted between the key check and now
+            raise LoopError(401, "this project no longer exists")
+        engine = self.store.project(principal.project_id)
+        return {
+            "project_id": project["project_id"],
+            "project_name": project.get("project_name") or project.get("name"),
+            "kind": project.get("kind"),
+            "quota_spans": project.get("quota_spans"),
+            "expires_at": project.get("expires_at"),
+            "records_accepted": record_store.accepted_count(engine),
+        }
+
+    def packet_view(self, principal: Principal, packet_id: str) -> PacketView:
+        """A packet with its evidence records, its issues' occurrences up to now, and its Markdown handoff."""
+        _need(principal, DASHBOARD_READ, REPORTS_READ)
+        packet = self._packet(principal, packet_id)
+        records = self._evidence(principal, packet)
+        series = self._series(principal, packet)
+        renderer = self.renderers.get("markdown")
+        if renderer is None:
+            return PacketView(packet, records, series, None, "no markdown renderer is loaded on this server")
+        try:
+            text = renderer.render(packet, self._render_context(records))
+        except Exception as exc:  # a broken renderer plugin must not take the page down
+            return PacketView(packet, records, series, None, f"the markdown renderer failed: {_error(exc)}"[:500])
+        return PacketView(packet, records, series, text, None)
+
+    def plugins_loaded(self) -> dict[str, Any]:
+        """The loaded plugins, diagnosers, verifiers and renderers, and what failed to load."""
+        return describe_loaded(self.plugins)
+
+    # --- helpers -------------------------------------------------------------------------------------------------
+
+    def _now_ns(self) -> int:
+        return int(self.clock() * 1e9)
+
+    def _render_context(self, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {"records": records, "base_url": self.settings.base_url()}
+
+    def _evidence(self, principal: Principal, packet: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        issues = packet.get("issues") or []
+        ids = [rid for issue in issues for rid in (issue.get("evidence") or [])[:EVIDENCE_PER_ISSUE]]
+        return record_store.get_records(self.store.project(principal.project_id), ids[:MAX_EVIDENCE_RECORDS])
+
+    def _series(self, principal: Principal, packet: dict[str, Any]) -> dict[str, charts.Series | None]:
+        # Over the packet's window and on up to now, so the chart also shows what happened after the fix.
+        window = packet.get("window_ns") or {}
+        try:
+            start = int(window.get("start") or parse_rfc3339(packet["window"]["start"]))
+            end = int(window.get("end") or parse_rfc3339(packet["window"]["end"]))
+        except (KeyError, TypeError, ValueError):
+            return {}
+        engine = self.store.project(principal.project_id)
+        now_ns = self._now_ns()
+        out: dict[str, charts.Series | None] = {}
+        for issue in packet.get("issues") or []:
+            try:
+                out[issue["issue_id"]] = charts.occurrences(engine, issue.get("selector"), start, max(end, now_ns), end)
+            except (KeyError, TypeError, ValueError, AttributeError):  # a plugin's issue without a usable selector
+                out[issue.get("issue_id", "")] = None
+        return out
+
+
+def _need(principal: Principal, *scopes: str) -> None:
+    # The front-end authenticated the key already; this keeps every operation safe on its own.
+    if not any(scope in principal.scopes for scope in scopes):
+        raise LoopError(403, f"the {principal.key_kind} key of this project does not have the {scopes[-1]} scope")
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
