@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,3 +63,15 @@ def test_long_modules_say_why():
 def test_the_module_map_parser_sees_nesting():
     """The parser itself: a folder's modules are named with the folder, siblings are not nested."""
     assert "loopkit_core/api/errors.py" in module_map() and "receivers/errors.py" in module_map()
+
+
+def test_every_subpackage_is_packaged():
+    """A subpackage missing from pyproject's `packages` works in an editable install and is absent from a wheel."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {name: folder for name, folder in setuptools["package-dir"].items()}
+    found = set()
+    for name, folder in folders.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            if "__pycache__" not in init.parts and "static" not in init.parts:
+                found.add(".".join([name, *init.parent.relative_to(REPO / folder).parts]))
+    assert found == set(setuptools["packages"])

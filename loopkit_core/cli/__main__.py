@@ -4,4 +4,5 @@ import sys
 
 from loopkit_core.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (pkgutil walks, tooling) must not run the command
+    sys.exit(main())
