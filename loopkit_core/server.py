@@ -16,6 +16,7 @@ from dataclasses import replace
 import uvicorn
 
 from loopkit_core.app import LoopKit, create_app
+from loopkit_core.protocol import http_protocol
 from loopkit_core.retention import RetentionPurger
 from loopkit_core.settings import Settings
 from loopkit_receivers.otlp_grpc import create_server
@@ -36,8 +37,9 @@ class Running:
             self.http_socket = _bind(settings.host, settings.http_port)
             try:
                 self.grpc_server, self.grpc_port = create_server(
-                    self.app.intake, settings.host, settings.grpc_port, settings.max_body_bytes, settings.grpc_workers
-                )
+                    self.app.intake, settings.host, settings.grpc_port, settings.max_body_bytes,
+                    settings.grpc_workers, settings.header_timeout_seconds, settings.max_grpc_connections,
+                )  # fmt: skip
             except RuntimeError:  # grpcio raises RuntimeError("Failed to bind ...") for a taken port
                 self.http_socket.close()
                 where = f"{settings.host}:{settings.grpc_port}"
@@ -60,6 +62,9 @@ class Running:
             # X-Forwarded-For is trusted only from configured proxies (rate limits key on the client address).
             proxy_headers=settings.forwarded_allow_ips is not None,
             forwarded_allow_ips=settings.forwarded_allow_ips or "",
+            # Stalled request heads are cut off; past the connection limit requests get 503 (docs/reliability.md).
+            http=http_protocol(settings.header_timeout_seconds),
+            limit_concurrency=settings.max_http_connections,
         )
         self.uvicorn = _Server(config, on_signal=self.request_stop)
         self._grpc_stopped: threading.Event | None = None

@@ -33,6 +33,13 @@ class Settings:
     max_links_per_span: int = 256
     # A POST /v1/traces body must arrive within this many seconds (slow clients get 408 and are dropped).
     request_body_timeout_seconds: float = 30.0
+    # A request head (HTTP request line and headers; gRPC: the HTTP/2 preface and SETTINGS) must arrive within
+    # this many seconds of the connection or of the previous response, or the connection is closed.
+    header_timeout_seconds: float = 10.0
+    # Open connections: HTTP requests beyond it get 503 (uvicorn's limit_concurrency); gRPC closes new
+    # connections beyond it at once (grpc.max_allowed_incoming_connections).
+    max_http_connections: int = 1000
+    max_grpc_connections: int = 1000
     # SQLite `synchronous`: FULL survives power loss, NORMAL survives a process crash.
     sqlite_synchronous: str = "FULL"
     writer_threads: int = 2
@@ -60,6 +67,8 @@ class Settings:
     retention_batch_rows: int = 2000
     # POST /v1/signup, /v1/provision and /v1/recover per client address per hour.
     rate_limit_per_hour: int = 20
+    # Spans (or records-shape records) in one request; beyond it 413 / RESOURCE_EXHAUSTED, before any is decoded.
+    max_spans_per_request: int = 100_000
     # POST /v1/runs/diagnose per project per sliding minute (a diagnosis reads a whole window).
     diagnose_per_minute: int = 60
     # Proxies (comma-separated addresses, or *) whose X-Forwarded-For names the client; none by default.
@@ -120,14 +129,19 @@ class Settings:
             raise ValueError("purge_interval_seconds must be positive")
         if self.request_body_timeout_seconds <= 0:
             raise ValueError("request_body_timeout_seconds must be positive")
+        if self.header_timeout_seconds <= 0:
+            raise ValueError("header_timeout_seconds must be positive")
+        if self.max_http_connections < 2 or self.max_grpc_connections < 1:
+            # uvicorn counts the asking connection itself: a limit of 1 would refuse every request.
+            raise ValueError("max_http_connections must be at least 2 and max_grpc_connections at least 1")
         if self.retention_days < 0 or self.retention_batch_rows < 1:
             raise ValueError("retention_days must not be negative and retention_batch_rows must be at least 1")
         if min(self.max_attributes_per_span, self.max_events_per_span, self.max_links_per_span) < 0 or (
             self.max_attribute_value_length < 1
         ):
             raise ValueError("attribute, event and link limits must not be negative (value length at least 1)")
-        if self.rate_limit_per_hour < 1 or self.diagnose_per_minute < 1:
-            raise ValueError("rate_limit_per_hour and diagnose_per_minute must be at least 1")
+        if self.rate_limit_per_hour < 1 or self.diagnose_per_minute < 1 or self.max_spans_per_request < 1:
+            raise ValueError("rate_limit_per_hour, diagnose_per_minute and max_spans_per_request must be at least 1")
         if self.database_url and not self.database_url.startswith("postgresql+psycopg://"):
             raise ValueError("database_url must be a postgresql+psycopg:// URL (or empty for SQLite in data_dir)")
         if self.provision_token is not None:

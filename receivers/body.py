@@ -7,6 +7,9 @@ import zlib
 from loopkit_receivers.errors import BadRequest, TooLarge, UnsupportedMedia
 
 _CHUNK = 256 * 1024
+_FIRST_SLICE = 1024
+# Real exporters send one gzip member; a body of thousands of empty ones is an attack on the decoder.
+MAX_GZIP_MEMBERS = 64
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -28,24 +31,35 @@ def _looks_like_zlib(data: bytes) -> bool:
 
 def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
     out = bytearray()
-    pending = data
+    view = memoryview(data)
+    pos = members = 0
     try:
         while True:
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise BadRequest(f"gzip body has more than {MAX_GZIP_MEMBERS} members; exporters send one")
             d = zlib.decompressobj(wbits)
-            chunk_in = pending
-            while True:
-                chunk = d.decompress(chunk_in, _CHUNK)
-                out += chunk
-                if len(out) > limit:
-                    raise TooLarge(f"decompressed body exceeds the limit of {limit} bytes")
-                chunk_in = d.unconsumed_tail
-                if d.eof or (not chunk and not chunk_in):
-                    break
-            if not d.eof:
-                raise BadRequest("compressed body is truncated")
-            # A gzip file may hold several members back to back.
-            pending = d.unused_data
-            if wbits != 31 or not pending:
+            size = _FIRST_SLICE
+            while not d.eof:
+                if pos >= len(view):
+                    raise BadRequest("compressed body is truncated")
+                # Input goes in slices of a memoryview, small at a member's start and doubling: zlib copies what
+                # a call leaves over (unused_data, unconsumed_tail), so the copies stay proportional to the
+                # member, not to the rest of the body (which made many small members quadratic).
+                piece = view[pos : pos + size]
+                pos += len(piece)
+                size = min(size * 2, _CHUNK)
+                while True:
+                    chunk = d.decompress(piece, _CHUNK)  # bounded output: a zip bomb stops at the limit
+                    out += chunk
+                    if len(out) > limit:
+                        raise TooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+                    piece = d.unconsumed_tail
+                    if d.eof or (not piece and len(chunk) < _CHUNK):
+                        break
+            pos -= len(d.unused_data)
+            # A gzip file may hold several members back to back; zlib or raw deflate is one stream.
+            if wbits != 31 or pos >= len(view):
                 break
     except zlib.error as exc:
         raise BadRequest(f"body is not valid {'gzip' if wbits == 31 else 'deflate'} data: {exc}") from exc

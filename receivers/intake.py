@@ -84,20 +84,22 @@ def decode_http(
     raw = decompress(body, encoding, max_body_bytes)
     now = time.time_ns()
     if media == "proto":
-        payload = HttpPayload(otlp=otlp_proto.decode(otlp_proto.parse_request(raw), project_id, now))
+        request = otlp_proto.parse_request(raw)
+        payload = HttpPayload(otlp=otlp_proto.decode(request, project_id, now, max_spans=limits.spans))
     else:
         doc = _parse_json(raw)
         if records_shape.is_records_shape(doc):
-            payload = HttpPayload(records=records_shape.decode(doc, project_id, now))
+            payload = HttpPayload(records=records_shape.decode(doc, project_id, now, max_records=limits.spans))
         else:
-            payload = HttpPayload(otlp=otlp_json.decode(doc, project_id, now))
+            payload = HttpPayload(otlp=otlp_json.decode(doc, project_id, now, max_spans=limits.spans))
     apply_limits(payload.to_store, limits)  # over-long values and too many attributes are cut, never rejected
     return payload
 
 
 def decode_grpc(body: bytes, project_id: str, limits: Limits = DEFAULT_LIMITS) -> Decoded:
     """Decode a raw gRPC request message, then apply the size limits."""
-    decoded = otlp_proto.decode(otlp_proto.parse_request(body), project_id, time.time_ns())
+    request = otlp_proto.parse_request(body)
+    decoded = otlp_proto.decode(request, project_id, time.time_ns(), max_spans=limits.spans)
     apply_limits(decoded.records, limits)
     return decoded
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from loopkit_core.model import Record
 from loopkit_receivers.records_shape import MAX_NAME, MAX_TEXT
+from loopkit_receivers.span_count import MAX_SPANS_PER_REQUEST
 
 TRUNCATED = "loopkit.truncated_attributes"  # keys whose values were cut to the limits
 TRUNCATED_KEYS = "loopkit.truncated_attribute_keys"  # attribute keys cut to MAX_KEY (as stored, cut)
@@ -51,6 +52,7 @@ class Limits:
     key_length: int = 1024  # characters of an attribute key, at any depth (fixed: MAX_KEY)
     elements: int = 1024  # elements of one list or map inside an attribute value (fixed: MAX_ELEMENTS)
     depth: int = 32  # lists and maps nested inside more than this many others become null (fixed: MAX_DEPTH)
+    spans: int = MAX_SPANS_PER_REQUEST  # spans or records in one request (max_spans_per_request)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Limits:
@@ -60,6 +62,7 @@ class Limits:
             settings.max_attributes_per_span,
             settings.max_events_per_span,
             settings.max_links_per_span,
+            spans=settings.max_spans_per_request,
         )
 
 

@@ -17,6 +17,8 @@ from loopkit_receivers.errors import IngestError, Unavailable
 from loopkit_receivers.intake import Intake, settle
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+MAX_STREAMS_PER_CONNECTION = 100
+IDLE_CONNECTION_SECONDS = 300
 
 
 class TraceService:
@@ -63,7 +65,13 @@ def _abort(context: grpc.ServicerContext, exc: IngestError) -> None:
 
 
 def create_server(
-    intake: Intake, host: str, port: int, max_message_bytes: int, workers: int
+    intake: Intake,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    workers: int,
+    handshake_timeout_seconds: float = 10.0,
+    max_connections: int = 1000,
 ) -> tuple[grpc.Server, int]:
     """A started-but-not-running gRPC server bound to host:port; returns it and the bound port."""
     server = grpc.server(
@@ -73,6 +81,15 @@ def create_server(
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             # grpcio defaults to SO_REUSEPORT: a second server on a taken port would start and share it.
             ("grpc.so_reuseport", 0),
+            # What bounds a connection's resources (docs/reliability.md): a client must send the HTTP/2 preface
+            # and SETTINGS within the handshake timeout (else GOAWAY and close; grpcio's default is 120 s);
+            # connections past the limit are closed as soon as they are accepted; one connection carries at
+            # most 100 concurrent streams (clients queue the rest); a connection without calls for 5 minutes
+            # is closed (clients reconnect on their next export).
+            ("grpc.server_handshake_timeout_ms", max(int(handshake_timeout_seconds * 1000), 1)),
+            ("grpc.max_allowed_incoming_connections", max_connections),
+            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+            ("grpc.max_connection_idle_ms", IDLE_CONNECTION_SECONDS * 1000),
         ],
     )
     service = TraceService(intake)

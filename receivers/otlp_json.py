@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from loopkit_core.model import MAX_NS
+from loopkit_receivers import span_count
 from loopkit_receivers.errors import BadRequest
 from loopkit_receivers.spans import Decoded, build_record, event_timestamp, span_id_problem
 
@@ -25,8 +26,9 @@ _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR
 _MAX_DEPTH = 32
 
 
-def decode(doc: Any, project_id: str, received_ns: int) -> Decoded:
+def decode(doc: Any, project_id: str, received_ns: int, max_spans: int = span_count.MAX_SPANS_PER_REQUEST) -> Decoded:
     """Every span of an OTLP/JSON ExportTraceServiceRequest; BadRequest for a malformed document."""
+    span_count.check(span_count.in_json(doc), max_spans)
     top = _obj(doc, "request")
     out = Decoded()
     for i, resource_spans in enumerate(_list(_get(top, "resourceSpans", "resource_spans"), "resourceSpans")):

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from loopkit_receivers import span_count
 from loopkit_receivers.errors import BadRequest
 from loopkit_receivers.spans import Decoded, build_record, event_timestamp, span_id_problem
 
@@ -20,8 +21,14 @@ def parse_request(body: bytes) -> ExportTraceServiceRequest:
         raise BadRequest(f"body is not a valid ExportTraceServiceRequest: {exc}") from exc
 
 
-def decode(request: ExportTraceServiceRequest, project_id: str, received_ns: int) -> Decoded:
+def decode(
+    request: ExportTraceServiceRequest,
+    project_id: str,
+    received_ns: int,
+    max_spans: int = span_count.MAX_SPANS_PER_REQUEST,
+) -> Decoded:
     """Every span of the request as a Record; spans with invalid IDs are rejected alone."""
+    span_count.check(span_count.in_proto(request), max_spans)
     # The hot loop of protobuf ingest. Each read off a upb message costs ~0.05-0.15 us, so every field is read
     # once; build_record takes positional arguments (keywords cost ~0.7 us a span); events and links, most
     # often none, are only walked when there are some (~1 us a span).

@@ -16,6 +16,7 @@ from loopkit_core.model import (
     parse_rfc3339,
     record_id_for_span,
 )
+from loopkit_receivers import span_count
 from loopkit_receivers.errors import BadRequest
 
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
@@ -57,11 +58,14 @@ def is_records_shape(doc: Any) -> bool:
     return isinstance(doc, dict) and "records" in doc
 
 
-def decode(doc: dict[str, Any], project_id: str, received_ns: int) -> RecordsBatch:
+def decode(
+    doc: dict[str, Any], project_id: str, received_ns: int, max_records: int = span_count.MAX_SPANS_PER_REQUEST
+) -> RecordsBatch:
     """Validate each record alone; the good ones become Records, the bad ones an error each."""
     items = doc["records"]
     if not isinstance(items, list):
         raise BadRequest("records must be a JSON array")
+    span_count.check(len(items), max_records)
     out = RecordsBatch()
     for index, item in enumerate(items):
         try:
