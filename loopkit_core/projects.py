@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import time
+import unicodedata
 from typing import Any
 
 from sqlalchemy import Engine, Row, Select, insert, select, update
@@ -26,6 +27,10 @@ KEY_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 KEY_FIELDS = {"producer": "producer_key", "agent": "agent_key", "dashboard": "dashboard_key"}
 MAX_KEY_LENGTH = 200
+# Characters that reorder or break the text around a name wherever it is shown (a log line, a terminal, a page):
+# the bidirectional embeddings, overrides, isolates and marks, and the Unicode line and paragraph separators.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+LINE_SEPARATORS = frozenset("\u2028\u2029")
 
 
 def hash_secret(secret: str) -> str:
@@ -45,8 +50,17 @@ def validate_name(name: object) -> str:
         raise ValueError("project name must be a non-empty string")
     if len(name) > 200:
         raise ValueError("project name must be at most 200 characters")
-    if any(ord(ch) < 32 for ch in name):
-        raise ValueError("project name must not contain control characters")
+    for position, ch in enumerate(name):
+        # Cc is C0, DEL and C1 (which includes U+0085, NEXT LINE).
+        if unicodedata.category(ch) == "Cc":
+            what = "control characters"
+        elif ch in LINE_SEPARATORS:
+            what = "line or paragraph separators"
+        elif ch in BIDI_CONTROLS:
+            what = "bidirectional control characters"
+        else:
+            continue
+        raise ValueError(f"project name must not contain {what} (U+{ord(ch):04X} at position {position})")
     return name.strip()
 
 
@@ -161,10 +175,13 @@ def require(control: Engine, authorization: str | None, scope: str, now: float |
     return principal
 
 
-def provision(control: Engine, name: object, operator: object, token: str | None) -> tuple[dict[str, Any], bool]:
+def provision(
+    control: Engine, name: object, operator: object, token: str | None, refusal: AuthError | None = None
+) -> tuple[dict[str, Any], bool]:
     """Mint a permanent project for (operator, name) once; later calls must carry one of its keys.
 
     Returns (project, created). Concurrent first calls converge: one creates, the others get Conflict.
+    `refusal` (the caller lacks the operator's consent) is raised instead of minting; resuming is unaffected.
     """
     name = validate_name(name)
     if operator is not None and (not isinstance(operator, str) or len(operator) > 200):
@@ -182,6 +199,8 @@ def provision(control: Engine, name: object, operator: object, token: str | None
         if principal.project_id != existing.project_id:
             raise AuthError(403, "this key belongs to another project")
         return _project_json(existing), False
+    if refusal is not None:
+        raise refusal
     try:
         return create_project(control, name, "permanent", operator=operator, provision_key=provision_key), True
     except IntegrityError:

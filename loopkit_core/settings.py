@@ -73,6 +73,15 @@ class Settings:
     diagnose_per_minute: int = 60
     # Proxies (comma-separated addresses, or *) whose X-Forwarded-For names the client; none by default.
     forwarded_allow_ips: str | None = None
+    # Minting a permanent project with POST /v1/provision needs the operator's consent on a server others can reach:
+    # this token, sent as `authorization: Bearer <token>`. Give it as the token itself or as "sha256:<hex digest>"
+    # (only the digest is kept in memory and compared). See docs/deployment.md.
+    provision_token: str | None = None
+    # None (auto): provisioning is open (no token needed) only on a server reachable from this machine alone
+    # (host 127.0.0.1, ::1 or localhost, no proxy, no public URL elsewhere). True opens it anywhere; False never.
+    open_provisioning: bool | None = None
+    # Per-project engines kept open (SQLite: ~3 file descriptors each); the least recently used is closed beyond it.
+    max_open_projects: int = 256
     contact_text: str = (
         "Sandbox projects are capped and expire. Ask the operator of this server for a production project; "
         "they can promote yours without losing data."
@@ -135,6 +144,14 @@ class Settings:
             raise ValueError("rate_limit_per_hour, diagnose_per_minute and max_spans_per_request must be at least 1")
         if self.database_url and not self.database_url.startswith("postgresql+psycopg://"):
             raise ValueError("database_url must be a postgresql+psycopg:// URL (or empty for SQLite in data_dir)")
+        if self.provision_token is not None:
+            token = self.provision_token
+            if token.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-f]{64}", token):
+                raise ValueError("provision_token as a digest must be sha256: and 64 lowercase hex digits")
+            if not token.startswith("sha256:") and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+                raise ValueError("provision_token must be at least 16 printable ASCII characters")
+        if self.max_open_projects < 1:
+            raise ValueError("max_open_projects must be at least 1")
         if not re.fullmatch(r"([a-z_][a-z0-9_]{0,29})?", self.database_schema_prefix):
             raise ValueError("database_schema_prefix must be at most 30 lowercase letters, digits or _")
 
@@ -163,6 +180,16 @@ def _type_of(name: str) -> str:
 
 def _coerce(name: str, type_name: object, raw: str) -> object:
     t = str(type_name)
+    if t in ("bool", "bool | None"):
+        word = raw.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        if word == "auto" and t == "bool | None":
+            return None
+        allowed = "true or false" + (" (or auto)" if t == "bool | None" else "")
+        raise ValueError(f"LOOPKIT_{name.upper()}: {raw!r} is not {allowed}")
     try:
         if t == "int":
             return int(raw)

@@ -92,7 +92,7 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
     store = Store(make_settings(data))
     try:
         engine = store.project(created["project_id"])
-        assert current_version(store.control) == latest("control") == 2  # 2: project_retention
+        assert current_version(store.control) == latest("control") == 3  # 2: project_retention, 3: server_secrets
         # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id
         assert current_version(engine) == latest("project") == 4
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}

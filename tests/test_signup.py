@@ -236,12 +236,12 @@ HOSTILE_NAMES: list[tuple[object, str | None]] = [
     ("\x00", None),
     ("line\nbreak", None),
     ("tab\there", None),
-    ("\x7f-del", "del"),
+    ("\x7f-del", None),  # DEL is a control character (Cc)
     ("x" * 10 * 1024, None),
     ("y" * 200, "y" * 60),
     ("😀🔥", "project"),
     ("café ünïcode", "caf-n-code"),
-    ("\u202eevil", "evil"),
+    ("\u202eevil", None),  # a bidi override would reorder the text around the name
     ("!!!", "project"),
     ("-._~-", "project"),
     ("   ", None),
@@ -406,6 +406,12 @@ def test_contact_json(tmp_path: Path):
                     "operator_command": "loopkit projects promote PROJECT_ID --data-dir DATA_DIR",
                 },
                 "sandbox": {"quota_spans": 777, "days": 3.0, "grace_days_after_expiry": 1.5},
+                "provisioning": {
+                    "open": True,  # a loopback-only server
+                    "requires": None,
+                    "how": "POST /v1/provision mints a permanent project for any caller on this server; "
+                    "later calls resume the project with one of its own keys",
+                },
             }
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -131,16 +131,35 @@ def _here(request: Request) -> str:
 
 def _safe_next(target: object) -> str:
     """A same-site dashboard path to return to after signing in (never another host: no open redirect)."""
-    if not isinstance(target, str) or len(target) > 500:
+    if not isinstance(target, str) or len(target) > 500 or _unsafe(target):
         return BASE
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not (parts.path == BASE or parts.path.startswith(BASE + "/")):
+    if parts.scheme or parts.netloc:
         return BASE
-    if "//" in parts.path or "/." in parts.path or "\\" in target or any(ord(ch) < 33 for ch in target):
+    # Browsers decode %2e as a dot segment and may read %2f or %5c as a separator, so the check runs on the path
+    # as decoded once, with its dot segments resolved, and the answer is that path, encoded again.
+    path = unquote(parts.path)
+    if _unsafe(path) or "//" in path:
         return BASE
-    if parts.path.startswith(BASE + "/login") or parts.path.startswith(BASE + "/logout"):
+    resolved: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment == "..":
+            if not resolved:
+                return BASE
+            resolved.pop()
+        elif segment != ".":
+            resolved.append(segment)
+    path = "/" + "/".join(resolved)
+    if not (path == BASE or path.startswith(BASE + "/")):
         return BASE
-    return parts.path + (f"?{parts.query}" if parts.query else "")
+    if path.startswith(BASE + "/login") or path.startswith(BASE + "/logout"):
+        return BASE
+    return quote(path, safe="/-._~!$&'()*+,;=:@") + (f"?{parts.query}" if parts.query else "")
+
+
+def _unsafe(text: str) -> bool:
+    # Controls, spaces and backslashes (which browsers read as "/") never belong in a path we redirect to.
+    return "\\" in text or any(ord(ch) < 33 or 127 <= ord(ch) < 160 for ch in text)
 
 
 async def viewer(request: Request) -> Viewer:
@@ -189,7 +208,7 @@ async def read_form(request: Request) -> dict[str, str]:
     raise ApiError(415, "send the form as application/x-www-form-urlencoded (or application/json)")
 
 
-def check_origin(request: Request) -> None:
+def check_origin(request: Request, signing_in: bool = False) -> None:
     """Refuse a browser POST whose Origin is another site (cross-site request forgery)."""
     # Browsers send Sec-Fetch-Site on every request; under `Referrer-Policy: no-referrer` their Origin is "null",
     # which says nothing, so only a named foreign origin counts against the request.
@@ -199,6 +218,16 @@ def check_origin(request: Request) -> None:
     foreign_origin = origin not in (None, "null") and origin not in own
     if foreign_origin or (site is not None and site not in ("same-origin", "none")):
         raise ApiError(403, "this form came from another site; open the dashboard directly", "csrf_failed")
+    # Signing in has no session to hold a CSRF token yet, so a browser (every browser sends Origin on a POST)
+    # must prove the form is ours: a cross-site page can make its Origin "null", and a browser without
+    # Sec-Fetch-Site would then let it sign the victim into the attacker's project (docs/dashboard.md).
+    if signing_in and site is None and origin is not None and origin not in own:
+        raise ApiError(
+            403,
+            "this browser did not say the sign-in form came from this site (no Sec-Fetch-Site header): "
+            "use a current browser, or send the key in an authorization header",
+            "csrf_failed",
+        )
 
 
 # --- pages -------------------------------------------------------------------------------------------------------
@@ -283,7 +312,7 @@ async def record_page(request: Request) -> Response:
 @page
 async def login(request: Request) -> Response:
     """Exchange a key (form field `key`) for a session cookie, then 303 to `next` (a dashboard path)."""
-    check_origin(request)
+    check_origin(request, signing_in=True)
     form = await read_form(request)
     loopkit = request.app.state.loopkit
     target = _safe_next(form.get("next", BASE))

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from loopkit_core import projects
 from loopkit_core.api.errors import ApiError, json_body, json_response
 from loopkit_core.projects import bearer_token
+from loopkit_core.provisioning import Policy
 from loopkit_core.signup import signup_shape
 
 MAX_BODY = 16 * 1024
@@ -40,8 +41,10 @@ async def provision(request: Request) -> Response:
     if "project_name" not in body:
         raise ApiError(400, "project_name is required")
     token = bearer_token(request.headers.get("authorization"))
+    policy = Policy.of(loopkit.settings)
+    refusal = None if policy.consents(token) else policy.refusal()
     project, created = await run_in_threadpool(
-        _call, projects.provision, loopkit.store.control, body["project_name"], body.get("operator"), token
+        _call, projects.provision, loopkit.store.control, body["project_name"], body.get("operator"), token, refusal
     )
     return json_response(
         {**answer(request, project), "resumed": not created, "graduated": True}, 201 if created else 200
@@ -75,6 +78,8 @@ async def contact(request: Request) -> Response:
                 "days": settings.sandbox_days,
                 "grace_days_after_expiry": settings.sandbox_grace_days,
             },
+            # POST /v1/provision: open to anyone, or only with the operator's token (docs/deployment.md).
+            "provisioning": Policy.of(settings).as_json(),
         }
     )
 

@@ -124,9 +124,10 @@ class Loop:
         """A page of the project's records in a bounded window, newest first, with the cursor of the next page."""
         _need(principal, TELEMETRY_READ)
         engine = self.store.project(principal.project_id)
+        cursor_key = self.store.cursor_key(principal.project_id)
         if request.cursor:
             try:
-                start_ns, end_ns, after = record_store.decode_cursor(request.cursor)
+                start_ns, end_ns, after = record_store.decode_cursor(request.cursor, cursor_key)
             except ValueError:
                 raise LoopError(400, "cursor is not valid: pass next_cursor from the previous page unchanged") from None
             query = record_store.WindowQuery(start_ns, end_ns, request.limit, request.filters, after)
@@ -139,7 +140,7 @@ class Loop:
         rows, after = record_store.read_window(engine, query)
         return {
             "records": rows,
-            "next_cursor": record_store.encode_cursor(query, after) if after else None,
+            "next_cursor": record_store.encode_cursor(query, after, cursor_key) if after else None,
             "window": {"start": rfc3339(query.start_ns), "end": rfc3339(query.end_ns)},
         }
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, select
 
 from loopkit_core.settings import Settings
-from loopkit_core.store.migrations import migrate
-from loopkit_core.store.schema import projects
+from loopkit_core.store import dialect
+from loopkit_core.store.migrations import CURSOR_SECRET, migrate
+from loopkit_core.store.records import cursor_key
+from loopkit_core.store.schema import projects, server_secrets
 
 PROJECT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,78}[a-z0-9]")  # fullmatch only: "$" admits a final newline
 PG_MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently; LoopKit never lets it
@@ -30,7 +35,9 @@ class Store:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.postgres = bool(settings.database_url)
-        self._projects: dict[str, Engine] = {}
+        # Most recently used last; beyond max_open_projects the first is closed (reopened on its next use).
+        self._projects: OrderedDict[str, Engine] = OrderedDict()
+        self._max_open = settings.max_open_projects
         self._lock = threading.Lock()
         self._dropped: set[str] = set()
         if self.postgres:
@@ -44,12 +51,19 @@ class Store:
             (self.data_dir / "projects").mkdir(parents=True, exist_ok=True)
             self.control = self._sqlite_engine(self.data_dir / "control.db")
             migrate(self.control, "control")
+        self._cursor_secret = load_secret(self.control, CURSOR_SECRET)
+
+    def cursor_key(self, project_id: str) -> bytes:
+        """The key that signs and checks one project's telemetry cursors (the same in every process)."""
+        return cursor_key(self._cursor_secret, project_id)
 
     def project(self, project_id: str) -> Engine:
         """The engine of one project's record store, created (or migrated) on first use in this process."""
-        engine = self._projects.get(project_id)
-        if engine is not None:
-            return engine
+        with self._lock:
+            engine = self._projects.get(project_id)
+            if engine is not None:
+                self._projects.move_to_end(project_id)
+                return engine
         if not PROJECT_ID_RE.fullmatch(project_id):
             raise ValueError(f"invalid project id {project_id!r}")
         with self._lock:
@@ -72,7 +86,31 @@ class Store:
                     engine = self._sqlite_engine(self.data_dir / "projects" / f"{project_id}.db")
                     migrate(engine, "project")
                 self._projects[project_id] = engine
+                evicted = self._evict()
+            else:
+                self._projects.move_to_end(project_id)
+                evicted = []
+        for old in evicted:
+            # Closes only the idle pooled connections (SQLite: ~3 file descriptors each). A request or the writer
+            # still holding the engine keeps its checked-out connection; a later use opens a fresh pool, and the
+            # next store.project() call makes a new engine, so nothing in flight breaks.
+            old.dispose()
         return engine
+
+    def open_projects(self) -> int:
+        """How many project engines this process keeps open (at most max_open_projects)."""
+        with self._lock:
+            return len(self._projects)
+
+    def _evict(self) -> list[Engine]:
+        # Called with the lock held. On PostgreSQL every project shares one pool: forgetting the engine is enough
+        # (disposing it would close the shared pool).
+        evicted = []
+        while len(self._projects) > self._max_open:
+            _, engine = self._projects.popitem(last=False)
+            if not self.postgres:
+                evicted.append(engine)
+        return evicted
 
     def project_schema(self, project_id: str) -> str:
         """The PostgreSQL schema of a project: readable, unique, and within PostgreSQL's 63-byte limit."""
@@ -133,3 +171,15 @@ class Store:
             cursor.close()
 
         return engine
+
+
+def load_secret(control: Engine, name: str) -> bytes:
+    """A secret of this installation from the control store, made (once, whoever comes first) if missing."""
+    query = select(server_secrets.c.value).where(server_secrets.c.name == name)
+    with control.begin() as conn:
+        value = conn.execute(query).scalar()
+        if value is None:
+            row = {"name": name, "value": secrets.token_hex(32), "created_at": int(time.time())}
+            conn.execute(dialect.insert(conn, server_secrets).values(**row).on_conflict_do_nothing())
+            value = conn.execute(query).scalar()
+    return bytes.fromhex(value)

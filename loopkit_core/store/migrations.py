@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,10 +45,12 @@ from loopkit_core.store.schema import (
     project_retention,
     records,
     resources,
+    server_secrets,
     stages,
 )
 
 Target = Literal["control", "project"]
+CURSOR_SECRET = "cursor"
 log = logging.getLogger("loopkit.migrations")
 
 version_metadata = MetaData()
@@ -185,3 +188,12 @@ def _stages(conn: Connection) -> None:
     if "first_packet_id" not in {c["name"] for c in inspect(conn).get_columns("issues", schema=schema)}:
         prefix = f"{conn.dialect.identifier_preparer.quote_schema(schema)}." if schema else ""
         conn.exec_driver_sql(f"ALTER TABLE {prefix}issues ADD COLUMN first_packet_id VARCHAR(40)")
+
+
+@step("control", 3, "server_secrets: a random secret per installation, which signs telemetry cursors")
+def _server_secrets(conn: Connection) -> None:
+    server_secrets.create(conn, checkfirst=True)
+    # Made here, under the migration lock, so every process sharing the control store reads the same one.
+    if conn.execute(select(server_secrets.c.name).where(server_secrets.c.name == CURSOR_SECRET)).first() is None:
+        row = {"name": CURSOR_SECRET, "value": secrets.token_hex(32), "created_at": int(time.time())}
+        conn.execute(server_secrets.insert().values(**row))

@@ -37,6 +37,16 @@ project_retention = Table(
     Column("updated_at", BigInteger, nullable=False),  # unix seconds
 )
 
+# Random secrets of this installation, made once (migration 3 of the control store) and shared by every process
+# on the same control store, e.g. the key that signs telemetry cursors. Never shown by any API.
+server_secrets = Table(
+    "server_secrets",
+    control_metadata,
+    Column("name", NulSafeString(40), primary_key=True),
+    Column("value", NulSafeString(128), nullable=False),  # hex
+    Column("created_at", BigInteger, nullable=False),  # unix seconds
+)
+
 api_keys = Table(
     "api_keys",
     control_metadata,
