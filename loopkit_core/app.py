@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopkit_core.api import dashboard, discovery, loops, packets, plugins, projects, runs, telemetry
+from loopkit_core.api import dashboard, discovery, loops, packets, plugins, projects, runs, signin, telemetry
 from loopkit_core.api.errors import error_response
 from loopkit_core.decode_pool import DecodePool
 from loopkit_core.ingest import StoreSink
@@ -54,8 +54,8 @@ ROUTES = [
     Route("/v1/runs/verify", runs.run_verify, methods=["POST"]),
     Route("/v1/plugins", plugins.list_plugins, methods=["GET"]),
     Route("/v1/dashboard", dashboard.index, methods=["GET"]),
-    Route("/v1/dashboard/login", dashboard.login, methods=["POST"]),
-    Route("/v1/dashboard/logout", dashboard.logout, methods=["POST"]),
+    Route("/v1/dashboard/login", signin.login, methods=["POST"]),
+    Route("/v1/dashboard/logout", signin.logout, methods=["POST"]),
     Route("/v1/dashboard/packets/{packet_id}", dashboard.packet_page, methods=["GET"]),
     Route("/v1/dashboard/packets/{packet_id}/approve", dashboard.approve, methods=["POST"]),
     Route("/v1/dashboard/packets/{packet_id}/reject", dashboard.reject, methods=["POST"]),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs
 
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -24,6 +24,7 @@ from starlette.responses import RedirectResponse, Response
 
 from loopkit_core import __version__, charts, sessions
 from loopkit_core.api.errors import ApiError, error_response, json_response, principal, read_capped
+from loopkit_core.api.origin import BASE, check_origin, here
 from loopkit_core.identity import Principal
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.loop.requests import MAX_NOTE, packet_limit
@@ -32,7 +33,6 @@ from loopkit_core.scopes import APPROVALS_WRITE, DASHBOARD_READ
 
 READ_SCOPE = DASHBOARD_READ
 DECIDE_SCOPE = APPROVALS_WRITE
-BASE = "/v1/dashboard"
 MAX_FORM_BYTES = 16 * 1024
 _PACKET_ID = re.compile(r"pkt_[0-9a-f]{1,36}")
 
@@ -113,7 +113,7 @@ def page(handler: Handler) -> Handler:
             if exc.status == 401:
                 signed_out = request.method == "GET" and request.query_params.get("signed_out") == "1"
                 message = None if signed_out else exc.message
-                target = BASE if signed_out else _here(request)
+                target = BASE if signed_out else here(request)
                 return render(
                     request, "login.html", 401, message=message, signed_out=signed_out, next=target, viewer=None
                 )
@@ -123,43 +123,6 @@ def page(handler: Handler) -> Handler:
             return response
 
     return wrapped
-
-
-def _here(request: Request) -> str:
-    return _safe_next(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-
-
-def _safe_next(target: object) -> str:
-    """A same-site dashboard path to return to after signing in (never another host: no open redirect)."""
-    if not isinstance(target, str) or len(target) > 500 or _unsafe(target):
-        return BASE
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
-        return BASE
-    # Browsers decode %2e as a dot segment and may read %2f or %5c as a separator, so the check runs on the path
-    # as decoded once, with its dot segments resolved, and the answer is that path, encoded again.
-    path = unquote(parts.path)
-    if _unsafe(path) or "//" in path:
-        return BASE
-    resolved: list[str] = []
-    for segment in path.split("/")[1:]:
-        if segment == "..":
-            if not resolved:
-                return BASE
-            resolved.pop()
-        elif segment != ".":
-            resolved.append(segment)
-    path = "/" + "/".join(resolved)
-    if not (path == BASE or path.startswith(BASE + "/")):
-        return BASE
-    if path.startswith(BASE + "/login") or path.startswith(BASE + "/logout"):
-        return BASE
-    return quote(path, safe="/-._~!$&'()*+,;=:@") + (f"?{parts.query}" if parts.query else "")
-
-
-def _unsafe(text: str) -> bool:
-    # Controls, spaces and backslashes (which browsers read as "/") never belong in a path we redirect to.
-    return "\\" in text or any(ord(ch) < 33 or 127 <= ord(ch) < 160 for ch in text)
 
 
 async def viewer(request: Request) -> Viewer:
@@ -174,11 +137,12 @@ async def viewer(request: Request) -> Viewer:
     if found is None:
         raise ApiError(401, "your session ended (it expired, or the key was rotated): sign in again")
     who, key_hash = found
-    _check_access(who, loop.clock())
+    check_access(who, loop.clock())
     return Viewer(who, sessions.csrf_token(token, key_hash))
 
 
-def _check_access(who: Principal, now: float) -> None:
+def check_access(who: Principal, now: float) -> None:
+    """ApiError 403 unless the key may open the dashboard and its sandbox has not expired."""
     if READ_SCOPE not in who.scopes:
         raise ApiError(403, f"the {who.key_kind} key cannot open the dashboard: use the dashboard key")
     if who.expires_at is not None and now >= who.expires_at:
@@ -206,28 +170,6 @@ async def read_form(request: Request) -> dict[str, str]:
             raise ApiError(400, "body must be a JSON object of strings")
         return body
     raise ApiError(415, "send the form as application/x-www-form-urlencoded (or application/json)")
-
-
-def check_origin(request: Request, signing_in: bool = False) -> None:
-    """Refuse a browser POST whose Origin is another site (cross-site request forgery)."""
-    # Browsers send Sec-Fetch-Site on every request; under `Referrer-Policy: no-referrer` their Origin is "null",
-    # which says nothing, so only a named foreign origin counts against the request.
-    site = request.headers.get("sec-fetch-site")
-    origin = request.headers.get("origin")
-    own = {f"{request.url.scheme}://{request.url.netloc}", request.app.state.loopkit.settings.base_url()}
-    foreign_origin = origin not in (None, "null") and origin not in own
-    if foreign_origin or (site is not None and site not in ("same-origin", "none")):
-        raise ApiError(403, "this form came from another site; open the dashboard directly", "csrf_failed")
-    # Signing in has no session to hold a CSRF token yet, so a browser (every browser sends Origin on a POST)
-    # must prove the form is ours: a cross-site page can make its Origin "null", and a browser without
-    # Sec-Fetch-Site would then let it sign the victim into the attacker's project (docs/dashboard.md).
-    if signing_in and site is None and origin is not None and origin not in own:
-        raise ApiError(
-            403,
-            "this browser did not say the sign-in form came from this site (no Sec-Fetch-Site header): "
-            "use a current browser, or send the key in an authorization header",
-            "csrf_failed",
-        )
 
 
 # --- pages -------------------------------------------------------------------------------------------------------
@@ -304,52 +246,6 @@ async def record_page(request: Request) -> Response:
         if isinstance(event, dict)
     ]
     return render(request, "record.html", viewer=who, record=record, pretty=pretty, events=events, back=back)
-
-
-# --- signing in and out --------------------------------------------------------------------------------------------
-
-
-@page
-async def login(request: Request) -> Response:
-    """Exchange a key (form field `key`) for a session cookie, then 303 to `next` (a dashboard path)."""
-    check_origin(request, signing_in=True)
-    form = await read_form(request)
-    loopkit = request.app.state.loopkit
-    target = _safe_next(form.get("next", BASE))
-    key = form.get("key", "").strip()
-    if not key:
-        raise ApiError(401, "enter your dashboard key (lk_dash_...)")
-    who = await run_in_threadpool(request.app.state.loop.sign_in, key)
-    if who is None:
-        raise ApiError(401, "unknown or revoked key: check it, or ask for the project's current dashboard key")
-    _check_access(who, loopkit.clock())
-    token = sessions.issue(key, loopkit.clock())
-    response = RedirectResponse(target, 303, headers=security_headers(secrets.token_urlsafe(8)))
-    response.set_cookie(
-        sessions.COOKIE,
-        token,
-        max_age=sessions.TTL_SECONDS,
-        path=sessions.COOKIE_PATH,
-        secure=_is_https(request),
-        httponly=True,
-        samesite="strict",
-    )
-    return response
-
-
-@page
-async def logout(request: Request) -> Response:
-    """Forget the session cookie and show the sign-in page."""
-    check_origin(request)
-    response = RedirectResponse(f"{BASE}?signed_out=1", 303, headers=security_headers(secrets.token_urlsafe(8)))
-    response.delete_cookie(
-        sessions.COOKIE, path=sessions.COOKIE_PATH, secure=_is_https(request), httponly=True, samesite="strict"
-    )
-    return response
-
-
-def _is_https(request: Request) -> bool:
-    return request.url.scheme == "https" or request.app.state.loopkit.settings.base_url().startswith("https://")
 
 
 # --- deciding ------------------------------------------------------------------------------------------------------
