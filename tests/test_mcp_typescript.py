@@ -17,22 +17,12 @@ import httpx
 import pytest
 from conftest import make_settings, new_project
 from loopdata import MINUTE_NS, NOW_NS, Clock, Spans, checkout_calls
+from test_mcp import TOOLS
 
 from loopkit_core.server import Running, in_thread
 
 SCRIPT_DIR = Path(__file__).resolve().parent / "mcp_ts"
 SDK = SCRIPT_DIR / "node_modules" / "@modelcontextprotocol" / "sdk" / "package.json"
-TOOLS = [
-    "loopkit_project",
-    "loopkit_telemetry",
-    "loopkit_diagnose",
-    "loopkit_packets",
-    "loopkit_packet",
-    "loopkit_handoff",
-    "loopkit_improve",
-    "loopkit_verify",
-    "loopkit_loops",
-]
 
 
 def _node() -> str:
