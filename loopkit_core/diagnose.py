@@ -12,6 +12,7 @@ import orjson
 
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
 from loopkit_core.plugins import Plugins
+from loopkit_core.selectors import SELECTOR_TYPES, selector_json
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet, save_diagnosis
 from loopkit_core.store.records import selector_condition
@@ -140,8 +141,9 @@ def check_issue(issue: Any) -> None:
             raise TypeError(f"Issue.{name} must be a non-negative int")
     if isinstance(issue.impact, bool) or not isinstance(issue.impact, int | float):
         raise TypeError("Issue.impact must be a number")
-    if not isinstance(issue.selector, dict):
-        raise TypeError("Issue.selector must be a dict")
+    if not isinstance(issue.selector, dict | SELECTOR_TYPES):
+        raise TypeError("Issue.selector must be a dict or a typed selector (loopkit_core.selectors)")
+    issue.selector = selector_json(issue.selector)  # a typed selector is stored in its tagged JSON form
     selector_condition(issue.selector)  # a selector GET /v1/telemetry?issue= could not run is refused here
     if not isinstance(issue.evidence, list) or not isinstance(issue.traces, list):
         raise TypeError("Issue.evidence and Issue.traces must be lists of strings")
