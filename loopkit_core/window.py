@@ -63,7 +63,7 @@ class KnownIssue:
     issue_id: str
     title: str
     template: str | None
-    selector: Selector | dict[str, Any]
+    selector: dict[str, Any]
     first_seen_ns: int
 
 
@@ -151,7 +151,9 @@ class Window:
         with self.engine.connect() as conn:
             return [Group(value, n, first, last) for value, n, first, last in conn.execute(stmt).all()]
 
-    def sample(self, selector: Selector | dict[str, Any], limit: int = 10, slowest: bool = False) -> list[dict[str, Any]]:
+    def sample(
+        self, selector: Selector | dict[str, Any], limit: int = 10, slowest: bool = False
+    ) -> list[dict[str, Any]]:
         """Up to `limit` of a selector's records in the window: the newest, or the slowest."""
         r = records.c
         order = (r.duration_ms.desc(), r.record_id) if slowest else (r.ts_ns.desc(), r.record_id.desc())
