@@ -13,9 +13,8 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pluggy
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import StaticPool
@@ -32,6 +31,9 @@ from loopkit_core.store.migrations import migrate
 from loopkit_core.store.records import get_records, insert_resources, insert_rows, insert_signatures
 from loopkit_core.window import Window
 from loopkit_receivers import records_shape
+
+if TYPE_CHECKING:
+    import httpx  # LabApp's client (Starlette's TestClient needs httpx, which the test extra installs)
 
 PROJECT_ID = "lab"
 NS_PER_MINUTE = 60_000_000_000
