@@ -604,8 +604,9 @@ def test_the_example_package_passes_its_own_tests(tmp_path, site):
     shutil.copytree(EXAMPLE, work)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOOPKIT_")}
     environ["PYTHONPATH"] = str(site.path)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0", "--durations-min=0"]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0", "-vv", "test_slow_users.py"],
+        [*command, "test_slow_users.py"],
         capture_output=True,
         text=True,
         timeout=120,
