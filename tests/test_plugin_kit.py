@@ -205,3 +205,37 @@ def test_the_app_in_process(loopkit_app):
     [issue] = packet["issues"]
     assert sorted(issue["evidence"]) == sorted(ids)
     assert loopkit_app.client.get("/v1/plugins").status_code == 401  # keys are checked as on a server
+
+
+# --- the plugin is cheap to load, registered, and documented ----------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_the_pytest_plugin_is_registered_and_imports_nothing_heavy_until_asked():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"]["pytest11"] == {"loopkit": "loopkit_core.testing"}
+    heavy = "('sqlalchemy', 'loopkit_core.lab', 'loopkit_core.window')"
+    probe = f"import sys, loopkit_core.testing; print(sorted(m for m in {heavy} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
+    from loopkit_core import testing
+
+    assert testing.Lab is Lab and testing.PluginFailed is PluginFailed
+
+
+def test_writing_plugins_documents_the_fixtures_the_lab_and_the_scaffold():
+    text = (REPO / "docs" / "writing_plugins.md").read_text()
+    for fixture in ("loopkit_lab", "loopkit_lab_on_disk", "loopkit_app"):
+        assert f"| `{fixture}` |" in text, fixture
+    public = [n for n, v in vars(Lab).items() if not n.startswith("_") and callable(v) and n != "close"]
+    assert sorted(public) == ["add", "diagnose", "packet", "packet_issue", "register", "render", "verify", "window"]
+    for name in set(public) - {"packet_issue"}:
+        assert f"`lab.{name}(" in text, name
+    for kind in ("diagnoser", "renderer", "verifier"):
+        assert f"--kind {kind}" in text, kind
+    from loopkit_core.selectors import KINDS
+
+    for kind, cls in KINDS.items():
+        assert f"`{cls.__name__}(" in text and f'"kind": "{kind}"' in text, kind
+    assert "## Verify its issues" in text and "A verifier in the same package" in text
