@@ -190,13 +190,13 @@ def test_the_lab_on_disk_writes_a_real_store(loopkit_lab_on_disk, tmp_path):
 
 def test_a_lab_costs_about_a_millisecond():
     Lab().close()  # the first pays for the schema template and the plugins
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other processes on the machine's cores do not inflate it
     for _ in range(100):
         lab = Lab()
         lab.add([{"type": "event", "name": "signup"}])
         lab.close()
-    per_lab = (time.perf_counter() - started) / 100
-    assert per_lab < 0.02, f"{per_lab * 1000:.1f} ms per lab"  # measured: 1.0-1.5 ms on an idle core
+    per_lab = (time.process_time() - started) / 100
+    assert per_lab < 0.01, f"{per_lab * 1000:.1f} ms of CPU per lab"  # measured: about 1 ms
 
 
 def test_the_app_in_process(loopkit_app):
