@@ -18,7 +18,10 @@ import httpx
 import pytest
 from conftest import make_settings, new_project
 
+from loopkit_core.hookspecs import hookimpl
 from loopkit_core.lab import Lab, PluginFailed
+from loopkit_core.model import Issue
+from loopkit_core.selectors import Signatures
 from loopkit_core.server import in_thread
 
 
@@ -148,16 +151,12 @@ class Broken:
     """A diagnoser whose issue names records no selector can."""
 
     @staticmethod
-    def issue(selector: object):
+    def issue(selector: object) -> Issue:
         """One issue with the given selector."""
-        from loopkit_core.model import Issue
-
         return Issue("f1", "t", "event", 1, 1, 2, selector=selector)
 
 
 def test_an_answer_the_pipeline_would_refuse_raises_plugin_failed(loopkit_lab):
-    from loopkit_core.hookspecs import hookimpl
-
     class Plugin:
         @hookimpl
         def diagnose(self, window, options):
@@ -239,3 +238,30 @@ def test_writing_plugins_documents_the_fixtures_the_lab_and_the_scaffold():
     for kind, cls in KINDS.items():
         assert f"`{cls.__name__}(" in text and f'"kind": "{kind}"' in text, kind
     assert "## Verify its issues" in text and "A verifier in the same package" in text
+
+
+class ByOperation:
+    """A third-party diagnoser grouping failures by operation, with a selector the built-in rate verifier knows."""
+
+    @hookimpl
+    def diagnose(self, window, options):
+        groups = [g for g in window.signature_groups() if g.operation == "POST /pay"]
+        selector = Signatures([g.signature for g in groups])
+        count, first, last = window.summary(selector)
+        stats = {"operation": "POST /pay", "service": "shop"}  # the calls the rate verifier divides by
+        return [Issue("pay-failures", "POST /pay fails", "error", count, first, last, selector, stats=stats)]
+
+
+def test_a_third_party_issue_with_a_signatures_selector_is_verified_by_the_built_in_rate_verifier(loopkit_lab):
+    loopkit_lab.register(ByOperation(), "by_operation")
+    call = {"type": "latency", "name": "POST /pay", "service": "shop", "duration_ms": 20}
+    failure = {"type": "error", "name": "POST /pay", "service": "shop", "message": "card declined"}
+    loopkit_lab.add([failure] * 5 + [call] * 5, minutes_ago=90)
+    before = loopkit_lab.window(since_minutes=60, until_minutes_ago=60)
+    [issue] = loopkit_lab.diagnose("by_operation", before)
+    assert issue.selector["kind"] == "signatures" and issue.count == 5
+    loopkit_lab.add([call] * 20, minutes_ago=10)
+    verdict = loopkit_lab.verify(issue, before, loopkit_lab.window(since_minutes=60))
+    assert (verdict.verdict, verdict.verifier) == ("held", "rate_verifier")
+    assert verdict.before == {"count": 5, "calls": 10, "rate": 0.5}
+    assert verdict.after == {"count": 0, "calls": 20, "rate": 0.0, "expected_at_old_rate": 10.0}
