@@ -12,6 +12,7 @@ import orjson
 
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
 from loopkit_core.plugins import Plugins
+from loopkit_core.selectors import SELECTOR_TYPES, selector_json
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet, save_diagnosis
 from loopkit_core.store.records import selector_condition
@@ -140,14 +141,20 @@ def check_issue(issue: Any) -> None:
             raise TypeError(f"Issue.{name} must be a non-negative int")
     if isinstance(issue.impact, bool) or not isinstance(issue.impact, int | float):
         raise TypeError("Issue.impact must be a number")
-    if not isinstance(issue.selector, dict):
-        raise TypeError("Issue.selector must be a dict")
+    if not isinstance(issue.selector, (dict, *SELECTOR_TYPES)):
+        raise TypeError("Issue.selector must be a dict or a typed selector (loopkit_core.selectors)")
+    issue.selector = selector_json(issue.selector)  # a typed selector is stored in its tagged JSON form
     selector_condition(issue.selector)  # a selector GET /v1/telemetry?issue= could not run is refused here
     if not isinstance(issue.evidence, list) or not isinstance(issue.traces, list):
         raise TypeError("Issue.evidence and Issue.traces must be lists of strings")
     if not all(isinstance(i, str) for i in [*issue.evidence, *issue.traces]):
         raise TypeError("Issue.evidence and Issue.traces must be lists of strings")
     orjson.dumps(issue)  # everything in the packet must be JSON (orjson.JSONEncodeError is a TypeError)
+
+
+def packet_issue(project_id: str, issue: Issue, window: Window, since_minutes: float) -> dict[str, Any]:
+    """A checked issue as a packet stores it (for loopkit_core.lab, which hands it to verifiers)."""
+    return _issue_json(project_id, issue, window, since_minutes)
 
 
 def _issue_json(project_id: str, issue: Issue, window: Window, since_minutes: float) -> dict[str, Any]:

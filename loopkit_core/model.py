@@ -8,7 +8,10 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loopkit_core.selectors import Selector
 
 SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event", "span")
 # Types a client may name explicitly (records shape `type`, or the `loopkit.signal` attribute).
@@ -108,10 +111,10 @@ class Issue:
     count: int  # the true number of the issue's records in the window
     first_seen_ns: int
     last_seen_ns: int
-    # Which records are the issue's: {"signatures": [...]} | {"record_ids": [...]}
-    # | {"type", "name"?, "service"?, "attributes"?: {key: scalar}} | {"name", "service"?, "min_duration_ms"?};
+    # Which records are the issue's: a typed selector (loopkit_core.selectors: Signatures, RecordIds, Records,
+    # SlowCalls), stored in its tagged JSON form, or an older untagged dict ({"signatures": [...]} | ...);
     # GET /v1/telemetry?issue= lists exactly these within a window (see docs/plugin_hooks.md).
-    selector: dict[str, Any]
+    selector: dict[str, Any] | Selector
     evidence: list[str] = field(default_factory=list)  # record IDs, a bounded sample
     traces: list[str] = field(default_factory=list)
     severity: str = "medium"  # critical | high | medium | low

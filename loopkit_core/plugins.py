@@ -12,7 +12,7 @@ from typing import Any
 
 import pluggy
 
-from loopkit_core import hookspecs
+from loopkit_core import __version__, hookspecs
 from loopkit_core.model import Renderer
 
 log = logging.getLogger("loopkit.plugins")
@@ -68,6 +68,8 @@ class Plugins:
     manager: pluggy.PluginManager
     builtin: frozenset[str]
     load_errors: list[dict[str, str]] = field(default_factory=list)
+    # Plugin name -> (distribution name, version) it was installed from; absent for one registered in code.
+    origins: dict[str, tuple[str, str]] = field(default_factory=dict)
     _renderers: dict[str, Renderer] | None = None
 
     @property
@@ -138,8 +140,21 @@ class Plugins:
         self._renderers = found
         return found
 
+    def register(self, plugin: object, name: str) -> None:
+        """Register one more plugin object (a module, say) under `name`, as a test does with an uninstalled one.
+
+        Misspelt hooks raise (pluggy's check_pending), and the handoff formats are collected again.
+        """
+        self.manager.register(plugin, name=name)
+        try:
+            self.manager.check_pending()
+        except Exception:
+            self.manager.unregister(name=name)
+            raise
+        self._renderers = None
+
     def describe(self) -> list[dict[str, Any]]:
-        """What is loaded: each plugin's name, module, whether it is built in, and the hooks it implements."""
+        """What is loaded: each plugin's name, module, distribution and version, whether built in, and its hooks."""
         out = []
         for name, plugin in self.manager.list_name_plugin():
             if plugin is None:
@@ -149,6 +164,8 @@ class Plugins:
                 {
                     "name": name,
                     "module": getattr(plugin, "__name__", type(plugin).__name__),
+                    "distribution": self.origins.get(name, (None, None))[0],
+                    "version": self.origins.get(name, (None, None))[1],
                     "builtin": name in self.builtin,
                     "hooks": hooks,
                 }
@@ -186,6 +203,7 @@ def get_plugins(blocked: Iterable[str] = ()) -> Plugins:
         builtin.add(name)
     manager.check_pending()  # a misspelt hook in a built-in plugin is a bug: fail loudly
     plugins = Plugins(manager, frozenset(builtin))
+    plugins.origins.update({name: ("loopkit", __version__) for name in builtin})
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         name = entry_point.name
         if manager.is_blocked(name):
@@ -197,10 +215,11 @@ def get_plugins(blocked: Iterable[str] = ()) -> Plugins:
         try:
             manager.register(entry_point.load(), name=name)
             manager.check_pending()
+            if entry_point.dist is not None:
+                plugins.origins[name] = (entry_point.dist.name, entry_point.dist.version)
         except Exception as exc:  # a broken third-party plugin is reported, never fatal
             if manager.has_plugin(name):
                 manager.unregister(name=name)
             log.exception("could not load plugin %s", name)
             plugins.load_errors.append(PluginError.of(name, None, exc).as_json())
     return plugins
-

@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import CompoundSelect, Engine, bindparam, func, select, union_all
 
 from loopkit_core.model import SIGNAL_TYPES
+from loopkit_core.selectors import Selector
 from loopkit_core.store.records import records_json, selector_condition
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 
@@ -125,7 +126,7 @@ class Window:
         with self.engine.connect() as conn:
             return dict(conn.execute(select(issue_signatures.c.signature, issue_signatures.c.fingerprint)).all())
 
-    def summary(self, selector: dict[str, Any]) -> tuple[int, int, int]:
+    def summary(self, selector: Selector | dict[str, Any]) -> tuple[int, int, int]:
         """(count, first_ns, last_ns) of a selector's records in the window."""
         r = records.c
         stmt = select(func.count(), func.min(r.ts_ns), func.max(r.ts_ns)).where(
@@ -135,7 +136,7 @@ class Window:
             count, first, last = conn.execute(stmt).one()
         return count, first or 0, last or 0
 
-    def groups(self, selector: dict[str, Any], by: str = "name", limit: int = 1000) -> list[Group]:
+    def groups(self, selector: Selector | dict[str, Any], by: str = "name", limit: int = 1000) -> list[Group]:
         """A selector's records in the window grouped by one column (grouped in SQL), largest first."""
         if by not in GROUP_COLUMNS:
             raise ValueError(f"cannot group by {by!r}; one of {', '.join(GROUP_COLUMNS)}")
@@ -150,7 +151,9 @@ class Window:
         with self.engine.connect() as conn:
             return [Group(value, n, first, last) for value, n, first, last in conn.execute(stmt).all()]
 
-    def sample(self, selector: dict[str, Any], limit: int = 10, slowest: bool = False) -> list[dict[str, Any]]:
+    def sample(
+        self, selector: Selector | dict[str, Any], limit: int = 10, slowest: bool = False
+    ) -> list[dict[str, Any]]:
         """Up to `limit` of a selector's records in the window: the newest, or the slowest."""
         r = records.c
         order = (r.duration_ms.desc(), r.record_id) if slowest else (r.ts_ns.desc(), r.record_id.desc())

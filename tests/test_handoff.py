@@ -236,6 +236,8 @@ def test_plugins_lists_the_built_in_renderers_and_verifiers(loop: Loop):
     assert builtins["handoff"] == {
         "name": "handoff",
         "module": "loopkit_plugins.handoff",
+        "distribution": "loopkit",
+        "version": "0.1.0",
         "builtin": True,
         "hooks": ["register_handoff_renderers"],
     }
@@ -323,6 +325,8 @@ def test_a_third_party_renderer_is_served_and_listed(site: Path, tmp_path: Path)
         assert listed["plugins"][-1] == {
             "name": "oneline",
             "module": "loopkit_oneline",
+            "distribution": "loopkit-oneline",
+            "version": "0.1.0",
             "builtin": False,
             "hooks": ["register_handoff_renderers"],
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,17 +31,28 @@ BUILTINS = {
     "latency_outliers": {
         "name": "latency_outliers",
         "module": "loopkit_plugins.latency_outliers",
+        "distribution": "loopkit",
+        "version": "0.1.0",
         "builtin": True,
         "hooks": ["diagnose"],
     },
     "signature_clusterer": {
         "name": "signature_clusterer",
         "module": "loopkit_plugins.signature_clusterer",
+        "distribution": "loopkit",
+        "version": "0.1.0",
         "builtin": True,
         "hooks": ["diagnose", "record_signature"],
     },
 }
-SLOW_USERS = {"name": "slow_users", "module": "loopkit_slow_users", "builtin": False, "hooks": ["diagnose"]}
+SLOW_USERS = {
+    "name": "slow_users",
+    "module": "loopkit_slow_users",
+    "distribution": "loopkit-slow-users",
+    "version": "0.1.0",
+    "builtin": False,
+    "hooks": ["diagnose", "verify_issue"],
+}
 
 
 class Site:
@@ -511,6 +523,8 @@ def test_record_signature_first_answer_wins_and_none_passes(tmp_path, site):
         assert listed["plugins"][-1] == {
             "name": "by_operation",
             "module": "loopkit_by_operation",
+            "distribution": "loopkit-by-operation",
+            "version": "0.1.0",
             "builtin": False,
             "hooks": ["record_signature"],
         }
@@ -567,23 +581,65 @@ def test_loopkit_plugins_json_lists_the_built_ins(tmp_path, site):
     table = subprocess.run(command[:-1], capture_output=True, text=True, timeout=60, env=environ)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["name", "builtin", "hooks", "module"]
+    assert lines[0].split() == ["name", "builtin", "hooks", "module", "distribution", "version"]
     assert [line.split() for line in lines[1:] if line.split()[0] not in OTHER_BUILTINS] == [
-        ["signature_clusterer", "yes", "diagnose,", "record_signature", "loopkit_plugins.signature_clusterer"],
-        ["slow_users", "no", "diagnose", "loopkit_slow_users"],
+        [
+            "signature_clusterer",
+            "yes",
+            "diagnose,",
+            "record_signature",
+            "loopkit_plugins.signature_clusterer",
+            "loopkit",
+            "0.1.0",
+        ],
+        ["slow_users", "no", "diagnose,", "verify_issue", "loopkit_slow_users", "loopkit-slow-users", "0.1.0"],
     ]
     assert table.stderr.splitlines()[-1] == "failed to load broken: ImportError: nope"
+
+
+# A pytest plugin counting the CPU seconds of every test's setup, call and teardown: unlike wall time, it does not
+# grow when other processes share the machine's cores.
+CPU_PROBE = """
+import time
+
+import pytest
+
+_total = 0.0
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    global _total
+    start = time.process_time()
+    yield
+    _total += time.process_time() - start
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"cpu seconds in tests: {_total:.3f}")
+"""
 
 
 def test_the_example_package_passes_its_own_tests(tmp_path, site):
     """The test file docs/writing_plugins.md shows, run as its author would, against the installed example."""
     site.add_example()
+    (site.path / "loopkit_cpu_probe.py").write_text(CPU_PROBE)
     work = tmp_path / "loopkit-slow-users"
     shutil.copytree(EXAMPLE, work)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOOPKIT_")}
     environ["PYTHONPATH"] = str(site.path)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_slow_users.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "loopkit_cpu_probe",
+            "test_slow_users.py",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -591,7 +647,11 @@ def test_the_example_package_passes_its_own_tests(tmp_path, site):
         env=environ,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines()[-1].startswith("2 passed")
+    assert result.stdout.splitlines()[-1].startswith("3 passed")
+    # The fixtures of the loopkit pytest plugin need no server: the three tests (the first one pays for loading
+    # LoopKit's plugins and schema) take well under a second (measured: 0.36 s of CPU).
+    [cpu] = re.findall(r"^cpu seconds in tests: ([0-9.]+)$", result.stdout, re.MULTILINE)
+    assert float(cpu) < 1.0, result.stdout
 
 
 LONG_SIGNATURE = plugin(

@@ -101,7 +101,14 @@ def test_the_packet_under_test(loop: Loop):
     builtins = {p["name"]: p for p in plugins["plugins"] if p["builtin"]}
     for name in plugins["verifiers"]:
         module = f"loopkit_plugins.{name}"
-        assert builtins[name] == {"name": name, "module": module, "builtin": True, "hooks": ["verify_issue"]}
+        assert builtins[name] == {
+            "name": name,
+            "module": module,
+            "distribution": "loopkit",
+            "version": "0.1.0",
+            "builtin": True,
+            "hooks": ["verify_issue"],
+        }
 
 
 # --- the four scenarios --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 from loopkit_core import __version__
-from loopkit_core.cli import client, installation, projects
+from loopkit_core.cli import client, installation, projects, scaffold
 from loopkit_core.cli.errors import exit_status
 from loopkit_core.cli.options import add_data_dir, add_json, add_server, add_store
 from loopkit_core.mcp import command as mcp_command
@@ -55,9 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="debug, info, warning or error (LOOPKIT_LOG_LEVEL, default info)")
     serve.set_defaults(handler=installation.serve)
 
-    plugins = commands.add_parser("plugins", help="list the plugins this installation loads, and their hooks")
+    plugins = commands.add_parser(
+        "plugins", help="list the plugins this installation loads (hooks, distribution, version); or start one"
+    )
     add_json(plugins)
     plugins.set_defaults(handler=installation.plugins)
+    new = plugins.add_subparsers(title="plugin commands").add_parser(
+        "new", help="write a ready plugin package: pyproject with the entry point, the plugin, a passing test, a README"
+    )
+    new.add_argument("name", help="the plugin's name (its entry point): a-z, 0-9 and _, e.g. slow_checkout")
+    new.add_argument("--kind", required=True, choices=scaffold.KINDS, help="which hook the plugin implements")
+    new.add_argument("--directory", help="where to write it (default: ./loopkit-NAME, which must not exist)")
+    new.set_defaults(handler=scaffold.new)
 
     _client_commands(commands.add_parser)
 

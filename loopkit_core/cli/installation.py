@@ -37,9 +37,16 @@ def plugins(args: argparse.Namespace) -> int:
         print_json(answer)
         return 0
     rows = [
-        {**p, "hooks": ", ".join(p["hooks"]), "builtin": "yes" if p["builtin"] else "no"} for p in answer["plugins"]
+        {
+            **p,
+            "hooks": ", ".join(p["hooks"]),
+            "builtin": "yes" if p["builtin"] else "no",
+            "distribution": p["distribution"] or "-",  # "-": registered in code, not installed
+            "version": p["version"] or "-",
+        }
+        for p in answer["plugins"]
     ]
-    table(rows, ("name", "builtin", "hooks", "module"))
+    table(rows, ("name", "builtin", "hooks", "module", "distribution", "version"))
     for error in answer["load_errors"]:
         print(f"failed to load {error['plugin']}: {error['error']}", file=sys.stderr)
     return 0

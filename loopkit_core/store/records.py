@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
 
 from loopkit_core.model import MAX_NS, Record, rfc3339
+from loopkit_core.selectors import RecordIds, Records, Selector, Signatures, SlowCalls, parse_selector
 from loopkit_core.store import dialect
 from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, resources, signatures
 
@@ -232,43 +233,25 @@ class WindowQuery:
     selectors: tuple[dict[str, Any], ...] = ()  # issues' selectors: records matching any of them
 
 
-def selector_condition(selector: dict[str, Any]) -> ColumnElement[bool]:
-    """The SQL condition for an issue's records (see Issue.selector)."""
+def selector_condition(selector: Selector | dict[str, Any]) -> ColumnElement[bool]:
+    """The SQL condition for an issue's records: a typed selector, or its tagged or untagged JSON form."""
     c = records.c
-    if "signatures" in selector:
-        return c.signature.in_(selector["signatures"])
-    if "record_ids" in selector:
-        return c.record_id.in_(selector["record_ids"])
-    if "type" in selector:
-        conditions = [c.type == _text(selector, "type")]
-        conditions += [c[key] == _text(selector, key) for key in ("name", "service") if selector.get(key) is not None]
-        attributes = selector.get("attributes") or {}
-        if not isinstance(attributes, dict):
-            raise ValueError("selector attributes must be an object")
-        conditions += [_attribute_equals(key, value) for key, value in attributes.items()]
-        return and_(*conditions)
-    if "name" in selector:
-        conditions = [c.name == selector["name"], c.duration_ms >= float(selector.get("min_duration_ms", 0))]
-        if selector.get("service") is not None:
-            conditions.append(c.service == selector["service"])
-        return and_(*conditions)
-    raise ValueError(f"unknown selector {sorted(selector)}")
-
-
-def _text(selector: dict[str, Any], key: str) -> str:
-    value = selector[key]
-    if not isinstance(value, str):
-        raise ValueError(f"selector {key} must be a string")
-    return value
-
-
-def _attribute_equals(key: Any, value: Any) -> ColumnElement[bool]:
-    # An attribute of the record's flat JSON object equals a scalar (type included: "1" is not 1).
-    if not isinstance(key, str) or not key or '"' in key or "\\" in key:
-        raise ValueError("selector attribute names must be non-empty strings without quotes or backslashes")
-    if not isinstance(value, str | int | float | bool):
-        raise ValueError(f"selector attribute {key!r} must equal a string, number or boolean")
-    return dialect.json_attribute_equals(records.c.attributes, key, value)
+    match parse_selector(selector):
+        case Signatures(signatures=keys):
+            return c.signature.in_(keys)
+        case RecordIds(record_ids=ids):
+            return c.record_id.in_(ids)
+        case Records(type=type_, name=name, service=service, attributes=attributes):
+            conditions = [c.type == type_]
+            conditions += [c[k] == v for k, v in (("name", name), ("service", service)) if v is not None]
+            conditions += [dialect.json_attribute_equals(c.attributes, k, v) for k, v in attributes.items()]
+            return and_(*conditions)
+        case SlowCalls(name=name, service=service, min_duration_ms=min_duration_ms):
+            conditions = [c.name == name, c.duration_ms >= float(min_duration_ms)]
+            if service is not None:
+                conditions.append(c.service == service)
+            return and_(*conditions)
+    raise AssertionError("parse_selector returns one of the four selector types")
 
 
 def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:

@@ -1,22 +1,6 @@
-"""The slow_users diagnoser inside a real LoopKit: records in over HTTP, a packet out."""
+"""The slow_users plugin on LoopKit's test bench (the loopkit pytest plugin's fixtures): no server, no sockets."""
 
 from __future__ import annotations
-
-import httpx
-import pytest
-
-from loopkit_core.server import in_thread
-from loopkit_core.settings import Settings
-
-
-@pytest.fixture
-def loopkit(tmp_path):
-    """A real LoopKit on free loopback ports with its own data directory, and a project's keys."""
-    settings = Settings.from_env({}, data_dir=tmp_path / "data", http_port=0, grpc_port=0)
-    with in_thread(settings) as server, httpx.Client(base_url=server.http_url, timeout=30) as client:
-        keys = client.post("/v1/signup", json={"project_name": "slow users test"}).json()
-        client.headers["authorization"] = f"Bearer {keys['agent_key']}"
-        yield client, {"authorization": f"Bearer {keys['producer_key']}"}
 
 
 def thumbs(name: str, feedback: str, user: str) -> dict:
@@ -24,32 +8,46 @@ def thumbs(name: str, feedback: str, user: str) -> dict:
     return {"type": "user_signal", "name": name, "user_id": user, "attributes": {"feedback": feedback}}
 
 
-def test_the_plugin_is_loaded(loopkit):
-    client, _ = loopkit
-    plugins = client.get("/v1/plugins").json()
-    assert {"name": "slow_users", "module": "loopkit_slow_users", "builtin": False, "hooks": ["diagnose"]} in plugins[
-        "plugins"
-    ]
-    assert "slow_users" in plugins["diagnosers"]
-    assert plugins["load_errors"] == []
-
-
-def test_thumbs_down_become_one_issue_per_operation(loopkit):
-    client, producer = loopkit
+def test_thumbs_down_become_one_issue_per_operation(loopkit_lab):
     records = [thumbs("POST /checkout", "thumbs_down", f"u{i}") for i in range(4)]
     records += [thumbs("POST /checkout", "thumbs_up", "u9"), thumbs("GET /search", "thumbs_down", "u1")]
-    posted = client.post("/v1/traces", json={"records": records}, headers=producer).json()
-    assert posted["accepted"] == 6
+    ids = loopkit_lab.add(records)
 
-    answer = client.post("/v1/runs/diagnose", json={"diagnosers": ["slow_users"], "min_count": 3})
-    assert answer.status_code == 200, answer.text
-    packet = answer.json()["packet"]
+    [issue] = loopkit_lab.diagnose("slow_users", min_count=3)  # GET /search has one thumbs-down: below min_count
+    assert issue.count == 4
+    assert set(issue.evidence) == set(ids[:4])
+    assert issue.selector == {
+        "kind": "records",
+        "type": "user_signal",
+        "name": "POST /checkout",
+        "attributes": {"feedback": "thumbs_down"},
+    }
+    # The count agrees with the records the selector names (what GET /v1/telemetry?issue= lists).
+    assert loopkit_lab.window().summary(issue.selector) == (4, issue.first_seen_ns, issue.last_seen_ns)
+
+
+def test_the_verdict_holds_once_the_thumbs_down_stop(loopkit_lab):
+    loopkit_lab.add([thumbs("POST /checkout", "thumbs_down", f"u{i}") for i in range(6)], minutes_ago=90)
+    before = loopkit_lab.window(since_minutes=60, until_minutes_ago=60)
+    [issue] = loopkit_lab.diagnose("slow_users", before)
+
+    loopkit_lab.add([thumbs("POST /checkout", "thumbs_up", f"u{i}") for i in range(3)], minutes_ago=10)
+    after = loopkit_lab.window(since_minutes=30)
+    assert loopkit_lab.verify(issue, before, after).verdict == "insufficient_data"  # 3 pieces of feedback only
+
+    loopkit_lab.add([thumbs("POST /checkout", "thumbs_up", f"v{i}") for i in range(5)], minutes_ago=5)
+    verdict = loopkit_lab.verify(issue, before, after)  # as POST /v1/runs/verify asks: the first answer wins
+    assert (verdict.verdict, verdict.verifier) == ("held", "slow_users")
+    assert verdict.after == {"thumbs_down": 0, "feedback": 8, "share": 0.0}
+
+    loopkit_lab.add([thumbs("POST /checkout", "thumbs_down", "w1")], minutes_ago=1)
+    again = loopkit_lab.verify(issue, before, after, previous="verified")
+    assert again.verdict == "regressed"
+
+
+def test_the_packet_and_its_handoff(loopkit_lab):
+    loopkit_lab.add([thumbs("POST /checkout", "thumbs_down", f"u{i}") for i in range(3)])
+    packet = loopkit_lab.packet(diagnosers=["slow_users"])
     assert packet["diagnoser_errors"] == []
-    [issue] = packet["issues"]  # GET /search has one thumbs-down only: below min_count
-    assert issue["diagnoser"] == "slow_users"
-    assert issue["count"] == 4
-    thumbs_down = set(posted["record_ids"][:4])
-    assert set(issue["evidence"]) == thumbs_down
-    # Every record of the issue, not only the evidence sample: exactly the four thumbs-down.
-    listed = client.get(issue["records_url"]).json()["records"]
-    assert {r["record_id"] for r in listed} == thumbs_down
+    assert [i["title"] for i in packet["issues"]] == ["Users give POST /checkout a thumbs-down (3 in the window)"]
+    assert "Users give POST /checkout a thumbs-down" in loopkit_lab.render(packet, "markdown")
