@@ -63,6 +63,12 @@ class Unavailable(IngestError):
     retry_after = 1
 
 
+METRICS_REFUSED = (
+    "LoopKit does not store metrics: send traces to /v1/traces and logs to /v1/logs, "
+    "and remove metrics from this exporter's pipeline"
+)
+
+
 class NotStored(IngestError):
     """A signal LoopKit does not store (metrics): final, so exporters drop it instead of retrying.
 

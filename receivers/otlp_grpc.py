@@ -19,9 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from loopkit_core.sink import CommitFailed
-from loopkit_receivers.errors import IngestError, NotStored, Unavailable
+from loopkit_receivers.errors import METRICS_REFUSED, IngestError, NotStored, Unavailable
 from loopkit_receivers.intake import LOGS, TRACES, Intake, settle
-from loopkit_receivers.otlp_http import METRICS_REFUSED
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from loopkit_core.sink import CommitFailed
 from loopkit_receivers import records_shape
 from loopkit_receivers.errors import (
+    METRICS_REFUSED,
     BadRequest,
     IngestError,
     NotStored,
@@ -52,12 +53,6 @@ async def refuse_metrics(request: Request) -> Response:
     """POST /v1/metrics: 501 with an UNIMPLEMENTED status, which OTLP exporters treat as final (no retry)."""
     media = _MEDIA.get(request.headers.get("content-type", "").split(";")[0].strip().lower()) or "json"
     return _status(NotStored(METRICS_REFUSED), media)
-
-
-METRICS_REFUSED = (
-    "LoopKit does not store metrics: send traces to /v1/traces and logs to /v1/logs, "
-    "and remove metrics from this exporter's pipeline"
-)
 
 
 async def _export(request: Request, signal: str) -> Response:

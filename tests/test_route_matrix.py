@@ -62,6 +62,17 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "403",
         **_REVOKED_401,
     },
+    "POST /v1/logs": {
+        **_401,
+        "producer": "200",
+        "agent": "403",
+        "dashboard": "403",
+        "other producer": "200" + OWN_PROJECT,
+        "other agent": "403",
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "POST /v1/metrics": dict.fromkeys(KEYS, "501"),  # never stored, whoever calls: the answer is the same
     "GET /v1/telemetry": {
         **_401,
         "producer": "403",
@@ -397,6 +408,13 @@ def test_http_cell(world: World, route: str, key: str):
         record = {"type": "event", "name": name, "attributes": {"project_id": world.project_id}}
         body = {"records": [record], "project_id": world.project_id}
         response = client.post("/v1/traces", json=body, headers=headers)
+    elif route == "POST /v1/logs":
+        # An OTLP/JSON log record; as for traces, the key alone decides the project.
+        log = {"body": {"stringValue": name}, "attributes": [{"key": "project_id", "value": {"stringValue": "x"}}]}
+        body = {"resourceLogs": [{"scopeLogs": [{"scope": {"name": name}, "logRecords": [log]}]}]}
+        response = client.post("/v1/logs", json=body, headers=headers)
+    elif route == "POST /v1/metrics":
+        response = client.post("/v1/metrics", json={"resourceMetrics": []}, headers=headers)
     elif route == "GET /v1/telemetry":
         response = client.get("/v1/telemetry", params={"limit": 1000}, headers=headers)
     elif route == "GET /v1/records/{record_id}":
@@ -451,6 +469,18 @@ def test_http_cell(world: World, route: str, key: str):
         return
 
     body = response.json()
+    if route == "POST /v1/metrics":
+        assert body["code"] == 12  # UNIMPLEMENTED
+        return
+    if route == "POST /v1/logs":
+        if status == 200:
+            assert body == {}
+            world.stored[owner_of(world, key)].add(name)
+        else:
+            assert body["code"] == {401: 16, 403: 7}[status]
+        assert names_read(world, world.keys["agent"]) == world.stored[world.project_id]
+        assert names_read(world, world.other_agent) == world.stored[world.other_id]
+        return
     if route == "POST /v1/traces":
         if status == 200:
             assert (body["accepted"], body["rejected"]) == (1, 0)
