@@ -362,3 +362,40 @@ def test_metrics_are_refused_for_good(server: Running, project: Project):
     assert exporter.export(data) == MetricExportResult.FAILURE
     assert time.monotonic() - started < 1.0
     provider.shutdown()
+
+
+def test_the_dashboard_shows_a_log_record_with_its_span_and_severity(server: Running, project: Project):
+    record = log_record("card declined", NOW_NS, 17, **{"exception.type": "CardError"})
+    record.trace_id, record.span_id = bytes(range(1, 17)), b"\x07" * 8
+    assert post_logs(server, project, logs_request([record])).status_code == 200
+    [stored] = telemetry(server, project, type="error")
+    page = httpx.get(
+        f"{server.http_url}/v1/dashboard/records/{stored['record_id']}", headers=project.auth("dashboard"), timeout=30
+    )
+    assert page.status_code == 200
+    assert '<dt>Logged in span</dt><dd class="mono">0707070707070707</dd>' in page.text
+    assert "<dt>Severity</dt><dd>ERROR (17)</dd>" in page.text
+    assert "error · billing.worker" in page.text
+
+
+def test_log_records_count_toward_a_sandbox_quota(tmp_path: Path):
+    with in_thread(make_settings(tmp_path / "data", sandbox_quota_spans=5, rate_limit_per_hour=100)) as running:
+        signup = httpx.post(f"{running.http_url}/v1/signup", json={"project_name": "logs quota"}, timeout=30).json()
+        key = {"authorization": f"Bearer {signup['producer_key']}", **PROTOBUF}
+        body = logs_request([log_record(f"line {i}", NOW_NS + i) for i in range(8)])
+        answer = httpx.post(f"{running.http_url}/v1/logs", content=body, headers=key, timeout=30)
+        assert answer.status_code == 200
+        partial = ExportLogsServiceResponse.FromString(answer.content).partial_success
+        assert partial.rejected_log_records == 3
+        assert "project quota of 5 records reached" in partial.error_message
+
+
+def test_logs_decode_in_worker_processes_too(tmp_path: Path):
+    with in_thread(make_settings(tmp_path / "data", decode_workers=1)) as running:
+        project = new_project(running)
+        assert running.app.decoder.workers == 1
+        body = logs_request(traffic(NOW_NS, NOW_NS + MINUTE_NS, 20, 4, 1))
+        assert post_logs(running, project, body).status_code == 200
+        records = telemetry(running, project)
+        assert sorted(r["type"] for r in records) == ["error"] * 4 + ["log"] * 16
+        assert all(r["signature"] for r in records if r["type"] == "error")
