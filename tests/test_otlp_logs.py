@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import Project, make_settings, new_project
 from google.rpc import status_pb2
-from loopdata import MINUTE_NS, NOW_NS, Clock
+from loopdata import MINUTE_NS, NOW_NS, Clock, Spans, checkout_calls
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
@@ -399,3 +399,20 @@ def test_logs_decode_in_worker_processes_too(tmp_path: Path):
         records = telemetry(running, project)
         assert sorted(r["type"] for r in records) == ["error"] * 4 + ["log"] * 16
         assert all(r["signature"] for r in records if r["type"] == "error")
+
+
+def test_a_packet_holds_issues_from_failed_spans_and_from_error_logs(clocked: tuple[Running, Project, Clock]):
+    server, project, _ = clocked
+    spans = Spans()
+    checkout_calls(spans, "checkout", NOW_NS - 60 * MINUTE_NS, NOW_NS - 5 * MINUTE_NS, 60, 6)
+    with httpx.Client(base_url=server.http_url, timeout=30) as client:
+        spans.send(client, project)
+    logs = traffic(NOW_NS - 60 * MINUTE_NS, NOW_NS - 5 * MINUTE_NS, 100, 10, 10_000)
+    assert post_logs(server, project, logs_request(logs)).status_code == 200
+    packet = diagnose(server, project)
+    failures = sorted(
+        (i["stats"]["service"], i["stats"]["operation"], i["count"])
+        for i in packet["issues"]
+        if i["signal_type"] == "error"
+    )
+    assert failures == [("billing", LOGGER, 10), ("checkout", "/checkout", 6)]
