@@ -416,3 +416,21 @@ def test_a_packet_holds_issues_from_failed_spans_and_from_error_logs(clocked: tu
         if i["signal_type"] == "error"
     )
     assert failures == [("billing", LOGGER, 10), ("checkout", "/checkout", 6)]
+
+
+def test_several_logs_in_one_span_are_all_stored_beside_the_span(server: Running, project: Project):
+    trace_id, span_id = bytes(range(1, 17)), b"\x05" * 8
+    records = [log_record(f"step {i}", NOW_NS + i, 9) for i in range(3)]
+    for record in records:
+        record.trace_id, record.span_id = trace_id, span_id
+    assert post_logs(server, project, logs_request(records)).status_code == 200
+    span = {"traceId": trace_id.hex(), "spanId": span_id.hex(), "name": "job", "startTimeUnixNano": str(NOW_NS)}
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    assert httpx.post(f"{server.http_url}/v1/traces", json=doc, headers=project.auth(), timeout=30).json() == {}
+    in_trace = telemetry(server, project, trace_id=trace_id.hex())
+    assert sorted((r["type"], r["span_id"], r["parent_span_id"], r["message"]) for r in in_trace) == [
+        ("log", None, span_id.hex(), "step 0"),
+        ("log", None, span_id.hex(), "step 1"),
+        ("log", None, span_id.hex(), "step 2"),
+        ("span", span_id.hex(), None, ""),
+    ]
