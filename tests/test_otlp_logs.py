@@ -309,6 +309,13 @@ def test_types_names_and_messages_from_severity_body_and_attributes(server: Runn
     assert by_time[3]["exception_type"] == "KeyError"
 
 
+def test_a_log_with_a_session_is_listed_in_that_session(server: Running, project: Project):
+    record = log_record("thumbs down on the answer", NOW_NS, 9, **{"session.id": "sess-9", "user.id": "u-3"})
+    assert post_logs(server, project, logs_request([record])).status_code == 200
+    [stored] = telemetry(server, project, session_id="sess-9")
+    assert (stored["type"], stored["session_id"], stored["user_id"]) == ("log", "sess-9", "u-3")
+
+
 def test_logs_share_the_trace_receivers_errors(server: Running, project: Project):
     url = f"{server.http_url}/v1/logs"
     assert httpx.post(url, content=b"x", headers=PROTOBUF, timeout=30).status_code == 401
