@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from loopkit_core.model import EXPLICIT_TYPES, MAX_NS, Record, record_id_for_log
+from loopkit_core.model import EXPLICIT_TYPES, MAX_NS, Record, new_record_id, record_id_for_log
 from loopkit_core.signals import SESSION_KEYS, SIGNAL_ATTRIBUTE, USER_KEYS, pick
 
 # OTLP SeverityNumber: 17-20 are ERROR..ERROR4, 21-24 FATAL..FATAL4 (logs data model).
@@ -97,8 +97,10 @@ def build_log(
         attributes[SEVERITY_NUMBER] = severity_number
     if severity_text:
         attributes[SEVERITY_TEXT] = severity_text
+    # Without either time, the same line sent twice may be two events (a heartbeat): a random ID keeps both.
+    timed = time_ns > 0 or observed_ns > 0
     return Record(
-        record_id=record_id_for_log(project_id, identity, ts_ns),
+        record_id=record_id_for_log(project_id, identity, ts_ns) if timed else new_record_id(ts_ns),
         ts_ns=ts_ns,
         end_ns=ts_ns,
         type=rtype,

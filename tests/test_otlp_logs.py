@@ -283,6 +283,11 @@ def test_a_resent_batch_is_stored_once_and_bad_ids_are_rejected_alone(server: Ru
     answer = httpx.post(f"{server.http_url}/v1/logs", json=doc, headers=project.auth(), timeout=30)
     assert answer.status_code == 200 and answer.json() == {}
     assert len(telemetry(server, project, type="log")) == 3
+    # A log with neither time nor observed time cannot be told from a new one: each send is kept.
+    untimed = logs_request([LogRecord(body=AnyValue(string_value="heartbeat"))])
+    for _ in range(2):
+        assert post_logs(server, project, untimed).status_code == 200
+    assert [r["message"] for r in telemetry(server, project, type="log")].count("heartbeat") == 2
 
 
 def test_types_names_and_messages_from_severity_body_and_attributes(server: Running, project: Project):
