@@ -446,3 +446,21 @@ def test_several_logs_in_one_span_are_all_stored_beside_the_span(server: Running
         ("log", None, span_id.hex(), "step 2"),
         ("span", span_id.hex(), None, ""),
     ]
+
+
+def test_otlp_json_partial_success_names_log_records(server: Running, project: Project):
+    logs = [
+        {"timeUnixNano": str(NOW_NS), "body": {"stringValue": "kept"}},
+        {"timeUnixNano": str(NOW_NS + 1), "body": {"stringValue": "bad"}, "traceId": "AQIDBA=="},  # base64, not hex
+    ]
+    doc = {"resourceLogs": [{"scopeLogs": [{"scope": {"name": LOGGER}, "logRecords": logs}]}]}
+    answer = httpx.post(f"{server.http_url}/v1/logs", json=doc, headers=project.auth(), timeout=30)
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "partialSuccess": {
+            "rejectedLogRecords": "1",
+            "errorMessage": "1 log record(s) rejected: log record of 'billing.worker': "
+            "resourceLogs[0].scopeLogs[0].logRecords[1].traceId is not hex (OTLP/JSON IDs are hex, not base64)",
+        }
+    }
+    assert [r["message"] for r in telemetry(server, project)] == ["kept"]
