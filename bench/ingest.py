@@ -21,10 +21,15 @@ Usage (one command per benchmark; JSON on stdout, progress on stderr):
     python bench/ingest.py --protocol grpc --spans 100000 --py-spy /tmp/prof   # profile, not timed
     python bench/ingest.py --protocol http-proto,grpc --spans 100000 --repeat 3 --compare-code DIR   # A/B
     python bench/ingest.py --protocol http-proto --spans 50000 --duration 300   # sustained, RSS over time
+    python bench/ingest.py --protocol http-proto,grpc --signal traces,logs --spans 100000 --repeat 3   # logs too
 
 Protocols: `http-proto`, `http-json` (OTLP/JSON), `grpc` (raw bytes on TraceService/Export),
 `records` (LoopKit's plain records shape). With `--repeat K` every protocol runs K times,
 interleaved round-robin, and the summary holds the median of each number.
+
+`--signal logs` sends the same work as OTLP logs instead (one correlated log record per span, bench/payloads.py)
+to /v1/logs or LogsService/Export (protocols `http-proto`, `http-json`, `grpc`); `--signal traces,logs` runs
+both, interleaved, labelled `logs:<protocol>` for logs. For logs, "spans" in the report counts log records.
 """
 
 from __future__ import annotations
@@ -57,12 +62,34 @@ from typing import Any
 import grpc
 import orjson
 import payloads
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 PROTOCOLS = ("http-proto", "http-json", "grpc", "records")
 FORMAT_OF = {"http-proto": "proto", "http-json": "json", "grpc": "proto", "records": "records"}
 CONTENT_TYPE = {"http-proto": "application/x-protobuf", "http-json": "application/json", "records": "application/json"}
 GRPC_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+LOGS_GRPC_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+SIGNALS = ("traces", "logs")
+LOGS_PREFIX = "logs:"  # a run of the logs signal: "logs:<protocol>"
+LOGS_FORMAT_OF = {"http-proto": "logs-proto", "http-json": "logs-json", "grpc": "logs-proto"}
+
+
+def is_logs(run: str) -> bool:
+    """Whether a run (protocol label) sends logs."""
+    return run.startswith(LOGS_PREFIX)
+
+
+def wire_of(run: str) -> str:
+    """The transport and encoding of a run: http-proto, http-json, grpc or records."""
+    return run.removeprefix(LOGS_PREFIX)
+
+
+def format_of(run: str) -> str:
+    """Which pre-built batches a run sends."""
+    return LOGS_FORMAT_OF[wire_of(run)] if is_logs(run) else FORMAT_OF[run]
+
+
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_ATTEMPTS = 20  # per batch, for retryable answers (503/429/UNAVAILABLE) and broken connections
@@ -533,6 +560,10 @@ def _find_all(body: bytes, patterns: set[bytes]) -> list[int]:
 
 def _partial(protocol: str, data: bytes, spans: int) -> int:
     """Spans the server rejected in a 200/OK answer (OTLP partial success, records `rejected`)."""
+    if is_logs(protocol):
+        if wire_of(protocol) in ("http-proto", "grpc"):
+            return ExportLogsServiceResponse.FromString(data).partial_success.rejected_log_records if data else 0
+        return int((orjson.loads(data) if data else {}).get("partialSuccess", {}).get("rejectedLogRecords", 0) or 0)
     if protocol in ("http-proto", "grpc"):
         return ExportTraceServiceResponse.FromString(data).partial_success.rejected_spans if data else 0
     doc = orjson.loads(data) if data else {}
@@ -545,7 +576,8 @@ def _partial(protocol: str, data: bytes, spans: int) -> int:
 
 def http_sender(server: Server, protocol: str, work: Work, stats: SendStats, go: threading.Event) -> None:
     """One keep-alive HTTP/1.1 connection posting batches until the work runs out."""
-    headers = {"Content-Type": CONTENT_TYPE[protocol], "authorization": f"Bearer {server.producer_key}"}
+    headers = {"Content-Type": CONTENT_TYPE[wire_of(protocol)], "authorization": f"Bearer {server.producer_key}"}
+    path = "/v1/logs" if is_logs(protocol) else "/v1/traces"
     conn = http.client.HTTPConnection(HOST, server.http_port, timeout=REQUEST_TIMEOUT)
     conn.connect()
     go.wait()
@@ -560,7 +592,7 @@ def http_sender(server: Server, protocol: str, work: Work, stats: SendStats, go:
                     stats.reason("deadline passed")
                     break
                 try:
-                    conn.request("POST", "/v1/traces", body=body, headers=headers)
+                    conn.request("POST", path, body=body, headers=headers)
                     resp = conn.getresponse()
                     data = resp.read()
                 except (OSError, http.client.HTTPException) as exc:
@@ -596,7 +628,8 @@ def grpc_sender(server: Server, protocol: str, work: Work, stats: SendStats, go:
     )
     try:
         grpc.channel_ready_future(channel).result(timeout=30)
-        export = channel.unary_unary(GRPC_METHOD, request_serializer=None, response_deserializer=None)
+        method = LOGS_GRPC_METHOD if is_logs(protocol) else GRPC_METHOD
+        export = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         metadata = (("authorization", f"Bearer {server.producer_key}"),)
         go.wait()
         while (i := work.take()) is not None:
@@ -648,7 +681,7 @@ def start_senders(
     server: Any, protocol: str, work: Work, stats: SendStats, go: threading.Event, concurrency: int
 ) -> list[threading.Thread]:
     """Start the sender threads; they open their connections, then wait for `go` (the clock starts after)."""
-    sender: Callable[..., None] = grpc_sender if protocol == "grpc" else http_sender
+    sender: Callable[..., None] = grpc_sender if wire_of(protocol) == "grpc" else http_sender
     threads = [
         threading.Thread(target=sender, args=(server, protocol, work, stats, go), name=f"sender-{n}", daemon=True)
         for n in range(concurrency)
@@ -670,21 +703,26 @@ def wait_stored(count: Callable[[], int], expected: int, until: float, poll: flo
     return stored
 
 
-def verify_via_api(server: Server, sample: dict[str, list[payloads.SampleSpan]]) -> dict[str, Any]:
-    """Read sampled traces back through GET /v1/telemetry and compare them with what was sent."""
+def verify_via_api(server: Server, sample: dict[str, list[payloads.SampleSpan]], logs: bool = False) -> dict[str, Any]:
+    """Read sampled traces back through GET /v1/telemetry and compare them with what was sent.
+
+    For logs, each sampled span's log record is found by the span it was logged in (its parent_span_id), and its
+    name is the service's logger, not the span's name.
+    """
     started = time.perf_counter()
     checked = mismatches = 0
     problems: list[str] = []
     for trace_id, expected in sample.items():
         status, doc = server.api_get("/v1/telemetry", {"since_minutes": 1440, "limit": 1000, "trace_id": trace_id})
-        got = {r["span_id"]: r for r in doc.get("records", [])} if status == 200 else {}
+        key = "parent_span_id" if logs else "span_id"
+        got = {r[key]: r for r in doc.get("records", [])} if status == 200 else {}
         for span in expected:
             checked += 1
             record = got.get(span.span_id)
             ok = (
                 record is not None
                 and record["service"] == span.service
-                and record["name"] == span.name
+                and (record["type"] in ("log", "error") if logs else record["name"] == span.name)
                 and (record["status"] == "error") == span.error
                 and record["trace_id"] == trace_id
                 and record["record_id"].startswith("rec_")
@@ -729,7 +767,7 @@ class RunOptions:
 
 def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[str, Any]:
     """One timed run of one protocol against a fresh server."""
-    batches = data.batches[FORMAT_OF[protocol]]
+    batches = data.batches[format_of(protocol)]
     server = Server(opts.env, opts.keep_data)
     profiler: subprocess.Popen[bytes] | None = None
     try:
@@ -767,10 +805,11 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
         rss = peak_rss_mb(server.pid)
         seconds = t_done - t0
         by_thread = cpu_by_thread_group(threads0, threads1, python_thread_names(server.pid))
-        api = verify_via_api(server, data.sample)
+        api = verify_via_api(server, data.sample, is_logs(protocol))
         alive = any(t.is_alive() for t in threads)
         result = {
             "protocol": protocol,
+            "signal": "logs" if is_logs(protocol) else "traces",
             "spans": data.spans,
             "batches": len(batches),
             "spans_per_batch": data.batch_spans,
@@ -1007,7 +1046,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--protocol", default="all", help=f"all, or one or more of {', '.join(PROTOCOLS)}, comma-separated")
-    p.add_argument("--spans", type=int, default=200_000, help="spans per run (default 200000)")
+    p.add_argument(
+        "--signal",
+        default="traces",
+        help="traces (default), logs, or traces,logs (both, interleaved; logs runs are labelled logs:<protocol>)",
+    )
+    p.add_argument("--spans", type=int, default=200_000, help="spans (or log records) per run (default 200000)")
     p.add_argument("--batch-spans", type=int, default=512, help="spans per export request (default 512)")
     p.add_argument("--concurrency", type=int, default=8, help="concurrent connections (default 8)")
     p.add_argument("--repeat", type=int, default=1, help="runs per protocol; the summary is the median")
@@ -1083,6 +1127,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.protocols = list(PROTOCOLS) if args.protocol == "all" else args.protocol.split(",")
     if not args.protocols or not set(args.protocols) <= set(PROTOCOLS):
         p.error(f"--protocol: expected all or names from {', '.join(PROTOCOLS)}")
+    signals = args.signal.split(",")
+    if not signals or not set(signals) <= set(SIGNALS):
+        p.error("--signal: expected traces, logs or traces,logs")
+    if "logs" in signals and not set(args.protocols) <= set(LOGS_FORMAT_OF):
+        p.error(f"--signal logs: protocols {', '.join(LOGS_FORMAT_OF)} only (the records shape is for traces)")
+    if "logs" in signals and args.duration:
+        p.error("--duration (sustained mode) sends traces only")
+    args.protocols = [
+        run for p_ in args.protocols for run in ([p_] if "traces" in signals else []) + (
+            [LOGS_PREFIX + p_] if "logs" in signals else [])
+    ]  # fmt: skip
     if args.spans < 1 or args.batch_spans < 1 or args.concurrency < 1 or args.repeat < 1:
         p.error("--spans, --batch-spans, --concurrency and --repeat must be at least 1")
     if args.timeout <= 0 or args.timeout > 3600:
@@ -1134,7 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.nice:
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     protocols = args.protocols
-    formats = {FORMAT_OF[p] for p in protocols}
+    formats = {format_of(p) for p in protocols}
     log(f"building {args.spans} spans in batches of {args.batch_spans} as {sorted(formats)} ...")
     data = payloads.build(args.spans, args.batch_spans, formats, seed=args.seed)
     log(

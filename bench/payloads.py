@@ -8,7 +8,12 @@ serialised once per wire format, before any timing starts:
 
 - `proto`: a binary `ExportTraceServiceRequest` (OTLP/HTTP protobuf and OTLP/gRPC send these bytes);
 - `json`: OTLP/JSON (hex IDs, 64-bit integers as decimal strings, integer enums, lowerCamelCase);
-- `records`: LoopKit's plain records shape `{"records": [...]}` with the same content.
+- `records`: LoopKit's plain records shape `{"records": [...]}` with the same content;
+- `logs-proto` / `logs-json`: the application's logs for the same work, one log record per span, as an
+  `ExportLogsServiceRequest` (protobuf or OTLP/JSON): what a service's `logging` bridge exports beside its
+  traces. Each log is correlated with its span (trace and span ID), from the service's own logger; an access
+  or completion line at INFO, a slow call at WARN, a failure at ERROR with the exception's type, message and
+  stack trace as `exception.*` attributes, and a few of the span's attributes (route, status, model, tool).
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 Attr = str | int | float | bool | list[str]
 Attrs = list[tuple[str, Attr]]
-FORMATS = ("proto", "json", "records")
+FORMATS = ("proto", "json", "records", "logs-proto", "logs-json")
 
 _M64 = (1 << 64) - 1
 JITTER_NS = 2 * 10**9  # how far a trace's start strays from the stream's clock
@@ -625,7 +632,107 @@ def to_records(stream: SpanStream, spans: list[SpanSpec]) -> bytes:
     return orjson.dumps({"records": records})
 
 
-SERIALISERS = {"proto": to_proto, "json": to_otlp_json, "records": to_records}
+# Span attributes a service's log line repeats (the rest stay on the span).
+LOG_KEYS = ("http.route", "http.request.method", "http.response.status_code", "db.system", "db.operation.name",
+            "gen_ai.request.model", "gen_ai.tool.name", "session.id", "user.id")  # fmt: skip
+SEVERITY = {9: "INFO", 13: "WARN", 17: "ERROR"}
+
+
+@dataclass(slots=True)
+class LogSpec:
+    """The log record a span's work writes, independent of the wire format."""
+
+    logger: str
+    time_ns: int
+    severity: int
+    body: str
+    attributes: Attrs
+
+
+def log_of(stream: SpanStream, s: SpanSpec) -> LogSpec:
+    """The log line of one span: completion at INFO, slow at WARN (over 1 s), failure at ERROR with the exception."""
+    service = stream.resource_service[s.resource]
+    component = stream.scopes[s.scope][0].rsplit(".", 1)[-1]
+    ms = (s.end_ns - s.start_ns) / 1e6
+    attrs: Attrs = [(k, v) for k, v in s.attributes if k in LOG_KEYS]
+    attrs += [("code.function.name", f"{component}.handle"), ("thread.name", f"worker-{s.span_id[0] % 8}")]
+    if s.status_code == STATUS_ERROR:
+        for _, _, event_attrs in s.events:
+            attrs += event_attrs
+        return LogSpec(f"{service}.{component}", s.end_ns, 17, f"{s.name} failed: {s.status_message}", attrs)
+    if ms > 1000:
+        return LogSpec(f"{service}.{component}", s.end_ns, 13, f"{s.name} slow: took {ms:.0f} ms", attrs)
+    return LogSpec(f"{service}.{component}", s.end_ns, 9, f"{s.name} completed in {ms:.1f} ms", attrs)
+
+
+def to_logs_proto(stream: SpanStream, spans: list[SpanSpec]) -> bytes:
+    """A binary ExportLogsServiceRequest: one correlated log record per span, grouped by resource and logger."""
+    request = ExportLogsServiceRequest()
+    for resource, scopes in _groups(spans).items():
+        rl = ResourceLogs(resource=Resource(attributes=_pb_attrs(stream.resources[resource])))
+        by_logger: dict[str, list[tuple[SpanSpec, LogSpec]]] = {}
+        for members in scopes.values():
+            for s in members:
+                spec = log_of(stream, s)
+                by_logger.setdefault(spec.logger, []).append((s, spec))
+        for logger, logs in by_logger.items():
+            sl = ScopeLogs(scope=InstrumentationScope(name=logger))
+            sl.log_records.extend(
+                LogRecord(
+                    time_unix_nano=spec.time_ns,
+                    observed_time_unix_nano=spec.time_ns + 250_000,
+                    severity_number=spec.severity,  # type: ignore[arg-type]
+                    severity_text=SEVERITY[spec.severity],
+                    body=AnyValue(string_value=spec.body),
+                    attributes=_pb_attrs(spec.attributes),
+                    trace_id=s.trace_id,
+                    span_id=s.span_id,
+                    flags=1,
+                )
+                for s, spec in logs
+            )
+            rl.scope_logs.append(sl)
+        request.resource_logs.append(rl)
+    return request.SerializeToString()
+
+
+def to_logs_json(stream: SpanStream, spans: list[SpanSpec]) -> bytes:
+    """The same log records as OTLP/JSON (hex IDs, 64-bit integers as strings)."""
+    resource_logs = []
+    for resource, scopes in _groups(spans).items():
+        by_logger: dict[str, list[dict[str, Any]]] = {}
+        for members in scopes.values():
+            for s in members:
+                spec = log_of(stream, s)
+                by_logger.setdefault(spec.logger, []).append(
+                    {
+                        "timeUnixNano": str(spec.time_ns),
+                        "observedTimeUnixNano": str(spec.time_ns + 250_000),
+                        "severityNumber": spec.severity,
+                        "severityText": SEVERITY[spec.severity],
+                        "body": {"stringValue": spec.body},
+                        "attributes": _json_attrs(spec.attributes),
+                        "traceId": s.trace_id.hex(),
+                        "spanId": s.span_id.hex(),
+                        "flags": 1,
+                    }
+                )
+        resource_logs.append(
+            {
+                "resource": {"attributes": _json_attrs(stream.resources[resource])},
+                "scopeLogs": [{"scope": {"name": n}, "logRecords": logs} for n, logs in by_logger.items()],
+            }
+        )
+    return orjson.dumps({"resourceLogs": resource_logs})
+
+
+SERIALISERS = {
+    "proto": to_proto,
+    "json": to_otlp_json,
+    "records": to_records,
+    "logs-proto": to_logs_proto,
+    "logs-json": to_logs_json,
+}
 
 
 def build(spans: int, batch_spans: int, formats: Iterable[str], seed: int = 1, sample_traces: int = 25) -> Payloads:

@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from loopkit_core.ingest import prepare
 from loopkit_core.plugins import Plugins, get_plugins
 from loopkit_core.sink import Batch
-from loopkit_receivers.intake import decode_grpc, decode_http
+from loopkit_receivers.intake import TRACES, decode_grpc, decode_http
 from loopkit_receivers.limits import DEFAULT as DEFAULT_LIMITS
 from loopkit_receivers.limits import Limits
 
@@ -67,19 +67,20 @@ def prepare_http(
     project_id: str,
     plugins: Plugins | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    signal: str = TRACES,
 ) -> Batch:
     """Decode an HTTP body and build its rows; the payload comes back without its records (only rows travel)."""
-    payload = decode_http(body, media, encoding, max_body_bytes, project_id, limits)
+    payload = decode_http(body, media, encoding, max_body_bytes, project_id, limits, signal)
     batch = prepare(payload.to_store, plugins or _worker_plugins(), payload)
     payload.drop_records()
     return batch
 
 
 def prepare_grpc(
-    body: bytes, project_id: str, plugins: Plugins | None = None, limits: Limits = DEFAULT_LIMITS
+    body: bytes, project_id: str, plugins: Plugins | None = None, limits: Limits = DEFAULT_LIMITS, signal: str = TRACES
 ) -> Batch:
     """Decode a gRPC request message and build its rows."""
-    decoded = decode_grpc(body, project_id, limits)
+    decoded = decode_grpc(body, project_id, limits, signal)
     batch = prepare(decoded.records, plugins or _worker_plugins(), decoded)
     decoded.records = []
     return batch
@@ -115,28 +116,30 @@ class DecodePool:
         """Worker processes (0: decoding runs on threads of the server process)."""
         return self._pool._max_workers if self._pool is not None else 0  # type: ignore[attr-defined]
 
-    async def http(self, body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str) -> Batch:
+    async def http(
+        self, body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str, signal: str = TRACES
+    ) -> Batch:
         """prepare_http, off the event loop."""
         if self._pool is not None:
             try:
                 future = self._pool.submit(
-                    prepare_http, body, media, encoding, max_body_bytes, project_id, None, self.limits
+                    prepare_http, body, media, encoding, max_body_bytes, project_id, None, self.limits, signal
                 )
                 return await asyncio.wrap_future(future)
             except BrokenProcessPool:
                 self._broken()
         return await run_in_threadpool(
-            prepare_http, body, media, encoding, max_body_bytes, project_id, self.plugins, self.limits
+            prepare_http, body, media, encoding, max_body_bytes, project_id, self.plugins, self.limits, signal
         )
 
-    def grpc(self, body: bytes, project_id: str) -> Batch:
+    def grpc(self, body: bytes, project_id: str, signal: str = TRACES) -> Batch:
         """prepare_grpc, blocking the calling (gRPC handler) thread."""
         if self._pool is not None:
             try:
-                return self._pool.submit(prepare_grpc, body, project_id, None, self.limits).result()
+                return self._pool.submit(prepare_grpc, body, project_id, None, self.limits, signal).result()
             except BrokenProcessPool:
                 self._broken()
-        return prepare_grpc(body, project_id, self.plugins, self.limits)
+        return prepare_grpc(body, project_id, self.plugins, self.limits, signal)
 
     def _broken(self) -> None:
         # A worker died (killed, out of memory): keep serving by decoding here; the pool is not restarted.

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from loopkit_core.selectors import Selector
 
-SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event", "span")
+SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event", "span", "log")
 # Types a client may name explicitly (records shape `type`, or the `loopkit.signal` attribute).
-EXPLICIT_TYPES = frozenset(("error", "tool_failure", "latency", "user_signal", "event"))
+EXPLICIT_TYPES = frozenset(("error", "tool_failure", "latency", "user_signal", "event", "log"))
 STATUSES = ("ok", "error", "unset")
 MAX_NS = 2**63 - 1  # timestamps are signed 64-bit unix nanoseconds
 # Types that count as failures: the packet's `failures` and what the record_signature hook is called for.
@@ -66,6 +66,16 @@ def record_id_for_span(project_id: str, trace_id: str, span_id: str, start_ns: i
     """
     digest = hashlib.blake2b(f"{project_id}/{trace_id}/{span_id}".encode(), digest_size=7).hexdigest()
     return f"rec_{_id_time(start_ns)}{digest[:13]}"
+
+
+def record_id_for_log(project_id: str, identity: bytes, ts_ns: int = 0) -> str:
+    """A log record's stable ID: the same (project, log fields) always maps to the same ID, time first.
+
+    `identity` is the log's own fields, encoded by the receiver (see docs/records.md): a log has no ID of its
+    own, so a re-sent batch is recognised by its content.
+    """
+    digest = hashlib.blake2b(project_id.encode() + b"/log/" + identity, digest_size=7).hexdigest()
+    return f"rec_{_id_time(ts_ns)}{digest[:13]}"
 
 
 def new_record_id(ts_ns: int = 0) -> str:

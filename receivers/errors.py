@@ -61,3 +61,20 @@ class Unavailable(IngestError):
     http_status = 503
     grpc_code = grpc.StatusCode.UNAVAILABLE
     retry_after = 1
+
+
+METRICS_REFUSED = (
+    "LoopKit does not store metrics: send traces to /v1/traces and logs to /v1/logs, "
+    "and remove metrics from this exporter's pipeline"
+)
+
+
+class NotStored(IngestError):
+    """A signal LoopKit does not store (metrics): final, so exporters drop it instead of retrying.
+
+    gRPC UNIMPLEMENTED and HTTP 501 are outside OTLP's retryable sets (gRPC: CANCELLED, DEADLINE_EXCEEDED,
+    ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS; HTTP: 429, 502, 503, 504), see docs/api.md.
+    """
+
+    http_status = 501
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED

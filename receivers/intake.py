@@ -12,13 +12,15 @@ import orjson
 from loopkit_core.identity import AuthError, Principal
 from loopkit_core.model import Record
 from loopkit_core.sink import Ack, Batch, Overloaded, Sink, quota_reason
-from loopkit_receivers import otlp_json, otlp_proto, records_shape
+from loopkit_receivers import otlp_json, otlp_logs_json, otlp_logs_proto, otlp_proto, records_shape
 from loopkit_receivers.body import decompress
 from loopkit_receivers.errors import BadRequest, Forbidden, Unauthenticated, Unavailable
 from loopkit_receivers.limits import DEFAULT as DEFAULT_LIMITS
 from loopkit_receivers.limits import Limits
 from loopkit_receivers.limits import apply as apply_limits
 from loopkit_receivers.spans import Decoded
+
+TRACES, LOGS = "traces", "logs"  # the signals LoopKit receives (metrics are refused: see otlp_http.refuse_metrics)
 
 
 @dataclass
@@ -44,12 +46,14 @@ class HttpPayload:
 class Decoder(Protocol):
     """Turns request bytes into a Batch (decoded, limited, signed, rows built), possibly in worker processes."""
 
-    async def http(self, body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str) -> Batch:
-        """An HTTP body of media type `proto` or `json` as a Batch whose payload is an HttpPayload."""
+    async def http(
+        self, body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str, signal: str = TRACES
+    ) -> Batch:
+        """An HTTP body of media type `proto` or `json` (traces or logs) as a Batch whose payload is an HttpPayload."""
         ...
 
-    def grpc(self, body: bytes, project_id: str) -> Batch:
-        """A raw gRPC request message as a Batch whose payload is a Decoded."""
+    def grpc(self, body: bytes, project_id: str, signal: str = TRACES) -> Batch:
+        """A raw gRPC request message (traces or logs) as a Batch whose payload is a Decoded."""
         ...
 
 
@@ -78,12 +82,24 @@ class Intake:
 
 
 def decode_http(
-    body: bytes, media: str, encoding: str, max_body_bytes: int, project_id: str, limits: Limits = DEFAULT_LIMITS
+    body: bytes,
+    media: str,
+    encoding: str,
+    max_body_bytes: int,
+    project_id: str,
+    limits: Limits = DEFAULT_LIMITS,
+    signal: str = TRACES,
 ) -> HttpPayload:
     """Decompress (capped) and decode an HTTP body of media type `proto` or `json`, then apply the size limits."""
     raw = decompress(body, encoding, max_body_bytes)
     now = time.time_ns()
-    if media == "proto":
+    if signal == LOGS:
+        if media == "proto":
+            logs = otlp_logs_proto.decode(otlp_logs_proto.parse_request(raw), project_id, now, limits.spans)
+        else:
+            logs = otlp_logs_json.decode(_parse_json(raw), project_id, now, max_records=limits.spans)
+        payload = HttpPayload(otlp=logs)
+    elif media == "proto":
         request = otlp_proto.parse_request(raw)
         payload = HttpPayload(otlp=otlp_proto.decode(request, project_id, now, max_spans=limits.spans))
     else:
@@ -96,10 +112,14 @@ def decode_http(
     return payload
 
 
-def decode_grpc(body: bytes, project_id: str, limits: Limits = DEFAULT_LIMITS) -> Decoded:
+def decode_grpc(body: bytes, project_id: str, limits: Limits = DEFAULT_LIMITS, signal: str = TRACES) -> Decoded:
     """Decode a raw gRPC request message, then apply the size limits."""
-    request = otlp_proto.parse_request(body)
-    decoded = otlp_proto.decode(request, project_id, time.time_ns(), max_spans=limits.spans)
+    if signal == LOGS:
+        logs = otlp_logs_proto.parse_request(body)
+        decoded = otlp_logs_proto.decode(logs, project_id, time.time_ns(), max_records=limits.spans)
+    else:
+        request = otlp_proto.parse_request(body)
+        decoded = otlp_proto.decode(request, project_id, time.time_ns(), max_spans=limits.spans)
     apply_limits(decoded.records, limits)
     return decoded
 

@@ -1,4 +1,5 @@
-"""OTLP/gRPC `TraceService/Export`: the same ingest path as HTTP behind grpcio's server."""
+"""OTLP/gRPC `TraceService/Export` and `LogsService/Export`: the same ingest path as HTTP behind grpcio's server;
+`MetricsService/Export` refused as a signal LoopKit does not store."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ from concurrent import futures
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
 )
 
 from loopkit_core.sink import CommitFailed
-from loopkit_receivers.errors import IngestError, Unavailable
-from loopkit_receivers.intake import Intake, settle
+from loopkit_receivers.errors import METRICS_REFUSED, IngestError, NotStored, Unavailable
+from loopkit_receivers.intake import LOGS, TRACES, Intake, settle
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+METRICS_SERVICE = "opentelemetry.proto.collector.metrics.v1.MetricsService"
 MAX_STREAMS_PER_CONNECTION = 100
 IDLE_CONNECTION_SECONDS = 300
 
@@ -24,27 +32,45 @@ IDLE_CONNECTION_SECONDS = 300
 class TraceService:
     """The Export handler; it receives raw bytes so malformed protobuf is INVALID_ARGUMENT, not INTERNAL."""
 
-    def __init__(self, intake: Intake) -> None:
+    def __init__(self, intake: Intake, signal: str = TRACES) -> None:
         self.intake = intake
+        self.signal = signal
 
-    def export(self, request: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-        """Decode, commit, then answer (with partial success for spans rejected alone)."""
+    def export(
+        self, request: bytes, context: grpc.ServicerContext
+    ) -> ExportTraceServiceResponse | ExportLogsServiceResponse:
+        """Decode, commit, then answer (with partial success for spans or log records rejected alone)."""
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         try:
             principal = self.intake.principal(metadata.get("authorization"))
-            batch = self.intake.decoder.grpc(request, principal.project_id)
+            batch = self.intake.decoder.grpc(request, principal.project_id, self.signal)
             decoded = batch.payload
             settle(decoded, self.intake.consume(principal, batch).result(), principal)
         except IngestError as exc:
             _abort(context, exc)
         except CommitFailed as exc:
             _abort(context, Unavailable(str(exc)))
+        if self.signal == LOGS:
+            logs = ExportLogsServiceResponse()
+            if decoded.rejected:
+                logs.partial_success.CopyFrom(
+                    ExportLogsPartialSuccess(
+                        rejected_log_records=decoded.rejected, error_message=decoded.error_message()
+                    )
+                )
+            return logs
         response = ExportTraceServiceResponse()
         if decoded.rejected:
             response.partial_success.CopyFrom(
                 ExportTracePartialSuccess(rejected_spans=decoded.rejected, error_message=decoded.error_message())
             )
         return response
+
+
+def refuse_metrics(request: bytes, context: grpc.ServicerContext) -> ExportMetricsServiceResponse:
+    """MetricsService/Export: UNIMPLEMENTED, which OTLP exporters do not retry (docs/api.md)."""
+    _abort(context, NotStored(METRICS_REFUSED))
+    return ExportMetricsServiceResponse()  # not reached: abort raises
 
 
 def _abort(context: grpc.ServicerContext, exc: IngestError) -> None:
@@ -92,18 +118,17 @@ def create_server(
             ("grpc.max_connection_idle_ms", IDLE_CONNECTION_SECONDS * 1000),
         ],
     )
-    service = TraceService(intake)
-    handler = grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Export": grpc.unary_unary_rpc_method_handler(
-                service.export,
-                request_deserializer=None,
-                response_serializer=ExportTraceServiceResponse.SerializeToString,
-            )
-        },
-    )
-    server.add_generic_rpc_handlers((handler,))
+    handlers = []
+    for name, handle, response in (
+        (SERVICE, TraceService(intake).export, ExportTraceServiceResponse),
+        (LOGS_SERVICE, TraceService(intake, LOGS).export, ExportLogsServiceResponse),
+        (METRICS_SERVICE, refuse_metrics, ExportMetricsServiceResponse),
+    ):
+        method = grpc.unary_unary_rpc_method_handler(
+            handle, request_deserializer=None, response_serializer=response.SerializeToString
+        )
+        handlers.append(grpc.method_handlers_generic_handler(name, {"Export": method}))
+    server.add_generic_rpc_handlers(tuple(handlers))
     bound = server.add_insecure_port(_address(host, port))
     if bound == 0:
         raise OSError(f"could not bind OTLP/gRPC to {host}:{port}")

@@ -1,4 +1,5 @@
-"""OTLP/HTTP `POST /v1/traces`: protobuf, OTLP/JSON and the records shape on one path."""
+"""OTLP/HTTP `POST /v1/traces` (protobuf, OTLP/JSON and the records shape) and `POST /v1/logs` on one path;
+`POST /v1/metrics` refused as a signal LoopKit does not store."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ from typing import Any
 
 import orjson
 from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
@@ -17,8 +22,17 @@ from starlette.responses import Response
 
 from loopkit_core.sink import CommitFailed
 from loopkit_receivers import records_shape
-from loopkit_receivers.errors import BadRequest, IngestError, SlowBody, TooLarge, Unavailable, UnsupportedMedia
-from loopkit_receivers.intake import HttpPayload, Intake, settle
+from loopkit_receivers.errors import (
+    METRICS_REFUSED,
+    BadRequest,
+    IngestError,
+    NotStored,
+    SlowBody,
+    TooLarge,
+    Unavailable,
+    UnsupportedMedia,
+)
+from loopkit_receivers.intake import LOGS, TRACES, HttpPayload, Intake, settle
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -27,6 +41,21 @@ _MEDIA = {PROTOBUF: "proto", JSON: "json"}
 
 async def export_traces(request: Request) -> Response:
     """Receive one OTLP/HTTP export (or records POST); answer only after the data is committed."""
+    return await _export(request, TRACES)
+
+
+async def export_logs(request: Request) -> Response:
+    """Receive one OTLP/HTTP logs export; answer only after the log records are committed."""
+    return await _export(request, LOGS)
+
+
+async def refuse_metrics(request: Request) -> Response:
+    """POST /v1/metrics: 501 with an UNIMPLEMENTED status, which OTLP exporters treat as final (no retry)."""
+    media = _MEDIA.get(request.headers.get("content-type", "").split(";")[0].strip().lower()) or "json"
+    return _status(NotStored(METRICS_REFUSED), media)
+
+
+async def _export(request: Request, signal: str) -> Response:
     intake: Intake = request.app.state.intake
     media = _MEDIA.get(request.headers.get("content-type", "").split(";")[0].strip().lower())
     try:
@@ -40,14 +69,14 @@ async def export_traces(request: Request) -> Response:
         except TimeoutError:
             raise SlowBody("the request body did not arrive in time") from None
         encoding = request.headers.get("content-encoding", "")
-        batch = await intake.decoder.http(body, media, encoding, intake.max_body_bytes, principal.project_id)
+        batch = await intake.decoder.http(body, media, encoding, intake.max_body_bytes, principal.project_id, signal)
         payload = batch.payload
         settle(payload, await asyncio.wrap_future(intake.consume(principal, batch)), principal)
     except IngestError as exc:
         return _status(exc, media or "json")
     except CommitFailed as exc:
         return _status(Unavailable(str(exc)), media or "json")
-    return _success(payload, media)
+    return _success(payload, media, signal)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -69,22 +98,33 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _success(payload: HttpPayload, media: str) -> Response:
+def _success(payload: HttpPayload, media: str, signal: str) -> Response:
     if payload.records is not None:
         return Response(orjson.dumps(records_shape.response(payload.records)), 200, media_type=JSON)
     decoded = payload.otlp
     assert decoded is not None
     if media == "proto":
-        message = ExportTraceServiceResponse()
-        if decoded.rejected:
-            message.partial_success.CopyFrom(
-                ExportTracePartialSuccess(rejected_spans=decoded.rejected, error_message=decoded.error_message())
-            )
+        message: ExportTraceServiceResponse | ExportLogsServiceResponse
+        if signal == LOGS:
+            message = ExportLogsServiceResponse()
+            if decoded.rejected:
+                message.partial_success.CopyFrom(
+                    ExportLogsPartialSuccess(
+                        rejected_log_records=decoded.rejected, error_message=decoded.error_message()
+                    )
+                )
+        else:
+            message = ExportTraceServiceResponse()
+            if decoded.rejected:
+                message.partial_success.CopyFrom(
+                    ExportTracePartialSuccess(rejected_spans=decoded.rejected, error_message=decoded.error_message())
+                )
         return Response(message.SerializeToString(), 200, media_type=PROTOBUF)
     body: dict[str, Any] = {}
     if decoded.rejected:
         # Proto3 JSON writes int64 as a decimal string.
-        body["partialSuccess"] = {"rejectedSpans": str(decoded.rejected), "errorMessage": decoded.error_message()}
+        counted = "rejectedLogRecords" if signal == LOGS else "rejectedSpans"
+        body["partialSuccess"] = {counted: str(decoded.rejected), "errorMessage": decoded.error_message()}
     return Response(orjson.dumps(body), 200, media_type=JSON)
 
 

@@ -309,3 +309,8 @@ def _double(value: Any, where: str) -> float | None:
         raise BadRequest(f"{where} must be a number")
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+# The walkers the logs decoder (otlp_logs_json.py) shares, under public names.
+get, json_obj, json_list, text, uint64, hex_id = _get, _obj, _list, _str, _uint64, _hex
+attributes, any_value = _attributes, _any_value

@@ -1,9 +1,10 @@
-"""Spans per request, counted before any record is built, so one huge request is refused, not decoded."""
+"""Spans (or log records) per request, counted before any record is built: one huge request is refused, not decoded."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from loopkit_receivers.errors import TooLarge
@@ -30,6 +31,20 @@ def in_json(doc: Any) -> int:
     for resource_spans in _items(doc, "resourceSpans", "resource_spans"):
         for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
             count += len(_items(scope_spans, "spans", "spans"))
+    return count
+
+
+def logs_in_proto(request: ExportLogsServiceRequest) -> int:
+    """Log records in a parsed request (repeated-field lengths only: no log record is read)."""
+    return sum(len(scope_logs.log_records) for rl in request.resource_logs for scope_logs in rl.scope_logs)
+
+
+def logs_in_json(doc: Any) -> int:
+    """Log records in an OTLP/JSON logs document; parts of the wrong shape count 0 (the decoder reports them)."""
+    count = 0
+    for resource_logs in _items(doc, "resourceLogs", "resource_logs"):
+        for scope_logs in _items(resource_logs, "scopeLogs", "scope_logs"):
+            count += len(_items(scope_logs, "logRecords", "log_records"))
     return count
 
 

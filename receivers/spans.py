@@ -31,24 +31,25 @@ if not "".join(f"{f.name} " for f in fields(Record)).startswith(_RECORD_ORDER):
 
 @dataclass
 class Decoded:
-    """What a decoder made of one request: the good records, and the spans it rejected alone."""
+    """What a decoder made of one request: the good records, and the spans (or log records) it rejected alone."""
 
     records: list[Record] = field(default_factory=list)
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    unit: str = "span"  # what the request carries, for the messages: "span" or "log record"
 
     def reject(self, reason: str, count: int = 1) -> None:
         """Count spans rejected alone; keep the first few reasons for the partial-success message."""
         self.rejected += count
         if len(self.errors) < 5:
-            self.errors.append(reason if count == 1 else f"{count} spans: {reason}")
+            self.errors.append(reason if count == 1 else f"{count} {self.unit}s: {reason}")
 
     def error_message(self) -> str:
         """One line for OTLP partial_success.error_message."""
         if not self.rejected:
             return ""
         more = "" if self.rejected <= len(self.errors) else f" (and {self.rejected - len(self.errors)} more)"
-        return f"{self.rejected} span(s) rejected: " + "; ".join(self.errors) + more
+        return f"{self.rejected} {self.unit}(s) rejected: " + "; ".join(self.errors) + more
 
 
 def span_id_problem(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:

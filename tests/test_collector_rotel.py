@@ -1,4 +1,4 @@
-"""A real collector in the middle: the Python OpenTelemetry SDK -> rotel (a Rust OTLP agent) -> LoopKit.
+"""A real collector in the middle: the Python OpenTelemetry SDK -> rotel (a Rust OTLP agent) -> LoopKit (traces, logs).
 
 rotel receives from the SDK and exports to LoopKit over OTLP/gRPC or OTLP/HTTP, gzip-compressed, adding the
 project's `authorization` header itself (the SDK sends none): LoopKit must store every span, in that project.
@@ -6,6 +6,7 @@ project's `authorization` header itself (the SDK sends none): LoopKit must store
 
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import subprocess
@@ -16,9 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Project, new_project
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -181,4 +186,57 @@ def test_sdk_to_rotel_to_loopkit_stores_every_span(rotel: tuple, server: Running
     assert {r["span_id"] for r in stored} == sent
     assert {r["service"] for r in stored} == {"through-rotel"}
     assert sorted(r["attributes"]["request.n"] for r in stored) == list(range(SPANS))
+    assert read_all(server, other.agent_key) == []
+
+
+LOGS = 30
+
+
+def test_sdk_logs_through_rotel_reach_loopkit_with_their_trace(
+    rotel: tuple, server: Running, project: Project, other: Project
+):
+    """The SDK's `logging` bridge -> rotel's logs pipeline -> LoopKit: every log record stored once, errors typed,
+    the one logged inside a span in that span's trace."""
+    sdk_protocol, agent = rotel
+    if sdk_protocol == "grpc":
+        exporter = GrpcLogExporter(endpoint=f"127.0.0.1:{agent.grpc_port}", insecure=True, timeout=10)
+    else:
+        exporter = HttpLogExporter(
+            endpoint=f"http://127.0.0.1:{agent.http_port}/v1/logs", compression=Compression.Gzip, timeout=10
+        )
+    provider = LoggerProvider(resource=Resource.create({"service.name": "through-rotel"}))
+    provider.add_log_record_processor(BatchLogRecordProcessor(exporter, schedule_delay_millis=50))
+    logger = logging.getLogger(f"rotel.worker.{sdk_protocol}")
+    logger.handlers = [LoggingHandler(level=logging.INFO, logger_provider=provider)]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    tracer = TracerProvider().get_tracer("rotel-test")
+    for i in range(LOGS - 1):
+        (logger.error if i % 3 == 0 else logger.info)("job %d finished with code %d", i, i % 3)
+    with tracer.start_as_current_span("job 99") as span:
+        try:
+            raise TimeoutError("upstream timed out")
+        except TimeoutError:
+            logger.exception("job 99 failed")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    assert provider.force_flush(timeout_millis=10_000)
+    provider.shutdown()
+
+    deadline = time.monotonic() + 30
+    stored: list[dict] = []
+    while time.monotonic() < deadline:
+        stored = read_all(server, project.agent_key)
+        if len(stored) >= LOGS:
+            break
+        time.sleep(0.1)
+    assert len(stored) == LOGS, agent.log.read_text()[-2000:]
+    types = sorted(r["type"] for r in stored)
+    assert types == ["error"] * 11 + ["log"] * 19  # i = 0, 3, ..., 27 (10) and the exception
+    assert {r["service"] for r in stored} == {"through-rotel"}
+    [in_span] = [r for r in stored if r["trace_id"] is not None]
+    assert (in_span["trace_id"], in_span["exception_type"], in_span["message"]) == (
+        trace_id,
+        "TimeoutError",
+        "job 99 failed",
+    )
     assert read_all(server, other.agent_key) == []

@@ -13,7 +13,7 @@ from conftest import Project, make_settings, new_project
 from loopkit_core.server import Running, in_thread
 
 RECORD_ID = re.compile(r"^rec_[0-9a-f]{24}$")
-TYPES_REASON = "type must be one of error, event, latency, tool_failure, user_signal"
+TYPES_REASON = "type must be one of error, event, latency, log, tool_failure, user_signal"
 TIMESTAMP_REASON = "timestamp must be RFC 3339 (e.g. 2026-01-02T03:04:05Z) or unix nanoseconds"
 GOOD = {"type": "event", "name": "good"}
 NESTED_REASON = "attributes.a must be a string, number, boolean, null or a list of them"

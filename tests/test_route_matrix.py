@@ -12,6 +12,10 @@ import grpc
 import httpx
 import pytest
 from conftest import make_settings
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -24,6 +28,9 @@ from loopkit_core.server import Running, in_thread
 REPO = Path(__file__).resolve().parent.parent
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 GRPC_ROW = "gRPC TraceService/Export"
+GRPC_LOGS_ROW = "gRPC LogsService/Export"
+GRPC_METRICS_ROW = "gRPC MetricsService/Export"
+GRPC_ROWS = {GRPC_ROW, GRPC_LOGS_ROW, GRPC_METRICS_ROW}
 
 # Who calls: no key, two malformed authorization values, the project's three keys, the three keys of another
 # project, and the project's three keys after `rotate_keys` revoked them.
@@ -62,6 +69,17 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "403",
         **_REVOKED_401,
     },
+    "POST /v1/logs": {
+        **_401,
+        "producer": "200",
+        "agent": "403",
+        "dashboard": "403",
+        "other producer": "200" + OWN_PROJECT,
+        "other agent": "403",
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "POST /v1/metrics": dict.fromkeys(KEYS, "501"),  # never stored, whoever calls: the answer is the same
     "GET /v1/telemetry": {
         **_401,
         "producer": "403",
@@ -254,6 +272,16 @@ TABLE: dict[str, dict[str, str]] = {
         "other agent": "PERMISSION_DENIED",
         "other dashboard": "PERMISSION_DENIED",
     },
+    GRPC_LOGS_ROW: {
+        **_UNAUTH,
+        "producer": "OK",
+        "agent": "PERMISSION_DENIED",
+        "dashboard": "PERMISSION_DENIED",
+        "other producer": "OK" + OWN_PROJECT,
+        "other agent": "PERMISSION_DENIED",
+        "other dashboard": "PERMISSION_DENIED",
+    },
+    GRPC_METRICS_ROW: dict.fromkeys(KEYS, "UNIMPLEMENTED"),
 }
 
 
@@ -280,7 +308,7 @@ def app_v1_routes() -> set[str]:
 
 
 def test_the_matrix_covers_every_v1_route_and_every_key_kind():
-    assert app_v1_routes() == set(TABLE) - {GRPC_ROW}
+    assert app_v1_routes() == set(TABLE) - GRPC_ROWS
     for route, cells in TABLE.items():
         assert set(cells) == set(KEYS), route
 
@@ -371,7 +399,7 @@ def names_read(world: World, agent_key: str) -> set[str]:
     return {r["name"] for r in response.json()["records"]}
 
 
-HTTP_CELLS = [(route, key) for route in TABLE if route != GRPC_ROW for key in KEYS]
+HTTP_CELLS = [(route, key) for route in TABLE if route not in GRPC_ROWS for key in KEYS]
 
 
 @pytest.mark.parametrize(("route", "key"), HTTP_CELLS, ids=[f"{r} | {k}" for r, k in HTTP_CELLS])
@@ -397,6 +425,13 @@ def test_http_cell(world: World, route: str, key: str):
         record = {"type": "event", "name": name, "attributes": {"project_id": world.project_id}}
         body = {"records": [record], "project_id": world.project_id}
         response = client.post("/v1/traces", json=body, headers=headers)
+    elif route == "POST /v1/logs":
+        # An OTLP/JSON log record; as for traces, the key alone decides the project.
+        log = {"body": {"stringValue": name}, "attributes": [{"key": "project_id", "value": {"stringValue": "x"}}]}
+        body = {"resourceLogs": [{"scopeLogs": [{"scope": {"name": name}, "logRecords": [log]}]}]}
+        response = client.post("/v1/logs", json=body, headers=headers)
+    elif route == "POST /v1/metrics":
+        response = client.post("/v1/metrics", json={"resourceMetrics": []}, headers=headers)
     elif route == "GET /v1/telemetry":
         response = client.get("/v1/telemetry", params={"limit": 1000}, headers=headers)
     elif route == "GET /v1/records/{record_id}":
@@ -451,6 +486,18 @@ def test_http_cell(world: World, route: str, key: str):
         return
 
     body = response.json()
+    if route == "POST /v1/metrics":
+        assert body["code"] == 12  # UNIMPLEMENTED
+        return
+    if route == "POST /v1/logs":
+        if status == 200:
+            assert body == {}
+            world.stored[owner_of(world, key)].add(name)
+        else:
+            assert body["code"] == {401: 16, 403: 7}[status]
+        assert names_read(world, world.keys["agent"]) == world.stored[world.project_id]
+        assert names_read(world, world.other_agent) == world.stored[world.other_id]
+        return
     if route == "POST /v1/traces":
         if status == 200:
             assert (body["accepted"], body["rejected"]) == (1, 0)
@@ -548,5 +595,37 @@ def test_grpc_cell(world: World, key: str):
     if answer is not None:
         assert not answer.HasField("partial_success")
         world.stored[owner_of(world, key)].add(span.name)
+    assert names_read(world, world.keys["agent"]) == world.stored[world.project_id]
+    assert names_read(world, world.other_agent) == world.stored[world.other_id]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_grpc_logs_and_metrics_cells(world: World, key: str):
+    value = authorization(world, key)
+    metadata = (("authorization", value),) if value is not None else ()
+    n = next(world.counter)
+    request = ExportLogsServiceRequest()
+    scope_logs = request.resource_logs.add().scope_logs.add()
+    scope_logs.scope.name = f"grpc logs cell {n}"
+    scope_logs.log_records.add(time_unix_nano=time.time_ns()).body.string_value = "line"
+    with grpc.insecure_channel(world.server.grpc_target) as channel:
+        export = channel.unary_unary(
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            request_serializer=ExportLogsServiceRequest.SerializeToString,
+            response_deserializer=ExportLogsServiceResponse.FromString,
+        )
+        try:
+            answer = export(request, metadata=metadata, timeout=10)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as exc:
+            code, answer = exc.code(), None
+        metrics = channel.unary_unary("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")
+        with pytest.raises(grpc.RpcError) as refused:
+            metrics(b"", metadata=metadata, timeout=10)
+    assert code.name == TABLE[GRPC_LOGS_ROW][key].rstrip(OWN_PROJECT), (key, code)
+    assert refused.value.code().name == TABLE[GRPC_METRICS_ROW][key]
+    if answer is not None:
+        assert not answer.HasField("partial_success")
+        world.stored[owner_of(world, key)].add(scope_logs.scope.name)
     assert names_read(world, world.keys["agent"]) == world.stored[world.project_id]
     assert names_read(world, world.other_agent) == world.stored[world.other_id]
