@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopkit_core.api import dashboard, discovery, loops, packets, plugins, projects, runs, signin, telemetry
+from loopkit_core.api import dashboard, discovery, journeys, loops, packets, plugins, projects, runs, signin, telemetry
 from loopkit_core.api.errors import error_response
 from loopkit_core.decode_pool import DecodePool
 from loopkit_core.ingest import StoreSink
@@ -43,6 +43,9 @@ ROUTES = [
     Route("/v1/traces", otlp_http.export_traces, methods=["POST"]),
     Route("/v1/telemetry", telemetry.list_telemetry, methods=["GET"]),
     Route("/v1/records/{record_id}", telemetry.get_record, methods=["GET"]),
+    Route("/v1/sessions", journeys.list_sessions, methods=["GET"]),
+    Route("/v1/sessions/{session_id:path}", journeys.get_session, methods=["GET"]),
+    Route("/v1/traces/{trace_id}", journeys.get_trace, methods=["GET"]),
     Route("/v1/runs/diagnose", runs.run_diagnose, methods=["POST"]),
     Route("/v1/packets", packets.list_packets, methods=["GET"]),
     Route("/v1/packets/{packet_id}", packets.get_packet, methods=["GET"]),
