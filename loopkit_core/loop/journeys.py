@@ -30,6 +30,7 @@ MAX_SESSION_RECORDS = 1000
 MAX_TRACE_SPANS = 10_000
 MAX_SESSION_ID = 1280  # session IDs are stored cut to 1,280 bytes
 MAX_SLOW_MS = 3_600_000.0
+ISSUE_INDEX_PACKETS = 200  # newest packets whose counts the issues page shows
 SESSIONS_PARAMS = {"since_minutes", "until", "limit", "sort", "slow_ms"}
 _HEX = frozenset("0123456789abcdef")
 

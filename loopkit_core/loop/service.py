@@ -44,6 +44,7 @@ from loopkit_core.scopes import (
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
 from loopkit_core.store import approvals, stages
+from loopkit_core.store import issue_index as issue_index_store
 from loopkit_core.store import memory as memory_store
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store import records as record_store
@@ -168,6 +169,12 @@ class Loop:
         """One trace as a bounded span tree with its critical path; 404 when the project has no such trace."""
         _need(principal, TELEMETRY_READ, DASHBOARD_READ)
         return journeys.trace_detail(self.store.project(principal.project_id), trace_id, limit)
+
+    def issue_index(self, principal: Principal, limit: int = 100) -> dict[str, Any]:
+        """The project's issues across packets (one row per fingerprint), most recently seen first; bounded."""
+        _need(principal, REPORTS_READ, DASHBOARD_READ)
+        engine = self.store.project(principal.project_id)
+        return issue_index_store.issue_index(engine, limit, journeys.ISSUE_INDEX_PACKETS)
 
     def _issue_selector(self, engine: Any, key: str) -> dict[str, Any]:
         issue = packet_store.find_issue(engine, key) if is_lookup_key(key, 80) else None

@@ -51,7 +51,9 @@ def trace_spans(engine: Engine, trace_id: str, limit: int) -> TraceRows:
         total = conn.execute(select(func.count()).select_from(records).where(c.trace_id == trace_id)).scalar_one()
         if not total:
             return TraceRows([], 0)
-        stmt = select(*columns).where(c.trace_id == trace_id).order_by(c.ts_ns, c.record_id).limit(limit)
+        stmt = (
+            select(*columns).where(c.trace_id == trace_id).order_by(c.ts_ns, c.end_ns.desc(), c.record_id).limit(limit)
+        )
         rows = [dict(row._mapping) for row in conn.execute(stmt)]
     return TraceRows(rows, int(total))
 
@@ -71,7 +73,12 @@ def session_records(engine: Engine, session_id: str, limit: int) -> SessionRecor
         total = conn.execute(select(func.count()).select_from(records).where(c.session_id == session_id)).scalar_one()
         if not total:
             return SessionRecords([], 0)
-        stmt = select(records).where(c.session_id == session_id).order_by(c.ts_ns, c.record_id).limit(limit)
+        stmt = (
+            select(records)
+            .where(c.session_id == session_id)
+            .order_by(c.ts_ns, c.end_ns.desc(), c.record_id)
+            .limit(limit)
+        )
         rows = conn.execute(stmt).all()
         return SessionRecords(records_json(conn, rows), int(total))
 
