@@ -23,7 +23,7 @@ from loopkit_core.model import rfc3339
 from loopkit_core.store import traces
 
 MAX_SESSIONS_PAGE = 200
-SESSIONS_CONSIDERED = 1000
+SESSIONS_CONSIDERED = 500
 SESSION_SCAN_RECORDS = 50_000
 MAX_DETAIL_ROWS = 50_000  # user signals and GenAI spans classified per list
 MAX_SESSION_RECORDS = 1000

@@ -32,30 +32,34 @@ def build(spans: list[dict[str, Any]]) -> dict[str, Any]:
     critical = _critical_path(root, children) if root else set()
     root_ns = max(root["end_ns"] - root["ts_ns"], 0) if root else 0
     trace_start = min((s["ts_ns"] for s in spans), default=0)
+    # Each span's start is `offset_ms` after the trace's `start` (one RFC 3339 time for the whole trace: formatting
+    # one per span cost a third of a 10,000-span answer).
     out = []
     for span, depth in ordered:
-        duration_ns = max(span["end_ns"] - span["ts_ns"], 0)
+        span_id = span["span_id"]
+        record_id = span["record_id"]
+        duration_ns = span["end_ns"] - span["ts_ns"]
         out.append(
             {
-                "record_id": span["record_id"],
-                "span_id": span["span_id"],
+                "record_id": record_id,
+                "span_id": span_id,
                 "parent_span_id": span["parent_span_id"],
                 "depth": depth,
                 "name": span["name"],
                 "service": span["service"],
                 "type": span["type"],
                 "status": span["status"],
-                "start": rfc3339(span["ts_ns"]),
-                "offset_ms": round((span["ts_ns"] - trace_start) / 1e6, 3),
+                "offset_ms": (span["ts_ns"] - trace_start) // 1000 / 1000,
                 "duration_ms": round(span["duration_ms"], 3),
-                "share_of_root": round(min(duration_ns / root_ns, 1.0), 4) if root_ns else None,
-                "critical": span["record_id"] in critical,
-                "parent_missing": bool(span["parent_span_id"]) and depth == 0,
-                "children": len(children.get(span["span_id"], ())) if span["span_id"] else 0,
+                "share_of_root": round(min(max(duration_ns, 0) / root_ns, 1.0), 4) if root_ns else None,
+                "critical": record_id in critical,
+                "parent_missing": depth == 0 and bool(span["parent_span_id"]),
+                "children": len(children.get(span_id, ())) if span_id else 0,
                 "session_id": span["session_id"],
             }
         )
     return {
+        "start": rfc3339(trace_start) if spans else None,
         "root": root["record_id"] if root else None,
         "roots": len(roots),
         "duration_ms": round(root_ns / 1e6, 3),

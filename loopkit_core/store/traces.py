@@ -54,7 +54,8 @@ def trace_spans(engine: Engine, trace_id: str, limit: int) -> TraceRows:
         stmt = (
             select(*columns).where(c.trace_id == trace_id).order_by(c.ts_ns, c.end_ns.desc(), c.record_id).limit(limit)
         )
-        rows = [dict(row._mapping) for row in conn.execute(stmt)]
+        # fetchall() and plain dicts: a 10,000-span answer must not pay for a Row object per span.
+        rows = [dict(zip(SPAN_COLUMNS, row, strict=True)) for row in conn.execute(stmt).fetchall()]
     return TraceRows(rows, int(total))
 
 
@@ -168,12 +169,14 @@ def session_facts(
                 sid, int(start), int(end), int(count), int(failures or 0), int(tools or 0), int(traces),
                 int(failed), int(slow or 0), int(timed or 0), float(longest or 0.0),
             )  # fmt: skip
-        for column, target in ((c.user_id, "users"), (c.service, "services")):
-            stmt = select(c.session_id, column).where(*where, column.is_not(None)).distinct()
-            for sid, value in conn.execute(stmt.order_by(c.session_id, column)):
-                listed = getattr(facts[sid], target)
-                if len(listed) < MAX_LISTED and value:
-                    listed.append(value)
+        # Users and services in one pass: the few distinct (user, service) pairs of each session.
+        pairs = select(c.session_id, c.user_id, c.service).where(*where).distinct()
+        for sid, user, service in conn.execute(pairs.order_by(c.session_id, c.user_id, c.service)):
+            session = facts[sid]
+            if user and user not in session.users and len(session.users) < MAX_LISTED:
+                session.users.append(user)
+            if service and service not in session.services and len(session.services) < MAX_LISTED:
+                session.services.append(service)
         # Only user signals and spans that mention GenAI attributes need their attributes parsed.
         detail = (
             select(c.session_id, c.type, c.status, c.attributes)
