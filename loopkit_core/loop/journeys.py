@@ -20,7 +20,7 @@ from loopkit_core.loop import scorecard, tracetree
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.loop.requests import MAX_SINCE_MINUTES, ascii_int, ascii_number, check_since, parse_instant
 from loopkit_core.model import rfc3339
-from loopkit_core.store import traces
+from loopkit_core.store import issue_index, traces
 
 MAX_SESSIONS_PAGE = 200
 SESSIONS_CONSIDERED = 500
@@ -135,3 +135,8 @@ def trace_detail(engine: Engine, trace_id: str, limit: int) -> dict[str, Any]:
         "sessions": sessions[:20],
         **tree,
     }
+
+
+def issues_across_packets(engine: Engine, limit: int) -> dict[str, Any]:
+    """The project's tracked issues, one row per fingerprint, with counts from the newest ISSUE_INDEX_PACKETS."""
+    return issue_index.issue_index(engine, limit, ISSUE_INDEX_PACKETS)

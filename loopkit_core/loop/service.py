@@ -44,7 +44,6 @@ from loopkit_core.scopes import (
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
 from loopkit_core.store import approvals, stages
-from loopkit_core.store import issue_index as issue_index_store
 from loopkit_core.store import memory as memory_store
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store import records as record_store
@@ -173,8 +172,7 @@ class Loop:
     def issue_index(self, principal: Principal, limit: int = 100) -> dict[str, Any]:
         """The project's issues across packets (one row per fingerprint), most recently seen first; bounded."""
         _need(principal, REPORTS_READ, DASHBOARD_READ)
-        engine = self.store.project(principal.project_id)
-        return issue_index_store.issue_index(engine, limit, journeys.ISSUE_INDEX_PACKETS)
+        return journeys.issues_across_packets(self.store.project(principal.project_id), limit)
 
     def _issue_selector(self, engine: Any, key: str) -> dict[str, Any]:
         issue = packet_store.find_issue(engine, key) if is_lookup_key(key, 80) else None
