@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import Project, make_settings, new_project
+from openapi_schema_validator import OAS31Validator
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -304,3 +305,19 @@ def test_hundred_thousand_span_trace_is_bounded(client, server) -> None:
     assert peak < 64 * 2**20, peak
     small = get(client, project, f"/v1/traces/{trace_id.hex()}", limit=10).json()
     assert small["spans_returned"] == 10 and len(small["spans"]) == 10 and small["truncated"] is True
+
+
+def test_answers_match_the_openapi_schemas(client, scenario) -> None:
+    spec = client.get("/openapi.json").json()
+
+    def check(name: str, body: dict) -> None:
+        OAS31Validator({"$ref": f"#/components/schemas/{name}", "components": spec["components"]}).validate(body)
+
+    project = scenario["project"]
+    check("SessionsPage", get(client, project, "/v1/sessions").json())
+    check("SessionResponse", get(client, project, "/v1/sessions/sess-a").json())
+    check("TraceResponse", get(client, project, f"/v1/traces/{scenario['trace_a']}").json())
+    dash = {**project.auth("dashboard"), "accept": "application/json"}
+    issues = client.get("/v1/dashboard/issues", headers=dash)
+    assert issues.status_code == 200
+    check("DashboardIssues", issues.json())
