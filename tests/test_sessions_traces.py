@@ -238,6 +238,13 @@ def test_unknown_and_malformed_ids_are_404(client, server, scenario) -> None:
         ),  # fmt: skip
         ("/v1/sessions", {"slow_ms": "0"}, "slow_ms must be greater than 0 and at most 3600000"),
         ("/v1/sessions", {"slow_ms": "nan"}, "slow_ms must be a finite number"),
+        ("/v1/sessions", {"slow_ms": ""}, "slow_ms must be a number"),  # an empty value is not the default
+        ("/v1/sessions", {"since_minutes": ""}, "since_minutes must be a number"),
+        (
+            "/v1/sessions",
+            {"sort": ""},
+            "sort must be one of -start, start, score, -score, -failures, -records, -negative_signals",
+        ),  # fmt: skip
         ("/v1/sessions", {"since_minutes": "0"}, "since_minutes must be greater than 0 and at most 5270400"),
         (
             "/v1/sessions",

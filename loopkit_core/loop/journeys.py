@@ -53,18 +53,19 @@ def sessions_request(params: Mapping[str, Sequence[str]]) -> SessionsRequest:
         allowed = ", ".join(sorted(SESSIONS_PARAMS))
         raise LoopError(400, f"unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
 
-    def one(name: str) -> str | None:
+    def one(name: str, default: str | None) -> str | None:
+        # The first value, as GET /v1/telemetry reads its parameters; an empty value is a value (and refused).
         values = params.get(name) or ()
-        return values[0] if values else None
+        return values[0] if values else default
 
-    since = ascii_number(one("since_minutes") or "60", "since_minutes")
+    since = ascii_number(one("since_minutes", "60") or "", "since_minutes")
     check_since(since)
-    until = one("until")
-    limit = page_limit(one("limit"), 50, MAX_SESSIONS_PAGE)
-    sort = one("sort") or "-start"
+    until = one("until", None)
+    limit = page_limit(one("limit", None), 50, MAX_SESSIONS_PAGE)
+    sort = one("sort", "-start")
     if sort not in scorecard.SORTS:
         raise LoopError(400, f"sort must be one of {', '.join(scorecard.SORTS)}")
-    slow = ascii_number(one("slow_ms") or "2000", "slow_ms")
+    slow = ascii_number(one("slow_ms", "2000") or "", "slow_ms")
     if not 0 < slow <= MAX_SLOW_MS:
         raise LoopError(400, f"slow_ms must be greater than 0 and at most {MAX_SLOW_MS:.0f}")
     return SessionsRequest(since, parse_instant(until) if until else None, limit, sort, slow)
