@@ -310,6 +310,10 @@ def test_hundred_thousand_span_trace_is_bounded(client, server) -> None:
     # Measured: about 20 MiB of Python allocations (server and client in this process) for the 10,000-span answer;
     # only the first 10,000 spans by start time are ever read from the database.
     assert peak < 64 * 2**20, peak
+    page = client.get(f"/v1/dashboard/traces/{trace_id.hex()}", headers=project.auth("dashboard"))
+    assert page.status_code == 200
+    assert "This trace has 100000 spans; the page draws the earliest 2000." in page.text
+    assert page.text.count('class="span-row') == 2000
     small = get(client, project, f"/v1/traces/{trace_id.hex()}", limit=10).json()
     assert small["spans_returned"] == 10 and len(small["spans"]) == 10 and small["truncated"] is True
 
