@@ -185,6 +185,8 @@ def test_trace_page_fits_a_phone(browser, server, world):
     page.wait_for_url(f"{server.http_url}/v1/dashboard")
     trace_id = world["traces"]["sess-1"]
     page.goto(f"{server.http_url}/v1/dashboard/traces/{trace_id}")
+    assert page.get_by_role("heading", level=1).inner_text() == f"Trace {trace_id}"
+    assert page.locator("#waterfall tr.span-row").count() == 5
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     page.screenshot(path=str(artifacts_dir() / "dashboard-trace-phone.png"), full_page=True)
     context.close()
