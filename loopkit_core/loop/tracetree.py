@@ -10,9 +10,12 @@ the children that ended before that child started; children are clipped to their
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 from loopkit_core.model import rfc3339
+
+_END = itemgetter("end_ns")
 
 
 def build(spans: list[dict[str, Any]]) -> dict[str, Any]:
@@ -39,6 +42,7 @@ def build(spans: list[dict[str, Any]]) -> dict[str, Any]:
         span_id = span["span_id"]
         record_id = span["record_id"]
         duration_ns = span["end_ns"] - span["ts_ns"]
+        share = (duration_ns / root_ns if duration_ns < root_ns else 1.0) if duration_ns > 0 else 0.0
         out.append(
             {
                 "record_id": record_id,
@@ -51,7 +55,7 @@ def build(spans: list[dict[str, Any]]) -> dict[str, Any]:
                 "status": span["status"],
                 "offset_ms": (span["ts_ns"] - trace_start) // 1000 / 1000,
                 "duration_ms": round(span["duration_ms"], 3),
-                "share_of_root": round(min(max(duration_ns, 0) / root_ns, 1.0), 4) if root_ns else None,
+                "share_of_root": round(share, 4) if root_ns else None,
                 "critical": record_id in critical,
                 "parent_missing": depth == 0 and bool(span["parent_span_id"]),
                 "children": len(children.get(span_id, ())) if span_id else 0,
@@ -81,7 +85,9 @@ def _depth_first(
             continue
         seen.add(span["record_id"])
         out.append((span, depth))
-        stack.extend((child, depth + 1) for child in reversed(children.get(span["span_id"], ())))
+        kids = children.get(span["span_id"])
+        if kids:
+            stack += [(child, depth + 1) for child in reversed(kids)]
     return out
 
 
@@ -93,8 +99,11 @@ def _critical_path(root: dict[str, Any], children: dict[str, list[dict[str, Any]
         if span["record_id"] in on_path:
             continue
         on_path.add(span["record_id"])
-        cursor = min(span["end_ns"], until)
-        for child in sorted(children.get(span["span_id"], ()), key=lambda s: s["end_ns"], reverse=True):
+        kids = children.get(span["span_id"])
+        if not kids:
+            continue
+        cursor = span["end_ns"] if span["end_ns"] < until else until
+        for child in sorted(kids, key=_END, reverse=True):
             # A child that starts at or after the point reached is not what the parent waited for.
             if child["ts_ns"] < cursor and child["end_ns"] > span["ts_ns"]:
                 stack.append((child, cursor))
