@@ -12,7 +12,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopkit_core.api import dashboard, discovery, loops, packets, plugins, projects, runs, signin, telemetry
+from loopkit_core.api import (
+    context,
+    dashboard,
+    discovery,
+    journeys,
+    loops,
+    packets,
+    plugins,
+    projects,
+    runs,
+    signin,
+    telemetry,
+)
 from loopkit_core.api.errors import error_response
 from loopkit_core.decode_pool import DecodePool
 from loopkit_core.ingest import StoreSink
@@ -45,6 +57,9 @@ ROUTES = [
     Route("/v1/metrics", otlp_http.refuse_metrics, methods=["POST"]),
     Route("/v1/telemetry", telemetry.list_telemetry, methods=["GET"]),
     Route("/v1/records/{record_id}", telemetry.get_record, methods=["GET"]),
+    Route("/v1/sessions", journeys.list_sessions, methods=["GET"]),
+    Route("/v1/sessions/{session_id}", journeys.get_session, methods=["GET"]),
+    Route("/v1/traces/{trace_id}", journeys.get_trace, methods=["GET"]),
     Route("/v1/runs/diagnose", runs.run_diagnose, methods=["POST"]),
     Route("/v1/packets", packets.list_packets, methods=["GET"]),
     Route("/v1/packets/{packet_id}", packets.get_packet, methods=["GET"]),
@@ -62,6 +77,10 @@ ROUTES = [
     Route("/v1/dashboard/packets/{packet_id}/approve", dashboard.approve, methods=["POST"]),
     Route("/v1/dashboard/packets/{packet_id}/reject", dashboard.reject, methods=["POST"]),
     Route("/v1/dashboard/records/{record_id}", dashboard.record_page, methods=["GET"]),
+    Route("/v1/dashboard/issues", context.issues_page, methods=["GET"]),
+    Route("/v1/dashboard/sessions", context.sessions_page, methods=["GET"]),
+    Route("/v1/dashboard/sessions/{session_id}", context.session_page, methods=["GET"]),
+    Route("/v1/dashboard/traces/{trace_id}", context.trace_page, methods=["GET"]),
     Route("/schema/packet.json", discovery.packet_schema, methods=["GET"]),
 ]
 

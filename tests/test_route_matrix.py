@@ -26,6 +26,9 @@ from loopkit_core.projects import rotate_keys
 from loopkit_core.server import Running, in_thread
 
 REPO = Path(__file__).resolve().parent.parent
+# The record every project-scoped read finds: in a session and a trace, so the session and trace routes have one.
+SESSION_ID, TRACE_ID = "sess-seed", "5eed" * 8
+SEED = {"type": "event", "name": "seed", "session_id": SESSION_ID, "trace_id": TRACE_ID, "span_id": "5eed" * 4}
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 GRPC_ROW = "gRPC TraceService/Export"
 GRPC_LOGS_ROW = "gRPC LogsService/Export"
@@ -97,6 +100,36 @@ TABLE: dict[str, dict[str, str]] = {
         "dashboard": "403",
         "other producer": "403",
         "other agent": "404",  # another project's record does not exist for this key
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "GET /v1/sessions": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "GET /v1/sessions/{session_id}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "GET /v1/traces/{trace_id}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",
+        "other producer": "403",
+        "other agent": "404",
         "other dashboard": "403",
         **_REVOKED_401,
     },
@@ -232,6 +265,46 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "404",
         **_REVOKED_401,
     },
+    "GET /v1/dashboard/issues": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "200" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
+    "GET /v1/dashboard/sessions": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "200" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
+    "GET /v1/dashboard/sessions/{session_id}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "GET /v1/dashboard/traces/{trace_id}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
     "POST /v1/dashboard/login": {  # the key goes in the form body, not in a header
         **_401,
         "producer": "403",
@@ -349,9 +422,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             return response.json()
 
         mine, other, victim = signup("mine"), signup("other"), signup("victim")
-        seeded = client.post(
-            "/v1/traces", json={"records": [{"type": "event", "name": "seed"}]}, headers=_auth(mine["producer_key"])
-        )
+        seeded = client.post("/v1/traces", json={"records": [SEED]}, headers=_auth(mine["producer_key"]))
         assert seeded.status_code == 200
         diagnosed = client.post("/v1/runs/diagnose", json={}, headers=_auth(mine["agent_key"]))
         assert diagnosed.status_code == 200
@@ -436,6 +507,12 @@ def test_http_cell(world: World, route: str, key: str):
         response = client.get("/v1/telemetry", params={"limit": 1000}, headers=headers)
     elif route == "GET /v1/records/{record_id}":
         response = client.get(f"/v1/records/{world.record_id}", headers=headers)
+    elif route == "GET /v1/sessions":
+        response = client.get("/v1/sessions", headers=headers)
+    elif route == "GET /v1/sessions/{session_id}":
+        response = client.get(f"/v1/sessions/{SESSION_ID}", headers=headers)
+    elif route == "GET /v1/traces/{trace_id}":
+        response = client.get(f"/v1/traces/{TRACE_ID}", headers=headers)
     elif route == "POST /v1/runs/diagnose":
         response = client.post("/v1/runs/diagnose", json={"since_minutes": 60}, headers=headers)
     elif route == "GET /v1/packets":
@@ -466,7 +543,9 @@ def test_http_cell(world: World, route: str, key: str):
         response = client.post(route.split(" ")[1], data={"key": key}, headers={"accept": "application/json"})
     elif route.startswith(("GET /v1/dashboard", "POST /v1/dashboard")):
         method, path = route.split(" ")
-        path = path.format(packet_id=world.packet_id, record_id=world.record_id)
+        path = path.format(
+            packet_id=world.packet_id, record_id=world.record_id, session_id=SESSION_ID, trace_id=TRACE_ID
+        )
         headers["accept"] = "application/json"
         response = client.request(method, path, headers=headers, data={"note": name} if method == "POST" else None)
     else:
@@ -519,6 +598,15 @@ def test_http_cell(world: World, route: str, key: str):
         assert {r["name"] for r in body["records"]} == world.stored[owner_of(world, key)]
     elif route == "GET /v1/records/{record_id}":
         assert (body["record"]["record_id"], body["record"]["name"]) == (world.record_id, "seed")
+    elif route in ("GET /v1/sessions", "GET /v1/dashboard/sessions"):
+        mine = owner_of(world, key) == world.project_id
+        assert [x["session_id"] for x in body["sessions"]] == ([SESSION_ID] if mine else [])
+    elif route in ("GET /v1/sessions/{session_id}", "GET /v1/dashboard/sessions/{session_id}"):
+        assert [r["name"] for r in body["records"]] == ["seed"] and body["session"]["records"] == 1
+    elif route in ("GET /v1/traces/{trace_id}", "GET /v1/dashboard/traces/{trace_id}"):
+        assert (body["trace_id"], [x["name"] for x in body["spans"]]) == (TRACE_ID, ["seed"])
+    elif route == "GET /v1/dashboard/issues":
+        assert body["issues"] == []  # the seed is an event: no diagnosis makes an issue of it
     elif route == "POST /v1/signup":
         assert body["project_id"] not in (world.project_id, world.other_id)
     elif route == "POST /v1/provision":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import orjson
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -295,6 +295,14 @@ def when(ns_or_text: object) -> str:
     return ns_or_text[:19].replace("T", " ") + " UTC" if len(ns_or_text) >= 19 else ns_or_text
 
 
+def session_href(session_id: object) -> str:
+    """The session page of a session ID, or "" when no path can name it (a `/` in it: servers decode %2F first)."""
+    if not isinstance(session_id, str) or not session_id or "/" in session_id:
+        return ""
+    return f"{BASE}/sessions/{quote(session_id, safe='')}"
+
+
 _env.filters["when"] = when
+_env.filters["session_href"] = session_href
 _env.globals["chart_width"] = charts.WIDTH
 _env.globals["chart_height"] = charts.HEIGHT

@@ -16,6 +16,7 @@ from typing import Any
 from loopkit_core import charts, diagnose, sessions, verify
 from loopkit_core.identity import AuthError, Principal
 from loopkit_core.ingest import prepare, sign
+from loopkit_core.loop import journeys
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.loop.funnel import funnel
 from loopkit_core.loop.requests import (
@@ -152,6 +153,26 @@ class Loop:
         if record is None:
             raise LoopError(404, f"no record {record_id[:MAX_ID]!r} in this project")
         return record
+
+    def sessions(self, principal: Principal, request: journeys.SessionsRequest) -> dict[str, Any]:
+        """The window's most recently active sessions with their scorecards, sorted (bounded; see loop/journeys)."""
+        _need(principal, TELEMETRY_READ, DASHBOARD_READ)
+        return journeys.list_sessions(self.store.project(principal.project_id), request)
+
+    def user_session(self, principal: Principal, session_id: str, limit: int = 200) -> dict[str, Any]:
+        """One session: its scorecard and its records in time order (at most `limit`); 404 when it has none."""
+        _need(principal, TELEMETRY_READ, DASHBOARD_READ)
+        return journeys.session_detail(self.store.project(principal.project_id), session_id, limit)
+
+    def trace(self, principal: Principal, trace_id: str, limit: int = journeys.MAX_TRACE_SPANS) -> dict[str, Any]:
+        """One trace as a bounded span tree with its critical path; 404 when the project has no such trace."""
+        _need(principal, TELEMETRY_READ, DASHBOARD_READ)
+        return journeys.trace_detail(self.store.project(principal.project_id), trace_id, limit)
+
+    def issue_index(self, principal: Principal, limit: int = 100) -> dict[str, Any]:
+        """The project's issues across packets (one row per fingerprint), most recently seen first; bounded."""
+        _need(principal, REPORTS_READ, DASHBOARD_READ)
+        return journeys.issues_across_packets(self.store.project(principal.project_id), limit)
 
     def _issue_selector(self, engine: Any, key: str) -> dict[str, Any]:
         issue = packet_store.find_issue(engine, key) if is_lookup_key(key, 80) else None

@@ -1,0 +1,198 @@
+"""Reads of records by trace and by session: a trace's spans, a session's records, and per-session aggregates.
+
+Every read is bounded: a trace or a session gives at most `limit` rows in start order (an ORDER BY with a LIMIT,
+which SQLite and PostgreSQL answer with a top-N sort, so a 100,000-span trace never sits in memory whole) and a
+count of all of them; the session list scans at most `scan` of the window's newest records to find its sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, case, distinct, func, or_, select
+
+from loopkit_core.model import FAILURE_TYPES
+from loopkit_core.store.records import records_json
+from loopkit_core.store.schema import records
+
+# The columns a trace's tree needs (no attributes, resources or events: a waterfall row is small).
+SPAN_COLUMNS = (
+    "record_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "service",
+    "type",
+    "status",
+    "ts_ns",
+    "end_ns",
+    "duration_ms",
+    "session_id",
+)
+MAX_LISTED = 20  # users and services named per session
+
+
+@dataclass(frozen=True)
+class TraceRows:
+    """The first `limit` spans of a trace in start order, and how many the trace has."""
+
+    spans: list[dict[str, Any]]
+    total: int
+
+
+def trace_spans(engine: Engine, trace_id: str, limit: int) -> TraceRows:
+    """The spans of one trace (the columns of SPAN_COLUMNS), earliest first, at most `limit`, and their count."""
+    c = records.c
+    columns = [c[name] for name in SPAN_COLUMNS]
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(records).where(c.trace_id == trace_id)).scalar_one()
+        if not total:
+            return TraceRows([], 0)
+        stmt = (
+            select(*columns).where(c.trace_id == trace_id).order_by(c.ts_ns, c.end_ns.desc(), c.record_id).limit(limit)
+        )
+        # fetchall() and plain dicts: a 10,000-span answer must not pay for a Row object per span.
+        rows = [dict(zip(SPAN_COLUMNS, row, strict=True)) for row in conn.execute(stmt).fetchall()]
+    return TraceRows(rows, int(total))
+
+
+@dataclass(frozen=True)
+class SessionRecords:
+    """The first `limit` records of a session in time order (API record objects), and how many it has."""
+
+    records: list[dict[str, Any]]
+    total: int
+
+
+def session_records(engine: Engine, session_id: str, limit: int) -> SessionRecords:
+    """A session's records, earliest first, at most `limit`, and the session's record count."""
+    c = records.c
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(records).where(c.session_id == session_id)).scalar_one()
+        if not total:
+            return SessionRecords([], 0)
+        stmt = (
+            select(records)
+            .where(c.session_id == session_id)
+            .order_by(c.ts_ns, c.end_ns.desc(), c.record_id)
+            .limit(limit)
+        )
+        rows = conn.execute(stmt).all()
+        return SessionRecords(records_json(conn, rows), int(total))
+
+
+def recent_sessions(engine: Engine, start_ns: int, end_ns: int, scan: int, sessions: int) -> tuple[list[str], bool]:
+    """The sessions active last in [start_ns, end_ns), newest first (at most `sessions`), and whether the scan
+    of at most `scan` newest records of the window covered the whole window."""
+    c = records.c
+    stmt = (
+        select(c.session_id)
+        .where(c.ts_ns >= start_ns, c.ts_ns < end_ns, c.session_id.is_not(None))
+        .order_by(c.ts_ns.desc())
+        .limit(scan)
+    )
+    found: dict[str, None] = {}
+    read = 0
+    with engine.connect() as conn:
+        for (session_id,) in conn.execute(stmt):
+            read += 1
+            if session_id not in found:
+                if len(found) == sessions:
+                    return list(found), False
+                found[session_id] = None
+    return list(found), read < scan
+
+
+@dataclass
+class SessionFacts:
+    """What the store says about one session in a window: counts, times, and the rows the scorecard reads."""
+
+    session_id: str
+    start_ns: int = 0
+    end_ns: int = 0
+    records: int = 0
+    failures: int = 0
+    tool_failures: int = 0
+    traces: int = 0
+    failed_traces: int = 0
+    slow_calls: int = 0
+    timed_calls: int = 0
+    max_duration_ms: float = 0.0
+    users: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    # (type, status, attributes JSON) of the records the scorecard classifies: user signals and GenAI spans.
+    detail: list[tuple[str, str, Any]] = field(default_factory=list)
+
+
+def session_facts(
+    engine: Engine,
+    session_ids: Sequence[str],
+    start_ns: int | None,
+    end_ns: int | None,
+    slow_ms: float,
+    max_detail: int,
+) -> tuple[dict[str, SessionFacts], bool]:
+    """Grouped facts per session (restricted to [start_ns, end_ns) when given), and whether every detail row
+    (user signals, GenAI spans) fitted in `max_detail`."""
+    if not session_ids:
+        return {}, True
+    c = records.c
+    where = [c.session_id.in_(list(session_ids))]
+    if start_ns is not None and end_ns is not None:
+        where += [c.ts_ns >= start_ns, c.ts_ns < end_ns]
+    failure = c.type.in_(FAILURE_TYPES)
+    grouped = (
+        select(
+            c.session_id,
+            func.min(c.ts_ns),
+            func.max(c.end_ns),
+            func.count(),
+            func.sum(case((failure, 1), else_=0)),
+            func.sum(case((c.type == "tool_failure", 1), else_=0)),
+            func.count(distinct(c.trace_id)),
+            func.count(distinct(case((failure, c.trace_id), else_=None))),
+            func.sum(case((c.duration_ms > slow_ms, 1), else_=0)),
+            func.sum(case((c.duration_ms > 0, 1), else_=0)),
+            func.max(c.duration_ms),
+        )
+        .where(*where)
+        .group_by(c.session_id)
+    )
+    facts: dict[str, SessionFacts] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(grouped):
+            sid, start, end, count, failures, tools, traces, failed, slow, timed, longest = row
+            facts[sid] = SessionFacts(
+                sid, int(start), int(end), int(count), int(failures or 0), int(tools or 0), int(traces),
+                int(failed), int(slow or 0), int(timed or 0), float(longest or 0.0),
+            )  # fmt: skip
+        # Users and services in one pass: the few distinct (user, service) pairs of each session.
+        pairs = select(c.session_id, c.user_id, c.service).where(*where).distinct()
+        for sid, user, service in conn.execute(pairs.order_by(c.session_id, c.user_id, c.service)):
+            session = facts[sid]
+            if user and user not in session.users and len(session.users) < MAX_LISTED:
+                session.users.append(user)
+            if service and service not in session.services and len(session.services) < MAX_LISTED:
+                session.services.append(service)
+        # Only user signals and spans that mention GenAI attributes need their attributes parsed.
+        detail = (
+            select(c.session_id, c.type, c.status, c.attributes)
+            .where(*where, or_(c.type == "user_signal", c.attributes.like("%gen_ai.%")))
+            .limit(max_detail + 1)
+        )
+        rows = conn.execute(detail).all()
+    for sid, kind, status, attributes in rows[:max_detail]:
+        facts[sid].detail.append((kind, status, attributes))
+    return facts, len(rows) <= max_detail
+
+
+def parse_attributes(text: str) -> dict[str, Any]:
+    """A stored attributes column as a dict ({} when it is not a JSON object)."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
