@@ -22,6 +22,7 @@ ENTRY_POINT_GROUP = "loopkit"
 DEFAULT_PLUGINS = (
     "loopkit_plugins.signature_clusterer",
     "loopkit_plugins.latency_outliers",
+    "loopkit_plugins.user_signals",
     "loopkit_plugins.rate_verifier",
     "loopkit_plugins.latency_verifier",
     "loopkit_plugins.handoff",

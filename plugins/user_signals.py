@@ -1,0 +1,360 @@
+"""User-signal diagnoser: operations whose negative user signals per call rose clearly above their own baseline.
+
+Which signals are negative, and what each is attributed to (its own trace, else the latest root span
+of its session within a bounded time before it, else nothing), is `loopkit_core.feedback` (documented
+in docs/plugin_hooks.md#user_signals). The operation a signal rates is the root span it is attributed
+to (name, service); unattributed signals are counted in every issue's stats but rate nothing.
+
+Rules (an operation is flagged when every one holds; options["user_signals"] may override any):
+
+- enough data: at least `min_signals` (5) negative signals on the operation in the window, and at
+  least `min_baseline_calls` (30) calls of it in the baseline: the `baseline_windows` (6)
+  window-lengths before the window (at most 7 days), else the window's own first half (the split
+  is fixed in advance) tested against its second half, as the latency detector does; otherwise the
+  operation is not judged (no baseline, no claim);
+- a wide margin: the window's rate (negative signals per call) >= `min_ratio` (2) x the baseline's;
+- significance: the exact conditional test of two rates (given x window and b baseline signals, x is
+  Binomial(x + b, calls_w / (calls_w + calls_b)) if the rate did not change) with p <= alpha / m, a
+  Bonferroni bound with family-wise alpha = 0.001 over the m operations judged. It is exact for a
+  baseline with no signal at all, where a ratio alone would flag any first thumbs-down.
+
+A call is a record of the operation that is not itself a user signal. Each issue names what the
+signals' traces had in common: failures (errors, tool failures, by operation and exception type) and
+slow calls (over their operation's baseline p95), e.g. "6 of 6 sessions with a negative signal had a
+`execute_tool search_flights` TimeoutError", with evidence IDs of both signals and those records.
+Severity follows the rate ratio (>= 10 critical, >= 5 high, else medium); impact is the number of
+negative signals beyond what the baseline rate predicts.
+
+The verifier (`verify_issue`, for this diagnoser's issues) compares the after-window's rate with the
+packet window's, given enough calls (the window's rate predicts >= 5 signals, else insufficient_data):
+held when no negative signal came, or the rate fell significantly (the exact test the other way,
+p < 0.01) and back under `min_ratio` x the baseline rate; improved when it fell significantly but not
+that far; insufficient_data when it fell by fewer than 5 signals' worth of evidence; otherwise
+regressed (also a new rise after an earlier held verdict).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
+from typing import Any
+
+from loopkit_core.evidence import quote
+from loopkit_core.feedback import Attributed, NegativeRule, Signals, attribute
+from loopkit_core.hookspecs import hookimpl
+from loopkit_core.model import Issue, Verdict, rfc3339
+from loopkit_core.statistics import binomial_sf, percentile
+from loopkit_core.window import Window
+
+NAME = "user_signals"
+DAY_NS = 86_400 * 10**9
+EVIDENCE = 10
+CO_OCCURRING = 5  # failures and slow calls named per issue
+MIN_EXPECTED = 5.0
+VERIFY_ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The detector's thresholds (see the module docstring)."""
+
+    baseline_windows: float = 6.0
+    max_baseline_ns: int = 7 * DAY_NS
+    min_signals: int = 5
+    min_baseline_calls: int = 30
+    min_ratio: float = 2.0
+    family_alpha: float = 0.001
+    slow_quantile: float = 0.95
+    min_slow_baseline: int = 20
+
+
+RULES = Rules()
+
+
+@dataclass
+class Rate:
+    """Negative signals and calls of one operation in one window."""
+
+    signals: int
+    calls: int
+
+    @property
+    def value(self) -> float:
+        """Negative signals per call."""
+        return self.signals / self.calls if self.calls else 0.0
+
+
+@hookimpl(trylast=True)
+def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
+    """User-signal issues: operations whose negative-signal rate per call rose clearly above their baseline."""
+    own = dict(options.get(NAME) or {})
+    rule = NegativeRule.from_options({**(options.get("negative_signals") or {}), **own.pop("rule", {})})
+    rules = replace(RULES, **own)
+    signals = attribute(window, rule)
+    by_operation: dict[tuple[str, str], list[Attributed]] = defaultdict(list)
+    for a in signals.negative:
+        if a.operation is not None:
+            by_operation[a.operation].append(a)
+    length = window.end_ns - window.start_ns
+    preceding = window.preceding(min(int(length * rules.baseline_windows), rules.max_baseline_ns))
+    judged = []
+    for op, found in sorted(by_operation.items()):
+        if len(found) < rules.min_signals:
+            continue
+        comparison = _compare(window, preceding, op, found, rule, rules)
+        if comparison is not None:
+            judged.append((op, found, *comparison))
+    issues = []
+    for op, found, now, before, source, baseline in judged:
+        p_value = binomial_sf(now.signals, now.signals + before.signals, now.calls / (now.calls + before.calls))
+        ratio = now.value / before.value if before.value else math.inf
+        if ratio >= rules.min_ratio and p_value <= rules.family_alpha / len(judged):
+            issues.append(
+                _issue(window, baseline, op, found, now, before, source, p_value, len(judged), signals, rules, rule)
+            )
+    issues.sort(key=lambda i: (-i.impact, i.fingerprint))
+    return issues[: options.get("max_issues", len(issues))]
+
+
+def _compare(
+    window: Window, preceding: Window, op: tuple[str, str], found: list[Attributed], rule: NegativeRule, rules: Rules
+) -> tuple[Rate, Rate, str, Window] | None:
+    """(window rate, baseline rate, baseline source, baseline window), or None without a defensible baseline."""
+    before = _rate(preceding, op, rule)
+    if before.calls >= rules.min_baseline_calls:
+        return Rate(len(found), _calls(window, op)), before, "preceding", preceding
+    middle = window.start_ns + (window.end_ns - window.start_ns) // 2
+    first = Window(window.project_id, window.start_ns, middle, window.engine)
+    second = Window(window.project_id, middle, window.end_ns, window.engine)
+    before = _rate(first, op, rule)
+    if before.calls < rules.min_baseline_calls:
+        return None
+    now = _rate(second, op, rule)
+    return (now, before, "window_first_half", first) if now.signals >= rules.min_signals else None
+
+
+def _calls(window: Window, op: tuple[str, str]) -> int:
+    name, service = op
+    everything = window.summary({"name": name, "service": service})[0]
+    return everything - window.summary({"type": "user_signal", "name": name, "service": service})[0]
+
+
+def _rate(window: Window, op: tuple[str, str], rule: NegativeRule) -> Rate:
+    signals = sum(1 for a in attribute(window, rule).negative if a.operation == op)
+    return Rate(signals, _calls(window, op))
+
+
+def fingerprint(name: str, service: str) -> str:
+    """A user-signal issue's identity: the same rated operation gives the same fingerprint in every run."""
+    return hashlib.sha256(f"user_signals|{service}|{name}".encode()).hexdigest()[:16]
+
+
+def _issue(
+    window: Window,
+    baseline: Window,
+    op: tuple[str, str],
+    found: list[Attributed],
+    now: Rate,
+    before: Rate,
+    source: str,
+    p_value: float,
+    judged: int,
+    signals: Signals,
+    rules: Rules,
+    rule: NegativeRule,
+) -> Issue:
+    name, service = op
+    if source == "window_first_half":  # the issue's records are those of the tested half only
+        middle = window.start_ns + (window.end_ns - window.start_ns) // 2
+        found = [a for a in found if a.signal["timestamp_unix_nano"] >= middle]
+    found.sort(key=lambda a: (-a.signal["timestamp_unix_nano"], a.signal["record_id"]))
+    ids = sorted(a.signal["record_id"] for a in found)
+    times = [a.signal["timestamp_unix_nano"] for a in found]
+    ratio = now.value / before.value if before.value else math.inf
+    expected = before.value * now.calls
+    label = Counter(a.reason.partition("=")[2] for a in found).most_common(1)[0][0]
+    co = _co_occurring(baseline, found, rules)
+    where = f" in {service}" if service and service != "unknown_service" else ""
+    title = f"negative user signals on {name}{where}: {now.signals} in {now.calls} calls ({now.value:.1%})"
+    title += f" vs {before.value:.1%} before"
+    stats: dict[str, Any] = {
+        "operation": name,
+        "service": service,
+        "label": label,
+        "negative_signals": now.signals,
+        "calls": now.calls,
+        "rate": round(now.value, 6),
+        "baseline_negative_signals": before.signals,
+        "baseline_calls": before.calls,
+        "baseline_rate": round(before.value, 6),
+        "expected_negative_signals": round(expected, 2),
+        "ratio": round(ratio, 2) if math.isfinite(ratio) else None,
+        "p_value": float(f"{p_value:.3g}"),
+        "alpha": float(f"{rules.family_alpha / judged:.3g}"),
+        "operations_judged": judged,
+        "baseline": {"source": source, "start": rfc3339(baseline.start_ns), "end": rfc3339(baseline.end_ns)},
+        "attributed": dict(Counter(a.via for a in found)),
+        "signals_read": signals.read,
+        "signals_read_truncated": signals.truncated,
+        "unattributed_negative_signals": signals.unattributed,
+        "sessions_with_signal": len(_units(found)),
+        "co_occurring": co,
+        "rule": rule_json(rule),
+    }
+    evidence = [a.signal["record_id"] for a in found[:EVIDENCE]]
+    evidence += [rid for c in co for rid in c["evidence"][:2]][:EVIDENCE]
+    traces = list(dict.fromkeys(a.root["trace_id"] for a in found if a.root and a.root.get("trace_id")))
+    plan = [{"step": 1, "text": f"Read the negative signals' traces and sessions ({_why(co, len(_units(found)))})."}]
+    if co:
+        plan.append({"step": 2, "text": f"Fix the most common cause first: {co[0]['text']}."})
+    return Issue(
+        fingerprint=fingerprint(name, service),
+        title=title,
+        signal_type="user_signal",
+        count=len(ids),
+        first_seen_ns=min(times),
+        last_seen_ns=max(times),
+        selector={"record_ids": ids},
+        evidence=evidence,
+        traces=traces,
+        severity="critical" if ratio >= 10 else "high" if ratio >= 5 else "medium",
+        impact=round(max(now.signals - expected, 0.0), 1),
+        stats=stats,
+        eval_candidate=f"{_slug(name)}-negative-signals-v1",
+        patch_plan=plan,
+        next_action="Fix what the users reacted to, then verify that the negative signals per call fell.",
+    )
+
+
+def rule_json(rule: NegativeRule) -> dict[str, Any]:
+    """The negative-signal rule as JSON, kept in the issue's stats so verification applies the same rule."""
+    return {
+        "score_keys": list(rule.score_keys),
+        "max_score": rule.max_score,
+        "label_keys": list(rule.label_keys),
+        "labels": list(rule.labels),
+        "lookback_seconds": rule.lookback_seconds,
+    }
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:50] or "operation"
+
+
+def _units(found: list[Attributed]) -> set[str]:
+    """What a user did once: the signal's session, else its trace."""
+    return {a.session or (a.root or {}).get("trace_id") or a.signal["record_id"] for a in found}
+
+
+def _why(co: list[dict[str, Any]], units: int) -> str:
+    return co[0]["text"] if co else f"nothing failed or was slow in them; {units} session(s) to read"
+
+
+def _co_occurring(baseline: Window, found: list[Attributed], rules: Rules) -> list[dict[str, Any]]:
+    """Failures and slow calls in the signals' traces, by how many of the signals' sessions had them."""
+    units = _units(found)
+    hits: dict[tuple[str, str, str, str], set[str]] = defaultdict(set)
+    evidence: dict[tuple[str, str, str, str], list[str]] = defaultdict(list)
+    thresholds: dict[tuple[str, str], float | None] = {}
+    for a in found:
+        unit = a.session or (a.root or {}).get("trace_id") or a.signal["record_id"]
+        for r in a.context:
+            keys = []
+            if r["type"] in ("error", "tool_failure"):
+                keys.append((r["type"], r["name"], r["service"], r.get("exception_type") or ""))
+            op = (r["name"], r["service"])
+            if op not in thresholds:
+                durations = baseline.durations(*op, limit=1000)
+                enough = len(durations) >= rules.min_slow_baseline
+                thresholds[op] = percentile(durations, rules.slow_quantile) if enough else None
+            threshold = thresholds[op]
+            if threshold is not None and threshold > 0 and r["duration_ms"] > threshold:
+                keys.append(("slow", r["name"], r["service"], f"{threshold:.0f}"))
+            for key in keys:
+                hits[key].add(unit)
+                if r["record_id"] not in evidence[key]:
+                    evidence[key].append(r["record_id"])
+    ranked = sorted(hits, key=lambda k: (-len(hits[k]), k[0] == "slow", k))[:CO_OCCURRING]
+    out = []
+    for kind, name, service, detail in ranked:
+        what = (
+            f"a {quote(name)} call slower than {detail} ms (its baseline p95)"
+            if kind == "slow"
+            else f"a {quote(name)} {detail or kind.replace('_', ' ')}"
+        )
+        out.append(
+            {
+                "kind": "slow_call" if kind == "slow" else kind,
+                "operation": name,
+                "service": service,
+                "exception_type": detail if kind != "slow" else None,
+                "threshold_ms": float(detail) if kind == "slow" else None,
+                "sessions": len(hits[(kind, name, service, detail)]),
+                "of": len(units),
+                "text": f"{len(hits[(kind, name, service, detail)])} of {len(units)} sessions with a negative "
+                f"signal had {what}",
+                "evidence": evidence[(kind, name, service, detail)][:EVIDENCE],
+            }
+        )
+    return out
+
+
+@hookimpl(trylast=True)
+def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous: str) -> Verdict | None:
+    """The negative-signal rate of a user-signal issue's operation, packet window vs after; None for others."""
+    if issue.get("diagnoser") != NAME:
+        return None
+    stats = issue.get("stats") or {}
+    op = (stats.get("operation"), stats.get("service"))
+    rule = NegativeRule.from_options(stats.get("rule"))  # the rule the diagnosis used
+    was, now = _rate(before, op, rule), _rate(after, op, rule)
+    baseline_rate = float(stats.get("baseline_rate") or 0.0)
+    expected = was.value * now.calls
+    numbers_b = {"negative_signals": was.signals, "calls": was.calls, "rate": round(was.value, 6)}
+    numbers_a = {
+        "negative_signals": now.signals,
+        "calls": now.calls,
+        "rate": round(now.value, 6),
+        "expected_at_old_rate": round(expected, 2),
+        "baseline_rate": baseline_rate,
+    }
+    total = was.signals + now.signals
+    # Is the after-window's rate lower? The same exact conditional test, the other way round.
+    p_lower = binomial_sf(was.signals, total, was.calls / (was.calls + now.calls)) if now.calls and was.calls else 1.0
+    back = now.value < max(RULES.min_ratio * baseline_rate, 0.0) or now.signals == 0
+
+    def verdict(name: str, reason: str) -> Verdict:
+        ids = [a.signal["record_id"] for a in attribute(after, rule).negative if a.operation == op][:EVIDENCE]
+        return Verdict(name, reason, numbers_b, numbers_a, ids if now.signals else [])
+
+    rise = now.value >= RULES.min_ratio * baseline_rate and now.signals >= RULES.min_signals
+    if previous == "verified" and rise:
+        return verdict("regressed", f"the fix had held, and {now.signals} negative signal(s) per {now.calls} came back")
+    if expected < MIN_EXPECTED:
+        return verdict(
+            "insufficient_data",
+            f"{now.calls} calls since the fix: the old rate predicts only {expected:.1f} negative signal(s), "
+            f"fewer than {MIN_EXPECTED:g}",
+        )
+    if now.signals == 0:
+        return verdict("held", f"no negative signal in {now.calls} calls; the old rate predicts {expected:.1f}")
+    if p_lower < VERIFY_ALPHA and back:
+        return verdict(
+            "held",
+            f"{now.signals} negative signal(s) in {now.calls} calls against {expected:.1f} at the old rate "
+            f"(p={p_lower:.2g}); back under {RULES.min_ratio:g}x the baseline rate",
+        )
+    if p_lower < VERIFY_ALPHA:
+        return verdict("improved", f"{now.signals} negative signal(s) in {now.calls} calls against {expected:.1f}")
+    if now.value < was.value and now.signals < MIN_EXPECTED:
+        return verdict(
+            "insufficient_data",
+            f"{now.signals} negative signal(s) in {now.calls} calls: too few to tell a fall from chance",
+        )
+    return verdict(
+        "regressed",
+        f"{now.signals} negative signal(s) in {now.calls} calls: the rate ({now.value:.4f} per call) did not fall "
+        f"significantly from {was.value:.4f}",
+    )
