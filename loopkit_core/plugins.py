@@ -22,10 +22,10 @@ ENTRY_POINT_GROUP = "loopkit"
 DEFAULT_PLUGINS = (
     "loopkit_plugins.signature_clusterer",
     "loopkit_plugins.latency_outliers",
-    "loopkit_plugins.user_signals",
     "loopkit_plugins.rate_verifier",
     "loopkit_plugins.latency_verifier",
     "loopkit_plugins.handoff",
+    "loopkit_plugins.user_signals",
 )
 # A plugin's error text is cut here: it is stored in packets and verifications, and shown in API answers.
 MAX_ERROR_CHARS = 2000
