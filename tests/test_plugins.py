@@ -177,7 +177,12 @@ def test_a_third_party_diagnoser_from_a_real_entry_point(tmp_path, site):
     with serving(tmp_path) as running, client_for(running) as client:
         project = new_project(running)
         listed = plugins_of(client, project)
-        assert listed["plugins"] == [BUILTINS["latency_outliers"], BUILTINS["signature_clusterer"], BUILTINS["user_signals"], SLOW_USERS]
+        assert listed["plugins"] == [
+            BUILTINS["latency_outliers"],
+            BUILTINS["signature_clusterer"],
+            BUILTINS["user_signals"],
+            SLOW_USERS,
+        ]
         assert listed["diagnosers"] == ["slow_users", "latency_outliers", "signature_clusterer", "user_signals"]
         assert listed["load_errors"] == []
 
@@ -358,7 +363,12 @@ def test_unloadable_plugins_are_load_errors_and_the_server_still_works(tmp_path,
     with serving(tmp_path) as running, client_for(running) as client:
         project = new_project(running)
         listed = plugins_of(client, project)
-        assert listed["plugins"] == [BUILTINS["latency_outliers"], BUILTINS["signature_clusterer"], BUILTINS["user_signals"], SLOW_USERS]
+        assert listed["plugins"] == [
+            BUILTINS["latency_outliers"],
+            BUILTINS["signature_clusterer"],
+            BUILTINS["user_signals"],
+            SLOW_USERS,
+        ]
         errors = {e["plugin"]: e["error"] for e in listed["load_errors"]}
         assert sorted(errors) == ["broken", "misspelt", "signature_clusterer", "wrong_args"]
         assert errors["broken"] == "ModuleNotFoundError: No module named 'loopkit_no_such_module'"
@@ -440,7 +450,12 @@ def test_blocking_by_name_is_per_server_and_covers_built_ins(tmp_path, site):
             "load_errors": [],
         }
         listed = plugins_of(c2, p2)
-        assert listed["plugins"] == [BUILTINS["latency_outliers"], BUILTINS["signature_clusterer"], BUILTINS["user_signals"], SLOW_USERS]
+        assert listed["plugins"] == [
+            BUILTINS["latency_outliers"],
+            BUILTINS["signature_clusterer"],
+            BUILTINS["user_signals"],
+            SLOW_USERS,
+        ]
 
         records = checkout_errors(3) + thumbs_down("POST /pay", 3)
         post(c1, p1, records)
@@ -453,7 +468,10 @@ def test_blocking_by_name_is_per_server_and_covers_built_ins(tmp_path, site):
         )
         refused = c1.post("/v1/runs/diagnose", json={"diagnosers": ["slow_users"]}, headers=p1.auth("agent"))
         assert refused.status_code == 400
-        assert refused.json()["error"]["message"] == "unknown diagnoser(s) slow_users; loaded: latency_outliers"
+        assert (
+            refused.json()["error"]["message"]
+            == "unknown diagnoser(s) slow_users; loaded: latency_outliers, user_signals"
+        )
         # Without the clusterer's record_signature, failures were stored without a signature.
         page = c1.get("/v1/telemetry", params={"type": "error"}, headers=p1.auth("agent")).json()
         assert [r["signature"] for r in page["records"]] == [None, None, None]
@@ -570,8 +588,8 @@ def test_loopkit_plugins_json_lists_the_built_ins(tmp_path, site):
     assert result.returncode == 0, result.stderr
     assert diagnosis_view(json.loads(result.stdout)) == {
         "ok": True,
-        "plugins": [BUILTINS["signature_clusterer"], SLOW_USERS],
-        "diagnosers": ["slow_users", "signature_clusterer"],
+        "plugins": [BUILTINS["signature_clusterer"], BUILTINS["user_signals"], SLOW_USERS],
+        "diagnosers": ["slow_users", "signature_clusterer", "user_signals"],
         "load_errors": [{"plugin": "broken", "error": "ImportError: nope"}],
     }
     table = subprocess.run(command[:-1], capture_output=True, text=True, timeout=60, env=environ)
@@ -580,6 +598,7 @@ def test_loopkit_plugins_json_lists_the_built_ins(tmp_path, site):
     assert lines[0].split() == ["name", "builtin", "hooks", "module"]
     assert [line.split() for line in lines[1:] if line.split()[0] not in OTHER_BUILTINS] == [
         ["signature_clusterer", "yes", "diagnose,", "record_signature", "loopkit_plugins.signature_clusterer"],
+        ["user_signals", "yes", "diagnose,", "verify_issue", "loopkit_plugins.user_signals"],
         ["slow_users", "no", "diagnose", "loopkit_slow_users"],
     ]
     assert table.stderr.splitlines()[-1] == "failed to load broken: ImportError: nope"
