@@ -41,7 +41,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from loopkit_core.evidence import quote
+from loopkit_core.evidence import quote, slug
 from loopkit_core.feedback import Attributed, NegativeRule, Signals, attribute
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, Verdict, rfc3339
@@ -206,9 +206,6 @@ def _issue(
     evidence = [a.signal["record_id"] for a in found[:EVIDENCE]]
     evidence += [rid for c in co for rid in c["evidence"][:2]][:EVIDENCE]
     traces = list(dict.fromkeys(a.root["trace_id"] for a in found if a.root and a.root.get("trace_id")))
-    plan = [{"step": 1, "text": f"Read the negative signals' traces and sessions ({_why(co, len(_units(found)))})."}]
-    if co:
-        plan.append({"step": 2, "text": f"Fix the most common cause first: {co[0]['text']}."})
     return Issue(
         fingerprint=fingerprint(name, service),
         title=title,
@@ -222,9 +219,13 @@ def _issue(
         severity="critical" if ratio >= 10 else "high" if ratio >= 5 else "medium",
         impact=round(max(now.signals - expected, 0.0), 1),
         stats=stats,
-        eval_candidate=f"{_slug(name)}-negative-signals-v1",
-        patch_plan=plan,
-        next_action="Fix what the users reacted to, then verify that the negative signals per call fell.",
+        eval_candidate=eval_candidate(name, service),
+        eval=_eval(name, service, evidence, traces, stats),
+        patch_plan=_plan(name, service, co, stats),
+        next_action=(
+            f"Review the {min(len(ids), EVIDENCE)} negative signals and what their sessions met, approve or reject "
+            "this packet; after the fix ships, run POST /v1/runs/verify: the negative signals per call must fall."
+        ),
     )
 
 
@@ -239,8 +240,68 @@ def rule_json(rule: NegativeRule) -> dict[str, Any]:
     }
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:50] or "operation"
+def eval_candidate(name: str, service: str) -> str:
+    """A stable eval id for an operation's negative signals, e.g. `agent-post-chat-negative-signals-v1`."""
+    parts = (name,) if service in ("", "unknown_service") else (service, name)
+    return slug(*parts, limit=50) + "-negative-signals-v1"
+
+
+def _eval(name: str, service: str, evidence: list[str], traces: list[str], stats: dict[str, Any]) -> dict[str, Any]:
+    most = round(max(RULES.min_ratio * stats["baseline_rate"], 0.0), 6)
+    return {
+        "id": eval_candidate(name, service),
+        "kind": "user_signals",
+        "input": {"operation": name, "service": service, "record_ids": evidence, "trace_ids": traces[:EVIDENCE]},
+        "expected": {
+            "rate_below": most,
+            "baseline_rate": stats["baseline_rate"],
+            "now_rate": stats["rate"],
+            "text": f"Users of {quote(name)} stop reacting badly: negative signals per call back under {most:.2%} "
+            f"({RULES.min_ratio:g}x the baseline {stats['baseline_rate']:.2%}; now {stats['rate']:.2%}), and the "
+            "sessions of the evidence no longer meet the failures named in the plan.",
+        },
+        "evidence_ids": evidence[:5],
+    }
+
+
+def _plan(name: str, service: str, co: list[dict[str, Any]], stats: dict[str, Any]) -> list[dict[str, Any]]:
+    plan = [
+        {
+            "step": 1,
+            "kind": "hypothesis",
+            "text": f"Users of {quote(name)} in {quote(service)} sent {stats['negative_signals']} negative signals "
+            f"({quote(stats['label'])}) in {stats['calls']} calls ({stats['rate']:.1%}) against "
+            f"{stats['baseline_rate']:.1%} before (p={stats['p_value']:.2g}). "
+            + (
+                f"What their sessions met: {'; '.join(c['text'] for c in co[:3])}."
+                if co
+                else "Nothing in their traces failed or was slow: read the sessions to see what the users saw."
+            ),
+            "details": {"co_occurring": co[:3]},
+        }
+    ]
+    if co:
+        first = co[0]
+        plan.append(
+            {
+                "step": 2,
+                "kind": "where_to_look",
+                "text": f"Start with {quote(first['operation'])}"
+                + (f" ({quote(first['exception_type'])})" if first.get("exception_type") else "")
+                + f": records {', '.join(first['evidence'][:3])}. Fix it where the user feels it (a retry, a "
+                "fallback, an honest answer), not only in the logs.",
+                "details": {"evidence": first["evidence"]},
+            }
+        )
+    plan.append(
+        {
+            "step": len(plan) + 1,
+            "kind": "check",
+            "text": f"Add eval {quote(eval_candidate(name, service))} from the evidence sessions and make it pass; "
+            "after the fix ships, run POST /v1/runs/verify with this packet_id.",
+        }
+    )
+    return plan
 
 
 def _units(found: list[Attributed]) -> set[str]:
