@@ -152,9 +152,8 @@ def attribute(window: Window, rule: NegativeRule) -> Signals:
             pending_sessions.append(a)
     session_ids = sorted({a.signal["session_id"] for a in pending_sessions})
     by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in wide.sessions(session_ids, budget):
-        if r["type"] != "user_signal" and not r.get("parent_span_id"):
-            by_session[r["session_id"]].append(r)
+    for r in wide.sessions(session_ids, budget, roots_only=True):
+        by_session[r["session_id"]].append(r)
     for a in pending_sessions:
         ts = a.signal["timestamp_unix_nano"]
         before = [

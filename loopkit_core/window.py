@@ -243,17 +243,18 @@ class Window:
         with self.engine.connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
-    def sessions(self, session_ids: list[str], limit: int = 1000) -> list[dict[str, Any]]:
-        """Records of the given sessions in the window (at most `limit`, oldest first), e.g. what a user did."""
+    def sessions(self, session_ids: list[str], limit: int = 1000, roots_only: bool = False) -> list[dict[str, Any]]:
+        """Records of the given sessions in the window (at most `limit`, oldest first), e.g. what a user did.
+
+        With `roots_only`, only root spans (no parent) that are not user signals: the requests a user made.
+        """
         if not session_ids:
             return []
         r = records.c
-        stmt = (
-            select(records)
-            .where(r.session_id.in_(sorted(set(session_ids))), self._in_window())
-            .order_by(r.ts_ns, r.record_id)
-            .limit(limit)
-        )
+        stmt = select(records).where(r.session_id.in_(sorted(set(session_ids))), self._in_window())
+        if roots_only:
+            stmt = stmt.where(r.parent_span_id.is_(None), r.type != "user_signal")
+        stmt = stmt.order_by(r.ts_ns, r.record_id).limit(limit)
         with self.engine.connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -92,7 +93,14 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     own = dict(options.get(NAME) or {})
     rule = NegativeRule.from_options({**(options.get("negative_signals") or {}), **own.pop("rule", {})})
     rules = replace(RULES, **own)
-    signals = attribute(window, rule)
+    seen: dict[tuple[int, int], Signals] = {}  # each range is attributed once, however many operations ask
+
+    def signals_of(w: Window) -> Signals:
+        if (w.start_ns, w.end_ns) not in seen:
+            seen[(w.start_ns, w.end_ns)] = attribute(w, rule)
+        return seen[(w.start_ns, w.end_ns)]
+
+    signals = signals_of(window)
     by_operation: dict[tuple[str, str], list[Attributed]] = defaultdict(list)
     for a in signals.negative:
         if a.operation is not None:
@@ -103,7 +111,7 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     for op, found in sorted(by_operation.items()):
         if len(found) < rules.min_signals:
             continue
-        comparison = _compare(window, preceding, op, found, rule, rules)
+        comparison = _compare(window, preceding, op, found, signals_of, rules)
         if comparison is not None:
             judged.append((op, found, *comparison))
     issues = []
@@ -119,19 +127,24 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
 
 
 def _compare(
-    window: Window, preceding: Window, op: tuple[str, str], found: list[Attributed], rule: NegativeRule, rules: Rules
+    window: Window,
+    preceding: Window,
+    op: tuple[str, str],
+    found: list[Attributed],
+    signals_of: Callable[[Window], Signals],
+    rules: Rules,
 ) -> tuple[Rate, Rate, str, Window] | None:
     """(window rate, baseline rate, baseline source, baseline window), or None without a defensible baseline."""
-    before = _rate(preceding, op, rule)
+    before = _rate(preceding, op, signals_of(preceding))
     if before.calls >= rules.min_baseline_calls:
         return Rate(len(found), _calls(window, op)), before, "preceding", preceding
     middle = window.start_ns + (window.end_ns - window.start_ns) // 2
     first = Window(window.project_id, window.start_ns, middle, window.engine)
     second = Window(window.project_id, middle, window.end_ns, window.engine)
-    before = _rate(first, op, rule)
+    before = _rate(first, op, signals_of(first))
     if before.calls < rules.min_baseline_calls:
         return None
-    now = _rate(second, op, rule)
+    now = _rate(second, op, signals_of(second))
     return (now, before, "window_first_half", first) if now.signals >= rules.min_signals else None
 
 
@@ -141,9 +154,8 @@ def _calls(window: Window, op: tuple[str, str]) -> int:
     return everything - window.summary({"type": "user_signal", "name": name, "service": service})[0]
 
 
-def _rate(window: Window, op: tuple[str, str], rule: NegativeRule) -> Rate:
-    signals = sum(1 for a in attribute(window, rule).negative if a.operation == op)
-    return Rate(signals, _calls(window, op))
+def _rate(window: Window, op: tuple[str, str], signals: Signals) -> Rate:
+    return Rate(sum(1 for a in signals.negative if a.operation == op), _calls(window, op))
 
 
 def fingerprint(name: str, service: str) -> str:
@@ -370,7 +382,8 @@ def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous:
     stats = issue.get("stats") or {}
     op = (stats.get("operation"), stats.get("service"))
     rule = NegativeRule.from_options(stats.get("rule"))  # the rule the diagnosis used
-    was, now = _rate(before, op, rule), _rate(after, op, rule)
+    after_signals = attribute(after, rule)
+    was, now = _rate(before, op, attribute(before, rule)), _rate(after, op, after_signals)
     baseline_rate = float(stats.get("baseline_rate") or 0.0)
     expected = was.value * now.calls
     numbers_b = {"negative_signals": was.signals, "calls": was.calls, "rate": round(was.value, 6)}
@@ -387,7 +400,7 @@ def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous:
     back = now.value < max(RULES.min_ratio * baseline_rate, 0.0) or now.signals == 0
 
     def verdict(name: str, reason: str) -> Verdict:
-        ids = [a.signal["record_id"] for a in attribute(after, rule).negative if a.operation == op][:EVIDENCE]
+        ids = [a.signal["record_id"] for a in after_signals.negative if a.operation == op][:EVIDENCE]
         return Verdict(name, reason, numbers_b, numbers_a, ids if now.signals else [])
 
     rise = now.value >= RULES.min_ratio * baseline_rate and now.signals >= RULES.min_signals

@@ -11,7 +11,9 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
+from conftest import make_settings, new_project
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
@@ -22,6 +24,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from loopkit_core.feedback import NegativeRule, negative_reason
+from loopkit_core.server import in_thread
 
 MINUTE = 60 * 10**9
 MS = 10**6
@@ -354,8 +357,6 @@ def test_negative_rule(attributes, name, negative):
 
 def test_negative_rule_is_configurable(tmp_path):
     """negative_signal_* settings change the rule; a non-signal record is never negative."""
-    from conftest import make_settings
-
     settings = make_settings(tmp_path, negative_signal_labels="meh, awful", negative_signal_max_score=2)
     rule = NegativeRule.from_options(settings.negative_signals())
     assert rule.labels == ("meh", "awful") and rule.max_score == 2
@@ -387,7 +388,24 @@ def test_bad_signal_attributes_never_fail_diagnosis(server, project, client):
 
 def test_server_rejects_bad_negative_signal_setting(tmp_path):
     """A negative lookback is refused at start-up."""
-    from conftest import make_settings
-
     with pytest.raises(ValueError, match="negative_signal_lookback_seconds"):
         make_settings(tmp_path, negative_signal_lookback_seconds=-1)
+
+
+def test_the_configured_rule_reaches_the_diagnosis(tmp_path):
+    """A server with negative_signal_labels=meh counts `feedback: meh` as negative, and no longer thumbs_down."""
+    with in_thread(make_settings(tmp_path / "data", negative_signal_labels="meh")) as running:
+        project = new_project(running)
+        now = time.time_ns()
+        labels = ["meh"] * 4 + ["thumbs_down"] * 3
+        body = {
+            "records": [
+                {"type": "user_signal", "name": "fb", "timestamp": now - MINUTE + i * MS, "attributes": {"feedback": x}}
+                for i, x in enumerate(labels)
+            ]
+        }
+        with httpx.Client(base_url=running.http_url, timeout=30) as client:
+            assert client.post("/v1/traces", json=body, headers=project.auth("producer")).status_code == 200
+            packet = diagnose(client, project, now)
+    assert packet["impact"]["negative_signals"] == 4
+    assert packet["impact"]["negative_signals_unattributed"] == 4
