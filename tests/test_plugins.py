@@ -43,7 +43,7 @@ BUILTINS = {
         "name": "user_signals",
         "module": "loopkit_plugins.user_signals",
         "builtin": True,
-        "hooks": ["diagnose", "verify_issue"],
+        "hooks": ["diagnose"],
     },
 }
 SLOW_USERS = {"name": "slow_users", "module": "loopkit_slow_users", "builtin": False, "hooks": ["diagnose"]}
@@ -138,6 +138,7 @@ OTHER_BUILTINS = {
     "handoff": ["register_handoff_renderers"],
     "latency_verifier": ["verify_issue"],
     "rate_verifier": ["verify_issue"],
+    "user_signals_verifier": ["verify_issue"],
 }
 
 
@@ -598,7 +599,7 @@ def test_loopkit_plugins_json_lists_the_built_ins(tmp_path, site):
     assert lines[0].split() == ["name", "builtin", "hooks", "module"]
     assert [line.split() for line in lines[1:] if line.split()[0] not in OTHER_BUILTINS] == [
         ["signature_clusterer", "yes", "diagnose,", "record_signature", "loopkit_plugins.signature_clusterer"],
-        ["user_signals", "yes", "diagnose,", "verify_issue", "loopkit_plugins.user_signals"],
+        ["user_signals", "yes", "diagnose", "loopkit_plugins.user_signals"],
         ["slow_users", "no", "diagnose", "loopkit_slow_users"],
     ]
     assert table.stderr.splitlines()[-1] == "failed to load broken: ImportError: nope"

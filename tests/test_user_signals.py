@@ -282,7 +282,7 @@ def test_verification_reports_trajectory_deltas_for_genai_operations(server, pro
     assert response.status_code == 200, response.text
     verdicts = {v["signal_type"]: v for v in response.json()["verification"]["verdicts"]}
     signal = verdicts["user_signal"]
-    assert signal["verifier"] == "user_signals" and signal["verdict"] == "held"
+    assert signal["verifier"] == "user_signals_verifier" and signal["verdict"] == "held"
     assert signal["after"]["negative_signals"] == 0 and signal["after"]["calls"] == 40
     assert signal["trajectory"]["before"] == {
         "sessions": 40,
