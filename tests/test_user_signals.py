@@ -99,6 +99,16 @@ class App:
             traffic.timeout_span_ids[session] = format(flights.get_span_context().span_id, "016x")
         return session, end
 
+    def chat_rated_inside(self, t: int, score: int) -> None:
+        """A chat whose user rated the answer inside the same request: a user signal span in the chat's trace."""
+        root = self.tracer.start_span("POST /chat", kind=SpanKind.SERVER, start_time=t, attributes={"user.id": "u"})
+        context = trace.set_span_in_context(root)
+        rating = {"loopkit.signal": "user_signal", "feedback.score": score}
+        self.tracer.start_span("rate answer", context=context, start_time=t + MS, attributes=rating).end(
+            end_time=t + 2 * MS
+        )
+        root.end(end_time=t + 300 * MS)
+
     def feedback(self, t: int, session: str | None, **attributes) -> None:
         """A user signal (its own trace), in a session or not."""
         attributes = {"loopkit.signal": "user_signal", **attributes}
@@ -409,3 +419,30 @@ def test_the_configured_rule_reaches_the_diagnosis(tmp_path):
             packet = diagnose(client, project, now)
     assert packet["impact"]["negative_signals"] == 4
     assert packet["impact"]["negative_signals_unattributed"] == 4
+
+
+def test_a_signal_inside_the_request_is_attributed_to_its_own_trace(server, project, client):
+    """No session at all: ratings sent inside the chat's trace rate that chat (via trace), 8 of 40 vs 2 of 200."""
+    now = time.time_ns()
+    until = now - 5 * MINUTE
+    app = App(server, project)
+    for i, t in enumerate(spread(now - 45 * MINUTE, now - 17 * MINUTE, 200)):
+        app.chat_rated_inside(t, score=-1 if i in (5, 105) else 1)
+    for i, t in enumerate(spread(until - 9 * MINUTE, until - MINUTE, 40)):
+        app.chat_rated_inside(t, score=-1 if i % 5 == 0 else 1)
+    app.flush()
+    packet = diagnose(client, project, until, diagnosers=["user_signals"])
+    [issue] = packet["issues"]
+    stats = issue["stats"]
+    assert (issue["count"], stats["calls"], stats["baseline_negative_signals"], stats["baseline_calls"]) == (
+        8,
+        40,
+        2,
+        200,
+    )
+    assert stats["attributed"] == {"trace": 8}
+    assert stats["label"] == "-1"  # the score's value: feedback.score=-1
+    assert stats["p_value"] == float(f"{p_value(8, 2, 40, 200):.3g}")
+    assert stats["co_occurring"] == []  # nothing failed or was slow in those chats
+    assert len(issue["traces"]) == 8
+    assert packet["impact"]["negative_signals_unattributed"] == 0
