@@ -66,7 +66,8 @@ def run(
     kept = kept[: request.max_issues]
     counts = window.counts_by_type()
     ids = [(issue_id(project_id, i.fingerprint), i) for i in kept]
-    issue_impacts, impact_summary = impacts(window, ids, attribute(window, NegativeRule.from_options(negative_signals)))
+    signals = attribute(window, NegativeRule.from_options(negative_signals), context=False)
+    issue_impacts, impact_summary = impacts(window, ids, signals)
     packet_id = "pkt_" + secrets.token_hex(12)
     packet: dict[str, Any] = {
         "packet_id": packet_id,

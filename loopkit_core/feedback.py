@@ -134,8 +134,12 @@ class Signals:
         return sum(1 for a in self.negative if a.via is None)
 
 
-def attribute(window: Window, rule: NegativeRule) -> Signals:
-    """Every negative user signal of the window (the newest `max_signals`), attributed as the module says."""
+def attribute(window: Window, rule: NegativeRule, context: bool = True) -> Signals:
+    """Every negative user signal of the window (the newest `max_signals`), attributed as the module says.
+
+    With `context=False` a signal attributed through its session gets its root span but not the rest of
+    the root's trace (`load_context` reads it later, for the few signals that need it).
+    """
     read = window.sample({"type": "user_signal"}, rule.max_signals)
     negatives = [Attributed(s, reason) for s in read if (reason := negative_reason(s, rule)) is not None]
     lookback = int(rule.lookback_seconds * SECOND_NS)
@@ -161,12 +165,28 @@ def attribute(window: Window, rule: NegativeRule) -> Signals:
         ]
         if before:
             a.via, a.root = "session", max(before, key=lambda r: (r["timestamp_unix_nano"], r["record_id"]))
-    roots = sorted({a.root["trace_id"] for a in pending_sessions if a.root and a.root.get("trace_id")})
-    by_root_trace = _group(wide.traces(roots, budget))
-    for a in pending_sessions:
-        if a.root is not None:
-            a.context = by_root_trace.get(a.root.get("trace_id") or "", [a.root])
+    if context:
+        load_context(window, rule, pending_sessions)
     return Signals(len(read), len(read) >= rule.max_signals, negatives)
+
+
+def load_context(window: Window, rule: NegativeRule, attributed: list[Attributed]) -> None:
+    """Read every record of the root span's trace for signals attributed through their session."""
+    pending = [a for a in attributed if a.via == "session" and a.root is not None and not a.context]
+    lookback = int(rule.lookback_seconds * SECOND_NS)
+    wide = Window(window.project_id, max(window.start_ns - lookback, 0), window.end_ns, window.engine)
+    roots = sorted({a.root["trace_id"] for a in pending if a.root and a.root.get("trace_id")})
+    by_root_trace = _group(wide.traces(roots, rule.max_context_records))
+    for a in pending:
+        assert a.root is not None
+        a.context = by_root_trace.get(a.root.get("trace_id") or "", [a.root])
+
+
+def split(signals: Signals, middle_ns: int) -> tuple[Signals, Signals]:
+    """The signals before and from `middle_ns` (attribution is per signal, so halves need no second read)."""
+    early = [a for a in signals.negative if a.signal["timestamp_unix_nano"] < middle_ns]
+    late = [a for a in signals.negative if a.signal["timestamp_unix_nano"] >= middle_ns]
+    return Signals(signals.read, signals.truncated, early), Signals(signals.read, signals.truncated, late)
 
 
 def _group(found: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

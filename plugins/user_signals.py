@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loopkit_core.evidence import quote, slug
-from loopkit_core.feedback import Attributed, NegativeRule, Signals, attribute
+from loopkit_core.feedback import Attributed, NegativeRule, Signals, attribute, load_context, split
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, rfc3339
 from loopkit_core.statistics import binomial_sf, percentile
@@ -86,14 +86,7 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     own = dict(options.get(NAME) or {})
     rule = NegativeRule.from_options({**(options.get("negative_signals") or {}), **own.pop("rule", {})})
     rules = replace(RULES, **own)
-    seen: dict[tuple[int, int], Signals] = {}  # each range is attributed once, however many operations ask
-
-    def signals_of(w: Window) -> Signals:
-        if (w.start_ns, w.end_ns) not in seen:
-            seen[(w.start_ns, w.end_ns)] = attribute(w, rule)
-        return seen[(w.start_ns, w.end_ns)]
-
-    signals = signals_of(window)
+    signals = attribute(window, rule, context=False)  # the trace context is read for flagged operations only
     by_operation: dict[tuple[str, str], list[Attributed]] = defaultdict(list)
     for a in signals.negative:
         if a.operation is not None:
@@ -101,10 +94,17 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     length = window.end_ns - window.start_ns
     preceding = window.preceding(min(int(length * rules.baseline_windows), rules.max_baseline_ns))
     judged = []
+    read: dict[str, Signals] = {}  # the baseline's signals, attributed once for every operation
+
+    def baseline_signals() -> Signals:
+        if "preceding" not in read:
+            read["preceding"] = attribute(preceding, rule, context=False)
+        return read["preceding"]
+
     for op, found in sorted(by_operation.items()):
         if len(found) < rules.min_signals:
             continue
-        comparison = _compare(window, preceding, op, found, signals_of, rules)
+        comparison = _compare(window, preceding, op, signals, baseline_signals, rules)
         if comparison is not None:
             judged.append((op, found, *comparison))
     issues = []
@@ -123,21 +123,22 @@ def _compare(
     window: Window,
     preceding: Window,
     op: tuple[str, str],
-    found: list[Attributed],
-    signals_of: Callable[[Window], Signals],
+    signals: Signals,
+    baseline_signals: Callable[[], Signals],
     rules: Rules,
 ) -> tuple[Rate, Rate, str, Window] | None:
     """(window rate, baseline rate, baseline source, baseline window), or None without a defensible baseline."""
-    before = rate(preceding, op, signals_of(preceding))
+    before = rate(preceding, op, baseline_signals())
     if before.calls >= rules.min_baseline_calls:
-        return Rate(len(found), _calls(window, op)), before, "preceding", preceding
+        return rate(window, op, signals), before, "preceding", preceding
     middle = window.start_ns + (window.end_ns - window.start_ns) // 2
     first = Window(window.project_id, window.start_ns, middle, window.engine)
     second = Window(window.project_id, middle, window.end_ns, window.engine)
-    before = rate(first, op, signals_of(first))
+    early, late = split(signals, middle)
+    before = rate(first, op, early)
     if before.calls < rules.min_baseline_calls:
         return None
-    now = rate(second, op, signals_of(second))
+    now = rate(second, op, late)
     return (now, before, "window_first_half", first) if now.signals >= rules.min_signals else None
 
 
@@ -181,6 +182,7 @@ def _issue(
     ratio = now.value / before.value if before.value else math.inf
     expected = before.value * now.calls
     label = Counter(a.reason.partition("=")[2] for a in found).most_common(1)[0][0]
+    load_context(window, rule, found)
     co = _co_occurring(baseline, found, rules)
     where = f" in {service}" if service and service != "unknown_service" else ""
     title = f"negative user signals on {name}{where}: {now.signals} in {now.calls} calls ({now.value:.1%})"

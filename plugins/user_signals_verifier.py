@@ -32,8 +32,8 @@ def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous:
     stats = issue.get("stats") or {}
     op = (stats.get("operation"), stats.get("service"))
     rule = NegativeRule.from_options(stats.get("rule"))  # the rule the diagnosis used
-    after_signals = attribute(after, rule)
-    was, now = rate(before, op, attribute(before, rule)), rate(after, op, after_signals)
+    after_signals = attribute(after, rule, context=False)
+    was, now = rate(before, op, attribute(before, rule, context=False)), rate(after, op, after_signals)
     baseline_rate = float(stats.get("baseline_rate") or 0.0)
     expected = was.value * now.calls
     numbers_b = {"negative_signals": was.signals, "calls": was.calls, "rate": round(was.value, 6)}
