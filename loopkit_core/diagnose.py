@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from loopkit_core.feedback import NegativeRule, attribute
+from loopkit_core.impact import impacts, severity
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
 from loopkit_core.plugins import Plugins
 from loopkit_core.selectors import SELECTOR_TYPES, selector_json
@@ -41,11 +43,22 @@ class DiagnoseRequest:
     max_issues: int = 20
 
 
-def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseRequest, now_ns: int) -> dict[str, Any]:
-    """Run the diagnosers over the window, store the packet, and return it."""
+def run(
+    store: Store,
+    plugins: Plugins,
+    project_id: str,
+    request: DiagnoseRequest,
+    now_ns: int,
+    negative_signals: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the diagnosers over the window, store the packet, and return it.
+
+    `negative_signals` is the rule for negative user signals (Settings.negative_signals(); defaults if None).
+    """
     end_ns = request.until_ns or now_ns
     window = Window(project_id, max(end_ns - int(request.since_minutes * 60e9), 0), end_ns, store.project(project_id))
     options = {"min_count": request.min_count, "max_issues": request.max_issues, "since_minutes": request.since_minutes}
+    options["negative_signals"] = dict(negative_signals or {})
     found, errors, ran = _run_diagnosers(plugins, window, options, request.diagnosers)
     kept = sorted(
         (i for i in found if i.count >= request.min_count), key=lambda i: (-i.impact, -i.count, i.fingerprint)
@@ -53,6 +66,9 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
     truncated = len(kept) > request.max_issues
     kept = kept[: request.max_issues]
     counts = window.counts_by_type()
+    ids = [(issue_id(project_id, i.fingerprint), i) for i in kept]
+    signals = attribute(window, NegativeRule.from_options(negative_signals), context=False)
+    issue_impacts, impact_summary = impacts(window, ids, signals)
     packet_id = "pkt_" + secrets.token_hex(12)
     packet: dict[str, Any] = {
         "packet_id": packet_id,
@@ -74,7 +90,11 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
         "truncated": truncated,
         "diagnosers": ran,
         "diagnoser_errors": errors,
-        "issues": [_issue_json(project_id, i, window, request.since_minutes) for i in kept],
+        "impact": impact_summary,
+        "issues": [
+            _issue_json(project_id, i, window, request.since_minutes, impact)
+            for i, impact in zip(kept, issue_impacts, strict=True)
+        ],
     }
     tracked = [
         {
@@ -153,18 +173,27 @@ def check_issue(issue: Any) -> None:
 
 
 def packet_issue(project_id: str, issue: Issue, window: Window, since_minutes: float) -> dict[str, Any]:
-    """A checked issue as a packet stores it (for loopkit_core.lab, which hands it to verifiers)."""
-    return _issue_json(project_id, issue, window, since_minutes)
+    """A checked issue as a packet stores it, impact included (for loopkit_core.lab, which hands it to verifiers)."""
+    iid = issue_id(project_id, issue.fingerprint)
+    signals = attribute(window, NegativeRule.from_options({}), context=False)
+    [impact], _ = impacts(window, [(iid, issue)], signals)
+    return _issue_json(project_id, issue, window, since_minutes, impact)
 
 
-def _issue_json(project_id: str, issue: Issue, window: Window, since_minutes: float) -> dict[str, Any]:
+def _issue_json(
+    project_id: str, issue: Issue, window: Window, since_minutes: float, impact: dict[str, Any]
+) -> dict[str, Any]:
     evidence = issue.evidence[:MAX_EVIDENCE]
     iid = issue_id(project_id, issue.fingerprint)
+    level, reason = severity(issue, impact)
     return {
         "issue_id": iid,
         "fingerprint": issue.fingerprint,
         "title": issue.title,
-        "severity": issue.severity,
+        "severity": level,
+        "severity_diagnoser": issue.severity,
+        "severity_reason": reason,
+        "impact": impact,
         "signal_type": issue.signal_type,
         "diagnoser": issue.diagnoser,
         "count": issue.count,

@@ -25,6 +25,8 @@ DEFAULT_PLUGINS = (
     "loopkit_plugins.rate_verifier",
     "loopkit_plugins.latency_verifier",
     "loopkit_plugins.handoff",
+    "loopkit_plugins.user_signals",
+    "loopkit_plugins.user_signals_verifier",
 )
 # A plugin's error text is cut here: it is stored in packets and verifications, and shown in API answers.
 MAX_ERROR_CHARS = 2000

@@ -89,6 +89,23 @@ class Settings:
     contact_email: str | None = None
     # Plugin names never to load (comma-separated), e.g. "latency_outliers,acme_diagnoser".
     blocked_plugins: str = ""
+    # What makes a user_signal record negative (loopkit_core/feedback.py, docs/plugin_hooks.md#user_signals):
+    # a label attribute (feedback, feedback.label, ...) or the record's name among these (comma-separated) ...
+    negative_signal_labels: str = (
+        "thumbs_down,negative,dislike,downvote,unhelpful,not_helpful,bad,retry,regenerate,abandoned"
+    )
+    # ... or a numeric score attribute (feedback.score, score, rating, ...) at most this.
+    negative_signal_max_score: float = 0.0
+    # A signal outside any trace is attributed to its session's latest root span at most this long before it.
+    negative_signal_lookback_seconds: float = 900.0
+
+    def negative_signals(self) -> dict[str, object]:
+        """The negative-signal rule's settings, as the diagnose options `negative_signals`."""
+        return {
+            "labels": self.negative_signal_labels,
+            "max_score": self.negative_signal_max_score,
+            "lookback_seconds": self.negative_signal_lookback_seconds,
+        }
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -125,6 +142,8 @@ class Settings:
             raise ValueError("writer_threads and grpc_workers must be at least 1")
         if self.sandbox_quota_spans < 0 or self.sandbox_days <= 0 or self.sandbox_grace_days < 0:
             raise ValueError("sandbox_days must be positive; sandbox_quota_spans and sandbox_grace_days not negative")
+        if self.negative_signal_lookback_seconds < 0:
+            raise ValueError("negative_signal_lookback_seconds must not be negative")
         if self.purge_interval_seconds <= 0:
             raise ValueError("purge_interval_seconds must be positive")
         if self.request_body_timeout_seconds <= 0:

@@ -137,3 +137,21 @@ def _runs(values: list[float]) -> list[tuple[float, int]]:
         else:
             out.append((value, 1))
     return out
+
+
+def binomial_sf(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed exactly in log space.
+
+    With a window's and a baseline's counts of events (x of them in the window, n in all), the
+    exact conditional test of "the window's rate per call is not higher" is binomial_sf(x, n,
+    calls_window / (calls_window + calls_baseline)): it needs no normal approximation and stays
+    exact with a baseline of zero events.
+    """
+    if k <= 0:
+        return 1.0
+    if k > n or p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    return min(1.0, sum(math.exp(_log_comb(n, j) + j * log_p + (n - j) * log_q) for j in range(k, n + 1)))

@@ -11,6 +11,7 @@ from loopkit_core.plugins import Plugins
 from loopkit_core.store import verdicts as verdict_store
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet
+from loopkit_core.trajectory import trajectory
 from loopkit_core.window import Window
 
 
@@ -53,6 +54,8 @@ def run(store: Store, plugins: Plugins, project_id: str, request: VerifyRequest,
                 "evidence": verdict.evidence,
                 "evidence_ids": list(verdict.evidence),
                 "verifier": verifier,
+                # GenAI operations: session-level numbers of both windows; reported, never the verdict.
+                "trajectory": trajectory(issue, before, after),
             }
         )
     verification = {

@@ -246,6 +246,51 @@ class Window:
         with self.engine.connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
+    def sessions(self, session_ids: list[str], limit: int = 1000, roots_only: bool = False) -> list[dict[str, Any]]:
+        """Records of the given sessions in the window (at most `limit`, oldest first), e.g. what a user did.
+
+        With `roots_only`, only root spans (no parent) that are not user signals: the requests a user made.
+        """
+        if not session_ids:
+            return []
+        r = records.c
+        stmt = select(records).where(r.session_id.in_(sorted(set(session_ids))), self._in_window())
+        if roots_only:
+            stmt = stmt.where(r.parent_span_id.is_(None), r.type != "user_signal")
+        stmt = stmt.order_by(r.ts_ns, r.record_id).limit(limit)
+        with self.engine.connect() as conn:
+            return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
+
+    def reach(self, selector: dict[str, Any], limit: int = 10_000) -> tuple[set[str], set[str], set[str]]:
+        """(traces, sessions, users) a selector's records touch in the window: theirs and their traces' records.
+
+        A failing child span rarely carries `session.id` (its root does), so sessions and users are read
+        from every record of the traces the selector's records belong to. Each set holds at most `limit`.
+        """
+        r = records.c
+        with self.engine.connect() as conn:
+            own = conn.execute(
+                select(r.trace_id, r.session_id, r.user_id)
+                .where(self._in_window(), selector_condition(selector))
+                .distinct()
+                .limit(limit)
+            ).all()
+            traces = sorted({t for t, _, _ in own if t})
+            sessions = {s for _, s, _ in own if s}
+            users = {u for _, _, u in own if u}
+            for start in range(0, len(traces), 500):  # bounded IN lists
+                chunk = traces[start : start + 500]
+                rows = conn.execute(
+                    select(r.session_id, r.user_id)
+                    .where(self._in_window(), r.trace_id.in_(chunk))
+                    .where((r.session_id.is_not(None)) | (r.user_id.is_not(None)))
+                    .distinct()
+                    .limit(limit)
+                ).all()
+                sessions.update(s for s, _ in rows if s)
+                users.update(u for _, u in rows if u)
+        return set(traces[:limit]), set(sorted(sessions)[:limit]), set(sorted(users)[:limit])
+
 
 # Per-operation statements, built once (bound parameters keep SQLAlchemy's compiled cache warm).
 # Each one is a range of the index ix_records_operation (name, service, ts_ns, duration_ms).

@@ -57,12 +57,20 @@ def test_demo_runs_the_whole_loop_and_exits_0(demo_run):
     assert "TypeError on /trips/{trip_id}" in out
     assert "latency regression on GET /api/recommendations" in out
     assert "6 thumbs-down user_signal records" in out
+    # The user_signals diagnoser: the thumbs-down become an issue linked to the timeout, with a session and a trace.
+    assert "negative user signals on POST /chat in trip-planner: 6 in 40 calls (15.0%) vs 1.0% before" in out
+    assert "6 of 6 sessions with a negative signal had a `execute_tool search_flights` TimeoutError" in out
+    timeout_id = re.search(r"(iss_[0-9a-f]{20})  tool_failure  count 10", out).group(1)
+    assert f"linked to {timeout_id} (6 shared signals)" in out
+    assert re.search(r"session  http://127\.0\.0\.1:\d+/v1/dashboard/sessions/sess-\d{4}\n", out)
+    assert re.search(r"trace    http://127\.0\.0\.1:\d+/v1/dashboard/traces/[0-9a-f]{32} ", out)
     # Approval, then verdicts: held after the fix, regressed after the failure came back.
     assert "approved by dashboard key" in out
     first, second = out.split("[8/8]")
     assert re.search(r"held\s+iss_\w+\s+TimeoutError on search_flights", first)
     assert re.search(r"held\s+iss_\w+\s+latency regression", first)
     assert re.search(r"insufficient_data\s+iss_\w+\s+TypeError", first)
+    assert re.search(r"held\s+iss_\w+\s+negative user signals on POST /chat", first)
     assert re.search(r"regressed\s+iss_\w+\s+TimeoutError on search_flights", second)
     assert re.search(r"status regressed\s+TimeoutError on search_flights.*regression: true", second)
     # Where to go next, honestly.

@@ -231,7 +231,7 @@ def test_plugins_lists_the_built_in_renderers_and_verifiers(loop: Loop):
             "description": "a prompt for a coding agent, with its boundary",
         },
     ]
-    assert answer["verifiers"] == ["rate_verifier", "latency_verifier"]  # call order
+    assert answer["verifiers"] == ["rate_verifier", "latency_verifier", "user_signals_verifier"]  # call order
     builtins = {p["name"]: p for p in answer["plugins"] if p["builtin"]}
     assert builtins["handoff"] == {
         "name": "handoff",

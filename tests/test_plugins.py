@@ -44,6 +44,12 @@ BUILTINS = {
         "builtin": True,
         "hooks": ["diagnose", "record_signature"],
     },
+    "user_signals": {
+        "name": "user_signals",
+        "module": "loopkit_plugins.user_signals",
+        "builtin": True,
+        "hooks": ["diagnose"],
+    },
 }
 SLOW_USERS = {
     "name": "slow_users",
@@ -144,6 +150,7 @@ OTHER_BUILTINS = {
     "handoff": ["register_handoff_renderers"],
     "latency_verifier": ["verify_issue"],
     "rate_verifier": ["verify_issue"],
+    "user_signals_verifier": ["verify_issue"],
 }
 
 
@@ -183,14 +190,19 @@ def test_a_third_party_diagnoser_from_a_real_entry_point(tmp_path, site):
     with serving(tmp_path) as running, client_for(running) as client:
         project = new_project(running)
         listed = plugins_of(client, project)
-        assert listed["plugins"] == [BUILTINS["latency_outliers"], BUILTINS["signature_clusterer"], SLOW_USERS]
-        assert listed["diagnosers"] == ["slow_users", "latency_outliers", "signature_clusterer"]
+        assert listed["plugins"] == [
+            BUILTINS["latency_outliers"],
+            BUILTINS["signature_clusterer"],
+            BUILTINS["user_signals"],
+            SLOW_USERS,
+        ]
+        assert listed["diagnosers"] == ["slow_users", "latency_outliers", "signature_clusterer", "user_signals"]
         assert listed["load_errors"] == []
 
         ids = post(client, project, thumbs_down("POST /checkout", 4) + thumbs_down("GET /search", 3))
         ids += post(client, project, [{"type": "user_signal", "name": "POST /checkout", "attributes": {}}])
         packet = diagnose(client, project)
-        assert packet["diagnosers"] == ["slow_users", "latency_outliers", "signature_clusterer"]
+        assert packet["diagnosers"] == ["slow_users", "latency_outliers", "signature_clusterer", "user_signals"]
         assert packet["diagnoser_errors"] == []
         assert packet["status"] == "ready_for_issue_diagnosis"
         by_operation = {i["stats"]["operation"]: i for i in packet["issues"]}
@@ -229,7 +241,7 @@ def test_a_raising_diagnoser_is_reported_and_the_built_ins_still_run(tmp_path, s
         project = new_project(running)
         ids = post(client, project, checkout_errors(5))
         packet = diagnose(client, project)
-        assert packet["diagnosers"] == ["boom", "latency_outliers", "signature_clusterer"]
+        assert packet["diagnosers"] == ["boom", "latency_outliers", "signature_clusterer", "user_signals"]
         assert packet["diagnoser_errors"] == [
             {"diagnoser": "boom", "error": "RuntimeError: boom: the plugin is broken"}
         ]
@@ -364,7 +376,12 @@ def test_unloadable_plugins_are_load_errors_and_the_server_still_works(tmp_path,
     with serving(tmp_path) as running, client_for(running) as client:
         project = new_project(running)
         listed = plugins_of(client, project)
-        assert listed["plugins"] == [BUILTINS["latency_outliers"], BUILTINS["signature_clusterer"], SLOW_USERS]
+        assert listed["plugins"] == [
+            BUILTINS["latency_outliers"],
+            BUILTINS["signature_clusterer"],
+            BUILTINS["user_signals"],
+            SLOW_USERS,
+        ]
         errors = {e["plugin"]: e["error"] for e in listed["load_errors"]}
         assert sorted(errors) == ["broken", "misspelt", "signature_clusterer", "wrong_args"]
         assert errors["broken"] == "ModuleNotFoundError: No module named 'loopkit_no_such_module'"
@@ -441,21 +458,33 @@ def test_blocking_by_name_is_per_server_and_covers_built_ins(tmp_path, site):
         p1, p2 = new_project(one), new_project(other)
         assert plugins_of(c1, p1) == {
             "ok": True,
-            "plugins": [BUILTINS["latency_outliers"]],
-            "diagnosers": ["latency_outliers"],
+            "plugins": [BUILTINS["latency_outliers"], BUILTINS["user_signals"]],
+            "diagnosers": ["latency_outliers", "user_signals"],
             "load_errors": [],
         }
         listed = plugins_of(c2, p2)
-        assert listed["plugins"] == [BUILTINS["latency_outliers"], BUILTINS["signature_clusterer"], SLOW_USERS]
+        assert listed["plugins"] == [
+            BUILTINS["latency_outliers"],
+            BUILTINS["signature_clusterer"],
+            BUILTINS["user_signals"],
+            SLOW_USERS,
+        ]
 
         records = checkout_errors(3) + thumbs_down("POST /pay", 3)
         post(c1, p1, records)
         post(c2, p2, records)
         packet = diagnose(c1, p1)
-        assert (packet["diagnosers"], packet["issues"], packet["status"]) == (["latency_outliers"], [], "observe_more")
+        assert (packet["diagnosers"], packet["issues"], packet["status"]) == (
+            ["latency_outliers", "user_signals"],
+            [],
+            "observe_more",
+        )
         refused = c1.post("/v1/runs/diagnose", json={"diagnosers": ["slow_users"]}, headers=p1.auth("agent"))
         assert refused.status_code == 400
-        assert refused.json()["error"]["message"] == "unknown diagnoser(s) slow_users; loaded: latency_outliers"
+        assert (
+            refused.json()["error"]["message"]
+            == "unknown diagnoser(s) slow_users; loaded: latency_outliers, user_signals"
+        )
         # Without the clusterer's record_signature, failures were stored without a signature.
         page = c1.get("/v1/telemetry", params={"type": "error"}, headers=p1.auth("agent")).json()
         assert [r["signature"] for r in page["records"]] == [None, None, None]
@@ -485,7 +514,7 @@ def test_diagnosers_restricts_which_run(tmp_path, site):
         packet = diagnose(client, project, diagnosers=[])
         assert (packet["diagnosers"], packet["issues"], packet["status"]) == ([], [], "observe_more")
 
-        loaded = "boom, latency_outliers, signature_clusterer, slow_users"
+        loaded = "boom, latency_outliers, signature_clusterer, slow_users, user_signals"
         for diagnosers, message in [
             (["slow_users", "nope"], f"unknown diagnoser(s) nope; loaded: {loaded}"),
             ("slow_users", "diagnosers must be a list of diagnoser names"),
@@ -528,7 +557,7 @@ def test_record_signature_first_answer_wins_and_none_passes(tmp_path, site):
             "builtin": False,
             "hooks": ["record_signature"],
         }
-        assert listed["diagnosers"] == ["latency_outliers", "signature_clusterer"]
+        assert listed["diagnosers"] == ["latency_outliers", "signature_clusterer", "user_signals"]
         records = [
             {"type": "error", "name": "POST /a", "message": "disk full on /dev/sda1"},
             {"type": "error", "name": "POST /a", "message": "quota exceeded"},
@@ -561,8 +590,8 @@ def test_loopkit_plugins_json_lists_the_built_ins(tmp_path, site):
     assert result.returncode == 0, result.stderr
     assert diagnosis_view(json.loads(result.stdout)) == {
         "ok": True,
-        "plugins": [BUILTINS["latency_outliers"], BUILTINS["signature_clusterer"]],
-        "diagnosers": ["latency_outliers", "signature_clusterer"],
+        "plugins": [BUILTINS["latency_outliers"], BUILTINS["signature_clusterer"], BUILTINS["user_signals"]],
+        "diagnosers": ["latency_outliers", "signature_clusterer", "user_signals"],
         "load_errors": [],
     }
 
@@ -574,8 +603,8 @@ def test_loopkit_plugins_json_lists_the_built_ins(tmp_path, site):
     assert result.returncode == 0, result.stderr
     assert diagnosis_view(json.loads(result.stdout)) == {
         "ok": True,
-        "plugins": [BUILTINS["signature_clusterer"], SLOW_USERS],
-        "diagnosers": ["slow_users", "signature_clusterer"],
+        "plugins": [BUILTINS["signature_clusterer"], BUILTINS["user_signals"], SLOW_USERS],
+        "diagnosers": ["slow_users", "signature_clusterer", "user_signals"],
         "load_errors": [{"plugin": "broken", "error": "ImportError: nope"}],
     }
     table = subprocess.run(command[:-1], capture_output=True, text=True, timeout=60, env=environ)
@@ -592,6 +621,7 @@ def test_loopkit_plugins_json_lists_the_built_ins(tmp_path, site):
             "loopkit",
             "0.1.0",
         ],
+        ["user_signals", "yes", "diagnose", "loopkit_plugins.user_signals", "loopkit", "0.1.0"],
         ["slow_users", "no", "diagnose,", "verify_issue", "loopkit_slow_users", "loopkit-slow-users", "0.1.0"],
     ]
     assert table.stderr.splitlines()[-1] == "failed to load broken: ImportError: nope"

@@ -97,7 +97,7 @@ def test_the_packet_under_test(loop: Loop):
     )
     assert latency["selector"] == {"name": SEARCH, "service": "checkout", "min_duration_ms": 58.841}
     plugins = loop.client.get("/v1/plugins", headers=loop.project.auth("agent")).json()
-    assert plugins["verifiers"] == ["rate_verifier", "latency_verifier"]  # call order
+    assert plugins["verifiers"] == ["rate_verifier", "latency_verifier", "user_signals_verifier"]  # call order
     builtins = {p["name"]: p for p in plugins["plugins"] if p["builtin"]}
     for name in plugins["verifiers"]:
         module = f"loopkit_plugins.{name}"
@@ -434,7 +434,7 @@ def test_verifier_plugins_answer_first_and_failures_are_reported(site: Path, tmp
         listed = loop.client.get("/v1/plugins", headers=loop.project.auth("agent")).json()
         assert listed["load_errors"] == []
         assert sorted(listed["verifiers"][:2]) == ["badanswer", "ourrule"]  # installed plugins first
-        assert sorted(listed["verifiers"][2:]) == ["latency_verifier", "rate_verifier"]
+        assert sorted(listed["verifiers"][2:]) == ["latency_verifier", "rate_verifier", "user_signals_verifier"]
         approve(loop)
         send_after(loop, 100, 0, [(100, 50.0)])
         verification = verify(loop)

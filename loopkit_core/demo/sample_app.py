@@ -7,7 +7,8 @@ Its traffic has four kinds of pain:
 - `GET /api/recommendations` got slow in version 1.4.0 (a new N+1 query): spans placed with explicit
   timestamps, fast ones 12-40 minutes ago (the latency detector's baseline: the hour before the window)
   and slow ones in the last 10 minutes;
-- users press thumbs-down after the timeouts (spans with `loopkit.signal = user_signal`).
+- users press thumbs-down after the timeouts (spans with `loopkit.signal = user_signal`): 6 of 40 chats
+  in the window against 2 of 200 healthy chats 12-40 minutes ago (the user_signals diagnoser's baseline).
 
 Importing this module needs the OpenTelemetry SDK, its OTLP/HTTP exporter and requests (the `test` extra).
 """
@@ -44,6 +45,8 @@ TRIP_CALLS = 20  # GET /trips/{trip_id}
 TRIP_FAILURES = 8  # of them, trips without a hotel: the route throws
 SLOW_RECOMMENDATIONS = 40  # GET /api/recommendations, slow (the latency detector needs >= 30 in the window)
 BASELINE_RECOMMENDATIONS = 120  # fast, 12-40 minutes ago (it needs >= 100 in the baseline)
+BASELINE_CHATS = 200  # healthy POST /chat, 12-40 minutes ago (the user_signals diagnoser needs >= 30)
+BASELINE_THUMBS_DOWN = 2  # of them rated thumbs-down: 1%, the operation's usual rate
 # After the fix (version 1.4.1): enough calls that the old rates predict >= 5 occurrences.
 FIXED_CHATS = 40  # 40 calls x 10/40 timeouts per call = 10 expected at the old rate
 FIXED_RECOMMENDATIONS = 40
@@ -101,12 +104,18 @@ class TripPlanner:
         """Version 1.3.0, 12-40 minutes ago: fast recommendations (the latency detector's baseline)."""
         start, end = now - 40 * MINUTE_NS, now - 12 * MINUTE_NS
         self.say(
-            f"      v1.3.0, 40 to 12 min ago: {BASELINE_RECOMMENDATIONS} fast GET /api/recommendations "
-            "(the latency detector's baseline: the hour before the window)"
+            f"      v1.3.0, 40 to 12 min ago: {BASELINE_RECOMMENDATIONS} fast GET /api/recommendations, "
+            f"{BASELINE_CHATS} healthy POST /chat ({BASELINE_THUMBS_DOWN} thumbs-down)\n"
+            "        (the detectors' baseline: the hour before the window)"
         )
+        unhappy = set(self.rng.sample(range(BASELINE_CHATS), BASELINE_THUMBS_DOWN))
         with self.phase("1.3.0") as tracer:
             for t in _spread(start, end, BASELINE_RECOMMENDATIONS):
                 self.recommendations(tracer, t, slow=False)
+            for i, t in enumerate(_spread(start + 2 * 10**9, end, BASELINE_CHATS)):
+                session, ended = self.chat(tracer, t, flights_time_out=False)
+                if i in unhappy:
+                    self.thumbs_down(tracer, ended + 15 * 10**9, session)
 
     def bad_window(self, now: int) -> None:
         """Version 1.4.0, the last 10 minutes: timeouts, a throwing route, slow recommendations, thumbs-down."""

@@ -56,7 +56,7 @@ class Script:
         ]
         self.print_packet(packet, len(signals))
         issues = _find_issues(packet)
-        for label in ("tool", "route", "latency"):
+        for label in ("tool", "route", "latency", "signals"):
             if label not in issues:
                 problems.append(f"the first diagnosis has no {_LABELS[label]} issue")
         if not issues:
@@ -80,7 +80,7 @@ class Script:
         self.say("      the route GET /trips/{trip_id} is not part of this fix and gets no traffic")
         app.fixed_traffic()
         verification = self.verify()
-        expected = {"tool": "held", "latency": "held", "route": "insufficient_data"}
+        expected = {"tool": "held", "latency": "held", "route": "insufficient_data", "signals": "held"}
         problems += _compare(verification, issues, expected, "the first verification")
 
         self.step(8, "a regression: one search_flights timeout comes back, then verify and diagnose again")
@@ -132,11 +132,31 @@ class Script:
             shown = ", ".join(issue["evidence"][:3])
             more = f" (+{len(issue['evidence']) - 3} more)" if len(issue["evidence"]) > 3 else ""
             self.say(f"         evidence {shown}{more}")
+        impact = packet.get("impact") or {}
         self.say(
-            f"      + {user_signals} thumbs-down user_signal records in the window, stored and readable with "
-            "GET /v1/telemetry?type=user_signal;\n        the built-in diagnosers do not make issues of user signals "
-            "(docs/writing_plugins.md shows a diagnoser plugin that does)"
+            f"      + {user_signals} thumbs-down user_signal records in the window "
+            f"(GET /v1/telemetry?type=user_signal): {impact.get('negative_signals_linked', 0)} linked to issues;"
+            "\n        impact: "
+            f"{impact.get('sessions', 0)} sessions and {impact.get('users', 0)} users reached by the issues"
         )
+        signal = _find_issues(packet).get("signals")
+        if signal is not None:
+            self.print_signal_issue(signal)
+
+    def print_signal_issue(self, issue: dict[str, Any]) -> None:
+        """What the user_signals diagnoser said, what it linked, and where to see a session and a trace."""
+        stats = issue["stats"]
+        self.say(f"      user-signal issue {issue['issue_id']}:")
+        for found in stats.get("co_occurring", [])[:2]:
+            self.say(f"        {found['text']}")
+        for link in issue["impact"]["linked_issues"]:
+            self.say(f"        linked to {link['issue_id']} ({link['negative_signals']} shared signals)")
+        record = self.api("GET", f"/v1/records/{issue['evidence'][0]}", "agent")["record"]
+        if record.get("session_id"):
+            self.say(f"        session  {self.base}/v1/dashboard/sessions/{record['session_id']}")
+        if issue["traces"]:
+            trace = issue["traces"][0]
+            self.say(f"        trace    {self.base}/v1/dashboard/traces/{trace}  (what the user was doing)")
 
     def summary(self, problems: list[str], keep_serving: bool) -> None:
         """Where to look next: the URLs and the keys of the demo project."""
@@ -177,6 +197,7 @@ _LABELS = {
     "tool": "search_flights tool-timeout",
     "route": "GET /trips/{trip_id} error",
     "latency": "GET /api/recommendations latency",
+    "signals": "POST /chat thumbs-down",
 }
 
 
@@ -192,6 +213,8 @@ def _find_issues(packet: dict[str, Any]) -> dict[str, dict[str, Any]]:
             found.setdefault("route", issue)
         elif issue["signal_type"] == "latency" and operation == "GET /api/recommendations":
             found.setdefault("latency", issue)
+        elif issue["signal_type"] == "user_signal" and operation == "POST /chat":
+            found.setdefault("signals", issue)
     return found
 
 

@@ -198,7 +198,14 @@ class Loop:
         if retry_after is not None:
             message = f"at most {self.settings.diagnose_per_minute} diagnoses a minute per project; retry later"
             raise LoopError(429, message, retry_after=retry_after)
-        packet = diagnose.run(self.store, self.plugins, principal.project_id, request, self._now_ns())
+        packet = diagnose.run(
+            self.store,
+            self.plugins,
+            principal.project_id,
+            request,
+            self._now_ns(),
+            self.settings.negative_signals(),
+        )
         recalled = memory_store.recall(self.store.project(principal.project_id), packet["packet_id"])
         return {"memory": recalled, "packet": packet}
 
