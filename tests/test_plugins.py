@@ -47,6 +47,8 @@ BUILTINS = {
     "user_signals": {
         "name": "user_signals",
         "module": "loopkit_plugins.user_signals",
+        "distribution": "loopkit",
+        "version": "0.1.0",
         "builtin": True,
         "hooks": ["diagnose"],
     },
