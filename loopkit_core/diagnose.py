@@ -12,6 +12,7 @@ import orjson
 
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
 from loopkit_core.plugins import Plugins
+from loopkit_core.releases import summary as release_summary
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet, save_diagnosis
 from loopkit_core.store.records import selector_condition
@@ -74,6 +75,7 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
         "diagnosers": ran,
         "diagnoser_errors": errors,
         "issues": [_issue_json(project_id, i, window, request.since_minutes) for i in kept],
+        "releases": release_summary(window.releases()),  # the window's records per release (service.version)
     }
     tracked = [
         {
@@ -176,6 +178,7 @@ def _issue_json(project_id: str, issue: Issue, window: Window, since_minutes: fl
         "stats": issue.stats,
         "template": issue.template,
         "selector": issue.selector,
+        "releases": release_summary(window.releases(issue.selector)),  # "introduced in": first release seen
     }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from loopkit_core.diagnose import MAX_ISSUES, DiagnoseRequest
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.model import MAX_NS, parse_rfc3339
+from loopkit_core.releases import MAX_RELEASE
 from loopkit_core.verify import VerifyRequest
 
 MAX_SINCE_MINUTES = 10 * 366 * 24 * 60
@@ -40,7 +41,7 @@ FILTERS = {
 LOWERCASE = {"trace_id"}  # case-insensitive hex IDs are stored lowercase
 TELEMETRY_PARAMS = {"since_minutes", "until", "limit", "cursor", "issue", *FILTERS}
 DIAGNOSE_FIELDS = {"since_minutes", "until", "diagnosers", "min_count", "max_issues"}
-VERIFY_FIELDS = {"packet_id", "since_minutes"}
+VERIFY_FIELDS = {"packet_id", "since_minutes", "release"}
 # Every ID LoopKit mints (rec_, pkt_, iss_, hex fingerprints) fits this; anything else cannot exist, so it is a 404
 # before it reaches the database (PostgreSQL, for one, refuses NUL bytes in text with an error, not a miss).
 _LOOKUP_KEY = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -192,7 +193,17 @@ def verify_request(body: Mapping[str, Any]) -> VerifyRequest:
         isinstance(since, bool) or not isinstance(since, int | float) or not 0 < since <= MAX_SINCE_MINUTES
     ):
         raise LoopError(400, f"since_minutes must be a number greater than 0 and at most {MAX_SINCE_MINUTES}")
-    return VerifyRequest(packet_id, float(since) if since is not None else None)
+    release = body.get("release")
+    if release is not None and (
+        not isinstance(release, str)
+        or not release.strip()
+        or len(release) > MAX_RELEASE
+        or any(ch < " " or ch == "\x7f" for ch in release)
+    ):
+        raise LoopError(
+            400, f"release must be the service.version carrying the fix: 1 to {MAX_RELEASE} characters, no controls"
+        )
+    return VerifyRequest(packet_id, float(since) if since is not None else None, release)
 
 
 def decision_note(note: object) -> str:
