@@ -47,6 +47,7 @@ ROUTES = [
     Route("/v1/packets", packets.list_packets, methods=["GET"]),
     Route("/v1/packets/{packet_id}", packets.get_packet, methods=["GET"]),
     Route("/v1/packets/{packet_id}/handoff", packets.handoff, methods=["GET"]),
+    Route("/v1/packets/{packet_id}/evals", packets.evals, methods=["GET"]),
     Route("/v1/packets/{packet_id}/approve", packets.approve, methods=["POST"]),
     Route("/v1/packets/{packet_id}/reject", packets.reject, methods=["POST"]),
     Route("/v1/packets/{packet_id}/stages", loops.record_stage, methods=["POST"]),
@@ -61,6 +62,7 @@ ROUTES = [
     Route("/v1/dashboard/packets/{packet_id}/reject", dashboard.reject, methods=["POST"]),
     Route("/v1/dashboard/records/{record_id}", dashboard.record_page, methods=["GET"]),
     Route("/schema/packet.json", discovery.packet_schema, methods=["GET"]),
+    Route("/schema/eval-example.json", discovery.eval_example_schema, methods=["GET"]),
 ]
 
 

@@ -132,6 +132,16 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "403",
         **_REVOKED_401,
     },
+    "GET /v1/packets/{packet_id}/evals": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",  # eval specs are for agents: reports:read
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
     "POST /v1/packets/{packet_id}/approve": {
         **_401,
         "producer": "403",
@@ -411,6 +421,8 @@ def test_http_cell(world: World, route: str, key: str):
         response = client.post("/v1/runs/verify", json={"packet_id": world.packet_id}, headers=headers)
     elif route == "GET /v1/packets/{packet_id}/handoff":
         response = client.get(f"/v1/packets/{world.packet_id}/handoff", params={"format": "json"}, headers=headers)
+    elif route == "GET /v1/packets/{packet_id}/evals":
+        response = client.get(f"/v1/packets/{world.packet_id}/evals", headers=headers)
     elif route in ("POST /v1/packets/{packet_id}/approve", "POST /v1/packets/{packet_id}/reject"):
         response = client.post(
             route.split(" ")[1].format(packet_id=world.packet_id), json={"note": name}, headers=headers
@@ -466,7 +478,8 @@ def test_http_cell(world: World, route: str, key: str):
         code = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}[status]
         assert body == {"ok": False, "error": {"code": code, "message": body["error"]["message"]}}
         return
-    if route != "GET /v1/packets/{packet_id}/handoff":  # a handoff is the rendered packet, not an API answer
+    # A handoff is the rendered packet, eval specs a document of their own: neither is an API answer.
+    if route not in ("GET /v1/packets/{packet_id}/handoff", "GET /v1/packets/{packet_id}/evals"):
         assert body["ok"] is True
     if route == "GET /v1/telemetry":
         assert {r["name"] for r in body["records"]} == world.stored[owner_of(world, key)]
@@ -500,6 +513,8 @@ def test_http_cell(world: World, route: str, key: str):
         assert body["verification"]["packet_id"] == world.packet_id
         assert body["verification"]["project_id"] == world.project_id
     elif route == "GET /v1/packets/{packet_id}/handoff":
+        assert (body["packet_id"], body["project_id"]) == (world.packet_id, world.project_id)
+    elif route == "GET /v1/packets/{packet_id}/evals":
         assert (body["packet_id"], body["project_id"]) == (world.packet_id, world.project_id)
     elif route == "POST /v1/packets/{packet_id}/stages":
         assert (body["stage"]["packet_id"], body["stage"]["note"]) == (world.packet_id, name)

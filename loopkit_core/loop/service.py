@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from loopkit_core import charts, diagnose, sessions, verify
+from loopkit_core import charts, diagnose, evals, sessions, verify
 from loopkit_core.identity import AuthError, Principal
 from loopkit_core.ingest import prepare, sign
 from loopkit_core.loop.errors import LoopError
@@ -220,6 +220,16 @@ class Loop:
             message = f"renderer {format!r} failed: {type(exc).__name__}: {exc}"[:500]
             raise LoopError(422, message, "renderer_failed") from None
         return Handoff(text, renderer.media_type, format)
+
+    def evals(self, principal: Principal, packet_id: str, format: str = "json") -> Handoff:
+        """The packet's eval specs as JSON, a JSONL dataset or a pytest module; LoopError 400 for another format."""
+        _need(principal, REPORTS_READ)
+        if format not in evals.FORMATS:
+            raise LoopError(400, f"unknown format {format[:40]!r}; available: {', '.join(evals.FORMATS)}")
+        packet = self._packet(principal, packet_id)
+        records = evals.evidence_records(self.store.project(principal.project_id), packet)
+        document = evals.spec(packet, records, self._now_ns())
+        return Handoff(evals.render(document, format), evals.FORMATS[format], format)
 
     def decide(self, principal: Principal, packet_id: str, decision: str, note: object) -> dict[str, Any]:
         """Record a person's decision (approved or rejected) with a note; nothing external happens."""
