@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from loopkit_core.api import dashboard, discovery, loops, packets, plugins, projects, runs, signin, telemetry
+from loopkit_core.api import dashboard, discovery, evals, loops, packets, plugins, projects, runs, signin, telemetry
 from loopkit_core.api.errors import error_response
 from loopkit_core.decode_pool import DecodePool
 from loopkit_core.ingest import StoreSink
@@ -52,6 +52,7 @@ ROUTES = [
     Route("/v1/packets/{packet_id}/reject", packets.reject, methods=["POST"]),
     Route("/v1/packets/{packet_id}/stages", loops.record_stage, methods=["POST"]),
     Route("/v1/loops", loops.list_loops, methods=["GET"]),
+    Route("/v1/evals", evals.record_eval, methods=["POST"]),
     Route("/v1/runs/verify", runs.run_verify, methods=["POST"]),
     Route("/v1/plugins", plugins.list_plugins, methods=["GET"]),
     Route("/v1/dashboard", dashboard.index, methods=["GET"]),

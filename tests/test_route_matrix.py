@@ -512,9 +512,7 @@ def test_http_cell(world: World, route: str, key: str):
     elif route == "POST /v1/runs/verify":
         assert body["verification"]["packet_id"] == world.packet_id
         assert body["verification"]["project_id"] == world.project_id
-    elif route == "GET /v1/packets/{packet_id}/handoff":
-        assert (body["packet_id"], body["project_id"]) == (world.packet_id, world.project_id)
-    elif route == "GET /v1/packets/{packet_id}/evals":
+    elif route in ("GET /v1/packets/{packet_id}/handoff", "GET /v1/packets/{packet_id}/evals"):
         assert (body["packet_id"], body["project_id"]) == (world.packet_id, world.project_id)
     elif route == "POST /v1/packets/{packet_id}/stages":
         assert (body["stage"]["packet_id"], body["stage"]["note"]) == (world.packet_id, name)
