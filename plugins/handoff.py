@@ -199,8 +199,8 @@ def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
             kind, text = one_line(step.get("kind", "step")), _prose(step.get("text", ""))
             lines.append(f"  {_step_number(step)}. [{kind}] {text}")
         lines += [
-            "- Runnable examples of this eval: GET /v1/packets/{packet_id}/evals?format=pytest (or json, jsonl); "
-            "report each run with POST /v1/evals.",
+            f"- Runnable examples of this eval: GET /v1/packets/{packet['packet_id']}/evals?format=pytest "
+            "(or json, jsonl); report each run with POST /v1/evals.",
             f"- Done when: the eval passes locally; after the approved fix ships, POST /v1/runs/verify "
             f'{{"packet_id": "{packet["packet_id"]}"}} says held.',
             "",
