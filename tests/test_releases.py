@@ -8,6 +8,9 @@ number is computed here from the data sent.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +186,21 @@ def test_semantic_version_order():
     assert counts_toward("1.5.0+sha.abc", "1.5.0") and not counts_toward("1.5.0-rc.1", "1.5.0")
     assert counts_toward("release-7", "release-7") and not counts_toward("release-8", "release-7")
     assert not counts_toward(None, "1.0.0")
+
+
+def test_loopkit_verify_release(loop: Loop):
+    rollout(loop, {"2.4.1": (40, 4), "2.5.0": (100, 0)})
+    loop.clock.set(APPROVED_NS)
+    assert loop.decide("approve", {"note": "ship it in 2.5.0"}).status_code == 200
+    loop.clock.set(VERIFY_NS)
+    pid, url, key = loop.packet["packet_id"], loop.server.http_url, loop.project.agent_key
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LOOPKIT_")}
+    command = [sys.executable, "-m", "loopkit_core.cli", "verify", pid, "--url", url, "--key", key]
+    released = subprocess.run([*command, "--release", "2.5.0"], capture_output=True, text=True, timeout=60, env=environ)
+    assert released.returncode == 0, released.stderr
+    assert " held " in released.stdout.splitlines()[2]  # the table row of the one issue
+    assert "4 occurrence(s) from releases that do not carry the fix were not counted" in released.stdout
+    plain = subprocess.run(command, capture_output=True, text=True, timeout=60, env=environ)
+    assert plain.returncode == 0, plain.stderr
+    assert "new releases since the packet: 2.5.0" in plain.stdout
+    assert "- counting only 2.5.0 and later: " + loop.packet["issues"][0]["issue_id"] + " held" in plain.stdout
