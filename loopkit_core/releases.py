@@ -77,6 +77,18 @@ def newest(releases: Iterable[ReleaseGroup]) -> str | None:
     return max(named, key=lambda g: (g.first_ns, g.release or "")).release
 
 
+def merge_releases(groups: Iterable[ReleaseGroup]) -> list[ReleaseGroup]:
+    """Groups of the same release added up (counts summed, first and last seen widened)."""
+    merged: dict[str | None, ReleaseGroup] = {}
+    for g in groups:
+        seen = merged.get(g.release)
+        if seen is not None:
+            first, last = min(seen.first_ns, g.first_ns), max(seen.last_ns, g.last_ns)
+            g = ReleaseGroup(g.release, seen.count + g.count, first, last)
+        merged[g.release] = g
+    return sorted(merged.values(), key=lambda g: (-g.count, g.release or ""))
+
+
 def summary(groups: list[ReleaseGroup]) -> dict[str, Any]:
     """The JSON `releases` of an issue or a packet: first and last release seen, and the count per release."""
     named = sorted((g for g in groups if g.release is not None), key=lambda g: (g.first_ns, g.release or ""))

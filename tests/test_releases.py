@@ -59,6 +59,7 @@ def approve_and_verify(loop: Loop, **body: object) -> dict:
 
 
 def test_packets_and_issues_report_their_releases(loop: Loop):
+    """The issue occurs only in 2.4.1 ("introduced in 2.4.1"): 2.3.0's 50 calls in the same window never failed."""
     (issue,) = loop.packet["issues"]
     assert issue["count"] == 10
     ids = loop.spans.ids_of(loop.project.project_id, "before-err")
@@ -74,28 +75,8 @@ def test_packets_and_issues_report_their_releases(loop: Loop):
         "others": 0,
         "without_release": 0,
     }
-    older_step = (25 * MINUTE_NS) // 50
-    # In the order the releases first appeared: 2.3.0 served the window's start, 2.4.1 its end.
-    assert loop.packet["releases"] == {
-        "first": "2.3.0",
-        "last": "2.4.1",
-        "by_release": [
-            {
-                "release": "2.3.0",
-                "count": 50,
-                "first_seen": rfc3339(NOW_NS - 60 * MINUTE_NS),
-                "last_seen": rfc3339(NOW_NS - 60 * MINUTE_NS + 49 * older_step),
-            },
-            {
-                "release": "2.4.1",
-                "count": 100,
-                "first_seen": rfc3339(NOW_NS - 30 * MINUTE_NS),
-                "last_seen": rfc3339(NOW_NS - 30 * MINUTE_NS + 99 * step),
-            },
-        ],
-        "others": 0,
-        "without_release": 0,
-    }
+    # The packet's releases are its issues' records per release: 2.3.0 served the window's start without failing.
+    assert loop.packet["releases"] == issue["releases"]
     assert loop.packet_now()["releases"] == loop.packet["releases"]  # stored with the packet
 
 
