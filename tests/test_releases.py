@@ -78,6 +78,8 @@ def test_packets_and_issues_report_their_releases(loop: Loop):
     # The packet's releases are its issues' records per release: 2.3.0 served the window's start without failing.
     assert loop.packet["releases"] == issue["releases"]
     assert loop.packet_now()["releases"] == loop.packet["releases"]  # stored with the packet
+    page = loop.client.get(f"/v1/dashboard/packets/{loop.packet['packet_id']}", headers=loop.project.auth("dashboard"))
+    assert '<dt>Releases</dt><dd><span class="mono">2.4.1</span> (10): only in this release</dd>' in page.text
 
 
 def test_a_rollout_with_release_is_held_and_names_the_old_traffic(loop: Loop):
