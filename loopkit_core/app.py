@@ -16,6 +16,7 @@ from loopkit_core.api import (
     context,
     dashboard,
     discovery,
+    evals,
     journeys,
     loops,
     packets,
@@ -64,10 +65,12 @@ ROUTES = [
     Route("/v1/packets", packets.list_packets, methods=["GET"]),
     Route("/v1/packets/{packet_id}", packets.get_packet, methods=["GET"]),
     Route("/v1/packets/{packet_id}/handoff", packets.handoff, methods=["GET"]),
+    Route("/v1/packets/{packet_id}/evals", packets.evals, methods=["GET"]),
     Route("/v1/packets/{packet_id}/approve", packets.approve, methods=["POST"]),
     Route("/v1/packets/{packet_id}/reject", packets.reject, methods=["POST"]),
     Route("/v1/packets/{packet_id}/stages", loops.record_stage, methods=["POST"]),
     Route("/v1/loops", loops.list_loops, methods=["GET"]),
+    Route("/v1/evals", evals.record_eval, methods=["POST"]),
     Route("/v1/runs/verify", runs.run_verify, methods=["POST"]),
     Route("/v1/plugins", plugins.list_plugins, methods=["GET"]),
     Route("/v1/dashboard", dashboard.index, methods=["GET"]),
@@ -82,6 +85,7 @@ ROUTES = [
     Route("/v1/dashboard/sessions/{session_id}", context.session_page, methods=["GET"]),
     Route("/v1/dashboard/traces/{trace_id}", context.trace_page, methods=["GET"]),
     Route("/schema/packet.json", discovery.packet_schema, methods=["GET"]),
+    Route("/schema/eval-example.json", discovery.eval_example_schema, methods=["GET"]),
 ]
 
 

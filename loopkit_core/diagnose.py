@@ -14,6 +14,8 @@ from loopkit_core.feedback import NegativeRule, attribute
 from loopkit_core.impact import impacts, severity
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
 from loopkit_core.plugins import Plugins
+from loopkit_core.releases import ReleaseGroup, merge_releases
+from loopkit_core.releases import summary as release_summary
 from loopkit_core.selectors import SELECTOR_TYPES, selector_json
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet, save_diagnosis
@@ -69,6 +71,7 @@ def run(
     ids = [(issue_id(project_id, i.fingerprint), i) for i in kept]
     signals = attribute(window, NegativeRule.from_options(negative_signals), context=False)
     issue_impacts, impact_summary = impacts(window, ids, signals)
+    groups: list[ReleaseGroup] = []  # every issue's release groups, for the packet's summary
     packet_id = "pkt_" + secrets.token_hex(12)
     packet: dict[str, Any] = {
         "packet_id": packet_id,
@@ -92,10 +95,13 @@ def run(
         "diagnoser_errors": errors,
         "impact": impact_summary,
         "issues": [
-            _issue_json(project_id, i, window, request.since_minutes, impact)
+            _issue_json(project_id, i, window, request.since_minutes, impact, groups)
             for i, impact in zip(kept, issue_impacts, strict=True)
         ],
     }
+    # The issues' records per release, from the per-issue counts: a grouping of the whole window cost a quarter
+    # of a 100k-record diagnosis (docs/benchmarks.md).
+    packet["releases"] = release_summary(merge_releases(groups))
     tracked = [
         {
             "fingerprint": i.fingerprint,
@@ -177,13 +183,20 @@ def packet_issue(project_id: str, issue: Issue, window: Window, since_minutes: f
     iid = issue_id(project_id, issue.fingerprint)
     signals = attribute(window, NegativeRule.from_options({}), context=False)
     [impact], _ = impacts(window, [(iid, issue)], signals)
-    return _issue_json(project_id, issue, window, since_minutes, impact)
+    return _issue_json(project_id, issue, window, since_minutes, impact, [])
 
 
 def _issue_json(
-    project_id: str, issue: Issue, window: Window, since_minutes: float, impact: dict[str, Any]
+    project_id: str,
+    issue: Issue,
+    window: Window,
+    since_minutes: float,
+    impact: dict[str, Any],
+    groups: list[ReleaseGroup],
 ) -> dict[str, Any]:
     evidence = issue.evidence[:MAX_EVIDENCE]
+    releases = window.releases(issue.selector)
+    groups.extend(releases)
     iid = issue_id(project_id, issue.fingerprint)
     level, reason = severity(issue, impact)
     return {
@@ -212,6 +225,7 @@ def _issue_json(
         "stats": issue.stats,
         "template": issue.template,
         "selector": issue.selector,
+        "releases": release_summary(releases),  # "introduced in": the first release seen
     }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from loopkit_core.model import VERDICTS, Verdict, parse_rfc3339, rfc3339
 from loopkit_core.plugins import Plugins
+from loopkit_core.releases import ReleaseGroup, counts_toward, newest
 from loopkit_core.store import verdicts as verdict_store
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet
@@ -21,6 +22,7 @@ class VerifyRequest:
 
     packet_id: str
     since_minutes: float | None = None
+    release: str | None = None  # the release carrying the fix: only it (and later semantic versions) count after
 
 
 def run(store: Store, plugins: Plugins, project_id: str, request: VerifyRequest, now_ns: int) -> dict[str, Any] | None:
@@ -37,27 +39,21 @@ def run(store: Store, plugins: Plugins, project_id: str, request: VerifyRequest,
     else:
         after_start = packet["created_ns"]
     after = Window(project_id, max(after_start, before.end_ns), max(now_ns, before.end_ns), engine)
-    results, errors = [], []
-    for issue in packet["issues"]:
-        verdict, verifier, failed = _verify(plugins, issue, before, after)
-        errors.extend(failed)
-        results.append(
-            {
-                "issue_id": issue["issue_id"],
-                "fingerprint": issue["fingerprint"],
-                "title": issue["title"],
-                "signal_type": issue["signal_type"],
-                "verdict": verdict.verdict,
-                "reason": verdict.reason,
-                "before": verdict.before,
-                "after": verdict.after,
-                "evidence": verdict.evidence,
-                "evidence_ids": list(verdict.evidence),
-                "verifier": verifier,
-                # GenAI operations: session-level numbers of both windows; reported, never the verdict.
-                "trajectory": trajectory(issue, before, after),
-            }
-        )
+    release = request.release
+    counted = after.of_releases(lambda r: counts_toward(r, release)) if release else after
+    results, errors = _verdicts(plugins, packet, before, counted, after, release)
+    releases_after = after.releases()
+    seen_before = {g.release for g in before.releases()}
+    new_releases = [g for g in releases_after if g.release is not None and g.release not in seen_before]
+    release_aware = None
+    if not release and new_releases:
+        # Offered alongside, never stored: the window-based verdicts above stay the answer of record.
+        candidate = newest(new_releases)
+        assert candidate is not None
+        narrowed = after.of_releases(lambda r: counts_toward(r, candidate))
+        aware, aware_errors = _verdicts(plugins, packet, before, narrowed, after, candidate)
+        errors.extend(aware_errors)
+        release_aware = {"release": candidate, "verdicts": aware}
     verification = {
         "verification_id": "ver_" + secrets.token_hex(12),
         "packet_id": request.packet_id,
@@ -69,9 +65,70 @@ def run(store: Store, plugins: Plugins, project_id: str, request: VerifyRequest,
         "after_end_ns": after.end_ns,
         "verdicts": results,
         "verifier_errors": errors,
+        "release": release,
+        "releases_after": _traffic(releases_after, release),
+        "new_releases": sorted(g.release for g in new_releases if g.release is not None),
+        "release_aware": release_aware,
     }
     verdict_store.save(engine, verification)
     return verification
+
+
+def _verdicts(
+    plugins: Plugins, packet: dict[str, Any], before: Window, after: Window, whole: Window, release: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One verdict per issue on `after`; with `release`, the occurrences in `whole` from releases it left out."""
+    results, errors = [], []
+    for issue in packet["issues"]:
+        verdict, verifier, failed = _verify(plugins, issue, before, after)
+        errors.extend(failed)
+        item = {
+            "issue_id": issue["issue_id"],
+            "fingerprint": issue["fingerprint"],
+            "title": issue["title"],
+            "signal_type": issue["signal_type"],
+            "verdict": verdict.verdict,
+            "reason": verdict.reason,
+            "before": verdict.before,
+            "after": verdict.after,
+            "evidence": verdict.evidence,
+            "evidence_ids": list(verdict.evidence),
+            "verifier": verifier,
+            # GenAI operations: session-level numbers of both windows; reported, never the verdict.
+            "trajectory": trajectory(issue, before, after),
+        }
+        if release is not None:
+            item["other_releases"] = _left_out(issue, whole, release)
+            if item["other_releases"]["count"]:
+                item["reason"] += (
+                    f"; {item['other_releases']['count']} occurrence(s) from releases that do not carry the fix "
+                    "were not counted"
+                )
+        results.append(item)
+    return results, errors
+
+
+def _left_out(issue: dict[str, Any], whole: Window, release: str) -> dict[str, Any]:
+    # The issue's occurrences in the after-window from releases that do not carry the fix (old instances).
+    others = [g for g in whole.releases(issue.get("selector") or {}) if not counts_toward(g.release, release)]
+    return {
+        "count": sum(g.count for g in others),
+        "by_release": [{"release": g.release, "count": g.count} for g in others],
+    }
+
+
+def _traffic(groups: list[ReleaseGroup], release: str | None) -> list[dict[str, Any]]:
+    # The after-window's records per release, and whether each counted toward the verdicts.
+    return [
+        {
+            "release": g.release,
+            "records": g.count,
+            "counted": counts_toward(g.release, release) if release else True,
+            "first_seen": rfc3339(g.first_ns),
+            "last_seen": rfc3339(g.last_ns),
+        }
+        for g in groups
+    ]
 
 
 def _ns(packet: dict[str, Any], edge: str) -> int:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 from sqlalchemy import CompoundSelect, Engine, bindparam, func, select, union_all
 
 from loopkit_core.model import SIGNAL_TYPES
+from loopkit_core.releases import ReleaseGroup
 from loopkit_core.selectors import Selector
 from loopkit_core.store.records import records_json, selector_condition
+from loopkit_core.store.releases import release_groups, resource_releases
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 
 
@@ -75,9 +78,28 @@ class Window:
     start_ns: int
     end_ns: int
     engine: Engine
+    # Only the records of these resources (a release-aware verification's releases); None: every record.
+    resource_keys: tuple[str, ...] | None = None
 
     def _in_window(self) -> Any:
-        return (records.c.ts_ns >= self.start_ns) & (records.c.ts_ns < self.end_ns)
+        condition = (records.c.ts_ns >= self.start_ns) & (records.c.ts_ns < self.end_ns)
+        if self.resource_keys is not None:
+            condition = condition & records.c.resource_key.in_(self.resource_keys)
+        return condition
+
+    def releases(self, selector: dict[str, Any] | None = None) -> list[ReleaseGroup]:
+        """The window's records (or a selector's) per release (resource service.version), grouped in SQL."""
+        condition = self._in_window() if selector is None else self._in_window() & selector_condition(selector)
+        with self.engine.connect() as conn:
+            return release_groups(conn, condition)
+
+    def of_releases(self, keep: Callable[[str | None], bool]) -> Window:
+        """The same window narrowed to the records whose release passes `keep` (see releases.counts_toward)."""
+        with self.engine.connect() as conn:
+            keys = tuple(sorted(key for key, release in resource_releases(conn).items() if keep(release)))
+        if self.resource_keys is not None:
+            keys = tuple(key for key in keys if key in self.resource_keys)
+        return replace(self, resource_keys=keys)
 
     def signature_groups(self) -> list[SignatureGroup]:
         """One row per distinct signature among the window's errors and tool failures (grouped in SQL)."""
@@ -173,7 +195,7 @@ class Window:
 
     def preceding(self, length_ns: int) -> Window:
         """The window of `length_ns` that ends where this one starts (e.g. a baseline), in the same project."""
-        return Window(self.project_id, max(self.start_ns - length_ns, 0), self.start_ns, self.engine)
+        return replace(self, start_ns=max(self.start_ns - length_ns, 0), end_ns=self.start_ns)
 
     def operations(self, max_operations: int = 5000) -> list[Operation]:
         """Every operation (name, service) with records in the window, with its count, in (name, service) order.
@@ -193,7 +215,7 @@ class Window:
                     conn.execute(_NEXT_SERVICE, {"name": row.name, "service": row.service}).first()
                     or conn.execute(_NEXT_NAME, {"name": row.name}).first()
                 )
-            if len(pairs) > max_operations:
+            if len(pairs) > max_operations or self.resource_keys is not None:
                 stmt = (
                     select(r.name, r.service, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
                     .where(self._in_window())
@@ -219,6 +241,16 @@ class Window:
         represented (a cut-off "first N" would only see its start).
         """
         params: dict[str, Any] = {"name": name, "service": service, "start": self.start_ns, "end": self.end_ns}
+        if self.resource_keys is not None:  # a release-narrowed window: the newest `limit` of its releases' records
+            r = records.c
+            stmt = (
+                select(r.duration_ms)
+                .where(r.name == name, r.service == service, self._in_window())
+                .order_by(r.ts_ns.desc())
+                .limit(limit)
+            )
+            with self.engine.connect() as conn:
+                return sorted(conn.execute(stmt).scalars().all())
         with self.engine.connect() as conn:
             # Count at most limit + 1 index entries first: reading durations twice would cost more.
             count = conn.execute(_COUNT_UP_TO, {**params, "limit": limit + 1}).scalar_one()

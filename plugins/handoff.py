@@ -127,11 +127,35 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
             f"### Eval candidate {quote(issue['eval_candidate'])}",
             "",
         ]
-        lines += [*_fenced(_json(_bounded(issue["eval"]), indent=True), "json"), "", "### Patch plan", ""]
+        lines += [*_fenced(_json(_bounded(issue["eval"]), indent=True), "json"), ""]
+        runs = _eval_runs(packet, issue)
+        lines += [f"- {line}" for line in runs] + ([""] if runs else [])
+        lines += ["### Patch plan", ""]
         for step in issue["patch_plan"]:
             lines.append(f"{_step_number(step)}. **{_md(step.get('kind', 'step'))}**: {_md(step.get('text', ''))}")
         lines += ["", f"**Next action:** {_md(issue['next_action'])}", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _eval_runs(packet: dict[str, Any], issue: dict[str, Any]) -> list[str]:
+    # The eval runs an agent reported for this issue (POST /v1/evals), the latest 5; their text is quoted as data.
+    runs = [r for r in packet.get("eval_runs") or [] if r.get("issue_id") == issue.get("issue_id")]
+    lines = []
+    for r in runs[-5:]:
+        on = " ".join(
+            part
+            for part in (
+                f"commit {quote(r['commit'])}" if r.get("commit") else "",
+                f"version {quote(r['version'])}" if r.get("version") else "",
+            )
+            if part
+        )
+        note = f"; note {quote(r['note'])}" if r.get("note") else ""
+        lines.append(
+            f"Eval run {r['created_at']}: {one_line(r.get('result'))}, {int(r.get('passed') or 0)} passed, "
+            f"{int(r.get('failed') or 0)} failed, {int(r.get('skipped') or 0)} skipped, on {on}{note}"
+        )
+    return lines
 
 
 def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
@@ -169,11 +193,14 @@ def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
             lines.append(f"  - {_id(record_id)}: {_record_line(records.get(record_id, {}))}")
         lines.append(f"- Eval to make pass ({quote(issue['eval_candidate'])}), as JSON:")
         lines += _fenced(_json(_bounded(issue["eval"])), "json")
+        lines += [f"- {line}" for line in _eval_runs(packet, issue)]
         lines.append("- Plan:")
         for step in issue["patch_plan"]:
             kind, text = one_line(step.get("kind", "step")), _prose(step.get("text", ""))
             lines.append(f"  {_step_number(step)}. [{kind}] {text}")
         lines += [
+            f"- Runnable examples of this eval: GET /v1/packets/{packet['packet_id']}/evals?format=pytest "
+            "(or json, jsonl); report each run with POST /v1/evals.",
             f"- Done when: the eval passes locally; after the approved fix ships, POST /v1/runs/verify "
             f'{{"packet_id": "{packet["packet_id"]}"}} says held.',
             "",

@@ -117,8 +117,8 @@ class Spans:
         """The record ID one added span gets in a project."""
         return record_id_for_span(project_id, trace_id, span_id, self.starts[(trace_id, span_id)])
 
-    def send(self, client: httpx.Client, project: Project) -> None:
-        """Export every span added so far over OTLP/HTTP JSON (in batches), then forget them."""
+    def send(self, client: httpx.Client, project: Project, version: str = VERSION) -> None:
+        """Export every span added so far over OTLP/HTTP JSON (in batches, as `version`), then forget them."""
         for i in range(0, len(self.spans), 500):
             body = {
                 "resourceSpans": [
@@ -126,7 +126,7 @@ class Spans:
                         "resource": {
                             "attributes": [
                                 _kv("service.name", SERVICE),
-                                _kv("service.version", VERSION),
+                                _kv("service.version", version),
                                 _kv("deployment.environment", "prod"),
                             ]
                         },

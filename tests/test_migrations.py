@@ -12,8 +12,9 @@ from sqlalchemy import Column, Connection, Index, Integer, MetaData, String, Tab
 
 from loopkit_core.model import rfc3339
 from loopkit_core.projects import create_project, get_project
-from loopkit_core.store import memory, migrations, stages
+from loopkit_core.store import eval_runs, memory, migrations, stages
 from loopkit_core.store.engines import Store
+from loopkit_core.store.eval_runs import EvalRun
 from loopkit_core.store.migrations import current_version, latest, schema_version
 from loopkit_core.store.records import get_record, insert_records, stored_ids, to_rows
 from loopkit_core.store.schema import control_metadata, issues, packets, project_metadata, records
@@ -41,9 +42,10 @@ def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def to_previous_layout(conn: Connection, schema: str | None = None) -> None:
-    """Undo project steps 2 to 4: records deduplicated on record_id alone with a plain trace_id index, each
-    record's resource kept in its row, no stages table and no issues.first_packet_id."""
+    """Undo project steps 2 to 5: records deduplicated on record_id alone with a plain trace_id index, each
+    record's resource kept in its row, no stages table, no issues.first_packet_id and no eval_runs table."""
     prefix = f'"{schema}".' if schema else ""
+    conn.exec_driver_sql(f"DROP TABLE {prefix}eval_runs")
     conn.exec_driver_sql(f"DROP TABLE {prefix}stages")
     conn.exec_driver_sql(f"ALTER TABLE {prefix}issues DROP COLUMN first_packet_id")
     conn.exec_driver_sql(f"DROP INDEX {prefix}ux_records_span")
@@ -93,14 +95,15 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
     try:
         engine = store.project(created["project_id"])
         assert current_version(store.control) == latest("control") == 3  # 2: project_retention, 3: server_secrets
-        # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id
-        assert current_version(engine) == latest("project") == 4
+        # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id;
+        # 5: eval_runs
+        assert current_version(engine) == latest("project") == 5
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
-        assert [v for v, _ in stamped] == [1, 2, 3, 4] and stamped[0][1].startswith("initial schema")
+        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5] and stamped[0][1].startswith("initial schema")
         assert indexes["ux_records_span"] and "ix_records_trace" not in indexes
         assert get_project(store.control, created["project_id"])["project_name"] == "old app"
     finally:
@@ -202,7 +205,10 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
             " first_seen_ns, last_seen_ns, last_packet_id) VALUES ('fp_old', 'iss_old', 'd', 'error', 't', '{}',"
             " 'approved', 1, 2, 'pkt_old')"
         )
-        body = '{"packet_id": "pkt_old", "issues": [{"issue_id": "iss_old", "fingerprint": "fp_old", "title": "t"}]}'
+        body = (
+            '{"packet_id": "pkt_old", "issues": [{"issue_id": "iss_old", "fingerprint": "fp_old", "title": "t",'
+            ' "eval_candidate": "old-v1"}]}'
+        )
         conn.execute(packets.insert().values(packet_id="pkt_old", created_ns=10, status="approved", body=body))
         conn.exec_driver_sql(
             f"INSERT INTO {prefix}approvals (packet_id, decision, note, actor, decided_ns)"
@@ -213,7 +219,13 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
     again = Store(settings)
     try:
         engine = again.project(project_id)
-        assert current_version(engine) == latest("project") == 4
+        assert current_version(engine) == latest("project") == 5
+        # 5: the eval_runs table, empty, and eval runs can be recorded on a packet of the previous version.
+        assert eval_runs.for_packets(engine, ["pkt_old"]) == {"pkt_old": []}
+        reported = EvalRun("pkt_old", "old-v1", None, 1, 0, 0, "abc", None, None)
+        run = eval_runs.record(engine, reported, "agent key y", 40)
+        assert isinstance(run, dict) and (run["issue_id"], run["result"]) == ("iss_old", "passed")
+        assert eval_runs.for_packets(engine, ["pkt_old"]) == {"pkt_old": [run]}
         # 4: the stages table, and issues.first_packet_id (NULL for issues tracked before: none counts as new).
         recorded = stages.record(engine, "pkt_old", "merged", None, None, "iss_old", "agent key y", 30)
         assert isinstance(recorded, dict) and recorded["created_at"] == rfc3339(30)

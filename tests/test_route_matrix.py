@@ -183,6 +183,26 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "403",
         **_REVOKED_401,
     },
+    "POST /v1/evals": {
+        **_401,
+        "producer": "403",
+        "agent": "201",
+        "dashboard": "403",
+        "other producer": "403",
+        "other agent": "404",  # another project's packet does not exist for this key
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "GET /v1/packets/{packet_id}/evals": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "403",  # eval specs are for agents: reports:read
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "403",
+        **_REVOKED_401,
+    },
     "POST /v1/packets/{packet_id}/approve": {
         **_401,
         "producer": "403",
@@ -404,6 +424,7 @@ class World:
     other_agent: str
     record_id: str  # a record of the project under test
     packet_id: str  # a packet of the project under test
+    eval_candidate: str  # the eval candidate of the packet's issue
     victim_id: str  # a third project whose keys POST /v1/recover rotates, cell after cell
     recovery_code: str
     stored: dict[str, set[str]] = field(default_factory=dict)  # project -> names of the records posted to it
@@ -424,6 +445,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         mine, other, victim = signup("mine"), signup("other"), signup("victim")
         seeded = client.post("/v1/traces", json={"records": [SEED]}, headers=_auth(mine["producer_key"]))
         assert seeded.status_code == 200
+        # Three failures of one kind: the packet gets an issue, so it has an eval candidate (POST /v1/evals).
+        failures = [{"type": "error", "name": "seed", "message": f"declined {i}"} for i in range(3)]
+        failed = client.post("/v1/traces", json={"records": failures}, headers=_auth(mine["producer_key"]))
+        assert failed.status_code == 200
         diagnosed = client.post("/v1/runs/diagnose", json={}, headers=_auth(mine["agent_key"]))
         assert diagnosed.status_code == 200
         rotated = rotate_keys(server.app.store.control, mine["project_id"])
@@ -439,6 +464,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             other_agent=other["agent_key"],
             record_id=seeded.json()["record_ids"][0],
             packet_id=diagnosed.json()["packet"]["packet_id"],
+            eval_candidate=diagnosed.json()["packet"]["issues"][0]["eval_candidate"],
             victim_id=victim["project_id"],
             recovery_code=victim["recovery_code"],
             stored={mine["project_id"]: {"seed"}, other["project_id"]: set()},
@@ -523,6 +549,11 @@ def test_http_cell(world: World, route: str, key: str):
         response = client.post("/v1/runs/verify", json={"packet_id": world.packet_id}, headers=headers)
     elif route == "GET /v1/packets/{packet_id}/handoff":
         response = client.get(f"/v1/packets/{world.packet_id}/handoff", params={"format": "json"}, headers=headers)
+    elif route == "POST /v1/evals":
+        body = {"packet_id": world.packet_id, "eval_candidate": world.eval_candidate, "passed": 1, "failed": 0}
+        response = client.post("/v1/evals", json={**body, "commit": "abc", "note": name}, headers=headers)
+    elif route == "GET /v1/packets/{packet_id}/evals":
+        response = client.get(f"/v1/packets/{world.packet_id}/evals", headers=headers)
     elif route in ("POST /v1/packets/{packet_id}/approve", "POST /v1/packets/{packet_id}/reject"):
         response = client.post(
             route.split(" ")[1].format(packet_id=world.packet_id), json={"note": name}, headers=headers
@@ -592,7 +623,8 @@ def test_http_cell(world: World, route: str, key: str):
         code = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}[status]
         assert body == {"ok": False, "error": {"code": code, "message": body["error"]["message"]}}
         return
-    if route != "GET /v1/packets/{packet_id}/handoff":  # a handoff is the rendered packet, not an API answer
+    # A handoff is the rendered packet, eval specs a document of their own: neither is an API answer.
+    if route not in ("GET /v1/packets/{packet_id}/handoff", "GET /v1/packets/{packet_id}/evals"):
         assert body["ok"] is True
     if route == "GET /v1/telemetry":
         assert {r["name"] for r in body["records"]} == world.stored[owner_of(world, key)]
@@ -634,8 +666,10 @@ def test_http_cell(world: World, route: str, key: str):
     elif route == "POST /v1/runs/verify":
         assert body["verification"]["packet_id"] == world.packet_id
         assert body["verification"]["project_id"] == world.project_id
-    elif route == "GET /v1/packets/{packet_id}/handoff":
+    elif route in ("GET /v1/packets/{packet_id}/handoff", "GET /v1/packets/{packet_id}/evals"):
         assert (body["packet_id"], body["project_id"]) == (world.packet_id, world.project_id)
+    elif route == "POST /v1/evals":
+        assert (body["eval_run"]["packet_id"], body["eval_run"]["note"]) == (world.packet_id, name)
     elif route == "POST /v1/packets/{packet_id}/stages":
         assert (body["stage"]["packet_id"], body["stage"]["note"]) == (world.packet_id, name)
     elif route == "GET /v1/loops":

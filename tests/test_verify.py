@@ -500,7 +500,7 @@ def test_an_issue_no_verifier_knows_is_insufficient_data(tmp_path: Path):
             {"packet_id": "PACKET", "since_minutes": 5270401},
             "since_minutes must be a number greater than 0 and at most 5270400",
         ),
-        ({"packet_id": "PACKET", "until": "now"}, "unknown field(s) until; allowed: packet_id, since_minutes"),
+        ({"packet_id": "PACKET", "until": "now"}, "unknown field(s) until; allowed: packet_id, release, since_minutes"),
         (["PACKET"], "body must be a JSON object"),
     ],
 )

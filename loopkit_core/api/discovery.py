@@ -43,6 +43,11 @@ async def packet_schema(request: Request) -> Response:
     return Response(_static("packet.schema.json"), media_type="application/schema+json")
 
 
+async def eval_example_schema(request: Request) -> Response:
+    """The JSON Schema (2020-12) of one line of an eval dataset (GET /v1/packets/{packet_id}/evals?format=jsonl)."""
+    return Response(_static("eval_example.schema.json"), media_type="application/schema+json")
+
+
 async def quickstart_md(request: Request) -> Response:
     """The quickstart, with this server's URLs filled in."""
     return Response(_with_urls(request, "quickstart.md"), media_type="text/markdown; charset=utf-8")

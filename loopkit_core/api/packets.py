@@ -46,6 +46,14 @@ async def handoff(request: Request) -> Response:
     return Response(rendered.text, media_type=rendered.media_type)
 
 
+async def evals(request: Request) -> Response:
+    """The packet's eval specs (`format`: json, jsonl, pytest): real inputs rebuilt from the evidence records."""
+    caller = await principal(request, REPORTS_READ)
+    name = request.query_params.get("format", "json")
+    rendered = await run_in_threadpool(request.app.state.loop.evals, caller, request.path_params["packet_id"], name)
+    return Response(rendered.text, media_type=rendered.media_type)
+
+
 async def approve(request: Request) -> Response:
     """A person approves a packet, with a note; recorded in the audit trail, nothing external happens."""
     return await _decide(request, "approved")

@@ -117,6 +117,7 @@ def _client_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     verify = add("verify", help="verify a packet's issues on the window after it (agent key)")
     verify.add_argument("packet_id")
     verify.add_argument("--since-minutes", type=float, help="verify the last N minutes instead")
+    verify.add_argument("--release", help="the service.version carrying the fix: only it and later releases count")
     add_server(verify)
     add_json(verify, "print the JSON answer")
     verify.set_defaults(handler=client.verify)

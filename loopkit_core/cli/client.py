@@ -79,6 +79,8 @@ def verify(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"packet_id": args.packet_id}
     if args.since_minutes is not None:
         body["since_minutes"] = args.since_minutes
+    if args.release is not None:
+        body["release"] = args.release
     verification = call("POST", "/v1/runs/verify", url=args.url, key=args.key, body=body)["verification"]
     if args.json:
         print_json(verification)
@@ -94,4 +96,8 @@ def verify(args: argparse.Namespace) -> int:
     table([{**v, "title": v["title"][:60]} for v in verification["verdicts"]], ("issue_id", "verdict", "title"))
     for v in verification["verdicts"]:
         print(f"- {v['issue_id']}: {v['reason']}")
+    if verification.get("new_releases"):
+        print(f"new releases since the packet: {', '.join(verification['new_releases'])}")
+    for v in (verification.get("release_aware") or {}).get("verdicts", []):
+        print(f"- counting only {verification['release_aware']['release']} and later: {v['issue_id']} {v['verdict']}")
     return 0

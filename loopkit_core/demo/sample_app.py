@@ -16,6 +16,7 @@ Importing this module needs the OpenTelemetry SDK, its OTLP/HTTP exporter and re
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -235,7 +236,11 @@ class TripPlanner:
         )
         cursor += int(llm_ms * MS)
         # The model asked for both tools at once: they run in parallel, and the answer waits for both.
-        tool = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search_flights"}
+        tool = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": "search_flights",
+            "gen_ai.tool.call.arguments": json.dumps({"origin": origin, "destination": destination}),
+        }
         error = None
         try:
             search_flights(origin, destination, times_out=flights_time_out)

@@ -16,6 +16,8 @@ from typing import Any
 from loopkit_core.diagnose import MAX_ISSUES, DiagnoseRequest
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.model import MAX_NS, parse_rfc3339
+from loopkit_core.releases import MAX_RELEASE
+from loopkit_core.store.eval_runs import EvalRun
 from loopkit_core.verify import VerifyRequest
 
 MAX_SINCE_MINUTES = 10 * 366 * 24 * 60
@@ -40,7 +42,13 @@ FILTERS = {
 LOWERCASE = {"trace_id"}  # case-insensitive hex IDs are stored lowercase
 TELEMETRY_PARAMS = {"since_minutes", "until", "limit", "cursor", "issue", *FILTERS}
 DIAGNOSE_FIELDS = {"since_minutes", "until", "diagnosers", "min_count", "max_issues"}
-VERIFY_FIELDS = {"packet_id", "since_minutes"}
+VERIFY_FIELDS = {"packet_id", "since_minutes", "release"}
+EVAL_RUN_FIELDS = {
+    *("packet_id", "eval_candidate", "issue_id"),
+    *("passed", "failed", "skipped", "commit", "version", "note"),
+}
+MAX_EXAMPLES_RUN = 10**9  # passed, failed or skipped in one eval run
+MAX_COMMIT = 100  # characters of a commit SHA or ref
 # Every ID LoopKit mints (rec_, pkt_, iss_, hex fingerprints) fits this; anything else cannot exist, so it is a 404
 # before it reaches the database (PostgreSQL, for one, refuses NUL bytes in text with an error, not a miss).
 _LOOKUP_KEY = re.compile(r"[A-Za-z0-9_.:-]+")
@@ -192,7 +200,58 @@ def verify_request(body: Mapping[str, Any]) -> VerifyRequest:
         isinstance(since, bool) or not isinstance(since, int | float) or not 0 < since <= MAX_SINCE_MINUTES
     ):
         raise LoopError(400, f"since_minutes must be a number greater than 0 and at most {MAX_SINCE_MINUTES}")
-    return VerifyRequest(packet_id, float(since) if since is not None else None)
+    release = body.get("release")
+    if release is not None and (
+        not isinstance(release, str)
+        or not release.strip()
+        or len(release) > MAX_RELEASE
+        or any(ch < " " or ch == "\x7f" for ch in release)
+    ):
+        raise LoopError(
+            400, f"release must be the service.version carrying the fix: 1 to {MAX_RELEASE} characters, no controls"
+        )
+    return VerifyRequest(packet_id, float(since) if since is not None else None, release)
+
+
+def eval_run_request(body: Mapping[str, Any]) -> EvalRun:
+    """An EvalRun from a POST /v1/evals body; LoopError 400 (or 404 for an ID that cannot exist)."""
+    unknown = sorted(set(body) - EVAL_RUN_FIELDS)
+    if unknown:
+        raise LoopError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(EVAL_RUN_FIELDS))}")
+    packet_id, candidate, issue_id = body.get("packet_id"), body.get("eval_candidate"), body.get("issue_id")
+    if not isinstance(packet_id, str) or not packet_id or len(packet_id) > 40:
+        raise LoopError(400, "packet_id is required: the packet_id of a stored packet")
+    if not isinstance(candidate, str) or not candidate or len(candidate) > 200:
+        raise LoopError(400, "eval_candidate is required: the eval_candidate of one of the packet's issues")
+    if issue_id is not None and (not isinstance(issue_id, str) or not issue_id or len(issue_id) > 40):
+        raise LoopError(400, "issue_id must be the issue_id of one of the packet's issues")
+    if not is_lookup_key(packet_id):
+        raise LoopError(404, f"no packet {packet_id[:40]!r} in this project")
+    if issue_id is not None and not is_lookup_key(issue_id):
+        raise LoopError(404, f"no issue {issue_id[:40]!r} with eval {candidate[:80]!r} in packet {packet_id!r}")
+    passed = _int_field(body.get("passed"), "passed", 0, MAX_EXAMPLES_RUN)
+    failed = _int_field(body.get("failed"), "failed", 0, MAX_EXAMPLES_RUN)
+    skipped = _int_field(body.get("skipped", 0), "skipped", 0, MAX_EXAMPLES_RUN)
+    if passed + failed + skipped == 0:
+        raise LoopError(400, "an eval run counts at least one example: passed, failed or skipped")
+    commit, version = body.get("commit"), body.get("version")
+    if commit is not None and (
+        not isinstance(commit, str)
+        or not 0 < len(commit) <= MAX_COMMIT
+        or any(ch <= " " or ch == "\x7f" for ch in commit)
+    ):
+        raise LoopError(400, f"commit must be a commit SHA or ref: 1 to {MAX_COMMIT} characters, no spaces")
+    if version is not None and (
+        not isinstance(version, str)
+        or not version.strip()
+        or len(version) > MAX_RELEASE
+        or any(ch < " " or ch == "\x7f" for ch in version)
+    ):
+        raise LoopError(400, f"version must be a release (service.version): 1 to {MAX_RELEASE} characters, no controls")
+    if commit is None and version is None:
+        raise LoopError(400, "commit or version is required: the code the eval ran on")
+    note = stage_note(body.get("note"))
+    return EvalRun(packet_id, candidate, issue_id, passed, failed, skipped, commit, version, note)
 
 
 def decision_note(note: object) -> str:

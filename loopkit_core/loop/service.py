@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from loopkit_core import charts, diagnose, sessions, verify
+from loopkit_core import charts, diagnose, evals, sessions, verify
 from loopkit_core.identity import AuthError, Principal
 from loopkit_core.ingest import prepare, sign
 from loopkit_core.loop import journeys
@@ -43,7 +43,7 @@ from loopkit_core.scopes import (
 )
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
-from loopkit_core.store import approvals, stages
+from loopkit_core.store import approvals, eval_runs, stages
 from loopkit_core.store import memory as memory_store
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store import records as record_store
@@ -249,6 +249,16 @@ class Loop:
             raise LoopError(422, message, "renderer_failed") from None
         return Handoff(text, renderer.media_type, format)
 
+    def evals(self, principal: Principal, packet_id: str, format: str = "json") -> Handoff:
+        """The packet's eval specs as JSON, a JSONL dataset or a pytest module; LoopError 400 for another format."""
+        _need(principal, REPORTS_READ)
+        if format not in evals.FORMATS:
+            raise LoopError(400, f"unknown format {format[:40]!r}; available: {', '.join(evals.FORMATS)}")
+        packet = self._packet(principal, packet_id)
+        records = evals.evidence_records(self.store.project(principal.project_id), packet)
+        document = evals.spec(packet, records, self._now_ns())
+        return Handoff(evals.render(document, format), evals.FORMATS[format], format)
+
     def decide(self, principal: Principal, packet_id: str, decision: str, note: object) -> dict[str, Any]:
         """Record a person's decision (approved or rejected) with a note; nothing external happens."""
         _need(principal, APPROVALS_WRITE)
@@ -302,6 +312,19 @@ class Loop:
                 raise LoopError(409, message, "approval_required")
             raise LoopError(409, "this packet was rejected: no loop stage can be recorded on it", "packet_rejected")
         return _public_stage(done)
+
+    def record_eval(self, principal: Principal, run: eval_runs.EvalRun) -> dict[str, Any]:
+        """Record an eval run an agent reported for one of a packet's issues; append-only, nothing else happens."""
+        _need(principal, RUNS_WRITE)
+        engine = self.store.project(principal.project_id)
+        actor = f"{principal.key_kind} key {principal.key_display}"
+        done = eval_runs.record(engine, run, actor, self._now_ns())
+        if done == "no_packet":
+            raise LoopError(404, f"no packet {run.packet_id!r} in this project")
+        if isinstance(done, str):
+            where = f"issue {run.issue_id!r}" if run.issue_id else "issue"
+            raise LoopError(404, f"no {where} with eval {run.eval_candidate[:80]!r} in packet {run.packet_id!r}")
+        return done
 
     def loops(self, principal: Principal, limit: int = 20) -> dict[str, Any]:
         """The recorded loops (packets with a decision or a stage), newest first, with stages and the funnel."""

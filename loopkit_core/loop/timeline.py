@@ -1,4 +1,4 @@
-"""A packet's timeline: diagnosis, decisions, loop stages and verifications, in time order (the packet page)."""
+"""A packet's timeline: diagnosis, decisions, stages, eval runs and verifications, in time order (the packet page)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ def timeline(packet: dict[str, Any], recorded: list[dict[str, Any]]) -> list[dic
     for s in recorded:
         details = {"at": s["created_at"], "stage_id": s["stage_id"], "issue_id": s["issue_id"], "url": s["url"]}
         events.append((s["stage"], 2, {**details, "note": s["note"], "actor": s["actor"]}))
+    for r in packet.get("eval_runs", []):
+        details = {k: r[k] for k in ("eval_run_id", "issue_id", "eval_candidate", "result", "passed", "failed")}
+        details.update({k: r[k] for k in ("skipped", "commit", "version", "note", "actor")})
+        events.append(("eval_run", 2, {"at": r["created_at"], **details}))
     for v in _verifications(packet):
         events.append(("verified", 3, v))
     # Stable: same-instant events keep decision < stage < verification, and their own order within a kind.

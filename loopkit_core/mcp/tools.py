@@ -412,6 +412,12 @@ TOOLS = [
         {
             "packet_id": _PACKET_ID,
             "since_minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SINCE_MINUTES},
+            "release": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "the service.version carrying the fix: only it and later semantic versions count",
+            },
             "record": {"type": "boolean", "default": True, "description": "verification is always recorded"},
         },
         (RUNS_WRITE,),

@@ -41,6 +41,7 @@ from sqlalchemy.schema import CreateSchema
 
 from loopkit_core.store.schema import (
     control_metadata,
+    eval_runs,
     project_metadata,
     project_retention,
     records,
@@ -188,6 +189,11 @@ def _stages(conn: Connection) -> None:
     if "first_packet_id" not in {c["name"] for c in inspect(conn).get_columns("issues", schema=schema)}:
         prefix = f"{conn.dialect.identifier_preparer.quote_schema(schema)}." if schema else ""
         conn.exec_driver_sql(f"ALTER TABLE {prefix}issues ADD COLUMN first_packet_id VARCHAR(40)")
+
+
+@step("project", 5, "eval_runs: append-only eval runs an agent reported for a packet's issues")
+def _eval_runs(conn: Connection) -> None:
+    eval_runs.create(conn, checkfirst=True)
 
 
 @step("control", 3, "server_secrets: a random secret per installation, which signs telemetry cursors")

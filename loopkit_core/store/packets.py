@@ -8,7 +8,7 @@ import orjson
 from sqlalchemy import Engine, select
 
 from loopkit_core.model import rfc3339
-from loopkit_core.store import approvals, dialect, verdicts
+from loopkit_core.store import approvals, dialect, eval_runs, verdicts
 from loopkit_core.store.schema import issue_signatures, issues, packets
 
 MAX_LIST = 100
@@ -103,6 +103,7 @@ def get_packet(engine: Engine, packet_id: str) -> dict[str, Any] | None:
     for issue in packet.get("issues", []):
         issue["status"] = current.get(issue["fingerprint"], issue.get("status"))
     packet["verifications"] = verdicts.for_packet(engine, packet_id)
+    packet["eval_runs"] = eval_runs.for_packets(engine, [packet_id])[packet_id]
     return packet
 
 

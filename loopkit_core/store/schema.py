@@ -212,3 +212,22 @@ stages = Table(
     Column("actor", NulSafeString(80), nullable=False),  # which key recorded it (kind and display prefix)
     Column("created_ns", BigInteger, nullable=False),
 )
+
+# Append-only eval runs an agent reported for a packet's issues (POST /v1/evals): counts, the code they ran on, a note.
+eval_runs = Table(
+    "eval_runs",
+    project_metadata,
+    Column("seq", Seq, primary_key=True),
+    Column("eval_run_id", NulSafeString(40), nullable=False, unique=True),
+    Column("packet_id", NulSafeString(40), nullable=False, index=True),
+    Column("issue_id", NulSafeString(40), nullable=False),
+    Column("eval_candidate", NulSafeText, nullable=False),
+    Column("passed", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("skipped", BigInteger, nullable=False),
+    Column("commit_ref", NulSafeString(100)),  # the commit the eval ran on (a SHA or ref), as the agent sent it
+    Column("version", NulSafeText),  # or the release (service.version) it ran on
+    Column("note", NulSafeText),
+    Column("actor", NulSafeString(80), nullable=False),  # which key reported it (kind and display prefix)
+    Column("created_ns", BigInteger, nullable=False),
+)

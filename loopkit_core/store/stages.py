@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import Engine, func, select, union
 
 from loopkit_core.model import rfc3339
+from loopkit_core.store import eval_runs
 from loopkit_core.store.schema import approvals, issues, packets, stages, verdicts
 
 STAGES = ("issue_opened", "pr_opened", "merged", "deployed")
@@ -104,6 +105,7 @@ def loops(engine: Engine, limit: int) -> list[dict[str, Any]]:
     if not ids:
         return []
     recorded = for_packets(engine, ids)
+    evals = eval_runs.for_packets(engine, ids)
     with engine.connect() as conn:
         rows = {
             r.packet_id: r
@@ -173,6 +175,7 @@ def loops(engine: Engine, limit: int) -> list[dict[str, Any]]:
                 "approved_at": approved[0] if latest and latest["decision"] == "approved" else None,
                 "stages": [{k: v for k, v in s.items() if k != "created_ns"} for s in recorded[packet_id]],
                 "merged_at": merged[0] if merged else None,
+                "eval_runs": evals[packet_id],
                 "verifications": verifications,
                 "first_held_at": held[0] if held else None,
             }
