@@ -425,6 +425,7 @@ class World:
     record_id: str  # a record of the project under test
     packet_id: str  # a packet of the project under test
     eval_candidate: str  # the eval candidate of the packet's issue
+    fingerprint: str  # the fingerprint of the packet's issue
     victim_id: str  # a third project whose keys POST /v1/recover rotates, cell after cell
     recovery_code: str
     stored: dict[str, set[str]] = field(default_factory=dict)  # project -> names of the records posted to it
@@ -465,6 +466,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             record_id=seeded.json()["record_ids"][0],
             packet_id=diagnosed.json()["packet"]["packet_id"],
             eval_candidate=diagnosed.json()["packet"]["issues"][0]["eval_candidate"],
+            fingerprint=diagnosed.json()["packet"]["issues"][0]["fingerprint"],
             victim_id=victim["project_id"],
             recovery_code=victim["recovery_code"],
             stored={mine["project_id"]: {"seed"}, other["project_id"]: set()},
@@ -638,7 +640,9 @@ def test_http_cell(world: World, route: str, key: str):
     elif route in ("GET /v1/traces/{trace_id}", "GET /v1/dashboard/traces/{trace_id}"):
         assert (body["trace_id"], [x["name"] for x in body["spans"]]) == (TRACE_ID, ["seed"])
     elif route == "GET /v1/dashboard/issues":
-        assert body["issues"] == []  # the seed is an event: no diagnosis makes an issue of it
+        # The seed event makes no issue; the three failures seeded beside it make the packet's one issue.
+        mine = owner_of(world, key) == world.project_id
+        assert [issue["fingerprint"] for issue in body["issues"]] == ([world.fingerprint] if mine else [])
     elif route == "POST /v1/signup":
         assert body["project_id"] not in (world.project_id, world.other_id)
     elif route == "POST /v1/provision":
