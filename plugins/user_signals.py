@@ -213,6 +213,7 @@ def _issue(
     }
     evidence = [a.signal["record_id"] for a in found[:EVIDENCE]]
     evidence += [rid for c in co for rid in c["evidence"][:2]][:EVIDENCE]
+    evidence = list(dict.fromkeys(evidence))  # a record can stand for two co-occurring failures: list it once
     traces = list(dict.fromkeys(a.root["trace_id"] for a in found if a.root and a.root.get("trace_id")))
     return Issue(
         fingerprint=fingerprint(name, service),

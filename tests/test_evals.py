@@ -120,7 +120,15 @@ def test_the_demo_jsonl_validates_against_the_documented_schema(demo):
         assert line["output"] == line["expected_output"]
     assert len({line["id"] for line in lines}) == len(lines)
     # The GenAI tool call's real arguments, decoded from gen_ai.tool.call.arguments.
-    tool = [line for line in lines if line["input"].get("gen_ai", {}).get("tool_name") == "search_flights"]
+    # The tool-failure issue's examples (the user-signal issue also quotes some of these calls, as what its
+    # sessions met: there they are context, not the failure to remove).
+    [tool_issue] = [i for i in packet["issues"] if i["signal_type"] == "tool_failure"]
+    tool = [
+        line
+        for line in lines
+        if line["input"].get("gen_ai", {}).get("tool_name") == "search_flights"
+        and line["id"].startswith(tool_issue["eval_candidate"] + "/")
+    ]
     assert tool, [line["input"] for line in lines]
     for line in tool:
         arguments = line["input"]["gen_ai"]["tool_arguments"]

@@ -108,4 +108,9 @@ def check(case, live, keys) -> None:  # noqa: ANN001
         # Relaxed on purpose: a request line the HTTP parser itself refuses (e.g. an 84 KB generated query
         # string) is answered by uvicorn before any route runs, as text/plain; still a 400, never a 500.
         return
-    case.validate_response(response, excluded_checks=[schemathesis.checks.positive_data_acceptance])
+    excluded = [schemathesis.checks.positive_data_acceptance]
+    if case.path == "/v1/metrics":
+        # Relaxed on purpose: 501 (UNIMPLEMENTED) is this route's one documented answer, the status OTLP exporters
+        # treat as final for a signal the server does not take; it is not a server error (docs/api.md#metrics).
+        excluded.append(schemathesis.checks.not_a_server_error)
+    case.validate_response(response, excluded_checks=excluded)
