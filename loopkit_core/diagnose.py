@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from loopkit_core.causes import link
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
 from loopkit_core.plugins import Plugins
 from loopkit_core.store.engines import Store
@@ -75,6 +76,7 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
         "diagnoser_errors": errors,
         "issues": [_issue_json(project_id, i, window, request.since_minutes) for i in kept],
     }
+    packet["groups"] = link(window, packet["issues"])  # root causes across traces: one group per cause
     tracked = [
         {
             "fingerprint": i.fingerprint,

@@ -55,6 +55,16 @@ class Operation:
 
 
 @dataclass(frozen=True)
+class SpanRef:
+    """Where one record sits in its trace: enough to walk from a span to its ancestors."""
+
+    record_id: str
+    trace_id: str | None
+    span_id: str | None
+    parent_span_id: str | None
+
+
+@dataclass(frozen=True)
 class KnownIssue:
     """An issue a previous diagnosis of this project found (identity kept across runs)."""
 
@@ -242,6 +252,34 @@ class Window:
         )
         with self.engine.connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
+
+    def trace_members(self, selector: dict[str, Any], trace_ids: list[str], limit: int = 1000) -> list[SpanRef]:
+        """A selector's records in the window that belong to the given traces (at most `limit`)."""
+        if not trace_ids:
+            return []
+        r = records.c
+        stmt = (
+            select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
+            .where(r.trace_id.in_(sorted(set(trace_ids))), self._in_window(), selector_condition(selector))
+            .order_by(r.trace_id, r.record_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [SpanRef(*row) for row in conn.execute(stmt).all()]
+
+    def span_tree(self, trace_ids: list[str], limit: int = 5000) -> list[SpanRef]:
+        """Every record of the given traces (IDs and parents only, at most `limit`), to walk parent chains."""
+        if not trace_ids:
+            return []
+        r = records.c
+        stmt = (
+            select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
+            .where(r.trace_id.in_(sorted(set(trace_ids))))
+            .order_by(r.trace_id, r.record_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [SpanRef(*row) for row in conn.execute(stmt).all()]
 
 
 # Per-operation statements, built once (bound parameters keep SQLAlchemy's compiled cache warm).

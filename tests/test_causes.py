@@ -1,0 +1,173 @@
+"""Root causes across traces, with the real OpenTelemetry SDK and OTLP/HTTP exporter against the real server.
+
+A fault shows up in every caller up the trace: the issues stay separate (each with its own exact count), are
+linked caller -> callee, and the deepest one is the probable cause of one group, which the handoffs present as one
+task.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+from conftest import Project
+from opentelemetry import trace as otel_trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from loopkit_core.server import Running
+
+MINUTE_NS = 60 * 10**9
+
+
+def provider_for(server: Running, project: Project, service: str = "shop") -> TracerProvider:
+    """A TracerProvider exporting to the server over OTLP/HTTP protobuf with the producer key."""
+    exporter = OTLPSpanExporter(endpoint=f"{server.http_url}/v1/traces", headers=project.auth(), timeout=10)
+    provider = TracerProvider(resource=Resource.create({"service.name": service, "service.version": "1.4.0"}))
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=256, schedule_delay_millis=50))
+    return provider
+
+
+def checkout_traffic(provider: TracerProvider, failing: int = 20, passing: int = 30) -> None:
+    """Checkouts whose payment tool times out in `failing` of them: the tool span and the route span both fail."""
+    tracer = provider.get_tracer("shop.checkout")
+    for n in range(failing + passing):
+        fails = n < failing
+        try:
+            with tracer.start_as_current_span(
+                "POST /checkout", kind=SpanKind.SERVER, attributes={"http.route": "/checkout"}
+            ):
+                with tracer.start_as_current_span(
+                    "execute_tool charge_card",
+                    attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "charge_card"},
+                ) as tool:
+                    if fails:
+                        tool.set_status(Status(StatusCode.ERROR, "payment tool timed out after 30s"))
+                if fails:
+                    raise RuntimeError("checkout failed: payment unavailable")
+        except RuntimeError:
+            pass
+    provider.force_flush()
+
+
+def diagnose(client: httpx.Client, project: Project, **body: object) -> dict:
+    answer = client.post("/v1/runs/diagnose", json={"since_minutes": 60, **body}, headers=project.auth("agent"))
+    assert answer.status_code == 200, answer.text
+    return answer.json()["packet"]
+
+
+def handoff(client: httpx.Client, project: Project, packet_id: str, fmt: str) -> str:
+    answer = client.get(f"/v1/packets/{packet_id}/handoff?format={fmt}", headers=project.auth("agent"))
+    assert answer.status_code == 200, answer.text
+    return answer.text
+
+
+def test_a_tool_timeout_under_a_checkout_is_one_cause_with_a_linked_symptom(
+    server: Running, project: Project, client: httpx.Client
+) -> None:
+    checkout_traffic(provider_for(server, project))
+    packet = diagnose(client, project)
+    by_type = {i["signal_type"]: i for i in packet["issues"]}
+    assert sorted(by_type) == ["error", "tool_failure"]
+    tool, route = by_type["tool_failure"], by_type["error"]
+    # Each issue keeps its own exact count and selector.
+    assert (tool["count"], route["count"]) == (20, 20)
+    assert tool["stats"]["operation"] == "charge_card" and route["stats"]["operation"] == "/checkout"
+    # Linked both ways, over the same 20 traces, caller -> callee.
+    assert [(r["issue_id"], r["shared_traces"], r["role"]) for r in route["related"]] == [
+        (tool["issue_id"], 20, "callee")
+    ]
+    assert [(r["issue_id"], r["shared_traces"], r["role"]) for r in tool["related"]] == [
+        (route["issue_id"], 20, "caller")
+    ]
+    assert re.fullmatch("[0-9a-f]{32}", route["related"][0]["example_trace_id"])
+    # The tool (the deepest failing span) is the probable cause; the route is its symptom.
+    assert (tool["probable_cause"], tool["cause_issue_id"], tool["symptoms"]) == (True, None, [route["issue_id"]])
+    assert (route["probable_cause"], route["cause_issue_id"], route["symptoms"]) == (False, tool["issue_id"], [])
+    assert packet["groups"] == [
+        {
+            "cause_issue_id": tool["issue_id"],
+            "issue_ids": [tool["issue_id"], route["issue_id"]],
+            "symptom_issue_ids": [route["issue_id"]],
+            "shared_traces": 20,
+        }
+    ]
+    # The handoffs present one task for the one cause, and still name both issues.
+    prompt = handoff(client, project, packet["packet_id"], "prompt")
+    assert [line.split(":")[0] for line in prompt.splitlines() if line.startswith("TASK")] == ["TASK 1"]
+    assert "TASK 1: probable cause" in prompt
+    assert f"Symptom 1.1 (issue {route['issue_id']})" in prompt
+    markdown = handoff(client, project, packet["packet_id"], "markdown")
+    assert "**Summary:** 1 task (2 issues) in this window:" in markdown
+    assert [line for line in markdown.splitlines() if line.startswith("## ")] == [
+        f"## Task 1. Probable cause: {tool_title(tool)}"
+    ]
+    assert f"### Symptom 1.1: {tool_title(route)}" in markdown
+
+
+def tool_title(issue: dict) -> str:
+    """How the Markdown shows an issue title: a code span."""
+    return f"`{issue['title']}`"
+
+
+def test_a_slow_query_under_a_slow_route_is_one_cause(server: Running, project: Project, client: httpx.Client) -> None:
+    provider = provider_for(server, project, service="orders")
+    tracer = provider.get_tracer("orders.api")
+    now = time.time_ns()
+    # 120 calls in the window's first half (the baseline the detector falls back to), 40 slow ones in its second.
+    durations: dict[str, list[float]] = {"GET /orders": [], "SELECT orders": []}
+    for n in range(160):
+        slow = n >= 120
+        start = now - 55 * MINUTE_NS + n * 10 * 10**9 if not slow else now - 25 * MINUTE_NS + (n - 120) * 30 * 10**9
+        query_ms = (200 + n % 7) if slow else (10 + n % 40 / 10)
+        durations["SELECT orders"].append(query_ms)
+        durations["GET /orders"].append(query_ms + 3)
+        route = tracer.start_span("GET /orders", kind=SpanKind.SERVER, start_time=start)
+        route.set_attribute("http.route", "/orders")
+        with otel_trace.use_span(route, end_on_exit=False):
+            query = tracer.start_span("SELECT orders", kind=SpanKind.CLIENT, start_time=start + 10**6)
+            query.set_attribute("db.system", "postgresql")
+            query.end(end_time=start + 10**6 + int(query_ms * 10**6))
+        route.end(end_time=start + int((query_ms + 3) * 10**6))
+    provider.force_flush()
+    packet = diagnose(client, project)
+    by_name = {i["stats"]["operation"]: i for i in packet["issues"]}
+    assert sorted(by_name) == ["GET /orders", "SELECT orders"]
+    route, query = by_name["GET /orders"], by_name["SELECT orders"]
+    # Each keeps its exact count: the window's calls at or over its own threshold (the 40 slow ones and the
+    # few baseline calls at the baseline's p95), and the two sets are the same calls, so the same traces.
+    thresholds = {name: issue["stats"]["threshold_ms"] for name, issue in by_name.items()}
+    expected = {name: sum(1 for d in values if d >= thresholds[name]) for name, values in durations.items()}
+    assert (route["count"], query["count"]) == (expected["GET /orders"], expected["SELECT orders"])
+    assert 40 < query["count"] < 50
+    assert [(r["issue_id"], r["shared_traces"], r["role"]) for r in route["related"]] == [
+        (query["issue_id"], query["count"], "callee")
+    ]
+    assert (query["probable_cause"], query["symptoms"]) == (True, [route["issue_id"]])
+    assert route["cause_issue_id"] == query["issue_id"]
+    assert [g["cause_issue_id"] for g in packet["groups"]] == [query["issue_id"]]
+    prompt = handoff(client, project, packet["packet_id"], "prompt")
+    assert [line.split(":")[0] for line in prompt.splitlines() if line.startswith("TASK")] == ["TASK 1"]
+
+
+def test_unrelated_issues_stay_separate_groups(server: Running, project: Project, client: httpx.Client) -> None:
+    provider = provider_for(server, project)
+    tracer = provider.get_tracer("shop")
+    for n in range(10):
+        for name in ("GET /a", "GET /b"):
+            try:
+                with tracer.start_as_current_span(name, kind=SpanKind.SERVER, attributes={"http.route": name[4:]}):
+                    raise ValueError(f"bad input {n}")
+            except ValueError:
+                pass
+    provider.force_flush()
+    packet = diagnose(client, project)
+    assert len(packet["issues"]) == 2
+    assert all(i["related"] == [] and not i["probable_cause"] and i["symptoms"] == [] for i in packet["issues"])
+    assert [g["issue_ids"] for g in packet["groups"]] == [[i["issue_id"]] for i in packet["issues"]]
+    prompt = handoff(client, project, packet["packet_id"], "prompt")
+    assert [line.split(":")[0] for line in prompt.splitlines() if line.startswith("TASK")] == ["TASK 1", "TASK 2"]
