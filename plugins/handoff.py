@@ -95,6 +95,8 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
     linked = any(symptoms for _, symptoms, _ in groups)
     if not packet["issues"]:
         lines += ["No issue crossed the bar in this window (status `observe_more`).", ""]
+        lines += [f"**Needs:** {_md(need)}" for need in (packet.get("observe_more") or {}).get("needs", [])[:10]]
+        lines += [""] if (packet.get("observe_more") or {}).get("needs") else []
     elif linked:
         lines += [f"**Summary:** {_tasks(groups)} ({len(packet['issues'])} issues) in this window:", ""]
         for n, (cause, symptoms, _) in enumerate(groups, 1):
@@ -124,6 +126,17 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
                 "",
             ]
             lines += _markdown_issue(symptom, records, "####")
+    if packet.get("diagnoser_notes"):
+        lines += [
+            "**Diagnoser notes** (why nothing was raised where they looked):",
+            "",
+            "| diagnoser | where | reason | needs |",
+            "|---|---|---|---|",
+        ]
+        for note in packet["diagnoser_notes"]:
+            cells = [_md(one_line(note.get("diagnoser"), 80)), quote(note["where"], 200) if note.get("where") else ""]
+            cells += [_md(one_line(note.get("reason"), 400)), _md(one_line(note.get("needs") or "", 400))]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -223,6 +236,7 @@ def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
     ]
     if not packet["issues"]:
         lines.append("TASK: nothing to fix; no recurring problem crossed the bar in this window.")
+        lines += [f"NEEDS: {_prose(need)}" for need in (packet.get("observe_more") or {}).get("needs", [])[:10]]
     for n, (cause, symptoms, _) in enumerate(_groups(packet), 1):
         lines.append(f"TASK {n}: probable cause {_title(cause)}" if symptoms else f"TASK {n}: {_title(cause)}")
         lines += _prompt_issue(cause, records)
@@ -242,6 +256,10 @@ def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
             f'{{"packet_id": "{packet["packet_id"]}"}} says held.',
             "",
         ]
+    if packet.get("diagnoser_notes"):
+        lines.append("NOTES (why the diagnosers raised nothing where they looked):")
+        lines += [f"- {_prose(_note_line(note))}" for note in packet["diagnoser_notes"]]
+        lines.append("")
     lines.append("Report what you changed and why, then stop. " + BOUNDARY)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -263,6 +281,16 @@ def _prompt_issue(issue: dict[str, Any], records: dict[str, Any]) -> list[str]:
         kind, text = one_line(step.get("kind", "step")), _prose(step.get("text", ""))
         lines.append(f"  {_step_number(step)}. [{kind}] {text}")
     return lines
+
+
+def _note_line(note: dict[str, Any]) -> str:
+    """One diagnoser note: who, where (telemetry, quoted), why, and what more data would decide."""
+    return (
+        f"[{one_line(note.get('diagnoser'), 80)}] "
+        + (f"{quote(note['where'], 200)}: " if note.get("where") else "")
+        + one_line(note.get("reason"), 400)
+        + (f"; needs {one_line(note['needs'], 400)}" if note.get("needs") else "")
+    )
 
 
 def _approval_line(approval: dict[str, Any]) -> str:

@@ -144,11 +144,24 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     rules = replace(RULES, **(options.get(NAME) or {}))
     length = window.end_ns - window.start_ns
     baseline = window.preceding(min(int(length * rules.baseline_windows), rules.max_baseline_ns))
-    comparisons = [
-        c
-        for op in window.operations()
-        if op.count >= rules.min_window and (c := compare(window, baseline, op, rules)) is not None
-    ]
+    notes = options.get("notes")
+    notes = notes if isinstance(notes, list) else []
+    comparisons = []
+    unjudged: list[tuple[int, str, str, str]] = []  # (calls, operation, reason, needs)
+    for op in window.operations():
+        if op.count < rules.min_window:
+            reason = f"{op.count} call(s) in the window, {rules.min_window} needed"
+            needs = f"{rules.min_window - op.count} more call(s) of {quote(op.name)} in the window"
+            unjudged.append((op.count, op.name, reason, needs))
+            continue
+        c = _compare(window, baseline, op, rules)
+        if isinstance(c, Comparison):
+            comparisons.append(c)
+        else:
+            unjudged.append((op.count, op.name, c[0], c[1]))
+    # The busiest operations first: their silence is the one a reader wonders about.
+    for _, name, reason, needs in sorted(unjudged, key=lambda u: (-u[0], u[1])):
+        notes.append({"where": name, "reason": f"not judged: {reason}", "needs": needs})
     z_crit = bonferroni_z(rules.family_alpha, 2 * max(len(comparisons), 1))  # two tests per operation
     found: list[tuple[Issue, Comparison]] = []
     for comparison in comparisons:
@@ -158,6 +171,15 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
             if issue.count >= options.get("min_count", 1):
                 found.append((issue, comparison))
     # Evidence costs a few queries per issue: only build it for the issues the packet can keep.
+    if comparisons and len(found) < len(comparisons):
+        notes.append(
+            {
+                "where": None,
+                "reason": f"{len(comparisons) - len(found)} of {len(comparisons)} operation(s) judged against their "
+                f"baseline were not slower by the rules (median or p95 {rules.min_ratio:g}x and significant at "
+                f"z >= {z_crit:.2f})",
+            }
+        )
     found.sort(key=lambda ic: (-ic[0].impact, ic[0].fingerprint))
     found = found[: options.get("max_issues", len(found))]
     for issue, comparison in found:
@@ -167,6 +189,12 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
 
 def compare(window: Window, baseline: Window, op: Operation, rules: Rules) -> Comparison | None:
     """The operation's window and baseline durations, or None when no defensible baseline exists."""
+    found = _compare(window, baseline, op, rules)
+    return found if isinstance(found, Comparison) else None
+
+
+def _compare(window: Window, baseline: Window, op: Operation, rules: Rules) -> Comparison | tuple[str, str]:
+    """The comparison, or (why there is none, what more data would give one)."""
     base = baseline.durations(op.name, op.service, rules.sample)
     if len(base) >= rules.min_baseline:
         later = window.durations(op.name, op.service, rules.sample)
@@ -175,13 +203,31 @@ def compare(window: Window, baseline: Window, op: Operation, rules: Rules) -> Co
     middle = window.start_ns + (window.end_ns - window.start_ns) // 2
     first = Window(window.project_id, window.start_ns, middle, window.engine)
     second = Window(window.project_id, middle, window.end_ns, window.engine)
+    before = len(base)
     base = first.durations(op.name, op.service, rules.sample)
+    needs = (
+        f"{rules.min_baseline - before} more call(s) of {quote(op.name)} in the {_minutes(baseline)} before the "
+        f"window, or {rules.min_baseline} in the window's first half"
+    )
     if len(base) < rules.min_baseline:
-        return None
+        return (
+            f"{before} baseline call(s) in the {_minutes(baseline)} before the window and {len(base)} in the "
+            f"window's first half, {rules.min_baseline} needed",
+            needs,
+        )
     later = second.durations(op.name, op.service, rules.sample)
     if len(later) < rules.min_window:
-        return None
+        return (
+            f"{before} baseline call(s) before the window; {len(base)} in the window's first half (the stand-in "
+            f"baseline) but {len(later)} in its second half, {rules.min_window} needed",
+            f"{rules.min_window - len(later)} more call(s) of {quote(op.name)} in the window's second half",
+        )
     return Comparison(op, first, "window_first_half", later, base, _threshold(base, rules))
+
+
+def _minutes(window: Window) -> str:
+    minutes = (window.end_ns - window.start_ns) / 60e9
+    return f"{minutes:.0f} min" if minutes < 600 else f"{minutes / 60:.0f} h"
 
 
 def _threshold(baseline_ms: list[float], rules: Rules) -> float:

@@ -49,6 +49,9 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     from loopkit_plugins.templates import cluster, generalize
 
     groups = window.signature_groups()
+    notes = options.get("notes")
+    if not groups and isinstance(notes, list):
+        notes.append({"where": None, "reason": "no error or tool failure record in the window"})
     assigned = window.known_signatures()
     known = {k.fingerprint: k for k in window.known_issues(NAME)}
     by_partition: dict[tuple[str, ...], list[SignatureGroup]] = defaultdict(list)

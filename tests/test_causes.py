@@ -103,7 +103,7 @@ def test_a_tool_timeout_under_a_checkout_is_one_cause_with_a_linked_symptom(
     assert f"Symptom 1.1 (issue {route['issue_id']})" in prompt
     markdown = handoff(client, project, packet["packet_id"], "markdown")
     assert "**Summary:** 1 task (2 issues) in this window:" in markdown
-    assert [line for line in markdown.splitlines() if line.startswith("## ")] == [
+    assert [line for line in markdown.splitlines() if line.startswith(("## Task", "## 1", "## 2"))] == [
         f"## Task 1. Probable cause: {tool_title(tool)}"
     ]
     assert f"### Symptom 1.1: {tool_title(route)}" in markdown
@@ -152,6 +152,11 @@ def test_a_slow_query_under_a_slow_route_is_one_cause(server: Running, project: 
     assert [g["cause_issue_id"] for g in packet["groups"]] == [query["issue_id"]]
     prompt = handoff(client, project, packet["packet_id"], "prompt")
     assert [line.split(":")[0] for line in prompt.splitlines() if line.startswith("TASK")] == ["TASK 1"]
+    # The dashboard shows the link and the eval's expectation as text, never as a Python dict.
+    page = client.get(f"/v1/dashboard/packets/{packet['packet_id']}", headers=project.auth("dashboard")).text
+    assert "probable cause of 1 symptom" in page and f"symptom of {query['issue_id']}" in page
+    assert "{&#39;" not in page and "{'" not in page
+    assert "answers like its baseline again: p95 over at least 100 calls at most" in page
 
 
 def test_unrelated_issues_stay_separate_groups(server: Running, project: Project, client: httpx.Client) -> None:
@@ -171,3 +176,47 @@ def test_unrelated_issues_stay_separate_groups(server: Running, project: Project
     assert [g["issue_ids"] for g in packet["groups"]] == [[i["issue_id"]] for i in packet["issues"]]
     prompt = handoff(client, project, packet["packet_id"], "prompt")
     assert [line.split(":")[0] for line in prompt.splitlines() if line.startswith("TASK")] == ["TASK 1", "TASK 2"]
+
+
+def test_a_too_short_baseline_gives_a_reason_and_what_more_data_would_decide(
+    server: Running, project: Project, client: httpx.Client
+) -> None:
+    provider = provider_for(server, project, service="orders")
+    tracer = provider.get_tracer("orders.api")
+    now = time.time_ns()
+    # 40 calls over the last 40 minutes, nothing before: 20 in the window's first half (100 needed).
+    for n in range(40):
+        start = now - 40 * MINUTE_NS + n * MINUTE_NS + MINUTE_NS // 2
+        span = tracer.start_span("GET /orders", kind=SpanKind.SERVER, start_time=start)
+        span.end(end_time=start + 20 * 10**6)
+    provider.force_flush()
+    packet = diagnose(client, project)
+    assert packet["status"] == "observe_more" and packet["issues"] == []
+    assert packet["diagnoser_notes"] == [
+        {
+            "diagnoser": "latency_outliers",
+            "where": "GET /orders",
+            "reason": "not judged: 0 baseline call(s) in the 360 min before the window and 10 in the window's "
+            "first half, 100 needed",
+            "needs": "100 more call(s) of `GET /orders` in the 360 min before the window, or 100 in the window's "
+            "first half",
+        },
+        {
+            "diagnoser": "signature_clusterer",
+            "where": None,
+            "reason": "no error or tool failure record in the window",
+            "needs": None,
+        },
+    ]
+    assert packet["observe_more"] == {
+        "reason": "2 diagnoser(s) ran (latency_outliers, signature_clusterer); none raised an issue. "
+        "2 note(s) say why.",
+        "needs": [
+            "100 more call(s) of `GET /orders` in the 360 min before the window, or 100 in the window's first half"
+        ],
+    }
+    for fmt in ("markdown", "prompt"):
+        text = handoff(client, project, packet["packet_id"], fmt)
+        assert "0 baseline call(s) in the 360 min before the window and 10 in the window's first half" in text
+    page = client.get(f"/v1/dashboard/packets/{packet['packet_id']}", headers=project.auth("dashboard")).text
+    assert "0 baseline call(s) in the 360 min before the window and 10 in the window&#39;s first half" in page
