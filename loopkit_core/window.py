@@ -40,7 +40,17 @@ class Group:
 
 
 # Columns a diagnoser may group a selector's records by.
-GROUP_COLUMNS = ("type", "name", "service", "status", "exception_type", "session_id", "user_id", "trace_id")
+GROUP_COLUMNS = (
+    "type",
+    "name",
+    "service",
+    "status",
+    "exception_type",
+    "session_id",
+    "user_id",
+    "trace_id",
+    "message",
+)
 
 
 @dataclass(frozen=True)

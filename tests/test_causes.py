@@ -220,3 +220,37 @@ def test_a_too_short_baseline_gives_a_reason_and_what_more_data_would_decide(
         assert "0 baseline call(s) in the 360 min before the window and 10 in the window's first half" in text
     page = client.get(f"/v1/dashboard/packets/{packet['packet_id']}", headers=project.auth("dashboard")).text
     assert "0 baseline call(s) in the 360 min before the window and 10 in the window&#39;s first half" in page
+
+
+def test_a_keyerror_on_a_constant_key_keeps_the_key_and_the_span_name_in_the_title(
+    server: Running, project: Project, client: httpx.Client
+) -> None:
+    provider = provider_for(server, project)
+    tracer = provider.get_tracer("shop.products")
+    for n in range(28):
+        try:
+            with tracer.start_as_current_span(
+                "GET /products/{id}",
+                kind=SpanKind.SERVER,
+                attributes={"http.route": "/products/{id}", "product.id": f"p-{n % 8}"},
+            ):
+                raise KeyError("price")
+        except KeyError:
+            pass
+    # A second fault whose quoted value varies stays masked.
+    for n in range(12):
+        try:
+            with tracer.start_as_current_span("GET /cart", kind=SpanKind.SERVER, attributes={"http.route": "/cart"}):
+                raise KeyError(f"item-{n}-x")
+        except KeyError:
+            pass
+    provider.force_flush()
+    packet = diagnose(client, project)
+    titles = {i["stats"]["operation"]: i for i in packet["issues"]}
+    products, cart = titles["/products/{id}"], titles["/cart"]
+    assert products["count"] == 28 and products["title"] == "KeyError on GET /products/{id}: 'price'"
+    assert products["template"] == "<QUOTED>"  # the signature (and so the issue's identity) is unchanged
+    assert products["stats"]["constant_slots"] == [{"slot": "<QUOTED>", "position": 0, "values": {"'price'": 28}}]
+    assert "Every one of them has `'price'` where the template has `<QUOTED>`." in products["patch_plan"][0]["text"]
+    assert cart["count"] == 12 and cart["title"] == "KeyError on GET /cart: <QUOTED>"
+    assert cart["stats"]["constant_slots"] == []
