@@ -16,6 +16,7 @@ from loopkit_core.plugins import Plugins
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet, save_diagnosis
 from loopkit_core.store.records import selector_condition
+from loopkit_core.telling import annotate
 from loopkit_core.window import Window
 
 log = logging.getLogger("loopkit.diagnose")
@@ -82,6 +83,7 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
         "issues": [_issue_json(project_id, i, window, request.since_minutes) for i in kept],
     }
     packet["groups"] = link(window, packet["issues"])  # root causes across traces: one group per cause
+    annotate(window, packet["issues"])  # telling attribute values and few-valued identifiers, in stats and plans
     if not kept:
         packet["observe_more"] = _observe_more(notes, ran, errors)
     tracked = [

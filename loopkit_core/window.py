@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import CompoundSelect, Engine, bindparam, func, select, union_all
+from sqlalchemy import Boolean, CompoundSelect, Engine, bindparam, false, func, select, union_all
 
 from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.store.records import records_json, selector_condition
@@ -170,11 +170,17 @@ class Window:
         with self.engine.connect() as conn:
             return [Group(value, n, first, last) for value, n, first, last in conn.execute(stmt).all()]
 
-    def sample(self, selector: dict[str, Any], limit: int = 10, slowest: bool = False) -> list[dict[str, Any]]:
-        """Up to `limit` of a selector's records in the window: the newest, or the slowest."""
+    def sample(
+        self, selector: dict[str, Any], limit: int = 10, slowest: bool = False, exclude: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` of a selector's records in the window: the newest, or the slowest; none of `exclude`'s."""
         r = records.c
         order = (r.duration_ms.desc(), r.record_id) if slowest else (r.ts_ns.desc(), r.record_id.desc())
-        stmt = select(records).where(self._in_window(), selector_condition(selector)).order_by(*order).limit(limit)
+        where = [self._in_window(), selector_condition(selector)]
+        if exclude is not None:
+            # NOT (x IN ...) is NULL where x is NULL (a call without a signature): coalesce keeps those rows.
+            where.append(~func.coalesce(selector_condition(exclude), false(), type_=Boolean))
+        stmt = select(records).where(*where).order_by(*order).limit(limit)
         with self.engine.connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 

@@ -98,7 +98,8 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
         lines += [f"**Needs:** {_md(need)}" for need in (packet.get("observe_more") or {}).get("needs", [])[:10]]
         lines += [""] if (packet.get("observe_more") or {}).get("needs") else []
     elif linked:
-        lines += [f"**Summary:** {_tasks(groups)} ({len(packet['issues'])} issues) in this window:", ""]
+        tasks = f"{len(groups)} task{'' if len(groups) == 1 else 's'}"
+        lines += [f"**Summary:** {tasks} ({len(packet['issues'])} issues) in this window:", ""]
         for n, (cause, symptoms, _) in enumerate(groups, 1):
             lines.append(
                 f"{n}. {'Probable cause: ' if symptoms else ''}{_title(cause)}: {cause['count']} "
@@ -199,10 +200,6 @@ def _groups(packet: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str,
             symptoms = [issues[s] for s in group.get("symptom_issue_ids", []) if s in issues]
             out.append((cause, symptoms, group))
     return out
-
-
-def _tasks(groups: list[Any]) -> str:
-    return f"{len(groups)} task" + ("" if len(groups) == 1 else "s")
 
 
 def _shared(symptom: dict[str, Any], cause: dict[str, Any]) -> str:

@@ -254,3 +254,65 @@ def test_a_keyerror_on_a_constant_key_keeps_the_key_and_the_span_name_in_the_tit
     assert "Every one of them has `'price'` where the template has `<QUOTED>`." in products["patch_plan"][0]["text"]
     assert cart["count"] == 12 and cart["title"] == "KeyError on GET /cart: <QUOTED>"
     assert cart["stats"]["constant_slots"] == []
+
+
+def test_a_failure_concentrated_on_one_attribute_value_names_it_with_both_shares(
+    server: Running, project: Project, client: httpx.Client
+) -> None:
+    provider = provider_for(server, project)
+    tracer = provider.get_tracer("shop.payments")
+    # 20 failed charges, all with 3-D Secure; 60 good ones, 10 of them with 3-D Secure.
+    for n in range(80):
+        fails, three_ds = n < 20, n < 30
+        with tracer.start_as_current_span(
+            "execute_tool charge_card",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "charge_card",
+                "payment.card_3ds": three_ds,
+                "payment.provider": "acme",
+                "order.id": f"o-{n}",
+            },
+        ) as span:
+            if fails:
+                span.set_status(Status(StatusCode.ERROR, "card declined by issuer"))
+    provider.force_flush()
+    packet = diagnose(client, project)
+    [issue] = packet["issues"]
+    assert issue["count"] == 20
+    telling = issue["stats"]["telling_attributes"]
+    assert [(t["key"], t["value"]) for t in telling] == [("payment.card_3ds", "true")]
+    [found] = telling
+    assert (found["issue_records"], found["issue_sampled"], found["issue_share"]) == (20, 20, 1.0)
+    assert (found["other_calls"], found["other_sampled"], found["other_share"]) == (10, 60, 0.1667)
+    assert found["baseline_share"] is None and found["baseline_sampled"] == 0
+    # The same p-value as the textbook one-sided Fisher test of [[20, 0], [10, 50]].
+    from scipy.stats import fisher_exact
+
+    assert found["p_value"] == float(f"{fisher_exact([[20, 0], [10, 50]], alternative='greater').pvalue:.3g}")
+    assert (
+        "payment.card_3ds = `true` is on 20 of 20 of these records (100%) but on 10 of 60 other calls"
+        in (issue["patch_plan"][0]["text"])
+    )
+    for fmt in ("markdown", "prompt"):
+        assert "payment.card_3ds = `true` is on 20 of 20" in handoff(client, project, packet["packet_id"], fmt)
+
+
+def test_few_product_ids_behind_a_failure_are_listed(server: Running, project: Project, client: httpx.Client) -> None:
+    provider = provider_for(server, project)
+    tracer = provider.get_tracer("shop.products")
+    for n in range(28):
+        try:
+            with tracer.start_as_current_span(
+                "GET /products/{id}", kind=SpanKind.SERVER, attributes={"product.id": f"p-{n % 8}"}
+            ):
+                raise KeyError("price")
+        except KeyError:
+            pass
+    provider.force_flush()
+    [issue] = diagnose(client, project)["issues"]
+    assert len(issue["stats"]["identifiers"]) == 1, issue["stats"]["identifiers"]
+    [ids] = issue["stats"]["identifiers"]
+    assert (ids["key"], ids["records"], len(ids["values"])) == ("product.id", 28, 8)
+    assert ids["counts"] == {"p-0": 4, "p-1": 4, "p-2": 4, "p-3": 4, "p-4": 3, "p-5": 3, "p-6": 3, "p-7": 3}
+    assert "the 28 sampled records come from only 8 product.id value(s)" in issue["patch_plan"][0]["text"]
