@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from loopkit_core import regression
 from loopkit_core.causes import link
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
 from loopkit_core.plugins import Plugins
@@ -84,6 +85,7 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
     }
     packet["groups"] = link(window, packet["issues"])  # root causes across traces: one group per cause
     annotate(window, packet["issues"])  # telling attribute values and few-valued identifiers, in stats and plans
+    regression.annotate(window, packet["issues"])  # back after a fix held: the earlier packet, verdict, releases
     if not kept:
         packet["observe_more"] = _observe_more(notes, ran, errors)
     tracked = [

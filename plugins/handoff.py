@@ -151,6 +151,8 @@ def _markdown_issue(issue: dict[str, Any], records: dict[str, Any], level: str) 
         "",
     ]
     lines += _related_lines(issue)
+    if (issue.get("regression_context") or {}).get("text"):
+        lines += [f"**{_md(issue['regression_context']['text'])}**", ""]
     lines += [
         f"{level} Evidence ({len(issue['evidence'])} of {issue['count']} records)",
         "",
@@ -263,7 +265,9 @@ def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
 
 def _prompt_issue(issue: dict[str, Any], records: dict[str, Any]) -> list[str]:
     """One issue's counts, evidence, eval and plan, as lines of a prompt task."""
-    lines = [
+    regressed = (issue.get("regression_context") or {}).get("text")
+    lines = [f"- {_prose(regressed)}"] if regressed else []
+    lines += [
         f"- {issue['count']} {issue['signal_type']} record(s), severity {issue['severity']}, "
         f"first seen {issue['first_seen']}, last seen {issue['last_seen']} "
         f"(fingerprint {_id(issue['fingerprint'])}).",

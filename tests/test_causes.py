@@ -316,3 +316,47 @@ def test_few_product_ids_behind_a_failure_are_listed(server: Running, project: P
     assert (ids["key"], ids["records"], len(ids["values"])) == ("product.id", 28, 8)
     assert ids["counts"] == {"p-0": 4, "p-1": 4, "p-2": 4, "p-3": 4, "p-4": 3, "p-5": 3, "p-6": 3, "p-7": 3}
     assert "the 28 sampled records come from only 8 product.id value(s)" in issue["patch_plan"][0]["text"]
+
+
+def test_a_regressed_handoff_says_so_and_links_the_earlier_packet(
+    server: Running, project: Project, client: httpx.Client
+) -> None:
+    def checkouts(version: str, failing: int, passing: int) -> None:
+        provider = TracerProvider(resource=Resource.create({"service.name": "shop", "service.version": version}))
+        exporter = OTLPSpanExporter(endpoint=f"{server.http_url}/v1/traces", headers=project.auth(), timeout=10)
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
+        checkout_traffic(provider, failing=failing, passing=passing)
+        provider.shutdown()
+
+    checkouts("1.4.0", failing=10, passing=10)
+    first = diagnose(client, project)
+    tool = next(i for i in first["issues"] if i["signal_type"] == "tool_failure")
+    assert tool["regression_context"] is None
+    approved = client.post(
+        f"/v1/packets/{first['packet_id']}/approve", json={"note": "fix it"}, headers=project.auth("dashboard")
+    )
+    assert approved.status_code == 200, approved.text
+    time.sleep(0.01)
+    checkouts("1.4.1", failing=0, passing=40)
+    verified = client.post("/v1/runs/verify", json={"packet_id": first["packet_id"]}, headers=project.auth("agent"))
+    assert verified.status_code == 200, verified.text
+    verification = verified.json()["verification"]
+    held = {v["issue_id"]: v["verdict"] for v in verification["verdicts"]}
+    assert held[tool["issue_id"]] == "held"
+    time.sleep(0.01)
+    checkouts("1.4.2", failing=3, passing=0)
+    again = diagnose(client, project, min_count=1)
+    back = next(i for i in again["issues"] if i["issue_id"] == tool["issue_id"])
+    assert back["regression"] is True and back["status"] == "regressed"
+    context = back["regression_context"]
+    assert context["earlier_packet_id"] == first["packet_id"]
+    assert context["earlier_approval"]["state"] == "approved"
+    assert context["held_verdict"]["verification_id"] == verification["verification_id"]
+    assert (context["held_release"], context["release_now"]) == ("1.4.1", "1.4.2")
+    assert len(context["new_evidence_ids"]) == 3
+    for fmt in ("markdown", "prompt"):
+        text = handoff(client, project, again["packet_id"], fmt)
+        assert "REGRESSION: this issue came back after a fix that held." in text
+        assert f"Earlier packet {first['packet_id']} (approved by" in text
+        assert f"verdict held in verification {verification['verification_id']}" in text
+        assert "on release `1.4.1`; it recurs on release `1.4.2`" in text
