@@ -26,6 +26,7 @@ MAX_ISSUES = 1000  # issues in one packet: 10,000 made a 21 MB packet and a 50 M
 ISSUE_SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event")
 SEVERITIES = ("critical", "high", "medium", "low")
 MAX_EVIDENCE = 20
+MAX_DISTINCT = 10_000  # sessions or users counted per issue (a count above it reads MAX_DISTINCT + 1)
 MAX_NOTES = 50  # notes kept per diagnoser in one packet
 NOTE_CHARS = 300  # characters of each note's text
 APPROVAL_REASON = (
@@ -86,6 +87,10 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
     packet["groups"] = link(window, packet["issues"])  # root causes across traces: one group per cause
     annotate(window, packet["issues"])  # telling attribute values and few-valued identifiers, in stats and plans
     regression.annotate(window, packet["issues"])  # back after a fix held: the earlier packet, verdict, releases
+    for issue in packet["issues"]:
+        # The issue's own distinct sessions and users (not its evidence sample's), counted in SQL.
+        issue["stats"]["session_count"] = _distinct(window, issue["selector"], "session_id")
+        issue["stats"]["user_count"] = _distinct(window, issue["selector"], "user_id")
     if not kept:
         packet["observe_more"] = _observe_more(notes, ran, errors)
     tracked = [
@@ -107,6 +112,11 @@ def run(store: Store, plugins: Plugins, project_id: str, request: DiagnoseReques
     stored = get_packet(window.engine, packet_id)
     assert stored is not None
     return stored
+
+
+def _distinct(window: Window, selector: dict[str, Any], column: str) -> int:
+    """How many distinct non-empty values of a column an issue's records carry (counted up to MAX_DISTINCT)."""
+    return sum(1 for g in window.groups(selector, by=column, limit=MAX_DISTINCT + 1) if g.value)
 
 
 def issue_id(project_id: str, fingerprint: str) -> str:

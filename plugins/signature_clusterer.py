@@ -212,7 +212,8 @@ def _add_evidence(window: Window, issue: Issue) -> None:
     issue.title = excerpt(f"{what} on {place}: {stats.get('constant_template') or issue.template}", 140)
     frames = stack_frames(example) if example else []
     version = service_version(example) if example else None
-    sessions = {r["session_id"] for r in records if r.get("session_id")}
+    # The issue's distinct sessions, not its sample's: one grouped query (bounded).
+    sessions = [g for g in window.groups(issue.selector, by="session_id", limit=10_001) if g.value]
     # Telemetry (operation, service, exception type, template, frames) is quoted in every sentence: it is data.
     operation = quote(stats["operation"])
     what = quote(stats["exception_type"]) if stats["exception_type"] else None
@@ -275,6 +276,6 @@ def _add_evidence(window: Window, issue: Issue) -> None:
     ]
     issue.next_action = (
         f"Review the evidence ({len(issue.evidence)} of {issue.count} records"
-        + (f", {len(sessions)} session(s)" if sessions else "")
+        + (f"; the issue's records come from {len(sessions)} session(s)" if sessions else "")
         + ") and approve or reject this packet; nothing is filed or changed before approval."
     )

@@ -360,3 +360,26 @@ def test_a_regressed_handoff_says_so_and_links_the_earlier_packet(
         assert f"Earlier packet {first['packet_id']} (approved by" in text
         assert f"verdict held in verification {verification['verification_id']}" in text
         assert "on release `1.4.1`; it recurs on release `1.4.2`" in text
+
+
+def test_session_and_user_counts_are_the_issues_not_the_samples(
+    server: Running, project: Project, client: httpx.Client
+) -> None:
+    provider = provider_for(server, project)
+    tracer = provider.get_tracer("shop")
+    # 30 failures from 15 sessions of 6 users: the evidence sample (10 records) sees fewer of each.
+    for n in range(30):
+        try:
+            with tracer.start_as_current_span(
+                "GET /cart",
+                kind=SpanKind.SERVER,
+                attributes={"http.route": "/cart", "session.id": f"s-{n % 15}", "user.id": f"u-{n % 6}"},
+            ):
+                raise ValueError("cart is empty")
+        except ValueError:
+            pass
+    provider.force_flush()
+    [issue] = diagnose(client, project)["issues"]
+    assert (issue["count"], len(issue["evidence"])) == (30, 10)
+    assert (issue["stats"]["session_count"], issue["stats"]["user_count"]) == (15, 6)
+    assert "(10 of 30 records; the issue's records come from 15 session(s))" in issue["next_action"]
