@@ -25,6 +25,7 @@ EVIDENCE = 10
 MAX_MESSAGES = 50  # distinct messages of an issue read to find its constant slots (one grouped query)
 MAX_SLOTS = 6  # placeholders a template may have for its slots to be matched
 MAX_MESSAGE = 1000  # characters of a message matched against the template (masking reads no more)
+FEW_CHARS = 40  # ... each at most this long
 FEW_VALUES = 3  # a slot with at most this many values in all of the issue's records is written out
 _SLOT = re.compile(r"(<(?:\*|[A-Z]+)>)")
 
@@ -166,7 +167,9 @@ def keep_constants(template: str, counts: list[Counter[str]]) -> tuple[str, list
     out, kept = [parts[0]], []
     for i, values in enumerate(counts):
         slot = parts[2 * i + 1]
-        if 0 < len(values) <= FEW_VALUES:
+        # One value is written out whole (up to the title's length); a few only when each is short, else the
+        # title would list URLs or queries.
+        if len(values) == 1 or (0 < len(values) <= FEW_VALUES and all(len(v) <= FEW_CHARS for v in values)):
             ordered = [v for v, _ in sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))]
             shown = ordered[0] if len(ordered) == 1 else "{" + "|".join(ordered) + "}"
             out.append(shown)

@@ -57,6 +57,11 @@ def test_demo_runs_the_whole_loop_and_exits_0(demo_run):
     assert "TypeError on GET /trips/{trip_id}" in out
     assert "latency regression on GET /api/recommendations" in out
     assert "6 thumbs-down user_signal records" in out
+    # The chat that fails because its flights search timed out is the tool's symptom: one task, the tool its cause.
+    assert re.search(r"RuntimeError on POST /chat: .*\n.*\n.*\n\s+symptom of iss_\w+: one task, the cause's", out)
+    assert re.search(r"TimeoutError on execute_tool search_flights.*\n.*\n.*\n\s+probable cause of iss_\w+", out)
+    assert re.search(r"telling: flights.long_haul=true on 100% of its records, \d+% of the other calls", out)
+    assert "Probable cause: `TimeoutError on execute_tool search_flights" in out
     # Approval, then verdicts: held after the fix, regressed after the failure came back.
     assert "approved by dashboard key" in out
     first, second = out.split("[8/8]")
