@@ -46,6 +46,11 @@ def annotate(window: Window, issues: list[dict[str, Any]], baseline_windows: flo
         issue["stats"]["identifiers"] = identifiers
         sentence = describe(found, identifiers, issue["count"])
         hypothesis = next((s for s in issue.get("patch_plan", []) if s.get("kind") == "hypothesis"), None)
+        inputs = (issue.get("eval") or {}).get("input")
+        if isinstance(inputs, dict) and (found or identifiers):
+            # The eval's inputs: the values the failing calls share, so the test reproduces them.
+            inputs["telling_attributes"] = {f["key"]: f["value"] for f in found}
+            inputs["identifiers"] = {i["key"]: i["values"] for i in identifiers}
         if sentence and hypothesis is not None and isinstance(hypothesis.get("text"), str):
             hypothesis["text"] += " " + sentence
             details = hypothesis.setdefault("details", {})

@@ -252,6 +252,11 @@ def test_a_keyerror_on_a_constant_key_keeps_the_key_and_the_span_name_in_the_tit
     assert products["template"] == "<QUOTED>"  # the signature (and so the issue's identity) is unchanged
     assert products["stats"]["constant_slots"] == [{"slot": "<QUOTED>", "position": 0, "values": {"'price'": 28}}]
     assert "Every one of them has `'price'` where the template has `<QUOTED>`." in products["patch_plan"][0]["text"]
+    # The failure eval names the exact exception and the message it must no longer produce.
+    assert (products["eval"]["input"]["exception_type"], products["eval"]["input"]["message_template"]) == (
+        "KeyError",
+        "'price'",
+    )
     assert cart["count"] == 12 and cart["title"] == "KeyError on GET /cart: <QUOTED>"
     assert cart["stats"]["constant_slots"] == []
 
@@ -289,6 +294,7 @@ def test_a_failure_concentrated_on_one_attribute_value_names_it_with_both_shares
     # The same p-value as the textbook one-sided Fisher test of [[20, 0], [10, 50]].
     from scipy.stats import fisher_exact
 
+    assert issue["eval"]["input"]["telling_attributes"] == {"payment.card_3ds": "true"}
     assert found["p_value"] == float(f"{fisher_exact([[20, 0], [10, 50]], alternative='greater').pvalue:.3g}")
     assert (
         "payment.card_3ds = `true` is on 20 of 20 of these records (100%) but on 10 of 60 other calls"
