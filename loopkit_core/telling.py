@@ -25,7 +25,7 @@ from loopkit_core.evidence import quote
 from loopkit_core.statistics import fisher_greater
 from loopkit_core.window import Window
 
-SAMPLE = 500  # records read per side
+SAMPLE = 200  # records read per side
 MAX_ISSUES = 20  # issues of a packet examined (the first, most important ones)
 MIN_SHARE = 0.5  # a value must be on at least this share of the issue's records to be a candidate
 RATIO = 2.0  # ... and at least this many times as common as among the other calls
