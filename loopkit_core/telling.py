@@ -51,6 +51,13 @@ def annotate(window: Window, issues: list[dict[str, Any]], baseline_windows: flo
             # The eval's inputs: the values the failing calls share, so the test reproduces them.
             inputs["telling_attributes"] = {f["key"]: f["value"] for f in found}
             inputs["identifiers"] = {i["key"]: i["values"] for i in identifiers}
+        where = next((s for s in issue.get("patch_plan", []) if s.get("kind") == "where_to_look"), None)
+        if found and where is not None and isinstance(where.get("text"), str):
+            top = found[0]
+            where["text"] += (
+                f" Compare the calls with {top['key']} = {quote(top['value'], 120)} ({top['issue_share']:.0%} of this "
+                f"issue's records, {top['other_share']:.0%} of the other calls) with those without it."
+            )
         if sentence and hypothesis is not None and isinstance(hypothesis.get("text"), str):
             hypothesis["text"] += " " + sentence
             details = hypothesis.setdefault("details", {})

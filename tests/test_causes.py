@@ -300,6 +300,11 @@ def test_a_failure_concentrated_on_one_attribute_value_names_it_with_both_shares
         "payment.card_3ds = `true` is on 20 of 20 of these records (100%) but on 10 of 60 other calls"
         in (issue["patch_plan"][0]["text"])
     )
+    where = next(s for s in issue["patch_plan"] if s["kind"] == "where_to_look")
+    assert where["text"].endswith(
+        "Compare the calls with payment.card_3ds = `true` (100% of this issue's records, 17% of the other calls) "
+        "with those without it."
+    )
     for fmt in ("markdown", "prompt"):
         assert "payment.card_3ds = `true` is on 20 of 20" in handoff(client, project, packet["packet_id"], fmt)
 
@@ -360,6 +365,8 @@ def test_a_regressed_handoff_says_so_and_links_the_earlier_packet(
     assert context["held_verdict"]["verification_id"] == verification["verification_id"]
     assert (context["held_release"], context["release_now"]) == ("1.4.1", "1.4.2")
     assert len(context["new_evidence_ids"]) == 3
+    page = client.get(f"/v1/dashboard/packets/{again['packet_id']}", headers=project.auth("dashboard")).text
+    assert "<strong>Regression:</strong> REGRESSION: this issue came back after a fix that held." in page
     for fmt in ("markdown", "prompt"):
         text = handoff(client, project, again["packet_id"], fmt)
         assert "REGRESSION: this issue came back after a fix that held." in text
