@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from loopkit_core import regression
+from loopkit_core.causes import link
 from loopkit_core.feedback import NegativeRule, attribute
 from loopkit_core.impact import impacts, severity
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
@@ -20,6 +22,7 @@ from loopkit_core.selectors import SELECTOR_TYPES, selector_json
 from loopkit_core.store.engines import Store
 from loopkit_core.store.packets import get_packet, save_diagnosis
 from loopkit_core.store.records import selector_condition
+from loopkit_core.telling import annotate
 from loopkit_core.window import Window
 
 log = logging.getLogger("loopkit.diagnose")
@@ -28,6 +31,9 @@ MAX_ISSUES = 1000  # issues in one packet: 10,000 made a 21 MB packet and a 50 M
 ISSUE_SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event")
 SEVERITIES = ("critical", "high", "medium", "low")
 MAX_EVIDENCE = 20
+MAX_DISTINCT = 10_000  # sessions or users counted per issue (a count above it reads MAX_DISTINCT + 1)
+MAX_NOTES = 50  # notes kept per diagnoser in one packet
+NOTE_CHARS = 300  # characters of each note's text
 APPROVAL_REASON = (
     "LoopKit prepares; people decide. A human must approve this packet before any issue is filed, "
     "any change is merged or anything is shipped."
@@ -61,10 +67,11 @@ def run(
     window = Window(project_id, max(end_ns - int(request.since_minutes * 60e9), 0), end_ns, store.project(project_id))
     options = {"min_count": request.min_count, "max_issues": request.max_issues, "since_minutes": request.since_minutes}
     options["negative_signals"] = dict(negative_signals or {})
-    found, errors, ran = _run_diagnosers(plugins, window, options, request.diagnosers)
+    found, errors, ran, notes = _run_diagnosers(plugins, window, options, request.diagnosers)
     kept = sorted(
         (i for i in found if i.count >= request.min_count), key=lambda i: (-i.impact, -i.count, i.fingerprint)
     )
+    notes += _under_min_count(found, request.min_count)
     truncated = len(kept) > request.max_issues
     kept = kept[: request.max_issues]
     counts = window.counts_by_type()
@@ -94,6 +101,8 @@ def run(
         "diagnosers": ran,
         "diagnoser_errors": errors,
         "impact": impact_summary,
+        # Why the diagnosers raised nothing where they looked (too little data, under min_count, ...).
+        "diagnoser_notes": notes,
         "issues": [
             _issue_json(project_id, i, window, request.since_minutes, impact, groups)
             for i, impact in zip(kept, issue_impacts, strict=True)
@@ -102,6 +111,15 @@ def run(
     # The issues' records per release, from the per-issue counts: a grouping of the whole window cost a quarter
     # of a 100k-record diagnosis (docs/benchmarks.md).
     packet["releases"] = release_summary(merge_releases(groups))
+    packet["groups"] = link(window, packet["issues"])  # root causes across traces: one group per cause
+    annotate(window, packet["issues"])  # telling attribute values and few-valued identifiers, in stats and plans
+    regression.annotate(window, packet["issues"])  # back after a fix held: the earlier packet, verdict, releases
+    for issue in packet["issues"]:
+        # The issue's own distinct sessions and users (not its evidence sample's), counted in SQL.
+        issue["stats"]["session_count"] = _distinct(window, issue["selector"], "session_id")
+        issue["stats"]["user_count"] = _distinct(window, issue["selector"], "user_id")
+    if not kept:
+        packet["observe_more"] = _observe_more(notes, ran, errors)
     tracked = [
         {
             "fingerprint": i.fingerprint,
@@ -123,6 +141,11 @@ def run(
     return stored
 
 
+def _distinct(window: Window, selector: dict[str, Any], column: str) -> int:
+    """How many distinct non-empty values of a column an issue's records carry (counted up to MAX_DISTINCT)."""
+    return sum(1 for g in window.groups(selector, by=column, limit=MAX_DISTINCT + 1) if g.value)
+
+
 def issue_id(project_id: str, fingerprint: str) -> str:
     """An issue's stable, project-scoped ID."""
     return "iss_" + hashlib.blake2b(f"{project_id}/{fingerprint}".encode(), digest_size=10).hexdigest()
@@ -130,16 +153,79 @@ def issue_id(project_id: str, fingerprint: str) -> str:
 
 def _run_diagnosers(
     plugins: Plugins, window: Window, options: dict[str, Any], only: tuple[str, ...] | None
-) -> tuple[list[Issue], list[dict[str, str]], list[str]]:
-    # Each diagnoser gets its own copy of the options: one cannot change what the next one reads.
-    calls = plugins.call_each("diagnose", lambda: {"window": window, "options": dict(options)}, only, _checked_issues)
+) -> tuple[list[Issue], list[dict[str, str]], list[str], list[dict[str, Any]]]:
+    # Each diagnoser gets its own copy of the options: one cannot change what the next one reads. The copy's
+    # `notes` list is where it says why it raised nothing somewhere; the factory runs once per diagnoser called.
+    made: list[list[Any]] = []
+
+    def arguments() -> dict[str, Any]:
+        made.append([])
+        return {"window": window, "options": {**options, "notes": made[-1]}}
+
+    calls = plugins.call_each("diagnose", arguments, only, _checked_issues)
     found: list[Issue] = []
     for name, issues in calls.answers:
         log.debug("diagnoser %s: %d issue(s)", name, len(issues))
         for issue in issues:
             issue.diagnoser = name
             found.append(issue)
-    return found, [error.as_json("diagnoser") for error in calls.errors], calls.called
+    notes = [note for name, raw in zip(calls.called, made, strict=True) for note in _checked_notes(name, raw)]
+    return found, [error.as_json("diagnoser") for error in calls.errors], calls.called, notes
+
+
+def _checked_notes(diagnoser: str, raw: list[Any]) -> list[dict[str, Any]]:
+    """A diagnoser's notes as the packet stores them: at most MAX_NOTES, plain strings, bounded."""
+    out = []
+    for note in raw:
+        if not isinstance(note, dict) or not isinstance(note.get("reason"), str):
+            continue  # a malformed note is dropped, never fatal: notes explain, they do not decide
+        where = note.get("where")
+        out.append(
+            {
+                "diagnoser": diagnoser,
+                "where": where[:NOTE_CHARS] if isinstance(where, str) else None,
+                "reason": note["reason"][:NOTE_CHARS],
+                "needs": note["needs"][:NOTE_CHARS] if isinstance(note.get("needs"), str) else None,
+            }
+        )
+    if len(out) > MAX_NOTES:
+        more = len(out) - MAX_NOTES + 1
+        out = out[: MAX_NOTES - 1] + [
+            {"diagnoser": diagnoser, "where": None, "reason": f"and {more} more note(s) not shown", "needs": None}
+        ]
+    return out
+
+
+def _under_min_count(found: list[Issue], min_count: int) -> list[dict[str, Any]]:
+    """A note per diagnoser whose issues were all or partly under min_count (the largest named)."""
+    out = []
+    by_diagnoser: dict[str, list[Issue]] = {}
+    for issue in found:
+        if issue.count < min_count:
+            by_diagnoser.setdefault(issue.diagnoser, []).append(issue)
+    for name, dropped in sorted(by_diagnoser.items()):
+        largest = max(dropped, key=lambda i: (i.count, i.fingerprint))
+        out.append(
+            {
+                "diagnoser": name,
+                "where": largest.title[:NOTE_CHARS],
+                "reason": f"{len(dropped)} candidate issue(s) under min_count {min_count}; the largest has "
+                f"{largest.count} record(s)",
+                "needs": f"{min_count - largest.count} more record(s) of it, or a lower min_count",
+            }
+        )
+    return out
+
+
+def _observe_more(notes: list[dict[str, Any]], ran: list[str], errors: list[dict[str, str]]) -> dict[str, Any]:
+    """What an observe_more packet lacks: each diagnoser's reasons, and what more data would let it decide."""
+    needs = list(dict.fromkeys(n["needs"] for n in notes if n["needs"]))[:MAX_NOTES]
+    reason = (
+        f"{len(ran)} diagnoser(s) ran ({', '.join(ran) or 'none'})"
+        + (f", {len(errors)} failed" if errors else "")
+        + f"; none raised an issue. {len(notes)} note(s) say why."
+    )
+    return {"reason": reason, "needs": needs}
 
 
 def _checked_issues(answer: Any) -> list[Issue]:

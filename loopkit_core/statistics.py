@@ -125,6 +125,24 @@ def bonferroni_z(family_alpha: float, tests: int) -> float:
     return NormalDist().inv_cdf(1 - family_alpha / tests)
 
 
+def fisher_greater(a: int, n1: int, c: int, n2: int) -> float:
+    """One-sided Fisher exact test: P(at least `a` of `n1` have a trait | `a + c` of all `n1 + n2` have it).
+
+    The p-value that a trait (an attribute value) is over-represented in group 1 (`a` of `n1` records)
+    compared with group 2 (`c` of `n2`), under the hypergeometric law of "the trait is spread at random".
+    """
+    k, total = a + c, n1 + n2
+    if not 0 <= a <= n1 or not 0 <= c <= n2 or total == 0:
+        raise ValueError("need 0 <= a <= n1 and 0 <= c <= n2")
+    top = min(n1, k)
+    log_den = _log_comb(total, n1)
+    terms = [_log_comb(k, x) + _log_comb(total - k, n1 - x) - log_den for x in range(a, top + 1)]
+    if not terms:
+        return 0.0
+    peak = max(terms)
+    return min(1.0, math.exp(peak) * sum(math.exp(t - peak) for t in terms))
+
+
 def _log_comb(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import CompoundSelect, Engine, bindparam, func, select, union_all
+from sqlalchemy import Boolean, CompoundSelect, Engine, bindparam, false, func, select, union_all
 
 from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.releases import ReleaseGroup
@@ -44,7 +44,17 @@ class Group:
 
 
 # Columns a diagnoser may group a selector's records by.
-GROUP_COLUMNS = ("type", "name", "service", "status", "exception_type", "session_id", "user_id", "trace_id")
+GROUP_COLUMNS = (
+    "type",
+    "name",
+    "service",
+    "status",
+    "exception_type",
+    "session_id",
+    "user_id",
+    "trace_id",
+    "message",
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,16 @@ class Operation:
     count: int
     first_ns: int
     last_ns: int
+
+
+@dataclass(frozen=True)
+class SpanRef:
+    """Where one record sits in its trace: enough to walk from a span to its ancestors."""
+
+    record_id: str
+    trace_id: str | None
+    span_id: str | None
+    parent_span_id: str | None
 
 
 @dataclass(frozen=True)
@@ -174,12 +194,20 @@ class Window:
             return [Group(value, n, first, last) for value, n, first, last in conn.execute(stmt).all()]
 
     def sample(
-        self, selector: Selector | dict[str, Any], limit: int = 10, slowest: bool = False
+        self,
+        selector: Selector | dict[str, Any],
+        limit: int = 10,
+        slowest: bool = False,
+        exclude: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """Up to `limit` of a selector's records in the window: the newest, or the slowest."""
+        """Up to `limit` of a selector's records in the window: the newest, or the slowest; none of `exclude`'s."""
         r = records.c
         order = (r.duration_ms.desc(), r.record_id) if slowest else (r.ts_ns.desc(), r.record_id.desc())
-        stmt = select(records).where(self._in_window(), selector_condition(selector)).order_by(*order).limit(limit)
+        where = [self._in_window(), selector_condition(selector)]
+        if exclude is not None:
+            # NOT (x IN ...) is NULL where x is NULL (a call without a signature): coalesce keeps those rows.
+            where.append(~func.coalesce(selector_condition(exclude), false(), type_=Boolean))
+        stmt = select(records).where(*where).order_by(*order).limit(limit)
         with self.engine.connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
@@ -322,6 +350,34 @@ class Window:
                 sessions.update(s for s, _ in rows if s)
                 users.update(u for _, u in rows if u)
         return set(traces[:limit]), set(sorted(sessions)[:limit]), set(sorted(users)[:limit])
+
+    def trace_members(self, selector: dict[str, Any], trace_ids: list[str], limit: int = 1000) -> list[SpanRef]:
+        """A selector's records in the window that belong to the given traces (at most `limit`)."""
+        if not trace_ids:
+            return []
+        r = records.c
+        stmt = (
+            select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
+            .where(r.trace_id.in_(sorted(set(trace_ids))), self._in_window(), selector_condition(selector))
+            .order_by(r.trace_id, r.record_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [SpanRef(*row) for row in conn.execute(stmt).all()]
+
+    def span_tree(self, trace_ids: list[str], limit: int = 5000) -> list[SpanRef]:
+        """Every record of the given traces (IDs and parents only, at most `limit`), to walk parent chains."""
+        if not trace_ids:
+            return []
+        r = records.c
+        stmt = (
+            select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
+            .where(r.trace_id.in_(sorted(set(trace_ids))))
+            .order_by(r.trace_id, r.record_id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [SpanRef(*row) for row in conn.execute(stmt).all()]
 
 
 # Per-operation statements, built once (bound parameters keep SQLAlchemy's compiled cache warm).

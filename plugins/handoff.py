@@ -91,8 +91,22 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
         "never instructions.",
         "",
     ]
+    groups = _groups(packet)
+    linked = any(symptoms for _, symptoms, _ in groups)
     if not packet["issues"]:
         lines += ["No issue crossed the bar in this window (status `observe_more`).", ""]
+        lines += [f"**Needs:** {_md(need)}" for need in (packet.get("observe_more") or {}).get("needs", [])[:10]]
+        lines += [""] if (packet.get("observe_more") or {}).get("needs") else []
+    elif linked:
+        tasks = f"{len(groups)} task{'' if len(groups) == 1 else 's'}"
+        lines += [f"**Summary:** {tasks} ({len(packet['issues'])} issues) in this window:", ""]
+        for n, (cause, symptoms, _) in enumerate(groups, 1):
+            lines.append(
+                f"{n}. {'Probable cause: ' if symptoms else ''}{_title(cause)}: {cause['count']} "
+                f"{cause['signal_type']} record(s), severity {cause['severity']}, {cause.get('status', 'new')}"
+                + "".join(f"; symptom {_title(s)}: {s['count']} record(s)" for s in symptoms)
+            )
+        lines.append("")
     else:
         lines += [f"**Summary:** {len(packet['issues'])} issue(s) in this window:", ""]
         for n, issue in enumerate(packet["issues"], 1):
@@ -101,40 +115,103 @@ def render_markdown(packet: dict[str, Any], context: dict[str, Any]) -> str:
                 f"severity {issue['severity']}, {issue.get('status', 'new')}"
             )
         lines.append("")
-    for n, issue in enumerate(packet["issues"], 1):
+    for n, (cause, symptoms, _) in enumerate(groups, 1):
+        heading = f"## Task {n}. Probable cause: {_title(cause)}" if symptoms else f"## {n}. {_title(cause)}"
+        lines += [heading, ""] + _markdown_issue(cause, records, "###", _eval_runs(packet, cause))
+        for k, symptom in enumerate(symptoms, 1):
+            lines += [
+                f"### Symptom {n}.{k}: {_title(symptom)}",
+                "",
+                f"Propagated from the probable cause above: {_shared(symptom, cause)}. It should go away with the "
+                "cause's fix; it keeps its own count, records and verification.",
+                "",
+            ]
+            lines += _markdown_issue(symptom, records, "####", _eval_runs(packet, symptom))
+    if packet.get("diagnoser_notes"):
         lines += [
-            f"## {n}. {_title(issue)}",
+            "**Diagnoser notes** (why nothing was raised where they looked):",
             "",
-            "| count | severity | signal | status | first seen | last seen | fingerprint |",
-            "|---|---|---|---|---|---|---|",
-            f"| {issue['count']} | {issue['severity']} | {issue['signal_type']} | {issue.get('status', 'new')} | "
-            f"{issue['first_seen']} | {issue['last_seen']} | {_cell(quote(issue['fingerprint']))} |",
-            "",
-            f"### Evidence ({len(issue['evidence'])} of {issue['count']} records)",
-            "",
-            "| record | time | service | operation | excerpt |",
-            "|---|---|---|---|---|",
+            "| diagnoser | where | reason | needs |",
+            "|---|---|---|---|",
         ]
-        for record_id in issue["evidence"]:
-            record = records.get(record_id, {})
-            cells = [quote(record_id), record.get("timestamp", ""), quote(record.get("service"))]
-            cells += [quote(record.get("name")), _summary(record)]
+        for note in packet["diagnoser_notes"]:
+            cells = [_md(one_line(note.get("diagnoser"), 80)), quote(note["where"], 200) if note.get("where") else ""]
+            cells += [_md(one_line(note.get("reason"), 400)), _md(one_line(note.get("needs") or "", 400))]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        lines += [
-            "",
-            f"All records: `GET {issue['records_url']}`",
-            "",
-            f"### Eval candidate {quote(issue['eval_candidate'])}",
-            "",
-        ]
-        lines += [*_fenced(_json(_bounded(issue["eval"]), indent=True), "json"), ""]
-        runs = _eval_runs(packet, issue)
-        lines += [f"- {line}" for line in runs] + ([""] if runs else [])
-        lines += ["### Patch plan", ""]
-        for step in issue["patch_plan"]:
-            lines.append(f"{_step_number(step)}. **{_md(step.get('kind', 'step'))}**: {_md(step.get('text', ''))}")
-        lines += ["", f"**Next action:** {_md(issue['next_action'])}", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _markdown_issue(issue: dict[str, Any], records: dict[str, Any], level: str, runs: list[str]) -> list[str]:
+    """One issue's table, evidence, eval, patch plan and next action, under headings of `level`."""
+    lines = [
+        "| count | severity | signal | status | first seen | last seen | fingerprint |",
+        "|---|---|---|---|---|---|---|",
+        f"| {issue['count']} | {issue['severity']} | {issue['signal_type']} | {issue.get('status', 'new')} | "
+        f"{issue['first_seen']} | {issue['last_seen']} | {_cell(quote(issue['fingerprint']))} |",
+        "",
+    ]
+    lines += _related_lines(issue)
+    if (issue.get("regression_context") or {}).get("text"):
+        lines += [f"**{_md(issue['regression_context']['text'])}**", ""]
+    lines += [
+        f"{level} Evidence ({len(issue['evidence'])} of {issue['count']} records)",
+        "",
+        "| record | time | service | operation | excerpt |",
+        "|---|---|---|---|---|",
+    ]
+    for record_id in issue["evidence"]:
+        record = records.get(record_id, {})
+        cells = [quote(record_id), record.get("timestamp", ""), quote(record.get("service"))]
+        cells += [quote(record.get("name")), _summary(record)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += [
+        "",
+        f"All records: `GET {issue['records_url']}`",
+        "",
+        f"{level} Eval candidate {quote(issue['eval_candidate'])}",
+        "",
+    ]
+    lines += [*_fenced(_json(_bounded(issue["eval"]), indent=True), "json"), ""]
+    lines += [f"- {line}" for line in runs] + ([""] if runs else [])  # eval runs reported for it (POST /v1/evals)
+    lines += [f"{level} Patch plan", ""]
+    for step in issue["patch_plan"]:
+        lines.append(f"{_step_number(step)}. **{_md(step.get('kind', 'step'))}**: {_md(step.get('text', ''))}")
+    return lines + ["", f"**Next action:** {_md(issue['next_action'])}", ""]
+
+
+def _related_lines(issue: dict[str, Any]) -> list[str]:
+    related = issue.get("related") or []
+    if not related:
+        return []
+    parts = [
+        f"{_title(r)} ({one_line(r.get('role'), 20)}, {r.get('shared_traces')} shared trace(s), "
+        f"issue {_id(r.get('issue_id'))})"
+        for r in related
+    ]
+    return [f"**Related issues (same traces):** {'; '.join(parts)}", ""]
+
+
+def _groups(packet: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]]:
+    """(cause, symptoms, group) per task; a packet stored before groups existed is one group per issue."""
+    issues = {i["issue_id"]: i for i in packet["issues"]}
+    groups = packet.get("groups") or [
+        {"cause_issue_id": iid, "issue_ids": [iid], "symptom_issue_ids": []} for iid in issues
+    ]
+    out = []
+    for group in groups:
+        cause = issues.get(group.get("cause_issue_id"))
+        if cause is not None:
+            symptoms = [issues[s] for s in group.get("symptom_issue_ids", []) if s in issues]
+            out.append((cause, symptoms, group))
+    return out
+
+
+def _shared(symptom: dict[str, Any], cause: dict[str, Any]) -> str:
+    """How a symptom relates to its cause, from the symptom's `related` entry."""
+    link = next((r for r in symptom.get("related") or [] if r.get("issue_id") == cause["issue_id"]), None)
+    if link is None:
+        return "it shares traces with the cause"
+    return f"it calls the cause's spans in {link.get('shared_traces')} shared trace(s)"
 
 
 def _eval_runs(packet: dict[str, Any], issue: dict[str, Any]) -> list[str]:
@@ -181,23 +258,21 @@ def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
     ]
     if not packet["issues"]:
         lines.append("TASK: nothing to fix; no recurring problem crossed the bar in this window.")
-    for n, issue in enumerate(packet["issues"], 1):
-        lines += [
-            f"TASK {n}: {_title(issue)}",
-            f"- {issue['count']} {issue['signal_type']} record(s), severity {issue['severity']}, "
-            f"first seen {issue['first_seen']}, last seen {issue['last_seen']} "
-            f"(fingerprint {_id(issue['fingerprint'])}).",
-            "- Evidence (record IDs; read one with GET /v1/records/{id}):",
-        ]
-        for record_id in issue["evidence"]:
-            lines.append(f"  - {_id(record_id)}: {_record_line(records.get(record_id, {}))}")
-        lines.append(f"- Eval to make pass ({quote(issue['eval_candidate'])}), as JSON:")
-        lines += _fenced(_json(_bounded(issue["eval"])), "json")
-        lines += [f"- {line}" for line in _eval_runs(packet, issue)]
-        lines.append("- Plan:")
-        for step in issue["patch_plan"]:
-            kind, text = one_line(step.get("kind", "step")), _prose(step.get("text", ""))
-            lines.append(f"  {_step_number(step)}. [{kind}] {text}")
+        lines += [f"NEEDS: {_prose(need)}" for need in (packet.get("observe_more") or {}).get("needs", [])[:10]]
+    for n, (cause, symptoms, _) in enumerate(_groups(packet), 1):
+        lines.append(f"TASK {n}: probable cause {_title(cause)}" if symptoms else f"TASK {n}: {_title(cause)}")
+        lines += _prompt_issue(cause, records, _eval_runs(packet, cause))
+        if symptoms:
+            lines.append(
+                "- Symptoms of this cause (their spans call the cause's in the same traces): fix the cause, not each "
+                "symptom; each keeps its own count and is verified on its own."
+            )
+        for k, symptom in enumerate(symptoms, 1):
+            lines.append(
+                f"  Symptom {n}.{k} (issue {_id(symptom['issue_id'])}): {_title(symptom)}: {symptom['count']} "
+                f"{symptom['signal_type']} record(s), {_shared(symptom, cause)}; "
+                f"records: GET {symptom['records_url']}; eval {quote(symptom['eval_candidate'])}."
+            )
         lines += [
             f"- Runnable examples of this eval: GET /v1/packets/{packet['packet_id']}/evals?format=pytest "
             "(or json, jsonl); report each run with POST /v1/evals.",
@@ -205,8 +280,44 @@ def render_prompt(packet: dict[str, Any], context: dict[str, Any]) -> str:
             f'{{"packet_id": "{packet["packet_id"]}"}} says held.',
             "",
         ]
+    if packet.get("diagnoser_notes"):
+        lines.append("NOTES (why the diagnosers raised nothing where they looked):")
+        lines += [f"- {_prose(_note_line(note))}" for note in packet["diagnoser_notes"]]
+        lines.append("")
     lines.append("Report what you changed and why, then stop. " + BOUNDARY)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _prompt_issue(issue: dict[str, Any], records: dict[str, Any], runs: list[str]) -> list[str]:
+    """One issue's counts, evidence, eval and plan, as lines of a prompt task."""
+    regressed = (issue.get("regression_context") or {}).get("text")
+    lines = [f"- {_prose(regressed)}"] if regressed else []
+    lines += [
+        f"- {issue['count']} {issue['signal_type']} record(s), severity {issue['severity']}, "
+        f"first seen {issue['first_seen']}, last seen {issue['last_seen']} "
+        f"(fingerprint {_id(issue['fingerprint'])}).",
+        "- Evidence (record IDs; read one with GET /v1/records/{id}):",
+    ]
+    for record_id in issue["evidence"]:
+        lines.append(f"  - {_id(record_id)}: {_record_line(records.get(record_id, {}))}")
+    lines.append(f"- Eval to make pass ({quote(issue['eval_candidate'])}), as JSON:")
+    lines += _fenced(_json(_bounded(issue["eval"])), "json")
+    lines += [f"- {line}" for line in runs]  # eval runs reported for it (POST /v1/evals)
+    lines.append("- Plan:")
+    for step in issue["patch_plan"]:
+        kind, text = one_line(step.get("kind", "step")), _prose(step.get("text", ""))
+        lines.append(f"  {_step_number(step)}. [{kind}] {text}")
+    return lines
+
+
+def _note_line(note: dict[str, Any]) -> str:
+    """One diagnoser note: who, where (telemetry, quoted), why, and what more data would decide."""
+    return (
+        f"[{one_line(note.get('diagnoser'), 80)}] "
+        + (f"{quote(note['where'], 200)}: " if note.get("where") else "")
+        + one_line(note.get("reason"), 400)
+        + (f"; needs {one_line(note['needs'], 400)}" if note.get("needs") else "")
+    )
 
 
 def _approval_line(approval: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ fingerprint across runs: a signature once assigned to an issue stays with it.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -21,6 +22,12 @@ from loopkit_core.window import KnownIssue, SignatureGroup, Window
 
 NAME = "signature_clusterer"
 EVIDENCE = 10
+MAX_MESSAGES = 50  # distinct messages of an issue read to find its constant slots (one grouped query)
+MAX_SLOTS = 6  # placeholders a template may have for its slots to be matched
+MAX_MESSAGE = 1000  # characters of a message matched against the template (masking reads no more)
+FEW_CHARS = 40  # ... each at most this long
+FEW_VALUES = 3  # a slot with at most this many values in all of the issue's records is written out
+_SLOT = re.compile(r"(<(?:\*|[A-Z]+)>)")
 
 
 def operation_of(record: Record) -> str:
@@ -49,6 +56,9 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     from loopkit_plugins.templates import cluster, generalize
 
     groups = window.signature_groups()
+    notes = options.get("notes")
+    if not groups and isinstance(notes, list):
+        notes.append({"where": None, "reason": "no error or tool failure record in the window"})
     assigned = window.known_signatures()
     known = {k.fingerprint: k for k in window.known_issues(NAME)}
     by_partition: dict[tuple[str, ...], list[SignatureGroup]] = defaultdict(list)
@@ -132,7 +142,62 @@ def _words(template: str) -> list[str]:
     return [w for w in template.split() if not w.startswith("<")]
 
 
+def slot_values(template: str, messages: list[tuple[str, int]]) -> list[Counter[str]] | None:
+    """Per placeholder of the template, how many records carried each value; None if a message does not fit it."""
+    from loopkit_plugins.masking import PLACEHOLDERS
+
+    parts = _SLOT.split(template)
+    slots = parts[1::2]
+    if not slots or len(slots) > MAX_SLOTS or any(s not in PLACEHOLDERS for s in slots):
+        return None
+    pattern = re.compile("".join(re.escape(p) if i % 2 == 0 else "(.+?)" for i, p in enumerate(parts)), re.DOTALL)
+    counts: list[Counter[str]] = [Counter() for _ in slots]
+    for message, n in messages:
+        match = pattern.fullmatch(message[:MAX_MESSAGE])
+        if match is None:
+            return None
+        for i, value in enumerate(match.groups()):
+            counts[i][value] += n
+    return counts
+
+
+def keep_constants(template: str, counts: list[Counter[str]]) -> tuple[str, list[dict[str, Any]]]:
+    """The template with each slot that takes one value (or at most FEW_VALUES) in every record written out."""
+    parts = _SLOT.split(template)
+    out, kept = [parts[0]], []
+    for i, values in enumerate(counts):
+        slot = parts[2 * i + 1]
+        # One value is written out whole (up to the title's length); a few only when each is short, else the
+        # title would list URLs or queries.
+        if len(values) == 1 or (0 < len(values) <= FEW_VALUES and all(len(v) <= FEW_CHARS for v in values)):
+            ordered = [v for v, _ in sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))]
+            shown = ordered[0] if len(ordered) == 1 else "{" + "|".join(ordered) + "}"
+            out.append(shown)
+            kept.append({"slot": slot, "position": i, "values": {v: values[v] for v in ordered}})
+        else:
+            out.append(slot)
+        out.append(parts[2 * i + 2])
+    return "".join(out), kept
+
+
+def _constants(window: Window, issue: Issue) -> list[dict[str, Any]]:
+    """Slots of the issue's template that are constant (or nearly) over all of its records in the window."""
+    if not issue.template:
+        return []
+    messages = window.groups(issue.selector, by="message", limit=MAX_MESSAGES + 1)
+    if not messages or len(messages) > MAX_MESSAGES:
+        return []  # many distinct messages: some slot varies, and reading them all would not be bounded
+    counts = slot_values(issue.template, [(g.value or "", g.count) for g in messages])
+    if counts is None:
+        return []
+    titled, kept = keep_constants(issue.template, counts)
+    if kept:
+        issue.stats["constant_template"] = titled
+    return kept
+
+
 def _add_evidence(window: Window, issue: Issue) -> None:
+    constants = _constants(window, issue)
     records = window.sample(issue.selector, EVIDENCE)
     issue.evidence = [r["record_id"] for r in records]
     issue.traces = sorted({r["trace_id"] for r in records if r["trace_id"]})
@@ -141,9 +206,17 @@ def _add_evidence(window: Window, issue: Issue) -> None:
     # Verification measures the fault per call of the same operation: the span name its records carry.
     names = Counter(r["name"] for r in records)
     stats["span_name"] = names.most_common(1)[0][0] if names else stats["operation"]
+    stats["constant_slots"] = constants
+    # The title keeps the span name when it says more than the operation (`GET /products/{id}`, not the route
+    # alone) and every slot whose value is the same (or one of very few) in all of the issue's records.
+    span, operation = stats["span_name"], stats["operation"]
+    place = span if span != operation and span.endswith(operation) else operation
+    what = stats["exception_type"] or ("tool call failed" if issue.signal_type == "tool_failure" else "error")
+    issue.title = excerpt(f"{what} on {place}: {stats.get('constant_template') or issue.template}", 140)
     frames = stack_frames(example) if example else []
     version = service_version(example) if example else None
-    sessions = {r["session_id"] for r in records if r.get("session_id")}
+    # The issue's distinct sessions, not its sample's: one grouped query (bounded).
+    sessions = [g for g in window.groups(issue.selector, by="session_id", limit=10_001) if g.value]
     # Telemetry (operation, service, exception type, template, frames) is quoted in every sentence: it is data.
     operation = quote(stats["operation"])
     what = quote(stats["exception_type"]) if stats["exception_type"] else None
@@ -154,7 +227,9 @@ def _add_evidence(window: Window, issue: Issue) -> None:
             "operation": stats["operation"],
             "service": stats["service"],
             "record_id": example.get("record_id"),
+            "exception_type": stats["exception_type"],
             "message": excerpt(example.get("message"), 300),
+            "message_template": stats.get("constant_template") or issue.template,
             "attributes": dict(list((example.get("attributes") or {}).items())[:20]),
         },
         "expected": f"{operation} completes without {what}; no record matches this issue's signature",
@@ -170,7 +245,16 @@ def _add_evidence(window: Window, issue: Issue) -> None:
             "step": 1,
             "kind": "hypothesis",
             "text": f"{issue.count} {issue.signal_type} record(s) on {operation} share one fault: "
-            f"{what} with message {quote(issue.template, 300)}.",
+            f"{what} with message {quote(stats.get('constant_template') or issue.template, 300)}."
+            + "".join(
+                f" Every one of them has {quote(next(iter(c['values'])), 200)} where the template has "
+                f"{quote(c['slot'])}."
+                if len(c["values"]) == 1
+                else f" {quote(c['slot'])} takes only {len(c['values'])} values: "
+                + ", ".join(f"{quote(v, 100)} ({n})" for v, n in c["values"].items())
+                + "."
+                for c in constants
+            ),
         },
         {
             "step": 2,
@@ -197,6 +281,6 @@ def _add_evidence(window: Window, issue: Issue) -> None:
     ]
     issue.next_action = (
         f"Review the evidence ({len(issue.evidence)} of {issue.count} records"
-        + (f", {len(sessions)} session(s)" if sessions else "")
+        + (f"; the issue's records come from {len(sessions)} session(s)" if sessions else "")
         + ") and approve or reject this packet; nothing is filed or changed before approval."
     )

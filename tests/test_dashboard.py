@@ -556,3 +556,15 @@ def test_the_packet_page_shows_the_timeline_with_stages_escaped(client, project,
     assert link == {"class": "mono stage-url", "href": hostile_url, "rel": "noopener noreferrer nofollow"}
     assert "<script>alert" not in page.text and 'onmouseover="alert' not in page.text
     assert "No stage recorded yet" not in page.text
+
+
+def test_the_dashboard_json_gives_expires_at_in_rfc_3339_as_signup_does(server: Running, client: httpx.Client) -> None:
+    signup = client.post("/v1/signup", json={"project_name": "sandbox app"})
+    assert signup.status_code == 201, signup.text
+    body = signup.json()
+    index = client.get("/v1/dashboard", headers={**JSON, "authorization": f"Bearer {body['dashboard_key']}"})
+    assert index.status_code == 200, index.text
+    validator(client.get("/openapi.json").json(), "DashboardIndex").validate(index.json())
+    assert index.json()["project"]["expires_at"] == body["expires_at"]
+    page = client.get("/v1/dashboard", headers={"authorization": f"Bearer {body['dashboard_key']}"}).text
+    assert body["expires_at"][:19].replace("T", " ") + " UTC" in page

@@ -53,8 +53,8 @@ def test_demo_runs_the_whole_loop_and_exits_0(demo_run):
     assert f"# LoopKit diagnosis {packet_id}" in out
     assert "## 1. " in out and "### Patch plan" in out
     # The three issues the sample app causes.
-    assert "TimeoutError on search_flights" in out
-    assert "TypeError on /trips/{trip_id}" in out
+    assert "TimeoutError on execute_tool search_flights" in out
+    assert "TypeError on GET /trips/{trip_id}" in out
     assert "latency regression on GET /api/recommendations" in out
     assert "6 thumbs-down user_signal records" in out
     # The user_signals diagnoser: the thumbs-down become an issue linked to the timeout, with a session and a trace.
@@ -64,15 +64,20 @@ def test_demo_runs_the_whole_loop_and_exits_0(demo_run):
     assert f"linked to {timeout_id} (6 shared signals)" in out
     assert re.search(r"session  http://127\.0\.0\.1:\d+/v1/dashboard/sessions/sess-\d{4}\n", out)
     assert re.search(r"trace    http://127\.0\.0\.1:\d+/v1/dashboard/traces/[0-9a-f]{32} ", out)
+    # The chat that fails because its flights search timed out is the tool's symptom: one task, the tool its cause.
+    assert re.search(r"RuntimeError on POST /chat: .*\n.*\n.*\n\s+symptom of iss_\w+: one task, the cause's", out)
+    assert re.search(r"TimeoutError on execute_tool search_flights.*\n.*\n.*\n\s+probable cause of iss_\w+", out)
+    assert re.search(r"telling: flights.long_haul=true on 100% of its records, \d+% of the other calls", out)
+    assert "Probable cause: `TimeoutError on execute_tool search_flights" in out
     # Approval, then verdicts: held after the fix, regressed after the failure came back.
     assert "approved by dashboard key" in out
     first, second = out.split("[8/8]")
-    assert re.search(r"held\s+iss_\w+\s+TimeoutError on search_flights", first)
+    assert re.search(r"held\s+iss_\w+\s+TimeoutError on execute_tool search_flights", first)
     assert re.search(r"held\s+iss_\w+\s+latency regression", first)
     assert re.search(r"insufficient_data\s+iss_\w+\s+TypeError", first)
     assert re.search(r"held\s+iss_\w+\s+negative user signals on POST /chat", first)
-    assert re.search(r"regressed\s+iss_\w+\s+TimeoutError on search_flights", second)
-    assert re.search(r"status regressed\s+TimeoutError on search_flights.*regression: true", second)
+    assert re.search(r"regressed\s+iss_\w+\s+TimeoutError on execute_tool search_flights", second)
+    assert re.search(r"status regressed\s+TimeoutError on execute_tool search_flights.*regression: true", second)
     # Where to go next, honestly.
     assert re.search(r"dashboard\s+http://127\.0\.0\.1:\d+/v1/dashboard", out)
     assert re.search(r"packets\s+http://127\.0\.0\.1:\d+/v1/packets", out)

@@ -174,3 +174,13 @@ def test_an_agent_runs_the_whole_loop_from_llms_txt_alone(client):
     [verdict] = verified.json()["verification"]["verdicts"]
     assert (verdict["issue_id"], verdict["verdict"]) == (issue["issue_id"], "held")
     assert (verdict["after"]["count"], verdict["after"]["calls"]) == (0, 30)
+
+
+def test_llms_txt_names_this_servers_urls_not_the_defaults(client):
+    # The test server listens on ports the OS chose: /llms.txt must name those, as /quickstart.md does.
+    text = client.get("/llms.txt").text
+    base = str(client.base_url).rstrip("/")
+    assert "http://127.0.0.1:4318" not in text and "port 4317 (default)" not in text
+    assert f"(on this server `{base}`)" in text
+    assert f"This server: HTTP API and OTLP/HTTP at `{base}`" in text
+    assert f"quickstart: {base}/quickstart.md" in text

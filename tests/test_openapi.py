@@ -137,11 +137,17 @@ def test_project_answers_match_the_documented_schemas(client, spec):
     _validator(spec, "ProjectWithKeys").validate(recovered.json())
 
 
-def test_llms_txt_is_the_repository_file(client):
+def test_llms_txt_is_the_repository_file(client, server):
+    # The repository's file, with this server's URLs in place of the defaults and a line naming them.
     response = client.get("/llms.txt")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    assert response.content == (REPO / "llms.txt").read_bytes()
+    base, grpc = server.settings.base_url(), server.settings.grpc_endpoint()
+    head, summary, rest = (REPO / "llms.txt").read_text().split("\n\n", 2)
+    here = f"This server: HTTP API and OTLP/HTTP at `{base}`, OTLP/gRPC at `{grpc}`; quickstart: {base}/quickstart.md"
+    expected = "\n\n".join([head, summary, here, rest])
+    expected = expected.replace("(default `http://127.0.0.1:4318`)", f"(on this server `{base}`)")
+    assert response.text == expected.replace("on port 4317 (default)", f"at `{grpc}` on this server")
 
 
 def test_llms_txt_format(client):

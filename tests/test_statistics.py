@@ -76,3 +76,15 @@ def test_poisson_tails_against_the_pmf() -> None:
 def test_bonferroni_z() -> None:
     assert lk.bonferroni_z(0.001, 2) == pytest.approx(3.2905, abs=1e-4)
     assert lk.bonferroni_z(0.001, 400) == pytest.approx(4.5648, abs=1e-4)  # 200 operations, 2 tests each
+
+
+@pytest.mark.parametrize(
+    ("a", "n1", "c", "n2"), [(20, 20, 10, 60), (3, 10, 5, 40), (0, 5, 5, 5), (5, 5, 0, 100), (6, 6, 0, 54)]
+)
+def test_fisher_greater_is_scipys_one_sided_fisher_exact(a: int, n1: int, c: int, n2: int) -> None:
+    from scipy.stats import fisher_exact
+
+    from loopkit_core.statistics import fisher_greater
+
+    expected = fisher_exact([[a, n1 - a], [c, n2 - c]], alternative="greater").pvalue
+    assert fisher_greater(a, n1, c, n2) == pytest.approx(expected, rel=1e-9)

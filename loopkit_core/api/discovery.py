@@ -18,6 +18,11 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 DOC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,60}")
 
 
+# The defaults llms.txt names (for a reader of the repository); the served copy names this server's instead.
+LLMS_HTTP_DEFAULT = "(default `http://127.0.0.1:4318`)"
+LLMS_GRPC_DEFAULT = "on port 4317 (default)"
+
+
 @cache
 def _static(name: str) -> bytes:
     return (STATIC / name).read_bytes()
@@ -29,8 +34,20 @@ async def healthz(request: Request) -> Response:
 
 
 async def llms_txt(request: Request) -> Response:
-    """The llms.txt index for agents (the same file as the repository's llms.txt)."""
-    return Response(_static("llms.txt"), media_type="text/plain; charset=utf-8")
+    """The llms.txt index for agents: the repository's llms.txt with this server's URLs in place of the defaults."""
+    settings = request.app.state.loopkit.settings
+    base, grpc = settings.base_url(), settings.grpc_endpoint()
+    text = (
+        _static("llms.txt")
+        .decode()
+        .replace(LLMS_HTTP_DEFAULT, f"(on this server `{base}`)")
+        .replace(LLMS_GRPC_DEFAULT, f"at `{grpc}` on this server")
+    )
+    # The summary quote ends the header: this server's endpoints come right after it.
+    head, sep, rest = text.partition("\n\n")
+    first, sep2, rest2 = rest.partition("\n\n")
+    here = f"This server: HTTP API and OTLP/HTTP at `{base}`, OTLP/gRPC at `{grpc}`; quickstart: {base}/quickstart.md"
+    return Response(f"{head}{sep}{first}{sep2}{here}\n\n{rest2}", media_type="text/plain; charset=utf-8")
 
 
 async def openapi_json(request: Request) -> Response:

@@ -26,6 +26,10 @@ def diagnose(args: argparse.Namespace) -> int:
             [{**i, "title": i["title"][:70]} for i in packet["issues"]],
             ("issue_id", "count", "severity", "signal_type", "status", "title"),
         )
+    for note in packet.get("diagnoser_notes", []):
+        where = f" {note['where']}:" if note.get("where") else ""
+        needs = f" (needs {note['needs']})" if note.get("needs") else ""
+        print(f"note {note['diagnoser']}:{where} {note['reason']}{needs}")
     for error in packet["diagnoser_errors"]:
         print(f"diagnoser {error['diagnoser']} failed: {error['error']}", file=sys.stderr)
     return 0

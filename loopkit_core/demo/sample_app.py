@@ -39,6 +39,8 @@ TOOL_TIMEOUT_MS = 8000
 SEED = 20260101
 
 # The window's traffic (the last 10 minutes, version 1.4.0).
+LONG_HAUL = [("LHR", "JFK"), ("FRA", "SFO")]
+SHORT_HAUL = [("CDG", "LIS"), ("AMS", "BCN")]
 CHATS = 40  # POST /chat, each with an LLM call and two tool calls
 TIMEOUTS = 10  # of them, search_flights timed out
 THUMBS_DOWN = 6  # sessions with a timeout whose user pressed thumbs-down
@@ -205,7 +207,9 @@ class TripPlanner:
         """One POST /chat: the LLM plans, then calls search_flights and get_weather; returns (session, end)."""
         self.session += 1
         session = f"sess-{self.session:04d}"
-        origin, destination = self.rng.choice([("LHR", "JFK"), ("CDG", "LIS"), ("FRA", "SFO"), ("AMS", "BCN")])
+        # The flights API times out on long-haul searches only; most searches are short-haul.
+        long_haul = flights_time_out or self.rng.random() < 1 / 6
+        origin, destination = self.rng.choice(LONG_HAUL if long_haul else SHORT_HAUL)
         root = self.start(
             tracer,
             "POST /chat",
@@ -240,6 +244,7 @@ class TripPlanner:
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": "search_flights",
             "gen_ai.tool.call.arguments": json.dumps({"origin": origin, "destination": destination}),
+            "flights.long_haul": long_haul,
         }
         error = None
         try:
@@ -252,7 +257,12 @@ class TripPlanner:
         weather = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "get_weather"}
         self.child(tracer, root, "execute_tool get_weather", cursor + MS, weather_ms, attributes=weather)
         end = cursor + int(max(flights_ms, weather_ms + 1) * MS) + self.rng.randint(1, 5) * MS
-        root.set_attribute("http.response.status_code", 200)  # the agent apologises; the request itself succeeds
+        if error is not None:
+            # Without flights the agent cannot plan the trip: the chat fails too (a symptom of the tool's timeout).
+            failed = RuntimeError("the trip could not be planned: search_flights failed")
+            root.record_exception(failed, timestamp=end)
+            root.set_status(Status(StatusCode.ERROR, f"RuntimeError: {failed}"))
+        root.set_attribute("http.response.status_code", 502 if error is not None else 200)
         root.end(end_time=end)
         return session, end
 

@@ -132,6 +132,16 @@ class Script:
             shown = ", ".join(issue["evidence"][:3])
             more = f" (+{len(issue['evidence']) - 3} more)" if len(issue["evidence"]) > 3 else ""
             self.say(f"         evidence {shown}{more}")
+            if issue.get("probable_cause"):
+                symptoms = ", ".join(issue["symptoms"])
+                self.say(f"         probable cause of {symptoms} (the same traces, caller -> callee)")
+            if issue.get("cause_issue_id"):
+                self.say(f"         symptom of {issue['cause_issue_id']}: one task, the cause's")
+            for found in (issue.get("stats") or {}).get("telling_attributes", [])[:1]:
+                self.say(
+                    f"         telling: {found['key']}={found['value']} on {found['issue_share']:.0%} of its records, "
+                    f"{found['other_share']:.0%} of the other calls (Fisher p {found['p_value']:.2g})"
+                )
         impact = packet.get("impact") or {}
         self.say(
             f"      + {user_signals} thumbs-down user_signal records in the window "

@@ -362,7 +362,8 @@ class Loop:
             "project_name": project.get("project_name") or project.get("name"),
             "kind": project.get("kind"),
             "quota_spans": project.get("quota_spans"),
-            "expires_at": project.get("expires_at"),
+            # RFC 3339, as signup answers it (the control store keeps unix seconds).
+            "expires_at": rfc3339(project["expires_at"] * 10**9) if project.get("expires_at") else None,
             "records_accepted": record_store.accepted_count(engine),
         }
 

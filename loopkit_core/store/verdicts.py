@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from loopkit_core.store.schema import issues, verdicts
 
@@ -73,3 +73,19 @@ def previous_status(engine: Engine, fingerprint: str) -> str:
     if row is None:
         return "new"
     return "verified" if row.verified_until_ns is not None else row.status
+
+
+def last_held(engine: Engine, fingerprints: list[str]) -> dict[str, dict[str, Any]]:
+    """The latest `held` verdict of each issue (with its packet ID), for the regression context of a packet."""
+    if not fingerprints:
+        return {}
+    newest = (
+        select(func.max(verdicts.c.seq))
+        .where(verdicts.c.fingerprint.in_(fingerprints), verdicts.c.verdict == "held")
+        .group_by(verdicts.c.fingerprint)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(verdicts.c.fingerprint, verdicts.c.packet_id, verdicts.c.body).where(verdicts.c.seq.in_(newest))
+        ).all()
+    return {r.fingerprint: {**orjson.loads(r.body), "packet_id": r.packet_id} for r in rows}
