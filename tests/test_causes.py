@@ -209,7 +209,7 @@ def test_a_too_short_baseline_gives_a_reason_and_what_more_data_would_decide(
         },
     ]
     assert packet["observe_more"] == {
-        "reason": "2 diagnoser(s) ran (latency_outliers, signature_clusterer); none raised an issue. "
+        "reason": "3 diagnoser(s) ran (latency_outliers, signature_clusterer, user_signals); none raised an issue. "
         "2 note(s) say why.",
         "needs": [
             "100 more call(s) of `GET /orders` in the 360 min before the window, or 100 in the window's first half"

@@ -144,8 +144,10 @@ def test_the_demo_jsonl_validates_against_the_documented_schema(demo):
     latency = {i["eval_candidate"]: i["stats"]["operation"] for i in packet["issues"] if i["signal_type"] == "latency"}
     assert slow and "GET /api/recommendations" in latency.values()
     for line in slow:
-        method, route = latency[line["id"].split("/", 1)[0]].split(" ", 1)
-        assert (line["input"]["http"]["method"], line["input"]["http"]["route"]) == (method, route)
+        operation = latency[line["id"].split("/", 1)[0]]
+        assert line["input"]["operation"] == operation
+        if operation == "GET /api/recommendations":
+            assert (line["input"]["http"]["method"], line["input"]["http"]["route"]) == ("GET", "/api/recommendations")
 
 
 @pytest.fixture
@@ -179,7 +181,8 @@ def test_the_spec_of_the_realistic_packet(loop: Loop):
     assert first["observed"]["exception_type"] == "TimeoutError" and first["observed"]["http_status_code"] == 504
     assert first["observed"]["message"] == "payment gateway timed out after 3000 ms (order 10035)"
     latency = by_candidate["checkout-get-search-latency-v1"]
-    assert latency["expected"]["kind"] == "latency" and latency["expected"]["max_duration_ms"] == 58.841
+    # The bound is the detector's own: the baseline p95 (58.841 ms) x 1.5 (docs/diagnosis.md).
+    assert latency["expected"]["kind"] == "latency" and latency["expected"]["max_duration_ms"] == 88.261
     assert len(latency["examples"]) == 10
     assert all(x["observed"]["duration_ms"] > 58.841 for x in latency["examples"])
 

@@ -131,7 +131,7 @@ def test_new_refuses_a_bad_name_a_built_in_name_and_an_existing_directory(tmp_pa
 
 
 def test_the_lab_validates_records_as_the_server_does(loopkit_lab):
-    with pytest.raises(ValueError, match=r"^record 1: type must be one of error, event, latency, tool_failure"):
+    with pytest.raises(ValueError, match=r"^record 1: type must be one of error, event, latency, log, tool_failure"):
         loopkit_lab.add([{"type": "error", "name": "a"}, {"type": "span", "name": "b"}])
     assert loopkit_lab.window().counts_by_type() == {}  # nothing of the refused batch was stored
 

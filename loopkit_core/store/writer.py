@@ -165,4 +165,3 @@ def _write(conn: Any, item: _Item, accepted: int) -> Ack:
         refused = set(result.over_quota)
         result.stored_as = {i: rid for i, rid in stored_ids(conn, item.rows).items() if i not in refused}
     return result
-
