@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from loopkit_core.api.dashboard import page, render, security_headers, viewer, wants_json
-from loopkit_core.api.errors import json_response
+from loopkit_core.api.errors import json_response, query_lists
 from loopkit_core.loop.journeys import SessionsRequest, page_limit, sessions_request
 
 MAX_ISSUES_PAGE = 500
@@ -44,9 +44,8 @@ async def issues_page(request: Request) -> Response:
 async def sessions_page(request: Request) -> Response:
     """The window's sessions with their scorecards (GET /v1/sessions's parameters), worst score first by default."""
     who = await viewer(request)
-    params = request.query_params
-    query: SessionsRequest = sessions_request({name: params.getlist(name) for name in params})
-    if "sort" not in params:
+    query: SessionsRequest = sessions_request(query_lists(request))
+    if "sort" not in request.query_params:
         query = SessionsRequest(query.since_minutes, query.until_ns, query.limit, "score", query.slow_ms)
     found = await run_in_threadpool(request.app.state.loop.sessions, who.principal, query)
     if wants_json(request):

@@ -15,7 +15,16 @@ from loopkit_core.identity import Principal
 from loopkit_core.loop.errors import CODES, LoopError
 from loopkit_core.loop.requests import is_lookup_key
 
-__all__ = ["ApiError", "error_response", "is_lookup_key", "json_body", "json_response", "principal", "read_capped"]
+__all__ = [
+    "ApiError",
+    "error_response",
+    "is_lookup_key",
+    "json_body",
+    "json_response",
+    "principal",
+    "query_lists",
+    "read_capped",
+]
 
 # Routes raise the loop service's error; the app's handler turns it into the error JSON with its status.
 ApiError = LoopError
@@ -40,6 +49,12 @@ def error_response(status: int, message: str, code: str | None = None, retry_aft
 async def principal(request: Request, scope: str) -> Principal:
     """The caller of an API route if its key holds `scope`; ApiError 401/403 otherwise."""
     return await run_in_threadpool(request.app.state.loop.authenticate, request.headers.get("authorization"), scope)
+
+
+def query_lists(request: Request) -> dict[str, list[str]]:
+    """The query string as each parameter's values, the shape the loop's request parsers take."""
+    params = request.query_params
+    return {name: params.getlist(name) for name in params}
 
 
 async def json_body(request: Request, max_bytes: int = 64 * 1024) -> dict[str, Any]:

@@ -6,17 +6,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from loopkit_core.api.errors import json_response, principal
-from loopkit_core.loop.errors import LoopError
+from loopkit_core.api.errors import json_response, principal, query_lists
 from loopkit_core.loop.journeys import MAX_SESSION_RECORDS, MAX_TRACE_SPANS, page_limit, sessions_request
+from loopkit_core.loop.requests import refuse_unknown
 from loopkit_core.scopes import TELEMETRY_READ
 
 
 async def list_sessions(request: Request) -> Response:
     """The window's sessions with their scorecards, sortable by score."""
     caller = await principal(request, TELEMETRY_READ)
-    params = request.query_params
-    query = sessions_request({name: params.getlist(name) for name in params})
+    query = sessions_request(query_lists(request))
     page = await run_in_threadpool(request.app.state.loop.sessions, caller, query)
     return json_response({"ok": True, **page})
 
@@ -40,7 +39,5 @@ async def get_trace(request: Request) -> Response:
 
 
 def _limit(request: Request, default: int, maximum: int) -> int:
-    unknown = sorted(set(request.query_params) - {"limit"})
-    if unknown:
-        raise LoopError(400, f"unknown parameter(s) {', '.join(unknown)}; allowed: limit")
+    refuse_unknown(query_lists(request), {"limit"})
     return page_limit(request.query_params.get("limit"), default, maximum)

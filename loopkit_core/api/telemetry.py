@@ -6,7 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from loopkit_core.api.errors import json_response, principal
+from loopkit_core.api.errors import json_response, principal, query_lists
 from loopkit_core.loop.requests import telemetry_request
 from loopkit_core.scopes import TELEMETRY_READ
 
@@ -14,8 +14,7 @@ from loopkit_core.scopes import TELEMETRY_READ
 async def list_telemetry(request: Request) -> Response:
     """A page of the project's records in a bounded window, newest first."""
     caller = await principal(request, TELEMETRY_READ)
-    params = request.query_params
-    query = telemetry_request({name: params.getlist(name) for name in params})
+    query = telemetry_request(query_lists(request))
     page = await run_in_threadpool(request.app.state.loop.telemetry, caller, query)
     return json_response({"ok": True, **page})
 

@@ -18,7 +18,15 @@ from sqlalchemy import Engine
 
 from loopkit_core.loop import scorecard, tracetree
 from loopkit_core.loop.errors import LoopError
-from loopkit_core.loop.requests import MAX_SINCE_MINUTES, ascii_int, ascii_number, check_since, parse_instant
+from loopkit_core.loop.requests import (
+    MAX_SINCE_MINUTES,
+    ascii_int,
+    ascii_number,
+    check_since,
+    first,
+    parse_instant,
+    refuse_unknown,
+)
 from loopkit_core.model import rfc3339
 from loopkit_core.store import issue_index, traces
 
@@ -48,15 +56,10 @@ class SessionsRequest:
 
 def sessions_request(params: Mapping[str, Sequence[str]]) -> SessionsRequest:
     """A SessionsRequest from query parameters; LoopError 400 naming the parameter."""
-    unknown = sorted(set(params) - SESSIONS_PARAMS)
-    if unknown:
-        allowed = ", ".join(sorted(SESSIONS_PARAMS))
-        raise LoopError(400, f"unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
+    refuse_unknown(params, SESSIONS_PARAMS)
 
     def one(name: str, default: str | None) -> str | None:
-        # The first value, as GET /v1/telemetry reads its parameters; an empty value is a value (and refused).
-        values = params.get(name) or ()
-        return values[0] if values else default
+        return first(params, name, default)
 
     since = ascii_number(one("since_minutes", "60") or "", "since_minutes")
     check_since(since)

@@ -109,16 +109,25 @@ def parse_instant(value: str) -> int:
     return ns
 
 
+def refuse_unknown(params: Mapping[str, Sequence[str]], allowed: set[str]) -> None:
+    """LoopError 400 naming the query parameters that are not in `allowed` (and listing those that are)."""
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise LoopError(400, f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def first(params: Mapping[str, Sequence[str]], name: str, default: str | None) -> str | None:
+    """A query parameter's first value (an empty value is a value, to be refused by its parser), else `default`."""
+    values = params.get(name) or ()
+    return values[0] if values else default
+
+
 def telemetry_request(params: Mapping[str, Sequence[str]]) -> TelemetryRequest:
     """A TelemetryRequest from query parameters (each name with its values); LoopError 400 with the reason."""
-    unknown = sorted(set(params) - TELEMETRY_PARAMS)
-    if unknown:
-        allowed = ", ".join(sorted(TELEMETRY_PARAMS))
-        raise LoopError(400, f"unknown parameter(s) {', '.join(unknown)}; allowed: {allowed}")
+    refuse_unknown(params, TELEMETRY_PARAMS)
 
     def one(name: str, default: str | None) -> str | None:
-        values = params.get(name) or ()
-        return values[0] if values else default
+        return first(params, name, default)
 
     limit = ascii_int(one("limit", "100") or "", "limit")
     if not 1 <= limit <= MAX_PAGE:
@@ -151,11 +160,11 @@ def check_since(since: float) -> None:
         raise LoopError(400, f"since_minutes must be greater than 0 and at most {MAX_SINCE_MINUTES}")
 
 
-def packet_limit(raw: str | None, default: int = 20) -> int:
-    """The `limit` of a packet list: ASCII digits, 1 to MAX_PACKETS; LoopError 400 otherwise."""
+def packet_limit(raw: str | None, default: int = 20, maximum: int = MAX_PACKETS) -> int:
+    """The `limit` of a packet (or loop) list: ASCII digits, 1 to `maximum`; LoopError 400 otherwise."""
     text = str(default) if raw is None else raw
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PACKETS:
-        raise LoopError(400, f"limit must be an integer from 1 to {MAX_PACKETS}")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= maximum:
+        raise LoopError(400, f"limit must be an integer from 1 to {maximum}")
     return int(text)
 
 
@@ -306,7 +315,4 @@ def stage_note(note: object) -> str | None:
 
 def loops_limit(raw: str | None, default: int = 20) -> int:
     """The `limit` of GET /v1/loops: ASCII digits, 1 to MAX_LOOPS; LoopError 400 otherwise."""
-    text = str(default) if raw is None else raw
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LOOPS:
-        raise LoopError(400, f"limit must be an integer from 1 to {MAX_LOOPS}")
-    return int(text)
+    return packet_limit(raw, default, MAX_LOOPS)

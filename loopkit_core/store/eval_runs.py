@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import Engine, select
 
 from loopkit_core.model import rfc3339
+from loopkit_core.store.per_packet import rows_by_packet
 from loopkit_core.store.schema import eval_runs, packets
 
 
@@ -62,15 +63,7 @@ def record(engine: Engine, run: EvalRun, actor: str, now_ns: int) -> dict[str, A
 
 def for_packets(engine: Engine, packet_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     """Every eval run of each packet, oldest first."""
-    ids = list(packet_ids)
-    out: dict[str, list[dict[str, Any]]] = {p: [] for p in ids}
-    if not ids:
-        return out
-    with engine.connect() as conn:
-        rows = conn.execute(select(eval_runs).where(eval_runs.c.packet_id.in_(ids)).order_by(eval_runs.c.seq)).all()
-    for row in rows:
-        out[row.packet_id].append(_shape(row._asdict()))
-    return out
+    return rows_by_packet(engine, eval_runs, packet_ids, _shape)
 
 
 def _shape(row: dict[str, Any]) -> dict[str, Any]:

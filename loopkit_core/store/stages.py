@@ -12,6 +12,7 @@ from sqlalchemy import Engine, func, select, union
 
 from loopkit_core.model import rfc3339
 from loopkit_core.store import eval_runs
+from loopkit_core.store.per_packet import rows_by_packet
 from loopkit_core.store.schema import approvals, issues, packets, stages, verdicts
 
 STAGES = ("issue_opened", "pr_opened", "merged", "deployed")
@@ -75,15 +76,7 @@ def record(
 
 def for_packets(engine: Engine, packet_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     """Every stage of each packet, oldest first."""
-    ids = list(packet_ids)
-    out: dict[str, list[dict[str, Any]]] = {p: [] for p in ids}
-    if not ids:
-        return out
-    with engine.connect() as conn:
-        rows = conn.execute(select(stages).where(stages.c.packet_id.in_(ids)).order_by(stages.c.seq)).all()
-    for r in rows:
-        out[r.packet_id].append(_shape(r._asdict()))
-    return out
+    return rows_by_packet(engine, stages, packet_ids, _shape)
 
 
 def loop_packet_ids(engine: Engine, limit: int) -> list[str]:
