@@ -1,0 +1,357 @@
+"""Fingerprint rules (GET/PUT /v1/grouping/rules): validation, versions, scopes, and grouping at the next diagnosis.
+
+Every test runs a real server over real files (or PostgreSQL with LOOPKIT_TEST_DATABASE_URL); records go in through
+POST /v1/traces (the records shape) and every expected number is counted here from the records sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Project, new_project
+
+from loopkit_core.fingerprint_rules import MAX_BODY, MAX_PATTERN, MAX_RULES
+from loopkit_core.server import Running
+
+MINUTE_NS = 60 * 10**9
+
+
+def send(client: httpx.Client, project: Project, records: list[dict[str, Any]]) -> list[str]:
+    """Post records (the records shape) with the producer key; their IDs."""
+    answer = client.post("/v1/traces", json={"records": records}, headers=project.auth())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == len(records)
+    return answer.json()["record_ids"]
+
+
+def diagnose(client: httpx.Client, project: Project, **body: Any) -> dict[str, Any]:
+    answer = client.post("/v1/runs/diagnose", json={"min_count": 1, **body}, headers=project.auth("agent"))
+    assert answer.status_code == 200, answer.text
+    return answer.json()["packet"]
+
+
+def put_rules(client: httpx.Client, project: Project, rules: Any, **extra: Any) -> httpx.Response:
+    return client.put("/v1/grouping/rules", json={"rules": rules, **extra}, headers=project.auth("dashboard"))
+
+
+def telemetry_ids(client: httpx.Client, project: Project, issue: dict[str, Any], packet: dict[str, Any]) -> set[str]:
+    """Every record ID `GET /v1/telemetry?issue=` lists in the packet's exact window (the issue's records_url)."""
+    found: set[str] = set()
+    url: str | None = issue["records_url"] + "&limit=1000"
+    while url:
+        page = client.get(url, headers=project.auth("agent"))
+        assert page.status_code == 200, page.text
+        found |= {r["record_id"] for r in page.json()["records"]}
+        cursor = page.json()["next_cursor"]
+        url = f"/v1/telemetry?cursor={cursor}&issue={issue['issue_id']}&limit=1000" if cursor else None
+    return found
+
+
+def failures(now_ns: int) -> list[dict[str, Any]]:
+    """Eleven failures of one operation and one message template, three error.type values, one other operation.
+
+    Without rules the signature clusterer makes one issue of the 8 `charge` timeouts (one template) and one of the
+    3 `refund` failures.
+    """
+    out: list[dict[str, Any]] = []
+    kinds = ["gateway"] * 4 + ["bank"] * 3 + [1]  # "1" is not 1: the int is its own group
+    for i, kind in enumerate(kinds):
+        out.append(
+            {
+                "type": "error",
+                "name": "charge",
+                "service": "payments",
+                "message": f"request {1000 + i} timed out after 30 s",
+                "timestamp": now_ns - (20 - i) * MINUTE_NS,
+                "attributes": {"error.type": "TimeoutError", "upstream": kind},
+            }
+        )
+    for i in range(3):
+        out.append(
+            {
+                "type": "error",
+                "name": "refund",
+                "service": "payments",
+                "message": f"Refund {i} REJECTED by bank",
+                "timestamp": now_ns - (10 - i) * MINUTE_NS,
+                "attributes": {"error.type": "RefundError"},
+            }
+        )
+    return out
+
+
+@pytest.fixture
+def other(server: Running) -> Project:
+    return new_project(server, "other app")
+
+
+def test_no_rules_is_version_zero_for_agent_and_dashboard_keys(client: httpx.Client, project: Project):
+    for kind in ("agent", "dashboard"):
+        answer = client.get("/v1/grouping/rules", headers=project.auth(kind))
+        assert answer.status_code == 200
+        assert answer.json() == {"ok": True, "version": 0, "rules": [], "updated_at": None, "updated_by": None}
+        assert answer.headers["etag"] == '"0"'
+
+
+def test_scopes_producer_cannot_read_agent_cannot_write(client: httpx.Client, project: Project):
+    assert client.get("/v1/grouping/rules", headers=project.auth("producer")).status_code == 403
+    rules = {"rules": [{"match": {"type": "error"}, "fingerprint": "all"}]}
+    for kind in ("agent", "producer"):
+        answer = client.put("/v1/grouping/rules", json=rules, headers=project.auth(kind))
+        assert answer.status_code == 403, kind
+        assert answer.json()["ok"] is False and answer.json()["error"]["code"] == "forbidden"
+    assert client.put("/v1/grouping/rules", json=rules).status_code == 401
+    read = client.get("/v1/grouping/rules", headers=project.auth("agent")).json()
+    assert read["version"] == 0  # nothing was stored by the refused writes
+
+
+def test_versions_append_and_the_newest_is_in_force(client: httpx.Client, project: Project, other: Project):
+    first = [{"match": {"message": "*timed out*"}, "fingerprint": "timeouts"}]
+    second = [{"match": {"name": "refund"}, "fingerprint": "refunds {attributes.error.type}", "title": "Refunds"}]
+    before = time.time_ns()
+    one = put_rules(client, project, first)
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert (body["ok"], body["version"], body["rules"]) == (True, 1, first)
+    assert body["updated_by"].startswith("dashboard key lk_dash_")
+    assert body["updated_at"] >= time.strftime("%Y-%m-%dT", time.gmtime(before / 1e9))
+    assert one.headers["etag"] == '"1"'
+    two = put_rules(client, project, second)
+    assert (two.status_code, two.json()["version"], two.json()["rules"]) == (200, 2, second)
+    read = client.get("/v1/grouping/rules", headers=project.auth("agent")).json()
+    assert (read["version"], read["rules"]) == (2, second)
+    # The other project's rules are its own.
+    assert client.get("/v1/grouping/rules", headers=other.auth("agent")).json()["version"] == 0
+    # Clearing the rules is a version too.
+    cleared = put_rules(client, project, [])
+    assert (cleared.json()["version"], cleared.json()["rules"]) == (3, [])
+
+
+def test_a_stale_version_is_a_409_and_stores_nothing(client: httpx.Client, project: Project):
+    rules = [{"match": {"type": "error"}, "fingerprint": "all"}]
+    assert put_rules(client, project, rules, version=0).json()["version"] == 1
+    stale = put_rules(client, project, rules, version=0)
+    assert stale.status_code == 409
+    assert stale.json()["error"] == {
+        "code": "version_conflict",
+        "message": "the rules in force are version 1, not 0: read them and retry",
+        "version": 1,
+    }
+    headers = {**project.auth("dashboard"), "if-match": '"0"'}
+    assert client.put("/v1/grouping/rules", json={"rules": rules}, headers=headers).status_code == 409
+    headers["if-match"] = '"1"'
+    assert client.put("/v1/grouping/rules", json={"rules": rules}, headers=headers).json()["version"] == 2
+    headers["if-match"] = "soon"
+    assert client.put("/v1/grouping/rules", json={"rules": rules}, headers=headers).status_code == 400
+    assert client.get("/v1/grouping/rules", headers=project.auth("agent")).json()["version"] == 2
+
+
+LONG = "x" * (MAX_PATTERN + 1)
+RULE = {"match": {"type": "error"}, "fingerprint": "{name}"}
+# (rules, index named, reason): every refusal names the rule and why.
+INVALID = [
+    ([RULE, {**RULE, "colour": "red"}], 1, "unknown_field"),
+    ([{"match": {"type": "error", "level": "x"}, "fingerprint": "a"}], 0, "unknown_field"),
+    ([{"match": {}, "fingerprint": "a"}], 0, "empty_match"),
+    ([{"match": {"attributes": {}}, "fingerprint": "a"}], 0, "empty_match"),
+    ([{"fingerprint": "a"}], 0, "missing_field"),
+    ([{"match": {"type": "error"}}], 0, "missing_field"),
+    ([RULE, RULE, {"match": {"type": "error"}, "fingerprint": "{nme}"}], 2, "bad_template_variable"),
+    ([{"match": {"type": "error"}, "fingerprint": "{resource.service.version}"}], 0, "bad_template_variable"),
+    ([{"match": {"type": "error"}, "fingerprint": "{name}", "title": "{service}"}], 0, "bad_template_variable"),
+    ([{"match": {"type": "error"}, "fingerprint": "{name"}], 0, "bad_template"),
+    ([{"match": {"message": LONG}, "fingerprint": "a"}], 0, "too_long"),
+    ([{"match": {"type": "error"}, "fingerprint": LONG}], 0, "too_long"),
+    ([RULE] * (MAX_RULES + 1), None, "too_many_rules"),
+    ([{"match": {"type": "span"}, "fingerprint": "a"}], 0, "unknown_type"),
+    ([{"match": {"type": 1}, "fingerprint": "a"}], 0, "wrong_type"),
+    ([{"match": {"attributes": {"k": [1]}}, "fingerprint": "a"}], 0, "wrong_type"),
+    ([{"match": {"attributes": []}, "fingerprint": "a"}], 0, "wrong_type"),
+    ([{"match": "error", "fingerprint": "a"}], 0, "wrong_type"),
+    ([{"match": {"type": "error"}, "fingerprint": ""}], 0, "wrong_type"),
+    ([{"match": {"type": "error"}, "fingerprint": ["a"]}], 0, "wrong_type"),
+    ([{"match": {"type": "error"}, "fingerprint": "a", "title": 3}], 0, "wrong_type"),
+    (["rule"], 0, "not_an_object"),
+    ({"match": {}}, None, "wrong_type"),
+]
+
+
+@pytest.mark.parametrize(("rules", "index", "reason"), INVALID, ids=[f"{i}-{r}" for i, (_, _, r) in enumerate(INVALID)])
+def test_invalid_rules_are_refused_naming_the_rule_and_reason(
+    client: httpx.Client, project: Project, rules: Any, index: int | None, reason: str
+):
+    answer = put_rules(client, project, rules)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (answer.json()["ok"], error["code"], error["rule"], error["reason"]) == (
+        False,
+        "invalid_rules",
+        index,
+        reason,
+    )
+    assert error["message"].startswith("rules: " if index is None else f"rules[{index}]")
+    assert client.get("/v1/grouping/rules", headers=project.auth("agent")).json()["version"] == 0
+
+
+def test_hostile_bodies_get_precise_4xx(client: httpx.Client, project: Project):
+    auth = {**project.auth("dashboard"), "content-type": "application/json"}
+    big = b'{"rules": [' + b'{"match": {"type": "error"}, "fingerprint": "a"},' * (MAX_BODY // 40) + b"]}"
+    assert client.put("/v1/grouping/rules", content=big, headers=auth).status_code == 413
+    assert client.put("/v1/grouping/rules", content=b"[1]", headers=auth).status_code == 400
+    assert client.put("/v1/grouping/rules", content=b"{nope", headers=auth).status_code == 400
+    assert client.put("/v1/grouping/rules", content=b"", headers=auth).json()["error"]["reason"] == "missing_field"
+    unknown = client.put("/v1/grouping/rules", json={"rules": [], "extra": 1}, headers=auth)
+    assert (unknown.status_code, unknown.json()["error"]["reason"]) == (400, "unknown_field")
+    for version in ("1", -1, True, 1.5):
+        answer = client.put("/v1/grouping/rules", json={"rules": [], "version": version}, headers=auth)
+        assert answer.status_code == 400, version
+    nul = client.put(
+        "/v1/grouping/rules", json={"rules": [{"match": {"message": "a\x00"}, "fingerprint": "a"}]}, headers=auth
+    )
+    assert nul.status_code == 400
+    assert client.get("/v1/grouping/rules", headers=project.auth("agent")).json()["version"] == 0
+
+
+def by_title(packet: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {i["title"]: i for i in packet["issues"]}
+
+
+def test_rules_regroup_stored_records_at_the_next_diagnosis(client: httpx.Client, project: Project, other: Project):
+    now = time.time_ns()
+    ids = send(client, project, failures(now))
+    send(client, other, failures(now))
+    before = diagnose(client, project)
+    assert sorted(i["count"] for i in before["issues"]) == [3, 8]
+    charge_before = next(i for i in before["issues"] if i["count"] == 8)
+    other_before = diagnose(client, other)
+
+    rules = [
+        # Split the charge timeouts by upstream (typed: the int 1 is its own group).
+        {
+            "match": {"name": "charge", "attributes": {"error.type": "TimeoutError"}},
+            "fingerprint": "charge {attributes.upstream}",
+            "title": "Charge timed out at {attributes.upstream}",
+        },
+        # A message glob, case-sensitive: "REJECTED" matches, "rejected" would not.
+        {"match": {"message": "*REJECTED*"}, "fingerprint": "rejections"},
+    ]
+    assert put_rules(client, project, rules).status_code == 200
+    after = diagnose(client, project)
+    issues = by_title(after)
+    assert sorted(issues) == [
+        "Charge timed out at 1",
+        "Charge timed out at bank",
+        "Charge timed out at gateway",
+        "rejections",
+    ]
+    expected = {
+        "Charge timed out at gateway": set(ids[0:4]),
+        "Charge timed out at bank": set(ids[4:7]),
+        "Charge timed out at 1": {ids[7]},
+        "rejections": set(ids[8:11]),
+    }
+    for title, records in expected.items():
+        issue = issues[title]
+        assert issue["count"] == len(records), title
+        assert set(issue["evidence"]) == records
+        assert telemetry_ids(client, project, issue, after) == records
+        assert issue["selector"]["kind"] == "rule"
+        assert issue["diagnoser"] == "signature_clusterer"
+        assert issue["status"] == "new"
+        # Evidence resolves, and names its rule issue's fingerprint.
+        record = client.get(f"/v1/records/{sorted(records)[0]}", headers=project.auth("agent")).json()["record"]
+        assert record["fingerprint"] == issue["fingerprint"]
+    assert issues["rejections"]["stats"]["values"] == {}
+    assert issues["Charge timed out at 1"]["stats"]["values"] == {"attributes.upstream": 1}
+    assert issues["Charge timed out at gateway"]["stats"]["span_name"] == "charge"
+    # The old signature issue is not reported: every record of it is a rule's now.
+    assert charge_before["fingerprint"] not in {i["fingerprint"] for i in after["issues"]}
+    # Fingerprints do not depend on the rule's position or the version: the same rules reordered keep them.
+    assert put_rules(client, project, list(reversed(rules))).status_code == 200
+    again = by_title(diagnose(client, project))
+    assert {t: i["fingerprint"] for t, i in again.items()} == {t: i["fingerprint"] for t, i in issues.items()}
+    assert again["rejections"]["status"] == "new"  # the same tracked issue, not a new one each run
+    # The other project's grouping is untouched.
+    other_after = diagnose(client, other)
+    assert sorted(i["fingerprint"] for i in other_after["issues"]) == sorted(
+        i["fingerprint"] for i in other_before["issues"]
+    )
+
+
+def test_a_rule_joins_what_signatures_split_and_leaves_the_rest_to_them(client: httpx.Client, project: Project):
+    now = time.time_ns()
+    records = failures(now)
+    # Two more faults of charge with other templates: three signature groups for charge.
+    extra = [
+        {
+            "type": "error",
+            "name": "charge",
+            "service": "payments",
+            "message": "card declined",
+            "timestamp": now - i,
+            "attributes": {"error.type": "CardError"},
+        }
+        for i in range(1, 3)
+    ]
+    ids = send(client, project, records + extra)
+    rule = {
+        "match": {"name": "refund"},
+        "fingerprint": "{exception_type}",
+        "title": "Refund failures: {exception_type}",
+    }
+    assert put_rules(client, project, [rule]).status_code == 200
+    packet = diagnose(client, project)
+    issues = by_title(packet)
+    refund = issues["Refund failures: RefundError"]
+    assert (refund["count"], set(refund["evidence"])) == (3, set(ids[8:11]))
+    signature_issues = [i for i in packet["issues"] if i["selector"].get("kind") != "rule"]
+    assert sorted(i["count"] for i in signature_issues) == [2, 8]
+    for issue in signature_issues:
+        # Signature issues leave the rules' records out, and say so in their selector.
+        assert issue["selector"]["unless"] == [{"name": "refund"}]
+        listed = telemetry_ids(client, project, issue, packet)
+        assert len(listed) == issue["count"] and not listed & set(ids[8:11])
+    assert sum(i["count"] for i in packet["issues"]) == len(records) + len(extra)
+
+
+def test_a_rule_issue_is_verified_by_its_rate(client: httpx.Client, project: Project):
+    now = time.time_ns()
+    start = now - 50 * MINUTE_NS
+    calls = [
+        {"type": "event", "name": "charge", "service": "payments", "timestamp": start + i * MINUTE_NS // 4}
+        for i in range(80)
+    ]
+    faults = [
+        {
+            "type": "error",
+            "name": "charge",
+            "service": "payments",
+            "message": f"upstream {i} timed out",
+            "timestamp": start + i * MINUTE_NS,
+            "attributes": {"upstream": "bank"},
+        }
+        for i in range(20)
+    ]
+    send(client, project, calls + faults)
+    rule = {"match": {"message": "*timed out"}, "fingerprint": "{attributes.upstream}"}
+    assert put_rules(client, project, [rule]).status_code == 200
+    packet = diagnose(client, project, since_minutes=60)
+    [issue] = packet["issues"]
+    assert (issue["title"], issue["count"], issue["selector"]["kind"]) == ("bank", 20, "rule")
+    approve = client.post(
+        f"/v1/packets/{packet['packet_id']}/approve", json={"note": "fix"}, headers=project.auth("dashboard")
+    )
+    assert approve.status_code == 200
+    # After the approval: 100 calls of charge and no timeout; the old rate (20 in 100) predicts 20.
+    after = [{"type": "event", "name": "charge", "service": "payments", "timestamp": time.time_ns() + i} for i in range(100)]
+    send(client, project, after)
+    answer = client.post("/v1/runs/verify", json={"packet_id": packet["packet_id"]}, headers=project.auth("agent"))
+    assert answer.status_code == 200, answer.text
+    [verdict] = answer.json()["verification"]["verdicts"]
+    assert verdict["verdict"] == "held", verdict
+    assert verdict["before"]["count"] == 20 and verdict["after"]["count"] == 0
+    assert verdict["after"]["calls"] == 100
