@@ -15,8 +15,9 @@ from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.releases import ReleaseGroup
 from loopkit_core.selectors import Match, Selector
 from loopkit_core.store.grouping_rules import rules_in_force
-from loopkit_core.store.records import match_condition, records_json, selector_condition, variable_expression
+from loopkit_core.store.records import records_json, selector_condition
 from loopkit_core.store.releases import release_groups, resource_releases
+from loopkit_core.store.rule_conditions import match_condition, variable_expression
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 
 

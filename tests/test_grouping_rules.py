@@ -7,12 +7,12 @@ POST /v1/traces (the records shape) and every expected number is counted here fr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from conftest import Project, new_project
+from openapi_schema_validator import OAS31Validator
 
 from loopkit_core.fingerprint_rules import MAX_BODY, MAX_PATTERN, MAX_RULES
 from loopkit_core.server import Running
@@ -347,7 +347,9 @@ def test_a_rule_issue_is_verified_by_its_rate(client: httpx.Client, project: Pro
     )
     assert approve.status_code == 200
     # After the approval: 100 calls of charge and no timeout; the old rate (20 in 100) predicts 20.
-    after = [{"type": "event", "name": "charge", "service": "payments", "timestamp": time.time_ns() + i} for i in range(100)]
+    after = [
+        {"type": "event", "name": "charge", "service": "payments", "timestamp": time.time_ns() + i} for i in range(100)
+    ]
     send(client, project, after)
     answer = client.post("/v1/runs/verify", json={"packet_id": packet["packet_id"]}, headers=project.auth("agent"))
     assert answer.status_code == 200, answer.text
@@ -355,3 +357,18 @@ def test_a_rule_issue_is_verified_by_its_rate(client: httpx.Client, project: Pro
     assert verdict["verdict"] == "held", verdict
     assert verdict["before"]["count"] == 20 and verdict["after"]["count"] == 0
     assert verdict["after"]["calls"] == 100
+
+
+def test_answers_match_the_openapi_schemas(client: httpx.Client, project: Project):
+    spec = client.get("/openapi.json").json()
+
+    def validate(name: str, body: Any) -> None:
+        OAS31Validator({"$ref": f"#/components/schemas/{name}", "components": spec["components"]}).validate(body)
+
+    validate("GroupingRules", client.get("/v1/grouping/rules", headers=project.auth("agent")).json())
+    rules = [{"match": {"attributes": {"error.type": "TimeoutError", "retry": 2}}, "fingerprint": "t {name}"}]
+    validate("GroupingRulesRequest", {"rules": rules, "version": 0})
+    saved = put_rules(client, project, rules, version=0)
+    validate("GroupingRules", saved.json())
+    validate("Error", put_rules(client, project, [{"match": {}, "fingerprint": "a"}]).json())
+    validate("Error", put_rules(client, project, rules, version=0).json())

@@ -12,6 +12,11 @@ from loopkit_core.loop.requests import grouping_rules_request
 from loopkit_core.scopes import APPROVALS_WRITE, DASHBOARD_READ
 
 
+async def rules(request: Request) -> Response:
+    """One route, two methods: GET reads the rules in force, PUT replaces them."""
+    return await (put_rules(request) if request.method == "PUT" else get_rules(request))
+
+
 async def get_rules(request: Request) -> Response:
     """The rules in force (version 0 and [] when none were saved); ETag is the version."""
     caller = await principal(request, DASHBOARD_READ)

@@ -9,30 +9,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Boolean, ColumnElement, Connection, Engine, and_, case, false, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
 
-from loopkit_core.fingerprint_rules import fingerprint
 from loopkit_core.model import MAX_NS, Record, rfc3339
 from loopkit_core.selectors import (
-    ATTRIBUTE_PREFIX,
-    MATCH_COLUMNS,
-    Match,
     RecordIds,
     Records,
     RuleGroup,
-    RulePart,
     Selector,
     Signatures,
     SlowCalls,
     parse_selector,
 )
 from loopkit_core.store import dialect
-from loopkit_core.store.grouping_rules import rules_in_force
+from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
     RECORD_COLUMNS,
     counters,
     issue_signatures,
-    issues,
     records,
     resources,
     signatures,
@@ -274,36 +268,8 @@ def selector_condition(selector: Selector | dict[str, Any]) -> ColumnElement[boo
                 conditions.append(c.service == service)
             return and_(*conditions)
         case RuleGroup(parts=parts):
-            return or_(*(_part_condition(part) for part in parts))
+            return or_(*(part_condition(part) for part in parts))
     raise AssertionError("parse_selector returns one of the five selector types")
-
-
-def match_condition(match: Match) -> ColumnElement[bool]:
-    """A fingerprint rule's match as SQL, never NULL (a missing attribute or message is a plain no-match)."""
-    c = records.c
-    equal = [(k, getattr(match, k)) for k in MATCH_COLUMNS]
-    conditions: list[ColumnElement[bool]] = [c[k] == v for k, v in equal if v is not None]
-    if match.message is not None:
-        conditions.append(dialect.glob_match(c.message, match.message))
-    conditions += [dialect.json_attribute_equals(c.attributes, k, v) for k, v in match.attributes.items()]
-    # NOT over a NULL would drop the row from both a rule's records and the records it leaves to the clusterer.
-    return func.coalesce(and_(*conditions), false(), type_=Boolean)
-
-
-def variable_expression(name: str) -> ColumnElement[Any]:
-    """The SQL value of a fingerprint variable: a column, or an attribute's JSON type and text (NULL if absent)."""
-    if name.startswith(ATTRIBUTE_PREFIX):
-        return dialect.json_attribute_key(records.c.attributes, name.removeprefix(ATTRIBUTE_PREFIX))
-    return records.c[name]
-
-
-def _part_condition(part: RulePart) -> ColumnElement[bool]:
-    conditions = [records.c.signature.is_not(None), match_condition(part.match)]
-    conditions += [~match_condition(m) for m in part.unless]
-    for name, value in part.values.items():
-        expression = variable_expression(name)
-        conditions.append(expression.is_(None) if value is None else expression == value)
-    return and_(*conditions)
 
 
 def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
@@ -352,35 +318,12 @@ def records_json(conn: Connection, rows: list[Any], fingerprints: bool = True) -
         query = select(resources.c.resource_key, resources.c.body).where(resources.c.resource_key.in_(keys))
         found = {key: orjson.loads(body) for key, body in conn.execute(query)}
     signed = _fingerprints(conn, {r.signature for r in rows if r.signature}) if fingerprints else {}
-    ruled = _rule_fingerprints(conn, [r.record_id for r in rows if r.signature]) if fingerprints else {}
+    ruled = rule_fingerprints(conn, [r.record_id for r in rows if r.signature]) if fingerprints else {}
     out = [to_json(r, signed, found) for r in rows]
     for record in out:
         if record["record_id"] in ruled:  # a fingerprint rule groups it now, not its signature's issue
             record["fingerprint"] = ruled[record["record_id"]]
     return out
-
-
-def _rule_fingerprints(conn: Connection, record_ids: list[str]) -> dict[str, str | None]:
-    """For each of these records a fingerprint rule in force matches: its rule issue's fingerprint once a diagnosis
-    tracks that issue, else None (one query for the rules, one over the records, one over the issues)."""
-    rules = rules_in_force(conn) if record_ids else []
-    if not rules:
-        return {}
-    names = list(dict.fromkeys(name for rule in rules for name in rule.variables))
-    first = case(*((match_condition(rule.match), index) for index, rule in enumerate(rules)), else_=None)
-    keys = [variable_expression(name).label(f"v{i}") for i, name in enumerate(names)]
-    stmt = select(records.c.record_id, first.label("rule"), *keys).where(records.c.record_id.in_(record_ids))
-    found: dict[str, str] = {}
-    for row in conn.execute(stmt).all():
-        if row.rule is not None:
-            rule = rules[row.rule]
-            values = dict(zip(names, row[2:], strict=True))
-            found[row.record_id] = fingerprint(rule, {name: values[name] for name in rule.variables})
-    tracked = set()
-    if found:
-        query = select(issues.c.fingerprint).where(issues.c.fingerprint.in_(set(found.values())))
-        tracked = set(conn.execute(query).scalars().all())
-    return {record_id: key if key in tracked else None for record_id, key in found.items()}
 
 
 def _fingerprints(conn: Connection, signatures: set[str]) -> dict[str, str]:
