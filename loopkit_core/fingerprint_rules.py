@@ -149,8 +149,9 @@ def _match(index: int, raw: Any) -> Match:
     for key, value in attributes.items():
         if len(key) > MAX_PATTERN or (isinstance(value, str) and len(value) > MAX_PATTERN):
             raise RuleError(index, "too_long", f"match.attributes entries are at most {MAX_PATTERN} characters")
-        if isinstance(value, float) and value != value:  # NaN: never equal, and not JSON
-            raise RuleError(index, "wrong_type", f"match.attributes[{key[:60]!r}] must be a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            # Bound as a 64-bit integer in SQL (as attributes are stored): a larger one could never be compared.
+            raise RuleError(index, "wrong_type", f"match.attributes[{key[:60]!r}] must fit in 64 bits")
     if all(raw.get(key) is None for key in MATCH_KEYS[:-1]) and not attributes:
         reason = "match needs at least one condition (a rule matching every failure is a mistake)"
         raise RuleError(index, "empty_match", reason)

@@ -6,6 +6,7 @@ POST /v1/traces (the records shape) and every expected number is counted here fr
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -15,7 +16,9 @@ from conftest import Project, new_project
 from openapi_schema_validator import OAS31Validator
 
 from loopkit_core.fingerprint_rules import MAX_BODY, MAX_PATTERN, MAX_RULES
+from loopkit_core.model import MAX_NS
 from loopkit_core.server import Running
+from loopkit_core.window import Window
 
 MINUTE_NS = 60 * 10**9
 
@@ -170,6 +173,8 @@ INVALID = [
     ([{"match": {"type": "span"}, "fingerprint": "a"}], 0, "unknown_type"),
     ([{"match": {"type": 1}, "fingerprint": "a"}], 0, "wrong_type"),
     ([{"match": {"attributes": {"k": [1]}}, "fingerprint": "a"}], 0, "wrong_type"),
+    ([{"match": {"attributes": {"k": 2**63}}, "fingerprint": "a"}], 0, "wrong_type"),
+    ([{"match": {"attributes": {'k"': 1}}, "fingerprint": "a"}], 0, "wrong_type"),
     ([{"match": {"attributes": []}, "fingerprint": "a"}], 0, "wrong_type"),
     ([{"match": "error", "fingerprint": "a"}], 0, "wrong_type"),
     ([{"match": {"type": "error"}, "fingerprint": ""}], 0, "wrong_type"),
@@ -372,3 +377,67 @@ def test_answers_match_the_openapi_schemas(client: httpx.Client, project: Projec
     validate("GroupingRules", saved.json())
     validate("Error", put_rules(client, project, [{"match": {}, "fingerprint": "a"}]).json())
     validate("Error", put_rules(client, project, rules, version=0).json())
+
+
+def test_attributes_group_and_match_by_json_type(client: httpx.Client, project: Project):
+    """ "1", 1, 1.5, true, null, a list and a missing attribute are seven groups; a match on 1 is not one on true."""
+    now = time.time_ns()
+    values: list[Any] = ["1", 1, 1.5, True, None, [1, 2]]
+    records = [
+        {"type": "error", "name": "typed", "message": f"m{i}", "timestamp": now - i * MINUTE_NS, "attributes": {"k": v}}
+        for i, v in enumerate(values)
+    ]
+    records.append({"type": "error", "name": "typed", "message": "m6", "timestamp": now - 6 * MINUTE_NS})
+    ids = send(client, project, records)
+    rule = {"match": {"name": "typed"}, "fingerprint": "k={attributes.k}"}
+    assert put_rules(client, project, [rule]).status_code == 200
+    packet = diagnose(client, project)
+    got = {json_key(i["stats"]["values"]): (i["title"], i["evidence"]) for i in packet["issues"]}
+    assert got == {
+        '{"attributes.k":"1"}': ("k=1", [ids[0]]),
+        '{"attributes.k":1}': ("k=1", [ids[1]]),
+        '{"attributes.k":1.5}': ("k=1.5", [ids[2]]),
+        '{"attributes.k":true}': ("k=true", [ids[3]]),
+        '{"attributes.k":null}': ("k=", [ids[4]]),
+        '{"attributes.k":[1,2]}': ("k=[1,2]", [ids[5]]),
+        "{}": ("k=", [ids[6]]),
+    }
+    assert len({i["fingerprint"] for i in packet["issues"]}) == 7
+    # Matching is typed too: true matches only the boolean, 1 only the integer, "1" only the string.
+    for value, expected in ((True, ids[3]), (1, ids[1]), ("1", ids[0]), (1.5, ids[2])):
+        rules = [{"match": {"attributes": {"k": value}}, "fingerprint": "only"}]
+        assert put_rules(client, project, rules).status_code == 200
+        [issue] = [i for i in diagnose(client, project)["issues"] if i["title"] == "only"]
+        assert issue["evidence"] == [expected], value
+
+
+def json_key(values: dict[str, Any]) -> str:
+    return json.dumps(values, separators=(",", ":"), sort_keys=True)
+
+
+GLOBS = [
+    ("*timed out*", {"a request timed out after 3 s", "timed out"}),
+    ("timed out", {"timed out"}),  # the whole message, not a substring
+    ("*TIMED*", {"TIMED OUT"}),  # case-sensitive
+    ("100% *", {"100% done_[x]\\y"}),  # % and _ are literal, not LIKE wildcards
+    ("*_[x]*", {"100% done_[x]\\y"}),  # [ is literal, not a GLOB class
+    ("*\\y", {"100% done_[x]\\y"}),  # a backslash is literal
+    ("?imed out", {"timed out"}),  # ? is exactly one character
+    ("??imed out", set()),
+    ("*é*", {"café fermé"}),  # characters, not bytes
+    ("caf? ferm?", {"café fermé"}),
+]
+
+
+@pytest.mark.parametrize(("pattern", "expected"), GLOBS, ids=[p for p, _ in GLOBS])
+def test_message_globs_match_the_same_on_both_stores(
+    server: Running, client: httpx.Client, project: Project, pattern: str, expected: set[str]
+):
+    messages = ["a request timed out after 3 s", "timed out", "TIMED OUT", "100% done_[x]\\y", "café fermé", ""]
+    now = time.time_ns()
+    records = [{"type": "error", "name": "g", "message": m, "timestamp": now - i} for i, m in enumerate(messages)]
+    send(client, project, records)
+    window = Window(project.project_id, 0, MAX_NS, server.app.store.project(project.project_id))
+    selector = {"kind": "rule", "parts": [{"match": {"message": pattern}}]}
+    assert {r["message"] for r in window.sample(selector, limit=100)} == expected
+    assert window.summary(selector)[0] == len(expected)

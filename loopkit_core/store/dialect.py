@@ -85,10 +85,17 @@ class json_attribute_equals(FunctionElement[bool]):  # noqa: N801 (a SQL functio
         super().__init__(column, literal(key, String()), bindparam(None, value, type_=value_type, unique=True))
 
 
+# SQLite's json_extract reads true as 1 and an array as its JSON text: the JSON type keeps true apart from 1 and
+# the string "[1]" apart from the array [1], as jsonb equality does on PostgreSQL.
+_SQLITE_JSON_TYPES = {Boolean: "('true', 'false')", BigInteger: "('integer', 'real')", Float: "('integer', 'real')"}
+
+
 @compiles(json_attribute_equals, "sqlite")
 def _json_equals_sqlite(element: json_attribute_equals, compiler: SQLCompiler, **kw: Any) -> str:
     column, key, value = (compiler.process(c, **kw) for c in element.clauses)
-    return f"json_extract({column}, '$.\"' || {key} || '\"') = {value}"
+    kinds = _SQLITE_JSON_TYPES.get(type(list(element.clauses)[2].type), "('text')")
+    path = f"'$.\"' || {key} || '\"'"
+    return f"(json_type({column}, {path}) IN {kinds} AND json_extract({column}, {path}) = {value})"
 
 
 @compiles(json_attribute_equals, "postgresql")
