@@ -19,6 +19,7 @@ def match_condition(match: Match) -> ColumnElement[bool]:
     c = records.c
     equal = [(k, getattr(match, k)) for k in MATCH_COLUMNS]
     conditions: list[ColumnElement[bool]] = [c[k] == v for k, v in equal if v is not None]
+    # Cheapest first (both stores stop an AND at its first false): columns, the glob, then the JSON attributes.
     if match.message is not None:
         conditions.append(dialect.glob_match(c.message, match.message))
     conditions += [dialect.json_attribute_equals(c.attributes, k, v) for k, v in match.attributes.items()]
