@@ -17,7 +17,7 @@ from loopkit_core.selectors import Match, Selector
 from loopkit_core.store.grouping_rules import rules_in_force
 from loopkit_core.store.records import records_json, selector_condition
 from loopkit_core.store.releases import release_groups, resource_releases
-from loopkit_core.store.rule_conditions import match_condition, variable_expression
+from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 
 
@@ -185,7 +185,7 @@ class Window:
                 earlier = [~match_condition(other.match) for other in rules[:index]]
                 stmt = (
                     select(r.type, *keys, func.count().label("n"), func.min(r.ts_ns), func.max(r.ts_ns))
-                    .where(self._in_window(), r.signature.is_not(None), match_condition(rule.match), *earlier)
+                    .where(self._in_window(), *signed(), match_condition(rule.match), *earlier)
                     .group_by(r.type, *keys)
                     .order_by(func.count().desc(), r.type, *keys)
                     .limit(limit + 1)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Boolean, ColumnElement, Connection, and_, case, false, func, select
 
 from loopkit_core.fingerprint_rules import fingerprint
+from loopkit_core.model import FAILURE_TYPES
 from loopkit_core.selectors import ATTRIBUTE_PREFIX, MATCH_COLUMNS, Match, RulePart
 from loopkit_core.store import dialect
 from loopkit_core.store.grouping_rules import rules_in_force
@@ -34,9 +35,16 @@ def variable_expression(name: str) -> ColumnElement[Any]:
     return records.c[name]
 
 
+def signed() -> list[ColumnElement[bool]]:
+    """The failures rules group: records with a signature. Only failures are signed at ingest, so the type filter
+    changes no answer; it lets both stores read the window's failures through the (type, ts_ns) index instead
+    of every record of the window."""
+    return [records.c.type.in_(FAILURE_TYPES), records.c.signature.is_not(None)]
+
+
 def part_condition(part: RulePart) -> ColumnElement[bool]:
     """One rule's share of a rule group: a failure its match holds for, no earlier rule's does, with these values."""
-    conditions = [records.c.signature.is_not(None), match_condition(part.match)]
+    conditions = [*signed(), match_condition(part.match)]
     conditions += [~match_condition(m) for m in part.unless]
     for name, value in part.values.items():
         expression = variable_expression(name)
