@@ -74,12 +74,14 @@ def _issue(key: str, members: list[RuleMatches], rules: list[FingerprintRule]) -
         selector=selector.to_json(),
         severity=severity_for_count(count),
         impact=float(count),
-        template=rendered,
+        # No message template: evals read `template` as the message a fix must make disappear.
+        template=None,
         stats={
             "grouped_by": "fingerprint_rule",
             "rule": largest[0],
             "rules": sorted({index for index, _ in parts}),
             "fingerprint_template": rule.fingerprint,
+            "fingerprint_rendered": rendered,
             "values": typed_values(values),
             "per_type": dict(types),
         },
@@ -121,7 +123,7 @@ def add_evidence(window: Window, issue: Issue) -> None:
             "step": 1,
             "kind": "hypothesis",
             "text": f"{issue.count} {issue.signal_type} record(s) share the fingerprint "
-            f"{quote(issue.template or '', 300)} of the project's fingerprint rule {stats['rule']} "
+            f"{quote(stats['fingerprint_rendered'], 300)} of the project's fingerprint rule {stats['rule']} "
             f"(template {quote(stats['fingerprint_template'], 300)}).",
         },
         {

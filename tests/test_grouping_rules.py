@@ -273,6 +273,15 @@ def test_rules_regroup_stored_records_at_the_next_diagnosis(client: httpx.Client
     assert issues["rejections"]["stats"]["values"] == {}
     assert issues["Charge timed out at 1"]["stats"]["values"] == {"attributes.upstream": 1}
     assert issues["Charge timed out at gateway"]["stats"]["span_name"] == "charge"
+    assert issues["Charge timed out at gateway"]["stats"]["fingerprint_rendered"] == "charge gateway"
+    assert issues["Charge timed out at gateway"]["template"] is None
+    # Handoffs and eval specs take rule issues like any other.
+    packet_url = f"/v1/packets/{after['packet_id']}"
+    for fmt in ("json", "markdown", "prompt"):
+        handoff = client.get(f"{packet_url}/handoff", params={"format": fmt}, headers=project.auth("agent"))
+        assert handoff.status_code == 200, (fmt, handoff.text)
+    evals = client.get(f"{packet_url}/evals", params={"format": "json"}, headers=project.auth("agent"))
+    assert evals.status_code == 200, evals.text
     # The old signature issue is not reported: every record of it is a rule's now.
     assert charge_before["fingerprint"] not in {i["fingerprint"] for i in after["issues"]}
     # Fingerprints do not depend on the rule's position or the version: the same rules reordered keep them.
