@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -450,3 +451,21 @@ def test_message_globs_match_the_same_on_both_stores(
     selector = {"kind": "rule", "parts": [{"match": {"message": pattern}}]}
     assert {r["message"] for r in window.sample(selector, limit=100)} == expected
     assert window.summary(selector)[0] == len(expected)
+
+
+def test_concurrent_writes_get_200_or_409_never_a_500(client: httpx.Client, project: Project, server: Running):
+    rules = [{"match": {"type": "error"}, "fingerprint": "all"}]
+
+    def put(version: int | None) -> int:
+        with httpx.Client(base_url=server.http_url, timeout=30) as own:
+            body: dict[str, Any] = {"rules": rules} if version is None else {"rules": rules, "version": version}
+            return own.put("/v1/grouping/rules", json=body, headers=project.auth("dashboard")).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        guarded = list(pool.map(put, [0] * 8))
+    assert sorted(guarded) == [200] + [409] * 7  # one writer replaced version 0; the others were told
+    with ThreadPoolExecutor(8) as pool:
+        free = list(pool.map(put, [None] * 8))
+    assert set(free) <= {200, 409}
+    read = client.get("/v1/grouping/rules", headers=project.auth("agent")).json()
+    assert read["version"] == 1 + free.count(200)  # every 200 is one stored version, every 409 none

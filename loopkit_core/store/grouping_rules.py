@@ -35,6 +35,8 @@ def save(
     body = orjson.dumps([rule.to_json() for rule in rules]).decode()
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "sqlite":  # hold the write lock from the read on (pysqlite begins at the INSERT)
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             version = conn.execute(select(func.max(grouping_rules.c.version))).scalar() or 0
             if expected is not None and expected != version:
                 return CONFLICT
