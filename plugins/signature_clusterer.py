@@ -5,7 +5,9 @@ span name), exception type and message with the variable parts masked (`loopkit_
 At diagnosis the window is grouped by signature in SQL, and the few distinct templates of each
 (type, service, operation, exception type) are clustered (`loopkit_plugins.templates`) so that
 messages differing only in variable tokens the masker missed join one issue. An issue keeps its
-fingerprint across runs: a signature once assigned to an issue stays with it.
+fingerprint across runs: a signature once assigned to an issue stays with it. The project's fingerprint
+rules come first (`loopkit_plugins.rule_grouping`, docs/grouping.md): the failures they match are their
+issues, and are left out of the signature groups.
 """
 
 from __future__ import annotations
