@@ -469,3 +469,10 @@ def test_concurrent_writes_get_200_or_409_never_a_500(client: httpx.Client, proj
     assert set(free) <= {200, 409}
     read = client.get("/v1/grouping/rules", headers=project.auth("agent")).json()
     assert read["version"] == 1 + free.count(200)  # every 200 is one stored version, every 409 none
+
+
+def test_the_rules_page_is_served_and_linked_from_llms_txt(client: httpx.Client):
+    page = client.get("/docs/grouping.md")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/markdown")
+    assert "\n## Fingerprint rules\n" in page.text
+    assert "](/docs/grouping.md)" in client.get("/llms.txt").text
