@@ -149,9 +149,11 @@ def test_a_stale_version_is_a_409_and_stores_nothing(client: httpx.Client, proje
     assert client.put("/v1/grouping/rules", json={"rules": rules}, headers=headers).status_code == 409
     headers["if-match"] = '"1"'
     assert client.put("/v1/grouping/rules", json={"rules": rules}, headers=headers).json()["version"] == 2
+    headers["if-match"] = "*"
+    assert client.put("/v1/grouping/rules", json={"rules": rules}, headers=headers).json()["version"] == 3
     headers["if-match"] = "soon"
     assert client.put("/v1/grouping/rules", json={"rules": rules}, headers=headers).status_code == 400
-    assert client.get("/v1/grouping/rules", headers=project.auth("agent")).json()["version"] == 2
+    assert client.get("/v1/grouping/rules", headers=project.auth("agent")).json()["version"] == 3
 
 
 LONG = "x" * (MAX_PATTERN + 1)

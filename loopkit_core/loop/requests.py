@@ -257,7 +257,7 @@ def grouping_rules_request(body: Mapping[str, Any], if_match: str | None = None)
     version = body.get("version")
     if version is not None:
         version = _int_field(version, "version", 0, 2**62)
-    if if_match is not None:
+    if if_match is not None and if_match.strip() != "*":  # `*`: any version in force (no precondition)
         tag = if_match.strip().removeprefix("W/").strip('"')
         if not tag.isascii() or not tag.isdigit() or len(tag) > 18:
             raise LoopError(400, 'If-Match must be the version in force, e.g. If-Match: "3"')
