@@ -26,7 +26,8 @@ import random
 import re
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["CORPORA", "Record", "Template", "build", "build_all"]
 
@@ -39,6 +40,7 @@ class Template:
     op: str = ""
     exc: str = ""
     rare: int = 0  # a fixed count (1 or 2) for rare templates; 0 draws the count from the spread
+    attrs: tuple[tuple[str, Any], ...] = ()  # span or log attributes every record of the template carries
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Record:
     exception_type: str
     message: str
     fault: int
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 Rng = random.Random
@@ -329,7 +332,7 @@ def build(name: str, seed: int = 7, total: int = 3000) -> list[Record]:
     templates = CORPORA[name]
     rng = random.Random(f"{name}:{seed}")
     records = [
-        Record(t.op or name, t.exc, _fill(t.fmt, rng), i)
+        Record(t.op or name, t.exc, _fill(t.fmt, rng), i, dict(t.attrs))
         for i, (t, n) in enumerate(zip(templates, _counts(templates, total, rng), strict=True))
         for _ in range(n)
     ]

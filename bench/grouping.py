@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 
 import corpora  # bench/ is on sys.path when this file runs as a script
 
-from loopkit_plugins import masking, templates
+from loopkit_core.model import Record
+from loopkit_plugins import masking, signature_clusterer, templates
 
 Grouper = Callable[[Sequence[corpora.Record]], list[object]]
 
@@ -52,22 +53,52 @@ def scores(truth: Sequence[int], predicted: Sequence[object]) -> dict[str, float
     return {"GA": round(ga, 4), "FGA": round(fga, 4), "issues": len(pred_sets), "faults": len(true_sets)}
 
 
+def as_record(r: corpora.Record, i: int = 0) -> Record:
+    """The corpus record as LoopKit's record model: an error with its operation, exception and attributes."""
+    return Record(
+        record_id=f"rec_{i:024x}",
+        ts_ns=1_700_000_000_000_000_000 + i,
+        end_ns=1_700_000_000_000_000_000 + i,
+        type="error",
+        name=r.operation,
+        service="bench",
+        status="error",
+        message=r.message,
+        exception_type=r.exception_type or None,
+        attributes=r.attributes,
+    )
+
+
+def signature(r: corpora.Record) -> tuple[str, str, str]:
+    """(operation, exception type, template) of a record, from the real `record_signature` hook."""
+    return (r.operation, r.exception_type, signature_clusterer.record_signature(as_record(r)).template)
+
+
 def group_exact(records: Sequence[corpora.Record]) -> list[object]:
     """Baseline: the ingest signature alone (mask, then hash exactly)."""
-    return [(r.operation, r.exception_type, masking.mask(r.message)) for r in records]
+    return [signature(r) for r in records]
+
+
+def cluster_signatures(signatures: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], object]:
+    """Each distinct signature's group, as the diagnosis makes them: per partition and status, with counts."""
+    counts = Counter(signatures)
+    by_key: dict[tuple[str, str, str], list[tuple[str, str, int]]] = defaultdict(list)
+    for (op, exc, tpl), n in counts.items():
+        status, body = signature_clusterer.split_status(tpl)
+        by_key[(op, exc, status)].append((tpl, body, n))
+    group_of: dict[tuple[str, str, str], object] = {}
+    for key, rows in by_key.items():
+        labels = templates.cluster([body for _, body, _ in rows], counts=[n for _, _, n in rows])
+        for (tpl, _, _), gid in zip(rows, labels, strict=True):
+            group_of[(key[0], key[1], tpl)] = (*key, gid)
+    return group_of
 
 
 def group_loopkit(records: Sequence[corpora.Record]) -> list[object]:
     """LoopKit: the ingest signature, then `cluster` over the distinct templates of each key."""
     signatures = group_exact(records)
-    by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for op, exc, tpl in dict.fromkeys(signatures):  # type: ignore[misc]
-        by_key[(op, exc)].append(tpl)
-    group_of: dict[object, object] = {}
-    for key, tpls in by_key.items():
-        for tpl, gid in zip(tpls, templates.cluster(tpls), strict=True):
-            group_of[(*key, tpl)] = (*key, gid)
-    return [group_of[s] for s in signatures]
+    group_of = cluster_signatures(signatures)  # type: ignore[arg-type]
+    return [group_of[s] for s in signatures]  # type: ignore[index]
 
 
 def identity_kept(records: Sequence[corpora.Record]) -> float:
@@ -157,6 +188,36 @@ def masking_throughput(messages: Sequence[str], passes: int = 5) -> float:
     return statistics.median(rates)
 
 
+def signature_throughput(records: Sequence[Record], passes: int = 5) -> float:
+    """Records per CPU second through `record_signature` (mask + hash), median of passes, memo cleared."""
+    rates = []
+    for _ in range(passes):
+        masking._memo.clear()
+        start = time.process_time()
+        for r in records:
+            signature_clusterer.record_signature(r)
+        rates.append(len(records) / (time.process_time() - start))
+    masking._memo.clear()
+    return statistics.median(rates)
+
+
+def signature_report(seed: int, total: int) -> dict[str, object]:
+    """`record_signature` throughput over every corpus's records and over those of 80-200 characters."""
+    records = [as_record(r, i) for rs in corpora.build_all(seed, total).values() for i, r in enumerate(rs)]
+    typical = [r for r in records if 80 <= len(r.message) <= 200]
+    distinct = len({r.message for r in typical}) / len(typical)
+    return {
+        "records": len(records),
+        "records_per_cpu_second": round(signature_throughput(records)),
+        "typical_80_200_chars": {
+            "records": len(typical),
+            "distinct_messages": round(distinct, 3),
+            "with_attributes": sum(bool(r.attributes) for r in typical),
+            "records_per_cpu_second": round(signature_throughput(typical)),
+        },
+    }
+
+
 def clustering_time(n: int = 10_000, seed: int = 7) -> dict[str, float | int]:
     """Seconds to cluster `n` distinct templates (all corpora's distinct templates, widened with word variants)."""
     pool: list[str] = []
@@ -181,7 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--total", type=int, default=3000, help="records per corpus")
     parser.add_argument("--no-drain", action="store_true", help="skip the drain3 baseline")
     parser.add_argument("--corpus", action="append", help="only these corpora (repeatable)")
+    parser.add_argument("--signature", action="store_true", help="only time record_signature (records/CPU s)")
     args = parser.parse_args(argv)
+    if args.signature:
+        print(json.dumps(signature_report(args.seed, args.total), indent=2))
+        return 0
 
     methods: dict[str, Grouper] = {"loopkit": group_loopkit, "mask_exact": group_exact}
     if not args.no_drain and drain3_available():

@@ -39,13 +39,59 @@ def operation_of(record: Record) -> str:
     return route if isinstance(route, str) and route else record.name
 
 
+# OpenTelemetry attributes that name an outcome (semantic conventions), and the word each is shown with.
+# A 404 and a 503 of one operation are two faults, whatever the message says.
+STATUS_ATTRIBUTES = (
+    ("http.response.status_code", "http"),
+    ("http.status_code", "http"),  # the name before semantic conventions 1.21
+    ("rpc.grpc.status_code", "grpc"),
+    ("db.response.status_code", "db"),
+    ("error.type", "error"),
+    ("exception.type", "exception"),
+)
+MAX_STATUS_CHARS = 64
+_STATUS_PREFIX = re.compile(r"\[((?:http|grpc|db|error|exception) [^\]\n]*)\] ")
+_STATUS_UNSAFE = re.compile(r"[\]\[\n\r\t]")
+
+
+def status_of(record: Record) -> str:
+    """The record's outcome attributes as shown in its template (``http 404``), or "" when it has none.
+
+    `error.type` and `exception.type` are shown only when they add to the record's exception type
+    (which is part of the signature already).
+    """
+    attributes = record.attributes
+    parts: list[str] = []
+    seen: set[str] = set()
+    for name, word in STATUS_ATTRIBUTES:
+        value = attributes.get(name)
+        if value is None or value == "" or isinstance(value, (dict, list)) or word in seen:
+            continue
+        text = _STATUS_UNSAFE.sub(" ", str(value)).strip()[:MAX_STATUS_CHARS]
+        if not text or (word in ("error", "exception") and text == record.exception_type):
+            continue
+        seen.add(word)
+        parts.append(f"{word} {text}")
+    return ", ".join(parts)
+
+
+def split_status(template: str) -> tuple[str, str]:
+    """A signature template's status prefix (``http 404``, or "") and the masked message after it."""
+    m = _STATUS_PREFIX.match(template)
+    return (m.group(1), template[m.end() :]) if m else ("", template)
+
+
 @hookimpl(trylast=True)
 def record_signature(record: Record) -> Signature:
-    """The masked-template signature of an error or tool failure."""
+    """The masked-template signature of an error or tool failure, prefixed by its outcome attributes."""
     from loopkit_plugins.masking import mask
 
     operation = operation_of(record)
     template = mask(record.message or record.exception_type or "")
+    # Without outcome attributes the key is what it always was, so stored signatures keep their issues.
+    status = status_of(record) if record.attributes else ""
+    if status:
+        template = f"[{status}] {template}"
     key = _hash(record.type, record.service, operation, record.exception_type or "", template)
     return Signature(key=key, template=template, operation=operation)
 
