@@ -43,7 +43,16 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["FAULT_WORDS", "STRONG_FAULT_WORDS", "MAX_CHARS", "PLACEHOLDERS", "has_fault_word", "is_placeholder", "mask"]
+__all__ = [
+    "FAULT_WORDS",
+    "STRONG_FAULT_WORDS",
+    "MAX_CHARS",
+    "PLACEHOLDERS",
+    "collapse",
+    "has_fault_word",
+    "is_placeholder",
+    "mask",
+]
 
 MAX_CHARS = 1000
 
@@ -189,13 +198,26 @@ _BOOL = r"(?P<BOOL>(?:[Tt]rue|TRUE|[Ff]alse|FALSE)\b)"
 # A random mixed-case ID without digits (`sRZeBuk`, `KpAuYlXBnipOTSw`): case flips every letter or
 # two, which camelCase words (`getTodayTotalSteps`, `MacBookPro`) do not.
 _RANDOM = (
-    r"(?P<RAND>(?=[A-Za-z]{6})(?=[a-z]*[A-Z])(?=[A-Za-z]*?(?:[a-z][A-Z]{1,2}[a-z][A-Z]|[A-Z][a-z][A-Z][a-z][A-Z]))"
+    r"(?P<RAND>(?=[A-Za-z]{6})(?=[a-z]*+[A-Z])(?=[A-Za-z]*?(?:[a-z][A-Z]{1,2}[a-z][A-Z]|[A-Z][a-z][A-Z][a-z][A-Z]))"
     r"[A-Za-z]+(?![\w\-.]))"
 )
+# Chars that extend a value token (`a.b`, `x-1`, `[::1]`): a word followed by one may still be a value
+# (a `.` or `:` only when something follows it: `failed:` and `declined.` end their word).
+_EXTENDS = r"(?![\w\-+#~\[]|[.:][\w\[:.\-+#~])"
+# The gate that makes the scan cheap: a word of letters only, with no case flip inside (`to`, `Error`,
+# `VM`), that nothing extends, can start no class (every class needs a digit, a dot, a case flip, a
+# month or day name or a boolean), so the scan leaves it after one pass over its letters instead of
+# trying each class in turn. Quantifiers are possessive where a retry could never succeed.
+_PLAIN_WORD = (
+    r"(?!(?!(?:true|false|True|False|TRUE|FALSE|Mon|Tue|Wed|Thu|Fri|Sat|Sun|Jan|Feb|Mar|Apr|May|Jun|Jul|Aug"
+    r"|Sep|Oct|Nov|Dec)[a-z]*" + _EXTENDS + r")[A-Z]*+[a-z]*+" + _EXTENDS + ")"
+)
 _VALUES = re.compile(
-    r"(?<!\w)(?:(?=[\w.\-+#~:\[]*\d)(?:"
+    r"(?<!\w)"
+    + _PLAIN_WORD
+    + r"(?:(?=[A-Za-z_.\-+#~:\[]*+\d)(?:"
     + "|".join(_DIGIT_CLASSES)
-    + r")|(?=[A-Z][a-z]{2}[a-z]* |[A-Za-z][\w\-]*\.)(?:"
+    + r")|(?=[A-Z][a-z]{2}[a-z]* |[A-Za-z][\w\-]*+\.)(?:"
     + "|".join(_WORD_CLASSES)
     + r")|(?=[TtFf])"
     + _BOOL
@@ -220,10 +242,22 @@ _PLACEHOLDER_OF = {name: f"<{name.rstrip('_')}>" for name in _VALUES.groupindex}
 _PLACEHOLDER_OF.update({"IP4": "<IP>", "IP6": "<IP>", "MAC": "<IP>", "HOSTPORT": "<HOST>", "RAND": "<ID>"})
 
 
+# An HTTP status after the word that names it (`status 404`, `HTTP 503`, `code: 500`) is the fault, not
+# a value: a 404 and a 503 are two problems.
+_STATUS_BEFORE = re.compile(r"(?<![\w\-])(?:status|code|http)(?: code)? ?[:=]? ?$", re.IGNORECASE)
+_STATUS_KEYS = frozenset({"status", "code"})
+
+
+def _is_status(text: str) -> bool:
+    return len(text) == 3 and "1" <= text[0] <= "5" and text.isdigit()
+
+
 def _value(m: re.Match[str]) -> str:
     kind = m.lastgroup
     if kind == "TOK":
         return _token(m.group())
+    if kind == "NUM" and _is_status(m.group()) and _STATUS_BEFORE.search(m.string, max(0, m.start() - 16), m.start()):
+        return m.group()
     return _PLACEHOLDER_OF[kind]
 
 
@@ -256,11 +290,44 @@ def _kv(m: re.Match[str]) -> str:
     if value[0] in "\"'" or (value.startswith("<") and value in PLACEHOLDERS):
         return m.group()
     # An outcome (`error=timeout`, `ErrorCode = NoNode`, `result=FAILED`) is the fault, not a value.
+    if _is_status(value) and any(w.lower() in _STATUS_KEYS for w in _SUBWORD.findall(key)):
+        return m.group()
     if _IDENT.fullmatch(value) and (
         any(w.lower() in _OUTCOME_KEYS for w in _SUBWORD.findall(key)) or has_fault_word(value)
     ):
         return m.group()
     return f"{key}=<VAL>"
+
+
+# A list of values of one class (`<IP>, <IP>, <IP>`, `blk_<ID> blk_<ID>`) is one value: the same
+# statement logs one address or several. Both patterns start with a literal, so the scan is a fast
+# search for `<` or `>` rather than a try at every position.
+_LIST = re.compile(r"<(\*|[A-Z]+)>((?:(?:, ?|; ?| )(?:[A-Za-z]+[_.\-:~#])*<\1>)+)(?![\w<])")
+_LIST_ITEM = re.compile(r"(?:, ?|; ?| )((?:[A-Za-z]+[_.\-:~#])*)<")
+_STEM_BEFORE = re.compile(r"(?<![\w<>])(?:[A-Za-z]+[_.\-:~#])*$")
+# A parenthesised detail of a value that holds only values (`<SIZE> (<SIZE>)` from `123 bytes (0.1 KB)`,
+# `<HOST> (<IP>)`): the same statement prints it or not.
+_DETAIL = re.compile(r"> ?\((?: ?<(?:\*|[A-Z]+)>[ ,;:/%.+\-=~*]*)+\)")
+
+
+def _list(m: re.Match[str]) -> str:
+    # Every item must carry the first one's word stem (`blk_`), and the first must start a token.
+    before = _STEM_BEFORE.search(m.string, max(0, m.start() - 40), m.start())
+    if before is None:
+        return m.group()
+    stem = before.group()
+    if any(item != stem for item in _LIST_ITEM.findall(m.group(2))):
+        return m.group()
+    return f"<{m.group(1)}>"
+
+
+def collapse(template: str) -> str:
+    """Collapse lists of same-class placeholders to one and drop a parenthesised detail made only of values."""
+    if "> " in template or ">," in template or ">;" in template:
+        template = _LIST.sub(_list, template)
+    if ">(" in template or "> (" in template:
+        template = _DETAIL.sub(">", template)
+    return template
 
 
 _memo: dict[str, str] = {}
@@ -286,6 +353,7 @@ def mask(message: str) -> str:
     s = _VALUES.sub(_value, s)
     if "'" in s or '"' in s or "`" in s:
         s = _QUOTED.sub(_quoted, s)
+    s = collapse(s)
     if len(_memo) >= _MEMO_MAX:
         _memo.clear()
     _memo[message] = s
