@@ -249,7 +249,8 @@ _STATUS_KEYS = frozenset({"status", "code"})
 
 
 def _is_status(text: str) -> bool:
-    return len(text) == 3 and "1" <= text[0] <= "5" and text.isdigit()
+    # Client and server errors only: a 2xx or 3xx on an error line does not tell two faults apart.
+    return len(text) == 3 and (text[0] == "4" or text[0] == "5") and text.isdigit()
 
 
 def _value(m: re.Match[str]) -> str:
@@ -323,9 +324,10 @@ def _list(m: re.Match[str]) -> str:
 
 def collapse(template: str) -> str:
     """Collapse lists of same-class placeholders to one and drop a parenthesised detail made only of values."""
-    if "> " in template or ">," in template or ">;" in template:
+    # Searching first is cheaper than a substitution that finds nothing, the common case.
+    if ("> " in template or ">," in template or ">;" in template) and _LIST.search(template):
         template = _LIST.sub(_list, template)
-    if ">(" in template or "> (" in template:
+    if (">(" in template or "> (" in template) and _DETAIL.search(template):
         template = _DETAIL.sub(">", template)
     return template
 

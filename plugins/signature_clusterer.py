@@ -19,6 +19,7 @@ from loopkit_core.evidence import excerpt, quote, service_version, severity_for_
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, Record, Signature
 from loopkit_core.window import KnownIssue, SignatureGroup, Window
+from loopkit_plugins.masking import mask
 
 NAME = "signature_clusterer"
 EVIDENCE = 10
@@ -84,8 +85,6 @@ def split_status(template: str) -> tuple[str, str]:
 @hookimpl(trylast=True)
 def record_signature(record: Record) -> Signature:
     """The masked-template signature of an error or tool failure, prefixed by its outcome attributes."""
-    from loopkit_plugins.masking import mask
-
     operation = operation_of(record)
     template = mask(record.message or record.exception_type or "")
     # Without outcome attributes the key is what it always was, so stored signatures keep their issues.
