@@ -64,14 +64,16 @@ def as_record(r: corpora.Record, i: int = 0) -> Record:
         service="bench",
         status="error",
         message=r.message,
-        exception_type=r.exception_type or None,
+        # As the receivers do (`signals.py`): without exception.type, error.type is the exception type.
+        exception_type=r.exception_type or r.attributes.get("error.type") or None,
         attributes=r.attributes,
     )
 
 
 def signature(r: corpora.Record) -> tuple[str, str, str]:
     """(operation, exception type, template) of a record, from the real `record_signature` hook."""
-    return (r.operation, r.exception_type, signature_clusterer.record_signature(as_record(r)).template)
+    record = as_record(r)
+    return (r.operation, record.exception_type or "", signature_clusterer.record_signature(record).template)
 
 
 def group_exact(records: Sequence[corpora.Record]) -> list[object]:
@@ -105,45 +107,46 @@ def identity_kept(records: Sequence[corpora.Record]) -> float:
     """Share of second-half records that land with the right known issue (or, for a new fault, none).
 
     The first half of the records is one diagnosis window: its groups become issues titled with
-    `generalize`. The second half is the next window, clustered together with those titles, as the
-    diagnosis does; a record keeps its identity when its group holds exactly one known title and
-    that title's issue is its own fault (by majority), or holds none when its fault is new.
+    `generalize`. The second half is the next window, clustered together with those titles (which
+    carry no records of it), as the diagnosis does; a record keeps its identity when its group holds
+    exactly one known title and that title's issue is its own fault (by majority), or holds none when
+    its fault is new.
     """
     half = len(records) // 2
     first, second = records[:half], records[half:]
-    by_key: dict[tuple[str, str], list[corpora.Record]] = defaultdict(list)
-    for r in first:
-        by_key[(r.operation, r.exception_type)].append(r)
-    titles: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
-    for key, recs in by_key.items():
-        masked = [masking.mask(r.message) for r in recs]
-        distinct = list(dict.fromkeys(masked))
-        gid = dict(zip(distinct, templates.cluster(distinct), strict=True))
-        members: dict[int, list[int]] = defaultdict(list)
-        for i, m in enumerate(masked):
-            members[gid[m]].append(i)
-        for idx in members.values():
-            faults = Counter(recs[i].fault for i in idx)
-            title = templates.generalize([masked[i] for i in idx])
-            titles[key].append((title, faults.most_common(1)[0][0]))
+    sig1 = [signature(r) for r in first]
+    group_of = cluster_signatures(sig1)
+    members: dict[object, list[int]] = defaultdict(list)
+    for i, s in enumerate(sig1):
+        members[group_of[s]].append(i)
+    titles: dict[tuple[str, str, str], list[tuple[str, int]]] = defaultdict(list)
+    for key, idx in members.items():
+        faults = Counter(first[i].fault for i in idx)
+        title = templates.generalize([signature_clusterer.split_status(sig1[i][2])[1] for i in idx])
+        titles[key[:3]].append((title, faults.most_common(1)[0][0]))  # type: ignore[index]
     known_faults = {r.fault for r in first}
-    kept = 0
-    by_key2: dict[tuple[str, str], list[corpora.Record]] = defaultdict(list)
-    for r in second:
-        by_key2[(r.operation, r.exception_type)].append(r)
-    for key, recs in by_key2.items():
+    sig2 = [signature(r) for r in second]
+    counts = Counter(sig2)
+    by_key: dict[tuple[str, str, str], list[tuple[str, str, int]]] = defaultdict(list)
+    for (op, exc, tpl), n in counts.items():
+        status, body = signature_clusterer.split_status(tpl)
+        by_key[(op, exc, status)].append((tpl, body, n))
+    owners_of: dict[tuple[str, str, str], list[int]] = {}
+    for key, rows in by_key.items():
         known = titles.get(key, [])
-        masked = [masking.mask(r.message) for r in recs]
-        distinct = list(dict.fromkeys(masked))
-        ids = templates.cluster([t for t, _ in known] + distinct)
+        ids = templates.cluster(
+            [t for t, _ in known] + [body for _, body, _ in rows], counts=[0] * len(known) + [n for _, _, n in rows]
+        )
         title_faults: dict[int, list[int]] = defaultdict(list)
         for (_, fault), g in zip(known, ids, strict=False):
             title_faults[g].append(fault)
-        gid = dict(zip(distinct, ids[len(known) :], strict=True))
-        for r, m in zip(recs, masked, strict=True):
-            owners = title_faults.get(gid[m], [])
-            if owners == [r.fault] or (not owners and r.fault not in known_faults):
-                kept += 1
+        for (tpl, _, _), g in zip(rows, ids[len(known) :], strict=True):
+            owners_of[(key[0], key[1], tpl)] = title_faults.get(g, [])
+    kept = 0
+    for r, s in zip(second, sig2, strict=True):
+        owners = owners_of[s]
+        if owners == [r.fault] or (not owners and r.fault not in known_faults):
+            kept += 1
     return round(kept / len(second), 4)
 
 

@@ -301,14 +301,15 @@ def _kv(m: re.Match[str]) -> str:
 
 
 # A list of values of one class (`<IP>, <IP>, <IP>`, `blk_<ID> blk_<ID>`) is one value: the same
-# statement logs one address or several. Both patterns start with a literal, so the scan is a fast
+# statement logs one address or several. A clusterer's `<*>` is not a value class: `Set(<*>, <*>)`
+# stands for two words that varied, and stays as it is. Both patterns start with a literal, so the scan is a fast
 # search for `<` or `>` rather than a try at every position.
-_LIST = re.compile(r"<(\*|[A-Z]+)>((?:(?:, ?|; ?| )(?:[A-Za-z]+[_.\-:~#])*<\1>)+)(?![\w<])")
+_LIST = re.compile(r"<([A-Z]+)>((?:(?:, ?|; ?| )(?:[A-Za-z]+[_.\-:~#])*<\1>)+)(?![\w<])")
 _LIST_ITEM = re.compile(r"(?:, ?|; ?| )((?:[A-Za-z]+[_.\-:~#])*)<")
 _STEM_BEFORE = re.compile(r"(?<![\w<>])(?:[A-Za-z]+[_.\-:~#])*$")
 # A parenthesised detail of a value that holds only values (`<SIZE> (<SIZE>)` from `123 bytes (0.1 KB)`,
 # `<HOST> (<IP>)`): the same statement prints it or not.
-_DETAIL = re.compile(r"> ?\((?: ?<(?:\*|[A-Z]+)>[ ,;:/%.+\-=~*]*)+\)")
+_DETAIL = re.compile(r"> ?\((?: ?<[A-Z]+>[ ,;:/%.+\-=~*]*)+\)")
 
 
 def _list(m: re.Match[str]) -> str:

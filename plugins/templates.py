@@ -53,8 +53,10 @@ MIN_VALUES = 3
 EVENT_RECORDS = 2
 # Words that name a state change or a state without the `-ed` of a past participle.
 _EVENT_WORDS = frozenset(
-    "up down on off ok online offline ready idle active inactive success successful complete begin end start "
-    "stop open close pause resume".split()
+    {
+        *("up", "down", "on", "off", "ok", "online", "offline", "ready", "idle", "active", "inactive"),
+        *("success", "successful", "complete", "begin", "end", "start", "stop", "open", "close", "pause", "resume"),
+    }
 )
 
 _TOKEN = re.compile(r"[^\s,;()\[\]{}|\"']+|[,;()\[\]{}|\"']")
@@ -86,6 +88,20 @@ def _norm_token(tok: str) -> str:
     if not _ALNUM.search(bare):
         return WILDCARD
     return _PLACEHOLDER.sub(WILDCARD, tok)
+
+
+_OPEN = {"[": "]", "(": ")", "{": "}"}
+
+
+def _unbracket(toks: Sequence[str]) -> list[str]:
+    """`[ <*> ]` is a value: a bracketed list of addresses prints where a single host prints in other lines."""
+    out: list[str] = []
+    for tok in toks:
+        if len(out) >= 2 and out[-1] == WILDCARD and _OPEN.get(out[-2]) == tok:
+            del out[-2]
+            continue
+        out.append(tok)
+    return out
 
 
 def _collapse(toks: list[str]) -> tuple[str, ...]:
@@ -153,8 +169,9 @@ def _event_column(literals: list[str], counts: Counter[str] | None) -> bool:
     seen = [counts[v] for v in literals if counts[v] > 0]
     if len(seen) < 2:
         return False
-    # Each value carries at least a tenth of an even share of the column's records, and never just one.
-    return min(seen) >= max(EVENT_RECORDS, sum(seen) / (10 * len(seen)))
+    # Good-Turing: the share of values seen once estimates how likely the next record brings a new value.
+    # A closed set (fewer than half of its values seen once) is a few events, each logged again and again.
+    return 2 * sum(1 for n in seen if n < EVENT_RECORDS) < len(seen)
 
 
 def _column_classes(values: Iterable[str], first: bool = False, counts: Counter[str] | None = None) -> dict[str, str]:
@@ -433,7 +450,8 @@ def cluster(templates: Sequence[str], counts: Sequence[int] | None = None) -> li
     # Stage 6: the same words around a value of varying length (empty, several tokens).
     by_words: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for r in sorted({groups.find(i) for i in range(len(distinct))}):
-        words = tuple(t for t in groups.pattern[r] if t != WILDCARD)
+        # A bracketed value (`[ <*> ]`, a list of addresses) is a value too (`<*>`, one host name).
+        words = tuple(t for t in _unbracket(groups.pattern[r]) if t != WILDCARD)
         if len(words) >= 2 and len(words) < len(groups.pattern[r]):
             by_words[words].append(r)
     for rs in by_words.values():
