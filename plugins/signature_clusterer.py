@@ -98,7 +98,7 @@ def record_signature(record: Record) -> Signature:
 @hookimpl(trylast=True)
 def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     """Issues from the window's signatures, clustered per (type, service, operation, exception type)."""
-    from loopkit_plugins.templates import cluster, generalize
+    from loopkit_plugins.templates import generalize
 
     groups = window.signature_groups()
     notes = options.get("notes")
@@ -117,20 +117,7 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
 
     found: list[Issue] = []
     for partition, members in by_partition.items():
-        olds = known_by_partition.get(partition, [])
-        labels = cluster([k.template or "" for k in olds] + [g.template for g in members])
-        old_labels, member_labels = labels[: len(olds)], labels[len(olds) :]
-        # Identity wins over re-clustering: a signature already assigned keeps its issue.
-        resolved: dict[str, list[SignatureGroup]] = defaultdict(list)
-        for label in sorted(set(member_labels)):
-            here = [g for g, lab in zip(members, member_labels, strict=True) if lab == label]
-            previous = [known[assigned[g.signature]] for g in here if assigned.get(g.signature) in known]
-            previous += [k for k, lab in zip(olds, old_labels, strict=True) if lab == label]
-            if previous:
-                fingerprint = min(previous, key=lambda k: (k.first_seen_ns, k.fingerprint)).fingerprint
-            else:
-                fingerprint = _hash("issue", *partition, generalize([g.template for g in here]))
-            resolved[fingerprint].extend(here)
+        resolved = _resolve(partition, members, known_by_partition.get(partition, []), known, assigned)
         for fingerprint, here in resolved.items():
             found.append(_issue(fingerprint, partition, here, known.get(fingerprint), generalize))
 
@@ -141,6 +128,70 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     for issue in found[: options.get("max_issues", len(found))]:
         _add_evidence(window, issue)
     return found
+
+
+def _resolve(
+    partition: tuple[str, ...],
+    members: list[SignatureGroup],
+    olds: list[KnownIssue],
+    known: dict[str, KnownIssue],
+    assigned: dict[str, str],
+) -> dict[str, list[SignatureGroup]]:
+    """The issues of one partition: its signatures clustered per outcome status, each group's fingerprint.
+
+    Signatures with different statuses (`[http 404]`, `[http 503]`) never share an issue. A known issue
+    with no status (every issue found before statuses were part of signatures) may continue into any
+    status: the records with no status keep it, and of the statuses that cluster with it, one keeps it
+    (the one its signatures were assigned to before, else the one with most records), so an upgrade
+    renames no issue; the other statuses become issues of their own.
+    """
+    from loopkit_plugins.templates import cluster, generalize
+
+    by_status: dict[str, list[SignatureGroup]] = defaultdict(list)
+    for group in members:
+        by_status[split_status(group.template)[0]].append(group)
+    # fingerprint -> the claims on it: (status, groups, the known issues its signatures were assigned to)
+    claims: dict[str, list[tuple[str, list[SignatureGroup], list[KnownIssue]]]] = defaultdict(list)
+    for status, groups in sorted(by_status.items()):
+        olds_here = [k for k in olds if split_status(k.template or "")[0] in (status, "")]
+        labels = cluster(
+            [split_status(k.template or "")[1] for k in olds_here] + [split_status(g.template)[1] for g in groups],
+            counts=[0] * len(olds_here) + [g.count for g in groups],
+        )
+        old_labels, member_labels = labels[: len(olds_here)], labels[len(olds_here) :]
+        for label in sorted(set(member_labels)):
+            here = [g for g, lab in zip(groups, member_labels, strict=True) if lab == label]
+            # Identity wins over re-clustering: a signature already assigned keeps its issue.
+            by_identity = [known[assigned[g.signature]] for g in here if assigned.get(g.signature) in known]
+            previous = by_identity + [k for k, lab in zip(olds_here, old_labels, strict=True) if lab == label]
+            if previous:
+                chosen = min(previous, key=lambda k: (k.first_seen_ns, k.fingerprint))
+                claims[chosen.fingerprint].append((status, here, by_identity))
+            else:
+                fingerprint = _hash("issue", *partition, generalize([g.template for g in here]))
+                claims[fingerprint].append((status, here, []))
+    resolved: dict[str, list[SignatureGroup]] = defaultdict(list)
+    for fingerprint, claimed in claims.items():
+        statuses = [c for c in claimed if c[0]]
+
+        def rank(
+            claim: tuple[str, list[SignatureGroup], list[KnownIssue]], fingerprint: str = fingerprint
+        ) -> tuple[bool, int, str]:
+            held = any(k.fingerprint == fingerprint for k in claim[2])
+            return (not held, -sum(g.count for g in claim[1]), claim[0])
+
+        keeper = min(statuses, key=rank)[0] if statuses else ""
+        for status, here, by_identity in claimed:
+            if not status or status == keeper:
+                resolved[fingerprint].extend(here)
+                continue
+            # Another status keeps this issue: this one goes back to its own issue, or starts one.
+            own = [k for k in by_identity if k.fingerprint != fingerprint]
+            if own:
+                resolved[min(own, key=lambda k: (k.first_seen_ns, k.fingerprint)).fingerprint].extend(here)
+            else:
+                resolved[_hash("issue", *partition, generalize([g.template for g in here]))].extend(here)
+    return resolved
 
 
 def _partition(group: SignatureGroup) -> tuple[str, ...]:
@@ -232,12 +283,14 @@ def _constants(window: Window, issue: Issue) -> list[dict[str, Any]]:
     messages = window.groups(issue.selector, by="message", limit=MAX_MESSAGES + 1)
     if not messages or len(messages) > MAX_MESSAGES:
         return []  # many distinct messages: some slot varies, and reading them all would not be bounded
-    counts = slot_values(issue.template, [(g.value or "", g.count) for g in messages])
+    # The status prefix comes from attributes, not from the message: match the message part alone.
+    status, body = split_status(issue.template)
+    counts = slot_values(body, [(g.value or "", g.count) for g in messages])
     if counts is None:
         return []
-    titled, kept = keep_constants(issue.template, counts)
+    titled, kept = keep_constants(body, counts)
     if kept:
-        issue.stats["constant_template"] = titled
+        issue.stats["constant_template"] = f"[{status}] {titled}" if status else titled
     return kept
 
 
