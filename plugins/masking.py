@@ -244,7 +244,7 @@ _PLACEHOLDER_OF.update({"IP4": "<IP>", "IP6": "<IP>", "MAC": "<IP>", "HOSTPORT":
 
 # An HTTP status after the word that names it (`status 404`, `HTTP 503`, `code: 500`) is the fault, not
 # a value: a 404 and a 503 are two problems.
-_STATUS_BEFORE = re.compile(r"(?<![\w\-])(?:status|code|http)(?: code)? ?[:=]? ?$", re.IGNORECASE)
+_STATUS_BEFORE = re.compile(r"(?<![\w\-])(?:(?:status|http)[ _]?code|status|code|http) ?[:=]? ?$", re.IGNORECASE)
 _STATUS_KEYS = frozenset({"status", "code"})
 
 
