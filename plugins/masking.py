@@ -141,7 +141,7 @@ _EMAIL = re.compile(r"\b[\w.+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{
 _QUOTED = re.compile(r"(?<![\w'\"`])(?:'([^'\n]{1,200})'|\"([^\"\n]{1,200})\"|`([^`\n]{1,200})`)(?![\w'\"`])", re.ASCII)
 _SUBWORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 _KV = re.compile(
-    r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,40})( ?= ?)"
+    r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,40}+)( ?= ?)"
     r"(\"[^\"]*\"|'[^']*'|(?![\w.\-]+ ?=)[^\s,;&)\]}\"']+)",
     re.ASCII,
 )
@@ -177,14 +177,14 @@ _DIGIT_CLASSES = [
     r"(?=[0-9a-fA-F]{8}-)(?P<UUID>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)",
     r"(?=[0-9a-fA-F]{2}[:-][0-9a-fA-F]{2}[:-])(?P<MAC>(?<!:)(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}(?![\w:]))",
     r"(?=\d{1,3}\.\d)(?P<IP4>(?<!\.)\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.]))",
-    r"(?=\[?[0-9a-fA-F]{0,4}:)(?P<IP6>(?<!:)\[?(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}"
+    r"(?=\[?[0-9a-fA-F]{0,4}+:)(?P<IP6>(?<!:)\[?(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}"
     r"|(?:[0-9a-fA-F]{1,4}:){1,6}:(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,5})?"
     r"|::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,6})?)\]?(?::\d{1,5})?(?![\w:]))",
-    rf"(?=[\w\-]*\.[\w.\-]*:\d)(?P<HOSTPORT>(?<![.\-])(?![\w.\-]*\.(?:{_CODE_EXT}):)[A-Za-z][\w\-]*(?:\.[\w\-]+)+:\d{{1,5}}(?![\w.]))",
-    rf"(?=[\w\-]*\.)(?P<HOST>(?<![.\-/@])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)*\.(?:{_TLD})(?![\w\-]|\.\w))",
-    r"(?=[-+]?[\d.]+ ?[a-zµA-Z])(?P<DUR>(?<!\.)[-+]?\d+(?:\.\d+)?(?:(?:ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\b"
+    rf"(?=[\w\-]*+\.[\w.\-]*+:\d)(?P<HOSTPORT>(?<![.\-])(?![\w.\-]*\.(?:{_CODE_EXT}):)[A-Za-z][\w\-]*(?:\.[\w\-]+)+:\d{{1,5}}(?![\w.]))",
+    rf"(?=[\w\-]*+\.)(?P<HOST>(?<![.\-/@])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)*\.(?:{_TLD})(?![\w\-]|\.\w))",
+    r"(?=[-+]?[\d.]++ ?[a-zµA-Z])(?P<DUR>(?<!\.)[-+]?\d+(?:\.\d+)?(?:(?:ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\b"
     r"| ?(?:ns|us|µs|ms|nanoseconds?|microseconds?|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?)\b))",
-    r"(?=[-+]?[\d.]+ ?[a-zA-Z])(?P<SIZE>(?<!\.)[-+]?\d+(?:\.\d+)? ?(?:[kKMGTP]i?B|B|bytes?)\b)",
+    r"(?=[-+]?[\d.]++ ?[a-zA-Z])(?P<SIZE>(?<!\.)[-+]?\d+(?:\.\d+)? ?(?:[kKMGTP]i?B|B|bytes?)\b)",
     r"(?=0[xX])(?P<HEX>(?<!\.)0[xX][0-9a-fA-F]+\b)",
     r"(?P<NUM>(?<!\.)[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\w))",
     # a maximal token with a digit: IDs, versions, stems with counters
@@ -226,9 +226,9 @@ _VALUES = re.compile(
     + ")",
     re.ASCII,
 )
-_ALL_HEX = re.compile(r"[0-9a-fA-F]{6,}")
-_STEM_DIGITS = re.compile(r"([A-Za-z]+)(\d+)")
-_STEM = re.compile(r"(?:[A-Za-z]+[_.\-:~#])+")
+_TOKEN_SHAPE = re.compile(
+    r"(?P<hex>[0-9a-fA-F]{6,})\Z|(?P<digits>[A-Za-z]+)\d+\Z|(?P<stem>(?:[A-Za-z]+[_.\-:~#])+)", re.ASCII
+)
 
 _PATH = re.compile(
     r"(?<![\w.:/\\<])(?:(?:~|\.{1,2})?/(?!/|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?:[\w.@%+~\-]|<[A-Z]+>)+"
@@ -257,22 +257,24 @@ def _value(m: re.Match[str]) -> str:
     kind = m.lastgroup
     if kind == "TOK":
         return _token(m.group())
-    if kind == "NUM" and _is_status(m.group()) and _STATUS_BEFORE.search(m.string, max(0, m.start() - 16), m.start()):
-        return m.group()
+    if kind == "NUM" and m.end() - m.start() == 3:
+        number = m.group()
+        if _is_status(number) and _STATUS_BEFORE.search(m.string, max(0, m.start() - 16), m.start()):
+            return number
     return _PLACEHOLDER_OF[kind]
 
 
 def _token(tok: str) -> str:
     """Mask a token that contains a digit, keeping a word stem that says what kind of ID it is."""
-    if _ALL_HEX.fullmatch(tok) and not tok.isdigit():
-        return "<HEX>"
-    m = _STEM_DIGITS.fullmatch(tok)
-    if m:
-        return m.group(1) + "<NUM>"
-    m = _STEM.match(tok)
-    if m and m.end() < len(tok):
-        return m.group() + "<ID>"
-    return "<ID>"
+    # One match tries the three shapes in order: bare hex, a word stem with digits, a stem with separators.
+    m = _TOKEN_SHAPE.match(tok)
+    if m is None:
+        return "<ID>"
+    if m.lastgroup == "hex":
+        return "<ID>" if tok.isdigit() else "<HEX>"
+    if m.lastgroup == "digits":
+        return m.group("digits") + "<NUM>"
+    return m.group() + "<ID>" if m.end() < len(tok) else "<ID>"
 
 
 def _quoted(m: re.Match[str]) -> str:
