@@ -33,10 +33,16 @@ placeholder     what it replaces
 ``<BOOL>``      ``true`` / ``false`` (any case)
 ==============  ==================================================================================
 
+An HTTP status (4xx, 5xx) right after ``status``, ``code`` or ``HTTP`` is kept (``status 404``): a 404
+and a 503 are two faults. After the classes, a list of placeholders of one class is one placeholder
+(``<IP>, <IP>`` -> ``<IP>``, one address or several from the same statement), and a parenthesised
+detail of a value made only of values is dropped (``123 bytes (0.1 KB)`` -> ``<SIZE>``): `collapse`.
+
 Messages longer than `MAX_CHARS` are cut first (the head of a message names the fault; the tail of
 a long one is usually a payload or a stack). Masking is pure `re`: a few gated passes (URLs,
-e-mails, key=value, paths) and one combined scan for everything that starts a word, about 10-20
-microseconds for a typical 80-200 character message on one core, and memoised for exact repeats.
+e-mails, key=value, paths, quotes, lists and details) and one combined scan for everything that starts a
+word, in which a word of letters only costs one look; about 10 microseconds for a typical 80-200
+character message on one core, and memoised for exact repeats.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """Signature clusterer: one fault, one issue; two faults, two issues.
 
 At ingest every error and tool failure gets a signature: its type, service, operation (tool, route or
-span name), exception type and message with the variable parts masked (`loopkit_plugins.masking`).
+span name), exception type and message with the variable parts masked (`loopkit_plugins.masking`),
+prefixed by its outcome attributes (`[http 404]`, `[grpc 14]`; docs/grouping.md).
 At diagnosis the window is grouped by signature in SQL, and the few distinct templates of each
 (type, service, operation, exception type) are clustered (`loopkit_plugins.templates`) so that
-messages differing only in variable tokens the masker missed join one issue. An issue keeps its
-fingerprint across runs: a signature once assigned to an issue stays with it.
+messages differing only in variable tokens the masker missed join one issue; templates of different
+outcomes never join. An issue keeps its fingerprint across runs: a signature once assigned to an issue
+stays with it.
 """
 
 from __future__ import annotations

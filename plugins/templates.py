@@ -22,14 +22,17 @@ from the templates themselves, with one fixed configuration:
    ones, ``rate_limit_exceeded``, ``NullPointerException``), HTTP methods, and plain words in first
    position (``Starting`` / ``Stopping``). Two plain words that are the only difference between
    two templates stay apart: with no more evidence, a different word is more likely a different
-   fault than a variable. Where several columns vary, a column stays variable only if it still
+   fault than a variable. With record counts (`cluster(templates, counts)`), a column of event
+   words (``Started`` / ``Stopped`` / ``Paused``; never upper-case enum constants) that form a closed
+   set in the window (fewer than half of them seen in one record only) names the event: its values
+   stay apart, however many. Where several columns vary, a column stays variable only if it still
    varies inside some part made by the other, splitting columns.
 5. Siblings. Groups whose patterns differ at exactly one position are merged by the same column
    rule, repeatedly, until nothing changes; this is what joins a known issue's ``<*>`` template
    with its new concrete variants. No merge may leave a pattern with fewer than a third of its
    words literal: mostly-``<*>`` patterns would absorb unrelated templates.
-6. Lengths. Groups whose patterns have the same words once their ``<*>`` are dropped (an empty or
-   multi-word value) are merged.
+6. Lengths. Groups whose patterns have the same words once their ``<*>`` (and brackets around a
+   lone ``<*>``) are dropped (an empty, multi-word or bracketed value) are merged.
 
 Everything is computed on sets, so the partition does not depend on the input order; group ids are
 numbered by first appearance in the input. Cost: about half a second for 10,000 templates.
