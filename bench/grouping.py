@@ -1,11 +1,14 @@
 """Grouping quality: how well error records become one issue per fault (docs/benchmarks.md).
 
     python bench/grouping.py [--seed 7] [--total 3000] [--no-drain] [--corpus NAME ...]
+    python bench/grouping.py --signature    # only record_signature's throughput
 
 Runs the full pipeline on every labelled corpus of `bench/corpora.py`, exactly as LoopKit does it:
-at ingest a record's signature is (operation, exception type, masked message); at diagnosis the
-distinct masked templates of each (operation, exception type) are clustered with
-`loopkit_plugins.templates.cluster`. Prints one JSON document with, per corpus and as a mean:
+at ingest each record (with its attributes) goes through the real `record_signature` hook (operation,
+exception type, masked message prefixed by outcome attributes such as `[http 404]`); at diagnosis the
+distinct templates of each (operation, exception type) and outcome are clustered with
+`loopkit_plugins.templates.cluster`, with each template's record count. Prints one JSON document with,
+per corpus and as a mean:
 
 - GA, grouping accuracy: the share of records whose predicted group has exactly the member set of
   their true fault;
@@ -16,7 +19,8 @@ for LoopKit and two baselines: "mask then hash exact" (the signature alone) and,
 package is installed (for the comparison only; `pip install drain3`), drain3 with its default
 settings on the raw messages, one miner per (operation, exception type). Also the masking
 throughput (messages per CPU second on one core, median of five passes over every corpus's
-messages and over those of 80-200 characters, memo cleared) and the CPU time to cluster 10,000
+messages and over those of 80-200 characters, memo cleared; `--signature`: the same for
+`record_signature`, mask and hash, over `Record` objects) and the CPU time to cluster 10,000
 distinct templates. `identity_kept` checks stability across two windows (see `identity_kept`).
 """
 
