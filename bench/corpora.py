@@ -12,7 +12,13 @@ kinds:
   Hadoop/Spark, OpenSSH/Linux, Android, Windows CBS, BGL/HPC, ZooKeeper, Apache/Proxifier): the
   message text only, one operation per system.
 
-Every corpus has 20-45 templates, a few thousand records, a Zipf-like frequency spread and rare
+Four more (issue 17) carry what real logs split large groups by: a slot that holds one value or a
+list, a value with or without a parenthesised detail, event words (`Started` / `Stopped`) next to
+parameter words (object types, enum states) in a slot, and outcomes in OpenTelemetry attributes
+(`Template.attrs`: `http.response.status_code`, `rpc.grpc.status_code`, ...) or in the text
+(`status 404`).
+
+Every corpus has 15-45 templates, a few thousand records, a Zipf-like frequency spread and rare
 templates seen once or twice. Some cases are hard on purpose and labelled as a human would (a
 variable that takes only two plain-word values in the sample; values of varying length).
 Everything is deterministic for a given seed.
