@@ -17,6 +17,7 @@ from loopkit_core.api import (
     dashboard,
     discovery,
     evals,
+    grouping,
     journeys,
     loops,
     packets,
@@ -73,6 +74,7 @@ ROUTES = [
     Route("/v1/evals", evals.record_eval, methods=["POST"]),
     Route("/v1/runs/verify", runs.run_verify, methods=["POST"]),
     Route("/v1/plugins", plugins.list_plugins, methods=["GET"]),
+    Route("/v1/grouping/rules", grouping.rules, methods=["GET", "PUT"]),
     Route("/v1/dashboard", dashboard.index, methods=["GET"]),
     Route("/v1/dashboard/login", signin.login, methods=["POST"]),
     Route("/v1/dashboard/logout", signin.logout, methods=["POST"]),
@@ -140,7 +142,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time, decod
 
 async def _loop_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoopError)
-    return error_response(exc.status, exc.message, exc.code, exc.retry_after)
+    return error_response(exc.status, exc.message, exc.code, exc.retry_after, exc.details)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

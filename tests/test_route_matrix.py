@@ -253,6 +253,26 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "403",
         **_REVOKED_401,
     },
+    "GET /v1/grouping/rules": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "200" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
+    "PUT /v1/grouping/rules": {
+        **_401,
+        "producer": "403",
+        "agent": "403",  # grouping is a person's decision: approvals:write, the dashboard key's
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "403",
+        "other dashboard": "200" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
     # The dashboard (sent with `accept: application/json`, so errors are the API's JSON): the dashboard key reads and
     # decides, the agent key only reads. Forms answer 303 (a redirect to the page) on success.
     "GET /v1/dashboard": {
@@ -571,6 +591,12 @@ def test_http_cell(world: World, route: str, key: str):
         response = client.get("/v1/loops", headers=headers)
     elif route == "GET /v1/plugins":
         response = client.get("/v1/plugins", headers=headers)
+    elif route == "GET /v1/grouping/rules":
+        response = client.get("/v1/grouping/rules", headers=headers)
+    elif route == "PUT /v1/grouping/rules":
+        # Each write names its cell in the rule, so the project it landed in can be checked below.
+        rules = [{"match": {"name": name}, "fingerprint": "{name}"}]
+        response = client.put("/v1/grouping/rules", json={"rules": rules}, headers=headers)
     elif route == "POST /v1/dashboard/login":
         key = "" if value is None else value.removeprefix("Bearer ")
         response = client.post(route.split(" ")[1], data={"key": key}, headers={"accept": "application/json"})
@@ -651,6 +677,13 @@ def test_http_cell(world: World, route: str, key: str):
         assert body["project_id"] == world.victim_id
     elif route == "POST /v1/runs/diagnose":
         assert body["packet"]["project_id"] == owner_of(world, key)
+    elif route == "PUT /v1/grouping/rules":
+        # The key alone decides whose rules change: the owner's rules in force are this cell's, the other's not.
+        written = [{"match": {"name": name}, "fingerprint": "{name}"}]
+        agents = {world.project_id: world.keys["agent"], world.other_id: world.other_agent}
+        for project_id, agent in agents.items():
+            read = client.get("/v1/grouping/rules", headers=_auth(agent)).json()
+            assert (read["rules"] == written) == (project_id == owner_of(world, key))
     elif route == "GET /v1/packets":
         owner = owner_of(world, key)
         assert all(p["project_id"] == owner for p in body["packets"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loopkit_core.diagnose import MAX_ISSUES, DiagnoseRequest
+from loopkit_core.fingerprint_rules import FingerprintRule, RuleError, parse_rules
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.model import MAX_NS, parse_rfc3339
 from loopkit_core.releases import MAX_RELEASE
@@ -43,6 +44,7 @@ LOWERCASE = {"trace_id"}  # case-insensitive hex IDs are stored lowercase
 TELEMETRY_PARAMS = {"since_minutes", "until", "limit", "cursor", "issue", *FILTERS}
 DIAGNOSE_FIELDS = {"since_minutes", "until", "diagnosers", "min_count", "max_issues"}
 VERIFY_FIELDS = {"packet_id", "since_minutes", "release"}
+GROUPING_RULES_FIELDS = {"rules", "version"}
 EVAL_RUN_FIELDS = {
     *("packet_id", "eval_candidate", "issue_id"),
     *("passed", "failed", "skipped", "commit", "version", "note"),
@@ -220,6 +222,49 @@ def verify_request(body: Mapping[str, Any]) -> VerifyRequest:
             400, f"release must be the service.version carrying the fix: 1 to {MAX_RELEASE} characters, no controls"
         )
     return VerifyRequest(packet_id, float(since) if since is not None else None, release)
+
+
+@dataclass(frozen=True)
+class GroupingRulesRequest:
+    """A validated PUT /v1/grouping/rules: the new rules and, optionally, the version they replace."""
+
+    rules: list[FingerprintRule]
+    expected_version: int | None = None
+
+
+def grouping_rules_request(body: Mapping[str, Any], if_match: str | None = None) -> GroupingRulesRequest:
+    """The rules of a PUT body `{"rules": [...], "version"?: N}` (or an If-Match header with N); LoopError 400
+    with `rule` (the index, or null for the set) and `reason` when a rule is refused."""
+    unknown = sorted(set(body) - GROUPING_RULES_FIELDS)
+    if unknown:
+        raise LoopError(
+            400,
+            f"unknown field(s) {', '.join(u[:60] for u in unknown)}; allowed: rules, version",
+            "invalid_rules",
+            details={"rule": None, "reason": "unknown_field"},
+        )
+    if "rules" not in body:
+        raise LoopError(
+            400,
+            'rules is required: {"rules": [...]}',
+            "invalid_rules",
+            details={"rule": None, "reason": "missing_field"},
+        )
+    try:
+        rules = parse_rules(body["rules"])
+    except RuleError as exc:
+        raise LoopError(400, str(exc), "invalid_rules", details={"rule": exc.index, "reason": exc.reason}) from None
+    version = body.get("version")
+    if version is not None:
+        version = _int_field(version, "version", 0, 2**62)
+    if if_match is not None and if_match.strip() != "*":  # `*`: any version in force (no precondition)
+        tag = if_match.strip().removeprefix("W/").strip('"')
+        if not tag.isascii() or not tag.isdigit() or len(tag) > 18:
+            raise LoopError(400, 'If-Match must be the version in force, e.g. If-Match: "3"')
+        if version is not None and int(tag) != version:
+            raise LoopError(400, "If-Match and version name different versions; send one")
+        version = int(tag)
+    return GroupingRulesRequest(rules, version)
 
 
 def eval_run_request(body: Mapping[str, Any]) -> EvalRun:

@@ -22,6 +22,7 @@ from loopkit_core.loop.funnel import funnel
 from loopkit_core.loop.requests import (
     MAX_LOOPS,
     MAX_SINCE_MINUTES,
+    GroupingRulesRequest,
     TelemetryRequest,
     decision_note,
     is_lookup_key,
@@ -43,7 +44,7 @@ from loopkit_core.scopes import (
 )
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
-from loopkit_core.store import approvals, eval_runs, stages
+from loopkit_core.store import approvals, eval_runs, grouping_rules, stages
 from loopkit_core.store import memory as memory_store
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store import records as record_store
@@ -213,6 +214,28 @@ class Loop:
         """What the project already knows: issues verified, regressed (with evidence), in flight; the newest's new."""
         _need(principal, REPORTS_READ, DASHBOARD_READ)
         return memory_store.recall(self.store.project(principal.project_id), None)
+
+    # --- grouping rules ------------------------------------------------------------------------------------------
+
+    def grouping_rules(self, principal: Principal) -> dict[str, Any]:
+        """The project's fingerprint rules in force: version (0 when none), rules, updated_at, updated_by."""
+        _need(principal, DASHBOARD_READ)
+        return grouping_rules.current(self.store.project(principal.project_id))
+
+    def set_grouping_rules(self, principal: Principal, request: GroupingRulesRequest) -> dict[str, Any]:
+        """Save a new version of the project's fingerprint rules (a person's decision: the dashboard key); the next
+        diagnosis applies it. LoopError 409 when `expected_version` is not the version in force."""
+        _need(principal, APPROVALS_WRITE)
+        engine = self.store.project(principal.project_id)
+        actor = f"{principal.key_kind} key {principal.key_display}"
+        saved = grouping_rules.save(engine, request.rules, actor, self._now_ns(), request.expected_version)
+        if isinstance(saved, str):
+            version = grouping_rules.current(engine)["version"]
+            message = f"the rules in force are version {version}, not {request.expected_version}: read them and retry"
+            if request.expected_version is None:
+                message = "another change to the rules was saved at the same time: read them and retry"
+            raise LoopError(409, message, "version_conflict", details={"version": version})
+        return saved
 
     # --- packets -------------------------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from sqlalchemy.schema import CreateSchema
 from loopkit_core.store.schema import (
     control_metadata,
     eval_runs,
+    grouping_rules,
     project_metadata,
     project_retention,
     records,
@@ -194,6 +195,11 @@ def _stages(conn: Connection) -> None:
 @step("project", 5, "eval_runs: append-only eval runs an agent reported for a packet's issues")
 def _eval_runs(conn: Connection) -> None:
     eval_runs.create(conn, checkfirst=True)
+
+
+@step("project", 6, "grouping_rules: append-only versions of the project's fingerprint rules")
+def _grouping_rules(conn: Connection) -> None:
+    grouping_rules.create(conn, checkfirst=True)
 
 
 @step("control", 3, "server_secrets: a random secret per installation, which signs telemetry cursors")

@@ -231,3 +231,13 @@ eval_runs = Table(
     Column("actor", NulSafeString(80), nullable=False),  # which key reported it (kind and display prefix)
     Column("created_ns", BigInteger, nullable=False),
 )
+
+# Append-only versions of the project's fingerprint rules (PUT /v1/grouping/rules): the newest is in force.
+grouping_rules = Table(
+    "grouping_rules",
+    project_metadata,
+    Column("version", BigInteger, primary_key=True, autoincrement=False),  # 1, 2, ...: the previous + 1
+    Column("body", Text, nullable=False),  # JSON: the list of rules
+    Column("actor", NulSafeString(80), nullable=False),  # which key saved it (kind and display prefix)
+    Column("created_ns", BigInteger, nullable=False),
+)
