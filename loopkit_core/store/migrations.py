@@ -42,6 +42,7 @@ from sqlalchemy.schema import CreateSchema
 from loopkit_core.store.schema import (
     control_metadata,
     eval_runs,
+    issue_merges,
     project_metadata,
     project_retention,
     records,
@@ -203,3 +204,9 @@ def _server_secrets(conn: Connection) -> None:
     if conn.execute(select(server_secrets.c.name).where(server_secrets.c.name == CURSOR_SECRET)).first() is None:
         row = {"name": CURSOR_SECRET, "value": secrets.token_hex(32), "created_at": int(time.time())}
         conn.execute(server_secrets.insert().values(**row))
+
+
+# Step 6 in this branch; it becomes 7 when merged after the grouping rules' step 6 (versions stay contiguous).
+@step("project", 6, "issue_merges: the append-only audit of issues people merged and unmerged")
+def _issue_merges(conn: Connection) -> None:
+    issue_merges.create(conn, checkfirst=True)

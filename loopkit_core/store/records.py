@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
 
 from loopkit_core.model import MAX_NS, Record, rfc3339
-from loopkit_core.selectors import RecordIds, Records, Selector, Signatures, SlowCalls, parse_selector
+from loopkit_core.selectors import AnyOf, RecordIds, Records, Selector, Signatures, SlowCalls, parse_selector
 from loopkit_core.store import dialect
 from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, resources, signatures
 
@@ -251,7 +251,9 @@ def selector_condition(selector: Selector | dict[str, Any]) -> ColumnElement[boo
             if service is not None:
                 conditions.append(c.service == service)
             return and_(*conditions)
-    raise AssertionError("parse_selector returns one of the four selector types")
+        case AnyOf(selectors=parts):
+            return or_(*(selector_condition(part) for part in parts))
+    raise AssertionError("parse_selector returns one of the five selector types")
 
 
 def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
