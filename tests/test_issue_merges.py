@@ -292,7 +292,7 @@ def test_concurrent_merges_never_make_a_cycle_or_a_double_merge(loop: Loop):
         statuses: list[int] = []
         barrier = threading.Barrier(6)
 
-        def attempt(source: str, into: str) -> None:
+        def attempt(source: str, into: str, barrier: threading.Barrier, statuses: list[int]) -> None:
             with httpx.Client(base_url=loop.server.http_url, timeout=30) as client:
                 barrier.wait()
                 answer = client.post(
@@ -301,7 +301,7 @@ def test_concurrent_merges_never_make_a_cycle_or_a_double_merge(loop: Loop):
                 statuses.append(answer.status_code)
 
         pairs = [("a", "b"), ("b", "a"), ("a", "c"), ("c", "a"), ("b", "c"), ("c", "b")]
-        threads = [threading.Thread(target=attempt, args=(fp[s], fp[t])) for s, t in pairs]
+        threads = [threading.Thread(target=attempt, args=(fp[s], fp[t], barrier, statuses)) for s, t in pairs]
         for t in threads:
             t.start()
         for t in threads:
