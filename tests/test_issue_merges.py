@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from conftest import make_settings, new_project
 from loopdata import CHECKOUT, MINUTE_NS, NOW_NS, Loop, Spans, running_loop
+from openapi_schema_validator import OAS31Validator
 from sqlalchemy import delete, inspect, select
 
 from loopkit_core.diagnose import issue_id
@@ -28,6 +30,12 @@ APPROVED_NS = NOW_NS + 5 * MINUTE_NS
 AFTER_START_NS = NOW_NS + 6 * MINUTE_NS
 VERIFY_NS = NOW_NS + 40 * MINUTE_NS
 ERRORS = {"a": "TimeoutError", "b": "ValueError", "c": "KeyError"}
+SPEC = orjson.loads((Path(__file__).resolve().parent.parent / "loopkit_core" / "static" / "openapi.json").read_bytes())
+
+
+def documented(name: str, body: object) -> None:
+    """Raise unless `body` matches the OpenAPI document's schema `name`."""
+    OAS31Validator({"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]}).validate(body)
 
 
 def traffic(spans: Spans) -> None:
@@ -111,6 +119,7 @@ def test_merged_issues_are_diagnosed_and_verified_as_one_until_unmerged(loop: Lo
         "created_at": rfc3339(NOW_NS + MINUTE_NS),
     }
     assert answer.json()["merge"] == row
+    documented("MergeResponse", answer.json())
     assert answer.json()["issue"]["merged_into"] == fp["b"] and answer.json()["issue"]["root"] == fp["b"]
 
     # The next diagnosis: one issue with B's identity, 7 + 5 records, evidence from both, first seen at A's first.
@@ -138,6 +147,8 @@ def test_merged_issues_are_diagnosed_and_verified_as_one_until_unmerged(loop: Lo
     assert issue(loop, fp["a"])["selector"] == own[fp["a"]]
     assert issue(loop, fp["b"], "dashboard")["merged_from"] == [fp["a"]]
     assert issue(loop, fp["b"])["records_selector"] == merged["selector"]
+    documented("IssueResponse", loop.client.get(f"/v1/issues/{fp['b']}", headers=loop.project.auth("agent")).json())
+    documented("PacketIssue", merged)
 
     # Verification of the merged packet compares the union's rate: 12 in 100 calls before, 3 in 100 after.
     loop.clock.set(APPROVED_NS)
@@ -158,6 +169,7 @@ def test_merged_issues_are_diagnosed_and_verified_as_one_until_unmerged(loop: Lo
     assert union["before"] == {"count": 12, "calls": 100, "rate": 0.12}
     assert union["after"] == {"count": 3, "calls": 100, "rate": 0.03, "expected_at_old_rate": 12.0}
     assert union["verdict"] == "improved"
+    documented("VerifyResponse", answer.json())
     assert verdicts[fp["c"]]["merged_from"] == [] and verdicts[fp["c"]]["before"]["count"] == 4
 
     # The packet made before the merge is verified as one issue too (A folded into B, under B's identity).
