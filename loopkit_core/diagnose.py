@@ -69,7 +69,7 @@ def run(
     options["negative_signals"] = dict(negative_signals or {})
     found, errors, ran, notes = _run_diagnosers(plugins, window, options, request.diagnosers)
     # Issues people merged are folded into the issue they were merged into before anything counts them.
-    folded = {f.issue.fingerprint: f for f in merges.fold(window, found)}
+    folded = {id(f.issue): f for f in merges.fold(window, found)}  # by identity: fingerprints may repeat
     found = [f.issue for f in folded.values()]
     kept = sorted(
         (i for i in found if i.count >= request.min_count), key=lambda i: (-i.impact, -i.count, i.fingerprint)
@@ -109,7 +109,7 @@ def run(
         "issues": [
             {
                 **_issue_json(project_id, i, window, request.since_minutes, impact, groups),
-                "merged_from": folded[i.fingerprint].merged_from,
+                "merged_from": folded[id(i)].merged_from,
             }
             for i, impact in zip(kept, issue_impacts, strict=True)
         ],
@@ -126,12 +126,12 @@ def run(
         issue["stats"]["user_count"] = _distinct(window, issue["selector"], "user_id")
     if not kept:
         packet["observe_more"] = _observe_more(notes, ran, errors)
-    tracked = [_tracked(project_id, i, folded[i.fingerprint]) for i in kept]
+    tracked = [_tracked(project_id, i, folded[id(i)]) for i in kept]
     # The merged issues found keep their own tracking (own selector, own first and last seen) beside the union's.
     tracked += [
         _tracked(project_id, member, None)
         for i in kept
-        for member in folded[i.fingerprint].found
+        for member in folded[id(i)].found
         if member.fingerprint != i.fingerprint
     ]
     save_diagnosis(window.engine, packet, tracked)

@@ -40,8 +40,9 @@ def fold(window: Window, found: list[Issue]) -> list[Folded]:
     out = []
     for root, group in groups.items():
         names = issue_merges.members(root, merged)
-        if not names and len(group) == 1 and group[0].fingerprint == root:
-            out.append(Folded(group[0], [], group))  # no merge involved: the issue as its diagnoser made it
+        if not names and all(i.fingerprint == root for i in group):
+            # No merge involved: each issue as its diagnoser made it (two diagnosers may share a fingerprint).
+            out.extend(Folded(i, [], [i]) for i in group)
         else:
             out.append(_folded(window, root, names, group))
     return out
@@ -53,19 +54,20 @@ def _folded(window: Window, root: str, names: list[str], group: list[Issue]) -> 
     # What the issue is about (title, stats, plan) comes from the root's own issue when found, else the largest.
     base = by_fingerprint.get(root) or max(group, key=lambda i: (i.count, i.fingerprint))
     others = [i for i in group if i is not base]
-    selectors = [i.selector for i in [base, *others]]
+    selectors = []  # the root's first, then the members' in fingerprint order
     count = sum(i.count for i in group)
     first = min(i.first_seen_ns for i in group)
     last = max(i.last_seen_ns for i in group)
     for fingerprint in [root, *names]:
         row = tracked.get(fingerprint)
-        if fingerprint in by_fingerprint or row is None:
-            continue
-        # A member no diagnoser reported this time: its records in the window still belong to the union.
-        selectors.append(row["selector"])
-        n, low, high = window.summary(row["selector"])
-        if n:
-            count, first, last = count + n, min(first, low), max(last, high)
+        if fingerprint in by_fingerprint:
+            selectors.append(by_fingerprint[fingerprint].selector)
+        elif row is not None:
+            # A member no diagnoser reported this time: its records in the window still belong to the union.
+            selectors.append(row["selector"])
+            n, low, high = window.summary(row["selector"])
+            if n:
+                count, first, last = count + n, min(first, low), max(last, high)
     identity = tracked.get(root, {})
     issue = replace(
         base,
@@ -110,8 +112,8 @@ def verified_issues(engine: Engine, packet_issues: list[dict[str, Any]]) -> list
     out = []
     for root, group in groups.items():
         names = issue_merges.members(root, merged)
-        if not names and len(group) == 1 and group[0]["fingerprint"] == root:
-            out.append({**group[0], "merged_from": list(group[0].get("merged_from") or [])})
+        if not names and all(i["fingerprint"] == root for i in group):
+            out.extend({**i, "merged_from": list(i.get("merged_from") or [])} for i in group)
             continue
         tracked = _tracked(engine, [root, *names])
         base = next((i for i in group if i["fingerprint"] == root), group[0])

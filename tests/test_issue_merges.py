@@ -239,6 +239,36 @@ def test_merging_into_a_merged_issue_merges_into_its_root_and_cycles_are_refused
     assert issue(loop, issue_id(loop.project.project_id, fp["c"]))["merged_from"] == [fp["a"]]
 
 
+def test_a_source_alone_in_the_window_appears_under_its_target(loop: Loop):
+    pid = loop.project.project_id
+    fp = fingerprints(loop)
+    own = {i["fingerprint"]: i["selector"] for i in loop.packet["issues"]}
+    assert merge(loop, fp["a"], {"into": fp["b"]}).status_code == 200
+    # Calls 49 to 69 only: TimeoutErrors at 53 and 63 (issue A), no ValueError (B) and no KeyError (C).
+    until = NOW_NS - 50 * MINUTE_NS + 70 * 20 * 10**9
+    packet = loop.diagnose(since_minutes=7, until=until, min_count=1)
+    [alone] = packet["issues"]
+    assert (alone["fingerprint"], alone["issue_id"], alone["count"], alone["merged_from"]) == (
+        fp["b"],
+        issue_id(pid, fp["b"]),
+        2,
+        [fp["a"]],
+    )
+    assert alone["title"] == next(i["title"] for i in loop.packet["issues"] if i["fingerprint"] == fp["b"])
+    assert alone["selector"] == {
+        "kind": "signatures",
+        "signatures": own[fp["b"]]["signatures"] + own[fp["a"]]["signatures"],
+    }
+    assert set(alone["evidence"]) == set(loop.spans.ids_of(pid, "before-a-53")) | set(
+        loop.spans.ids_of(pid, "before-a-63")
+    )
+    # The packet's first_seen is the group's earliest, project-wide (A's first record, call 3).
+    assert alone["first_seen"] == rfc3339(NOW_NS - 50 * MINUTE_NS + 3 * 20 * 10**9)
+    # The target keeps its own selector in the issue tracking; the union is derived when read.
+    assert issue(loop, fp["b"])["selector"] == own[fp["b"]]
+    assert issue(loop, fp["b"])["records_selector"] == alone["selector"]
+
+
 def test_merges_refuse_bad_input_precisely_and_write_nothing(loop: Loop):
     fp = fingerprints(loop)
     cases: list[tuple[str, object, int, str]] = [
