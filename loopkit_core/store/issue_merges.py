@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, or_, select
+from sqlalchemy import Connection, Engine, func, or_, select
 
 from loopkit_core.model import rfc3339
 from loopkit_core.store import dialect
@@ -118,17 +118,11 @@ def _fingerprint(conn: Connection, key: str) -> str | None:
 
 
 def _targets(conn: Connection) -> dict[str, str]:
-    # The latest row per source decides; rows come oldest first, so later ones overwrite.
-    rows = conn.execute(
-        select(issue_merges.c.action, issue_merges.c.source, issue_merges.c.target).order_by(issue_merges.c.seq)
-    ).all()
-    state: dict[str, str] = {}
-    for action, source, target in rows:
-        if action == "merge":
-            state[source] = target
-        else:
-            state.pop(source, None)
-    return state
+    # The latest row per source decides (one grouped query): a merge is the state, an unmerge ends it.
+    c = issue_merges.c
+    latest = select(func.max(c.seq)).group_by(c.source)
+    rows = conn.execute(select(c.source, c.target).where(c.seq.in_(latest), c.action == "merge")).all()
+    return {source: target for source, target in rows}
 
 
 def _append(
