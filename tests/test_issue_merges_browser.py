@@ -46,7 +46,7 @@ def test_a_person_merges_and_unmerges_an_issue_from_its_page(browser, server, cl
 
     # From the Issues page to the tool issue's page: not merged, no audit rows yet, a merge form.
     page.goto(f"{base}/v1/dashboard/issues")
-    page.locator("a.issue-link", has_text=tool["issue_id"]).click()
+    page.locator("#issues tr.issue-row", has_text=tool["issue_id"]).locator("a.issue-link").click()
     page.wait_for_url(f"{base}/v1/dashboard/issues/{tool['fingerprint']}")
     assert page.locator("#merge-state").inner_text().startswith("Not merged into another issue.")
     assert page.locator("#no-merges").count() == 1
