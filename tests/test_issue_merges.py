@@ -18,6 +18,7 @@ from conftest import make_settings, new_project
 from loopdata import CHECKOUT, MINUTE_NS, NOW_NS, Loop, Spans, running_loop
 from openapi_schema_validator import OAS31Validator
 from sqlalchemy import delete, inspect, select
+from test_dashboard import assert_security_headers, check_markup, csrf_of, sign_in
 
 from loopkit_core.diagnose import issue_id
 from loopkit_core.model import rfc3339
@@ -30,6 +31,7 @@ APPROVED_NS = NOW_NS + 5 * MINUTE_NS
 AFTER_START_NS = NOW_NS + 6 * MINUTE_NS
 VERIFY_NS = NOW_NS + 40 * MINUTE_NS
 ERRORS = {"a": "TimeoutError", "b": "ValueError", "c": "KeyError"}
+XSS_NOTE = "<script>window.__pwned = 1</script> same fault"
 SPEC = orjson.loads((Path(__file__).resolve().parent.parent / "loopkit_core" / "static" / "openapi.json").read_bytes())
 
 
@@ -384,3 +386,62 @@ def test_the_audit_table_is_added_by_a_migration_on_either_backend(tmp_path: Pat
             assert conn.execute(select(issue_merges)).all() == []
     finally:
         again.close()
+
+
+def test_the_dashboard_issue_page_forms_are_same_site_escaped_and_precise(loop: Loop):
+    fp = fingerprints(loop)
+    auth = loop.project.auth("dashboard")
+    path = f"/v1/dashboard/issues/{fp['a']}"
+    page = loop.client.get(path, headers=auth)
+    assert page.status_code == 200
+    parsed = check_markup(page)
+    assert_security_headers(page)
+    assert [o.get("value") for o in parsed.all("option")] == ["", *sorted([fp["b"], fp["c"]], key=order(loop))]
+    as_json = loop.client.get(path, headers={"accept": "application/json", **auth})
+    documented("DashboardIssue", as_json.json())
+    assert {c["fingerprint"] for c in as_json.json()["candidates"]} == {fp["b"], fp["c"]}
+
+    with httpx.Client(base_url=loop.server.http_url, timeout=30) as browser:
+        assert sign_in(browser, loop.project.dashboard_key).status_code == 303
+        token = csrf_of(browser.get(path).text)
+        same_site = {"origin": loop.server.http_url}
+        refused = [
+            browser.post(f"{path}/merge", data={"into": fp["b"]}, headers=same_site),
+            browser.post(f"{path}/merge", data={"into": fp["b"], "csrf": token[:-1] + "x"}, headers=same_site),
+            browser.post(
+                f"{path}/merge", data={"into": fp["b"], "csrf": token}, headers={"origin": "http://evil.example"}
+            ),
+        ]
+        assert [r.status_code for r in refused] == [403, 403, 403]
+        # A refused merge shows the page again with the message (400 into itself, 409 a cycle), writing nothing.
+        itself = browser.post(f"{path}/merge", data={"into": fp["a"], "csrf": token}, headers=same_site)
+        assert itself.status_code == 400 and "cannot be merged into itself" in "".join(check_markup(itself).text)
+        done = browser.post(f"{path}/merge", data={"into": fp["b"], "note": XSS_NOTE, "csrf": token}, headers=same_site)
+        assert done.status_code == 303 and done.headers["location"] == f"{path}#merges"
+        page = browser.get(path)
+        check_markup(page)
+        assert XSS_NOTE not in page.text and "&lt;script&gt;" in page.text
+        target = f"/v1/dashboard/issues/{fp['b']}"
+        cycle = browser.post(f"{target}/merge", data={"into": fp["a"], "csrf": token}, headers=same_site)
+        assert cycle.status_code == 409 and "would make a cycle" in "".join(check_markup(cycle).text)
+        undone = browser.post(f"{path}/unmerge", data={"note": "no", "csrf": token}, headers=same_site)
+        assert undone.status_code == 303
+    trail = issue(loop, fp["a"])["merges"]
+    assert [(m["action"], m["note"]) for m in trail] == [("merge", XSS_NOTE), ("unmerge", "no")]
+    for bad in ("%00", "x" * 5000, "iss_%E2%9C%93", "'%3B--", "0123456789abcdef"):
+        answer = loop.client.get(f"/v1/dashboard/issues/{bad}", headers=auth)
+        assert answer.status_code == 404, bad
+        check_markup(answer)
+        assert (
+            loop.client.post(f"/v1/dashboard/issues/{bad}/merge", data={"into": fp["b"]}, headers=auth).status_code
+            == 404
+        )
+
+
+def order(loop: Loop):  # noqa: ANN201 (a sort key)
+    """The Issues page's order (most recently seen first, then fingerprint), as the merge form lists targets."""
+    rows = loop.client.get(
+        "/v1/dashboard/issues", headers={"accept": "application/json", **loop.project.auth("dashboard")}
+    )
+    ranked = [r["fingerprint"] for r in rows.json()["issues"]]
+    return ranked.index
