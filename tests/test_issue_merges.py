@@ -245,9 +245,12 @@ def test_a_source_alone_in_the_window_appears_under_its_target(loop: Loop):
     pid = loop.project.project_id
     fp = fingerprints(loop)
     own = {i["fingerprint"]: i["selector"] for i in loop.packet["issues"]}
-    assert merge(loop, fp["a"], {"into": fp["b"]}).status_code == 200
     # Calls 49 to 69 only: TimeoutErrors at 53 and 63 (issue A), no ValueError (B) and no KeyError (C).
     until = NOW_NS - 50 * MINUTE_NS + 70 * 20 * 10**9
+    [before] = loop.diagnose(since_minutes=7, until=until, min_count=1)["issues"]
+    assert (before["fingerprint"], before["count"], before["merged_from"]) == (fp["a"], 2, [])
+    a_only = loop.client.get("/v1/packets", headers=loop.project.auth("agent")).json()["packets"][0]["packet_id"]
+    assert merge(loop, fp["a"], {"into": fp["b"]}).status_code == 200
     packet = loop.diagnose(since_minutes=7, until=until, min_count=1)
     [alone] = packet["issues"]
     assert (alone["fingerprint"], alone["issue_id"], alone["count"], alone["merged_from"]) == (
@@ -269,6 +272,17 @@ def test_a_source_alone_in_the_window_appears_under_its_target(loop: Loop):
     # The target keeps its own selector in the issue tracking; the union is derived when read.
     assert issue(loop, fp["b"])["selector"] == own[fp["b"]]
     assert issue(loop, fp["b"])["records_selector"] == alone["selector"]
+    # The packet made before the merge, holding A alone, is verified under B (its identity and title).
+    answer = loop.client.post("/v1/runs/verify", json={"packet_id": a_only}, headers=loop.project.auth("agent"))
+    assert answer.status_code == 200, answer.text
+    [verdict] = answer.json()["verification"]["verdicts"]
+    assert (verdict["fingerprint"], verdict["issue_id"], verdict["title"], verdict["merged_from"]) == (
+        fp["b"],
+        issue_id(pid, fp["b"]),
+        alone["title"],
+        [fp["a"]],
+    )
+    assert verdict["before"]["count"] == 2  # A's 2 in that window, B's none: the union's
 
 
 def test_merges_refuse_bad_input_precisely_and_write_nothing(loop: Loop):
