@@ -1,4 +1,4 @@
-"""Typed selectors: which records an issue is about, as four small dataclasses with one tagged JSON form each.
+"""Typed selectors: which records an issue is about, as six small dataclasses with one tagged JSON form each.
 
 An issue's selector names exactly the records behind it (docs/plugin_hooks.md#selectors). Its JSON form names
 its kind, `{"kind": "records", "type": "user_signal", ...}`, so nothing is told apart by which key happens to be
@@ -8,6 +8,7 @@ a selector is: `parse_selector` reads both.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -247,8 +248,36 @@ class SlowCalls:
         return out
 
 
-Selector = Signatures | RecordIds | Records | SlowCalls | RuleGroup
-SELECTOR_TYPES = (Signatures, RecordIds, Records, SlowCalls, RuleGroup)
+MAX_ANY = 200  # selectors in one any-of selector (a merged issue's members)
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Records any of `selectors` names: the union a merged issue stands for (docs/grouping.md)."""
+
+    selectors: tuple[Signatures | RecordIds | Records | SlowCalls | RuleGroup, ...]
+    kind: ClassVar[str] = "any"
+
+    def __post_init__(self) -> None:
+        raw = self.selectors
+        if isinstance(raw, dict | str) or not isinstance(raw, list | tuple) or not 0 < len(raw) <= MAX_ANY:
+            raise ValueError(f"selector selectors must be a list of 1 to {MAX_ANY} selectors")
+        parts: list[Signatures | RecordIds | Records | SlowCalls | RuleGroup] = []
+        for item in raw:
+            parsed = parse_selector(item)
+            # Nested any-of selectors are flattened: one level is all SQL needs, and equal forms compare equal.
+            parts.extend(parsed.selectors if isinstance(parsed, AnyOf) else (parsed,))
+        if len(parts) > MAX_ANY:
+            raise ValueError(f"selector selectors must be a list of 1 to {MAX_ANY} selectors")
+        object.__setattr__(self, "selectors", tuple(parts))
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"kind": "any", "selectors": [SELECTOR, ...]}` (each in its tagged form)."""
+        return {"kind": self.kind, "selectors": [s.to_json() for s in self.selectors]}
+
+
+Selector = Signatures | RecordIds | Records | SlowCalls | RuleGroup | AnyOf
+SELECTOR_TYPES = (Signatures, RecordIds, Records, SlowCalls, RuleGroup, AnyOf)
 KINDS: dict[str, type[Selector]] = {cls.kind: cls for cls in SELECTOR_TYPES}
 # The keys each tagged form may carry besides "kind" (anything else is a mistake worth a clear error).
 _KEYS = {
@@ -257,6 +286,7 @@ _KEYS = {
     "records": {"type", "name", "service", "attributes"},
     "slow_calls": {"name", "service", "min_duration_ms"},
     "rule": {"parts"},
+    "any": {"selectors"},
 }
 
 
@@ -293,3 +323,20 @@ def selector_json(selector: Selector | dict[str, Any]) -> dict[str, Any]:
         parse_selector(selector)
         return selector
     return parse_selector(selector).to_json()
+
+
+def union(selectors: list[Selector | dict[str, Any]]) -> dict[str, Any]:
+    """The tagged JSON form of the records any of `selectors` names.
+
+    Signature selectors alone stay one signature selector (their keys, in order, once each), so the verifiers of
+    failure issues still recognise a merged failure issue; anything else is an any-of selector. ValueError when
+    the list is empty or a selector is not valid.
+    """
+    parsed = AnyOf(tuple(selectors))  # flattens, checks each part and the bound
+    # Only when they leave out the same fingerprint rules' records: the `unless` of each is part of what it names.
+    if all(isinstance(s, Signatures) and s.unless == parsed.selectors[0].unless for s in parsed.selectors):
+        keys = [k for s in parsed.selectors for k in s.signatures]  # type: ignore[union-attr]
+        return Signatures(tuple(dict.fromkeys(keys)), parsed.selectors[0].unless).to_json()  # type: ignore[union-attr]
+    # Equal selectors once each (compared by their JSON form: a Records selector's attributes are a dict).
+    unique = list({json.dumps(s.to_json(), sort_keys=True): s for s in parsed.selectors}.values())
+    return unique[0].to_json() if len(unique) == 1 else AnyOf(tuple(unique)).to_json()

@@ -43,10 +43,11 @@ def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def to_previous_layout(conn: Connection, schema: str | None = None) -> None:
-    """Undo project steps 2 to 6: records deduplicated on record_id alone with a plain trace_id index, each
-    record's resource kept in its row, no stages table, no issues.first_packet_id, no eval_runs table and no
-    grouping_rules table."""
+    """Undo project steps 2 to 7: records deduplicated on record_id alone with a plain trace_id index, each
+    record's resource kept in its row, no stages table, no issues.first_packet_id, no eval_runs table, no
+    grouping_rules table and no issue_merges table."""
     prefix = f'"{schema}".' if schema else ""
+    conn.exec_driver_sql(f"DROP TABLE {prefix}issue_merges")
     conn.exec_driver_sql(f"DROP TABLE {prefix}grouping_rules")
     conn.exec_driver_sql(f"DROP TABLE {prefix}eval_runs")
     conn.exec_driver_sql(f"DROP TABLE {prefix}stages")
@@ -99,14 +100,14 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
         engine = store.project(created["project_id"])
         assert current_version(store.control) == latest("control") == 3  # 2: project_retention, 3: server_secrets
         # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id;
-        # 5: eval_runs; 6: grouping_rules
-        assert current_version(engine) == latest("project") == 6
+        # 5: eval_runs; 6: grouping_rules; 7: issue_merges
+        assert current_version(engine) == latest("project") == 7
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
-        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6] and stamped[0][1].startswith("initial schema")
+        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6, 7] and stamped[0][1].startswith("initial schema")
         assert indexes["ux_records_span"] and "ix_records_trace" not in indexes
         assert get_project(store.control, created["project_id"])["project_name"] == "old app"
     finally:
@@ -222,7 +223,7 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
     again = Store(settings)
     try:
         engine = again.project(project_id)
-        assert current_version(engine) == latest("project") == 6
+        assert current_version(engine) == latest("project") == 7
         # 6: the grouping_rules table, empty (version 0), and a first version can be saved.
         assert grouping_rules.current(engine) == {"version": 0, "rules": [], "updated_at": None, "updated_by": None}
         rule = parse_rules([{"match": {"name": "seed"}, "fingerprint": "{name}"}])

@@ -170,7 +170,7 @@ def test_an_answer_the_pipeline_would_refuse_raises_plugin_failed(loopkit_lab):
         {
             "diagnoser": "broken",
             "error": "ValueError: unknown selector kind 'rows'; one of "
-            "signatures, record_ids, records, slow_calls, rule",
+            "signatures, record_ids, records, slow_calls, rule, any",
         }
     ]
 

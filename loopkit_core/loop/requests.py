@@ -31,6 +31,8 @@ MAX_ISSUE_KEYS = 50
 MAX_URL = 2048  # characters in a stage's url
 MAX_LOOPS = 100  # loops in one GET /v1/loops
 STAGE_FIELDS = {"stage", "url", "note", "issue_id"}
+MERGE_FIELDS = {"into", "note"}
+UNMERGE_FIELDS = {"note"}
 # Query parameter -> record column. `issue` (an issue_id or fingerprint) is resolved to its selector.
 FILTERS = {
     "type": "type",
@@ -361,3 +363,32 @@ def stage_note(note: object) -> str | None:
 def loops_limit(raw: str | None, default: int = 20) -> int:
     """The `limit` of GET /v1/loops: ASCII digits, 1 to MAX_LOOPS; LoopError 400 otherwise."""
     return packet_limit(raw, default, MAX_LOOPS)
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """A validated POST /v1/issues/{fingerprint}/merge (into set) or .../unmerge (into None) body."""
+
+    into: str | None
+    note: str | None
+
+
+def merge_request(body: Mapping[str, Any]) -> MergeRequest:
+    """A merge body: `into` (the fingerprint or issue_id to merge into) and an optional note; LoopError 400."""
+    _refuse_fields(body, MERGE_FIELDS)
+    into = body.get("into")
+    if not isinstance(into, str) or not into:
+        raise LoopError(400, "into is required: the fingerprint (or issue_id) of the issue to merge into")
+    return MergeRequest(into, stage_note(body.get("note")))
+
+
+def unmerge_request(body: Mapping[str, Any]) -> MergeRequest:
+    """An unmerge body: an optional note; LoopError 400 for anything else."""
+    _refuse_fields(body, UNMERGE_FIELDS)
+    return MergeRequest(None, stage_note(body.get("note")))
+
+
+def _refuse_fields(body: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise LoopError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")

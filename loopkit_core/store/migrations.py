@@ -43,6 +43,7 @@ from loopkit_core.store.schema import (
     control_metadata,
     eval_runs,
     grouping_rules,
+    issue_merges,
     project_metadata,
     project_retention,
     records,
@@ -209,3 +210,8 @@ def _server_secrets(conn: Connection) -> None:
     if conn.execute(select(server_secrets.c.name).where(server_secrets.c.name == CURSOR_SECRET)).first() is None:
         row = {"name": CURSOR_SECRET, "value": secrets.token_hex(32), "created_at": int(time.time())}
         conn.execute(server_secrets.insert().values(**row))
+
+
+@step("project", 7, "issue_merges: the append-only audit of issues people merged and unmerged")
+def _issue_merges(conn: Connection) -> None:
+    issue_merges.create(conn, checkfirst=True)

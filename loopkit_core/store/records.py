@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, selec
 
 from loopkit_core.model import MAX_NS, Record, rfc3339
 from loopkit_core.selectors import (
+    AnyOf,
     RecordIds,
     Records,
     RuleGroup,
@@ -269,7 +270,9 @@ def selector_condition(selector: Selector | dict[str, Any]) -> ColumnElement[boo
             return and_(*conditions)
         case RuleGroup(parts=parts):
             return or_(*(part_condition(part) for part in parts))
-    raise AssertionError("parse_selector returns one of the five selector types")
+        case AnyOf(selectors=parts):
+            return or_(*(selector_condition(part) for part in parts))
+    raise AssertionError("parse_selector returns one of the six selector types")
 
 
 def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:

@@ -241,3 +241,18 @@ grouping_rules = Table(
     Column("actor", NulSafeString(80), nullable=False),  # which key saved it (kind and display prefix)
     Column("created_ns", BigInteger, nullable=False),
 )
+
+# Append-only audit of people merging and unmerging issues (POST /v1/issues/{fingerprint}/merge, .../unmerge): the
+# latest row per source is its merge state, so no row is ever updated or deleted.
+issue_merges = Table(
+    "issue_merges",
+    project_metadata,
+    Column("seq", Seq, primary_key=True),
+    Column("action", NulSafeString(10), nullable=False),  # merge | unmerge
+    Column("source", NulSafeString(40), nullable=False, index=True),  # the issue merged (or unmerged)
+    Column("target", NulSafeString(40), nullable=False, index=True),  # the issue it went into (or came out of)
+    Column("requested", NulSafeString(40)),  # the `into` as asked (a merged issue: its target was used instead)
+    Column("note", NulSafeText),
+    Column("actor", NulSafeString(80), nullable=False),  # which key did it (kind and display prefix)
+    Column("created_ns", BigInteger, nullable=False),
+)
