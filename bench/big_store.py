@@ -5,7 +5,8 @@ decoded once by the OTLP protobuf receiver and signed by the record_signature ho
 with new trace IDs (and record IDs) and re-stamped in time, become rows through `to_rows` and are committed by
 LoopKit's batching `Writer`, tens of thousands of rows a commit, in time order. The records span `--days` days
 (default 30) that end at the build; the last hour holds `--last-hour` records (default the smaller of 1,000,000
-and half the store) and the rest are spread evenly over the days before it. Errors and tool failures are the
+and half the store: exactly those in the window [end - 60 min, end)) and the rest are spread evenly over the days
+before it. Errors and tool failures are the
 payload's (~10% of spans, 15 faults over 16 services, with stack traces); in the last hour the busiest operation
 is 3x slower (a latency regression for the diagnosis to find). Every trace keeps its spans' offsets.
 
@@ -99,6 +100,8 @@ class Template:
         # Per record: the index of its trace's first span (its place in time) and its offset in the trace.
         self.trace_index = [first[r.trace_id] for r in self.records]
         self.offset_ns = [r.ts_ns - start[r.trace_id] for r in self.records]
+        # The longest trace, from its first start to its last span's start (a slowed span only ends later).
+        self.longest_ns = max(self.offset_ns)
         self.event_offsets = [
             [parse_rfc3339(e["timestamp"]) - r.ts_ns if "timestamp" in e else None for e in r.events]
             for r in self.records
@@ -111,28 +114,34 @@ class Template:
 class Timeline:
     """Where the g-th trace of the store starts: the older records spread over the days, the rest in the last hour.
 
-    The last hour is [end - 1 h, end - 1 min): its traces all start (and nearly all their spans) inside the
-    window [end - 60 min, end) that the measurements read.
+    Traces start in [start, end - 1 h - margin) and [end - 1 h, end - margin), where `margin` is longer than any
+    trace: so the window [end - 60 min, end) that the measurements read holds exactly the last hour's records.
     """
 
-    def __init__(self, records: int, last_hour: int, end_ns: int, days: float) -> None:
+    def __init__(self, records: int, last_hour: int, end_ns: int, days: float, margin_ns: int) -> None:
         self.older, self.last_hour = records - last_hour, last_hour
         self.end_ns = end_ns
         self.start_ns = end_ns - int(days * DAY_NS)
         self.hour_start = end_ns - HOUR_NS
+        self.margin_ns = margin_ns
 
-    def start_of(self, g: int) -> int:
-        """Start time of the trace whose first span is record g of the build."""
-        if g < self.older:
-            return self.start_ns + (g * (self.hour_start - self.start_ns)) // max(self.older, 1)
-        return self.hour_start + ((g - self.older) * (HOUR_NS - 60 * 10**9)) // max(self.last_hour, 1)
+    def start_of(self, g: int, record: int | None = None) -> int:
+        """Start time of the trace whose first span is record g of the build, for its span that is record `record`.
+
+        Which block a span lands in follows its own index, so each block holds exactly its count: the spans of the
+        one trace that straddles the boundary after it start with the last hour.
+        """
+        if (g if record is None else record) < self.older:
+            return self.start_ns + (g * (self.hour_start - self.margin_ns - self.start_ns)) // max(self.older, 1)
+        g = max(g, self.older)
+        return self.hour_start + ((g - self.older) * (HOUR_NS - self.margin_ns)) // max(self.last_hour, 1)
 
 
 def copy_of(t: Template, i: int, rnd: int, g0: int, timeline: Timeline, project_id: str) -> Record:
     """Template record i as round `rnd` sends it: its own trace ID (round stamped), new times and record ID."""
     r = t.records[i]
     trace_id = f"{rnd:04x}{r.trace_id[4:]}" if r.trace_id else r.trace_id
-    ts = timeline.start_of(g0 + t.trace_index[i]) + t.offset_ns[i]
+    ts = timeline.start_of(g0 + t.trace_index[i], g0 + i) + t.offset_ns[i]
     length = r.end_ns - r.ts_ns
     if ts >= timeline.hour_start and (r.service, r.name) == t.slow_operation:
         length = int(length * SLOWDOWN)
@@ -196,7 +205,7 @@ def build(data_dir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict
     )
     last_hour = args.last_hour if args.last_hour is not None else min(1_000_000, args.records // 2)
     end_ns = time.time_ns() // 10**9 * 10**9
-    timeline = Timeline(args.records, last_hour, end_ns, args.days)
+    timeline = Timeline(args.records, last_hour, end_ns, args.days, margin_ns=template.longest_ns + 10**9)
     writer = Writer(store, threads=1, max_pending_rows=CHUNK * 10)  # never Overloaded: IN_FLIGHT bounds it
     pending: list[Future[Any]] = []
     descriptions = list(template.signatures.values())
@@ -306,30 +315,42 @@ def measure_server(data_dir: Path, meta: dict[str, Any], env: dict[str, str], re
         out["page_cold_ms"] = round(cold_ms, 1)
         for name, params in {"newest": last_hour, "errors": {**last_hour, "type": "error"}}.items():
             times, returned = [], 0
+            cpu0 = ingest.process_cpu_seconds(server.pid)
             for _ in range(repeat):
                 ms, doc = request(conn, "GET", "/v1/telemetry", key, params)
                 times.append(ms)
                 returned = len(doc["records"])
-            out[f"page_{name}"] = {**timings(times), "records_returned": returned}
+            cpu_ms = (ingest.process_cpu_seconds(server.pid) - cpu0) * 1000 / repeat
+            out[f"page_{name}"] = {**timings(times), "server_cpu_ms_mean": round(cpu_ms, 1)}
+            out[f"page_{name}"]["records_returned"] = returned
             ingest.log(f"  page {name}: {out[f'page_{name}']}")
         times, cursor, returned = [], first["next_cursor"], []
-        for _ in range(repeat):  # pages 2 .. repeat + 1 of the newest
+        cpu0 = ingest.process_cpu_seconds(server.pid)
+        for _ in range(repeat):  # pages 2 .. repeat + 1 of the newest (fewer in a small store)
+            if not cursor:
+                break
             ms, doc = request(conn, "GET", "/v1/telemetry", key, {"cursor": cursor, "limit": 1000})
             times.append(ms)
             returned.append(len(doc["records"]))
             cursor = doc["next_cursor"]
-        out["page_next_cursor"] = {**timings(times), "pages": len(times), "records_returned": returned}
+        cpu_ms = (ingest.process_cpu_seconds(server.pid) - cpu0) * 1000 / max(len(times), 1)
+        out["page_next_cursor"] = {**timings(times), "server_cpu_ms_mean": round(cpu_ms, 1), "pages": len(times)}
+        out["page_next_cursor"]["records_returned"] = returned
         ingest.log(f"  paging: {out['page_next_cursor']}")
         runs = []
         reset_peak_rss(server.pid)
         rss_before = ingest.peak_rss_mb(server.pid, "VmRSS", with_children=False)
         for _ in range(3):
+            cpu0 = ingest.process_cpu_seconds(server.pid)
             ms, answer = request(conn, "POST", "/v1/runs/diagnose", key, body={"since_minutes": 60, "until": until})
+            cpu = ingest.process_cpu_seconds(server.pid) - cpu0
             packet = answer["packet"]
             issues = packet["issues"]
             runs.append(
                 {
                     "seconds": round(ms / 1000, 3),
+                    # Less sensitive than wall time to other jobs on a shared machine.
+                    "server_cpu_s": round(cpu, 2),
                     "telemetry_read": packet.get("telemetry_read"),
                     "issues": len(issues),
                     "by_signal": dict(Counter(i.get("signal_type") for i in issues)),
@@ -342,6 +363,7 @@ def measure_server(data_dir: Path, meta: dict[str, Any], env: dict[str, str], re
             ingest.log(f"  diagnose: {runs[-1]}")
         out["diagnose"] = {
             "median_seconds": statistics.median(r["seconds"] for r in runs),
+            "median_server_cpu_s": statistics.median(r["server_cpu_s"] for r in runs),
             "server_rss_mb_before": round(rss_before, 1),
             "server_peak_rss_mb": round(ingest.peak_rss_mb(server.pid, with_children=False), 1),
             "runs": runs,
@@ -361,9 +383,9 @@ def measure_retention(data_dir: Path, meta: dict[str, Any], env: dict[str, str])
         before = stats.records()
         cutoff = meta["purged_until_ns"] + DAY_NS
         engine = store.project(meta["project_id"])
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         deleted, batches = purge_project(engine, cutoff, settings.retention_batch_rows)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
         after = stats.records()
         disk = stats.disk_bytes()
     finally:
@@ -377,6 +399,7 @@ def measure_retention(data_dir: Path, meta: dict[str, Any], env: dict[str, str])
         "count_after": after,
         "deleted_matches_count": before - after == deleted,
         "seconds": round(seconds, 3),
+        "cpu_s": round(cpu, 3),
         "batches": batches,
         "batch_rows": settings.retention_batch_rows,
         # The purge sleeps between batches on purpose (the writer gets the database); this is that share.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -46,14 +47,19 @@ def test_flatness_is_the_last_tenth_over_the_first():
 
 
 def test_timeline_spreads_the_older_records_over_the_days_and_the_rest_over_the_last_hour():
-    end = 1_800_000_000 * 10**9
-    timeline = big_store.Timeline(records=1000, last_hour=200, end_ns=end, days=30)
+    end, minute = 1_800_000_000 * 10**9, 60 * 10**9
+    timeline = big_store.Timeline(records=1000, last_hour=200, end_ns=end, days=30, margin_ns=minute)
     assert timeline.start_ns == end - 30 * big_store.DAY_NS
     assert timeline.start_of(0) == timeline.start_ns
-    assert timeline.start_of(400) == timeline.start_ns + (30 * big_store.DAY_NS - big_store.HOUR_NS) // 2
+    older = 30 * big_store.DAY_NS - big_store.HOUR_NS - minute
+    assert timeline.start_of(400) == timeline.start_ns + older // 2
+    assert timeline.start_of(799) == timeline.start_ns + older * 799 // 800  # before end - 1 h - margin
     assert timeline.start_of(800) == end - big_store.HOUR_NS  # the first record of the last hour
-    assert timeline.start_of(999) < end - 60 * 10**9  # the last trace starts a minute before the end
+    assert timeline.start_of(999) == end - big_store.HOUR_NS + (big_store.HOUR_NS - minute) * 199 // 200
     assert all(timeline.start_of(g) <= timeline.start_of(g + 1) for g in range(999))
+    # A trace that starts at record 798 and runs past 800: its spans from record 800 on start the last hour.
+    assert timeline.start_of(798, 799) == timeline.start_of(798)
+    assert timeline.start_of(798, 800) == end - big_store.HOUR_NS
 
 
 def test_big_store_build_fills_the_days_and_the_last_hour_through_the_writer(tmp_path):
@@ -78,3 +84,25 @@ def test_big_store_refuses_a_span_of_a_day_or_less(days, capsys):
     with pytest.raises(SystemExit) as exc:
         big_store.parse_args(["--records", "100", "--days", str(days)])
     assert exc.value.code == 2
+
+
+def test_big_store_measures_pages_diagnosis_and_retention_through_a_real_server(tmp_path, capsys):
+    keep = tmp_path / "store"
+    argv = ["--records", "4000", "--last-hour", "1500", "--repeat", "2", "--keep", str(keep)]
+    assert big_store.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["build"]["stored"] == 4000
+    server = report["server"]
+    assert server["page_newest"]["records_returned"] == 1000
+    assert server["page_errors"]["records_returned"] <= 1000
+    assert server["page_next_cursor"]["records_returned"] == [500]  # 1,500 in the last hour: one more page
+    runs = server["diagnose"]["runs"]
+    assert len(runs) == 3
+    assert [r["telemetry_read"] for r in runs] == [1500, 1500, 1500]  # exactly the last hour's records
+    retention = report["retention"]
+    assert retention["deleted_matches_count"] and retention["count_before"] == 4000
+    # A second run reuses the kept store and removes the next day.
+    assert big_store.main([*argv, "--no-retention"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["build"]["built_at"] == report["build"]["built_at"]
+    assert "retention" not in again
