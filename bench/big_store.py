@@ -301,7 +301,10 @@ def reset_peak_rss(pid: int) -> None:
 
 def measure_server(data_dir: Path, meta: dict[str, Any], env: dict[str, str], repeat: int) -> dict[str, Any]:
     """Pages of GET /v1/telemetry and POST /v1/runs/diagnose through `loopkit serve` over the store."""
-    server = ingest.Server({**env, "LOOPKIT_RETENTION_DAYS": "0", "LOOPKIT_DIAGNOSE_PER_MINUTE": "1000"}, True)
+    # "" unsets a LOOPKIT_DATABASE_URL inherited from the environment: the server reads the store that was built.
+    server_env = {"LOOPKIT_DATABASE_URL": "", **env, "LOOPKIT_RETENTION_DAYS": "0"}
+    server_env["LOOPKIT_DIAGNOSE_PER_MINUTE"] = "1000"
+    server = ingest.Server(server_env, True)
     shutil.rmtree(server.data_dir)
     server.data_dir, server.log_path = data_dir, data_dir / "server.log"
     server.project_id, server.agent_key = meta["project_id"], meta["agent_key"]
@@ -428,6 +431,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--build-only", action="store_true", help="build (or find) the store, measure nothing")
     p.add_argument("--no-retention", action="store_true", help="skip the retention pass (it deletes a day)")
     p.add_argument("--database-url", help="build and serve on PostgreSQL (postgresql+psycopg://...)")
+    p.add_argument("--schema-prefix", help="PostgreSQL: the store's schema prefix (default bench_<random>_)")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = p.parse_args(argv)
     last = args.last_hour if args.last_hour is not None else min(1_000_000, args.records // 2)
@@ -450,8 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     if meta is not None:
         env = meta.get("env", {})
     elif args.database_url:
-        env = {"LOOPKIT_DATABASE_URL": args.database_url,
-               "LOOPKIT_DATABASE_SCHEMA_PREFIX": f"bench_{os.urandom(4).hex()}_"}  # fmt: skip
+        prefix = args.schema_prefix or f"bench_{os.urandom(4).hex()}_"
+        env = {"LOOPKIT_DATABASE_URL": args.database_url, "LOOPKIT_DATABASE_SCHEMA_PREFIX": prefix}
     try:
         if meta is None or meta["records"] != args.records:
             if meta is not None:

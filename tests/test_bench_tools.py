@@ -8,6 +8,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
+from conftest import store_env
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -63,16 +64,18 @@ def test_timeline_spreads_the_older_records_over_the_days_and_the_rest_over_the_
 
 
 def test_big_store_build_fills_the_days_and_the_last_hour_through_the_writer(tmp_path):
+    env = store_env(tmp_path)  # SQLite, or PostgreSQL schemas on a LOOPKIT_TEST_DATABASE_URL run
     args = Namespace(records=3000, last_hour=1000, days=30.0)
-    meta = big_store.build(tmp_path, args, {})
+    meta = big_store.build(tmp_path, args, env)
     assert meta["stored"] == 3000
     assert meta["last_hour_records"] == 1000
     assert meta["end_ns"] - meta["start_ns"] == 30 * big_store.DAY_NS
-    stats = StoreStats(tmp_path, meta["project_id"])
+    stats = StoreStats(tmp_path, meta["project_id"], env)
     assert stats.records() == 3000
     assert stats.disk_bytes() > 0
-    # The last hour holds exactly its records; the oldest day about a thirtieth of the rest.
-    retention = big_store.measure_retention(tmp_path, meta, {})
+    stats.close()
+    # The oldest day holds about a thirtieth of the 2,000 records before the last hour.
+    retention = big_store.measure_retention(tmp_path, meta, env)
     assert retention["deleted_matches_count"]
     assert retention["count_after"] == 3000 - retention["deleted"]
     assert 2000 // 30 - 100 <= retention["deleted"] <= 2000 // 30 + 100
@@ -89,6 +92,9 @@ def test_big_store_refuses_a_span_of_a_day_or_less(days, capsys):
 def test_big_store_measures_pages_diagnosis_and_retention_through_a_real_server(tmp_path, capsys):
     keep = tmp_path / "store"
     argv = ["--records", "4000", "--last-hour", "1500", "--repeat", "2", "--keep", str(keep)]
+    if env := store_env(keep):
+        argv += ["--database-url", env["LOOPKIT_DATABASE_URL"]]
+        argv += ["--schema-prefix", env["LOOPKIT_DATABASE_SCHEMA_PREFIX"]]
     assert big_store.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["build"]["stored"] == 4000
