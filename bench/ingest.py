@@ -32,10 +32,12 @@ Sustained mode (`--duration SECONDS`) sends without pause for that long: the --s
 round with new trace IDs and every timestamp moved so a batch ends when it is sent (the store fills in wall-clock
 order). The run is cut into `--slices N` equal time slices (default 10); at each boundary the report has the spans
 acknowledged per second in the slice, the store's record count and size on disk (bench/store_stats.py) and the
-server's RSS. It also gives `first_10pct` and `last_10pct` (spans acknowledged per second in the first and last
-tenth of the run), `last_vs_first` (their ratio: 1.0 is flat), the overall rate, peak RSS, and whether every
-acknowledged span was stored (`all_acked_stored`, by count). HTTP protobuf, OTLP/JSON, gRPC and records; SQLite
-or PostgreSQL (`--database-url`, the run's own schemas, dropped after).
+server's RSS and CPU per span. It also gives `first_10pct` and `last_10pct` (spans acknowledged per second in the
+first and last tenth of the run), `last_vs_first` (their ratio: 1.0 is flat), `cpu_per_span_last_vs_first` (the
+server's CPU per span in the last slice over the first: less sensitive to other jobs on a shared machine), the
+overall rate, peak RSS, and whether every acknowledged span was stored (`all_acked_stored`, by count). HTTP
+protobuf, OTLP/JSON, gRPC and records; SQLite or PostgreSQL (`--database-url`, the run's own schemas, dropped
+after).
 
 `--signal logs` sends the same work as OTLP logs instead (one correlated log record per span, bench/payloads.py)
 to /v1/logs or LogsService/Export (protocols `http-proto`, `http-json`, `grpc`); `--signal traces,logs` runs
@@ -923,13 +925,16 @@ def run_sustained(
         samples: list[dict[str, float]] = []
         boundaries: list[dict[str, Any]] = []
         readings: list[dict[str, Any]] = [{"t_s": 0.0, "acked_spans": 0}]
-        last_acked, last_t = 0, t0
+        last_acked, last_t, prev_cpu = 0, t0, 0.0
         for mark, kind in sustained_marks(duration, slices, every):
             time.sleep(max(t0 + mark - time.monotonic(), 0.0))
             now, acked = time.monotonic(), stats.acked_spans  # first, so the count's own time does not skew it
             readings.append({"t_s": now - t0, "acked_spans": acked})
             if kind == "slice":
                 prev = boundaries[-1] if boundaries else {"t_s": 0.0, "acked_spans": 0}
+                cpu = process_cpu_seconds(server.pid) - cpu0
+                spent, spans = cpu - prev_cpu, acked - prev["acked_spans"]
+                prev_cpu = cpu
                 count_started = time.monotonic()
                 stored, disk = server.stats.records(), server.stats.disk_bytes()
                 boundaries.append(
@@ -941,7 +946,10 @@ def run_sustained(
                         "stored_records": stored,
                         "disk_mb": round(disk / 2**20, 1),
                         "rss_mb": round(peak_rss_mb(server.pid, "VmRSS"), 1),
-                        "server_cpu_s": round(process_cpu_seconds(server.pid) - cpu0, 1),
+                        "server_cpu_s": round(cpu, 1),
+                        # The server's CPU per span in the slice: what a span costs as the store grows, much less
+                        # sensitive than spans/s to other jobs on a shared machine.
+                        "server_cpu_us_per_span": round(spent * 1e6 / spans, 1) if spans else None,
                         "count_seconds": round(time.monotonic() - count_started, 2),
                     }
                 )
@@ -969,6 +977,7 @@ def run_sustained(
         first_minute = [x["rss_mb"] for x in samples if x["t_s"] <= 60] or [samples[0]["rss_mb"]]
         rates = [x["spans_per_s"] for x in samples]
         slice_rates = [b["spans_per_s"] for b in boundaries]
+        cpu_first, cpu_last = boundaries[0]["server_cpu_us_per_span"], boundaries[-1]["server_cpu_us_per_span"]
         alive = any(t.is_alive() for t in threads)
         return {
             "protocol": protocol,
@@ -990,6 +999,8 @@ def run_sustained(
                 "max": max(slice_rates),
                 "last_slice_vs_first": round(slice_rates[-1] / slice_rates[0], 3) if slice_rates[0] else None,
             },
+            # Server CPU per span, last slice over first: 1.0 is flat; above 1, a span costs more as the store grows.
+            "cpu_per_span_last_vs_first": round(cpu_last / cpu_first, 3) if cpu_first and cpu_last else None,
             "spans_per_s_per_sample": {"median": statistics.median(rates), "first": rates[0], "last": rates[-1]},
             "server_cpu_s": round(process_cpu_seconds(server.pid) - cpu0, 1),
             "server_peak_rss_mb": round(peak_rss_mb(server.pid), 1),
