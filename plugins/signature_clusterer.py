@@ -295,9 +295,13 @@ def _constants(window: Window, issue: Issue) -> list[dict[str, Any]]:
     """Slots of the issue's template that are constant (or nearly) over all of its records in the window."""
     if not issue.template:
         return []
+    # Many distinct messages: some slot varies, and reading them all would not be bounded. Counting stops at the
+    # 51st message, where grouping would read every record of the issue first.
+    if window.distinct(issue.selector, "message", MAX_MESSAGES + 1) > MAX_MESSAGES:
+        return []
     messages = window.groups(issue.selector, by="message", limit=MAX_MESSAGES + 1)
     if not messages or len(messages) > MAX_MESSAGES:
-        return []  # many distinct messages: some slot varies, and reading them all would not be bounded
+        return []
     # The status prefix comes from attributes, not from the message: match the message part alone.
     status, body = split_status(issue.template)
     counts = slot_values(body, [(g.value or "", g.count) for g in messages])
