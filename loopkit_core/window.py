@@ -178,8 +178,8 @@ class Window:
         def order(item: tuple[str | None, list[int]]) -> tuple[int, bool, str]:
             value = item[0]
             if value is None:
-                return (-item[1][0], not postgres, "")
-            return (-item[1][0], postgres, escape_nul(value) if postgres else value)
+                return (-item[1][0], postgres, "")
+            return (-item[1][0], not postgres, escape_nul(value) if postgres else value)
 
         ordered = sorted(merged.items(), key=order)[:limit]
         return [Group(value, n, first, last) for value, (n, first, last) in ordered]
