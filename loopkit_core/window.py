@@ -162,15 +162,7 @@ class Window:
         rows = self._spread(selector)
         if rows is None or not byte_ordered(self.engine):
             return None
-        at = SPREAD_COLUMNS.index(by)
-        merged: dict[str | None, list[int]] = {}
-        for row in rows:
-            seen = merged.get(row[at])
-            if seen is None:
-                merged[row[at]] = [row[4], row[5], row[6]]
-            else:
-                seen[0] += row[4]
-                seen[1], seen[2] = min(seen[1], row[5]), max(seen[2], row[6])
+        merged = self._spread_totals(rows, SPREAD_COLUMNS.index(by))
         # ORDER BY count DESC, value: NULL sorts first on SQLite and last on PostgreSQL, whose stored text is
         # escaped (dialect.escape_nul) and compared byte by byte (byte_ordered), as Python compares code points.
         postgres = self.engine.dialect.name == "postgresql"
@@ -184,6 +176,22 @@ class Window:
         ordered = sorted(merged.items(), key=order)[:limit]
         return [Group(value, n, first, last) for value, (n, first, last) in ordered]
 
+    def _spread_totals(self, rows: list[tuple[Any, ...]], at: int) -> dict[str | None, list[int]]:
+        """value -> [count, first_ns, last_ns] of one spread column, added up once per spread (rows is its key)."""
+        assert self.memo is not None
+        key = ("totals", id(rows), at)  # the spread's list lives in the memo as long as this entry does
+        if key not in self.memo:
+            merged: dict[str | None, list[int]] = {}
+            for row in rows:
+                seen = merged.get(row[at])
+                if seen is None:
+                    merged[row[at]] = [row[4], row[5], row[6]]
+                else:
+                    seen[0] += row[4]
+                    seen[1], seen[2] = min(seen[1], row[5]), max(seen[2], row[6])
+            self.memo[key] = merged
+        return self.memo[key]
+
     def _in_window(self) -> Any:
         condition = (records.c.ts_ns >= self.start_ns) & (records.c.ts_ns < self.end_ns)
         if self.resource_keys is not None:
@@ -194,11 +202,7 @@ class Window:
         """The window's records (or a selector's) per release (resource service.version), grouped in SQL."""
         spread = None if selector is None else self._spread(selector)
         if spread is not None:
-            totals: dict[str | None, list[int]] = {}
-            for _, _, _, key, n, first, last in spread:
-                seen = totals.setdefault(key, [0, first, last])
-                seen[0] += n
-                seen[1], seen[2] = min(seen[1], first), max(seen[2], last)
+            totals = self._spread_totals(spread, SPREAD_COLUMNS.index("resource_key"))
             with self.engine.connect() as conn:
                 return releases_of_rows(conn, [(key, *seen) for key, seen in totals.items()])
         condition = self._in_window() if selector is None else self._in_window() & selector_condition(selector)
