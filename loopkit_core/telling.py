@@ -36,6 +36,9 @@ MAX_IDS = 10  # an identifier with at most this many values among the issue's re
 MAX_KEYS = 200  # attribute keys looked at per record
 SHOWN = 5  # telling values kept per issue
 _SCALARS = (str, int, float, bool)
+# The exception event's attributes define the failure itself (type, message, stack, escaped): they are on every
+# failed call and on no other, so they would always look telling and never tell anything. They are left out.
+_PER_EVENT = "exception."
 
 
 def annotate(window: Window, issues: list[dict[str, Any]], baseline_windows: float = 6.0) -> None:
@@ -151,19 +154,13 @@ def _values(record: dict[str, Any], keys: set[str] | None = None) -> set[tuple[s
             continue
         # The first MAX_KEYS keys of each source, then the filters: a hot loop (200 records a side, 20 issues).
         for key, value in islice(attributes.items(), MAX_KEYS):
-            if (keys is not None and key not in keys) or _per_event(key):
+            if (keys is not None and key not in keys) or key.startswith(_PER_EVENT):
                 continue
             if value.__class__ is str:
                 out.add((key, value))
             elif isinstance(value, _SCALARS):
                 out.add((key, _text(value)))
     return out
-
-
-def _per_event(key: str) -> bool:
-    # The exception event's attributes define the failure itself (type, message, stack, escaped): they are on
-    # every failed call and on no other, so they would always look telling and never tell anything.
-    return key.startswith("exception.")
 
 
 def _text(value: Any) -> str:
