@@ -48,6 +48,7 @@ character message on one core, and memoised for exact repeats.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 __all__ = [
     "FAULT_WORDS",
@@ -144,7 +145,14 @@ _EMAIL = re.compile(r"\b[\w.+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{
 # A quoted value has no spaces; a quoted phrase is prose (`"connection refused"`) and stays text.
 # A quoted string is a value (`'alice'`, `"best pizza"`) unless it names what failed (`"connection
 # refused"`, `'rate_limit_exceeded'`) or, being a phrase, carries structure (`"GET /a HTTP/1.1"`).
-_QUOTED = re.compile(r"(?<![\w'\"`])(?:'([^'\n]{1,200})'|\"([^\"\n]{1,200})\"|`([^`\n]{1,200})`)(?![\w'\"`])", re.ASCII)
+# Each branch starts with its quote and then looks behind it (the two-character look-behinds say "the
+# quote does not follow a word or another quote"): a pattern that starts with a literal lets the
+# engine skip to the next quote instead of trying every position.
+_QUOTED = re.compile(
+    r"(?:'(?<![\w'\"`]')([^'\n]{1,200})'|\"(?<![\w'\"`]\")([^\"\n]{1,200})\"|`(?<![\w'\"`]`)([^`\n]{1,200})`)"
+    r"(?![\w'\"`])",
+    re.ASCII,
+)
 _SUBWORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 _KV = re.compile(
     r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,40}+)( ?= ?)"
@@ -236,10 +244,15 @@ _TOKEN_SHAPE = re.compile(
     r"(?P<hex>[0-9a-fA-F]{6,})\Z|(?P<digits>[A-Za-z]+)\d+\Z|(?P<stem>(?:[A-Za-z]+[_.\-:~#])+)", re.ASCII
 )
 
+_UNIX_PATH = r"/(?!/|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?:[\w.@%+~\-]|<[A-Z]+>)+(?:/(?:[\w.@%+~\-]|<[A-Z]+>)*)*"
 _PATH = re.compile(
-    r"(?<![\w.:/\\<])(?:(?:~|\.{1,2})?/(?!/|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?:[\w.@%+~\-]|<[A-Z]+>)+"
-    r"(?:/(?:[\w.@%+~\-]|<[A-Z]+>)*)*"
-    r"|[A-Za-z]:\\[^\s\"'<>|,;]*|\\\\[^\s\"'<>|,;]+)",
+    r"(?<![\w.:/\\<])(?:(?:~|\.{1,2})?" + _UNIX_PATH + r"|[A-Za-z]:\\[^\s\"'<>|,;]*|\\\\[^\s\"'<>|,;]+)",
+    re.ASCII,
+)
+# `_PATH` for a message without a backslash (no Windows or UNC path), its branches starting with their
+# first character (`~`, `.`, `/`) so that the engine skips to those instead of trying every position.
+_PATH_NO_BACKSLASH = re.compile(
+    r"~(?<![\w.:/\\<]~)" + _UNIX_PATH + r"|\.(?<![\w.:/\\<]\.)\.?" + _UNIX_PATH + r"|/(?<![\w.:/\\<]/)" + _UNIX_PATH[1:],
     re.ASCII,
 )
 
@@ -259,15 +272,23 @@ def _is_status(text: str) -> bool:
     return len(text) == 3 and (text[0] == "4" or text[0] == "5") and text.isdigit()
 
 
+# The classes whose placeholder does not depend on the value: one dict look-up in the callback.
+_FIXED_PLACEHOLDER = {name: text for name, text in _PLACEHOLDER_OF.items() if name not in ("TOK", "NUM")}
+
+
 def _value(m: re.Match[str]) -> str:
     kind = m.lastgroup
+    placeholder = _FIXED_PLACEHOLDER.get(kind)  # type: ignore[arg-type]
+    if placeholder is not None:
+        return placeholder
     if kind == "TOK":
         return _token(m.group())
-    if kind == "NUM" and m.end() - m.start() == 3:
+    start = m.start()
+    if m.end() - start == 3:
         number = m.group()
-        if _is_status(number) and _STATUS_BEFORE.search(m.string, max(0, m.start() - 16), m.start()):
+        if _is_status(number) and _STATUS_BEFORE.search(m.string, max(0, start - 16), start):
             return number
-    return _PLACEHOLDER_OF[kind]
+    return "<NUM>"
 
 
 def _token(tok: str) -> str:
@@ -341,6 +362,17 @@ def collapse(template: str) -> str:
     return template
 
 
+def _sub_from(pattern: re.Pattern[str], repl: Any, s: str, start: int) -> str:
+    """`pattern.sub(repl, s)` where no match can begin before `start`: the head is not scanned.
+
+    The scan begins one character early, where no match can begin either, so that the pattern's
+    one-character look-behinds read the same character as in a scan of all of `s`.
+    """
+    if start < 16:  # too short a head to pay for the slices
+        return pattern.sub(repl, s)
+    return s[: start - 1] + pattern.sub(repl, s[start - 1 :])
+
+
 _memo: dict[str, str] = {}
 _MEMO_MAX = 65536
 
@@ -353,14 +385,20 @@ def mask(message: str) -> str:
     s = message if len(message) <= MAX_CHARS else message[:MAX_CHARS]
     # The order is load-bearing: values that contain other values (URLs hold hosts, paths and
     # numbers; e-mails hold hosts) go first, then key=value, then the digit-bearing classes.
-    if "://" in s:
-        s = _URL.sub("<URL>", s)
+    # Each gated pass scans from the first place a match can start (a scheme is at most 16
+    # characters before `://`, a key at most 42 before `=`, a path at most 2 before its `/`).
+    at = s.find("://")
+    if at >= 0:
+        s = _sub_from(_URL, "<URL>", s, at - 16)
     if "@" in s:
         s = _EMAIL.sub("<EMAIL>", s)
-    if "=" in s:
-        s = _KV.sub(_kv, s)
-    if "/" in s or "\\" in s:
+    at = s.find("=")
+    if at >= 0:
+        s = _sub_from(_KV, _kv, s, at - 42)
+    if "\\" in s:
         s = _PATH.sub("<PATH>", s)
+    elif "/" in s:
+        s = _PATH_NO_BACKSLASH.sub("<PATH>", s)
     s = _VALUES.sub(_value, s)
     if "'" in s or '"' in s or "`" in s:
         s = _QUOTED.sub(_quoted, s)

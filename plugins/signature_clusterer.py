@@ -84,17 +84,32 @@ def split_status(template: str) -> tuple[str, str]:
     return (m.group(1), template[m.end() :]) if m else ("", template)
 
 
+# Signatures of recent (type, service, operation, exception type, template) tuples: most records at ingest
+# repeat a template seen moments ago, and the hash and the frozen `Signature` cost about as much as a
+# quarter of the masking. A `Signature` is immutable, so records with equal parts can share one.
+_signatures: dict[tuple[str, str, str, str, str], Signature] = {}
+_SIGNATURES_MAX = 65536
+
+
 @hookimpl(trylast=True)
 def record_signature(record: Record) -> Signature:
     """The masked-template signature of an error or tool failure, prefixed by its outcome attributes."""
     operation = operation_of(record)
-    template = mask(record.message or record.exception_type or "")
+    exception_type = record.exception_type or ""
+    template = mask(record.message or exception_type)
     # Without outcome attributes the key is what it always was, so stored signatures keep their issues.
-    status = status_of(record) if record.attributes else ""
-    if status:
-        template = f"[{status}] {template}"
-    key = _hash(record.type, record.service, operation, record.exception_type or "", template)
-    return Signature(key=key, template=template, operation=operation)
+    if record.attributes:
+        status = status_of(record)
+        if status:
+            template = f"[{status}] {template}"
+    parts = (record.type, record.service, operation, exception_type, template)
+    signature = _signatures.get(parts)
+    if signature is None:
+        if len(_signatures) >= _SIGNATURES_MAX:
+            _signatures.clear()
+        signature = Signature(key=_hash(*parts), template=template, operation=operation)
+        _signatures[parts] = signature
+    return signature
 
 
 @hookimpl(trylast=True)
