@@ -122,11 +122,23 @@ STRONG_FAULT_WORDS = FAULT_WORDS - _words(
     authorized authenticated allowed permitted
     """
 )
+_fault_memo: dict[str, bool] = {}
+_FAULT_MEMO_MAX = 16384
 _IDENT_SEP = re.compile(r"[a-z][A-Z]|[A-Za-z0-9][_.\-:/][A-Za-z0-9]")
 
 
 def has_fault_word(text: str) -> bool:
     """True when `text` names a fault: a fault word, or a strong one inside an identifier (``rate_limit_exceeded``)."""
+    # Memoised: the same keys' values and quoted words come back in message after message.
+    hit = _fault_memo.get(text)
+    if hit is None:
+        if len(_fault_memo) >= _FAULT_MEMO_MAX:
+            _fault_memo.clear()
+        hit = _fault_memo[text] = _has_fault_word(text)
+    return hit
+
+
+def _has_fault_word(text: str) -> bool:
     words = [w.lower() for w in _SUBWORD.findall(text)]
     lexicon = FAULT_WORDS
     if len(words) > 1 and _IDENT_SEP.search(text) and " " not in text:
@@ -338,6 +350,9 @@ _LIST_ITEM = re.compile(r"(?:, ?|; ?| )((?:[A-Za-z]+[_.\-:~#])*)<")
 _STEM_BEFORE = re.compile(r"(?<![\w<>])(?:[A-Za-z]+[_.\-:~#])*$")
 # A parenthesised detail of a value that holds only values (`<SIZE> (<SIZE>)` from `123 bytes (0.1 KB)`,
 # `<HOST> (<IP>)`): the same statement prints it or not.
+# What every `_LIST` match holds, from its first item's `>` to its second item's `<`: searching for it
+# is cheaper than trying `_LIST` at each placeholder, and it is in few templates.
+_LIST_PAIR = re.compile(r">(?:, ?|; ?| )(?:[A-Za-z]+[_.\-:~#])*<")
 _DETAIL = re.compile(r"> ?\((?: ?<[A-Z]+>[ ,;:/%.+\-=~*]*)+\)")
 
 
@@ -355,7 +370,7 @@ def _list(m: re.Match[str]) -> str:
 def collapse(template: str) -> str:
     """Collapse lists of same-class placeholders to one and drop a parenthesised detail made only of values."""
     # Searching first is cheaper than a substitution that finds nothing, the common case.
-    if ("> " in template or ">," in template or ">;" in template) and _LIST.search(template):
+    if ("> " in template or ">," in template or ">;" in template) and _LIST_PAIR.search(template):
         template = _LIST.sub(_list, template)
     if (">(" in template or "> (" in template) and _DETAIL.search(template):
         template = _DETAIL.sub(">", template)
