@@ -182,6 +182,7 @@ def clear_memos() -> None:
     """Forget the masking's and the signature's memos, so that a pass measures the work itself."""
     masking._memo.clear()
     masking._fault_memo.clear()
+    masking._key_kinds.clear()
     signature_clusterer._signatures.clear()
 
 

@@ -327,18 +327,31 @@ def _quoted(m: re.Match[str]) -> str:
 
 
 def _kv(m: re.Match[str]) -> str:
-    key, value = m.group(1), m.group(3)
+    key, value = m.group(1, 3)
     # Quoted values are judged by the quote rule, later, once their inside is masked.
     if value[0] in "\"'" or (value.startswith("<") and value in PLACEHOLDERS):
         return m.group()
     # An outcome (`error=timeout`, `ErrorCode = NoNode`, `result=FAILED`) is the fault, not a value.
-    if _is_status(value) and any(w.lower() in _STATUS_KEYS for w in _SUBWORD.findall(key)):
+    if _is_status(value) and _key_kind(key)[0]:
         return m.group()
-    if _IDENT.fullmatch(value) and (
-        any(w.lower() in _OUTCOME_KEYS for w in _SUBWORD.findall(key)) or has_fault_word(value)
-    ):
+    if _IDENT.fullmatch(value) and (_key_kind(key)[1] or has_fault_word(value)):
         return m.group()
     return f"{key}=<VAL>"
+
+
+_key_kinds: dict[str, tuple[bool, bool]] = {}
+
+
+def _key_kind(key: str) -> tuple[bool, bool]:
+    """Whether a key names a status (`status`, `http_code`) and whether it names an outcome, memoised."""
+    kind = _key_kinds.get(key)
+    if kind is None:
+        words = [w.lower() for w in _SUBWORD.findall(key)]
+        kind = (any(w in _STATUS_KEYS for w in words), any(w in _OUTCOME_KEYS for w in words))
+        if len(_key_kinds) >= _FAULT_MEMO_MAX:
+            _key_kinds.clear()
+        _key_kinds[key] = kind
+    return kind
 
 
 # A list of values of one class (`<IP>, <IP>, <IP>`, `blk_<ID> blk_<ID>`) is one value: the same
