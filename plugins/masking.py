@@ -264,7 +264,12 @@ _PATH = re.compile(
 # `_PATH` for a message without a backslash (no Windows or UNC path), its branches starting with their
 # first character (`~`, `.`, `/`) so that the engine skips to those instead of trying every position.
 _PATH_NO_BACKSLASH = re.compile(
-    r"~(?<![\w.:/\\<]~)" + _UNIX_PATH + r"|\.(?<![\w.:/\\<]\.)\.?" + _UNIX_PATH + r"|/(?<![\w.:/\\<]/)" + _UNIX_PATH[1:],
+    r"~(?<![\w.:/\\<]~)"
+    + _UNIX_PATH
+    + r"|\.(?<![\w.:/\\<]\.)\.?"
+    + _UNIX_PATH
+    + r"|/(?<![\w.:/\\<]/)"
+    + _UNIX_PATH[1:],
     re.ASCII,
 )
 
