@@ -84,9 +84,8 @@ def split_status(template: str) -> tuple[str, str]:
     return (m.group(1), template[m.end() :]) if m else ("", template)
 
 
-# Signatures of recent (type, service, operation, exception type, template) tuples: most records at ingest
-# repeat a template seen moments ago, and the hash and the frozen `Signature` cost about as much as a
-# quarter of the masking. A `Signature` is immutable, so records with equal parts can share one.
+# Recent signatures by their hashed parts: most records repeat a template seen moments ago, and the hash
+# and the frozen `Signature` cost a tenth of the record's time. An immutable `Signature` can be shared.
 _signatures: dict[tuple[str, str, str, str, str], Signature] = {}
 _SIGNATURES_MAX = 65536
 
