@@ -87,7 +87,7 @@ def split_status(template: str) -> tuple[str, str]:
 # Recent signatures by their hashed parts: most records repeat a template seen moments ago, and the hash
 # and the frozen `Signature` cost a tenth of the record's time. An immutable `Signature` can be shared.
 _signatures: dict[tuple[str, str, str, str, str], Signature] = {}
-_SIGNATURES_MAX = 65536
+_SIGNATURES_MAX = 16384  # far more templates than a process sees at once; bounds the memory
 
 
 @hookimpl(trylast=True)
