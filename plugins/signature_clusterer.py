@@ -7,7 +7,8 @@ At diagnosis the window is grouped by signature in SQL, and the few distinct tem
 (type, service, operation, exception type) are clustered (`loopkit_plugins.templates`) so that
 messages differing only in variable tokens the masker missed join one issue; templates of different
 outcomes never join. An issue keeps its fingerprint across runs: a signature once assigned to an issue
-stays with it.
+stays with it. The project's fingerprint rules come first (`loopkit_plugins.rule_grouping`,
+docs/grouping.md): the failures they match are their issues, and are left out of the signature groups.
 """
 
 from __future__ import annotations
@@ -97,28 +98,31 @@ def record_signature(record: Record) -> Signature:
     exception_type = record.exception_type or ""
     template = mask(record.message or exception_type)
     # Without outcome attributes the key is what it always was, so stored signatures keep their issues.
-    if record.attributes:
-        status = status_of(record)
-        if status:
-            template = f"[{status}] {template}"
+    status = status_of(record) if record.attributes else ""
+    if status:
+        template = f"[{status}] {template}"
     parts = (record.type, record.service, operation, exception_type, template)
     signature = _signatures.get(parts)
     if signature is None:
         if len(_signatures) >= _SIGNATURES_MAX:
             _signatures.clear()
-        signature = Signature(key=_hash(*parts), template=template, operation=operation)
-        _signatures[parts] = signature
+        signature = _signatures[parts] = Signature(key=_hash(*parts), template=template, operation=operation)
     return signature
 
 
 @hookimpl(trylast=True)
 def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     """Issues from the window's signatures, clustered per (type, service, operation, exception type)."""
+    from loopkit_plugins.rule_grouping import add_evidence, rule_issues
     from loopkit_plugins.templates import generalize
 
-    groups = window.signature_groups()
+    # The project's fingerprint rules group the failures they match; the rest are grouped by signature.
+    rules = window.grouping_rules()
+    unless = tuple(rule.match for rule in rules)
+    groups = window.signature_groups(unless)
     notes = options.get("notes")
-    if not groups and isinstance(notes, list):
+    ruled = rule_issues(window, rules, notes) if rules else []
+    if not groups and not ruled and isinstance(notes, list):
         notes.append({"where": None, "reason": "no error or tool failure record in the window"})
     assigned = window.known_signatures()
     known = {k.fingerprint: k for k in window.known_issues(NAME)}
@@ -137,12 +141,19 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
         for fingerprint, here in resolved.items():
             found.append(_issue(fingerprint, partition, here, known.get(fingerprint), generalize))
 
+    if unless:  # the records the rules group are not these issues' (docs/grouping.md#fingerprint-rules)
+        for issue in found:
+            issue.selector["unless"] = [m.to_json() for m in unless]
+    found += ruled
     # Evidence costs a query per issue: only sample the issues the packet can keep (the pipeline drops
     # the rest, and knows from them that the packet was truncated).
     found = [i for i in found if i.count >= options.get("min_count", 1)]
     found.sort(key=lambda i: (-i.impact, i.fingerprint))
     for issue in found[: options.get("max_issues", len(found))]:
-        _add_evidence(window, issue)
+        if issue.stats.get("grouped_by") == "fingerprint_rule":
+            add_evidence(window, issue)
+        else:
+            _add_evidence(window, issue)
     return found
 
 
