@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, selec
 
 from loopkit_core.model import MAX_NS, Record, rfc3339
 from loopkit_core.selectors import RecordIds, Records, Selector, Signatures, SlowCalls, parse_selector
-from loopkit_core.store import dialect
+from loopkit_core.store import dialect, pg_copy
 from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, resources, signatures
 
 MAX_PAGE = 1000
@@ -86,14 +86,22 @@ TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span
 _ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(records.c[name].type, dialect.NulSafe))
 
 
-def insert_rows(conn: Connection, rows: list[Row]) -> int:
-    """Insert rows in one executemany; rows already stored (same record ID, or trace and span ID) are skipped.
+# From this many rows on, PostgreSQL inserts go through COPY (store/pg_copy.py): per row it costs the server a quarter
+# less CPU and this process three fifths less than executemany, but it adds three round trips and, at the commit,
+# emptying the staging table, which a few rows do not pay back (bench/pg_write_path.py, docs/benchmarks.md).
+COPY_MIN_ROWS = 64
 
-    Returns the number of rows added.
+
+def insert_rows(conn: Connection, rows: list[Row]) -> int:
+    """Insert rows in one statement; rows already stored (same record ID, or trace and span ID) are skipped.
+
+    Returns the number of rows added. Of two copies of a span in `rows`, the first is kept.
     """
-    sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
-    if conn.dialect.name == "postgresql":  # raw executemany skips the columns' NUL escaping: do it here
+    if conn.dialect.name == "postgresql":  # raw driver calls skip the columns' NUL escaping: do it here
         rows = dialect.escape_nul_rows(rows, _ESCAPED)
+        if len(rows) >= COPY_MIN_ROWS:
+            return pg_copy.insert_copy(conn, records, _RECORD_KEYS, rows)
+    sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
     return conn.exec_driver_sql(sql, rows).rowcount
 
 
