@@ -6,14 +6,17 @@ its own fresh project schema made by LoopKit's `Store` (same tables and indexes)
 `--prefill` older records first:
 
 - `executemany`: the driver executemany of `INSERT ... ON CONFLICT DO NOTHING` (psycopg pipelines it);
-- `copy`: COPY into a temporary staging table, then `INSERT ... SELECT ... ON CONFLICT DO NOTHING`
-  (store/pg_copy.py `insert_copy`);
+- `copy`: LoopKit's path (store/pg_copy.py `insert_copy`): COPY straight into the table inside a savepoint,
+  and only on a unique violation undone and done as `staged`;
+- `staged`: COPY into a temporary staging table, then `INSERT ... SELECT ... ON CONFLICT DO NOTHING`
+  (`insert_staged`);
 - `unnest`: one `INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING`;
 - `copy_no_conflict`: COPY straight into the table, no deduplication: a floor, not an option.
 
 Each variant runs twice: `insert` (per batch: insert_resources, the insert, commit) and `writer` (LoopKit's
 batching Writer, one shard, `--group` requests submitted together so one commit covers them, with its quota
-counter and signature statements; the insert function swapped for the variant's).
+counter and signature statements; the insert function swapped for the variant's); and `resend` (as `insert`,
+but every batch is already stored: what a client re-sending everything costs, each row a conflict).
 
 Reported per variant, in microseconds per span (median over --repeat): wall time, this process's CPU and the
 CPU of the PostgreSQL backend serving the connection (from /proc; the WAL writer and checkpointer are not in
@@ -72,8 +75,19 @@ def _copy(conn: Any, rows: list[tuple[Any, ...]]) -> int:
     return pg_copy.insert_copy(conn, records_table, KEYS, _escaped(rows))
 
 
+def _staged(conn: Any, rows: list[tuple[Any, ...]]) -> int:
+    return pg_copy.insert_staged(conn, records_table, KEYS, _escaped(rows))
+
+
 def _unnest(conn: Any, rows: list[tuple[Any, ...]]) -> int:
-    return pg_copy.insert_unnest(conn, records_table, KEYS, _escaped(rows))
+    """One INSERT ... SELECT FROM unnest(one array parameter per column) ON CONFLICT DO NOTHING."""
+    schema = conn.get_execution_options()["schema_translate_map"][None]
+    types = [records_table.c[c].type.compile(dialect=conn.dialect) for c in KEYS]
+    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    sql = f'INSERT INTO "{schema}".records ({", ".join(KEYS)}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING'
+    cur = conn.connection.driver_connection.cursor()
+    cur.execute(sql, [list(values) for values in zip(*_escaped(rows), strict=True)])
+    return cur.rowcount
 
 
 def _copy_no_conflict(conn: Any, rows: list[tuple[Any, ...]]) -> int:
@@ -88,6 +102,7 @@ def _copy_no_conflict(conn: Any, rows: list[tuple[Any, ...]]) -> int:
 VARIANTS: dict[str, Insert] = {
     "executemany": _executemany,
     "copy": _copy,
+    "staged": _staged,
     "unnest": _unnest,
     "copy_no_conflict": _copy_no_conflict,
 }
@@ -147,11 +162,17 @@ def run_variant(store: Store, name: str, mode: str, batches: Prepared, prefill: 
                 for rows, _, res in _restamp(batches[i : i + 8], r):
                     insert_resources(conn, res)
                     _executemany(conn, rows)
+    if mode == "resend":  # the timed batches are all stored already: every row conflicts
+        for i in range(0, len(batches), 8):
+            with engine.begin() as conn:
+                for rows, _, res in batches[i : i + 8]:
+                    insert_resources(conn, res)
+                    _executemany(conn, rows)
     with engine.connect() as conn:
         conn.exec_driver_sql(f'ANALYZE "{store.project_schema(pid)}".records')
         conn.commit()
     gc.collect()
-    if mode == "insert":
+    if mode in ("insert", "resend"):
         with engine.connect() as conn:
             backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
             conn.commit()
@@ -178,7 +199,7 @@ def run_variant(store: Store, name: str, mode: str, batches: Prepared, prefill: 
         finally:
             w.close()
             writer.insert_rows = saved
-    if inserted != spans:
+    if inserted != (0 if mode == "resend" else spans):
         raise SystemExit(f"{name}/{mode}: inserted {inserted} of {spans}")
     return {"wall": t1 - t0, "client_cpu": c1 - c0, "backend_cpu": b1 - b0, "postgres_cpu": p1 - p0}
 
@@ -213,11 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefill", type=int, default=0, help="older records stored before the timed inserts")
     p.add_argument("--group", type=int, default=4, help="requests per writer commit (writer mode)")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of: " + ", ".join(VARIANTS))
-    p.add_argument("--modes", default="insert,writer")
+    p.add_argument("--modes", default="insert,writer,resend")
     args = p.parse_args(argv)
     names = args.variants.split(",")
     modes = args.modes.split(",")
-    if not set(names) <= set(VARIANTS) or not set(modes) <= {"insert", "writer"}:
+    if not set(names) <= set(VARIANTS) or not set(modes) <= {"insert", "writer", "resend"}:
         p.error("unknown variant or mode")
     data = payloads.build(args.spans, args.batch_spans, ["proto"])
     batches = prepare(data)
@@ -230,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for mode in modes:
                 for name in names:
+                    if mode == "resend" and name == "copy_no_conflict":
+                        continue  # it cannot skip conflicts
                     passes.setdefault(f"{mode}:{name}", []).append(
                         run_variant(store, name, mode, batches, args.prefill, args.group)
                     )

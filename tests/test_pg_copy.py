@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from conftest import PG_URL, make_settings
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import DBAPIError
 
 from loopkit_core.model import Record, record_id_for_span
 from loopkit_core.projects import create_project
@@ -26,11 +27,12 @@ from loopkit_core.store.records import (
     stored_ids,
     to_rows,
 )
-from loopkit_core.store.schema import records
+from loopkit_core.store.schema import RECORD_COLUMNS, records
 from loopkit_core.store.writer import Writer
 
 pytestmark = pytest.mark.skipif(PG_URL is None, reason="needs LOOPKIT_TEST_DATABASE_URL (PostgreSQL)")
 NOW = time.time_ns()
+RECORD_KEYS = tuple(RECORD_COLUMNS)
 BATCH = 2 * COPY_MIN_ROWS  # well past the threshold: these rows go through COPY
 
 
@@ -221,18 +223,49 @@ def test_the_writer_acknowledges_copied_rows_duplicates_and_the_quota_exactly(st
     assert count(store, pid) == BATCH + 10
 
 
-def test_staging_names_follow_the_table_and_columns():
-    create, copy, move = pg_copy._statements("lk_p_x", records, ("record_id", "ts_ns"))
-    staging = create.split()[6]
+def test_statements_follow_the_table_and_columns():
+    sql = pg_copy._statements("lk_p_x", records, ("record_id", "ts_ns"))
+    staging = sql.create_staging.split()[6]
     assert staging.startswith("pg_temp.loopkit_stage_records_")
-    assert (
-        create
-        == f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} (record_id VARCHAR(40), ts_ns BIGINT) ON COMMIT DELETE ROWS"
+    assert sql.copy_direct == "COPY lk_p_x.records (record_id, ts_ns) FROM STDIN"
+    assert sql.create_staging == (
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} (record_id VARCHAR(40), ts_ns BIGINT) ON COMMIT DELETE ROWS"
     )
-    assert copy == f"COPY {staging} (record_id, ts_ns) FROM STDIN"
-    assert move == (
+    assert sql.copy_staging == f"COPY {staging} (record_id, ts_ns) FROM STDIN"
+    assert sql.move == (
         f"WITH moved AS (DELETE FROM {staging} RETURNING record_id, ts_ns) INSERT INTO lk_p_x.records "
         "(record_id, ts_ns) SELECT record_id, ts_ns FROM moved ON CONFLICT DO NOTHING"
     )
     # Another column list (a schema change) gets another staging table.
-    assert pg_copy._statements("lk_p_x", records, ("record_id", "ts_ns", "name"))[0].split()[6] != staging
+    other = pg_copy._statements("lk_p_x", records, ("record_id", "ts_ns", "name"))
+    assert other.create_staging.split()[6] != staging
+
+
+def staging_exists(conn: Connection) -> bool:
+    """Whether this connection has made the records staging table (in the current transaction or before)."""
+    name = pg_copy._statements(None, records, RECORD_KEYS).create_staging.split()[6]
+    return conn.exec_driver_sql("SELECT to_regclass(%s)", (name,)).scalar() is not None
+
+
+def test_rows_without_conflicts_are_copied_straight_in_and_staging_is_left_alone(store: Store, pid: str):
+    with store.project(pid).connect() as conn:
+        with conn.begin():
+            assert insert_records(conn, [span(i) for i in range(BATCH)], NOW) == BATCH
+            assert not staging_exists(conn)
+        with conn.begin():
+            # One stored span among new ones: the direct COPY is undone, the rows go through staging.
+            assert insert_records(conn, [span(i, trace=5) for i in range(BATCH)] + [span(0)], NOW) == BATCH
+            assert staging_exists(conn)
+    assert count(store, pid) == 2 * BATCH
+
+
+def test_a_value_the_table_refuses_fails_the_insert_and_stores_nothing(store: Store, pid: str):
+    batch = [span(i) for i in range(BATCH)]
+    batch[BATCH // 2].signature = "s" * 33  # VARCHAR(32)
+    with pytest.raises(DBAPIError, match="too long"), store.project(pid).begin() as conn:
+        insert_records(conn, batch, NOW)
+    assert count(store, pid) == 0
+    # The same (pooled) connection works afterwards.
+    with store.project(pid).begin() as conn:
+        assert insert_records(conn, [span(i) for i in range(BATCH)], NOW) == BATCH
+    assert count(store, pid) == BATCH
