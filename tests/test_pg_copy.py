@@ -33,7 +33,7 @@ from loopkit_core.store.writer import Writer
 pytestmark = pytest.mark.skipif(PG_URL is None, reason="needs LOOPKIT_TEST_DATABASE_URL (PostgreSQL)")
 NOW = time.time_ns()
 RECORD_KEYS = tuple(RECORD_COLUMNS)
-BATCH = 2 * COPY_MIN_ROWS  # well past the threshold: these rows go through COPY
+BATCH = 300  # past COPY_MIN_ROWS: these rows go through COPY
 
 
 def span(i: int, trace: int = 1, **fields: object) -> Record:

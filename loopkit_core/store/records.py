@@ -86,10 +86,10 @@ TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span
 _ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(records.c[name].type, dialect.NulSafe))
 
 
-# From this many rows on, PostgreSQL inserts go through COPY (store/pg_copy.py): per row it costs the server a quarter
-# less CPU and this process three fifths less than executemany, but it adds three round trips and, at the commit,
-# emptying the staging table, which a few rows do not pay back (bench/pg_write_path.py, docs/benchmarks.md).
-COPY_MIN_ROWS = 64
+# From this many rows on, PostgreSQL inserts go through COPY (store/pg_copy.py): at 512 rows it costs the server
+# half the CPU of executemany and this process 45% (bench/pg_write_path.py, docs/benchmarks.md); at 4 rows the
+# two are even (COPY takes three more round trips), from 16 COPY is ahead.
+COPY_MIN_ROWS = 16
 
 
 def insert_rows(conn: Connection, rows: list[Row]) -> int:
