@@ -5,12 +5,13 @@ PostgreSQL only (skipped without LOOPKIT_TEST_DATABASE_URL): SQLite keeps its ex
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 
 import pytest
 from conftest import PG_URL, make_settings
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, make_url, select
 from sqlalchemy.exc import DBAPIError
 
 from loopkit_core.model import Record, record_id_for_span
@@ -269,3 +270,31 @@ def test_a_value_the_table_refuses_fails_the_insert_and_stores_nothing(store: St
     with store.project(pid).begin() as conn:
         assert insert_records(conn, [span(i) for i in range(BATCH)], NOW) == BATCH
     assert count(store, pid) == BATCH
+
+
+def test_without_the_temporary_privilege_conflicting_rows_are_still_skipped(tmp_path: Path):
+    import psycopg
+
+    suffix = secrets.token_hex(4)
+    database, role = f"lk_notemp_{suffix}", f"lk_notemp_{suffix}"
+    admin_dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"CREATE DATABASE {database} OWNER {role}")
+        admin.execute(f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC, {role}")
+    url = make_url(PG_URL).set(username=role, database=database).render_as_string(hide_password=False)
+    store = Store(make_settings(tmp_path / "data", database_url=url))
+    try:
+        pid = create_project(store.control, "no temp")["project_id"]
+        first = [span(i) for i in range(BATCH)]
+        with store.project(pid).begin() as conn:
+            assert insert_records(conn, first, NOW) == BATCH
+        with store.project(pid).begin() as conn:
+            assert insert_records(conn, first[BATCH // 2 :] + [span(i, trace=9) for i in range(40)], NOW) == 40
+            assert not staging_exists(conn)
+        assert count(store, pid) == BATCH + 40
+    finally:
+        store.close()
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")

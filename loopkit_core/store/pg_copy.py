@@ -65,6 +65,11 @@ def insert_staged(conn: Connection, table: Table, columns: tuple[str, ...], rows
 
 
 def _insert_staged(cursor: psycopg.Cursor, sql: _Statements, rows: Sequence[tuple[Any, ...]]) -> int:
+    cursor.execute("SELECT has_database_privilege(current_database(), 'TEMPORARY')")
+    if not cursor.fetchone()[0]:
+        # A database where temporary tables are not allowed: the same skipping insert, a statement per row.
+        cursor.executemany(sql.insert_ignoring, rows)
+        return cursor.rowcount  # psycopg sums the rows each statement added
     # IF NOT EXISTS: the table lives as long as the pooled connection, and a rolled-back creation is made again.
     cursor.execute(sql.create_staging)
     _copy(cursor, sql.copy_staging, rows)
@@ -85,6 +90,7 @@ class _Statements:
     create_staging: str
     copy_staging: str
     move: str  # staging -> table, skipping conflicts, emptying staging
+    insert_ignoring: str  # INSERT ... VALUES (%s, ...) ON CONFLICT DO NOTHING, for executemany
 
 
 @functools.cache
@@ -109,5 +115,8 @@ def _statements(schema: str | None, table: Table, columns: tuple[str, ...]) -> _
         move=(
             f"WITH moved AS (DELETE FROM {staging} RETURNING {names}) "
             f"INSERT INTO {target} ({names}) SELECT {names} FROM moved ON CONFLICT DO NOTHING"
+        ),
+        insert_ignoring=(
+            f"INSERT INTO {target} ({names}) VALUES ({', '.join('%s' for _ in columns)}) ON CONFLICT DO NOTHING"
         ),
     )
