@@ -6,6 +6,7 @@ PostgreSQL only (skipped without LOOPKIT_TEST_DATABASE_URL): SQLite keeps its ex
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from loopkit_core.store.records import (
     to_rows,
 )
 from loopkit_core.store.schema import RECORD_COLUMNS, records
-from loopkit_core.store.writer import Writer
+from loopkit_core.store.writer import MAX_GROUP, Writer, _Shard
 
 pytestmark = pytest.mark.skipif(PG_URL is None, reason="needs LOOPKIT_TEST_DATABASE_URL (PostgreSQL)")
 NOW = time.time_ns()
@@ -298,3 +299,30 @@ def test_without_the_temporary_privilege_conflicting_rows_are_still_skipped(tmp_
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
             admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_a_commit_covers_at_most_max_group_requests(store: Store, pid: str, monkeypatch):
+    groups: list[int] = []
+    first = threading.Event()
+    release = threading.Event()
+    real = _Shard._commit
+
+    def commit(self: _Shard, project_id: str, items: list) -> None:
+        groups.append(len(items))
+        if len(groups) == 1:
+            first.set()
+            release.wait(30)  # hold the shard so the next requests queue up behind this commit
+        real(self, project_id, items)
+
+    monkeypatch.setattr(_Shard, "_commit", commit)
+    writer = Writer(store, threads=1)
+    try:
+        futures = [writer.submit(pid, to_rows([span(0)], NOW))]
+        assert first.wait(30)
+        futures += [writer.submit(pid, to_rows([span(i)], NOW)) for i in range(1, 2 * MAX_GROUP + 11)]
+        release.set()
+        assert sum(f.result(timeout=60).inserted for f in futures) == 2 * MAX_GROUP + 11
+    finally:
+        release.set()
+        writer.close(timeout=30)
+    assert groups == [1, MAX_GROUP, MAX_GROUP, 10]
