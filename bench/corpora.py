@@ -12,7 +12,13 @@ kinds:
   Hadoop/Spark, OpenSSH/Linux, Android, Windows CBS, BGL/HPC, ZooKeeper, Apache/Proxifier): the
   message text only, one operation per system.
 
-Every corpus has 20-45 templates, a few thousand records, a Zipf-like frequency spread and rare
+Four more (issue 17) carry what real logs split large groups by: a slot that holds one value or a
+list, a value with or without a parenthesised detail, event words (`Started` / `Stopped`) next to
+parameter words (object types, enum states) in a slot, and outcomes in OpenTelemetry attributes
+(`Template.attrs`: `http.response.status_code`, `rpc.grpc.status_code`, ...) or in the text
+(`status 404`).
+
+Every corpus has 15-45 templates, a few thousand records, a Zipf-like frequency spread and rare
 templates seen once or twice. Some cases are hard on purpose and labelled as a human would (a
 variable that takes only two plain-word values in the sample; values of varying length).
 Everything is deterministic for a given seed.
@@ -26,7 +32,8 @@ import random
 import re
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["CORPORA", "Record", "Template", "build", "build_all"]
 
@@ -39,6 +46,7 @@ class Template:
     op: str = ""
     exc: str = ""
     rare: int = 0  # a fixed count (1 or 2) for rare templates; 0 draws the count from the spread
+    attrs: tuple[tuple[str, Any], ...] = ()  # span or log attributes every record of the template carries
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class Record:
     exception_type: str
     message: str
     fault: int
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 Rng = random.Random
@@ -254,6 +263,43 @@ def _jstack(rng: Rng, arg: str) -> str:
     return "".join(f"\n\tat {f}({f.split('.')[-2]}.java:{rng.randint(20, 900)})" for f in frames)
 
 
+def _iplist(rng: Rng, arg: str) -> str:
+    """One address in most lines, a list of two to four in others (the same statement)."""
+    sep = arg or ", "
+    return sep.join(_ip(rng) for _ in range(rng.choice([1, 1, 1, 2, 3, 4])))
+
+
+def _hostlist(rng: Rng, _: str) -> str:
+    return ",".join(
+        f"{rng.choice(['db', 'cache', 'kafka'])}-{rng.randint(0, 9)}.prod.internal"
+        for _ in range(rng.choice([1, 1, 2, 3]))
+    )
+
+
+def _uuidlist(rng: Rng, _: str) -> str:
+    return ", ".join(SLOTS["uuid"](rng, "") for _ in range(rng.choice([1, 1, 2, 3])))
+
+
+def _bytes(rng: Rng, _: str) -> str:
+    """A byte count, with its size in KB or MB in parentheses when it is large (as Proxifier prints it)."""
+    n = rng.choice([rng.randint(0, 1023), rng.randint(1024, 10**6), rng.randint(10**6, 10**9)])
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n} bytes ({n / 1024:.2f} KB)" if n < 1024**2 else f"{n} bytes ({n / 1024**2:.1f} MB)"
+
+
+def _mem(rng: Rng, _: str) -> str:
+    """A size printed bare in some lines and with a second unit in others."""
+    n = rng.randint(64, 65536)
+    return rng.choice([f"{n}MB", f"{n}MB ({n / 1024:.1f}GB)", f"{n} MB"])
+
+
+def _addrs(rng: Rng, _: str) -> str:
+    """An endpoint printed as a host, a host with its address, or a list of addresses."""
+    host = f"{rng.choice(['payments', 'ledger', 'search', 'auth'])}.svc.cluster.local"
+    return rng.choice([host, f"{host} ({_ip(rng)})", f"[{_iplist(rng, '')}]"])
+
+
 SLOTS: dict[str, Callable[[Rng, str], str]] = {
     "int": _int,
     "float": lambda rng, _: f"{rng.uniform(0, 1000):.{rng.randint(1, 3)}f}",
@@ -305,6 +351,14 @@ SLOTS: dict[str, Callable[[Rng, str], str]] = {
     "bool": lambda rng, _: rng.choice(["true", "false"]),
     "stack": _stack,
     "jstack": _jstack,
+    "iplist": _iplist,
+    "hostlist": _hostlist,
+    "uuidlist": _uuidlist,
+    "bytes": _bytes,
+    "mem": _mem,
+    "addrs": _addrs,
+    "pod": lambda rng, _: f"{rng.choice(['api', 'worker', 'web'])}-{_hex(rng, 10)}-{_alnum(rng, 5).lower()}",
+    "osds": lambda rng, _: ",".join(str(rng.randint(0, 120)) for _ in range(rng.choice([1, 1, 2, 3, 5]))),
 }
 _SLOT = re.compile(r"\$\{(\w+)(?::([^}]*))?\}")
 
@@ -329,7 +383,7 @@ def build(name: str, seed: int = 7, total: int = 3000) -> list[Record]:
     templates = CORPORA[name]
     rng = random.Random(f"{name}:{seed}")
     records = [
-        Record(t.op or name, t.exc, _fill(t.fmt, rng), i)
+        Record(t.op or name, t.exc, _fill(t.fmt, rng), i, dict(t.attrs))
         for i, (t, n) in enumerate(zip(templates, _counts(templates, total, rng), strict=True))
         for _ in range(n)
     ]
@@ -913,11 +967,9 @@ APACHE_PROXIFIER = [
     T("[client ${ip}] File does not exist: /var/www/html/${word}.${choice:php|html|gif}", _HTTPD),
     T("[client ${ip}] script not found or unable to stat: /var/www/cgi-bin/${word}", _HTTPD, rare=2),
     T("${prog} - ${dest} open through proxy proxy.cse.cuhk.edu.hk:5070 HTTPS", _PROXY),
-    T("${prog} - ${dest} close, ${int} bytes sent, ${int} bytes received, lifetime ${life}", _PROXY),
-    T(
-        "${prog} - ${dest} close, ${int} bytes (${float} KB) sent, ${int} bytes (${float} MB) received, lifetime ${life}",
-        _PROXY,
-    ),
+    # One statement: Proxifier adds the size in KB or MB after a large byte count, per count
+    # (human labels of such logs keep it one event; it was two templates here before).
+    T("${prog} - ${dest} close, ${bytes} sent, ${bytes} received, lifetime ${life}", _PROXY),
     T(
         "${prog} - ${dest} error : Could not connect to proxy proxy.cse.cuhk.edu.hk:5070 - connection attempt failed with error ${int:10000:11004}",
         _PROXY,
@@ -941,7 +993,11 @@ OPENSTACK = [
         '${ip} "POST /v2/${hex:32}/os-server-external-events HTTP/1.1" status: 200 len: ${int:300:400} time: 0.${int:1000000:9999999}'
     ),
     T('${ip} "DELETE /v2/${hex:32}/servers/${uuid} HTTP/1.1" status: 204 len: 203 time: 0.${int:1000000:9999999}'),
-    T("[instance: ${uuid}] VM ${choice:Started|Stopped|Paused|Resumed} (Lifecycle Event)"),
+    # Four events, as human labels of such logs have them (it was one template with a word slot here before).
+    T("[instance: ${uuid}] VM Started (Lifecycle Event)"),
+    T("[instance: ${uuid}] VM Stopped (Lifecycle Event)"),
+    T("[instance: ${uuid}] VM Paused (Lifecycle Event)"),
+    T("[instance: ${uuid}] VM Resumed (Lifecycle Event)"),
     T("[instance: ${uuid}] Took ${float} seconds to spawn the instance on the hypervisor."),
     T("[instance: ${uuid}] Took ${float} seconds to destroy the instance on the hypervisor."),
     T("[instance: ${uuid}] Took ${float} seconds to build instance."),
@@ -1072,6 +1128,149 @@ HEALTHAPP = [
     T("checkCurrentDay a new day comes , reset basicStepsData , today is ${int:20170101:20171231}"),
 ]
 
+# Written for issue 17: slots whose value changes shape (one address or a list, a size with or without
+# its size in other units), word slots that are the event in some statements and a parameter in others,
+# and outcomes in OpenTelemetry attributes or in the text (a 404 and a 503 are two faults).
+_PROFILE, _ORDERS2, _RESERVE, _DBW, _PAY, _CATALOG, _HOOKS, _KAFKA, _DEPLOY = (
+    "GET /api/profile",
+    "POST /api/orders",
+    "inventory.Inventory/Reserve",
+    "INSERT orders",
+    "POST /api/payments",
+    "client.fetch_catalog",
+    "worker.deliver_webhook",
+    "kafka.produce",
+    "deploy.controller",
+)
+
+
+def _http(code: int, name: str = "http.response.status_code") -> tuple[tuple[str, Any], ...]:
+    return ((name, code),)
+
+
+SERVICE_MESH = [
+    T("upstream request to ${addrs} failed", _PROFILE, attrs=_http(502)),
+    T("upstream request to ${addrs} failed", _PROFILE, attrs=_http(504)),
+    T("upstream request to ${addrs} failed", _PROFILE, attrs=_http(503), rare=2),
+    T("profile ${uid} could not be loaded", _PROFILE, "ProfileError", attrs=_http(404)),
+    T("profile ${uid} could not be loaded", _PROFILE, "ProfileError", attrs=_http(500)),
+    T("order ${uuid} rejected by rate limiter", _ORDERS2, attrs=_http(429, "http.status_code")),
+    T("order ${uuid} rejected: payload of ${bytes} exceeds the limit", _ORDERS2, attrs=_http(413, "http.status_code")),
+    T("reserve ${int:1:9} x sku-${alnum:8} failed", _RESERVE, "grpc.RpcError", attrs=(("rpc.grpc.status_code", 14),)),
+    T("reserve ${int:1:9} x sku-${alnum:8} failed", _RESERVE, "grpc.RpcError", attrs=(("rpc.grpc.status_code", 4),)),
+    T("reserve ${int:1:9} x sku-${alnum:8} failed", _RESERVE, "grpc.RpcError", attrs=(("rpc.grpc.status_code", 9),)),
+    T(
+        "could not execute statement on ${addrs}",
+        _DBW,
+        "psycopg.DatabaseError",
+        attrs=(("db.response.status_code", "23505"),),
+    ),
+    T(
+        "could not execute statement on ${addrs}",
+        _DBW,
+        "psycopg.DatabaseError",
+        attrs=(("db.response.status_code", "40001"),),
+    ),
+    T(
+        "could not execute statement on ${addrs}",
+        _DBW,
+        "psycopg.DatabaseError",
+        attrs=(("db.response.status_code", "57014"),),
+        rare=1,
+    ),
+    T("charge ${alnum:24} failed after ${int:1:5} attempts", _PAY, attrs=(("error.type", "timeout"),)),
+    T("charge ${alnum:24} failed after ${int:1:5} attempts", _PAY, attrs=(("error.type", "connection_refused"),)),
+    T("catalog fetch from ${url} failed: status 404", _CATALOG),
+    T("catalog fetch from ${url} failed: status 503", _CATALOG),
+    T("catalog fetch from ${url} failed: HTTP 401 Unauthorized", _CATALOG, rare=2),
+    T("webhook ${uuid} to ${url} rejected, code=410", _HOOKS),
+    T("webhook ${uuid} to ${url} rejected, code=500", _HOOKS),
+    T("failed to connect to any of ${iplist} on port 9092", _KAFKA, "KafkaConnectionError"),
+    T("message of ${bytes} to topic ${choice:orders|payments|audit|emails} dropped: broker queue full", _KAFKA),
+    T("cache ${choice:profile|session|cart|catalog|pricing} unavailable, serving from origin", _PROFILE),
+    T("deployment ${choice:api|worker|web} rollout paused", _DEPLOY),
+    T("deployment ${choice:api|worker|web} rollout resumed", _DEPLOY),
+    T("deployment ${choice:api|worker|web} rollout started", _DEPLOY),
+    T("pod ${pod} evicted: memory usage ${mem} over its limit", _DEPLOY),
+]
+
+_V = "${choice:RUNNING|SHUTDOWN|PAUSED|SUSPENDED|DELETED|BUILDING}"
+CLOUD_LIFECYCLE = [
+    T("Lifecycle event Started for instance ${uuid}"),
+    T("Lifecycle event Stopped for instance ${uuid}"),
+    T("Lifecycle event Paused for instance ${uuid}"),
+    T("Lifecycle event Resumed for instance ${uuid}", rare=2),
+    T("Volume ${uuid} attached to instance ${uuid}"),
+    T("Volume ${uuid} detached from instance ${uuid}"),
+    T("Started container ${choice:app|sidecar|init-db|metrics} in pod ${pod}"),
+    T("Killing container ${choice:app|sidecar|init-db|metrics} in pod ${pod}"),
+    T("Deleting ${choice:volume|snapshot|port|floating-ip|security-group} ${uuid}"),
+    T("Task ${uuid} transitioned from " + _V + " to " + _V),
+    T("Instance ${uuid} power state " + _V + " does not match database power state " + _V),
+    T("Node ${node} is up"),
+    T("Node ${node} is down"),
+    T("Instances ${uuidlist} have been in ERROR state for over ${int:5:60} minutes"),
+    T("Allocated ${mem} for instance ${uuid}"),
+    T("Rescheduling instance ${uuid} away from hosts ${hostlist}"),
+    T("Image ${uuid} downloaded: ${bytes} in ${dur}"),
+    T("Hypervisor ${node} reports ${int:1:64} vCPUs and ${mem} RAM"),
+    T(
+        "Quota exceeded for ${choice:cores|ram|instances|floating_ips}: requested ${int:1:9}, used ${int:1:99} of ${int:100:200}"
+    ),
+    T("Port ${uuid} binding failed on host ${node}"),
+    T("Failed to reach placement API at ${addrs}, retrying in ${int:1:30}s", rare=2),
+    T("Evacuating instances ${uuidlist} from ${node}", rare=1),
+]
+
+_UPSTREAM = "${choice:app|auth|search|media}"
+EDGE_PROXY = [
+    T("connect() to ${iplist:, } failed (111: Connection refused) while connecting to upstream, client: ${ip}"),
+    T("upstream timed out (110: Connection timed out) while reading response header from upstream, client: ${ip}"),
+    T("client ${ip} closed keepalive connection"),
+    T("backend " + _UPSTREAM + "/${node} is DOWN, reason: Layer4 timeout, check duration: ${int:1000:3000}ms"),
+    T("backend " + _UPSTREAM + "/${node} is UP, reason: Layer7 check passed, check duration: ${int:1:90}ms"),
+    T("Proxy " + _UPSTREAM + " started."),
+    T("Proxy " + _UPSTREAM + " stopped (cumulated conns: FE: ${int}, BE: ${int})."),
+    T("SSL handshake with ${addrs} failed: certificate verify failed"),
+    T("sent ${bytes} to ${ip}:${port} in ${dur}"),
+    T("health check of ${hostlist} returned status 503"),
+    T("health check of ${hostlist} returned status 500"),
+    T("HTTP 429 from ${url}, backing off"),
+    T("HTTP 502 from ${url}, backing off"),
+    T("worker process ${int} exited on signal ${int:9:15}"),
+    T('limiting requests, excess: ${f1} by zone "${choice:api|login|search}", client: ${ip}'),
+    T('open() "${path}" failed (2: No such file or directory), client: ${ip}'),
+    T("resolver ${iplist: } did not respond within ${dur}"),
+    T("upstream response of ${bytes} is buffered to a temporary file ${path}"),
+    T("${int} worker connections are not enough", rare=2),
+    T("no live upstreams while connecting to upstream " + _UPSTREAM, rare=1),
+]
+
+STORAGE_CLUSTER = [
+    T("osd.${int:0:120} marked down after no beacon for ${int:900:1200} seconds"),
+    T("osd.${int:0:120} booted"),
+    T("osd.${int:0:120} stopped"),
+    T("osd.${int:0:120} restarted"),
+    T(
+        "pg ${int:1:30}.${hex:2} is stuck inactive for ${int} seconds, current state ${choice:peering|activating|remapped|backfilling}, last acting [${osds}]"
+    ),
+    T("Health check failed: ${int:1:9} osds down (OSD_DOWN)"),
+    T("${int:2:200} slow requests are blocked > ${int:32:4096} sec, osds ${osds} have slow requests"),
+    T("client.${int} write of ${bytes} to rbd_data.${hex:12} timed out"),
+    T("Removing ${choice:object|snapshot|clone} ${hex:16} from pool ${word}"),
+    T("heartbeat_check: no reply from ${iplist} osd.${int:0:120} since back ${ts}"),
+    T("pool '${word}' is full (reached quota's max_bytes: ${mem})"),
+    T("pool '${word}' is nearfull"),
+    T("recovery ${mem}/s, ${int} objects/s, ${int:1:99} objects degraded"),
+    T("deep-scrub ${int:1:30}.${hex:2} found ${int:1:9} errors"),
+    T("mon.${choice:a|b|c} calling monitor election"),
+    T("mon.${choice:a|b|c} lost quorum, ${int:1:2} of 3 monitors up", rare=2),
+    T("mgr module ${choice:balancer|dashboard|prometheus|crash} has failed: ${choice:ImportError|KeyError}", rare=2),
+    T("bluestore allocation of ${bytes} failed on osd.${int:0:120}: no space left on device"),
+    T("slow operation observed for _txc_committed_kv, latency = ${f1}s, txc = ${hex:12}"),
+    T("Cluster is now healthy"),
+]
+
 CORPORA: dict[str, list[Template]] = {
     "web_api": WEB_API,
     "agent_tools": AGENT_TOOLS,
@@ -1088,4 +1287,8 @@ CORPORA: dict[str, list[Template]] = {
     "thunderbird_like": THUNDERBIRD,
     "mac_like": MAC,
     "healthapp_like": HEALTHAPP,
+    "service_mesh": SERVICE_MESH,
+    "cloud_lifecycle_like": CLOUD_LIFECYCLE,
+    "edge_proxy_like": EDGE_PROXY,
+    "storage_cluster_like": STORAGE_CLUSTER,
 }

@@ -1,11 +1,14 @@
 """Grouping quality: how well error records become one issue per fault (docs/benchmarks.md).
 
     python bench/grouping.py [--seed 7] [--total 3000] [--no-drain] [--corpus NAME ...]
+    python bench/grouping.py --signature    # only record_signature's throughput
 
 Runs the full pipeline on every labelled corpus of `bench/corpora.py`, exactly as LoopKit does it:
-at ingest a record's signature is (operation, exception type, masked message); at diagnosis the
-distinct masked templates of each (operation, exception type) are clustered with
-`loopkit_plugins.templates.cluster`. Prints one JSON document with, per corpus and as a mean:
+at ingest each record (with its attributes) goes through the real `record_signature` hook (operation,
+exception type, masked message prefixed by outcome attributes such as `[http 404]`); at diagnosis the
+distinct templates of each (operation, exception type) and outcome are clustered with
+`loopkit_plugins.templates.cluster`, with each template's record count. Prints one JSON document with,
+per corpus and as a mean:
 
 - GA, grouping accuracy: the share of records whose predicted group has exactly the member set of
   their true fault;
@@ -16,7 +19,8 @@ for LoopKit and two baselines: "mask then hash exact" (the signature alone) and,
 package is installed (for the comparison only; `pip install drain3`), drain3 with its default
 settings on the raw messages, one miner per (operation, exception type). Also the masking
 throughput (messages per CPU second on one core, median of five passes over every corpus's
-messages and over those of 80-200 characters, memo cleared) and the CPU time to cluster 10,000
+messages and over those of 80-200 characters, memo cleared; `--signature`: the same for
+`record_signature`, mask and hash, over `Record` objects) and the CPU time to cluster 10,000
 distinct templates. `identity_kept` checks stability across two windows (see `identity_kept`).
 """
 
@@ -31,7 +35,8 @@ from collections.abc import Callable, Sequence
 
 import corpora  # bench/ is on sys.path when this file runs as a script
 
-from loopkit_plugins import masking, templates
+from loopkit_core.model import Record
+from loopkit_plugins import masking, signature_clusterer, templates
 
 Grouper = Callable[[Sequence[corpora.Record]], list[object]]
 
@@ -52,67 +57,100 @@ def scores(truth: Sequence[int], predicted: Sequence[object]) -> dict[str, float
     return {"GA": round(ga, 4), "FGA": round(fga, 4), "issues": len(pred_sets), "faults": len(true_sets)}
 
 
+def as_record(r: corpora.Record, i: int = 0) -> Record:
+    """The corpus record as LoopKit's record model: an error with its operation, exception and attributes."""
+    return Record(
+        record_id=f"rec_{i:024x}",
+        ts_ns=1_700_000_000_000_000_000 + i,
+        end_ns=1_700_000_000_000_000_000 + i,
+        type="error",
+        name=r.operation,
+        service="bench",
+        status="error",
+        message=r.message,
+        # As the receivers do (`signals.py`): without exception.type, error.type is the exception type.
+        exception_type=r.exception_type or r.attributes.get("error.type") or None,
+        attributes=r.attributes,
+    )
+
+
+def signature(r: corpora.Record) -> tuple[str, str, str]:
+    """(operation, exception type, template) of a record, from the real `record_signature` hook."""
+    record = as_record(r)
+    return (r.operation, record.exception_type or "", signature_clusterer.record_signature(record).template)
+
+
 def group_exact(records: Sequence[corpora.Record]) -> list[object]:
     """Baseline: the ingest signature alone (mask, then hash exactly)."""
-    return [(r.operation, r.exception_type, masking.mask(r.message)) for r in records]
+    return [signature(r) for r in records]
+
+
+def cluster_signatures(signatures: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], object]:
+    """Each distinct signature's group, as the diagnosis makes them: per partition and status, with counts."""
+    counts = Counter(signatures)
+    by_key: dict[tuple[str, str, str], list[tuple[str, str, int]]] = defaultdict(list)
+    for (op, exc, tpl), n in counts.items():
+        status, body = signature_clusterer.split_status(tpl)
+        by_key[(op, exc, status)].append((tpl, body, n))
+    group_of: dict[tuple[str, str, str], object] = {}
+    for key, rows in by_key.items():
+        labels = templates.cluster([body for _, body, _ in rows], counts=[n for _, _, n in rows])
+        for (tpl, _, _), gid in zip(rows, labels, strict=True):
+            group_of[(key[0], key[1], tpl)] = (*key, gid)
+    return group_of
 
 
 def group_loopkit(records: Sequence[corpora.Record]) -> list[object]:
     """LoopKit: the ingest signature, then `cluster` over the distinct templates of each key."""
     signatures = group_exact(records)
-    by_key: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for op, exc, tpl in dict.fromkeys(signatures):  # type: ignore[misc]
-        by_key[(op, exc)].append(tpl)
-    group_of: dict[object, object] = {}
-    for key, tpls in by_key.items():
-        for tpl, gid in zip(tpls, templates.cluster(tpls), strict=True):
-            group_of[(*key, tpl)] = (*key, gid)
-    return [group_of[s] for s in signatures]
+    group_of = cluster_signatures(signatures)  # type: ignore[arg-type]
+    return [group_of[s] for s in signatures]  # type: ignore[index]
 
 
 def identity_kept(records: Sequence[corpora.Record]) -> float:
     """Share of second-half records that land with the right known issue (or, for a new fault, none).
 
     The first half of the records is one diagnosis window: its groups become issues titled with
-    `generalize`. The second half is the next window, clustered together with those titles, as the
-    diagnosis does; a record keeps its identity when its group holds exactly one known title and
-    that title's issue is its own fault (by majority), or holds none when its fault is new.
+    `generalize`. The second half is the next window, clustered together with those titles (which
+    carry no records of it), as the diagnosis does; a record keeps its identity when its group holds
+    exactly one known title and that title's issue is its own fault (by majority), or holds none when
+    its fault is new.
     """
     half = len(records) // 2
     first, second = records[:half], records[half:]
-    by_key: dict[tuple[str, str], list[corpora.Record]] = defaultdict(list)
-    for r in first:
-        by_key[(r.operation, r.exception_type)].append(r)
-    titles: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
-    for key, recs in by_key.items():
-        masked = [masking.mask(r.message) for r in recs]
-        distinct = list(dict.fromkeys(masked))
-        gid = dict(zip(distinct, templates.cluster(distinct), strict=True))
-        members: dict[int, list[int]] = defaultdict(list)
-        for i, m in enumerate(masked):
-            members[gid[m]].append(i)
-        for idx in members.values():
-            faults = Counter(recs[i].fault for i in idx)
-            title = templates.generalize([masked[i] for i in idx])
-            titles[key].append((title, faults.most_common(1)[0][0]))
+    sig1 = [signature(r) for r in first]
+    group_of = cluster_signatures(sig1)
+    members: dict[object, list[int]] = defaultdict(list)
+    for i, s in enumerate(sig1):
+        members[group_of[s]].append(i)
+    titles: dict[tuple[str, str, str], list[tuple[str, int]]] = defaultdict(list)
+    for key, idx in members.items():
+        faults = Counter(first[i].fault for i in idx)
+        title = templates.generalize([signature_clusterer.split_status(sig1[i][2])[1] for i in idx])
+        titles[key[:3]].append((title, faults.most_common(1)[0][0]))  # type: ignore[index]
     known_faults = {r.fault for r in first}
-    kept = 0
-    by_key2: dict[tuple[str, str], list[corpora.Record]] = defaultdict(list)
-    for r in second:
-        by_key2[(r.operation, r.exception_type)].append(r)
-    for key, recs in by_key2.items():
+    sig2 = [signature(r) for r in second]
+    counts = Counter(sig2)
+    by_key: dict[tuple[str, str, str], list[tuple[str, str, int]]] = defaultdict(list)
+    for (op, exc, tpl), n in counts.items():
+        status, body = signature_clusterer.split_status(tpl)
+        by_key[(op, exc, status)].append((tpl, body, n))
+    owners_of: dict[tuple[str, str, str], list[int]] = {}
+    for key, rows in by_key.items():
         known = titles.get(key, [])
-        masked = [masking.mask(r.message) for r in recs]
-        distinct = list(dict.fromkeys(masked))
-        ids = templates.cluster([t for t, _ in known] + distinct)
+        ids = templates.cluster(
+            [t for t, _ in known] + [body for _, body, _ in rows], counts=[0] * len(known) + [n for _, _, n in rows]
+        )
         title_faults: dict[int, list[int]] = defaultdict(list)
         for (_, fault), g in zip(known, ids, strict=False):
             title_faults[g].append(fault)
-        gid = dict(zip(distinct, ids[len(known) :], strict=True))
-        for r, m in zip(recs, masked, strict=True):
-            owners = title_faults.get(gid[m], [])
-            if owners == [r.fault] or (not owners and r.fault not in known_faults):
-                kept += 1
+        for (tpl, _, _), g in zip(rows, ids[len(known) :], strict=True):
+            owners_of[(key[0], key[1], tpl)] = title_faults.get(g, [])
+    kept = 0
+    for r, s in zip(second, sig2, strict=True):
+        owners = owners_of[s]
+        if owners == [r.fault] or (not owners and r.fault not in known_faults):
+            kept += 1
     return round(kept / len(second), 4)
 
 
@@ -157,6 +195,36 @@ def masking_throughput(messages: Sequence[str], passes: int = 5) -> float:
     return statistics.median(rates)
 
 
+def signature_throughput(records: Sequence[Record], passes: int = 5) -> float:
+    """Records per CPU second through `record_signature` (mask + hash), median of passes, memo cleared."""
+    rates = []
+    for _ in range(passes):
+        masking._memo.clear()
+        start = time.process_time()
+        for r in records:
+            signature_clusterer.record_signature(r)
+        rates.append(len(records) / (time.process_time() - start))
+    masking._memo.clear()
+    return statistics.median(rates)
+
+
+def signature_report(seed: int, total: int) -> dict[str, object]:
+    """`record_signature` throughput over every corpus's records and over those of 80-200 characters."""
+    records = [as_record(r, i) for rs in corpora.build_all(seed, total).values() for i, r in enumerate(rs)]
+    typical = [r for r in records if 80 <= len(r.message) <= 200]
+    distinct = len({r.message for r in typical}) / len(typical)
+    return {
+        "records": len(records),
+        "records_per_cpu_second": round(signature_throughput(records)),
+        "typical_80_200_chars": {
+            "records": len(typical),
+            "distinct_messages": round(distinct, 3),
+            "with_attributes": sum(bool(r.attributes) for r in typical),
+            "records_per_cpu_second": round(signature_throughput(typical)),
+        },
+    }
+
+
 def clustering_time(n: int = 10_000, seed: int = 7) -> dict[str, float | int]:
     """Seconds to cluster `n` distinct templates (all corpora's distinct templates, widened with word variants)."""
     pool: list[str] = []
@@ -181,7 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--total", type=int, default=3000, help="records per corpus")
     parser.add_argument("--no-drain", action="store_true", help="skip the drain3 baseline")
     parser.add_argument("--corpus", action="append", help="only these corpora (repeatable)")
+    parser.add_argument("--signature", action="store_true", help="only time record_signature (records/CPU s)")
     args = parser.parse_args(argv)
+    if args.signature:
+        print(json.dumps(signature_report(args.seed, args.total), indent=2))
+        return 0
 
     methods: dict[str, Grouper] = {"loopkit": group_loopkit, "mask_exact": group_exact}
     if not args.no_drain and drain3_available():

@@ -20,12 +20,24 @@ Usage (one command per benchmark; JSON on stdout, progress on stderr):
     python bench/ingest.py --protocol all --spans 200000 --repeat 3
     python bench/ingest.py --protocol grpc --spans 100000 --py-spy /tmp/prof   # profile, not timed
     python bench/ingest.py --protocol http-proto,grpc --spans 100000 --repeat 3 --compare-code DIR   # A/B
-    python bench/ingest.py --protocol http-proto --spans 50000 --duration 300   # sustained, RSS over time
+    python bench/ingest.py --protocol http-proto --spans 50000 --duration 300   # sustained: flatness over time
+    python bench/ingest.py --protocol grpc --spans 50000 --duration 300 --database-url postgresql+psycopg://...
     python bench/ingest.py --protocol http-proto,grpc --signal traces,logs --spans 100000 --repeat 3   # logs too
 
 Protocols: `http-proto`, `http-json` (OTLP/JSON), `grpc` (raw bytes on TraceService/Export),
 `records` (LoopKit's plain records shape). With `--repeat K` every protocol runs K times,
 interleaved round-robin, and the summary holds the median of each number.
+
+Sustained mode (`--duration SECONDS`) sends without pause for that long: the --spans batches over and over, each
+round with new trace IDs and every timestamp moved so a batch ends when it is sent (the store fills in wall-clock
+order). The run is cut into `--slices N` equal time slices (default 10); at each boundary the report has the spans
+acknowledged per second in the slice, the store's record count and size on disk (bench/store_stats.py) and the
+server's RSS and CPU per span. It also gives `first_10pct` and `last_10pct` (spans acknowledged per second in the
+first and last tenth of the run), `last_vs_first` (their ratio: 1.0 is flat), `cpu_per_span_last_vs_first` (the
+server's CPU per span in the last slice over the first: less sensitive to other jobs on a shared machine), the
+overall rate, peak RSS, and whether every acknowledged span was stored (`all_acked_stored`, by count). HTTP
+protobuf, OTLP/JSON, gRPC and records; SQLite or PostgreSQL (`--database-url`, the run's own schemas, dropped
+after).
 
 `--signal logs` sends the same work as OTLP logs instead (one correlated log record per span, bench/payloads.py)
 to /v1/logs or LogsService/Export (protocols `http-proto`, `http-json`, `grpc`); `--signal traces,logs` runs
@@ -35,7 +47,6 @@ both, interleaved, labelled `logs:<protocol>` for logs. For logs, "spans" in the
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import http.client
 import itertools
@@ -45,7 +56,6 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -64,6 +74,7 @@ import orjson
 import payloads
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from store_stats import StoreStats
 
 PROTOCOLS = ("http-proto", "http-json", "grpc", "records")
 FORMAT_OF = {"http-proto": "proto", "http-json": "json", "grpc": "proto", "records": "records"}
@@ -222,6 +233,12 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (/proc/loadavg): how busy a shared machine was."""
+    with open("/proc/loadavg") as f:
+        return [float(v) for v in f.read().split()[:3]]
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent not idle since boot (from /proc/stat)."""
     with open("/proc/stat") as f:
@@ -310,22 +327,16 @@ class Server:
         """The project's SQLite file."""
         return self.data_dir / "projects" / f"{self.project_id}.db"
 
-    def _pg(self) -> Any:
-        from loopkit_core.settings import Settings
-        from loopkit_core.store.engines import Store
-
-        return Store(Settings.from_env(self.env))
+    @property
+    def stats(self) -> StoreStats:
+        """The project's record count and size on disk, read beside the server (bench/store_stats.py)."""
+        if getattr(self, "_stats", None) is None or self._stats.project_id != self.project_id:
+            self._stats = StoreStats(self.data_dir, self.project_id, self.env)
+        return self._stats
 
     def stored_rows(self) -> int:
-        """Rows in the project's records table: the SQLite file read-only, or its PostgreSQL schema."""
-        if not self.env.get("LOOPKIT_DATABASE_URL"):
-            return count_rows(self.db_path)
-        if not hasattr(self, "_store"):
-            self._store = self._pg()
-        schema = self._store.project_schema(self.project_id)
-        with self._store._pg.connect() as conn:
-            exists = conn.exec_driver_sql("SELECT to_regclass(%s)", (f'"{schema}".records',)).scalar()
-            return conn.exec_driver_sql(f'SELECT count(*) FROM "{schema}".records').scalar() if exists else 0
+        """Records stored in the project: the SQLite file read-only, or its PostgreSQL schema."""
+        return self.stats.records()
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until it prints its serving line and /healthz answers."""
@@ -385,12 +396,13 @@ class Server:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             prefix = self.env.get("LOOPKIT_DATABASE_SCHEMA_PREFIX", "")
             if self.env.get("LOOPKIT_DATABASE_URL") and prefix.startswith("bench_"):
-                store = getattr(self, "_store", None) or self._pg()
+                store = self.stats._pg_store()
                 with store._pg.begin() as conn:
                     query = "SELECT nspname FROM pg_namespace WHERE left(nspname, length(%s)) = %s"
                     for (name,) in conn.exec_driver_sql(query, (prefix, prefix)).all():
                         conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-                store.close()
+        if getattr(self, "_stats", None) is not None:
+            self._stats.close()
 
     def api_get(self, path: str, params: dict[str, Any]) -> tuple[int, Any]:
         """GET an API path with the agent key; (status, parsed JSON)."""
@@ -404,14 +416,6 @@ class Server:
             return resp.status, orjson.loads(resp.read())
         finally:
             conn.close()
-
-
-def count_rows(db_path: Path) -> int:
-    """Rows in the project's records table, read-only (0 while the file does not exist yet)."""
-    if not db_path.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)) as conn:
-        return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -882,11 +886,52 @@ def run_once(protocol: str, data: payloads.Payloads, opts: RunOptions) -> dict[s
         server.cleanup()
 
 
-def run_sustained(protocol: str, data: payloads.Payloads, opts: RunOptions, duration: float, every: float) -> dict:
-    """Send for `duration` seconds without pause (batches cycled with new trace IDs); sample RSS over time.
+def sustained_marks(duration: float, slices: int, every: float) -> list[tuple[float, str]]:
+    """When the sustained loop reads the server, in seconds from the start: (t, kind), in time order.
 
-    Every `every` seconds it records the server's resident memory (VmRSS), the spans acknowledged so far
-    and the server's CPU; at the end it waits until every acknowledged span is queryable.
+    Kinds: "slice" at each slice boundary (the store is counted and measured there), "decile" at 10% and 90% of
+    the run (for first_10pct / last_10pct when they are not slice boundaries), "sample" every `every` seconds.
+    """
+    marks: dict[float, str] = {}
+    for n in range(1, int(duration // every) + 1 if every > 0 else 0):
+        marks[round(n * every, 6)] = "sample"
+    for t in (0.1 * duration, 0.9 * duration):
+        marks[round(t, 6)] = "decile"
+    for k in range(1, slices + 1):
+        marks[round(duration * k / slices, 6)] = "slice"  # a boundary wins over a sample at the same moment
+    return sorted(marks.items())
+
+
+def flatness(readings: list[dict[str, Any]], duration: float) -> dict[str, Any]:
+    """Spans acknowledged per second in the first and the last 10% of a run, and their ratio.
+
+    `readings` are (t_s, acked_spans) readings in time order, the first at t_s = 0; the reading nearest 10%
+    (and 90%) of the duration marks the end (start) of the first (last) tenth.
+    """
+
+    def nearest(fraction: float) -> dict[str, Any]:
+        return min(readings, key=lambda r: abs(r["t_s"] - fraction * duration))
+
+    first_end, last_start, end = nearest(0.1), nearest(0.9), readings[-1]
+    first = first_end["acked_spans"] / first_end["t_s"] if first_end["t_s"] > 0 else 0.0
+    span = end["t_s"] - last_start["t_s"]
+    last = (end["acked_spans"] - last_start["acked_spans"]) / span if span > 0 else 0.0
+    return {
+        "first_10pct": round(first, 1),
+        "last_10pct": round(last, 1),
+        "last_vs_first": round(last / first, 3) if first > 0 else None,
+    }
+
+
+def run_sustained(
+    protocol: str, data: payloads.Payloads, opts: RunOptions, duration: float, every: float, slices: int = 10
+) -> dict:
+    """Send for `duration` seconds without pause (batches cycled with new trace IDs, re-stamped to the wall clock).
+
+    The run is cut into `slices` equal time slices; at each boundary it reads the spans acknowledged so far, the
+    store's record count and size on disk (bench/store_stats.py) and the server's RSS, so throughput, growth and
+    memory can be read slice by slice. Every `every` seconds it also samples RSS and the rate. At the end it waits
+    until every acknowledged span is stored (the count check).
     """
     fmt = FORMAT_OF[protocol]
     batches = data.batches[fmt]
@@ -903,21 +948,51 @@ def run_sustained(protocol: str, data: payloads.Payloads, opts: RunOptions, dura
         work.deadline = t0 + duration
         go.set()
         samples: list[dict[str, float]] = []
-        last_acked, last_t = 0, t0
-        while (now := time.monotonic()) < work.deadline:
-            time.sleep(min(every, max(work.deadline - now, 0.0)))
-            now, acked = time.monotonic(), stats.acked_spans
-            samples.append(
-                {
-                    "t_s": round(now - t0, 1),
-                    "rss_mb": round(peak_rss_mb(server.pid, "VmRSS"), 1),
-                    "acked_spans": acked,
-                    "spans_per_s": round((acked - last_acked) / (now - last_t), 1),
-                    "server_cpu_s": round(process_cpu_seconds(server.pid) - cpu0, 1),
-                }
-            )
-            log(f"  {samples[-1]}")
-            last_acked, last_t = acked, now
+        boundaries: list[dict[str, Any]] = []
+        readings: list[dict[str, Any]] = [{"t_s": 0.0, "acked_spans": 0}]
+        last_acked, last_t, prev_cpu = 0, t0, 0.0
+        for mark, kind in sustained_marks(duration, slices, every):
+            time.sleep(max(t0 + mark - time.monotonic(), 0.0))
+            now, acked = time.monotonic(), stats.acked_spans  # first, so the count's own time does not skew it
+            readings.append({"t_s": now - t0, "acked_spans": acked})
+            if kind == "slice":
+                prev = boundaries[-1] if boundaries else {"t_s": 0.0, "acked_spans": 0}
+                cpu = process_cpu_seconds(server.pid) - cpu0
+                spent, spans = cpu - prev_cpu, acked - prev["acked_spans"]
+                prev_cpu = cpu
+                count_started = time.monotonic()
+                stored, disk = server.stats.records(), server.stats.disk_bytes()
+                boundaries.append(
+                    {
+                        "slice": len(boundaries) + 1,
+                        "t_s": round(now - t0, 2),
+                        "acked_spans": acked,
+                        "spans_per_s": round((acked - prev["acked_spans"]) / max(now - t0 - prev["t_s"], 1e-9), 1),
+                        "stored_records": stored,
+                        "disk_mb": round(disk / 2**20, 1),
+                        "rss_mb": round(peak_rss_mb(server.pid, "VmRSS"), 1),
+                        "server_cpu_s": round(cpu, 1),
+                        # The server's CPU per span in the slice: what a span costs as the store grows, much less
+                        # sensitive than spans/s to other jobs on a shared machine.
+                        "server_cpu_us_per_span": round(spent * 1e6 / spans, 1) if spans else None,
+                        "count_seconds": round(time.monotonic() - count_started, 2),
+                    }
+                )
+                log(f"  slice {boundaries[-1]['slice']}/{slices}: {boundaries[-1]}")
+                boundaries[-1]["t_s"] = now - t0  # exact for the next slice's rate; rounded below
+            if kind in ("sample", "slice"):
+                samples.append(
+                    {
+                        "t_s": round(now - t0, 1),
+                        "rss_mb": round(peak_rss_mb(server.pid, "VmRSS"), 1),
+                        "acked_spans": acked,
+                        "spans_per_s": round((acked - last_acked) / max(now - last_t, 1e-9), 1),
+                        "server_cpu_s": round(process_cpu_seconds(server.pid) - cpu0, 1),
+                    }
+                )
+                last_acked, last_t = acked, now
+        for b in boundaries:
+            b["t_s"] = round(b["t_s"], 2)
         for t in threads:
             t.join(REQUEST_TIMEOUT + 5)
         t_acked = time.monotonic()
@@ -926,30 +1001,43 @@ def run_sustained(protocol: str, data: payloads.Payloads, opts: RunOptions, dura
         seconds = time.monotonic() - t0
         first_minute = [x["rss_mb"] for x in samples if x["t_s"] <= 60] or [samples[0]["rss_mb"]]
         rates = [x["spans_per_s"] for x in samples]
+        slice_rates = [b["spans_per_s"] for b in boundaries]
+        cpu_first, cpu_last = boundaries[0]["server_cpu_us_per_span"], boundaries[-1]["server_cpu_us_per_span"]
+        alive = any(t.is_alive() for t in threads)
         return {
             "protocol": protocol,
             "mode": "sustained",
+            "database": "postgresql" if opts.env.get("LOOPKIT_DATABASE_URL") else "sqlite",
             "duration_s": duration,
             "seconds": round(seconds, 1),
             "spans_acked": stats.acked_spans,
             "stored": stored,
+            # The count check: every acknowledged span (less any the server rejected in a 200) is stored.
+            "all_acked_stored": stored == expected,
             "spans_per_s": round(stored / seconds, 1),
-            "spans_per_s_per_sample": {
-                "median": statistics.median(rates),
-                "first": rates[0],
-                "last": rates[-1],
+            "spans_acked_per_s": round(stats.acked_spans / duration, 1),
+            **flatness(readings, duration),
+            "slices": boundaries,
+            "slice_spans_per_s": {
+                "min": min(slice_rates),
+                "median": statistics.median(slice_rates),
+                "max": max(slice_rates),
+                "last_slice_vs_first": round(slice_rates[-1] / slice_rates[0], 3) if slice_rates[0] else None,
             },
+            # Server CPU per span, last slice over first: 1.0 is flat; above 1, a span costs more as the store grows.
+            "cpu_per_span_last_vs_first": round(cpu_last / cpu_first, 3) if cpu_first and cpu_last else None,
+            "spans_per_s_per_sample": {"median": statistics.median(rates), "first": rates[0], "last": rates[-1]},
             "server_cpu_s": round(process_cpu_seconds(server.pid) - cpu0, 1),
             "server_peak_rss_mb": round(peak_rss_mb(server.pid), 1),
             "rss_mb_end_of_first_minute": max(first_minute),
             "rss_mb_last": samples[-1]["rss_mb"],
             "rss_mb_max_after_first_minute": max(x["rss_mb"] for x in samples),
-            "db_mb": round(server.db_path.stat().st_size / 2**20, 1) if server.db_path.exists() else None,
+            "disk_mb_end": round(server.stats.disk_bytes() / 2**20, 1),
             "errors": stats.failed_batches,
             "retries": stats.retries,
             "rejected_spans": stats.rejected_spans,
             "error_reasons": dict(stats.reasons.most_common(5)),
-            "complete": stored == expected and not any(t.is_alive() for t in threads),
+            "complete": stored == expected and not alive,
             "samples": samples,
         }
     finally:
@@ -1115,6 +1203,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "IDs each round) and report the server's RSS and throughput over time instead of one timed burst",
     )
     p.add_argument("--sample-every", type=float, default=10.0, metavar="SECONDS", help="sustained mode sampling")
+    p.add_argument(
+        "--slices",
+        type=int,
+        default=10,
+        metavar="N",
+        help="sustained mode: cut the run into N equal time slices and report the rate, the store's record count, "
+        "its size on disk and RSS at each boundary (default 10)",
+    )
     p.add_argument("--keep-data", action="store_true", help="keep each run's data directory")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
     p.add_argument("--markdown", type=Path, help="also write the summary as a Markdown table to this file")
@@ -1165,6 +1261,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ]  # fmt: skip
     if args.spans < 1 or args.batch_spans < 1 or args.concurrency < 1 or args.repeat < 1:
         p.error("--spans, --batch-spans, --concurrency and --repeat must be at least 1")
+    if args.slices < 1 or (args.duration is not None and args.duration <= 0):
+        p.error("--slices must be at least 1 and --duration greater than 0")
     if args.timeout <= 0 or args.timeout > 3600:
         p.error("--timeout must be in (0, 3600]")
     for item in [*args.server_env, *args.compare_env]:
@@ -1249,15 +1347,17 @@ def _run_sustained(
     version: dict[str, Any],
 ) -> int:
     results = []
+    load_start = load_average()
     for protocol in protocols:
         opts = RunOptions(args.concurrency, args.timeout, env, args.keep_data, nice=args.nice)
         log(f"sustained {protocol} for {args.duration:.0f}s ...")
-        results.append(run_sustained(protocol, data, opts, args.duration, args.sample_every))
+        results.append(run_sustained(protocol, data, opts, args.duration, args.sample_every, args.slices))
         r = results[-1]
         log(
-            f"  {protocol}: {r['spans_per_s']:.0f} spans/s over {r['seconds']:.0f}s; RSS MB: "
+            f"  {protocol}: {r['spans_per_s']:.0f} spans/s over {r['seconds']:.0f}s; first 10% "
+            f"{r['first_10pct']:.0f}/s, last 10% {r['last_10pct']:.0f}/s (x{r['last_vs_first']}); RSS MB: "
             f"{r['rss_mb_end_of_first_minute']} after 1 min, {r['rss_mb_last']} at the end, "
-            f"peak {r['server_peak_rss_mb']}; errors {r['errors']}"
+            f"peak {r['server_peak_rss_mb']}; all acknowledged stored: {r['all_acked_stored']}; errors {r['errors']}"
         )
     report = {
         "benchmark": "ingest-sustained",
@@ -1268,10 +1368,12 @@ def _run_sustained(
             "spans_prebuilt": args.spans,
             "batch_spans": args.batch_spans,
             "duration_s": args.duration,
+            "slices": args.slices,
             "concurrency": args.concurrency,
             "server_env": env,
             "nice": args.nice,
         },  # fmt: skip
+        "load_average": {"start": load_start, "end": load_average()},
         "runs": results,
     }
     text = json.dumps(report, indent=2)

@@ -17,6 +17,9 @@ from loopkit_core.api import (
     dashboard,
     discovery,
     evals,
+    grouping,
+    issue_page,
+    issues,
     journeys,
     loops,
     packets,
@@ -71,8 +74,12 @@ ROUTES = [
     Route("/v1/packets/{packet_id}/stages", loops.record_stage, methods=["POST"]),
     Route("/v1/loops", loops.list_loops, methods=["GET"]),
     Route("/v1/evals", evals.record_eval, methods=["POST"]),
+    Route("/v1/issues/{fingerprint}", issues.get_issue, methods=["GET"]),
+    Route("/v1/issues/{fingerprint}/merge", issues.merge, methods=["POST"]),
+    Route("/v1/issues/{fingerprint}/unmerge", issues.unmerge, methods=["POST"]),
     Route("/v1/runs/verify", runs.run_verify, methods=["POST"]),
     Route("/v1/plugins", plugins.list_plugins, methods=["GET"]),
+    Route("/v1/grouping/rules", grouping.rules, methods=["GET", "PUT"]),
     Route("/v1/dashboard", dashboard.index, methods=["GET"]),
     Route("/v1/dashboard/login", signin.login, methods=["POST"]),
     Route("/v1/dashboard/logout", signin.logout, methods=["POST"]),
@@ -81,6 +88,9 @@ ROUTES = [
     Route("/v1/dashboard/packets/{packet_id}/reject", dashboard.reject, methods=["POST"]),
     Route("/v1/dashboard/records/{record_id}", dashboard.record_page, methods=["GET"]),
     Route("/v1/dashboard/issues", context.issues_page, methods=["GET"]),
+    Route("/v1/dashboard/issues/{fingerprint}", issue_page.issue_page, methods=["GET"]),
+    Route("/v1/dashboard/issues/{fingerprint}/merge", issue_page.merge, methods=["POST"]),
+    Route("/v1/dashboard/issues/{fingerprint}/unmerge", issue_page.unmerge, methods=["POST"]),
     Route("/v1/dashboard/sessions", context.sessions_page, methods=["GET"]),
     Route("/v1/dashboard/sessions/{session_id}", context.session_page, methods=["GET"]),
     Route("/v1/dashboard/traces/{trace_id}", context.trace_page, methods=["GET"]),
@@ -140,7 +150,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time, decod
 
 async def _loop_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoopError)
-    return error_response(exc.status, exc.message, exc.code, exc.retry_after)
+    return error_response(exc.status, exc.message, exc.code, exc.retry_after, exc.details)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

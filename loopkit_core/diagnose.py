@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from loopkit_core import regression
+from loopkit_core import merges, regression
 from loopkit_core.causes import link
 from loopkit_core.feedback import NegativeRule, attribute
 from loopkit_core.impact import impacts, severity
@@ -68,6 +68,9 @@ def run(
     options = {"min_count": request.min_count, "max_issues": request.max_issues, "since_minutes": request.since_minutes}
     options["negative_signals"] = dict(negative_signals or {})
     found, errors, ran, notes = _run_diagnosers(plugins, window, options, request.diagnosers)
+    # Issues people merged are folded into the issue they were merged into before anything counts them.
+    folded = {id(f.issue): f for f in merges.fold(window, found)}  # by identity: fingerprints may repeat
+    found = [f.issue for f in folded.values()]
     kept = sorted(
         (i for i in found if i.count >= request.min_count), key=lambda i: (-i.impact, -i.count, i.fingerprint)
     )
@@ -104,7 +107,10 @@ def run(
         # Why the diagnosers raised nothing where they looked (too little data, under min_count, ...).
         "diagnoser_notes": notes,
         "issues": [
-            _issue_json(project_id, i, window, request.since_minutes, impact, groups)
+            {
+                **_issue_json(project_id, i, window, request.since_minutes, impact, groups),
+                "merged_from": folded[id(i)].merged_from,
+            }
             for i, impact in zip(kept, issue_impacts, strict=True)
         ],
     }
@@ -120,25 +126,38 @@ def run(
         issue["stats"]["user_count"] = _distinct(window, issue["selector"], "user_id")
     if not kept:
         packet["observe_more"] = _observe_more(notes, ran, errors)
-    tracked = [
-        {
-            "fingerprint": i.fingerprint,
-            "issue_id": issue_id(project_id, i.fingerprint),
-            "diagnoser": i.diagnoser,
-            "signal_type": i.signal_type,
-            "title": i.title,
-            "template": i.template,
-            "selector": i.selector,
-            "first_seen_ns": i.first_seen_ns,
-            "last_seen_ns": i.last_seen_ns,
-        }
+    tracked = [_tracked(project_id, i, folded[id(i)]) for i in kept]
+    # The merged issues found keep their own tracking (own selector, own first and last seen) beside the union's.
+    tracked += [
+        _tracked(project_id, member, None)
         for i in kept
+        for member in folded[id(i)].found
+        if member.fingerprint != i.fingerprint
     ]
     save_diagnosis(window.engine, packet, tracked)
     # Answer exactly what GET /v1/packets/{id} will read back (approval state, verifications).
     stored = get_packet(window.engine, packet_id)
     assert stored is not None
     return stored
+
+
+def _tracked(project_id: str, issue: Issue, folded: merges.Folded | None) -> dict[str, Any]:
+    """An issue's row for the issue tracking; a merged issue keeps its root's own selector (the union is derived)."""
+    selector = issue.selector
+    if folded is not None and folded.merged_from:
+        own = next((i for i in folded.found if i.fingerprint == issue.fingerprint), None)
+        selector = own.selector if own is not None else None  # None: keep the tracked one
+    return {
+        "fingerprint": issue.fingerprint,
+        "issue_id": issue_id(project_id, issue.fingerprint),
+        "diagnoser": issue.diagnoser,
+        "signal_type": issue.signal_type,
+        "title": issue.title,
+        "template": issue.template,
+        "selector": selector,
+        "first_seen_ns": issue.first_seen_ns,
+        "last_seen_ns": issue.last_seen_ns,
+    }
 
 
 def _distinct(window: Window, selector: dict[str, Any], column: str) -> int:

@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from loopkit_core import merges
 from loopkit_core.model import VERDICTS, Verdict, parse_rfc3339, rfc3339
 from loopkit_core.plugins import Plugins
 from loopkit_core.releases import ReleaseGroup, counts_toward, newest
@@ -31,6 +32,8 @@ def run(store: Store, plugins: Plugins, project_id: str, request: VerifyRequest,
     packet = get_packet(engine, request.packet_id)
     if packet is None:
         return None
+    # Issues merged since (or while) the packet was made are verified as one: the union's rate, under the root.
+    packet = {**packet, "issues": merges.verified_issues(engine, packet.get("issues") or [])}
     before = Window(project_id, _ns(packet, "start"), _ns(packet, "end"), engine)
     if request.since_minutes is not None:
         after_start = now_ns - int(request.since_minutes * 60e9)
@@ -94,6 +97,7 @@ def _verdicts(
             "evidence": verdict.evidence,
             "evidence_ids": list(verdict.evidence),
             "verifier": verifier,
+            "merged_from": issue.get("merged_from") or [],  # issues verified as part of this one
             # GenAI operations: session-level numbers of both windows; reported, never the verdict.
             "trajectory": trajectory(issue, before, after),
         }

@@ -10,11 +10,14 @@ from typing import Any
 import orjson
 from sqlalchemy import Boolean, CompoundSelect, Engine, bindparam, false, func, select, union_all
 
+from loopkit_core.fingerprint_rules import FingerprintRule
 from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.releases import ReleaseGroup
-from loopkit_core.selectors import Selector
+from loopkit_core.selectors import Match, Selector
+from loopkit_core.store.grouping_rules import rules_in_force
 from loopkit_core.store.records import records_json, selector_condition
 from loopkit_core.store.releases import release_groups, resource_releases
+from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 
 
@@ -28,6 +31,18 @@ class SignatureGroup:
     operation: str
     service: str
     exception_type: str
+    count: int
+    first_ns: int
+    last_ns: int
+
+
+@dataclass(frozen=True)
+class RuleMatches:
+    """The records of one fingerprint rule in the window that share a type and the values of its variables."""
+
+    rule: int  # the rule's position in the project's rules
+    type: str
+    values: dict[str, str | None]  # variable -> stored key (see loopkit_core.selectors.RulePart)
     count: int
     first_ns: int
     last_ns: int
@@ -121,14 +136,15 @@ class Window:
             keys = tuple(key for key in keys if key in self.resource_keys)
         return replace(self, resource_keys=keys)
 
-    def signature_groups(self) -> list[SignatureGroup]:
-        """One row per distinct signature among the window's errors and tool failures (grouped in SQL)."""
+    def signature_groups(self, unless: tuple[Match, ...] = ()) -> list[SignatureGroup]:
+        """One row per distinct signature among the window's errors and tool failures (grouped in SQL), leaving out
+        the records of any of the `unless` matches (those the project's fingerprint rules group)."""
         r, s = records.c, signatures.c
         counted = (
             select(
                 r.signature, func.count().label("n"), func.min(r.ts_ns).label("first"), func.max(r.ts_ns).label("last")
             )
-            .where(r.signature.is_not(None), self._in_window())
+            .where(r.signature.is_not(None), self._in_window(), *(~match_condition(m) for m in unless))
             .group_by(r.signature)
             .subquery()
         )
@@ -151,6 +167,33 @@ class Window:
             )
             for row in rows
         ]
+
+    def grouping_rules(self) -> list[FingerprintRule]:
+        """The project's fingerprint rules in force (the newest saved version), in order; [] when it has none."""
+        with self.engine.connect() as conn:
+            return rules_in_force(conn)
+
+    def rule_groups(self, rules: list[FingerprintRule], limit: int = 1000) -> list[RuleMatches]:
+        """Each rule's errors and tool failures in the window that no earlier rule matched, grouped in SQL by type
+        and the rule's fingerprint variables: at most `limit` + 1 groups per rule, largest first."""
+        r = records.c
+        out: list[RuleMatches] = []
+        with self.engine.connect() as conn:
+            for index, rule in enumerate(rules):
+                names = rule.variables
+                keys = [variable_expression(name).label(f"v{i}") for i, name in enumerate(names)]
+                earlier = [~match_condition(other.match) for other in rules[:index]]
+                stmt = (
+                    select(r.type, *keys, func.count().label("n"), func.min(r.ts_ns), func.max(r.ts_ns))
+                    .where(self._in_window(), *signed(), match_condition(rule.match), *earlier)
+                    .group_by(r.type, *keys)
+                    .order_by(func.count().desc(), r.type, *keys)
+                    .limit(limit + 1)
+                )
+                for row in conn.execute(stmt).all():
+                    values = dict(zip(names, row[1 : 1 + len(names)], strict=True))
+                    out.append(RuleMatches(index, row[0], values, row.n, row[-2], row[-1]))
+        return out
 
     def known_issues(self, diagnoser: str) -> list[KnownIssue]:
         """Issues this diagnoser reported in earlier runs of this project."""

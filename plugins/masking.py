@@ -33,17 +33,32 @@ placeholder     what it replaces
 ``<BOOL>``      ``true`` / ``false`` (any case)
 ==============  ==================================================================================
 
+An HTTP status (4xx, 5xx) right after ``status``, ``code`` or ``HTTP`` is kept (``status 404``): a 404
+and a 503 are two faults. After the classes, a list of placeholders of one class is one placeholder
+(``<IP>, <IP>`` -> ``<IP>``, one address or several from the same statement), and a parenthesised
+detail of a value made only of values is dropped (``123 bytes (0.1 KB)`` -> ``<SIZE>``): `collapse`.
+
 Messages longer than `MAX_CHARS` are cut first (the head of a message names the fault; the tail of
 a long one is usually a payload or a stack). Masking is pure `re`: a few gated passes (URLs,
-e-mails, key=value, paths) and one combined scan for everything that starts a word, about 10-20
-microseconds for a typical 80-200 character message on one core, and memoised for exact repeats.
+e-mails, key=value, paths, quotes, lists and details) and one combined scan for everything that starts a
+word, in which a word of letters only costs one look; about 10 microseconds for a typical 80-200
+character message on one core, and memoised for exact repeats.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["FAULT_WORDS", "STRONG_FAULT_WORDS", "MAX_CHARS", "PLACEHOLDERS", "has_fault_word", "is_placeholder", "mask"]
+__all__ = [
+    "FAULT_WORDS",
+    "STRONG_FAULT_WORDS",
+    "MAX_CHARS",
+    "PLACEHOLDERS",
+    "collapse",
+    "has_fault_word",
+    "is_placeholder",
+    "mask",
+]
 
 MAX_CHARS = 1000
 
@@ -132,7 +147,7 @@ _EMAIL = re.compile(r"\b[\w.+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{
 _QUOTED = re.compile(r"(?<![\w'\"`])(?:'([^'\n]{1,200})'|\"([^\"\n]{1,200})\"|`([^`\n]{1,200})`)(?![\w'\"`])", re.ASCII)
 _SUBWORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
 _KV = re.compile(
-    r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,40})( ?= ?)"
+    r"(?<![\w.\-])([A-Za-z_][\w.\-]{0,40}+)( ?= ?)"
     r"(\"[^\"]*\"|'[^']*'|(?![\w.\-]+ ?=)[^\s,;&)\]}\"']+)",
     re.ASCII,
 )
@@ -168,14 +183,14 @@ _DIGIT_CLASSES = [
     r"(?=[0-9a-fA-F]{8}-)(?P<UUID>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)",
     r"(?=[0-9a-fA-F]{2}[:-][0-9a-fA-F]{2}[:-])(?P<MAC>(?<!:)(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}(?![\w:]))",
     r"(?=\d{1,3}\.\d)(?P<IP4>(?<!\.)\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?![\w.]))",
-    r"(?=\[?[0-9a-fA-F]{0,4}:)(?P<IP6>(?<!:)\[?(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}"
+    r"(?=\[?[0-9a-fA-F]{0,4}+:)(?P<IP6>(?<!:)\[?(?:(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}"
     r"|(?:[0-9a-fA-F]{1,4}:){1,6}:(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,5})?"
     r"|::(?:[0-9a-fA-F]{1,4}(?::[0-9a-fA-F]{1,4}){0,6})?)\]?(?::\d{1,5})?(?![\w:]))",
-    rf"(?=[\w\-]*\.[\w.\-]*:\d)(?P<HOSTPORT>(?<![.\-])(?![\w.\-]*\.(?:{_CODE_EXT}):)[A-Za-z][\w\-]*(?:\.[\w\-]+)+:\d{{1,5}}(?![\w.]))",
-    rf"(?=[\w\-]*\.)(?P<HOST>(?<![.\-/@])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)*\.(?:{_TLD})(?![\w\-]|\.\w))",
-    r"(?=[-+]?[\d.]+ ?[a-zµA-Z])(?P<DUR>(?<!\.)[-+]?\d+(?:\.\d+)?(?:(?:ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\b"
+    rf"(?=[\w\-]*+\.[\w.\-]*+:\d)(?P<HOSTPORT>(?<![.\-])(?![\w.\-]*\.(?:{_CODE_EXT}):)[A-Za-z][\w\-]*(?:\.[\w\-]+)+:\d{{1,5}}(?![\w.]))",
+    rf"(?=[\w\-]*+\.)(?P<HOST>(?<![.\-/@])[A-Za-z0-9][\w\-]*(?:\.[\w\-]+)*\.(?:{_TLD})(?![\w\-]|\.\w))",
+    r"(?=[-+]?[\d.]++ ?[a-zµA-Z])(?P<DUR>(?<!\.)[-+]?\d+(?:\.\d+)?(?:(?:ns|us|µs|ms|s|sec|secs|m|min|mins|h|hr|hrs|d)\b"
     r"| ?(?:ns|us|µs|ms|nanoseconds?|microseconds?|milliseconds?|seconds?|secs?|minutes?|mins?|hours?|hrs?|days?)\b))",
-    r"(?=[-+]?[\d.]+ ?[a-zA-Z])(?P<SIZE>(?<!\.)[-+]?\d+(?:\.\d+)? ?(?:[kKMGTP]i?B|B|bytes?)\b)",
+    r"(?=[-+]?[\d.]++ ?[a-zA-Z])(?P<SIZE>(?<!\.)[-+]?\d+(?:\.\d+)? ?(?:[kKMGTP]i?B|B|bytes?)\b)",
     r"(?=0[xX])(?P<HEX>(?<!\.)0[xX][0-9a-fA-F]+\b)",
     r"(?P<NUM>(?<!\.)[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w|\.\w))",
     # a maximal token with a digit: IDs, versions, stems with counters
@@ -189,13 +204,26 @@ _BOOL = r"(?P<BOOL>(?:[Tt]rue|TRUE|[Ff]alse|FALSE)\b)"
 # A random mixed-case ID without digits (`sRZeBuk`, `KpAuYlXBnipOTSw`): case flips every letter or
 # two, which camelCase words (`getTodayTotalSteps`, `MacBookPro`) do not.
 _RANDOM = (
-    r"(?P<RAND>(?=[A-Za-z]{6})(?=[a-z]*[A-Z])(?=[A-Za-z]*?(?:[a-z][A-Z]{1,2}[a-z][A-Z]|[A-Z][a-z][A-Z][a-z][A-Z]))"
+    r"(?P<RAND>(?=[A-Za-z]{6})(?=[a-z]*+[A-Z])(?=[A-Za-z]*?(?:[a-z][A-Z]{1,2}[a-z][A-Z]|[A-Z][a-z][A-Z][a-z][A-Z]))"
     r"[A-Za-z]+(?![\w\-.]))"
 )
+# Chars that extend a value token (`a.b`, `x-1`, `[::1]`): a word followed by one may still be a value
+# (a `.` or `:` only when something follows it: `failed:` and `declined.` end their word).
+_EXTENDS = r"(?![\w\-+#~\[]|[.:][\w\[:.\-+#~])"
+# The gate that makes the scan cheap: a word of letters only, with no case flip inside (`to`, `Error`,
+# `VM`), that nothing extends, can start no class (every class needs a digit, a dot, a case flip, a
+# month or day name or a boolean), so the scan leaves it after one pass over its letters instead of
+# trying each class in turn. Quantifiers are possessive where a retry could never succeed.
+_PLAIN_WORD = (
+    r"(?!(?!(?:true|false|True|False|TRUE|FALSE|Mon|Tue|Wed|Thu|Fri|Sat|Sun|Jan|Feb|Mar|Apr|May|Jun|Jul|Aug"
+    r"|Sep|Oct|Nov|Dec)[a-z]*" + _EXTENDS + r")[A-Z]*+[a-z]*+" + _EXTENDS + ")"
+)
 _VALUES = re.compile(
-    r"(?<!\w)(?:(?=[\w.\-+#~:\[]*\d)(?:"
+    r"(?<!\w)"
+    + _PLAIN_WORD
+    + r"(?:(?=[A-Za-z_.\-+#~:\[]*+\d)(?:"
     + "|".join(_DIGIT_CLASSES)
-    + r")|(?=[A-Z][a-z]{2}[a-z]* |[A-Za-z][\w\-]*\.)(?:"
+    + r")|(?=[A-Z][a-z]{2}[a-z]* |[A-Za-z][\w\-]*+\.)(?:"
     + "|".join(_WORD_CLASSES)
     + r")|(?=[TtFf])"
     + _BOOL
@@ -204,9 +232,9 @@ _VALUES = re.compile(
     + ")",
     re.ASCII,
 )
-_ALL_HEX = re.compile(r"[0-9a-fA-F]{6,}")
-_STEM_DIGITS = re.compile(r"([A-Za-z]+)(\d+)")
-_STEM = re.compile(r"(?:[A-Za-z]+[_.\-:~#])+")
+_TOKEN_SHAPE = re.compile(
+    r"(?P<hex>[0-9a-fA-F]{6,})\Z|(?P<digits>[A-Za-z]+)\d+\Z|(?P<stem>(?:[A-Za-z]+[_.\-:~#])+)", re.ASCII
+)
 
 _PATH = re.compile(
     r"(?<![\w.:/\\<])(?:(?:~|\.{1,2})?/(?!/|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?:[\w.@%+~\-]|<[A-Z]+>)+"
@@ -220,24 +248,39 @@ _PLACEHOLDER_OF = {name: f"<{name.rstrip('_')}>" for name in _VALUES.groupindex}
 _PLACEHOLDER_OF.update({"IP4": "<IP>", "IP6": "<IP>", "MAC": "<IP>", "HOSTPORT": "<HOST>", "RAND": "<ID>"})
 
 
+# An HTTP status after the word that names it (`status 404`, `HTTP 503`, `code: 500`) is the fault, not
+# a value: a 404 and a 503 are two problems.
+_STATUS_BEFORE = re.compile(r"(?<![\w\-])(?:(?:status|http)[ _]?code|status|code|http) ?[:=]? ?$", re.IGNORECASE)
+_STATUS_KEYS = frozenset({"status", "code"})
+
+
+def _is_status(text: str) -> bool:
+    # Client and server errors only: a 2xx or 3xx on an error line does not tell two faults apart.
+    return len(text) == 3 and (text[0] == "4" or text[0] == "5") and text.isdigit()
+
+
 def _value(m: re.Match[str]) -> str:
     kind = m.lastgroup
     if kind == "TOK":
         return _token(m.group())
+    if kind == "NUM" and m.end() - m.start() == 3:
+        number = m.group()
+        if _is_status(number) and _STATUS_BEFORE.search(m.string, max(0, m.start() - 16), m.start()):
+            return number
     return _PLACEHOLDER_OF[kind]
 
 
 def _token(tok: str) -> str:
     """Mask a token that contains a digit, keeping a word stem that says what kind of ID it is."""
-    if _ALL_HEX.fullmatch(tok) and not tok.isdigit():
-        return "<HEX>"
-    m = _STEM_DIGITS.fullmatch(tok)
-    if m:
-        return m.group(1) + "<NUM>"
-    m = _STEM.match(tok)
-    if m and m.end() < len(tok):
-        return m.group() + "<ID>"
-    return "<ID>"
+    # One match tries the three shapes in order: bare hex, a word stem with digits, a stem with separators.
+    m = _TOKEN_SHAPE.match(tok)
+    if m is None:
+        return "<ID>"
+    if m.lastgroup == "hex":
+        return "<ID>" if tok.isdigit() else "<HEX>"
+    if m.lastgroup == "digits":
+        return m.group("digits") + "<NUM>"
+    return m.group() + "<ID>" if m.end() < len(tok) else "<ID>"
 
 
 def _quoted(m: re.Match[str]) -> str:
@@ -256,11 +299,46 @@ def _kv(m: re.Match[str]) -> str:
     if value[0] in "\"'" or (value.startswith("<") and value in PLACEHOLDERS):
         return m.group()
     # An outcome (`error=timeout`, `ErrorCode = NoNode`, `result=FAILED`) is the fault, not a value.
+    if _is_status(value) and any(w.lower() in _STATUS_KEYS for w in _SUBWORD.findall(key)):
+        return m.group()
     if _IDENT.fullmatch(value) and (
         any(w.lower() in _OUTCOME_KEYS for w in _SUBWORD.findall(key)) or has_fault_word(value)
     ):
         return m.group()
     return f"{key}=<VAL>"
+
+
+# A list of values of one class (`<IP>, <IP>, <IP>`, `blk_<ID> blk_<ID>`) is one value: the same
+# statement logs one address or several. A clusterer's `<*>` is not a value class: `Set(<*>, <*>)`
+# stands for two words that varied, and stays as it is. Both patterns start with a literal, so the scan is a fast
+# search for `<` or `>` rather than a try at every position.
+_LIST = re.compile(r"<([A-Z]+)>((?:(?:, ?|; ?| )(?:[A-Za-z]+[_.\-:~#])*<\1>)+)(?![\w<])")
+_LIST_ITEM = re.compile(r"(?:, ?|; ?| )((?:[A-Za-z]+[_.\-:~#])*)<")
+_STEM_BEFORE = re.compile(r"(?<![\w<>])(?:[A-Za-z]+[_.\-:~#])*$")
+# A parenthesised detail of a value that holds only values (`<SIZE> (<SIZE>)` from `123 bytes (0.1 KB)`,
+# `<HOST> (<IP>)`): the same statement prints it or not.
+_DETAIL = re.compile(r"> ?\((?: ?<[A-Z]+>[ ,;:/%.+\-=~*]*)+\)")
+
+
+def _list(m: re.Match[str]) -> str:
+    # Every item must carry the first one's word stem (`blk_`), and the first must start a token.
+    before = _STEM_BEFORE.search(m.string, max(0, m.start() - 40), m.start())
+    if before is None:
+        return m.group()
+    stem = before.group()
+    if any(item != stem for item in _LIST_ITEM.findall(m.group(2))):
+        return m.group()
+    return f"<{m.group(1)}>"
+
+
+def collapse(template: str) -> str:
+    """Collapse lists of same-class placeholders to one and drop a parenthesised detail made only of values."""
+    # Searching first is cheaper than a substitution that finds nothing, the common case.
+    if ("> " in template or ">," in template or ">;" in template) and _LIST.search(template):
+        template = _LIST.sub(_list, template)
+    if (">(" in template or "> (" in template) and _DETAIL.search(template):
+        template = _DETAIL.sub(">", template)
+    return template
 
 
 _memo: dict[str, str] = {}
@@ -286,6 +364,7 @@ def mask(message: str) -> str:
     s = _VALUES.sub(_value, s)
     if "'" in s or '"' in s or "`" in s:
         s = _QUOTED.sub(_quoted, s)
+    s = collapse(s)
     if len(_memo) >= _MEMO_MAX:
         _memo.clear()
     _memo[message] = s

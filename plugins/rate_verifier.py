@@ -1,4 +1,5 @@
-"""Rate verifier: did a failure stop, fall, or come back after the fix? (signature-clusterer issues)
+"""Rate verifier: did a failure stop, fall, or come back after the fix? (signature-clusterer issues, by
+signature or by fingerprint rule)
 
 The fault's rate is its occurrences per call of the same operation (records with the issue's span
 name in its service). The after-window has "enough traffic" when the old rate would have produced at
@@ -28,9 +29,9 @@ EVIDENCE = 10
 
 @hookimpl(trylast=True)
 def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous: str) -> Verdict | None:
-    """The rate verdict for an issue grouped by signatures; None for other kinds."""
+    """The rate verdict for an issue grouped by signatures or by a fingerprint rule; None for other kinds."""
     selector = issue.get("selector") or {}
-    if "signatures" not in selector:
+    if "signatures" not in selector and selector.get("kind") != "rule":  # signature and fingerprint-rule issues
         return None
     stats = issue.get("stats") or {}
     traffic = {"name": stats.get("span_name") or stats.get("operation"), "service": stats.get("service")}

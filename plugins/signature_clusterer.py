@@ -1,11 +1,14 @@
 """Signature clusterer: one fault, one issue; two faults, two issues.
 
 At ingest every error and tool failure gets a signature: its type, service, operation (tool, route or
-span name), exception type and message with the variable parts masked (`loopkit_plugins.masking`).
+span name), exception type and message with the variable parts masked (`loopkit_plugins.masking`),
+prefixed by its outcome attributes (`[http 404]`, `[grpc 14]`; docs/grouping.md).
 At diagnosis the window is grouped by signature in SQL, and the few distinct templates of each
 (type, service, operation, exception type) are clustered (`loopkit_plugins.templates`) so that
-messages differing only in variable tokens the masker missed join one issue. An issue keeps its
-fingerprint across runs: a signature once assigned to an issue stays with it.
+messages differing only in variable tokens the masker missed join one issue; templates of different
+outcomes never join. An issue keeps its fingerprint across runs: a signature once assigned to an issue
+stays with it. The project's fingerprint rules come first (`loopkit_plugins.rule_grouping`,
+docs/grouping.md): the failures they match are their issues, and are left out of the signature groups.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from loopkit_core.evidence import excerpt, quote, service_version, severity_for_
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, Record, Signature
 from loopkit_core.window import KnownIssue, SignatureGroup, Window
+from loopkit_plugins.masking import mask
 
 NAME = "signature_clusterer"
 EVIDENCE = 10
@@ -39,13 +43,57 @@ def operation_of(record: Record) -> str:
     return route if isinstance(route, str) and route else record.name
 
 
+# OpenTelemetry attributes that name an outcome (semantic conventions), and the word each is shown with.
+# A 404 and a 503 of one operation are two faults, whatever the message says.
+STATUS_ATTRIBUTES = (
+    ("http.response.status_code", "http"),
+    ("http.status_code", "http"),  # the name before semantic conventions 1.21
+    ("rpc.grpc.status_code", "grpc"),
+    ("db.response.status_code", "db"),
+    ("error.type", "error"),
+    ("exception.type", "exception"),
+)
+MAX_STATUS_CHARS = 64
+_STATUS_PREFIX = re.compile(r"\[((?:http|grpc|db|error|exception) [^\]\n]*)\] ")
+_STATUS_UNSAFE = re.compile(r"[\]\[\n\r\t]")
+
+
+def status_of(record: Record) -> str:
+    """The record's outcome attributes as shown in its template (``http 404``), or "" when it has none.
+
+    `error.type` and `exception.type` are shown only when they add to the record's exception type
+    (which is part of the signature already).
+    """
+    attributes = record.attributes
+    parts: list[str] = []
+    seen: set[str] = set()
+    for name, word in STATUS_ATTRIBUTES:
+        value = attributes.get(name)
+        if value is None or value == "" or isinstance(value, (dict, list)) or word in seen:
+            continue
+        text = _STATUS_UNSAFE.sub(" ", str(value)).strip()[:MAX_STATUS_CHARS]
+        if not text or (word in ("error", "exception") and text == record.exception_type):
+            continue
+        seen.add(word)
+        parts.append(f"{word} {text}")
+    return ", ".join(parts)
+
+
+def split_status(template: str) -> tuple[str, str]:
+    """A signature template's status prefix (``http 404``, or "") and the masked message after it."""
+    m = _STATUS_PREFIX.match(template)
+    return (m.group(1), template[m.end() :]) if m else ("", template)
+
+
 @hookimpl(trylast=True)
 def record_signature(record: Record) -> Signature:
-    """The masked-template signature of an error or tool failure."""
-    from loopkit_plugins.masking import mask
-
+    """The masked-template signature of an error or tool failure, prefixed by its outcome attributes."""
     operation = operation_of(record)
     template = mask(record.message or record.exception_type or "")
+    # Without outcome attributes the key is what it always was, so stored signatures keep their issues.
+    status = status_of(record) if record.attributes else ""
+    if status:
+        template = f"[{status}] {template}"
     key = _hash(record.type, record.service, operation, record.exception_type or "", template)
     return Signature(key=key, template=template, operation=operation)
 
@@ -53,11 +101,16 @@ def record_signature(record: Record) -> Signature:
 @hookimpl(trylast=True)
 def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     """Issues from the window's signatures, clustered per (type, service, operation, exception type)."""
-    from loopkit_plugins.templates import cluster, generalize
+    from loopkit_plugins.rule_grouping import add_evidence, rule_issues
+    from loopkit_plugins.templates import generalize
 
-    groups = window.signature_groups()
+    # The project's fingerprint rules group the failures they match; the rest are grouped by signature.
+    rules = window.grouping_rules()
+    unless = tuple(rule.match for rule in rules)
+    groups = window.signature_groups(unless)
     notes = options.get("notes")
-    if not groups and isinstance(notes, list):
+    ruled = rule_issues(window, rules, notes) if rules else []
+    if not groups and not ruled and isinstance(notes, list):
         notes.append({"where": None, "reason": "no error or tool failure record in the window"})
     assigned = window.known_signatures()
     known = {k.fingerprint: k for k in window.known_issues(NAME)}
@@ -72,30 +125,88 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
 
     found: list[Issue] = []
     for partition, members in by_partition.items():
-        olds = known_by_partition.get(partition, [])
-        labels = cluster([k.template or "" for k in olds] + [g.template for g in members])
-        old_labels, member_labels = labels[: len(olds)], labels[len(olds) :]
-        # Identity wins over re-clustering: a signature already assigned keeps its issue.
-        resolved: dict[str, list[SignatureGroup]] = defaultdict(list)
-        for label in sorted(set(member_labels)):
-            here = [g for g, lab in zip(members, member_labels, strict=True) if lab == label]
-            previous = [known[assigned[g.signature]] for g in here if assigned.get(g.signature) in known]
-            previous += [k for k, lab in zip(olds, old_labels, strict=True) if lab == label]
-            if previous:
-                fingerprint = min(previous, key=lambda k: (k.first_seen_ns, k.fingerprint)).fingerprint
-            else:
-                fingerprint = _hash("issue", *partition, generalize([g.template for g in here]))
-            resolved[fingerprint].extend(here)
+        resolved = _resolve(partition, members, known_by_partition.get(partition, []), known, assigned)
         for fingerprint, here in resolved.items():
             found.append(_issue(fingerprint, partition, here, known.get(fingerprint), generalize))
 
+    if unless:  # the records the rules group are not these issues' (docs/grouping.md#fingerprint-rules)
+        for issue in found:
+            issue.selector["unless"] = [m.to_json() for m in unless]
+    found += ruled
     # Evidence costs a query per issue: only sample the issues the packet can keep (the pipeline drops
     # the rest, and knows from them that the packet was truncated).
     found = [i for i in found if i.count >= options.get("min_count", 1)]
     found.sort(key=lambda i: (-i.impact, i.fingerprint))
     for issue in found[: options.get("max_issues", len(found))]:
-        _add_evidence(window, issue)
+        if issue.stats.get("grouped_by") == "fingerprint_rule":
+            add_evidence(window, issue)
+        else:
+            _add_evidence(window, issue)
     return found
+
+
+def _resolve(
+    partition: tuple[str, ...],
+    members: list[SignatureGroup],
+    olds: list[KnownIssue],
+    known: dict[str, KnownIssue],
+    assigned: dict[str, str],
+) -> dict[str, list[SignatureGroup]]:
+    """The issues of one partition: its signatures clustered per outcome status, each group's fingerprint.
+
+    Signatures with different statuses (`[http 404]`, `[http 503]`) never share an issue. A known issue
+    with no status (every issue found before statuses were part of signatures) may continue into any
+    status: the records with no status keep it, and of the statuses that cluster with it, one keeps it
+    (the one its signatures were assigned to before, else the one with most records), so an upgrade
+    renames no issue; the other statuses become issues of their own.
+    """
+    from loopkit_plugins.templates import cluster, generalize
+
+    by_status: dict[str, list[SignatureGroup]] = defaultdict(list)
+    for group in members:
+        by_status[split_status(group.template)[0]].append(group)
+    # fingerprint -> the claims on it: (status, groups, the known issues its signatures were assigned to)
+    claims: dict[str, list[tuple[str, list[SignatureGroup], list[KnownIssue]]]] = defaultdict(list)
+    for status, groups in sorted(by_status.items()):
+        olds_here = [k for k in olds if split_status(k.template or "")[0] in (status, "")]
+        labels = cluster(
+            [split_status(k.template or "")[1] for k in olds_here] + [split_status(g.template)[1] for g in groups],
+            counts=[0] * len(olds_here) + [g.count for g in groups],
+        )
+        old_labels, member_labels = labels[: len(olds_here)], labels[len(olds_here) :]
+        for label in sorted(set(member_labels)):
+            here = [g for g, lab in zip(groups, member_labels, strict=True) if lab == label]
+            # Identity wins over re-clustering: a signature already assigned keeps its issue.
+            by_identity = [known[assigned[g.signature]] for g in here if assigned.get(g.signature) in known]
+            previous = by_identity + [k for k, lab in zip(olds_here, old_labels, strict=True) if lab == label]
+            if previous:
+                chosen = min(previous, key=lambda k: (k.first_seen_ns, k.fingerprint))
+                claims[chosen.fingerprint].append((status, here, by_identity))
+            else:
+                fingerprint = _hash("issue", *partition, generalize([g.template for g in here]))
+                claims[fingerprint].append((status, here, []))
+    resolved: dict[str, list[SignatureGroup]] = defaultdict(list)
+    for fingerprint, claimed in claims.items():
+        statuses = [c for c in claimed if c[0]]
+
+        def rank(
+            claim: tuple[str, list[SignatureGroup], list[KnownIssue]], fingerprint: str = fingerprint
+        ) -> tuple[bool, int, str]:
+            held = any(k.fingerprint == fingerprint for k in claim[2])
+            return (not held, -sum(g.count for g in claim[1]), claim[0])
+
+        keeper = min(statuses, key=rank)[0] if statuses else ""
+        for status, here, by_identity in claimed:
+            if not status or status == keeper:
+                resolved[fingerprint].extend(here)
+                continue
+            # Another status keeps this issue: this one goes back to its own issue, or starts one.
+            own = [k for k in by_identity if k.fingerprint != fingerprint]
+            if own:
+                resolved[min(own, key=lambda k: (k.first_seen_ns, k.fingerprint)).fingerprint].extend(here)
+            else:
+                resolved[_hash("issue", *partition, generalize([g.template for g in here]))].extend(here)
+    return resolved
 
 
 def _partition(group: SignatureGroup) -> tuple[str, ...]:
@@ -187,12 +298,14 @@ def _constants(window: Window, issue: Issue) -> list[dict[str, Any]]:
     messages = window.groups(issue.selector, by="message", limit=MAX_MESSAGES + 1)
     if not messages or len(messages) > MAX_MESSAGES:
         return []  # many distinct messages: some slot varies, and reading them all would not be bounded
-    counts = slot_values(issue.template, [(g.value or "", g.count) for g in messages])
+    # The status prefix comes from attributes, not from the message: match the message part alone.
+    status, body = split_status(issue.template)
+    counts = slot_values(body, [(g.value or "", g.count) for g in messages])
     if counts is None:
         return []
-    titled, kept = keep_constants(issue.template, counts)
+    titled, kept = keep_constants(body, counts)
     if kept:
-        issue.stats["constant_template"] = titled
+        issue.stats["constant_template"] = f"[{status}] {titled}" if status else titled
     return kept
 
 

@@ -22,14 +22,17 @@ from the templates themselves, with one fixed configuration:
    ones, ``rate_limit_exceeded``, ``NullPointerException``), HTTP methods, and plain words in first
    position (``Starting`` / ``Stopping``). Two plain words that are the only difference between
    two templates stay apart: with no more evidence, a different word is more likely a different
-   fault than a variable. Where several columns vary, a column stays variable only if it still
+   fault than a variable. With record counts (`cluster(templates, counts)`), a column of event
+   words (``Started`` / ``Stopped`` / ``Paused``; never upper-case enum constants) that form a closed
+   set in the window (fewer than half of them seen in one record only) names the event: its values
+   stay apart, however many. Where several columns vary, a column stays variable only if it still
    varies inside some part made by the other, splitting columns.
 5. Siblings. Groups whose patterns differ at exactly one position are merged by the same column
    rule, repeatedly, until nothing changes; this is what joins a known issue's ``<*>`` template
    with its new concrete variants. No merge may leave a pattern with fewer than a third of its
    words literal: mostly-``<*>`` patterns would absorb unrelated templates.
-6. Lengths. Groups whose patterns have the same words once their ``<*>`` are dropped (an empty or
-   multi-word value) are merged.
+6. Lengths. Groups whose patterns have the same words once their ``<*>`` (and brackets around a
+   lone ``<*>``) are dropped (an empty, multi-word or bracketed value) are merged.
 
 Everything is computed on sets, so the partition does not depend on the input order; group ids are
 numbered by first appearance in the input. Cost: about half a second for 10,000 templates.
@@ -42,13 +45,22 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from loopkit_plugins.masking import has_fault_word
+from loopkit_plugins.masking import collapse, has_fault_word
 
 __all__ = ["MIN_VALUES", "WILDCARD", "cluster", "generalize", "tokens"]
 
 WILDCARD = "<*>"
 # Distinct plain words a column must hold before they are taken as values of one variable.
 MIN_VALUES = 3
+# Records each event word of a column must carry before the column is taken as the event's name.
+EVENT_RECORDS = 2
+# Words that name a state change or a state without the `-ed` of a past participle.
+_EVENT_WORDS = frozenset(
+    {
+        *("up", "down", "on", "off", "ok", "online", "offline", "ready", "idle", "active", "inactive"),
+        *("success", "successful", "complete", "begin", "end", "start", "stop", "open", "close", "pause", "resume"),
+    }
+)
 
 _TOKEN = re.compile(r"[^\s,;()\[\]{}|\"']+|[,;()\[\]{}|\"']")
 _PLACEHOLDER = re.compile(r"<(?:\*|[A-Z][A-Z_]*)>")
@@ -81,6 +93,20 @@ def _norm_token(tok: str) -> str:
     return _PLACEHOLDER.sub(WILDCARD, tok)
 
 
+_OPEN = {"[": "]", "(": ")", "{": "}"}
+
+
+def _unbracket(toks: Sequence[str]) -> list[str]:
+    """`[ <*> ]` is a value: a bracketed list of addresses prints where a single host prints in other lines."""
+    out: list[str] = []
+    for tok in toks:
+        if len(out) >= 2 and out[-1] == WILDCARD and _OPEN.get(out[-2]) == tok:
+            del out[-2]
+            continue
+        out.append(tok)
+    return out
+
+
 def _collapse(toks: list[str]) -> tuple[str, ...]:
     """Collapse a repeated run of a placeholder-bearing n-gram (n <= 3) to one copy: lists of values."""
     if sum(WILDCARD in t for t in toks) < 2:
@@ -105,7 +131,8 @@ def _collapse(toks: list[str]) -> tuple[str, ...]:
 
 
 def _normalise(template: str) -> tuple[str, ...]:
-    return _collapse([_norm_token(t) for t in tokens(template)])
+    # The masker's list and detail rules again: templates stored before them (a known issue's) still join.
+    return _collapse([_norm_token(t) for t in tokens(collapse(template))])
 
 
 @functools.lru_cache(maxsize=65536)
@@ -125,7 +152,32 @@ def _substantive(pattern: tuple[str, ...]) -> bool:
     return literals >= 1 and 3 * literals >= len(words)
 
 
-def _column_classes(values: Iterable[str], first: bool = False) -> dict[str, str]:
+def _is_event_word(word: str) -> bool:
+    """A word that says what happened (`Started`, `stopped`, `up`), not an enum constant (`RUNNING`)."""
+    if len(word) > 1 and word.isupper():
+        return False  # enum values print as upper-case names: a state passed as a parameter
+    lower = word.lower()
+    return lower.isalpha() and ((len(lower) >= 4 and lower.endswith("ed")) or lower in _EVENT_WORDS)
+
+
+def _event_column(literals: list[str], counts: Counter[str] | None) -> bool:
+    """Event words, each carrying many records in the window: the column names the event, not a parameter.
+
+    A closed set of verbs (`VM Started` / `VM Stopped`), each seen often, is the event itself; an open
+    set (many values, few records each) is a parameter. Values with no records in the window (a known
+    issue's template) are not weighed. Without counts there is no evidence, and the column rule decides.
+    """
+    if counts is None or len(literals) < 2 or not all(_is_event_word(v) for v in literals):
+        return False
+    seen = [counts[v] for v in literals if counts[v] > 0]
+    if len(seen) < 2:
+        return False
+    # Good-Turing: the share of values seen once estimates how likely the next record brings a new value.
+    # A closed set (fewer than half of its values seen once) is a few events, each logged again and again.
+    return 2 * sum(1 for n in seen if n < EVENT_RECORDS) < len(seen)
+
+
+def _column_classes(values: Iterable[str], first: bool = False, counts: Counter[str] | None = None) -> dict[str, str]:
     """Map each value seen in one column to a class: values in the same class are one variable."""
     distinct = sorted(set(values))
     has_wild = WILDCARD in distinct
@@ -136,6 +188,8 @@ def _column_classes(values: Iterable[str], first: bool = False) -> dict[str, str
     # A message's first word is its verb or subject (`Starting ...`, `Stopping ...`): only the
     # masker's evidence or identifier shapes (`chrome.exe - ...`) make it a value.
     variable = has_wild or identifiers or (len(literal_others) >= MIN_VALUES and not first)
+    if variable and not has_wild and not identifiers and _event_column(literal_others, counts):
+        variable = False
     classes = {v: v for v in fault}
     for v in others:
         classes[v] = WILDCARD if variable else v
@@ -159,9 +213,11 @@ def _glob(pattern: str) -> re.Pattern[str]:
 class _Groups:
     """Union-find over pattern indices; the root's pattern is the group's generalised pattern."""
 
-    def __init__(self, patterns: list[tuple[str, ...]]) -> None:
+    def __init__(self, patterns: list[tuple[str, ...]], weights: list[int] | None) -> None:
         self.parent = list(range(len(patterns)))
         self.pattern = list(patterns)
+        # Records per group (None without counts): the word-slot rule weighs a column's values by them.
+        self.weight = None if weights is None else list(weights)
 
     def find(self, i: int) -> int:
         while self.parent[i] != i:
@@ -175,11 +231,15 @@ class _Groups:
         changed = len(roots) > 1 or self.pattern[root] != pattern
         for r in roots[1:]:
             self.parent[r] = root
+            if self.weight is not None:
+                self.weight[root] += self.weight[r]
         self.pattern[root] = pattern
         return changed
 
 
-def _anchor_groups(patterns: list[tuple[str, ...]]) -> list[tuple[list[int], tuple[str, ...]]]:
+def _anchor_groups(
+    patterns: list[tuple[str, ...]], weights: list[int] | None
+) -> list[tuple[list[int], tuple[str, ...]]]:
     """Stage 3-4: group same-length patterns by their high-frequency words, then split fault columns."""
     width = len(patterns[0])
     df = [Counter(p[i] for p in patterns) for i in range(width)]
@@ -196,7 +256,9 @@ def _anchor_groups(patterns: list[tuple[str, ...]]) -> list[tuple[list[int], tup
     out: list[tuple[list[int], tuple[str, ...]]] = []
     for sig, members in candidates.items():
         cols = [i for i, t in enumerate(sig) if t == WILDCARD]
-        classes = _settle_columns([patterns[m] for m in members], cols)
+        classes = _settle_columns(
+            [patterns[m] for m in members], cols, None if weights is None else [weights[m] for m in members]
+        )
         parts: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for m in members:
             parts[tuple(classes[i][patterns[m][i]] for i in cols)].append(m)
@@ -212,7 +274,19 @@ def _anchor_groups(patterns: list[tuple[str, ...]]) -> list[tuple[list[int], tup
     return out
 
 
-def _settle_columns(rows: list[tuple[str, ...]], cols: list[int]) -> dict[int, dict[str, str]]:
+def _value_counts(rows: Iterable[tuple[str, ...]], i: int, weights: Iterable[int] | None) -> Counter[str] | None:
+    """Records per value of column `i` (None without counts)."""
+    if weights is None:
+        return None
+    counts: Counter[str] = Counter()
+    for r, w in zip(rows, weights, strict=True):
+        counts[r[i]] += w
+    return counts
+
+
+def _settle_columns(
+    rows: list[tuple[str, ...]], cols: list[int], weights: list[int] | None = None
+) -> dict[int, dict[str, str]]:
     """Classes per candidate column, a column staying variable only where the other columns agree.
 
     `Total disk: ..., used:` and `Total memory: ..., used:` look like one variable column next to
@@ -220,7 +294,7 @@ def _settle_columns(rows: list[tuple[str, ...]], cols: list[int]) -> dict[int, d
     A column is kept variable when at least one part made by the splitting columns still shows
     it varying, so a user column stays variable across a `refused` / `timed out` split.
     """
-    classes = {i: _column_classes((r[i] for r in rows), i == 0) for i in cols}
+    classes = {i: _column_classes((r[i] for r in rows), i == 0, _value_counts(rows, i, weights)) for i in cols}
     changed = True
     while changed:
         changed = False
@@ -234,8 +308,9 @@ def _settle_columns(rows: list[tuple[str, ...]], cols: list[int]) -> dict[int, d
             for key, r in zip(keys, rows, strict=True):
                 parts[key].add(r[i])
             evidence = False
+            counts = _value_counts(rows, i, weights)
             for values in parts.values():
-                local = _column_classes(values, i == 0)
+                local = _column_classes(values, i == 0, counts)
                 if sum(1 for v in values if local[v] == WILDCARD) > 1 or (WILDCARD in values and len(values) > 1):
                     evidence = True
                     break
@@ -324,7 +399,12 @@ def _merge_siblings(groups: _Groups, roots: list[int], width: int) -> None:
 
 def _merge_at(groups: _Groups, members: list[int], pos: int) -> bool:
     """Merge the groups (identical but at `pos`) whose values at `pos` fall in one class."""
-    classes = _column_classes((groups.pattern[r][pos] for r in members), pos == 0)
+    counts = _value_counts(
+        (groups.pattern[r] for r in members),
+        pos,
+        None if groups.weight is None else [groups.weight[r] for r in members],
+    )
+    classes = _column_classes((groups.pattern[r][pos] for r in members), pos == 0, counts)
     by_class: dict[str, list[int]] = defaultdict(list)
     for r in members:
         by_class[classes[groups.pattern[r][pos]]].append(r)
@@ -340,12 +420,24 @@ def _merge_at(groups: _Groups, members: list[int], pos: int) -> bool:
     return changed
 
 
-def cluster(templates: Sequence[str]) -> list[int]:
-    """Return a group index (0..k-1, numbered by first appearance) for each template."""
+def cluster(templates: Sequence[str], counts: Sequence[int] | None = None) -> list[int]:
+    """Return a group index (0..k-1, numbered by first appearance) for each template.
+
+    `counts`, optional, is the number of records of each template in the window (0 for a template with
+    none, such as a known issue's); with it a column of event words that each carry many records stays
+    apart (`VM Started` / `VM Stopped`) where a column of parameter words would join.
+    """
     norm = [_normalise(t) for t in templates]
     distinct = sorted(set(norm))
     index = {p: i for i, p in enumerate(distinct)}
-    groups = _Groups(distinct)
+    weights: list[int] | None = None
+    if counts is not None:
+        if len(counts) != len(templates):
+            raise ValueError("counts must have one number per template")
+        weights = [0] * len(distinct)
+        for p, n in zip(norm, counts, strict=True):
+            weights[index[p]] += max(int(n), 0)
+    groups = _Groups(distinct, weights)
     by_width: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(distinct):
         by_width[len(p)].append(i)
@@ -353,13 +445,16 @@ def cluster(templates: Sequence[str]) -> list[int]:
         if width == 0:
             groups.union(ids, ())
             continue
-        for part, pat in _anchor_groups([distinct[i] for i in ids]):
+        for part, pat in _anchor_groups(
+            [distinct[i] for i in ids], None if weights is None else [weights[i] for i in ids]
+        ):
             groups.union([ids[j] for j in part], pat)
         _merge_siblings(groups, ids, width)
     # Stage 6: the same words around a value of varying length (empty, several tokens).
     by_words: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for r in sorted({groups.find(i) for i in range(len(distinct))}):
-        words = tuple(t for t in groups.pattern[r] if t != WILDCARD)
+        # A bracketed value (`[ <*> ]`, a list of addresses) is a value too (`<*>`, one host name).
+        words = tuple(t for t in _unbracket(groups.pattern[r]) if t != WILDCARD)
         if len(words) >= 2 and len(words) < len(groups.pattern[r]):
             by_words[words].append(r)
     for rs in by_words.values():

@@ -56,3 +56,33 @@ def test_client_errors_are_one_line_and_non_zero(server, project):
     assert wrong.stderr.strip().startswith("loopkit: error: 403: the producer key of this project")
     missing = run_cli("telemetry", "--url", server.http_url)
     assert (missing.returncode, missing.stderr.strip()) == (1, "loopkit: error: no key: pass --key or set LOOPKIT_KEY")
+
+
+def test_rules_shows_and_sets_the_fingerprint_rules(server, project, tmp_path):
+    url = ("--url", server.http_url)
+    empty = run_cli("rules", *url, "--key", project.agent_key)
+    assert (empty.returncode, empty.stdout) == (0, "version 0: 0 rule(s)\n")
+    rules = [{"match": {"message": "*declined*"}, "fingerprint": "declines {name}", "title": "Declined on {name}"}]
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"rules": rules}))
+    denied = run_cli("rules", "set", str(path), *url, "--key", project.agent_key)
+    assert denied.returncode == 1 and "403" in denied.stderr
+    saved = run_cli("rules", "set", str(path), *url, "--key", project.dashboard_key, "--version", "0", "--json")
+    assert saved.returncode == 0, saved.stderr
+    assert (json.loads(saved.stdout)["version"], json.loads(saved.stdout)["rules"]) == (1, rules)
+    shown = run_cli("rules", *url, "--key", project.agent_key)
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("version 1: 1 rule(s), saved ")
+    assert lines[0].endswith(f" by dashboard key {project.dashboard_key[:12]}…")
+    assert lines[1].split() == ["rule", "match", "fingerprint", "title"]
+    assert "declines {name}" in lines[2] and "Declined on {name}" in lines[2]
+    # A bare list works too; a stale version and an invalid rule are one-line errors.
+    path.write_text(json.dumps(rules))
+    stale = run_cli("rules", "set", str(path), *url, "--key", project.dashboard_key, "--version", "0")
+    assert stale.returncode == 1 and "409" in stale.stderr
+    path.write_text(json.dumps([{"match": {}, "fingerprint": "x"}]))
+    invalid = run_cli("rules", "set", str(path), *url, "--key", project.dashboard_key)
+    assert invalid.returncode == 1 and "rules[0]: match needs at least one condition" in invalid.stderr
+    path.write_text("{not json")
+    unreadable = run_cli("rules", "set", str(path), *url, "--key", project.dashboard_key)
+    assert unreadable.returncode == 1 and "cannot read rules from" in unreadable.stderr

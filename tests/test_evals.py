@@ -170,7 +170,7 @@ def test_the_spec_of_the_realistic_packet(loop: Loop):
     assert errors["expected"] == {
         "kind": "no_failure",
         "exception_type": "TimeoutError",
-        "message_template": "payment gateway timed out after <DUR> (order <NUM>)",
+        "message_template": "[http 504] payment gateway timed out after <DUR> (order <NUM>)",
         "text": "`/checkout` completes without `TimeoutError`; no record matches this issue's signature",
     }
     assert [x["record_id"] for x in errors["examples"]] == loop.spans.ids_of(pid, "checkout-err-")[::-1]

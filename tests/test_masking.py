@@ -126,3 +126,65 @@ def test_mask_is_fast() -> None:
         mask(m)
     # A generous bound (shared CI machines are noisy): ~10x the measured cost.
     assert time.process_time() - start < 2.0
+
+
+@pytest.mark.parametrize(
+    ("messages", "expected"),
+    [
+        # one address or a list of them: one slot
+        (
+            [
+                "connect to 10.0.0.1 failed",
+                "connect to 10.0.0.1, 10.0.0.2, 10.0.0.3 failed",
+                "connect to 10.0.0.1,10.0.0.9 failed",
+            ],
+            "connect to <IP> failed",
+        ),
+        (["blocks blk_123 blk_-456 blk_789 lost", "blocks blk_5 lost"], "blocks blk_<ID> lost"),
+        (
+            ["resolver 8.8.8.8 1.1.1.1 did not respond", "resolver 8.8.4.4 did not respond"],
+            "resolver <IP> did not respond",
+        ),
+        # a size with or without its size in other units: one slot
+        (["sent 123 bytes ok", "sent 4096 bytes (4.00 KB) ok", "sent 7340032 bytes (7.0 MB) ok"], "sent <SIZE> ok"),
+        (["reach db.example.com (10.1.2.3) now", "reach db.example.com now"], "reach <HOST> now"),
+    ],
+)
+def test_lists_and_value_only_details_are_one_slot(messages: list[str], expected: str) -> None:
+    assert {mask(m) for m in messages} == {expected}
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # a list of different classes, or items with different stems, is not one value
+        ("from 10.0.0.1, db.example.com", "from <IP>, <HOST>"),
+        ("blocks blk_1 rdd_2", "blocks blk_<ID> rdd_<ID>"),
+        # a detail with a word in it is information, not a repeat of the value
+        ("took 3s (2 retries)", "took <DUR> (<NUM> retries)"),
+        ("query too long: 2000 chars (max 1024)", "query too long: <NUM> chars (max <NUM>)"),
+        # a detail not after a value stays
+        ("Temperature (88) exceeds threshold", "Temperature (<NUM>) exceeds threshold"),
+    ],
+)
+def test_what_does_not_collapse(message: str, expected: str) -> None:
+    assert mask(message) == expected
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("GET /a returned status 404", "GET <PATH> returned status 404"),
+        ("upstream said HTTP 503 Service Unavailable", "upstream said HTTP 503 Service Unavailable"),
+        ("rejected, code=500", "rejected, code=500"),
+        ("rejected, status_code: 429", "rejected, status_code: 429"),
+        ("Error code: 529 - overloaded", "Error code: 529 - overloaded"),
+        # not a 4xx/5xx, or not after a word that names a status: a value
+        ("status 200 len 31", "status <NUM> len <NUM>"),
+        ("retry 404 of 900", "retry <NUM> of <NUM>"),
+        ("code=1234", "code=<VAL>"),
+        ("exit code 1", "exit code <NUM>"),
+    ],
+)
+def test_http_status_after_its_word_is_kept(message: str, expected: str) -> None:
+    assert mask(message) == expected

@@ -10,9 +10,10 @@ import pytest
 from conftest import PG_URL, make_settings
 from sqlalchemy import Column, Connection, Index, Integer, MetaData, String, Table, create_engine, inspect, select
 
+from loopkit_core.fingerprint_rules import parse_rules
 from loopkit_core.model import rfc3339
 from loopkit_core.projects import create_project, get_project
-from loopkit_core.store import eval_runs, memory, migrations, stages
+from loopkit_core.store import eval_runs, grouping_rules, memory, migrations, stages
 from loopkit_core.store.engines import Store
 from loopkit_core.store.eval_runs import EvalRun
 from loopkit_core.store.migrations import current_version, latest, schema_version
@@ -42,9 +43,12 @@ def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def to_previous_layout(conn: Connection, schema: str | None = None) -> None:
-    """Undo project steps 2 to 5: records deduplicated on record_id alone with a plain trace_id index, each
-    record's resource kept in its row, no stages table, no issues.first_packet_id and no eval_runs table."""
+    """Undo project steps 2 to 7: records deduplicated on record_id alone with a plain trace_id index, each
+    record's resource kept in its row, no stages table, no issues.first_packet_id, no eval_runs table, no
+    grouping_rules table and no issue_merges table."""
     prefix = f'"{schema}".' if schema else ""
+    conn.exec_driver_sql(f"DROP TABLE {prefix}issue_merges")
+    conn.exec_driver_sql(f"DROP TABLE {prefix}grouping_rules")
     conn.exec_driver_sql(f"DROP TABLE {prefix}eval_runs")
     conn.exec_driver_sql(f"DROP TABLE {prefix}stages")
     conn.exec_driver_sql(f"ALTER TABLE {prefix}issues DROP COLUMN first_packet_id")
@@ -96,14 +100,14 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
         engine = store.project(created["project_id"])
         assert current_version(store.control) == latest("control") == 3  # 2: project_retention, 3: server_secrets
         # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id;
-        # 5: eval_runs
-        assert current_version(engine) == latest("project") == 5
+        # 5: eval_runs; 6: grouping_rules; 7: issue_merges
+        assert current_version(engine) == latest("project") == 7
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
-        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5] and stamped[0][1].startswith("initial schema")
+        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6, 7] and stamped[0][1].startswith("initial schema")
         assert indexes["ux_records_span"] and "ix_records_trace" not in indexes
         assert get_project(store.control, created["project_id"])["project_name"] == "old app"
     finally:
@@ -219,7 +223,12 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
     again = Store(settings)
     try:
         engine = again.project(project_id)
-        assert current_version(engine) == latest("project") == 5
+        assert current_version(engine) == latest("project") == 7
+        # 6: the grouping_rules table, empty (version 0), and a first version can be saved.
+        assert grouping_rules.current(engine) == {"version": 0, "rules": [], "updated_at": None, "updated_by": None}
+        rule = parse_rules([{"match": {"name": "seed"}, "fingerprint": "{name}"}])
+        saved = grouping_rules.save(engine, rule, "dashboard key z", 50, expected=0)
+        assert isinstance(saved, dict) and (saved["version"], saved["rules"]) == (1, [rule[0].to_json()])
         # 5: the eval_runs table, empty, and eval runs can be recorded on a packet of the previous version.
         assert eval_runs.for_packets(engine, ["pkt_old"]) == {"pkt_old": []}
         reported = EvalRun("pkt_old", "old-v1", None, 1, 0, 0, "abc", None, None)

@@ -169,7 +169,8 @@ def test_an_answer_the_pipeline_would_refuse_raises_plugin_failed(loopkit_lab):
     assert packet["diagnoser_errors"] == [
         {
             "diagnoser": "broken",
-            "error": "ValueError: unknown selector kind 'rows'; one of signatures, record_ids, records, slow_calls",
+            "error": "ValueError: unknown selector kind 'rows'; one of "
+            "signatures, record_ids, records, slow_calls, rule, any",
         }
     ]
 

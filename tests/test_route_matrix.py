@@ -243,6 +243,36 @@ TABLE: dict[str, dict[str, str]] = {
         "other dashboard": "200" + OWN_PROJECT,
         **_REVOKED_401,
     },
+    "GET /v1/issues/{fingerprint}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "404",  # another project's issues do not exist for this key
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "POST /v1/issues/{fingerprint}/merge": {  # the cell unmerges first (dashboard key), so the merge can hold
+        **_401,
+        "producer": "403",
+        "agent": "403",  # only a person, with the dashboard key (approvals:write), merges
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "403",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "POST /v1/issues/{fingerprint}/unmerge": {  # the cell merges first (dashboard key), so there is one to undo
+        **_401,
+        "producer": "403",
+        "agent": "403",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "403",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
     "GET /v1/plugins": {
         **_401,
         "producer": "403",
@@ -251,6 +281,26 @@ TABLE: dict[str, dict[str, str]] = {
         "other producer": "403",
         "other agent": "200",
         "other dashboard": "403",
+        **_REVOKED_401,
+    },
+    "GET /v1/grouping/rules": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "200" + OWN_PROJECT,
+        "other dashboard": "200" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
+    "PUT /v1/grouping/rules": {
+        **_401,
+        "producer": "403",
+        "agent": "403",  # grouping is a person's decision: approvals:write, the dashboard key's
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "403",
+        "other dashboard": "200" + OWN_PROJECT,
         **_REVOKED_401,
     },
     # The dashboard (sent with `accept: application/json`, so errors are the API's JSON): the dashboard key reads and
@@ -293,6 +343,36 @@ TABLE: dict[str, dict[str, str]] = {
         "other producer": "403",
         "other agent": "200" + OWN_PROJECT,
         "other dashboard": "200" + OWN_PROJECT,
+        **_REVOKED_401,
+    },
+    "GET /v1/dashboard/issues/{fingerprint}": {
+        **_401,
+        "producer": "403",
+        "agent": "200",
+        "dashboard": "200",
+        "other producer": "403",
+        "other agent": "404",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "POST /v1/dashboard/issues/{fingerprint}/merge": {
+        **_401,
+        "producer": "403",
+        "agent": "403",
+        "dashboard": "303",
+        "other producer": "403",
+        "other agent": "403",
+        "other dashboard": "404",
+        **_REVOKED_401,
+    },
+    "POST /v1/dashboard/issues/{fingerprint}/unmerge": {
+        **_401,
+        "producer": "403",
+        "agent": "403",
+        "dashboard": "303",
+        "other producer": "403",
+        "other agent": "403",
+        "other dashboard": "404",
         **_REVOKED_401,
     },
     "GET /v1/dashboard/sessions": {
@@ -425,7 +505,8 @@ class World:
     record_id: str  # a record of the project under test
     packet_id: str  # a packet of the project under test
     eval_candidate: str  # the eval candidate of the packet's issue
-    fingerprint: str  # the fingerprint of the packet's issue
+    fingerprint: str  # the fingerprint of the packet's first issue (merged into the second by the merge cells)
+    into: str  # the fingerprint of the packet's second issue
     victim_id: str  # a third project whose keys POST /v1/recover rotates, cell after cell
     recovery_code: str
     stored: dict[str, set[str]] = field(default_factory=dict)  # project -> names of the records posted to it
@@ -448,6 +529,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert seeded.status_code == 200
         # Three failures of one kind: the packet gets an issue, so it has an eval candidate (POST /v1/evals).
         failures = [{"type": "error", "name": "seed", "message": f"declined {i}"} for i in range(3)]
+        # And three tool failures: a second issue, for the merge routes.
+        failures += [{"type": "tool_failure", "name": "seed", "message": f"tool broke {i}"} for i in range(3)]
         failed = client.post("/v1/traces", json={"records": failures}, headers=_auth(mine["producer_key"]))
         assert failed.status_code == 200
         diagnosed = client.post("/v1/runs/diagnose", json={}, headers=_auth(mine["agent_key"]))
@@ -467,6 +550,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             packet_id=diagnosed.json()["packet"]["packet_id"],
             eval_candidate=diagnosed.json()["packet"]["issues"][0]["eval_candidate"],
             fingerprint=diagnosed.json()["packet"]["issues"][0]["fingerprint"],
+            into=diagnosed.json()["packet"]["issues"][1]["fingerprint"],
             victim_id=victim["project_id"],
             recovery_code=victim["recovery_code"],
             stored={mine["project_id"]: {"seed"}, other["project_id"]: set()},
@@ -567,17 +651,46 @@ def test_http_cell(world: World, route: str, key: str):
         assert approved.status_code == 200
         body = {"stage": "pr_opened", "url": "https://example.com/pr/1", "note": name}
         response = client.post(f"/v1/packets/{world.packet_id}/stages", json=body, headers=headers)
+    elif route == "GET /v1/issues/{fingerprint}":
+        response = client.get(f"/v1/issues/{world.fingerprint}", headers=headers)
+    elif route in ("POST /v1/issues/{fingerprint}/merge", "POST /v1/dashboard/issues/{fingerprint}/merge"):
+        client.post(f"/v1/issues/{world.fingerprint}/unmerge", headers=_auth(world.keys["dashboard"]))
+        path = route.split(" ")[1].format(fingerprint=world.fingerprint)
+        if route.startswith("POST /v1/dashboard"):
+            headers["accept"] = "application/json"
+            response = client.post(path, data={"into": world.into, "note": name}, headers=headers)
+        else:
+            response = client.post(path, json={"into": world.into, "note": name}, headers=headers)
+    elif route in ("POST /v1/issues/{fingerprint}/unmerge", "POST /v1/dashboard/issues/{fingerprint}/unmerge"):
+        merge = {"into": world.into, "note": "setup"}
+        client.post(f"/v1/issues/{world.fingerprint}/merge", json=merge, headers=_auth(world.keys["dashboard"]))
+        path = route.split(" ")[1].format(fingerprint=world.fingerprint)
+        if route.startswith("POST /v1/dashboard"):
+            headers["accept"] = "application/json"
+            response = client.post(path, data={"note": name}, headers=headers)
+        else:
+            response = client.post(path, json={"note": name}, headers=headers)
     elif route == "GET /v1/loops":
         response = client.get("/v1/loops", headers=headers)
     elif route == "GET /v1/plugins":
         response = client.get("/v1/plugins", headers=headers)
+    elif route == "GET /v1/grouping/rules":
+        response = client.get("/v1/grouping/rules", headers=headers)
+    elif route == "PUT /v1/grouping/rules":
+        # Each write names its cell in the rule, so the project it landed in can be checked below.
+        rules = [{"match": {"name": name}, "fingerprint": "{name}"}]
+        response = client.put("/v1/grouping/rules", json={"rules": rules}, headers=headers)
     elif route == "POST /v1/dashboard/login":
         key = "" if value is None else value.removeprefix("Bearer ")
         response = client.post(route.split(" ")[1], data={"key": key}, headers={"accept": "application/json"})
     elif route.startswith(("GET /v1/dashboard", "POST /v1/dashboard")):
         method, path = route.split(" ")
         path = path.format(
-            packet_id=world.packet_id, record_id=world.record_id, session_id=SESSION_ID, trace_id=TRACE_ID
+            packet_id=world.packet_id,
+            record_id=world.record_id,
+            session_id=SESSION_ID,
+            trace_id=TRACE_ID,
+            fingerprint=world.fingerprint,
         )
         headers["accept"] = "application/json"
         response = client.request(method, path, headers=headers, data={"note": name} if method == "POST" else None)
@@ -590,6 +703,11 @@ def test_http_cell(world: World, route: str, key: str):
             assert response.cookies.get("loopkit_dashboard", path="/v1/dashboard")
         elif route == "POST /v1/dashboard/logout":
             assert response.headers["location"] == "/v1/dashboard?signed_out=1"
+        elif route.startswith("POST /v1/dashboard/issues/"):
+            assert response.headers["location"] == f"/v1/dashboard/issues/{world.fingerprint}#merges"
+            merges = client.get(f"/v1/issues/{world.fingerprint}", headers={"authorization": value}).json()
+            last = merges["issue"]["merges"][-1]
+            assert (last["action"], last["note"]) == (route.rsplit("/", 1)[1], name)
         else:
             assert response.headers["location"] == f"/v1/dashboard/packets/{world.packet_id}#decision"
             decision = {"approve": "approved", "reject": "rejected"}[route.rsplit("/", 1)[1]]
@@ -630,6 +748,16 @@ def test_http_cell(world: World, route: str, key: str):
         assert body["ok"] is True
     if route == "GET /v1/telemetry":
         assert {r["name"] for r in body["records"]} == world.stored[owner_of(world, key)]
+    elif route in ("POST /v1/issues/{fingerprint}/merge", "POST /v1/issues/{fingerprint}/unmerge"):
+        action = route.rsplit("/", 1)[1]
+        assert (body["merge"]["action"], body["merge"]["source"], body["merge"]["note"]) == (
+            action,
+            world.fingerprint,
+            name,
+        )
+        assert body["issue"]["merged_into"] == (world.into if action == "merge" else None)
+    elif route in ("GET /v1/issues/{fingerprint}", "GET /v1/dashboard/issues/{fingerprint}"):
+        assert body["issue"]["fingerprint"] == world.fingerprint
     elif route == "GET /v1/records/{record_id}":
         assert (body["record"]["record_id"], body["record"]["name"]) == (world.record_id, "seed")
     elif route in ("GET /v1/sessions", "GET /v1/dashboard/sessions"):
@@ -642,7 +770,8 @@ def test_http_cell(world: World, route: str, key: str):
     elif route == "GET /v1/dashboard/issues":
         # The seed event makes no issue; the three failures seeded beside it make the packet's one issue.
         mine = owner_of(world, key) == world.project_id
-        assert [issue["fingerprint"] for issue in body["issues"]] == ([world.fingerprint] if mine else [])
+        found = sorted(issue["fingerprint"] for issue in body["issues"])
+        assert found == (sorted([world.fingerprint, world.into]) if mine else [])
     elif route == "POST /v1/signup":
         assert body["project_id"] not in (world.project_id, world.other_id)
     elif route == "POST /v1/provision":
@@ -651,6 +780,13 @@ def test_http_cell(world: World, route: str, key: str):
         assert body["project_id"] == world.victim_id
     elif route == "POST /v1/runs/diagnose":
         assert body["packet"]["project_id"] == owner_of(world, key)
+    elif route == "PUT /v1/grouping/rules":
+        # The key alone decides whose rules change: the owner's rules in force are this cell's, the other's not.
+        written = [{"match": {"name": name}, "fingerprint": "{name}"}]
+        agents = {world.project_id: world.keys["agent"], world.other_id: world.other_agent}
+        for project_id, agent in agents.items():
+            read = client.get("/v1/grouping/rules", headers=_auth(agent)).json()
+            assert (read["rules"] == written) == (project_id == owner_of(world, key))
     elif route == "GET /v1/packets":
         owner = owner_of(world, key)
         assert all(p["project_id"] == owner for p in body["packets"])

@@ -6,6 +6,8 @@ import random
 import time
 from collections import defaultdict
 
+import pytest
+
 from loopkit_plugins.masking import mask
 from loopkit_plugins.templates import cluster, generalize, tokens
 
@@ -169,3 +171,61 @@ def test_ten_thousand_templates_under_a_second() -> None:
     # A generous bound for noisy shared machines; the benchmark measures about 0.3-0.5 s.
     assert time.process_time() - start < 3.0
     assert len(groups) == len(templates)
+
+
+def test_event_words_with_many_records_each_stay_apart() -> None:
+    events = [f"VM {word} (Lifecycle Event) for <UUID>" for word in ("Started", "Stopped", "Paused", "Resumed")]
+    # Each value carries many records (one rarely): a closed set of events, each its own issue.
+    assert len(set(cluster(events, counts=[120, 80, 40, 2]))) == 4
+    # Without counts there is no evidence about the column: the column rule joins three or more words.
+    assert len(set(cluster(events))) == 1
+
+
+def test_parameter_words_join() -> None:
+    # Nouns are values of a parameter, however many records each carries.
+    nouns = [f"template {w} rendering failed" for w in ("welcome", "invoice", "digest", "reset_password")]
+    assert len(set(cluster(nouns, counts=[300, 200, 100, 50]))) == 1
+    # Upper-case enum constants print from a variable: a state passed as a parameter.
+    states = [f"task <UUID> moved to {s}" for s in ("RUNNING", "SUCCEEDED", "QUEUED", "ASSIGNED")]
+    assert len(set(cluster(states, counts=[50, 40, 30, 20]))) == 1
+    # Verbs, but most seen once: an open set of values, a parameter.
+    verbs = [f"review of <ID> {w} by bot" for w in ("approved", "rejected", "merged", "closed", "reopened")]
+    # `rejected` and `closed` name faults and stay apart; `approved`, `merged`, `reopened` join.
+    assert len(set(cluster(verbs, counts=[1, 1, 1, 9, 1]))) == 3
+
+
+def test_counts_of_known_templates_are_not_weighed() -> None:
+    # A known issue's template (no records in this window) next to two events with records.
+    templates = ["VM Started for <UUID>", "VM Stopped for <UUID>", "VM Paused for <UUID>"]
+    assert len(set(cluster(templates, counts=[0, 40, 25]))) == 3
+    assert len(set(cluster(templates, counts=[0, 0, 25]))) == 1  # one weighed value: no evidence
+
+
+def test_counts_must_match_templates() -> None:
+    with pytest.raises(ValueError, match="one number per template"):
+        cluster(["a <NUM>", "b <NUM>"], counts=[1])
+
+
+def test_bracketed_list_and_single_value_join() -> None:
+    templates = ["connect to [<IP>] failed", "connect to <HOST> failed", "connect to <IP> failed"]
+    assert len(set(cluster(templates))) == 1
+
+
+def test_order_independent_with_counts() -> None:
+    words = ["Started", "Stopped", "Paused", "alpha", "beta", "gamma", "delta"]
+    templates = [f"job {w} on <HOST>" for w in words] + [f"unit {w} done" for w in words]
+    counts = [30, 20, 10, 1, 1, 2, 1] * 2
+    expected = partition_with(templates, counts)
+    rng = random.Random(5)
+    pairs = list(zip(templates, counts, strict=True))
+    for _ in range(10):
+        rng.shuffle(pairs)
+        assert partition_with([t for t, _ in pairs], [n for _, n in pairs]) == expected
+
+
+def partition_with(templates: list[str], counts: list[int]) -> set[frozenset[str]]:
+    """The groups `cluster` makes with counts, as sets of templates."""
+    groups: dict[int, set[str]] = defaultdict(set)
+    for t, g in zip(templates, cluster(templates, counts=counts), strict=True):
+        groups[g].add(t)
+    return {frozenset(g) for g in groups.values()}

@@ -35,14 +35,22 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-def error_response(status: int, message: str, code: str | None = None, retry_after: float | None = None) -> Response:
-    """The error JSON for a status (with Retry-After, in whole seconds, when the client should wait)."""
+def error_response(
+    status: int,
+    message: str,
+    code: str | None = None,
+    retry_after: float | None = None,
+    details: dict[str, object] | None = None,
+) -> Response:
+    """The error JSON for a status (with Retry-After, in whole seconds, when the client should wait); `details`
+    are further fields of the error object (never `code` or `message`)."""
     headers = {"retry-after": str(math.ceil(retry_after))} if retry_after is not None else {}
     if status == 401:
         headers["www-authenticate"] = 'Bearer realm="loopkit"'
     if status == 408:
         headers["connection"] = "close"  # the rest of a late body must not be read as the next request
-    body = {"ok": False, "error": {"code": code or CODES.get(status, "error"), "message": message}}
+    error = {**(details or {}), "code": code or CODES.get(status, "error"), "message": message}
+    body = {"ok": False, "error": error}
     return json_response(body, status, headers)
 
 

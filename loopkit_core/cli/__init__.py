@@ -122,6 +122,21 @@ def _client_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     add_json(verify, "print the JSON answer")
     verify.set_defaults(handler=client.verify)
 
+    rules = add(
+        "rules", help="show the project's fingerprint rules (agent or dashboard key); `rules set FILE` changes them"
+    )
+    add_server(rules)
+    add_json(rules, "print the JSON answer")
+    rules.set_defaults(handler=client.rules)
+    set_rules = rules.add_subparsers(title="rules commands").add_parser(
+        "set", help="replace the rules with those of a JSON file, - for stdin (dashboard key)"
+    )
+    set_rules.add_argument("file", help='{"rules": [...]} or a list of rules (docs/grouping.md)')
+    set_rules.add_argument("--version", type=int, help="only if this version is still in force (else 409)")
+    add_server(set_rules)
+    add_json(set_rules, "print the JSON answer")
+    set_rules.set_defaults(handler=client.set_rules)
+
 
 def _project_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     group = add("projects", help="operator commands for projects and keys")

@@ -1,13 +1,15 @@
-"""The client commands: diagnose, telemetry, handoff and verify against a running server (--url, --key)."""
+"""The client commands: diagnose, telemetry, handoff, verify and rules against a running server (--url, --key)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from loopkit_core.cli.output import print_json, table
-from loopkit_core.client import call
+from loopkit_core.client import ClientError, call
 
 
 def diagnose(args: argparse.Namespace) -> int:
@@ -104,4 +106,45 @@ def verify(args: argparse.Namespace) -> int:
         print(f"new releases since the packet: {', '.join(verification['new_releases'])}")
     for v in (verification.get("release_aware") or {}).get("verdicts", []):
         print(f"- counting only {verification['release_aware']['release']} and later: {v['issue_id']} {v['verdict']}")
+    return 0
+
+
+def rules(args: argparse.Namespace) -> int:
+    """`loopkit rules`: GET /v1/grouping/rules; the fingerprint rules in force."""
+    answer = call("GET", "/v1/grouping/rules", url=args.url, key=args.key)
+    return _print_rules(answer, args.json)
+
+
+def set_rules(args: argparse.Namespace) -> int:
+    """`loopkit rules set FILE`: PUT /v1/grouping/rules with the rules of a JSON file (- for stdin; dashboard key)."""
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        document = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ClientError(f"cannot read rules from {args.file}: {exc}") from None
+    # The file holds the body ({"rules": [...]}) or just the list of rules.
+    body: dict[str, Any] = document if isinstance(document, dict) else {"rules": document}
+    if args.version is not None:
+        body["version"] = args.version
+    answer = call("PUT", "/v1/grouping/rules", url=args.url, key=args.key, body=body)
+    return _print_rules(answer, args.json)
+
+
+def _print_rules(answer: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print_json(answer)
+        return 0
+    when = f", saved {answer['updated_at']} by {answer['updated_by']}" if answer["version"] else ""
+    print(f"version {answer['version']}: {len(answer['rules'])} rule(s){when}")
+    rows = [
+        {
+            "rule": i,
+            "match": json.dumps(rule["match"], ensure_ascii=False)[:60],
+            "fingerprint": rule["fingerprint"][:50],
+            "title": (rule.get("title") or "")[:40],
+        }
+        for i, rule in enumerate(answer["rules"])
+    ]
+    if rows:
+        table(rows, ("rule", "match", "fingerprint", "title"))
     return 0

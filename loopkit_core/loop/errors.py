@@ -21,9 +21,18 @@ CODES = {
 class LoopError(Exception):
     """A refused operation: an HTTP-style status, a stable code and a message that says what to do."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        retry_after: float | None = None,
+        details: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code or CODES.get(status, "error")
         self.retry_after = retry_after
+        # More fields of the error object beside code and message (e.g. which rule of a rule set, and why).
+        self.details = details or {}

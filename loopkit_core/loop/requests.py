@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loopkit_core.diagnose import MAX_ISSUES, DiagnoseRequest
+from loopkit_core.fingerprint_rules import FingerprintRule, RuleError, parse_rules
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.model import MAX_NS, parse_rfc3339
 from loopkit_core.releases import MAX_RELEASE
@@ -30,6 +31,8 @@ MAX_ISSUE_KEYS = 50
 MAX_URL = 2048  # characters in a stage's url
 MAX_LOOPS = 100  # loops in one GET /v1/loops
 STAGE_FIELDS = {"stage", "url", "note", "issue_id"}
+MERGE_FIELDS = {"into", "note"}
+UNMERGE_FIELDS = {"note"}
 # Query parameter -> record column. `issue` (an issue_id or fingerprint) is resolved to its selector.
 FILTERS = {
     "type": "type",
@@ -43,6 +46,7 @@ LOWERCASE = {"trace_id"}  # case-insensitive hex IDs are stored lowercase
 TELEMETRY_PARAMS = {"since_minutes", "until", "limit", "cursor", "issue", *FILTERS}
 DIAGNOSE_FIELDS = {"since_minutes", "until", "diagnosers", "min_count", "max_issues"}
 VERIFY_FIELDS = {"packet_id", "since_minutes", "release"}
+GROUPING_RULES_FIELDS = {"rules", "version"}
 EVAL_RUN_FIELDS = {
     *("packet_id", "eval_candidate", "issue_id"),
     *("passed", "failed", "skipped", "commit", "version", "note"),
@@ -222,6 +226,49 @@ def verify_request(body: Mapping[str, Any]) -> VerifyRequest:
     return VerifyRequest(packet_id, float(since) if since is not None else None, release)
 
 
+@dataclass(frozen=True)
+class GroupingRulesRequest:
+    """A validated PUT /v1/grouping/rules: the new rules and, optionally, the version they replace."""
+
+    rules: list[FingerprintRule]
+    expected_version: int | None = None
+
+
+def grouping_rules_request(body: Mapping[str, Any], if_match: str | None = None) -> GroupingRulesRequest:
+    """The rules of a PUT body `{"rules": [...], "version"?: N}` (or an If-Match header with N); LoopError 400
+    with `rule` (the index, or null for the set) and `reason` when a rule is refused."""
+    unknown = sorted(set(body) - GROUPING_RULES_FIELDS)
+    if unknown:
+        raise LoopError(
+            400,
+            f"unknown field(s) {', '.join(u[:60] for u in unknown)}; allowed: rules, version",
+            "invalid_rules",
+            details={"rule": None, "reason": "unknown_field"},
+        )
+    if "rules" not in body:
+        raise LoopError(
+            400,
+            'rules is required: {"rules": [...]}',
+            "invalid_rules",
+            details={"rule": None, "reason": "missing_field"},
+        )
+    try:
+        rules = parse_rules(body["rules"])
+    except RuleError as exc:
+        raise LoopError(400, str(exc), "invalid_rules", details={"rule": exc.index, "reason": exc.reason}) from None
+    version = body.get("version")
+    if version is not None:
+        version = _int_field(version, "version", 0, 2**62)
+    if if_match is not None and if_match.strip() != "*":  # `*`: any version in force (no precondition)
+        tag = if_match.strip().removeprefix("W/").strip('"')
+        if not tag.isascii() or not tag.isdigit() or len(tag) > 18:
+            raise LoopError(400, 'If-Match must be the version in force, e.g. If-Match: "3"')
+        if version is not None and int(tag) != version:
+            raise LoopError(400, "If-Match and version name different versions; send one")
+        version = int(tag)
+    return GroupingRulesRequest(rules, version)
+
+
 def eval_run_request(body: Mapping[str, Any]) -> EvalRun:
     """An EvalRun from a POST /v1/evals body; LoopError 400 (or 404 for an ID that cannot exist)."""
     unknown = sorted(set(body) - EVAL_RUN_FIELDS)
@@ -316,3 +363,32 @@ def stage_note(note: object) -> str | None:
 def loops_limit(raw: str | None, default: int = 20) -> int:
     """The `limit` of GET /v1/loops: ASCII digits, 1 to MAX_LOOPS; LoopError 400 otherwise."""
     return packet_limit(raw, default, MAX_LOOPS)
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """A validated POST /v1/issues/{fingerprint}/merge (into set) or .../unmerge (into None) body."""
+
+    into: str | None
+    note: str | None
+
+
+def merge_request(body: Mapping[str, Any]) -> MergeRequest:
+    """A merge body: `into` (the fingerprint or issue_id to merge into) and an optional note; LoopError 400."""
+    _refuse_fields(body, MERGE_FIELDS)
+    into = body.get("into")
+    if not isinstance(into, str) or not into:
+        raise LoopError(400, "into is required: the fingerprint (or issue_id) of the issue to merge into")
+    return MergeRequest(into, stage_note(body.get("note")))
+
+
+def unmerge_request(body: Mapping[str, Any]) -> MergeRequest:
+    """An unmerge body: an optional note; LoopError 400 for anything else."""
+    _refuse_fields(body, UNMERGE_FIELDS)
+    return MergeRequest(None, stage_note(body.get("note")))
+
+
+def _refuse_fields(body: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise LoopError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NoReturn
 
-from loopkit_core import charts, diagnose, evals, sessions, verify
+from loopkit_core import charts, diagnose, evals, merges, sessions, verify
 from loopkit_core.identity import AuthError, Principal
 from loopkit_core.ingest import prepare, sign
 from loopkit_core.loop import journeys
@@ -22,6 +22,8 @@ from loopkit_core.loop.funnel import funnel
 from loopkit_core.loop.requests import (
     MAX_LOOPS,
     MAX_SINCE_MINUTES,
+    GroupingRulesRequest,
+    MergeRequest,
     TelemetryRequest,
     decision_note,
     is_lookup_key,
@@ -43,7 +45,7 @@ from loopkit_core.scopes import (
 )
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
-from loopkit_core.store import approvals, eval_runs, stages
+from loopkit_core.store import approvals, eval_runs, grouping_rules, issue_merges, stages
 from loopkit_core.store import memory as memory_store
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store import records as record_store
@@ -175,11 +177,45 @@ class Loop:
         return journeys.issues_across_packets(self.store.project(principal.project_id), limit)
 
     def _issue_selector(self, engine: Any, key: str) -> dict[str, Any]:
-        issue = packet_store.find_issue(engine, key) if is_lookup_key(key, 80) else None
-        if issue is None:
+        # An issue's own records and those of every issue merged into it.
+        selector = merges.issue_selector(engine, key) if is_lookup_key(key, 80) else None
+        if selector is None:
             hint = "use an issue_id or fingerprint from a packet"
             raise LoopError(404, f"no issue {key[:80]!r} in this project ({hint})")
-        return issue["selector"]
+        return selector
+
+    def issue(self, principal: Principal, key: str) -> dict[str, Any]:
+        """One tracked issue (fingerprint or issue_id) with its merge state and merge audit trail; 404 if none."""
+        _need(principal, REPORTS_READ, DASHBOARD_READ)
+        found = merges.describe(self.store.project(principal.project_id), key) if is_lookup_key(key) else None
+        if found is None:
+            raise LoopError(404, f"no issue {key[:MAX_ID]!r} in this project")
+        return found
+
+    def merge_issue(self, principal: Principal, key: str, request: MergeRequest) -> dict[str, Any]:
+        """A person folds one issue into another (sticky, audited); the answer is the merged issue's state."""
+        _need(principal, APPROVALS_WRITE)
+        assert request.into is not None
+        if not is_lookup_key(key):
+            raise LoopError(404, f"no issue {key[:MAX_ID]!r} in this project")
+        if not is_lookup_key(request.into):
+            raise LoopError(404, f"no issue {request.into[:MAX_ID]!r} in this project to merge into")
+        engine = self.store.project(principal.project_id)
+        done = issue_merges.merge(engine, key, request.into, request.note, _actor(principal), self._now_ns())
+        if isinstance(done, issue_merges.Refusal):
+            _refused(done, key, request.into)
+        return {"merge": done, "issue": merges.describe(engine, done["source"])}
+
+    def unmerge_issue(self, principal: Principal, key: str, request: MergeRequest) -> dict[str, Any]:
+        """A person sets a merged issue apart again (audited); from the next diagnosis it is its own issue."""
+        _need(principal, APPROVALS_WRITE)
+        if not is_lookup_key(key):
+            raise LoopError(404, f"no issue {key[:MAX_ID]!r} in this project")
+        engine = self.store.project(principal.project_id)
+        done = issue_merges.unmerge(engine, key, request.note, _actor(principal), self._now_ns())
+        if isinstance(done, issue_merges.Refusal):
+            _refused(done, key, None)
+        return {"merge": done, "issue": merges.describe(engine, done["source"])}
 
     # --- diagnose ------------------------------------------------------------------------------------------------
 
@@ -213,6 +249,28 @@ class Loop:
         """What the project already knows: issues verified, regressed (with evidence), in flight; the newest's new."""
         _need(principal, REPORTS_READ, DASHBOARD_READ)
         return memory_store.recall(self.store.project(principal.project_id), None)
+
+    # --- grouping rules ------------------------------------------------------------------------------------------
+
+    def grouping_rules(self, principal: Principal) -> dict[str, Any]:
+        """The project's fingerprint rules in force: version (0 when none), rules, updated_at, updated_by."""
+        _need(principal, DASHBOARD_READ)
+        return grouping_rules.current(self.store.project(principal.project_id))
+
+    def set_grouping_rules(self, principal: Principal, request: GroupingRulesRequest) -> dict[str, Any]:
+        """Save a new version of the project's fingerprint rules (a person's decision: the dashboard key); the next
+        diagnosis applies it. LoopError 409 when `expected_version` is not the version in force."""
+        _need(principal, APPROVALS_WRITE)
+        engine = self.store.project(principal.project_id)
+        actor = f"{principal.key_kind} key {principal.key_display}"
+        saved = grouping_rules.save(engine, request.rules, actor, self._now_ns(), request.expected_version)
+        if isinstance(saved, str):
+            version = grouping_rules.current(engine)["version"]
+            message = f"the rules in force are version {version}, not {request.expected_version}: read them and retry"
+            if request.expected_version is None:
+                message = "another change to the rules was saved at the same time: read them and retry"
+            raise LoopError(409, message, "version_conflict", details={"version": version})
+        return saved
 
     # --- packets -------------------------------------------------------------------------------------------------
 
@@ -425,6 +483,29 @@ def _need(principal: Principal, *scopes: str) -> None:
     # The front-end authenticated the key already; this keeps every operation safe on its own.
     if not any(scope in principal.scopes for scope in scopes):
         raise LoopError(403, f"the {principal.key_kind} key of this project does not have the {scopes[-1]} scope")
+
+
+def _actor(principal: Principal) -> str:
+    # Who did it, as the approvals trail names it: the key's kind and display prefix.
+    return f"{principal.key_kind} key {principal.key_display}"
+
+
+def _refused(refusal: issue_merges.Refusal, key: str, into: str | None) -> NoReturn:
+    """Raise the LoopError of a refused merge or unmerge."""
+    match refusal.reason:
+        case "no_source":
+            raise LoopError(404, f"no issue {key!r} in this project")
+        case "no_target":
+            raise LoopError(404, f"no issue {into!r} in this project to merge into")
+        case "self":
+            raise LoopError(400, "an issue cannot be merged into itself", "merge_into_itself")
+        case "already_merged":
+            message = f"issue {key!r} is already merged into {refusal.fingerprint!r}: unmerge it first"
+            raise LoopError(409, message, "already_merged")
+        case "cycle":
+            message = f"issue {into!r} is merged into {key!r}: merging back would make a cycle (unmerge it first)"
+            raise LoopError(409, message, "merge_cycle")
+    raise LoopError(409, f"issue {key!r} is not merged into another issue", "not_merged")
 
 
 def _error(exc: Exception) -> str:

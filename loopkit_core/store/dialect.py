@@ -85,10 +85,17 @@ class json_attribute_equals(FunctionElement[bool]):  # noqa: N801 (a SQL functio
         super().__init__(column, literal(key, String()), bindparam(None, value, type_=value_type, unique=True))
 
 
+# SQLite's json_extract reads true as 1 and an array as its JSON text: the JSON type keeps true apart from 1 and
+# the string "[1]" apart from the array [1], as jsonb equality does on PostgreSQL.
+_SQLITE_JSON_TYPES = {Boolean: "('true', 'false')", BigInteger: "('integer', 'real')", Float: "('integer', 'real')"}
+
+
 @compiles(json_attribute_equals, "sqlite")
 def _json_equals_sqlite(element: json_attribute_equals, compiler: SQLCompiler, **kw: Any) -> str:
     column, key, value = (compiler.process(c, **kw) for c in element.clauses)
-    return f"json_extract({column}, '$.\"' || {key} || '\"') = {value}"
+    kinds = _SQLITE_JSON_TYPES.get(type(list(element.clauses)[2].type), "('text')")
+    path = f"'$.\"' || {key} || '\"'"
+    return f"(json_type({column}, {path}) IN {kinds} AND json_extract({column}, {path}) = {value})"
 
 
 @compiles(json_attribute_equals, "postgresql")
@@ -176,3 +183,65 @@ class NulSafeString(NulSafe):
 
     impl = String
     cache_ok = True
+
+
+class json_attribute_key(FunctionElement[str]):  # noqa: N801 (a SQL function, named like one)
+    """An attribute's JSON type and text as one string (`text:Timeout`, `integer:3`, ...), NULL when absent.
+
+    Fingerprint rules group by it and compare with it, so "1" and 1 stay apart and a missing attribute differs
+    from an empty one. The type names are the backend's (SQLite json_type, PostgreSQL jsonb_typeof);
+    `loopkit_core.fingerprint_rules.attribute_value` reads either back as a JSON value.
+    """
+
+    type = String()
+    inherit_cache = True
+    name = "json_attribute_key"
+
+    def __init__(self, column: Any, key: str) -> None:
+        super().__init__(column, literal(key, String()))
+
+
+@compiles(json_attribute_key, "sqlite")
+def _json_key_sqlite(element: json_attribute_key, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    path = f"'$.\"' || {key} || '\"'"
+    return f"(json_type({column}, {path}) || ':' || coalesce(CAST(json_extract({column}, {path}) AS TEXT), ''))"
+
+
+@compiles(json_attribute_key, "postgresql")
+def _json_key_postgresql(element: json_attribute_key, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = (compiler.process(c, **kw) for c in element.clauses)
+    value = f"(CAST(replace({column}, '\\u0000', '\\ufffd') AS JSONB) -> {key})"
+    return f"(jsonb_typeof({value}) || ':' || coalesce({value} #>> '{{}}', ''))"
+
+
+class glob_match(FunctionElement[bool]):  # noqa: N801 (a SQL function, named like one)
+    """`column` fits a glob (`*` any run of characters, `?` one character, all else literal), case-sensitive.
+
+    SQLite: GLOB (case-sensitive, `[` escaped as `[[]`); PostgreSQL: LIKE with `%`, `_` and `\\` escaped (LIKE is
+    case-sensitive there). Both count characters, not bytes, for `?`.
+    """
+
+    type = BooleanType()
+    inherit_cache = True
+    name = "glob_match"
+
+    def __init__(self, column: Any, pattern: str) -> None:
+        # Both dialects' forms are bound (one is used): rewriting a bound value while compiling would defeat
+        # SQLAlchemy's statement cache, which reuses the compiled text with the statement's own parameters.
+        glob = pattern.replace("[", "[[]")
+        like = "".join({"*": "%", "?": "_", "%": "\\%", "_": "\\_", "\\": "\\\\"}.get(ch, ch) for ch in pattern)
+        super().__init__(column, literal(glob, String()), literal(escape_nul(like), String()))
+
+
+@compiles(glob_match, "sqlite")
+def _glob_sqlite(element: glob_match, compiler: SQLCompiler, **kw: Any) -> str:
+    # Only the bound form this dialect uses is compiled: a compiled but unused parameter would shift the others.
+    column, glob, _ = element.clauses
+    return f"({compiler.process(column, **kw)} GLOB {compiler.process(glob, **kw)})"
+
+
+@compiles(glob_match, "postgresql")
+def _glob_postgresql(element: glob_match, compiler: SQLCompiler, **kw: Any) -> str:
+    column, _, like = element.clauses
+    return f"({compiler.process(column, **kw)} LIKE {compiler.process(like, **kw)} ESCAPE '\\')"

@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import Engine, select
 
 from loopkit_core.model import rfc3339
+from loopkit_core.store import issue_merges
 from loopkit_core.store.schema import issues, packets
 
 COUNTS_PER_ISSUE = 20  # packets listed per issue, newest first
@@ -42,6 +43,7 @@ def issue_index(engine: Engine, limit: int, packet_limit: int) -> dict[str, Any]
                 counts.append(
                     {"packet_id": packet_id, "created_at": packet.get("created_at"), "count": issue.get("count")}
                 )
+    merged = issue_merges.targets(engine)
     rows = []
     for row in tracked:
         last = latest.get(row.fingerprint, {})
@@ -60,6 +62,8 @@ def issue_index(engine: Engine, limit: int, packet_limit: int) -> dict[str, Any]
                 "regressed": row.status == "regressed" or bool(last.get("regression")),
                 "packets": seen.get(row.fingerprint, []),
                 "impact": last.get("impact"),
+                "merged_into": merged.get(row.fingerprint),  # a person merged it into that issue
+                "merged_from": issue_merges.members(row.fingerprint, merged),
             }
         )
     return {"issues": rows, "packets_read": len(bodies)}

@@ -42,6 +42,8 @@ from sqlalchemy.schema import CreateSchema
 from loopkit_core.store.schema import (
     control_metadata,
     eval_runs,
+    grouping_rules,
+    issue_merges,
     project_metadata,
     project_retention,
     records,
@@ -196,6 +198,11 @@ def _eval_runs(conn: Connection) -> None:
     eval_runs.create(conn, checkfirst=True)
 
 
+@step("project", 6, "grouping_rules: append-only versions of the project's fingerprint rules")
+def _grouping_rules(conn: Connection) -> None:
+    grouping_rules.create(conn, checkfirst=True)
+
+
 @step("control", 3, "server_secrets: a random secret per installation, which signs telemetry cursors")
 def _server_secrets(conn: Connection) -> None:
     server_secrets.create(conn, checkfirst=True)
@@ -203,3 +210,8 @@ def _server_secrets(conn: Connection) -> None:
     if conn.execute(select(server_secrets.c.name).where(server_secrets.c.name == CURSOR_SECRET)).first() is None:
         row = {"name": CURSOR_SECRET, "value": secrets.token_hex(32), "created_at": int(time.time())}
         conn.execute(server_secrets.insert().values(**row))
+
+
+@step("project", 7, "issue_merges: the append-only audit of issues people merged and unmerged")
+def _issue_merges(conn: Connection) -> None:
+    issue_merges.create(conn, checkfirst=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from loopkit_core.model import rfc3339
 from loopkit_core.store import approvals, dialect, eval_runs, verdicts
@@ -19,12 +19,20 @@ def save_diagnosis(engine: Engine, packet: dict[str, Any], tracked: list[dict[st
 
     `tracked` rows carry each issue's fingerprint, issue_id, diagnoser, signal_type, title, template,
     selector, first_seen_ns and last_seen_ns; the packet's issues get their status and project-wide
-    first/last seen.
+    first/last seen. A row whose selector is None keeps the tracked issue's (a merged issue's root that no
+    diagnoser reported this time); a packet issue with `merged_from` is first seen when the first of them was.
     """
     statuses: dict[str, tuple[str, int, int]] = {}  # fingerprint -> (status, first_seen_ns, last_seen_ns)
     with engine.begin() as conn:
         for row in tracked:
             existing = conn.execute(select(issues).where(issues.c.fingerprint == row["fingerprint"])).first()
+            if row["selector"] is None:
+                if existing is not None:
+                    row = {**row, "selector": orjson.loads(existing.selector), "title": existing.title}
+                    row["template"] = existing.template
+                else:  # never tracked (merges name tracked issues): the packet's union is all there is
+                    union = next(i["selector"] for i in packet["issues"] if i["fingerprint"] == row["fingerprint"])
+                    row = {**row, "selector": union}
             selector = orjson.dumps(row["selector"]).decode()
             if existing is None:
                 conn.execute(
@@ -69,6 +77,10 @@ def save_diagnosis(engine: Engine, packet: dict[str, Any], tracked: list[dict[st
         for issue in packet["issues"]:
             # first_seen / last_seen are the project's, across every run, not only this window's.
             status, first, last = statuses[issue["fingerprint"]]
+            if issue.get("merged_from"):
+                group = [issue["fingerprint"], *issue["merged_from"]]
+                earliest = conn.execute(select(func.min(issues.c.first_seen_ns)).where(issues.c.fingerprint.in_(group)))
+                first = min(first, earliest.scalar() or first)
             issue.update(
                 status=status, first_seen=rfc3339(first), last_seen=rfc3339(last), regression=status == "regressed"
             )

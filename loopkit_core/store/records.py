@@ -12,9 +12,26 @@ import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
 
 from loopkit_core.model import MAX_NS, Record, rfc3339
-from loopkit_core.selectors import RecordIds, Records, Selector, Signatures, SlowCalls, parse_selector
+from loopkit_core.selectors import (
+    AnyOf,
+    RecordIds,
+    Records,
+    RuleGroup,
+    Selector,
+    Signatures,
+    SlowCalls,
+    parse_selector,
+)
 from loopkit_core.store import dialect, pg_copy
-from loopkit_core.store.schema import RECORD_COLUMNS, counters, issue_signatures, records, resources, signatures
+from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
+from loopkit_core.store.schema import (
+    RECORD_COLUMNS,
+    counters,
+    issue_signatures,
+    records,
+    resources,
+    signatures,
+)
 
 MAX_PAGE = 1000
 
@@ -245,8 +262,8 @@ def selector_condition(selector: Selector | dict[str, Any]) -> ColumnElement[boo
     """The SQL condition for an issue's records: a typed selector, or its tagged or untagged JSON form."""
     c = records.c
     match parse_selector(selector):
-        case Signatures(signatures=keys):
-            return c.signature.in_(keys)
+        case Signatures(signatures=keys, unless=unless):
+            return and_(c.signature.in_(keys), *(~match_condition(m) for m in unless))
         case RecordIds(record_ids=ids):
             return c.record_id.in_(ids)
         case Records(type=type_, name=name, service=service, attributes=attributes):
@@ -259,7 +276,11 @@ def selector_condition(selector: Selector | dict[str, Any]) -> ColumnElement[boo
             if service is not None:
                 conditions.append(c.service == service)
             return and_(*conditions)
-    raise AssertionError("parse_selector returns one of the four selector types")
+        case RuleGroup(parts=parts):
+            return or_(*(part_condition(part) for part in parts))
+        case AnyOf(selectors=parts):
+            return or_(*(selector_condition(part) for part in parts))
+    raise AssertionError("parse_selector returns one of the six selector types")
 
 
 def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
@@ -308,7 +329,12 @@ def records_json(conn: Connection, rows: list[Any], fingerprints: bool = True) -
         query = select(resources.c.resource_key, resources.c.body).where(resources.c.resource_key.in_(keys))
         found = {key: orjson.loads(body) for key, body in conn.execute(query)}
     signed = _fingerprints(conn, {r.signature for r in rows if r.signature}) if fingerprints else {}
-    return [to_json(r, signed, found) for r in rows]
+    ruled = rule_fingerprints(conn, [r.record_id for r in rows if r.signature]) if fingerprints else {}
+    out = [to_json(r, signed, found) for r in rows]
+    for record in out:
+        if record["record_id"] in ruled:  # a fingerprint rule groups it now, not its signature's issue
+            record["fingerprint"] = ruled[record["record_id"]]
+    return out
 
 
 def _fingerprints(conn: Connection, signatures: set[str]) -> dict[str, str]:

@@ -231,3 +231,28 @@ eval_runs = Table(
     Column("actor", NulSafeString(80), nullable=False),  # which key reported it (kind and display prefix)
     Column("created_ns", BigInteger, nullable=False),
 )
+
+# Append-only versions of the project's fingerprint rules (PUT /v1/grouping/rules): the newest is in force.
+grouping_rules = Table(
+    "grouping_rules",
+    project_metadata,
+    Column("version", BigInteger, primary_key=True, autoincrement=False),  # 1, 2, ...: the previous + 1
+    Column("body", Text, nullable=False),  # JSON: the list of rules
+    Column("actor", NulSafeString(80), nullable=False),  # which key saved it (kind and display prefix)
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+# Append-only audit of people merging and unmerging issues (POST /v1/issues/{fingerprint}/merge, .../unmerge): the
+# latest row per source is its merge state, so no row is ever updated or deleted.
+issue_merges = Table(
+    "issue_merges",
+    project_metadata,
+    Column("seq", Seq, primary_key=True),
+    Column("action", NulSafeString(10), nullable=False),  # merge | unmerge
+    Column("source", NulSafeString(40), nullable=False, index=True),  # the issue merged (or unmerged)
+    Column("target", NulSafeString(40), nullable=False, index=True),  # the issue it went into (or came out of)
+    Column("requested", NulSafeString(40)),  # the `into` as asked (a merged issue: its target was used instead)
+    Column("note", NulSafeText),
+    Column("actor", NulSafeString(80), nullable=False),  # which key did it (kind and display prefix)
+    Column("created_ns", BigInteger, nullable=False),
+)

@@ -1,0 +1,114 @@
+"""The measurement tools of bench/: sustained mode's slices and flatness, and the big store's timeline and build."""
+
+from __future__ import annotations
+
+import json
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+from conftest import store_env
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import big_store  # noqa: E402
+import ingest  # noqa: E402
+from store_stats import StoreStats  # noqa: E402
+
+
+def test_sustained_marks_put_slice_boundaries_deciles_and_samples_in_time_order():
+    marks = ingest.sustained_marks(100.0, 4, 30.0)
+    assert marks == [
+        (10.0, "decile"),
+        (25.0, "slice"),
+        (30.0, "sample"),
+        (50.0, "slice"),
+        (60.0, "sample"),
+        (75.0, "slice"),
+        (90.0, "decile"),
+        (100.0, "slice"),
+    ]
+    # A boundary that is also a decile or a sample is read once, as a boundary.
+    assert ingest.sustained_marks(20.0, 10, 10.0) == [(2.0 * k, "slice") for k in range(1, 11)]
+
+
+def test_flatness_is_the_last_tenth_over_the_first():
+    readings = [
+        {"t_s": 0.0, "acked_spans": 0},
+        {"t_s": 10.0, "acked_spans": 20_000},  # 2,000/s in the first tenth
+        {"t_s": 50.0, "acked_spans": 80_000},
+        {"t_s": 90.0, "acked_spans": 130_000},
+        {"t_s": 100.0, "acked_spans": 145_000},  # 1,500/s in the last tenth
+    ]
+    assert ingest.flatness(readings, 100.0) == {"first_10pct": 2000.0, "last_10pct": 1500.0, "last_vs_first": 0.75}
+    flat = [{"t_s": float(t), "acked_spans": 1000 * t} for t in range(0, 101, 10)]
+    assert ingest.flatness(flat, 100.0)["last_vs_first"] == 1.0
+
+
+def test_timeline_spreads_the_older_records_over_the_days_and_the_rest_over_the_last_hour():
+    end, minute = 1_800_000_000 * 10**9, 60 * 10**9
+    timeline = big_store.Timeline(records=1000, last_hour=200, end_ns=end, days=30, margin_ns=minute)
+    assert timeline.start_ns == end - 30 * big_store.DAY_NS
+    assert timeline.start_of(0) == timeline.start_ns
+    older = 30 * big_store.DAY_NS - big_store.HOUR_NS - minute
+    assert timeline.start_of(400) == timeline.start_ns + older // 2
+    assert timeline.start_of(799) == timeline.start_ns + older * 799 // 800  # before end - 1 h - margin
+    assert timeline.start_of(800) == end - big_store.HOUR_NS  # the first record of the last hour
+    assert timeline.start_of(999) == end - big_store.HOUR_NS + (big_store.HOUR_NS - minute) * 199 // 200
+    assert all(timeline.start_of(g) <= timeline.start_of(g + 1) for g in range(999))
+    # A trace that starts at record 798 and runs past 800: its spans from record 800 on start the last hour.
+    assert timeline.start_of(798, 799) == timeline.start_of(798)
+    assert timeline.start_of(798, 800) == end - big_store.HOUR_NS
+
+
+def test_big_store_build_fills_the_days_and_the_last_hour_through_the_writer(tmp_path):
+    env = store_env(tmp_path)  # SQLite, or PostgreSQL schemas on a LOOPKIT_TEST_DATABASE_URL run
+    args = Namespace(records=3000, last_hour=1000, days=30.0)
+    meta = big_store.build(tmp_path, args, env)
+    assert meta["stored"] == 3000
+    assert meta["last_hour_records"] == 1000
+    assert meta["end_ns"] - meta["start_ns"] == 30 * big_store.DAY_NS
+    stats = StoreStats(tmp_path, meta["project_id"], env)
+    assert stats.records() == 3000
+    assert stats.disk_bytes() > 0
+    stats.close()
+    # The oldest day holds about a thirtieth of the 2,000 records before the last hour.
+    retention = big_store.measure_retention(tmp_path, meta, env)
+    assert retention["deleted_matches_count"]
+    assert retention["count_after"] == 3000 - retention["deleted"]
+    assert 2000 // 30 - 100 <= retention["deleted"] <= 2000 // 30 + 100
+    assert meta["purged_until_ns"] == meta["start_ns"] + big_store.DAY_NS
+
+
+@pytest.mark.parametrize("days", [0.5, 1.0])
+def test_big_store_refuses_a_span_of_a_day_or_less(days, capsys):
+    with pytest.raises(SystemExit) as exc:
+        big_store.parse_args(["--records", "100", "--days", str(days)])
+    assert exc.value.code == 2
+
+
+def test_big_store_measures_pages_diagnosis_and_retention_through_a_real_server(tmp_path, capsys):
+    keep = tmp_path / "store"
+    argv = ["--records", "4000", "--last-hour", "1500", "--repeat", "2", "--keep", str(keep)]
+    if env := store_env(keep):
+        argv += ["--database-url", env["LOOPKIT_DATABASE_URL"]]
+        argv += ["--schema-prefix", env["LOOPKIT_DATABASE_SCHEMA_PREFIX"]]
+    assert big_store.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["build"]["stored"] == 4000
+    server = report["server"]
+    assert server["page_newest"]["records_returned"] == 1000
+    assert server["page_errors"]["records_returned"] <= 1000
+    assert server["page_next_cursor"]["records_returned"] == [500]  # 1,500 in the last hour: one more page
+    runs = server["diagnose"]["runs"]
+    assert len(runs) == 3
+    assert [r["telemetry_read"] for r in runs] == [1500, 1500, 1500]  # exactly the last hour's records
+    retention = report["retention"]
+    assert retention["deleted_matches_count"] and retention["count_before"] == 4000
+    # A second run reuses the kept store and removes the next day.
+    assert big_store.main([*argv, "--no-retention"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["build"]["built_at"] == report["build"]["built_at"]
+    assert "retention" not in again
