@@ -104,7 +104,7 @@ _ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(record
 
 
 # From this many rows on, PostgreSQL inserts go through COPY (store/pg_copy.py): at 512 rows it costs the server
-# half the CPU of executemany and this process 45% (bench/pg_write_path.py, docs/benchmarks.md); at 4 rows the
+# 0.54x the CPU of executemany and this process 0.42x (bench/pg_write_path.py, docs/benchmarks.md); at 4 rows the
 # two are even (COPY takes three more round trips), from 16 COPY is ahead.
 COPY_MIN_ROWS = 16
 
