@@ -21,9 +21,13 @@ MAX_GROUPS = 1000  # groups read per rule (largest first); a rule with more is r
 EVIDENCE = 10
 
 
-def rule_issues(window: Window, rules: list[FingerprintRule], notes: list[Any] | None) -> list[Issue]:
-    """One issue per distinct fingerprint the rules give the window's failures (counts exact, from SQL)."""
-    groups = window.rule_groups(rules, MAX_GROUPS)
+def rule_issues(
+    window: Window, rules: list[FingerprintRule], notes: list[Any] | None, groups: list[RuleMatches] | None = None
+) -> list[Issue]:
+    """One issue per distinct fingerprint the rules give the window's failures (counts exact, from SQL); `groups`:
+    the window's rule groups when already read (Window.failure_groups)."""
+    if groups is None:
+        groups = window.rule_groups(rules, MAX_GROUPS)
     per_rule = Counter(g.rule for g in groups)
     for index, n in sorted(per_rule.items()):
         if n > MAX_GROUPS and isinstance(notes, list):
@@ -84,6 +88,8 @@ def _issue(key: str, members: list[RuleMatches], rules: list[FingerprintRule]) -
             "fingerprint_rendered": rendered,
             "values": typed_values(values),
             "per_type": dict(types),
+            # Taken out before the issue leaves the diagnoser: the signatures of its records in the window.
+            "_signatures": tuple(sorted({k for g in members for k in g.signatures})),
         },
         eval_candidate=slug("rule", rendered) + "-v1",
     )

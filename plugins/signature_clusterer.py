@@ -21,6 +21,7 @@ from typing import Any
 from loopkit_core.evidence import excerpt, quote, service_version, severity_for_count, slug, stack_frames
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, Record, Signature
+from loopkit_core.selectors import Signatures
 from loopkit_core.window import KnownIssue, SignatureGroup, Window
 from loopkit_plugins.masking import mask
 
@@ -101,15 +102,20 @@ def record_signature(record: Record) -> Signature:
 @hookimpl(trylast=True)
 def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     """Issues from the window's signatures, clustered per (type, service, operation, exception type)."""
-    from loopkit_plugins.rule_grouping import add_evidence, rule_issues
+    from loopkit_plugins.rule_grouping import MAX_GROUPS, add_evidence, rule_issues
     from loopkit_plugins.templates import generalize
 
     # The project's fingerprint rules group the failures they match; the rest are grouped by signature.
     rules = window.grouping_rules()
     unless = tuple(rule.match for rule in rules)
-    groups = window.signature_groups(unless)
     notes = options.get("notes")
-    ruled = rule_issues(window, rules, notes) if rules else []
+    if rules:
+        # One scan of the window's failures evaluates every rule once per record (docs/grouping.md, Cost).
+        failures = window.failure_groups(rules, MAX_GROUPS)
+        groups = failures.signature_groups
+        ruled = rule_issues(window, rules, notes, failures.rule_groups)
+    else:
+        groups, ruled = window.signature_groups(), []
     if not groups and not ruled and isinstance(notes, list):
         notes.append({"where": None, "reason": "no error or tool failure record in the window"})
     assigned = window.known_signatures()
@@ -131,7 +137,16 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
 
     if unless:  # the records the rules group are not these issues' (docs/grouping.md#fingerprint-rules)
         for issue in found:
+            keys = tuple(issue.selector["signatures"])
             issue.selector["unless"] = [m.to_json() for m in unless]
+            if not failures.cut and not failures.ruled_signatures.intersection(keys):
+                # No rule took any of these signatures' records here: in this window they are the keys' records.
+                window.narrow(issue.selector, Signatures(keys))
+        for issue in ruled:
+            if not failures.cut.intersection(issue.stats["rules"]):
+                # Every record of the issue carries one of these signatures: reads go through the signature index.
+                window.narrow(issue.selector, issue.stats.pop("_signatures"))
+            issue.stats.pop("_signatures", None)
     found += ruled
     # Evidence costs a query per issue: only sample the issues the packet can keep (the pipeline drops
     # the rest, and knows from them that the packet was truncated).

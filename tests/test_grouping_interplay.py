@@ -8,13 +8,23 @@ records into a rule issue R; every number below is counted from that traffic.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from conftest import Project
 from loopdata import MINUTE_NS, NOW_NS, Loop, Spans, running_loop
+from test_grouping_rules import diagnose, failures, send
+from test_grouping_rules import put_rules as put_project_rules
 from test_issue_merges import AFTER_START_NS, APPROVED_NS, VERIFY_NS, calls, fingerprints, merge, traffic, unmerge
+
+from loopkit_core.fingerprint_rules import parse_rules
+from loopkit_core.model import MAX_NS
+from loopkit_core.server import Running
+from loopkit_core.window import Window
 
 KEYERROR_RULE = {"match": {"exception_type": "KeyError"}, "fingerprint": "{exception_type} {service}"}
 TIMEOUT_RULE = {"match": {"exception_type": "TimeoutError"}, "fingerprint": "timeouts on {name}"}
@@ -200,3 +210,54 @@ def test_a_merged_rule_issue_whose_template_changes_leaves_its_records_to_the_ne
     # Unmerged, the old rule issue stays without records; B is B.
     assert unmerge(loop, r).status_code == 200
     assert {k: i["count"] for k, i in issues(loop.diagnose()).items()} == {fp["a"]: 7, fp["b"]: 5, renamed: 4}
+
+
+def test_the_one_pass_grouping_gives_what_the_per_rule_reads_gave(
+    client: httpx.Client, project: Project, server: Running
+):
+    """Window.failure_groups (one scan) answers exactly signature_groups(unless) and rule_groups(rules, limit), also
+    when a rule's groups are cut; a diagnosis's counts, evidence and operations equal reads without narrowing."""
+    now = time.time_ns()
+    records = failures(now)
+    records += [
+        {
+            "type": "tool_failure",
+            "name": "charge",
+            "service": "agent",
+            "message": f"tool {i} failed",
+            "timestamp": now - (30 - i) * MINUTE_NS,
+            "attributes": {"upstream": "gateway" if i % 2 else 2},
+        }
+        for i in range(5)
+    ]
+    records += [{"type": "error", "name": "other", "message": "boom", "timestamp": now - MINUTE_NS}] * 1
+    send(client, project, records)
+    rules = parse_rules(
+        [
+            {"match": {"name": "charge"}, "fingerprint": "{attributes.upstream} on {name}"},
+            {"match": {"message": "*REJECTED*"}, "fingerprint": "{name}"},
+            {"match": {"message": "*REJECTED*", "service": "payments"}, "fingerprint": "never {service}"},
+            {"match": {"type": "tool_failure"}, "fingerprint": "{name} {attributes.upstream}"},
+        ]
+    )
+    window = Window(project.project_id, 0, MAX_NS, server.app.store.project(project.project_id))
+    for limit in (1000, 2, 1):
+        one = window.failure_groups(rules, limit)
+        assert [(g.rule, g.type, g.values, g.count, g.first_ns, g.last_ns) for g in one.rule_groups] == [
+            (g.rule, g.type, g.values, g.count, g.first_ns, g.last_ns) for g in window.rule_groups(rules, limit)
+        ]
+        unless = tuple(rule.match for rule in rules)
+        assert one.signature_groups == sorted(window.signature_groups(unless), key=lambda g: g.signature)
+        assert one.cut == (frozenset({0}) if limit < 3 else frozenset())
+    assert len(window.failure_groups(rules).signature_groups) == 1  # "other": no rule matches it
+
+    assert put_project_rules(client, project, [r.to_json() for r in rules]).status_code == 200
+    packet = diagnose(client, project, since_minutes=120)
+    assert sum(i["count"] for i in packet["issues"]) == packet["failures"] == len(records)
+    fresh = Window(project.project_id, packet["window_ns"]["start"], packet["window_ns"]["end"], window.engine)
+    for issue in packet["issues"]:
+        selector = issue["selector"]
+        assert issue["count"] == fresh.summary(selector)[0]
+        assert issue["evidence"] == [r["record_id"] for r in fresh.sample(selector, 10)]
+        assert issue["stats"]["span_name"] == fresh.groups(selector, by="name", limit=1)[0].value
+        assert issue["stats"]["session_count"] == sum(1 for g in fresh.groups(selector, by="session_id") if g.value)
