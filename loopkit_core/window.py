@@ -141,7 +141,8 @@ class Window:
     # Only the records of these resources (a release-aware verification's releases); None: every record.
     resource_keys: tuple[str, ...] | None = None
     # Selector (canonical JSON) -> an equivalent selector in this window, or the signatures all its records carry
-    # here (see narrow()). Exact only for this time range: preceding() starts without any.
+    # here (see narrow()); "condition:" + selector -> its narrowed SQL condition, built once. Exact only for this
+    # time range: preceding() starts without any.
     _narrowed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def narrow(self, selector: Selector | dict[str, Any], within: tuple[str, ...] | Selector) -> None:
@@ -150,12 +151,17 @@ class Window:
         counted this from the same window (the signature clusterer does, from failure_groups); a wrong hint gives
         wrong reads."""
         self._narrowed[_key(parse_selector(selector))] = within
+        for key in [k for k in self._narrowed if k.startswith("condition:")]:
+            del self._narrowed[key]  # built before this hint
 
     def _condition(self, selector: Selector | dict[str, Any]) -> ColumnElement[bool]:
         # A selector's SQL condition, narrowed by what narrow() recorded (a merged issue's any-of part by part).
         if not self._narrowed:
             return selector_condition(selector)
         parsed = parse_selector(selector)
+        whole = "condition:" + _key(parsed)
+        if whole in self._narrowed:  # the SQL of an issue's selector is built once per diagnosis, not once per read
+            return self._narrowed[whole]
         parts = parsed.selectors if isinstance(parsed, AnyOf) else (parsed,)
         conditions = []
         for part in parts:
@@ -166,7 +172,8 @@ class Window:
                 conditions.append(and_(records.c.signature.in_(within), selector_condition(part)))
             else:
                 conditions.append(selector_condition(within))
-        return conditions[0] if len(conditions) == 1 else or_(*conditions)
+        self._narrowed[whole] = conditions[0] if len(conditions) == 1 else or_(*conditions)
+        return self._narrowed[whole]
 
     def _in_window(self) -> Any:
         condition = (records.c.ts_ns >= self.start_ns) & (records.c.ts_ns < self.end_ns)
@@ -255,22 +262,22 @@ class Window:
         r = records.c
         names = list(dict.fromkeys(name for rule in rules for name in rule.variables))
         first = case(*((match_condition(rule.match), index) for index, rule in enumerate(rules)), else_=None)
+        needed = {"attributes" if name.startswith("attributes.") else name for name in names}
+        # Materialized, so the rules' CASE runs once per failure (SQLite would otherwise inline it into every
+        # expression that names `rule`).
         tagged = (
-            select(
-                r.type,
-                r.signature,
-                r.ts_ns,
-                first.label("rule"),
-                *(variable_expression(name).label(f"x{i}") for i, name in enumerate(names)),
-            )
+            select(r.type, r.signature, r.ts_ns, first.label("rule"), *(r[column] for column in sorted(needed)))
             .where(self._in_window(), *signed())
-            .subquery()
+            .cte("tagged")
+            .prefix_with("MATERIALIZED")
         )
         t = tagged.c
-        # Each rule keys its groups on its own variables; the others are NULL for it.
+        # Each rule keys its groups on its own variables; the others are NULL for it (and, the CASE being lazy, an
+        # attribute is only read out of the JSON for the records of rules that name it).
         users = {name: [i for i, rule in enumerate(rules) if name in rule.variables] for name in names}
         masked = [
-            case((t.rule.in_(users[name]), t[f"x{i}"]), else_=None).label(f"v{i}") for i, name in enumerate(names)
+            case((t.rule.in_(users[name]), variable_expression(name, t)), else_=None).label(f"v{i}")
+            for i, name in enumerate(names)
         ]
         fine = (
             select(
