@@ -14,8 +14,8 @@ from typing import Any
 from loopkit_core.evidence import excerpt, quote, severity_for_count, slug
 from loopkit_core.fingerprint_rules import FingerprintRule, fingerprint, render, typed_values
 from loopkit_core.model import Issue
-from loopkit_core.selectors import RuleGroup, RulePart
-from loopkit_core.window import RuleMatches, Window
+from loopkit_core.selectors import RuleGroup, RulePart, Signatures
+from loopkit_core.window import FailureGroups, RuleMatches, Window
 
 MAX_GROUPS = 1000  # groups read per rule (largest first); a rule with more is reported in a note
 EVIDENCE = 10
@@ -46,6 +46,29 @@ def rule_issues(
             continue
         by_fingerprint[fingerprint(rules[group.rule], group.values)].append(group)
     return [_issue(key, members, rules) for key, members in by_fingerprint.items()]
+
+
+def leave_to_rules(
+    window: Window,
+    rules: list[FingerprintRule],
+    failures: FailureGroups,
+    by_signature: list[Issue],
+    by_rule: list[Issue],
+) -> None:
+    """Leave the rules' records out of the signature issues' selectors (`unless`), and tell the window what the one
+    pass counted, so the reads after it (evidence, operations, sessions, releases) are cheap and give the same
+    answers: hints exact only in this window, never stored."""
+    for issue in by_signature:
+        issue.selector["unless"] = [rule.match.to_json() for rule in rules]
+        keys = tuple(issue.selector["signatures"])
+        if not failures.cut and not failures.ruled_signatures.intersection(keys):
+            # No rule took any of these signatures' records here: in this window they are the keys' records.
+            window.narrow(issue.selector, Signatures(keys))
+    for issue in by_rule:
+        signatures = issue.stats.pop("_signatures", ())
+        if not failures.cut.intersection(issue.stats["rules"]):
+            # Every record of the issue carries one of these signatures: reads go through the signature index.
+            window.narrow(issue.selector, signatures)
 
 
 def _issue(key: str, members: list[RuleMatches], rules: list[FingerprintRule]) -> Issue:

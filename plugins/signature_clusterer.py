@@ -21,7 +21,6 @@ from typing import Any
 from loopkit_core.evidence import excerpt, quote, service_version, severity_for_count, slug, stack_frames
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, Record, Signature
-from loopkit_core.selectors import Signatures
 from loopkit_core.window import KnownIssue, SignatureGroup, Window
 from loopkit_plugins.masking import mask
 
@@ -102,18 +101,14 @@ def record_signature(record: Record) -> Signature:
 @hookimpl(trylast=True)
 def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     """Issues from the window's signatures, clustered per (type, service, operation, exception type)."""
-    from loopkit_plugins.rule_grouping import MAX_GROUPS, add_evidence, rule_issues
+    from loopkit_plugins.rule_grouping import MAX_GROUPS, add_evidence, leave_to_rules, rule_issues
     from loopkit_plugins.templates import generalize
 
     # The project's fingerprint rules group the failures they match; the rest are grouped by signature.
-    rules = window.grouping_rules()
-    unless = tuple(rule.match for rule in rules)
-    notes = options.get("notes")
-    if rules:
-        # One scan of the window's failures evaluates every rule once per record (docs/grouping.md, Cost).
+    rules, notes = window.grouping_rules(), options.get("notes")
+    if rules:  # one scan of the window's failures evaluates every rule once per record (docs/grouping.md, Cost)
         failures = window.failure_groups(rules, MAX_GROUPS)
-        groups = failures.signature_groups
-        ruled = rule_issues(window, rules, notes, failures.rule_groups)
+        groups, ruled = failures.signature_groups, rule_issues(window, rules, notes, failures.rule_groups)
     else:
         groups, ruled = window.signature_groups(), []
     if not groups and not ruled and isinstance(notes, list):
@@ -135,18 +130,8 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
         for fingerprint, here in resolved.items():
             found.append(_issue(fingerprint, partition, here, known.get(fingerprint), generalize))
 
-    if unless:  # the records the rules group are not these issues' (docs/grouping.md#fingerprint-rules)
-        for issue in found:
-            keys = tuple(issue.selector["signatures"])
-            issue.selector["unless"] = [m.to_json() for m in unless]
-            if not failures.cut and not failures.ruled_signatures.intersection(keys):
-                # No rule took any of these signatures' records here: in this window they are the keys' records.
-                window.narrow(issue.selector, Signatures(keys))
-        for issue in ruled:
-            if not failures.cut.intersection(issue.stats["rules"]):
-                # Every record of the issue carries one of these signatures: reads go through the signature index.
-                window.narrow(issue.selector, issue.stats.pop("_signatures"))
-            issue.stats.pop("_signatures", None)
+    if rules:  # the records the rules group are not these issues' (docs/grouping.md#fingerprint-rules)
+        leave_to_rules(window, rules, failures, found, ruled)
     found += ruled
     # Evidence costs a query per issue: only sample the issues the packet can keep (the pipeline drops
     # the rest, and knows from them that the packet was truncated).
