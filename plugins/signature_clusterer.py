@@ -113,15 +113,16 @@ def record_signature(record: Record) -> Signature:
 @hookimpl(trylast=True)
 def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     """Issues from the window's signatures, clustered per (type, service, operation, exception type)."""
-    from loopkit_plugins.rule_grouping import add_evidence, rule_issues
+    from loopkit_plugins.rule_grouping import MAX_GROUPS, add_evidence, leave_to_rules, rule_issues
     from loopkit_plugins.templates import generalize
 
     # The project's fingerprint rules group the failures they match; the rest are grouped by signature.
-    rules = window.grouping_rules()
-    unless = tuple(rule.match for rule in rules)
-    groups = window.signature_groups(unless)
-    notes = options.get("notes")
-    ruled = rule_issues(window, rules, notes) if rules else []
+    rules, notes = window.grouping_rules(), options.get("notes")
+    if rules:  # one scan of the window's failures evaluates every rule once per record (docs/grouping.md, Cost)
+        failures = window.failure_groups(rules, MAX_GROUPS)
+        groups, ruled = failures.signature_groups, rule_issues(window, rules, notes, failures.rule_groups)
+    else:
+        groups, ruled = window.signature_groups(), []
     if not groups and not ruled and isinstance(notes, list):
         notes.append({"where": None, "reason": "no error or tool failure record in the window"})
     assigned = window.known_signatures()
@@ -141,9 +142,8 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
         for fingerprint, here in resolved.items():
             found.append(_issue(fingerprint, partition, here, known.get(fingerprint), generalize))
 
-    if unless:  # the records the rules group are not these issues' (docs/grouping.md#fingerprint-rules)
-        for issue in found:
-            issue.selector["unless"] = [m.to_json() for m in unless]
+    if rules:  # the records the rules group are not these issues' (docs/grouping.md#fingerprint-rules)
+        leave_to_rules(window, rules, failures, found, ruled)
     found += ruled
     # Evidence costs a query per issue: only sample the issues the packet can keep (the pipeline drops
     # the rest, and knows from them that the packet was truncated).
