@@ -16,7 +16,17 @@ from typing import Any
 import orjson
 
 from loopkit_core.model import FAILURE_TYPES
-from loopkit_core.selectors import ATTRIBUTE_PREFIX, MATCH_KEYS, VARIABLE_COLUMNS, Match, is_variable
+from loopkit_core.selectors import (
+    ATTRIBUTE_PREFIX,
+    MATCH_KEYS,
+    VARIABLE_COLUMNS,
+    Match,
+    RuleGroup,
+    RulePart,
+    Signatures,
+    is_variable,
+    parse_selector,
+)
 
 MAX_RULES = 100  # rules in one set
 MAX_PATTERN = 1024  # characters of any match value, attribute value or template
@@ -228,3 +238,26 @@ def render(template: str, values: dict[str, str | None]) -> str:
         return value if isinstance(value, str) else orjson.dumps(value).decode()
 
     return _VARIABLE.sub(text, template)
+
+
+def rebase(key: str, selector: dict[str, Any], rules: list[FingerprintRule]) -> dict[str, Any] | None:
+    """What a tracked failure issue names under the rules in force (None: nothing any more), for merged issues.
+
+    A record belongs to the first rule in force that matches it, else to its signature's issue. So a signature issue
+    leaves out every rule's records, and a rule issue (fingerprint `key`) keeps the parts of the rules in force that
+    still give `key` for its values: a rule issue whose template no rule in force has names nothing. Other kinds are
+    kept as they are.
+    """
+    parsed = parse_selector(selector)
+    if isinstance(parsed, Signatures):
+        return Signatures(parsed.signatures, tuple(rule.match for rule in rules)).to_json()
+    if not isinstance(parsed, RuleGroup):
+        return parsed.to_json()
+    known = list({orjson.dumps(p.values, option=orjson.OPT_SORT_KEYS): p.values for p in parsed.parts}.values())
+    parts = [
+        RulePart(rule.match, tuple(r.match for r in rules[:index]), values)
+        for index, rule in enumerate(rules)
+        for values in known
+        if set(values) == set(rule.variables) and fingerprint(rule, values) == key
+    ]
+    return RuleGroup(tuple(parts)).to_json() if parts else None

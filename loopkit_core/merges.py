@@ -13,9 +13,11 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, select
 
+from loopkit_core.fingerprint_rules import rebase
 from loopkit_core.model import Issue, rfc3339
 from loopkit_core.selectors import union
 from loopkit_core.store import issue_merges
+from loopkit_core.store.grouping_rules import rules_in_force
 from loopkit_core.store.schema import issues
 from loopkit_core.window import Window
 
@@ -62,10 +64,11 @@ def _folded(window: Window, root: str, names: list[str], group: list[Issue]) -> 
         row = tracked.get(fingerprint)
         if fingerprint in by_fingerprint:
             selectors.append(by_fingerprint[fingerprint].selector)
-        elif row is not None:
-            # A member no diagnoser reported this time: its records in the window still belong to the union.
-            selectors.append(row["selector"])
-            n, low, high = window.summary(row["selector"])
+        elif row is not None and row["records"] is not None:
+            # A member no diagnoser reported this time: its records in the window still belong to the union (those
+            # the rules in force leave it; a rule issue whose template no rule has any more names none).
+            selectors.append(row["records"])
+            n, low, high = window.summary(row["records"])
             if n:
                 count, first, last = count + n, min(first, low), max(last, high)
     identity = tracked.get(root, {})
@@ -118,7 +121,7 @@ def verified_issues(engine: Engine, packet_issues: list[dict[str, Any]]) -> list
         tracked = _tracked(engine, [root, *names])
         base = next((i for i in group if i["fingerprint"] == root), group[0])
         selectors = [i.get("selector") or {} for i in group]
-        selectors += [tracked[f]["selector"] for f in [root, *names] if f in tracked]
+        selectors += [tracked[f]["records"] for f in [root, *names] if tracked.get(f, {}).get("records") is not None]
         item = {**base, "fingerprint": root, "selector": union(selectors)}
         identity = tracked.get(root)
         if base["fingerprint"] != root and identity is not None:
@@ -137,8 +140,10 @@ def issue_selector(engine: Engine, key: str) -> dict[str, Any] | None:
     names = issue_merges.members(row["fingerprint"], issue_merges.targets(engine))
     if not names:
         return row["selector"]
-    tracked = _tracked(engine, names)
-    return union([row["selector"], *(tracked[f]["selector"] for f in names if f in tracked)])
+    tracked = _tracked(engine, [row["fingerprint"], *names])
+    found = [tracked[f]["records"] for f in [row["fingerprint"], *names] if tracked.get(f, {}).get("records")]
+    # Every member's records may have gone to rule issues: then the merged issue names no record.
+    return union(found) if found else {"kind": "record_ids", "record_ids": []}
 
 
 def describe(engine: Engine, key: str) -> dict[str, Any] | None:
@@ -177,7 +182,13 @@ def _find(engine: Engine, key: str) -> dict[str, Any] | None:
 
 
 def _tracked(engine: Engine, fingerprints: list[str]) -> dict[str, dict[str, Any]]:
-    # Each tracked issue's identity and own selector, by fingerprint.
+    # Each tracked issue's identity, own selector as stored, and `records`: what that selector names under the
+    # fingerprint rules in force (rules changed after a merge move records to rule issues, never count them twice).
     with engine.connect() as conn:
         rows = conn.execute(select(issues).where(issues.c.fingerprint.in_(sorted(set(fingerprints))))).all()
-    return {r.fingerprint: {**r._asdict(), "selector": orjson.loads(r.selector)} for r in rows}
+        rules = rules_in_force(conn) if rows else []
+    out = {}
+    for r in rows:
+        selector = orjson.loads(r.selector)
+        out[r.fingerprint] = {**r._asdict(), "selector": selector, "records": rebase(r.fingerprint, selector, rules)}
+    return out

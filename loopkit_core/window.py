@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import Boolean, CompoundSelect, Engine, bindparam, false, func, select, union_all
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    CompoundSelect,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    false,
+    func,
+    or_,
+    select,
+    union_all,
+)
 
 from loopkit_core.fingerprint_rules import FingerprintRule
 from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.releases import ReleaseGroup
-from loopkit_core.selectors import Match, Selector, selector_json
+from loopkit_core.selectors import AnyOf, Match, Selector, parse_selector
 from loopkit_core.store.dialect import byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
 from loopkit_core.store.records import records_json, selector_condition
@@ -47,6 +61,17 @@ class RuleMatches:
     count: int
     first_ns: int
     last_ns: int
+    signatures: tuple[str, ...] = ()  # the ingest signatures of these records (Window.failure_groups fills it)
+
+
+@dataclass(frozen=True)
+class FailureGroups:
+    """The window's failures in one pass under a project's fingerprint rules (Window.failure_groups)."""
+
+    signature_groups: list[SignatureGroup]  # the failures no rule matches, per signature
+    rule_groups: list[RuleMatches]  # each rule's groups, at most limit + 1 per rule, largest first
+    ruled_signatures: frozenset[str]  # signatures of the rule groups' records
+    cut: frozenset[int]  # rules with more than `limit` groups (their smallest are not in rule_groups)
 
 
 @dataclass(frozen=True)
@@ -120,9 +145,43 @@ class Window:
     engine: Engine
     # Only the records of these resources (a release-aware verification's releases); None: every record.
     resource_keys: tuple[str, ...] | None = None
+    # Selector (canonical JSON) -> an equivalent selector in this window, or the signatures all its records carry
+    # here (see narrow()); "condition:" + selector -> its narrowed SQL condition, built once. Exact only for this
+    # time range: preceding() starts without any.
+    _narrowed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # Set by memoized(): each selector's spread, read once (shared with the windows made from this one by
     # `replace`, hence keyed by the window's bounds too).
     memo: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
+
+    def narrow(self, selector: Selector | dict[str, Any], within: tuple[str, ...] | Selector) -> None:
+        """Record that in this window `selector`'s records are exactly `within`'s (a selector), or all carry one of
+        the signatures `within` (a tuple): reads of it then go through the signature index. The caller must have
+        counted this from the same window (the signature clusterer does, from failure_groups); a wrong hint gives
+        wrong reads."""
+        self._narrowed[_key(parse_selector(selector))] = within
+        for key in [k for k in self._narrowed if k.startswith("condition:")]:
+            del self._narrowed[key]  # built before this hint
+
+    def _condition(self, selector: Selector | dict[str, Any]) -> ColumnElement[bool]:
+        # A selector's SQL condition, narrowed by what narrow() recorded (a merged issue's any-of part by part).
+        if not self._narrowed:
+            return selector_condition(selector)
+        parsed = parse_selector(selector)
+        whole = "condition:" + _key(parsed)
+        if whole in self._narrowed:  # the SQL of an issue's selector is built once per diagnosis, not once per read
+            return self._narrowed[whole]
+        parts = parsed.selectors if isinstance(parsed, AnyOf) else (parsed,)
+        conditions = []
+        for part in parts:
+            within = self._narrowed.get(_key(part))
+            if within is None:
+                conditions.append(selector_condition(part))
+            elif isinstance(within, tuple):
+                conditions.append(and_(records.c.signature.in_(within), selector_condition(part)))
+            else:
+                conditions.append(selector_condition(within))
+        self._narrowed[whole] = conditions[0] if len(conditions) == 1 else or_(*conditions)
+        return self._narrowed[whole]
 
     def memoized(self) -> Window:
         """This window, reading each selector's spread (its records per trace, session, user and resource) once.
@@ -141,14 +200,13 @@ class Window:
         """
         if self.memo is None:
             return None
-        canonical = orjson.dumps(selector_json(selector), option=orjson.OPT_SORT_KEYS)
-        key = ("spread", self.start_ns, self.end_ns, self.resource_keys, canonical)
+        key = ("spread", self.start_ns, self.end_ns, self.resource_keys, _key(parse_selector(selector)))
         if key not in self.memo:
             r = records.c
             columns = [r[c] for c in SPREAD_COLUMNS]
             stmt = (
                 select(*columns, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
-                .where(self._in_window(), selector_condition(selector))
+                .where(self._in_window(), self._condition(selector))
                 .group_by(*columns)
                 .limit(SPREAD_ROWS + 1)
             )
@@ -205,7 +263,7 @@ class Window:
             totals = self._spread_totals(spread, SPREAD_COLUMNS.index("resource_key"))
             with self.engine.connect() as conn:
                 return releases_of_rows(conn, [(key, *seen) for key, seen in totals.items()])
-        condition = self._in_window() if selector is None else self._in_window() & selector_condition(selector)
+        condition = self._in_window() if selector is None else self._in_window() & self._condition(selector)
         with self.engine.connect() as conn:
             return release_groups(conn, condition)
 
@@ -276,6 +334,110 @@ class Window:
                     out.append(RuleMatches(index, row[0], values, row.n, row[-2], row[-1]))
         return out
 
+    def failure_groups(self, rules: list[FingerprintRule], limit: int = 1000) -> FailureGroups:
+        """The window's errors and tool failures in one pass: each record's first matching rule is computed once (a
+        CASE over the rules' matches, in order) and the records are grouped by (rule, type, the rule's variables,
+        signature); the records no rule matches are the signature groups. Same answers as signature_groups(unless)
+        and rule_groups(rules, limit), at the cost of one scan of the window's failures."""
+        r = records.c
+        names = list(dict.fromkeys(name for rule in rules for name in rule.variables))
+        first = case(*((match_condition(rule.match), index) for index, rule in enumerate(rules)), else_=None)
+        needed = {"attributes" if name.startswith("attributes.") else name for name in names}
+        # Materialized, so the rules' CASE runs once per failure (SQLite would otherwise inline it into every
+        # expression that names `rule`).
+        tagged = (
+            select(r.type, r.signature, r.ts_ns, first.label("rule"), *(r[column] for column in sorted(needed)))
+            .where(self._in_window(), *signed())
+            .cte("tagged")
+            .prefix_with("MATERIALIZED")
+        )
+        t = tagged.c
+        # Each rule keys its groups on its own variables; the others are NULL for it (and, the CASE being lazy, an
+        # attribute is only read out of the JSON for the records of rules that name it).
+        users = {name: [i for i, rule in enumerate(rules) if name in rule.variables] for name in names}
+        masked = [
+            case((t.rule.in_(users[name]), variable_expression(name, t)), else_=None).label(f"v{i}")
+            for i, name in enumerate(names)
+        ]
+        fine = (
+            select(
+                t.rule,
+                t.type,
+                t.signature,
+                *masked,
+                func.count().label("n"),
+                func.min(t.ts_ns).label("first"),
+                func.max(t.ts_ns).label("last"),
+            )
+            .group_by(t.rule, t.type, t.signature, *masked)
+            .subquery()
+        )
+        f = fine.c
+        values = [f[f"v{i}"] for i in range(len(names))]
+        # Each (rule, type, values) group's count on every one of its rows (a window sum: one more pass over groups).
+        totals = select(fine, func.sum(f.n).over(partition_by=[f.rule, f.type, *values]).label("total")).subquery()
+        g = totals.c
+        # A rule's groups ranked as rule_groups orders them: count, type, then the rule's variables in its order.
+        width = max((len(rule.variables) for rule in rules), default=0)
+        order = [
+            case(
+                *(
+                    (g.rule == i, g[f"v{names.index(rule.variables[j])}"])
+                    for i, rule in enumerate(rules)
+                    if j < len(rule.variables)
+                ),
+                else_=None,
+            )
+            for j in range(width)
+        ]
+        rank = func.dense_rank().over(partition_by=g.rule, order_by=[g.total.desc(), g.type, *order])
+        ranked = select(totals, rank.label("rank")).subquery()
+        k, s = ranked.c, signatures.c
+        stmt = (
+            select(ranked, s.template, s.type.label("signature_type"), s.operation, s.service, s.exception_type)
+            .outerjoin(signatures, s.signature == k.signature)
+            .where(or_(k.rule.is_(None), k.rank <= limit + 1))
+            .order_by(k.rule, k.rank, k.signature)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        by_signature: list[SignatureGroup] = []
+        groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+        ruled: set[str] = set()
+        cut: set[int] = set()
+        for row in rows:
+            if row.rule is None:
+                if row.template is not None:  # as signature_groups' inner join
+                    by_signature.append(
+                        SignatureGroup(
+                            row.signature,
+                            row.template,
+                            row.signature_type,
+                            row.operation,
+                            row.service,
+                            row.exception_type,
+                            row.n,
+                            row.first,
+                            row.last,
+                        )
+                    )
+                continue
+            ruled.add(row.signature)
+            if row.rank > limit:
+                cut.add(row.rule)
+            own = {name: getattr(row, f"v{names.index(name)}") for name in rules[row.rule].variables}
+            key = (row.rule, row.type, tuple(own.items()))
+            group = groups.setdefault(key, {"values": own, "n": 0, "first": row.first, "last": row.last, "sigs": []})
+            group["n"] += row.n
+            group["first"], group["last"] = min(group["first"], row.first), max(group["last"], row.last)
+            group["sigs"].append(row.signature)
+        matches = [
+            RuleMatches(rule, type_, g["values"], g["n"], g["first"], g["last"], tuple(sorted(set(g["sigs"]))))
+            for (rule, type_, _), g in groups.items()
+        ]
+        by_signature.sort(key=lambda g: g.signature)
+        return FailureGroups(by_signature, matches, frozenset(ruled), frozenset(cut))
+
     def known_issues(self, diagnoser: str) -> list[KnownIssue]:
         """Issues this diagnoser reported in earlier runs of this project."""
         with self.engine.connect() as conn:
@@ -296,7 +458,7 @@ class Window:
         """(count, first_ns, last_ns) of a selector's records in the window."""
         r = records.c
         stmt = select(func.count(), func.min(r.ts_ns), func.max(r.ts_ns)).where(
-            self._in_window(), selector_condition(selector)
+            self._in_window(), self._condition(selector)
         )
         with self.engine.connect() as conn:
             count, first, last = conn.execute(stmt).one()
@@ -313,7 +475,7 @@ class Window:
         column = records.c[by]
         stmt = (
             select(column, func.count().label("n"), func.min(records.c.ts_ns), func.max(records.c.ts_ns))
-            .where(self._in_window(), selector_condition(selector))
+            .where(self._in_window(), self._condition(selector))
             .group_by(column)
             .order_by(func.count().desc(), column)
             .limit(limit)
@@ -329,7 +491,7 @@ class Window:
         if by not in GROUP_COLUMNS:
             raise ValueError(f"cannot count {by!r}; one of {', '.join(GROUP_COLUMNS)}")
         column = records.c[by]
-        values = select(column).where(self._in_window(), selector_condition(selector)).distinct().limit(limit)
+        values = select(column).where(self._in_window(), self._condition(selector)).distinct().limit(limit)
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(values.subquery())).scalar_one()
 
@@ -343,10 +505,10 @@ class Window:
         """Up to `limit` of a selector's records in the window: the newest, or the slowest; none of `exclude`'s."""
         r = records.c
         order = (r.duration_ms.desc(), r.record_id) if slowest else (r.ts_ns.desc(), r.record_id.desc())
-        where = [self._in_window(), selector_condition(selector)]
+        where = [self._in_window(), self._condition(selector)]
         if exclude is not None:
             # NOT (x IN ...) is NULL where x is NULL (a call without a signature): coalesce keeps those rows.
-            where.append(~func.coalesce(selector_condition(exclude), false(), type_=Boolean))
+            where.append(~func.coalesce(self._condition(exclude), false(), type_=Boolean))
         stmt = select(records).where(*where).order_by(*order).limit(limit)
         with self.engine.connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
@@ -363,7 +525,7 @@ class Window:
 
     def preceding(self, length_ns: int) -> Window:
         """The window of `length_ns` that ends where this one starts (e.g. a baseline), in the same project."""
-        return replace(self, start_ns=max(self.start_ns - length_ns, 0), end_ns=self.start_ns)
+        return replace(self, start_ns=max(self.start_ns - length_ns, 0), end_ns=self.start_ns, _narrowed={})
 
     def operations(self, max_operations: int = 5000) -> list[Operation]:
         """Every operation (name, service) with records in the window, with its count, in (name, service) order.
@@ -477,7 +639,7 @@ class Window:
             if own is None:
                 own = conn.execute(
                     select(r.trace_id, r.session_id, r.user_id)
-                    .where(self._in_window(), selector_condition(selector))
+                    .where(self._in_window(), self._condition(selector))
                     .distinct()
                     .limit(limit)
                 ).all()
@@ -504,7 +666,7 @@ class Window:
         r = records.c
         stmt = (
             select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
-            .where(r.trace_id.in_(sorted(set(trace_ids))), self._in_window(), selector_condition(selector))
+            .where(r.trace_id.in_(sorted(set(trace_ids))), self._in_window(), self._condition(selector))
             .order_by(r.trace_id, r.record_id)
             .limit(limit)
         )
@@ -564,3 +726,8 @@ def _stratified_durations(strata: int) -> CompoundSelect:
         for i in range(strata)
     ]
     return union_all(*slices)
+
+
+def _key(selector: Selector) -> str:
+    # One selector's canonical JSON: equal selectors, equal keys.
+    return json.dumps(selector.to_json(), sort_keys=True)

@@ -1,5 +1,5 @@
 """Rate verifier: did a failure stop, fall, or come back after the fix? (signature-clusterer issues, by
-signature or by fingerprint rule)
+signature or by fingerprint rule, and merged issues made of them: any-of selectors of those two kinds)
 
 The fault's rate is its occurrences per call of the same operation (records with the issue's span
 name in its service). The after-window has "enough traffic" when the old rate would have produced at
@@ -19,6 +19,7 @@ from typing import Any
 
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Verdict
+from loopkit_core.selectors import AnyOf, RuleGroup, Signatures, parse_selector
 from loopkit_core.statistics import poisson_cdf
 from loopkit_core.window import Window
 
@@ -29,9 +30,10 @@ EVIDENCE = 10
 
 @hookimpl(trylast=True)
 def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous: str) -> Verdict | None:
-    """The rate verdict for an issue grouped by signatures or by a fingerprint rule; None for other kinds."""
+    """The rate verdict for an issue grouped by signatures or by a fingerprint rule (or a merge of such issues);
+    None for other kinds."""
     selector = issue.get("selector") or {}
-    if "signatures" not in selector and selector.get("kind") != "rule":  # signature and fingerprint-rule issues
+    if not counts_failures(selector):
         return None
     stats = issue.get("stats") or {}
     traffic = {"name": stats.get("span_name") or stats.get("operation"), "service": stats.get("service")}
@@ -79,3 +81,14 @@ def verify_issue(issue: dict[str, Any], before: Window, after: Window, previous:
         f"{count_a} occurrence(s) in {traffic_a} calls: the rate "
         f"({rate_a:.4f} per call) did not fall significantly from {rate_b:.4f}",
     )
+
+
+def counts_failures(selector: dict[str, Any]) -> bool:
+    """Whether a selector names failures this verifier can count in both windows: signatures, a fingerprint rule's
+    group, or the union of those (a rule issue merged with a signature issue); never latency or signal issues."""
+    try:
+        parsed = parse_selector(selector)
+    except ValueError:
+        return False
+    parts = parsed.selectors if isinstance(parsed, AnyOf) else (parsed,)
+    return all(isinstance(part, Signatures | RuleGroup) for part in parts)

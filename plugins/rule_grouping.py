@@ -14,16 +14,20 @@ from typing import Any
 from loopkit_core.evidence import excerpt, quote, severity_for_count, slug
 from loopkit_core.fingerprint_rules import FingerprintRule, fingerprint, render, typed_values
 from loopkit_core.model import Issue
-from loopkit_core.selectors import RuleGroup, RulePart
-from loopkit_core.window import RuleMatches, Window
+from loopkit_core.selectors import RuleGroup, RulePart, Signatures
+from loopkit_core.window import FailureGroups, RuleMatches, Window
 
 MAX_GROUPS = 1000  # groups read per rule (largest first); a rule with more is reported in a note
 EVIDENCE = 10
 
 
-def rule_issues(window: Window, rules: list[FingerprintRule], notes: list[Any] | None) -> list[Issue]:
-    """One issue per distinct fingerprint the rules give the window's failures (counts exact, from SQL)."""
-    groups = window.rule_groups(rules, MAX_GROUPS)
+def rule_issues(
+    window: Window, rules: list[FingerprintRule], notes: list[Any] | None, groups: list[RuleMatches] | None = None
+) -> list[Issue]:
+    """One issue per distinct fingerprint the rules give the window's failures (counts exact, from SQL); `groups`:
+    the window's rule groups when already read (Window.failure_groups)."""
+    if groups is None:
+        groups = window.rule_groups(rules, MAX_GROUPS)
     per_rule = Counter(g.rule for g in groups)
     for index, n in sorted(per_rule.items()):
         if n > MAX_GROUPS and isinstance(notes, list):
@@ -42,6 +46,29 @@ def rule_issues(window: Window, rules: list[FingerprintRule], notes: list[Any] |
             continue
         by_fingerprint[fingerprint(rules[group.rule], group.values)].append(group)
     return [_issue(key, members, rules) for key, members in by_fingerprint.items()]
+
+
+def leave_to_rules(
+    window: Window,
+    rules: list[FingerprintRule],
+    failures: FailureGroups,
+    by_signature: list[Issue],
+    by_rule: list[Issue],
+) -> None:
+    """Leave the rules' records out of the signature issues' selectors (`unless`), and tell the window what the one
+    pass counted, so the reads after it (evidence, operations, sessions, releases) are cheap and give the same
+    answers: hints exact only in this window, never stored."""
+    for issue in by_signature:
+        issue.selector["unless"] = [rule.match.to_json() for rule in rules]
+        keys = tuple(issue.selector["signatures"])
+        if not failures.cut and not failures.ruled_signatures.intersection(keys):
+            # No rule took any of these signatures' records here: in this window they are the keys' records.
+            window.narrow(issue.selector, Signatures(keys))
+    for issue in by_rule:
+        signatures = issue.stats.pop("_signatures", ())
+        if not failures.cut.intersection(issue.stats["rules"]):
+            # Every record of the issue carries one of these signatures: reads go through the signature index.
+            window.narrow(issue.selector, signatures)
 
 
 def _issue(key: str, members: list[RuleMatches], rules: list[FingerprintRule]) -> Issue:
@@ -84,6 +111,8 @@ def _issue(key: str, members: list[RuleMatches], rules: list[FingerprintRule]) -
             "fingerprint_rendered": rendered,
             "values": typed_values(values),
             "per_type": dict(types),
+            # Taken out before the issue leaves the diagnoser: the signatures of its records in the window.
+            "_signatures": tuple(sorted({k for g in members for k in g.signatures})),
         },
         eval_candidate=slug("rule", rendered) + "-v1",
     )

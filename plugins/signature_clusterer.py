@@ -85,31 +85,44 @@ def split_status(template: str) -> tuple[str, str]:
     return (m.group(1), template[m.end() :]) if m else ("", template)
 
 
+# Recent signatures by their hashed parts: most records repeat a template seen moments ago, and the hash
+# and the frozen `Signature` cost a tenth of the record's time. An immutable `Signature` can be shared.
+_signatures: dict[tuple[str, str, str, str, str], Signature] = {}
+_SIGNATURES_MAX = 16384  # far more templates than a process sees at once; bounds the memory
+
+
 @hookimpl(trylast=True)
 def record_signature(record: Record) -> Signature:
     """The masked-template signature of an error or tool failure, prefixed by its outcome attributes."""
     operation = operation_of(record)
-    template = mask(record.message or record.exception_type or "")
+    exception_type = record.exception_type or ""
+    template = mask(record.message or exception_type)
     # Without outcome attributes the key is what it always was, so stored signatures keep their issues.
     status = status_of(record) if record.attributes else ""
     if status:
         template = f"[{status}] {template}"
-    key = _hash(record.type, record.service, operation, record.exception_type or "", template)
-    return Signature(key=key, template=template, operation=operation)
+    parts = (record.type, record.service, operation, exception_type, template)
+    signature = _signatures.get(parts)
+    if signature is None:
+        if len(_signatures) >= _SIGNATURES_MAX:
+            _signatures.clear()
+        signature = _signatures[parts] = Signature(key=_hash(*parts), template=template, operation=operation)
+    return signature
 
 
 @hookimpl(trylast=True)
 def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
     """Issues from the window's signatures, clustered per (type, service, operation, exception type)."""
-    from loopkit_plugins.rule_grouping import add_evidence, rule_issues
+    from loopkit_plugins.rule_grouping import MAX_GROUPS, add_evidence, leave_to_rules, rule_issues
     from loopkit_plugins.templates import generalize
 
     # The project's fingerprint rules group the failures they match; the rest are grouped by signature.
-    rules = window.grouping_rules()
-    unless = tuple(rule.match for rule in rules)
-    groups = window.signature_groups(unless)
-    notes = options.get("notes")
-    ruled = rule_issues(window, rules, notes) if rules else []
+    rules, notes = window.grouping_rules(), options.get("notes")
+    if rules:  # one scan of the window's failures evaluates every rule once per record (docs/grouping.md, Cost)
+        failures = window.failure_groups(rules, MAX_GROUPS)
+        groups, ruled = failures.signature_groups, rule_issues(window, rules, notes, failures.rule_groups)
+    else:
+        groups, ruled = window.signature_groups(), []
     if not groups and not ruled and isinstance(notes, list):
         notes.append({"where": None, "reason": "no error or tool failure record in the window"})
     assigned = window.known_signatures()
@@ -129,9 +142,8 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
         for fingerprint, here in resolved.items():
             found.append(_issue(fingerprint, partition, here, known.get(fingerprint), generalize))
 
-    if unless:  # the records the rules group are not these issues' (docs/grouping.md#fingerprint-rules)
-        for issue in found:
-            issue.selector["unless"] = [m.to_json() for m in unless]
+    if rules:  # the records the rules group are not these issues' (docs/grouping.md#fingerprint-rules)
+        leave_to_rules(window, rules, failures, found, ruled)
     found += ruled
     # Evidence costs a query per issue: only sample the issues the packet can keep (the pipeline drops
     # the rest, and knows from them that the packet was truncated).

@@ -247,6 +247,8 @@ def test_a_source_alone_in_the_window_appears_under_its_target(loop: Loop):
     own = {i["fingerprint"]: i["selector"] for i in loop.packet["issues"]}
     # Calls 49 to 69 only: TimeoutErrors at 53 and 63 (issue A), no ValueError (B) and no KeyError (C).
     until = NOW_NS - 50 * MINUTE_NS + 70 * 20 * 10**9
+    # A minute later than the fixture's packet, so this packet is the newest of GET /v1/packets (not a tie).
+    loop.clock.set(NOW_NS + MINUTE_NS)
     [before] = loop.diagnose(since_minutes=7, until=until, min_count=1)["issues"]
     assert (before["fingerprint"], before["count"], before["merged_from"]) == (fp["a"], 2, [])
     a_only = loop.client.get("/v1/packets", headers=loop.project.auth("agent")).json()["packets"][0]["packet_id"]

@@ -22,7 +22,7 @@ from loopkit_core.selectors import (
     SlowCalls,
     parse_selector,
 )
-from loopkit_core.store import dialect
+from loopkit_core.store import dialect, pg_copy
 from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
     RECORD_COLUMNS,
@@ -103,14 +103,22 @@ TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span
 _ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(records.c[name].type, dialect.NulSafe))
 
 
-def insert_rows(conn: Connection, rows: list[Row]) -> int:
-    """Insert rows in one executemany; rows already stored (same record ID, or trace and span ID) are skipped.
+# From this many rows on, PostgreSQL inserts go through COPY (store/pg_copy.py): at 512 rows it costs the server
+# 0.54x the CPU of executemany and this process 0.42x (bench/pg_write_path.py, docs/benchmarks.md); at 4 rows the
+# two are even (COPY takes three more round trips), from 16 COPY is ahead.
+COPY_MIN_ROWS = 16
 
-    Returns the number of rows added.
+
+def insert_rows(conn: Connection, rows: list[Row]) -> int:
+    """Insert rows in one statement; rows already stored (same record ID, or trace and span ID) are skipped.
+
+    Returns the number of rows added. Of two copies of a span in `rows`, the first is kept.
     """
-    sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
-    if conn.dialect.name == "postgresql":  # raw executemany skips the columns' NUL escaping: do it here
+    if conn.dialect.name == "postgresql":  # raw driver calls skip the columns' NUL escaping: do it here
         rows = dialect.escape_nul_rows(rows, _ESCAPED)
+        if len(rows) >= COPY_MIN_ROWS:
+            return pg_copy.insert_copy(conn, records, _RECORD_KEYS, rows)
+    sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
     return conn.exec_driver_sql(sql, rows).rowcount
 
 

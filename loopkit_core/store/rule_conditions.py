@@ -28,11 +28,13 @@ def match_condition(match: Match) -> ColumnElement[bool]:
     return func.coalesce(and_(*conditions), false(), type_=Boolean)
 
 
-def variable_expression(name: str) -> ColumnElement[Any]:
-    """The SQL value of a fingerprint variable: a column, or an attribute's JSON type and text (NULL if absent)."""
+def variable_expression(name: str, columns: Any = None) -> ColumnElement[Any]:
+    """The SQL value of a fingerprint variable: a column, or an attribute's JSON type and text (NULL if absent);
+    `columns`: where the record's columns are read (a subquery's), records by default."""
+    c = records.c if columns is None else columns
     if name.startswith(ATTRIBUTE_PREFIX):
-        return dialect.json_attribute_key(records.c.attributes, name.removeprefix(ATTRIBUTE_PREFIX))
-    return records.c[name]
+        return dialect.json_attribute_key(c.attributes, name.removeprefix(ATTRIBUTE_PREFIX))
+    return c[name]
 
 
 def signed() -> list[ColumnElement[bool]]:

@@ -28,6 +28,12 @@ Rows = list[Row]  # records rows (RECORD_COLUMNS order)
 Descriptions = list[dict[str, Any]]  # signature rows
 Resources = list[tuple[str, str]]  # (resource_key, JSON) rows
 
+# A commit covers at most this many requests; more waiting for one project take several commits. On PostgreSQL each
+# request's COPY runs in a savepoint (store/pg_copy.py), and a backend caches 64 subtransaction IDs: past that,
+# concurrent snapshots must look the transaction up in pg_subtrans. It also bounds what a failed commit redoes one
+# request at a time.
+MAX_GROUP = 32
+
 
 class _Item:
     __slots__ = ("rows", "quota", "signatures", "resources", "future")
@@ -118,7 +124,8 @@ class _Shard(threading.Thread):
             for project_id, item in batch:
                 by_project[project_id].append(item)
             for project_id, items in by_project.items():
-                self._commit(project_id, items)
+                for start in range(0, len(items), MAX_GROUP):
+                    self._commit(project_id, items[start : start + MAX_GROUP])
             with self._cond:
                 self._pending_rows -= sum(len(item.rows) for _, item in batch)
 
