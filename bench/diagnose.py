@@ -5,15 +5,18 @@ row conversion, the batching writer) with a synthetic window: 20% errors and too
 50 faults with heavy variable parts, the rest latency spans on 200 operations over the window and
 a baseline before it, with one operation 3x slower in the window. Then a fresh process runs the
 diagnosis (`loopkit_core.diagnose.run`, the code behind POST /v1/runs/diagnose) and reports its wall
-time and its own peak RSS, so the fill does not count.
+time, its CPU time (steadier than wall time on a shared machine) and its own peak RSS, so the fill does
+not count. With --database-url the store is PostgreSQL (this run's schemas are dropped at the end).
 
     python bench/diagnose.py --sizes 10000 100000 1000000
+    python bench/diagnose.py --sizes 1000000 --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -27,6 +30,7 @@ from loopkit_core.diagnose import DiagnoseRequest, run
 from loopkit_core.model import Record, new_record_id
 from loopkit_core.projects import create_project
 from loopkit_core.settings import Settings
+from loopkit_core.store.engines import Store
 from loopkit_core.store.records import resource_rows, to_rows
 
 FAULTS = 50
@@ -60,10 +64,15 @@ def fault_message(fault: int, rng: random.Random) -> tuple[str, str, str]:
     return f"POST /api/op{fault}", exc, message
 
 
-def fill(data_dir: Path, size: int, seed: int = 7) -> tuple[str, int]:
+def settings(data_dir: Path, database: dict[str, str], **more: int) -> Settings:
+    """The bench's settings: SQLite in data_dir, or the given PostgreSQL URL and schema prefix."""
+    return Settings(data_dir=data_dir, **database, **more)  # type: ignore[arg-type]
+
+
+def fill(data_dir: Path, size: int, seed: int = 7, database: dict[str, str] | None = None) -> tuple[str, int]:
     """Fill a project with `size` records in the window (plus a baseline); returns (project_id, until_ns)."""
     rng = random.Random(seed)
-    app = create_app(Settings(data_dir=data_dir, writer_max_pending_rows=10_000_000))
+    app = create_app(settings(data_dir, database or {}, writer_max_pending_rows=10_000_000))
     project_id = create_project(app.store.control, "bench")["project_id"]
     until = time.time_ns()
     window_ns = WINDOW_MINUTES * 60 * 1_000_000_000
@@ -101,15 +110,16 @@ def _submit(app, project_id: str, batch: list[Record]):  # noqa: ANN001, ANN202
     return app.writer.submit(project_id, to_rows(batch, time.time_ns()), None, signatures, resource_rows(batch))
 
 
-def diagnose_once(data_dir: Path, project_id: str, until: int) -> dict:
-    """Run one diagnosis in this process; wall time and this process's peak RSS."""
-    app = create_app(Settings(data_dir=data_dir))
-    started = time.perf_counter()
+def diagnose_once(data_dir: Path, project_id: str, until: int, database: dict[str, str] | None = None) -> dict:
+    """Run one diagnosis in this process; wall time, CPU time and this process's peak RSS."""
+    app = create_app(settings(data_dir, database or {}))
+    started, cpu = time.perf_counter(), time.process_time()
     packet = run(app.store, app.plugins, project_id, DiagnoseRequest(WINDOW_MINUTES, until, None, 3, 100), until)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     app.close()
     return {
         "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
         "peak_rss_mb": peak_rss_mb(),
         "telemetry_read": packet["telemetry_read"],
         "issues": len(packet["issues"]),
@@ -131,34 +141,70 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help="store in PostgreSQL (postgresql+psycopg://...), not SQLite")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        data_dir, project_id, until = args.child
-        print(json.dumps(diagnose_once(Path(data_dir), project_id, int(until))))
+        data_dir, project_id, until, database = args.child
+        print(json.dumps(diagnose_once(Path(data_dir), project_id, int(until), json.loads(database))))
         return
     results = []
     for size in args.sizes:
+        database: dict[str, str] = {}
+        if args.database_url:
+            prefix = f"bench_{os.urandom(4).hex()}_"
+            database = {"database_url": args.database_url, "database_schema_prefix": prefix}
         with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            project_id, until = fill(Path(tmp), size)
-            print(f"filled {size} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
-            runs = []
-            for _ in range(args.repeat):
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", tmp, project_id, str(until)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=600,
-                )
-                runs.append(json.loads(out.stdout))
+            try:
+                t = time.perf_counter()
+                project_id, until = fill(Path(tmp), size, database=database)
+                print(f"filled {size} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+                runs = []
+                for _ in range(args.repeat):
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", tmp, project_id, str(until), json.dumps(database)],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        timeout=600,
+                    )
+                    runs.append(json.loads(out.stdout))
+            finally:
+                if database:
+                    drop_schemas(Path(tmp), database)
             seconds = sorted(r["seconds"] for r in runs)
-            results.append({"records_in_window": size, "median_seconds": seconds[len(seconds) // 2], "runs": runs})
+            cpu = sorted(r["cpu_seconds"] for r in runs)
+            results.append(
+                {
+                    "records_in_window": size,
+                    "median_seconds": seconds[len(seconds) // 2],
+                    "median_cpu_seconds": cpu[len(cpu) // 2],
+                    "runs": runs,
+                }
+            )
             print(json.dumps(results[-1]), file=sys.stderr)
-    print(
-        json.dumps({"benchmark": "diagnose", "faults": FAULTS, "operations": OPERATIONS, "results": results}, indent=2)
-    )
+    report = {
+        "benchmark": "diagnose",
+        "database": "postgresql" if args.database_url else "sqlite",
+        "faults": FAULTS,
+        "operations": OPERATIONS,
+        "load_average": os.getloadavg(),
+        "results": results,
+    }
+    print(json.dumps(report, indent=2))
+
+
+def drop_schemas(data_dir: Path, database: dict[str, str]) -> None:
+    """Drop this run's PostgreSQL schemas (those named with its prefix)."""
+    prefix = database["database_schema_prefix"]
+    store = Store(settings(data_dir, database))
+    try:
+        with store._pg.begin() as conn:
+            query = "SELECT nspname FROM pg_namespace WHERE left(nspname, length(%s)) = %s"
+            for (name,) in conn.exec_driver_sql(query, (prefix, prefix)).all():
+                conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

@@ -64,7 +64,10 @@ def run(
     `negative_signals` is the rule for negative user signals (Settings.negative_signals(); defaults if None).
     """
     end_ns = request.until_ns or now_ns
-    window = Window(project_id, max(end_ns - int(request.since_minutes * 60e9), 0), end_ns, store.project(project_id))
+    start_ns = max(end_ns - int(request.since_minutes * 60e9), 0)
+    # Memoized: the diagnosers and the steps after them read each issue's traces, sessions, users and releases
+    # from one grouped read of its records (docs/benchmarks.md#diagnosis-cost).
+    window = Window(project_id, start_ns, end_ns, store.project(project_id)).memoized()
     options = {"min_count": request.min_count, "max_issues": request.max_issues, "since_minutes": request.since_minutes}
     options["negative_signals"] = dict(negative_signals or {})
     found, errors, ran, notes = _run_diagnosers(plugins, window, options, request.diagnosers)

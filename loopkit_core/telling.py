@@ -13,12 +13,13 @@ calls that did not fail, or were not slow) and with the operation's calls in the
 
 Both shares (and the baseline's) and the p-value are in `stats.telling_attributes`; the first telling value is
 named in the patch plan's hypothesis. Cost: at most SAMPLE issue records, SAMPLE other calls and SAMPLE baseline
-calls are read per issue (three bounded queries), for at most MAX_ISSUES issues.
+calls are read per issue (three bounded queries; one when no value is a candidate), for at most MAX_ISSUES issues.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from itertools import islice
 from typing import Any
 
 from loopkit_core.evidence import quote
@@ -34,6 +35,10 @@ MIN_RECORDS = 5  # fewer issue records than this: nothing is claimed
 MAX_IDS = 10  # an identifier with at most this many values among the issue's records is listed
 MAX_KEYS = 200  # attribute keys looked at per record
 SHOWN = 5  # telling values kept per issue
+_SCALARS = (str, int, float, bool)
+# The exception event's attributes define the failure itself (type, message, stack, escaped): they are on every
+# failed call and on no other, so they would always look telling and never tell anything. They are left out.
+_PER_EVENT = "exception."
 
 
 def annotate(window: Window, issues: list[dict[str, Any]], baseline_windows: float = 6.0) -> None:
@@ -77,15 +82,17 @@ def examine(
     names = Counter((r["name"], r["service"]) for r in mine)
     (name, service), _ = names.most_common(1)[0]
     operation = {"name": name, "service": service}
-    others = window.sample(operation, SAMPLE, exclude=selector)
-    before = baseline.sample(operation, SAMPLE)
     mine_values = [_values(r) for r in mine]
     candidates = Counter(pair for values in mine_values for pair in values)
     wanted = [pair for pair, n in candidates.items() if n >= MIN_SHARE * len(mine)]
     found = []
+    # No candidate: nothing can be telling, and the other calls and the baseline need not be read.
+    others = window.sample(operation, SAMPLE, exclude=selector) if wanted else []
     if others:
-        other_values = [_values(r) for r in others]
-        before_values = [_values(r) for r in before]
+        before = baseline.sample(operation, SAMPLE)
+        keys = {key for key, _ in wanted}  # the other sides are only asked about the candidates' keys
+        other_values = [_values(r, keys) for r in others]
+        before_values = [_values(r, keys) for r in before]
         tests = max(len(wanted), 1)
         for key, value in sorted(wanted):
             a = candidates[(key, value)]
@@ -137,24 +144,23 @@ def describe(found: list[dict[str, Any]], identifiers: list[dict[str, Any]], cou
     return "Telling: " + "; ".join(parts) + "."
 
 
-def _values(record: dict[str, Any]) -> set[tuple[str, str]]:
-    """The record's scalar attribute values (span, resource, events) as (key, text) pairs."""
+def _values(record: dict[str, Any], keys: set[str] | None = None) -> set[tuple[str, str]]:
+    """The record's scalar attribute values (span, resource, events) as (key, text) pairs; only `keys`' if given."""
     out: set[tuple[str, str]] = set()
     sources = [record.get("attributes") or {}, record.get("resource") or {}]
     sources += [e.get("attributes") or {} for e in (record.get("events") or []) if isinstance(e, dict)]
     for attributes in sources:
         if not isinstance(attributes, dict):
             continue
-        for key, value in list(attributes.items())[:MAX_KEYS]:
-            if isinstance(value, str | int | float | bool) and not _per_event(key):
+        # The first MAX_KEYS keys of each source, then the filters: a hot loop (200 records a side, 20 issues).
+        for key, value in islice(attributes.items(), MAX_KEYS):
+            if (keys is not None and key not in keys) or key.startswith(_PER_EVENT):
+                continue
+            if value.__class__ is str:
+                out.add((key, value))
+            elif isinstance(value, _SCALARS):
                 out.add((key, _text(value)))
     return out
-
-
-def _per_event(key: str) -> bool:
-    # The exception event's attributes define the failure itself (type, message, stack, escaped): they are on
-    # every failed call and on no other, so they would always look telling and never tell anything.
-    return key.startswith("exception.")
 
 
 def _text(value: Any) -> str:

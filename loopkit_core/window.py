@@ -28,9 +28,10 @@ from loopkit_core.fingerprint_rules import FingerprintRule
 from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.releases import ReleaseGroup
 from loopkit_core.selectors import AnyOf, Match, Selector, parse_selector
+from loopkit_core.store.dialect import byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
 from loopkit_core.store.records import records_json, selector_condition
-from loopkit_core.store.releases import release_groups, resource_releases
+from loopkit_core.store.releases import release_groups, releases_of_rows, resource_releases
 from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 
@@ -82,6 +83,10 @@ class Group:
     first_ns: int
     last_ns: int
 
+
+# Columns of a selector's spread (Window.memoized): where its records are, read once per diagnosis.
+SPREAD_COLUMNS = ("trace_id", "session_id", "user_id", "resource_key")
+SPREAD_ROWS = 20_000  # distinct (trace, session, user, resource) rows kept per selector; more: each read asks SQL
 
 # Columns a diagnoser may group a selector's records by.
 GROUP_COLUMNS = (
@@ -144,6 +149,9 @@ class Window:
     # here (see narrow()); "condition:" + selector -> its narrowed SQL condition, built once. Exact only for this
     # time range: preceding() starts without any.
     _narrowed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Set by memoized(): each selector's spread, read once (shared with the windows made from this one by
+    # `replace`, hence keyed by the window's bounds too).
+    memo: dict[Any, Any] | None = field(default=None, compare=False, repr=False)
 
     def narrow(self, selector: Selector | dict[str, Any], within: tuple[str, ...] | Selector) -> None:
         """Record that in this window `selector`'s records are exactly `within`'s (a selector), or all carry one of
@@ -175,6 +183,73 @@ class Window:
         self._narrowed[whole] = conditions[0] if len(conditions) == 1 else or_(*conditions)
         return self._narrowed[whole]
 
+    def memoized(self) -> Window:
+        """This window, reading each selector's spread (its records per trace, session, user and resource) once.
+
+        One diagnosis reads every issue's records several ways (sessions, users, traces, releases, reach); a
+        memoized window answers those from one grouped read per issue. Meant for one diagnosis: records written
+        after the first read of a selector are not seen by the later reads of the same window.
+        """
+        return replace(self, memo={})
+
+    def _spread(self, selector: Selector | dict[str, Any]) -> list[tuple[Any, ...]] | None:
+        """(trace_id, session_id, user_id, resource_key, count, first_ns, last_ns) rows of a selector's records.
+
+        None when the window is not memoized or the selector has more than SPREAD_ROWS distinct rows (reading
+        them all would not be bounded; each caller then asks SQL its own bounded question).
+        """
+        if self.memo is None:
+            return None
+        key = ("spread", self.start_ns, self.end_ns, self.resource_keys, _key(parse_selector(selector)))
+        if key not in self.memo:
+            r = records.c
+            columns = [r[c] for c in SPREAD_COLUMNS]
+            stmt = (
+                select(*columns, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
+                .where(self._in_window(), self._condition(selector))
+                .group_by(*columns)
+                .limit(SPREAD_ROWS + 1)
+            )
+            with self.engine.connect() as conn:
+                rows = [tuple(row) for row in conn.execute(stmt).all()]
+            self.memo[key] = rows if len(rows) <= SPREAD_ROWS else None
+        return self.memo[key]
+
+    def _spread_groups(self, selector: Selector | dict[str, Any], by: str, limit: int) -> list[Group] | None:
+        """groups() answered from the selector's spread, in SQL's own order; None when that order is not known."""
+        rows = self._spread(selector)
+        if rows is None or not byte_ordered(self.engine):
+            return None
+        merged = self._spread_totals(rows, SPREAD_COLUMNS.index(by))
+        # ORDER BY count DESC, value: NULL sorts first on SQLite and last on PostgreSQL, whose stored text is
+        # escaped (dialect.escape_nul) and compared byte by byte (byte_ordered), as Python compares code points.
+        postgres = self.engine.dialect.name == "postgresql"
+
+        def order(item: tuple[str | None, list[int]]) -> tuple[int, bool, str]:
+            value = item[0]
+            if value is None:
+                return (-item[1][0], postgres, "")
+            return (-item[1][0], not postgres, escape_nul(value) if postgres else value)
+
+        ordered = sorted(merged.items(), key=order)[:limit]
+        return [Group(value, n, first, last) for value, (n, first, last) in ordered]
+
+    def _spread_totals(self, rows: list[tuple[Any, ...]], at: int) -> dict[str | None, list[int]]:
+        """value -> [count, first_ns, last_ns] of one spread column, added up once per spread (rows is its key)."""
+        assert self.memo is not None
+        key = ("totals", id(rows), at)  # the spread's list lives in the memo as long as this entry does
+        if key not in self.memo:
+            merged: dict[str | None, list[int]] = {}
+            for row in rows:
+                seen = merged.get(row[at])
+                if seen is None:
+                    merged[row[at]] = [row[4], row[5], row[6]]
+                else:
+                    seen[0] += row[4]
+                    seen[1], seen[2] = min(seen[1], row[5]), max(seen[2], row[6])
+            self.memo[key] = merged
+        return self.memo[key]
+
     def _in_window(self) -> Any:
         condition = (records.c.ts_ns >= self.start_ns) & (records.c.ts_ns < self.end_ns)
         if self.resource_keys is not None:
@@ -183,6 +258,11 @@ class Window:
 
     def releases(self, selector: dict[str, Any] | None = None) -> list[ReleaseGroup]:
         """The window's records (or a selector's) per release (resource service.version), grouped in SQL."""
+        spread = None if selector is None else self._spread(selector)
+        if spread is not None:
+            totals = self._spread_totals(spread, SPREAD_COLUMNS.index("resource_key"))
+            with self.engine.connect() as conn:
+                return releases_of_rows(conn, [(key, *seen) for key, seen in totals.items()])
         condition = self._in_window() if selector is None else self._in_window() & self._condition(selector)
         with self.engine.connect() as conn:
             return release_groups(conn, condition)
@@ -388,6 +468,10 @@ class Window:
         """A selector's records in the window grouped by one column (grouped in SQL), largest first."""
         if by not in GROUP_COLUMNS:
             raise ValueError(f"cannot group by {by!r}; one of {', '.join(GROUP_COLUMNS)}")
+        if by in SPREAD_COLUMNS:
+            found = self._spread_groups(selector, by, limit)
+            if found is not None:
+                return found
         column = records.c[by]
         stmt = (
             select(column, func.count().label("n"), func.min(records.c.ts_ns), func.max(records.c.ts_ns))
@@ -398,6 +482,18 @@ class Window:
         )
         with self.engine.connect() as conn:
             return [Group(value, n, first, last) for value, n, first, last in conn.execute(stmt).all()]
+
+    def distinct(self, selector: Selector | dict[str, Any], by: str, limit: int) -> int:
+        """How many distinct values of a column (NULL is one) a selector's records carry, counted up to `limit`.
+
+        Stops reading at the `limit`-th value: "more than 50 messages" costs 50 values, not the issue's records.
+        """
+        if by not in GROUP_COLUMNS:
+            raise ValueError(f"cannot count {by!r}; one of {', '.join(GROUP_COLUMNS)}")
+        column = records.c[by]
+        values = select(column).where(self._in_window(), self._condition(selector)).distinct().limit(limit)
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(values.subquery())).scalar_one()
 
     def sample(
         self,
@@ -534,13 +630,19 @@ class Window:
         from every record of the traces the selector's records belong to. Each set holds at most `limit`.
         """
         r = records.c
+        spread = self._spread(selector)
+        own: list[Any] | None = None
+        if spread is not None:
+            own = list({row[:3] for row in spread})
+            own = own if len(own) <= limit else None  # which `limit` rows SQL returns is its own choice
         with self.engine.connect() as conn:
-            own = conn.execute(
-                select(r.trace_id, r.session_id, r.user_id)
-                .where(self._in_window(), self._condition(selector))
-                .distinct()
-                .limit(limit)
-            ).all()
+            if own is None:
+                own = conn.execute(
+                    select(r.trace_id, r.session_id, r.user_id)
+                    .where(self._in_window(), self._condition(selector))
+                    .distinct()
+                    .limit(limit)
+                ).all()
             traces = sorted({t for t, _, _ in own if t})
             sessions = {s for _, s, _ in own if s}
             users = {u for _, _, u in own if u}

@@ -26,7 +26,7 @@ from loopkit_plugins.masking import mask
 
 NAME = "signature_clusterer"
 EVIDENCE = 10
-MAX_MESSAGES = 50  # distinct messages of an issue read to find its constant slots (one grouped query)
+MAX_MESSAGES = 50  # distinct messages read to find constant slots (counted up to 51 first: more, some slot varies)
 MAX_SLOTS = 6  # placeholders a template may have for its slots to be matched
 MAX_MESSAGE = 1000  # characters of a message matched against the template (masking reads no more)
 FEW_CHARS = 40  # ... each at most this long
@@ -307,9 +307,10 @@ def _constants(window: Window, issue: Issue) -> list[dict[str, Any]]:
     """Slots of the issue's template that are constant (or nearly) over all of its records in the window."""
     if not issue.template:
         return []
-    messages = window.groups(issue.selector, by="message", limit=MAX_MESSAGES + 1)
+    many = window.distinct(issue.selector, "message", MAX_MESSAGES + 1) > MAX_MESSAGES
+    messages = [] if many else window.groups(issue.selector, by="message", limit=MAX_MESSAGES + 1)
     if not messages or len(messages) > MAX_MESSAGES:
-        return []  # many distinct messages: some slot varies, and reading them all would not be bounded
+        return []
     # The status prefix comes from attributes, not from the message: match the message part alone.
     status, body = split_status(issue.template)
     counts = slot_values(body, [(g.value or "", g.count) for g in messages])

@@ -245,3 +245,28 @@ def _glob_sqlite(element: glob_match, compiler: SQLCompiler, **kw: Any) -> str:
 def _glob_postgresql(element: glob_match, compiler: SQLCompiler, **kw: Any) -> str:
     column, _, like = element.clauses
     return f"({compiler.process(column, **kw)} LIKE {compiler.process(like, **kw)} ESCAPE '\\')"
+
+
+def byte_ordered(engine: Engine) -> bool:
+    """Whether ORDER BY on the engine's text columns compares code points (SQLite's BINARY; PostgreSQL's C).
+
+    Then Python's own string order is the database's, and a grouped read can be reordered in Python.
+    """
+    if engine.dialect.name == "sqlite":
+        return True
+    return _byte_ordered(engine)
+
+
+@functools.cache
+def _byte_ordered(engine: Engine) -> bool:
+    # The database's default collation is the text columns' (they name none). glibc's C.UTF-8 and PostgreSQL's
+    # C and POSIX order by code point; any other locale, or ICU, orders text by language rules.
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT datcollate, datlocprovider FROM pg_database WHERE datname = current_database()"
+        ).first()
+    if row is None:
+        return False
+    collate, provider = row
+    provider = provider.decode() if isinstance(provider, bytes) else str(provider)
+    return provider == "c" and str(collate).lower() in ("c", "posix", "c.utf-8", "c.utf8")

@@ -31,7 +31,11 @@ def release_groups(conn: Connection, condition: Any) -> list[ReleaseGroup]:
         .where(condition)
         .group_by(r.resource_key)
     )
-    rows = conn.execute(stmt).all()
+    return releases_of_rows(conn, [tuple(row) for row in conn.execute(stmt).all()])
+
+
+def releases_of_rows(conn: Connection, rows: list[tuple[str | None, int, int, int]]) -> list[ReleaseGroup]:
+    """(resource_key, count, first_ns, last_ns) rows, one per resource, merged per release, most records first."""
     releases = resource_releases(conn, {key for key, *_ in rows if key})
     merged: dict[str | None, list[int]] = {}
     for key, count, first, last in rows:

@@ -1,0 +1,123 @@
+"""A memoized window (one diagnosis) answers groups, releases and reach exactly as SQL does, from one read.
+
+Records go in through the real HTTP receiver into the real store (SQLite, or PostgreSQL when the run is); every
+answer of the memoized window is compared with the plain window's, order included (ties, NULL, limits).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Project
+from sqlalchemy import event
+
+from loopkit_core import window as window_module
+from loopkit_core.server import Running
+from loopkit_core.window import Window
+
+SELECTOR = {"type": "error", "name": "POST /pay"}
+
+
+def send(client: httpx.Client, project: Project, records: list[dict[str, Any]]) -> None:
+    answer = client.post("/v1/traces", json={"records": records}, headers=project.auth())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == len(records), answer.text
+
+
+def traffic(client: httpx.Client, project: Project) -> int:
+    """24 failures of one operation over 2 services, traces shared by pairs, sessions and users with ties and
+    gaps; and 5 calls of another operation. Returns the newest timestamp."""
+    now = time.time_ns() - 10**9
+    records = []
+    for n in range(24):
+        records.append(
+            {
+                "type": "error",
+                "name": "POST /pay",
+                "service": "shop" if n % 3 else "billing",
+                "message": f"card declined ({n % 5})",
+                "timestamp": now - n * 10**6,
+                "trace_id": f"{n // 2 + 1:032x}" if n % 4 else None,
+                "span_id": f"{n + 1:016x}" if n % 4 else None,
+                # Sessions s0..s5, but every seventh record has none: ties at 4 (with NULL) and at 3; users too.
+                "session_id": None if n % 7 == 0 else f"s{n % 6}",
+                "user_id": None if n % 5 == 0 else f"u{n % 9}",
+            }
+        )
+    records += [{"type": "latency", "name": "GET /home", "timestamp": now - n * 10**6} for n in range(5)]
+    send(client, project, records)
+    return now
+
+
+def windows(server: Running, project: Project, now: int) -> tuple[Window, Window]:
+    engine = server.app.store.project(project.project_id)
+    plain = Window(project.project_id, now - 60 * 10**9, now + 1, engine)
+    return plain, plain.memoized()
+
+
+def test_a_memoized_window_answers_like_sql_in_its_order(
+    server: Running, client: httpx.Client, project: Project
+) -> None:
+    plain, memo = windows(server, project, traffic(client, project))
+    for by in ("trace_id", "session_id", "user_id"):
+        for limit in (1, 2, 3, 5, 1000):
+            assert memo.groups(SELECTOR, by=by, limit=limit) == plain.groups(SELECTOR, by=by, limit=limit), (by, limit)
+    # s4, s5 and no session (NULL: first on SQLite, last on PostgreSQL), then s0 to s3.
+    assert [g.count for g in plain.groups(SELECTOR, by="session_id")] == [4, 4, 4, 3, 3, 3, 3]
+    assert sum(g.count for g in plain.groups(SELECTOR, by="trace_id")) == 24
+    assert memo.releases(SELECTOR) == plain.releases(SELECTOR)
+    assert sorted((g.release, g.count) for g in plain.releases(SELECTOR)) == [(None, 24)]
+    assert memo.reach(SELECTOR) == plain.reach(SELECTOR)
+    traces, sessions, users = plain.reach(SELECTOR)
+    assert (len(traces), len(sessions), len(users)) == (12, 6, 9)
+    assert memo.reach(SELECTOR, limit=3) == plain.reach(SELECTOR, limit=3)  # more than 3 triples: SQL's own
+
+
+def test_the_spread_is_read_once_per_selector(server: Running, client: httpx.Client, project: Project) -> None:
+    _, memo = windows(server, project, traffic(client, project))
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(memo.engine, "before_cursor_execute", seen)
+    try:
+        for by in ("trace_id", "session_id", "user_id"):
+            memo.groups(SELECTOR, by=by, limit=10_001)
+        memo.reach(SELECTOR)
+        memo.releases(SELECTOR)
+    finally:
+        event.remove(memo.engine, "before_cursor_execute", seen)
+    grouped = [s for s in statements if "GROUP BY" in s]
+    assert len(grouped) == 1  # the spread; the rest is the reach's trace lookups and the resources' bodies
+    group_by = grouped[0].split("GROUP BY")[1].split("LIMIT")[0]
+    assert re.findall(r"records\.(\w+)", group_by) == ["trace_id", "session_id", "user_id", "resource_key"]
+    # The preceding window shares the memo but not the answers: it is keyed by the window's bounds.
+    before = memo.preceding(60 * 10**9)
+    assert before.groups(SELECTOR, by="session_id") == []
+
+
+def test_over_spread_rows_every_read_asks_sql(
+    server: Running, client: httpx.Client, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain, memo = windows(server, project, traffic(client, project))
+    monkeypatch.setattr(window_module, "SPREAD_ROWS", 5)  # the fixture's 24 failures spread over more rows
+    assert memo.groups(SELECTOR, by="session_id", limit=3) == plain.groups(SELECTOR, by="session_id", limit=3)
+    assert memo.reach(SELECTOR) == plain.reach(SELECTOR)
+    assert memo.releases(SELECTOR) == plain.releases(SELECTOR)
+    assert memo.memo is not None and list(memo.memo.values()) == [None]
+
+
+def test_distinct_counts_up_to_its_limit(server: Running, client: httpx.Client, project: Project) -> None:
+    plain, _ = windows(server, project, traffic(client, project))
+    assert plain.distinct(SELECTOR, "message", 51) == 5
+    assert plain.distinct(SELECTOR, "message", 3) == 3
+    assert plain.distinct(SELECTOR, "session_id", 100) == 7  # s0..s5 and no session
+    assert plain.distinct({"type": "latency", "name": "GET /home"}, "message", 51) == 1
+    assert plain.distinct({"type": "error", "name": "nothing"}, "message", 51) == 0
+    with pytest.raises(ValueError, match="cannot count 'attributes'"):
+        plain.distinct(SELECTOR, "attributes", 10)
