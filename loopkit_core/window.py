@@ -30,7 +30,7 @@ from loopkit_core.releases import ReleaseGroup
 from loopkit_core.selectors import AnyOf, Match, Selector, parse_selector
 from loopkit_core.store.dialect import byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
-from loopkit_core.store.records import records_json, selector_condition
+from loopkit_core.store.records import records_json, resource_bodies, selector_condition
 from loopkit_core.store.releases import release_groups, releases_of_rows, resource_releases
 from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
@@ -121,6 +121,18 @@ class SpanRef:
     trace_id: str | None
     span_id: str | None
     parent_span_id: str | None
+
+
+@dataclass(frozen=True)
+class AttributeRow:
+    """One record's operation and attributes (span, resource, events): what telling attributes compare."""
+
+    name: str
+    service: str
+    attributes: Any
+    resource_key: str | None  # equal keys, equal resource objects (one parsed object per key and read)
+    resource: Any
+    events: Any
 
 
 @dataclass(frozen=True)
@@ -512,6 +524,33 @@ class Window:
         stmt = select(records).where(*where).order_by(*order).limit(limit)
         with self.engine.connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
+
+    def attribute_sample(
+        self, selector: Selector | dict[str, Any], limit: int = 10, exclude: dict[str, Any] | None = None
+    ) -> list[AttributeRow]:
+        """The records sample() would return (newest first), read as their attributes only: no full record JSON."""
+        r = records.c
+        where = [self._in_window(), self._condition(selector)]
+        if exclude is not None:  # as in sample(): NULL conditions keep their rows
+            where.append(~func.coalesce(self._condition(exclude), false(), type_=Boolean))
+        columns = (r.name, r.service, r.attributes, r.resource_key, r.resource, r.events)
+        stmt = select(*columns).where(*where).order_by(r.ts_ns.desc(), r.record_id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+            bodies = resource_bodies(conn, {row.resource_key for row in rows if row.resource_key})
+        loads = orjson.loads
+        return [
+            AttributeRow(
+                row.name,
+                row.service,
+                loads(row.attributes),
+                row.resource_key,
+                bodies[row.resource_key] if row.resource_key else loads(row.resource),
+                # Most spans carry no events: "[]" is not worth a parse.
+                loads(row.events) if row.events != "[]" else [],
+            )
+            for row in rows
+        ]
 
     def counts_by_type(self) -> dict[str, int]:
         """How many records of each signal type the window holds."""
