@@ -600,14 +600,17 @@ class Window:
                     found.append(Operation(name, service, count, first, last))
         return found
 
-    def durations(self, name: str, service: str, limit: int = 2000, strata: int = 20) -> list[float]:
+    def durations(
+        self, name: str, service: str, limit: int = 2000, strata: int = 20, count: int | None = None
+    ) -> list[float]:
         """One operation's durations (ms) in the window, ascending: all of them, or a bounded sample.
 
         With at most `limit` records the answer is exact. Otherwise it is a deterministic time-stratified
         sample: the window is cut into `strata` equal slices and the first ceil(limit/strata) records of
         each slice (in time order) are read from the per-operation index, so the cost is bounded by
         `limit` index entries however many records the window holds, and every part of the window is
-        represented (a cut-off "first N" would only see its start).
+        represented (a cut-off "first N" would only see its start). `count`: the operation's records in this
+        window when the caller already knows it (an Operation of operations()), which saves counting them again.
         """
         params: dict[str, Any] = {"name": name, "service": service, "start": self.start_ns, "end": self.end_ns}
         if self.resource_keys is not None:  # a release-narrowed window: the newest `limit` of its releases' records
@@ -622,7 +625,8 @@ class Window:
                 return sorted(conn.execute(stmt).scalars().all())
         with self.engine.connect() as conn:
             # Count at most limit + 1 index entries first: reading durations twice would cost more.
-            count = conn.execute(_COUNT_UP_TO, {**params, "limit": limit + 1}).scalar_one()
+            if count is None:
+                count = conn.execute(_COUNT_UP_TO, {**params, "limit": limit + 1}).scalar_one()
             if count == 0:
                 return []
             if count <= limit:

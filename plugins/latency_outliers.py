@@ -197,7 +197,8 @@ def _compare(window: Window, baseline: Window, op: Operation, rules: Rules) -> C
     """The comparison, or (why there is none, what more data would give one)."""
     base = baseline.durations(op.name, op.service, rules.sample)
     if len(base) >= rules.min_baseline:
-        later = window.durations(op.name, op.service, rules.sample)
+        # op.count is this window's count of the operation (operations() read it): no second count.
+        later = window.durations(op.name, op.service, rules.sample, count=op.count)
         return Comparison(op, baseline, "preceding", later, base, _threshold(base, rules))
     # Too little history before the window: its own first half is the baseline, if that is enough.
     middle = window.start_ns + (window.end_ns - window.start_ns) // 2
