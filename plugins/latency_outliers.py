@@ -188,7 +188,10 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
 
 
 def compare(window: Window, baseline: Window, op: Operation, rules: Rules) -> Comparison | None:
-    """The operation's window and baseline durations, or None when no defensible baseline exists."""
+    """The operation's window and baseline durations, or None when no defensible baseline exists.
+
+    `op` is one of window.operations(): its count is the window's, and is not counted again.
+    """
     found = _compare(window, baseline, op, rules)
     return found if isinstance(found, Comparison) else None
 
