@@ -12,7 +12,8 @@ count, selector and verification, but they are one task. After the diagnosers ha
    follows callees down to the deepest one: that issue is the `probable_cause` and lists its `symptoms`;
 4. answers the packet's `groups`: one per cause (an unrelated issue is a group of one), in packet order.
 
-Cost: one trace-ID query per issue, and at most MAX_PAIRS pairs whose trees are read, MAX_TREES traces each.
+Cost: one trace-ID query per issue, one query per issue for its records in the shared traces of its pairs, and at
+most MAX_PAIRS pairs whose trees are read, MAX_TREES traces each.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ MAX_TRACES = 1000  # trace IDs read per issue
 MAX_PAIRS = 100  # issue pairs whose direction is looked up (those sharing most traces first)
 MAX_TREES = 20  # shared traces whose span trees are read per pair
 MIN_SHARE = 0.5  # share of the caller's traces the callee must be in for the caller to be its symptom
+MEMBERS_LIMIT = 1000  # an issue's records read per pair (window.trace_members' default)
+MEMBER_ROWS = 20_000  # an issue's records in all its pairs' shared traces read at once; more: per pair
 
 
 def link(window: Window, issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -42,9 +45,13 @@ def link(window: Window, issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 shared[(a, b)] += 1
     selectors = {i["issue_id"]: i["selector"] for i in issues}
     roles: dict[tuple[str, str], tuple[str, str | None]] = {}  # (a, b) -> (b's role as seen from a, example trace)
-    for (a, b), _ in sorted(shared.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_PAIRS]:
-        common = sorted(traces[a] & traces[b])[:MAX_TREES]
-        roles[(a, b)] = _direction(window, selectors[a], selectors[b], common)
+    commons = {
+        (a, b): sorted(traces[a] & traces[b])[:MAX_TREES]
+        for (a, b), _ in sorted(shared.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_PAIRS]
+    }
+    members = _members(window, selectors, commons)
+    for (a, b), common in commons.items():
+        roles[(a, b)] = _direction(window, members, (a, selectors[a]), (b, selectors[b]), common)
     for issue in issues:
         issue["related"] = []
     index = {i["issue_id"]: i for i in issues}
@@ -98,11 +105,48 @@ def _link(other: dict[str, Any], shared: int, role: str, example: str | None) ->
     }
 
 
-def _direction(window: Window, a: dict[str, Any], b: dict[str, Any], trace_ids: list[str]) -> tuple[str, str | None]:
+def _members(
+    window: Window, selectors: dict[str, dict[str, Any]], commons: dict[tuple[str, str], list[str]]
+) -> dict[str, list[SpanRef] | None]:
+    """Each issue's records in all the shared traces of its pairs: one read per issue, not two per pair.
+
+    None for an issue with more than MEMBER_ROWS such records: its pairs then read their own (bounded) members.
+    """
+    wanted: dict[str, set[str]] = defaultdict(set)
+    for (a, b), common in commons.items():
+        wanted[a].update(common)
+        wanted[b].update(common)
+    out: dict[str, list[SpanRef] | None] = {}
+    for iid, trace_ids in wanted.items():
+        spans = window.trace_members(selectors[iid], sorted(trace_ids), limit=MEMBER_ROWS + 1)
+        out[iid] = spans if len(spans) <= MEMBER_ROWS else None
+    return out
+
+
+def _members_in(
+    window: Window, members: dict[str, list[SpanRef] | None], issue: tuple[str, dict[str, Any]], trace_ids: list[str]
+) -> list[SpanRef]:
+    """What window.trace_members(selector, trace_ids) answers, cut from the issue's one read when it is whole."""
+    spans = members.get(issue[0])
+    if spans is None:
+        return window.trace_members(issue[1], trace_ids)
+    wanted = set(trace_ids)
+    # Same order (trace_id, record_id) as the query's, and the same cut at its default limit.
+    return [s for s in spans if s.trace_id in wanted][:MEMBERS_LIMIT]
+
+
+def _direction(
+    window: Window,
+    members: dict[str, list[SpanRef] | None],
+    a: tuple[str, dict[str, Any]],
+    b: tuple[str, dict[str, Any]],
+    trace_ids: list[str],
+) -> tuple[str, str | None]:
     """b's role relative to a in their shared traces: callee, caller, same_span or unordered; and an example trace."""
     tree = window.span_tree(trace_ids)
     parent = {(s.trace_id, s.span_id): s.parent_span_id for s in tree}
-    ours, theirs = _by_trace(window.trace_members(a, trace_ids)), _by_trace(window.trace_members(b, trace_ids))
+    ours = _by_trace(_members_in(window, members, a, trace_ids))
+    theirs = _by_trace(_members_in(window, members, b, trace_ids))
     votes: Counter[str] = Counter()
     example: dict[str, str] = {}
     for trace_id in trace_ids:

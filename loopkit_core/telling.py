@@ -24,7 +24,7 @@ from typing import Any
 
 from loopkit_core.evidence import quote
 from loopkit_core.statistics import fisher_greater
-from loopkit_core.window import Window
+from loopkit_core.window import AttributeRow, Window
 
 SAMPLE = 200  # records read per side
 MAX_ISSUES = 20  # issues of a packet examined (the first, most important ones)
@@ -76,23 +76,26 @@ def examine(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(telling attribute values, few-valued identifiers) of one issue."""
     selector = issue["selector"]
-    mine = window.sample(selector, SAMPLE)
+    mine = window.attribute_sample(selector, SAMPLE)
     if len(mine) < MIN_RECORDS:
         return [], []
-    names = Counter((r["name"], r["service"]) for r in mine)
+    names = Counter((r.name, r.service) for r in mine)
     (name, service), _ = names.most_common(1)[0]
     operation = {"name": name, "service": service}
-    mine_values = [_values(r) for r in mine]
+    resources: dict[str, set[tuple[str, str]]] = {}
+    own = [_pairs(r.attributes) for r in mine]  # the calls' own attributes, for the identifiers too
+    mine_values = [pairs | _values(r, None, resources) for pairs, r in zip(own, mine, strict=True)]
     candidates = Counter(pair for values in mine_values for pair in values)
     wanted = [pair for pair, n in candidates.items() if n >= MIN_SHARE * len(mine)]
     found = []
     # No candidate: nothing can be telling, and the other calls and the baseline need not be read.
-    others = window.sample(operation, SAMPLE, exclude=selector) if wanted else []
+    others = window.attribute_sample(operation, SAMPLE, exclude=selector) if wanted else []
     if others:
-        before = baseline.sample(operation, SAMPLE)
+        before = baseline.attribute_sample(operation, SAMPLE)
         keys = {key for key, _ in wanted}  # the other sides are only asked about the candidates' keys
-        other_values = [_values(r, keys) for r in others]
-        before_values = [_values(r, keys) for r in before]
+        resources = {}
+        other_values = [_pairs(r.attributes, keys) | _values(r, keys, resources) for r in others]
+        before_values = [_pairs(r.attributes, keys) | _values(r, keys, resources) for r in before]
         tests = max(len(wanted), 1)
         for key, value in sorted(wanted):
             a = candidates[(key, value)]
@@ -121,7 +124,7 @@ def examine(
             )
         found.sort(key=lambda f: (f["p_value"], -f["issue_share"], f["key"]))
     # Identifiers come from the calls' own attributes: a resource's (say service.instance.id) names a process.
-    return found[:SHOWN], _identifiers([_values({"attributes": r.get("attributes")}) for r in mine])
+    return found[:SHOWN], _identifiers(own)
 
 
 def describe(found: list[dict[str, Any]], identifiers: list[dict[str, Any]], count: int) -> str:
@@ -144,22 +147,44 @@ def describe(found: list[dict[str, Any]], identifiers: list[dict[str, Any]], cou
     return "Telling: " + "; ".join(parts) + "."
 
 
-def _values(record: dict[str, Any], keys: set[str] | None = None) -> set[tuple[str, str]]:
-    """The record's scalar attribute values (span, resource, events) as (key, text) pairs; only `keys`' if given."""
+def _values(
+    row: AttributeRow, keys: set[str] | None, resources: dict[str, set[tuple[str, str]]]
+) -> set[tuple[str, str]]:
+    """The row's resource and event attribute values as (key, text) pairs (only `keys`' if given).
+
+    A resource's pairs are worked out once per resource key (`resources` holds them, for one `keys`): the rows of
+    one sample mostly share a few resources.
+    """
+    if row.resource_key is None:
+        out = _pairs(row.resource, keys)
+    else:
+        cached = resources.get(row.resource_key)
+        if cached is None:
+            cached = resources[row.resource_key] = _pairs(row.resource, keys)
+        out = set(cached)
+    for event in row.events or []:
+        if isinstance(event, dict):
+            out |= _pairs(event.get("attributes"), keys)
+    return out
+
+
+def _pairs(attributes: Any, keys: set[str] | None = None) -> set[tuple[str, str]]:
+    """One attribute object's scalar values as (key, text) pairs: its first MAX_KEYS keys, only `keys`' if given."""
     out: set[tuple[str, str]] = set()
-    sources = [record.get("attributes") or {}, record.get("resource") or {}]
-    sources += [e.get("attributes") or {} for e in (record.get("events") or []) if isinstance(e, dict)]
-    for attributes in sources:
-        if not isinstance(attributes, dict):
+    if not attributes or not isinstance(attributes, dict):
+        return out
+    if keys is not None and len(attributes) <= MAX_KEYS:
+        # Every key is among the first MAX_KEYS: look up the few wanted ones instead of walking them all.
+        items: Any = ((key, attributes[key]) for key in keys & attributes.keys())
+    else:
+        items = islice(attributes.items(), MAX_KEYS)  # a hot loop (200 records a side, 20 issues)
+    for key, value in items:
+        if (keys is not None and key not in keys) or key.startswith(_PER_EVENT):
             continue
-        # The first MAX_KEYS keys of each source, then the filters: a hot loop (200 records a side, 20 issues).
-        for key, value in islice(attributes.items(), MAX_KEYS):
-            if (keys is not None and key not in keys) or key.startswith(_PER_EVENT):
-                continue
-            if value.__class__ is str:
-                out.add((key, value))
-            elif isinstance(value, _SCALARS):
-                out.add((key, _text(value)))
+        if value.__class__ is str:
+            out.add((key, value))
+        elif isinstance(value, _SCALARS):
+            out.add((key, _text(value)))
     return out
 
 

@@ -30,7 +30,7 @@ from loopkit_core.releases import ReleaseGroup
 from loopkit_core.selectors import AnyOf, Match, Selector, parse_selector
 from loopkit_core.store.dialect import byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
-from loopkit_core.store.records import records_json, selector_condition
+from loopkit_core.store.records import records_json, resource_bodies, selector_condition
 from loopkit_core.store.releases import release_groups, releases_of_rows, resource_releases
 from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
@@ -121,6 +121,18 @@ class SpanRef:
     trace_id: str | None
     span_id: str | None
     parent_span_id: str | None
+
+
+@dataclass(frozen=True)
+class AttributeRow:
+    """One record's operation and attributes (span, resource, events): what telling attributes compare."""
+
+    name: str
+    service: str
+    attributes: Any
+    resource_key: str | None  # equal keys, equal resource objects (one parsed object per key and read)
+    resource: Any
+    events: Any
 
 
 @dataclass(frozen=True)
@@ -513,6 +525,33 @@ class Window:
         with self.engine.connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
+    def attribute_sample(
+        self, selector: Selector | dict[str, Any], limit: int = 10, exclude: dict[str, Any] | None = None
+    ) -> list[AttributeRow]:
+        """The records sample() would return (newest first), read as their attributes only: no full record JSON."""
+        r = records.c
+        where = [self._in_window(), self._condition(selector)]
+        if exclude is not None:  # as in sample(): NULL conditions keep their rows
+            where.append(~func.coalesce(self._condition(exclude), false(), type_=Boolean))
+        columns = (r.name, r.service, r.attributes, r.resource_key, r.resource, r.events)
+        stmt = select(*columns).where(*where).order_by(r.ts_ns.desc(), r.record_id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+            bodies = resource_bodies(conn, {row.resource_key for row in rows if row.resource_key})
+        loads = orjson.loads
+        return [
+            AttributeRow(
+                row.name,
+                row.service,
+                loads(row.attributes),
+                row.resource_key,
+                bodies[row.resource_key] if row.resource_key else loads(row.resource),
+                # Most spans carry no events: "[]" is not worth a parse.
+                loads(row.events) if row.events != "[]" else [],
+            )
+            for row in rows
+        ]
+
     def counts_by_type(self) -> dict[str, int]:
         """How many records of each signal type the window holds."""
         # One range count per type on the (type, ts_ns) index: a covering index read, not a table scan.
@@ -561,14 +600,17 @@ class Window:
                     found.append(Operation(name, service, count, first, last))
         return found
 
-    def durations(self, name: str, service: str, limit: int = 2000, strata: int = 20) -> list[float]:
+    def durations(
+        self, name: str, service: str, limit: int = 2000, strata: int = 20, count: int | None = None
+    ) -> list[float]:
         """One operation's durations (ms) in the window, ascending: all of them, or a bounded sample.
 
         With at most `limit` records the answer is exact. Otherwise it is a deterministic time-stratified
         sample: the window is cut into `strata` equal slices and the first ceil(limit/strata) records of
         each slice (in time order) are read from the per-operation index, so the cost is bounded by
         `limit` index entries however many records the window holds, and every part of the window is
-        represented (a cut-off "first N" would only see its start).
+        represented (a cut-off "first N" would only see its start). `count`: the operation's records in this
+        window when the caller already knows it (an Operation of operations()), which saves counting them again.
         """
         params: dict[str, Any] = {"name": name, "service": service, "start": self.start_ns, "end": self.end_ns}
         if self.resource_keys is not None:  # a release-narrowed window: the newest `limit` of its releases' records
@@ -583,7 +625,8 @@ class Window:
                 return sorted(conn.execute(stmt).scalars().all())
         with self.engine.connect() as conn:
             # Count at most limit + 1 index entries first: reading durations twice would cost more.
-            count = conn.execute(_COUNT_UP_TO, {**params, "limit": limit + 1}).scalar_one()
+            if count is None:
+                count = conn.execute(_COUNT_UP_TO, {**params, "limit": limit + 1}).scalar_one()
             if count == 0:
                 return []
             if count <= limit:

@@ -188,7 +188,10 @@ def diagnose(window: Window, options: dict[str, Any]) -> list[Issue]:
 
 
 def compare(window: Window, baseline: Window, op: Operation, rules: Rules) -> Comparison | None:
-    """The operation's window and baseline durations, or None when no defensible baseline exists."""
+    """The operation's window and baseline durations, or None when no defensible baseline exists.
+
+    `op` is one of window.operations(): its count is the window's, and is not counted again.
+    """
     found = _compare(window, baseline, op, rules)
     return found if isinstance(found, Comparison) else None
 
@@ -197,7 +200,8 @@ def _compare(window: Window, baseline: Window, op: Operation, rules: Rules) -> C
     """The comparison, or (why there is none, what more data would give one)."""
     base = baseline.durations(op.name, op.service, rules.sample)
     if len(base) >= rules.min_baseline:
-        later = window.durations(op.name, op.service, rules.sample)
+        # op.count is this window's count of the operation (operations() read it): no second count.
+        later = window.durations(op.name, op.service, rules.sample, count=op.count)
         return Comparison(op, baseline, "preceding", later, base, _threshold(base, rules))
     # Too little history before the window: its own first half is the baseline, if that is enough.
     middle = window.start_ns + (window.end_ns - window.start_ns) // 2

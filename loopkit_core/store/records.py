@@ -323,11 +323,7 @@ def get_records(engine: Engine, record_ids: list[str]) -> dict[str, dict[str, An
 
 def records_json(conn: Connection, rows: list[Any], fingerprints: bool = True) -> list[dict[str, Any]]:
     """Stored rows as API record objects, their resources (and, unless told not to, fingerprints) looked up."""
-    keys = {r.resource_key for r in rows if r.resource_key}
-    found: dict[str, Any] = {}
-    if keys:
-        query = select(resources.c.resource_key, resources.c.body).where(resources.c.resource_key.in_(keys))
-        found = {key: orjson.loads(body) for key, body in conn.execute(query)}
+    found = resource_bodies(conn, {r.resource_key for r in rows if r.resource_key})
     signed = _fingerprints(conn, {r.signature for r in rows if r.signature}) if fingerprints else {}
     ruled = rule_fingerprints(conn, [r.record_id for r in rows if r.signature]) if fingerprints else {}
     out = [to_json(r, signed, found) for r in rows]
@@ -335,6 +331,14 @@ def records_json(conn: Connection, rows: list[Any], fingerprints: bool = True) -
         if record["record_id"] in ruled:  # a fingerprint rule groups it now, not its signature's issue
             record["fingerprint"] = ruled[record["record_id"]]
     return out
+
+
+def resource_bodies(conn: Connection, keys: set[str]) -> dict[str, Any]:
+    """Resource key -> resource object (parsed once per key), for the keys given."""
+    if not keys:
+        return {}
+    query = select(resources.c.resource_key, resources.c.body).where(resources.c.resource_key.in_(keys))
+    return {key: orjson.loads(body) for key, body in conn.execute(query)}
 
 
 def _fingerprints(conn: Connection, signatures: set[str]) -> dict[str, str]:
