@@ -149,6 +149,19 @@ def check_access(who: Principal, now: float) -> None:
         raise ApiError(403, f"sandbox project {who.project_id} has expired", "project_expired")
 
 
+async def decision_form(request: Request, who: Viewer, what: str) -> dict[str, str]:
+    """The form of a person's act (approve, reject, merge...): dashboard key, same site, the session's csrf token."""
+    if not who.can_decide:
+        kind = who.principal.key_kind
+        raise ApiError(403, f"the {kind} key may read the dashboard but not {what}: use the dashboard key")
+    check_origin(request)
+    form = await read_form(request)
+    # Compared as bytes: compare_digest refuses non-ASCII str (a hostile form would raise, not be refused).
+    if who.csrf is not None and not secrets.compare_digest(form.get("csrf", "").encode(), who.csrf.encode()):
+        raise ApiError(403, "the form expired or came from another site: reload the page and try again", "csrf_failed")
+    return form
+
+
 async def read_form(request: Request) -> dict[str, str]:
     """A small form body (urlencoded, as browsers send it, or a JSON object of strings); ApiError otherwise."""
     raw = await read_capped(request, MAX_FORM_BYTES, "form")
@@ -266,14 +279,7 @@ async def reject(request: Request) -> Response:
 async def _decide(request: Request, decision: str) -> Response:
     who = await viewer(request)
     packet_id = request.path_params["packet_id"]
-    if not who.can_decide:
-        kind = who.principal.key_kind
-        raise ApiError(403, f"the {kind} key may read the dashboard but not decide: use the dashboard key")
-    check_origin(request)
-    form = await read_form(request)
-    # Compared as bytes: compare_digest refuses non-ASCII str (a hostile form would raise, not be refused).
-    if who.csrf is not None and not secrets.compare_digest(form.get("csrf", "").encode(), who.csrf.encode()):
-        raise ApiError(403, "the form expired or came from another site: reload the page and try again", "csrf_failed")
+    form = await decision_form(request, who, "decide")
     note = form.get("note", "")
     try:
         await run_in_threadpool(request.app.state.loop.decide, who.principal, packet_id, decision, note)

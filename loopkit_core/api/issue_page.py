@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from loopkit_core.api.dashboard import Viewer, page, read_form, render, security_headers, viewer, wants_json
-from loopkit_core.api.errors import ApiError, json_response
-from loopkit_core.api.origin import BASE, check_origin
+from loopkit_core.api.dashboard import Viewer, decision_form, page, render, security_headers, viewer, wants_json
+from loopkit_core.api.errors import json_response
+from loopkit_core.api.origin import BASE
 from loopkit_core.loop.errors import LoopError
 from loopkit_core.loop.requests import MAX_NOTE, merge_request, unmerge_request
 
@@ -49,14 +49,7 @@ async def unmerge(request: Request) -> Response:
 async def _act(request: Request, action: str) -> Response:
     who = await viewer(request)
     key = request.path_params["fingerprint"]
-    if not who.can_decide:
-        kind = who.principal.key_kind
-        raise ApiError(403, f"the {kind} key may read the dashboard but not merge issues: use the dashboard key")
-    check_origin(request)
-    form = await read_form(request)
-    # Compared as bytes: compare_digest refuses non-ASCII str (a hostile form would raise, not be refused).
-    if who.csrf is not None and not secrets.compare_digest(form.get("csrf", "").encode(), who.csrf.encode()):
-        raise ApiError(403, "the form expired or came from another site: reload the page and try again", "csrf_failed")
+    form = await decision_form(request, who, "merge issues")
     fields = {k: v for k, v in form.items() if k != "csrf"}
     loop = request.app.state.loop
     try:
