@@ -37,8 +37,9 @@ import orjson
 from sqlalchemy import create_engine
 
 from loopkit_core.settings import Settings
+from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
-from loopkit_core.store.schema import RECORD_COLUMNS, records
+from loopkit_core.store.schema import RECORD_COLUMNS
 
 PROJECT = "bench-latency"
 HOUR_NS = 3600 * 10**9
@@ -48,8 +49,10 @@ FACTOR = 2.5
 
 def build(data_dir: Path, window_records: int, operations: int, baseline_windows: int, regressed: int) -> list[str]:
     """Write the fixture store; return the names of the regressed operations."""
+    start_ns = END_NS - (1 + baseline_windows) * HOUR_NS
     store = Store(Settings(data_dir=data_dir))
-    store.project(PROJECT)
+    with store.project(PROJECT).begin() as conn:  # one partition for the whole fixture, filled below
+        table = partitions.create(conn, partitions.load(conn), start_ns, END_NS).table
     store.close()
     path = data_dir / "projects" / f"{PROJECT}.db"
     rnd = random.Random(1)
@@ -65,11 +68,10 @@ def build(data_dir: Path, window_records: int, operations: int, baseline_windows
     con.execute("PRAGMA journal_mode=OFF")
     con.execute("PRAGMA synchronous=OFF")
     # Bulk load without the indexes, then build them (much faster than maintaining them row by row).
-    for index in records.indexes:
+    for index in table.indexes:
         con.execute(f"DROP INDEX IF EXISTS {index.name}")
-    sql = f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
+    sql = f"INSERT INTO {table.name} ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
     total = window_records * (1 + baseline_windows)
-    start_ns = END_NS - (1 + baseline_windows) * HOUR_NS
     window_start = END_NS - HOUR_NS
     step = (END_NS - start_ns) / total
     batch: list[tuple[Any, ...]] = []
@@ -120,7 +122,7 @@ def build(data_dir: Path, window_records: int, operations: int, baseline_windows
     con.commit()
     con.close()
     engine = create_engine(f"sqlite:///{path}")
-    for index in records.indexes:
+    for index in table.indexes:
         index.create(engine)
     engine.dispose()
     return sorted(ops[i][0] for i in slow)

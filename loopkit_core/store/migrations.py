@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateSchema
 
+from loopkit_core.store import partitions
 from loopkit_core.store.schema import (
     control_metadata,
     eval_runs,
@@ -46,6 +47,7 @@ from loopkit_core.store.schema import (
     issue_merges,
     project_metadata,
     project_retention,
+    record_partitions,
     records,
     resources,
     server_secrets,
@@ -215,3 +217,9 @@ def _server_secrets(conn: Connection) -> None:
 @step("project", 7, "issue_merges: the append-only audit of issues people merged and unmerged")
 def _issue_merges(conn: Connection) -> None:
     issue_merges.create(conn, checkfirst=True)
+
+
+@step("project", 8, "records: time partitions behind a `records` view; an existing table becomes partition 1")
+def _record_partitions(conn: Connection) -> None:
+    record_partitions.create(conn, checkfirst=True)
+    partitions.adopt_legacy(conn)

@@ -22,7 +22,7 @@ from loopkit_core.selectors import (
     SlowCalls,
     parse_selector,
 )
-from loopkit_core.store import dialect, pg_copy
+from loopkit_core.store import dialect, partitions, pg_copy
 from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
     RECORD_COLUMNS,
@@ -109,17 +109,26 @@ _ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(record
 COPY_MIN_ROWS = 16
 
 
-def insert_rows(conn: Connection, rows: list[Row]) -> int:
-    """Insert rows in one statement; rows already stored (same record ID, or trace and span ID) are skipped.
+def insert_rows(conn: Connection, rows: list[Row], router: partitions.Router | None = None) -> int:
+    """Insert rows into their time partitions; rows already stored (same record ID, or trace and span ID) are skipped.
 
-    Returns the number of rows added. Of two copies of a span in `rows`, the first is kept.
+    Returns the number of rows added. Of two copies of a span in `rows`, the first is kept. `router` carries the
+    partition catalog through one transaction (the writer's, with its layout); without it, one is made here.
     """
-    if conn.dialect.name == "postgresql":  # raw driver calls skip the columns' NUL escaping: do it here
+    router = router or partitions.Router(conn)
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:  # raw driver calls skip the columns' NUL escaping: do it here
         rows = dialect.escape_nul_rows(rows, _ESCAPED)
-        if len(rows) >= COPY_MIN_ROWS:
-            return pg_copy.insert_copy(conn, records, _RECORD_KEYS, rows)
-    sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
-    return conn.exec_driver_sql(sql, rows).rowcount
+    added = 0
+    for part, group in router.split(rows):
+        table = part.table
+        if postgres and len(group) >= COPY_MIN_ROWS:
+            count = pg_copy.insert_copy(conn, table, _RECORD_KEYS, group)
+        else:
+            count = conn.exec_driver_sql(dialect.insert_ignoring_sql(conn, table, (), _RECORD_KEYS), group).rowcount
+        router.added(part, count)
+        added += count
+    return added
 
 
 def insert_records(conn: Connection, batch: list[Record], received_ns: int) -> int:
