@@ -9,7 +9,7 @@ the project's history; retention drops whole tables instead of deleting row by r
 - Ranges never overlap, so a record, and any re-sent copy of it (same start time), always lands in the same table,
   whose unique indexes deduplicate it exactly.
 - A partition that has taken `record_partition_rows` records is cut: its range now ends just past its newest
-  record (or now, if later) and a new partition takes the rest of the period.
+  record and a new partition takes the rest of the period.
 - A store from before partitions keeps its table, renamed, as the "legacy" partition (-inf, migration time).
 
 Every change to the catalog happens under the lock writers hold for the quota counter (store/records.py
@@ -34,6 +34,14 @@ from loopkit_core.store import dialect
 from loopkit_core.store.schema import RECORD_COLUMNS, record_partitions, records
 
 TS_NS = RECORD_COLUMNS.index("ts_ns")
+RECORD_ID = RECORD_COLUMNS.index("record_id")
+TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
+# The ID of a record whose time is not its own (records-shape records sent without a timestamp get the time they
+# arrived; model.record_id_for_span): a resend gets the same ID but another time, maybe in another partition.
+UNTIMED_ID = "rec_" + "0" * 11
+# How far apart in time such a record and its resend may be and still be recognised (a retrying exporter gives up
+# after minutes: the OpenTelemetry Collector's default is 5).
+RESEND_HORIZON_NS = 3600 * 10**9
 MIN_NS = -(2**63)
 LEGACY_NAME = "records_p1"
 
@@ -144,6 +152,31 @@ class Router:
                 groups.setdefault(part.part_id, []).append(row)
         return [(found[part_id], group) for part_id, group in groups.items()]
 
+    def stored_elsewhere(self, part: Partition, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, str]]:
+        """The spans (trace ID, span ID) among untimed rows bound for `part` that a partition near their time holds.
+
+        A row whose time is not its own (the receive time) has no partition of its own: a resend of it, or of a
+        span first sent with a timestamp, may fall in a neighbouring partition. Those within RESEND_HORIZON_NS
+        are searched; rows with their own time need no search (a resend has the same time, so the same table).
+        """
+        untimed = [row for row in rows if row[RECORD_ID].startswith(UNTIMED_ID) and row[TRACE_ID] and row[SPAN_ID]]
+        if not untimed:
+            return set()
+        times = [row[TS_NS] for row in untimed]
+        near = overlapping(self.parts, min(times) - RESEND_HORIZON_NS, max(times) + RESEND_HORIZON_NS)
+        trace_ids = sorted({row[TRACE_ID] for row in untimed})
+        found: set[tuple[str, str]] = set()
+        for other in near:
+            if other.part_id == part.part_id:
+                continue
+            table = other.table
+            for start in range(0, len(trace_ids), 500):  # bounded IN lists; the (trace_id, span_id) index serves
+                query = select(table.c.trace_id, table.c.span_id).where(
+                    table.c.trace_id.in_(trace_ids[start : start + 500])
+                )
+                found.update((r.trace_id, r.span_id) for r in self.conn.execute(query))
+        return found
+
     def _find(self, ts: int) -> Partition | None:
         i = bisect.bisect_right(self._his, ts)
         if i < len(self.parts) and self.parts[i].holds(ts):
@@ -162,7 +195,7 @@ class Router:
         create(self.conn, self.parts, lo, hi)
         self._reload()
 
-    def added(self, part: Partition, count: int, now_ns: int | None = None) -> None:
+    def added(self, part: Partition, count: int) -> None:
         """Count `count` rows inserted into `part`; cut it once it has taken the layout's number of rows."""
         if not count:
             return
@@ -173,7 +206,7 @@ class Router:
         )
         i = next(i for i, p in enumerate(self.parts) if p.part_id == part.part_id)
         current = self.parts[i] = replace(self.parts[i], rows=self.parts[i].rows + count)
-        if current.rows >= self.layout.max_rows and not current.legacy and cut(self.conn, self.parts, current, now_ns):
+        if current.rows >= self.layout.max_rows and not current.legacy and cut(self.conn, self.parts, current):
             self._reload()
 
 
@@ -190,16 +223,16 @@ def create(conn: Connection, parts: Sequence[Partition], lo_ns: int, hi_ns: int)
     return new
 
 
-def cut(conn: Connection, parts: Sequence[Partition], part: Partition, now_ns: int | None = None) -> bool:
-    """End a full partition's range just past its newest record (or now, if later); a new one takes the rest.
+def cut(conn: Connection, parts: Sequence[Partition], part: Partition) -> bool:
+    """End a full partition's range just past its newest record; a new partition takes the rest of its period.
 
-    No stored record falls past the new end, so every re-sent copy still finds its original; False when nothing is
-    left to hand over (the partition's period ends first).
+    No stored record falls past the new end, so every re-sent copy still finds its original. False when there is
+    nothing left to hand over (the newest record is at the end of the range).
     """
     newest = conn.execute(select(func.max(part.table.c.ts_ns))).scalar()
-    at = max(newest + 1 if newest is not None else MIN_NS, now_ns if now_ns is not None else time.time_ns())
-    if at >= part.hi_ns or (part.lo_ns is not None and at <= part.lo_ns):
+    if newest is None or newest + 1 >= part.hi_ns:
         return False
+    at = newest + 1
     conn.execute(update(record_partitions).where(record_partitions.c.part_id == part.part_id).values(hi_ns=at))
     rest = [replace(p, hi_ns=at) if p.part_id == part.part_id else p for p in parts]
     create(conn, rest, at, part.hi_ns)
