@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import make_settings
+from conftest import make_settings, sqlite_only
 from sqlalchemy import func, select
 
 from loopkit_core.model import MAX_NS
@@ -193,3 +193,24 @@ def test_insert_records_outside_the_writer_routes_the_same_way(make):
     with project.engine.begin() as conn:
         assert insert_records(conn, batch.records, BASE) == 3
     assert [p.lo_ns for p in project.parts()] == [BASE, BASE + DAY, BASE + 2 * DAY]
+
+
+@sqlite_only("SQLite's limit of 500 terms in a compound SELECT (450 partitions take PostgreSQL over a minute)")
+def test_more_partitions_than_one_compound_select_allows_are_read_through_sub_views(make):
+    project = make()
+    count = partitions.VIEW_TERMS + 50  # past SQLite's 500 terms once the view is rebuilt with a few more
+    with project.engine.begin() as conn:
+        parts: list[partitions.Partition] = []
+        for i in range(count):
+            parts.append(partitions.create(conn, parts, BASE + i * 1000, BASE + (i + 1) * 1000))
+    assert project.send([span(i, BASE + i * 1000 + 1) for i in range(0, count, 7)]) == -(-count // 7)
+    assert len(project.parts()) == count
+    with project.engine.connect() as conn:
+        newest = conn.execute(select(records.c.ts_ns).order_by(records.c.ts_ns.desc()).limit(2)).scalars().all()
+    assert newest == [BASE + (count - 1) // 7 * 7 * 1000 + 1, BASE + ((count - 1) // 7 - 1) * 7 * 1000 + 1]
+    assert project.count() == -(-count // 7)
+    # Dropping them one by one shrinks the view back below one compound SELECT.
+    with project.engine.begin() as conn:
+        for part in parts[: count - 10]:
+            partitions.drop(conn, partitions.load(conn), part)
+    assert len(project.parts()) == 10 and project.count() == sum(1 for i in range(0, count, 7) if i >= count - 10)

@@ -44,6 +44,7 @@ UNTIMED_ID = "rec_" + "0" * 11
 RESEND_HORIZON_NS = 3600 * 10**9
 MIN_NS = -(2**63)
 LEGACY_NAME = "records_p1"
+VIEW_TERMS = 400  # partitions per compound SELECT of the view (SQLite allows 500 terms)
 
 
 @dataclass(frozen=True)
@@ -249,18 +250,36 @@ def drop(conn: Connection, parts: Sequence[Partition], part: Partition) -> int:
 
 
 def rebuild_view(conn: Connection, parts: Sequence[Partition]) -> None:
-    """(Re)make the `records` view as the UNION ALL of `parts`; with none, an empty view of the same columns."""
+    """(Re)make the `records` view as the UNION ALL of `parts`; with none, an empty view of the same columns.
+
+    SQLite caps a compound SELECT at 500 terms: past VIEW_TERMS partitions, `records` unites sub-views
+    (`records_v1`, `records_v2`, ...) of VIEW_TERMS partitions each.
+    """
     quote = conn.dialect.identifier_preparer.quote
     schema = dialect.schema_of(conn)
     prefix = f"{quote(schema)}." if schema else ""
     names = ", ".join(quote(c.name) for c in records.columns)
-    if parts:
-        body = " UNION ALL ".join(f"SELECT {names} FROM {prefix}{quote(p.table_name)}" for p in parts)
-    else:
-        typed = ((c.type.compile(dialect=conn.dialect), quote(c.name)) for c in records.columns)
-        nulls = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for kind, name in typed)
-        body = f"SELECT {nulls} WHERE 1 = 0"
+
+    def union(tables: Sequence[str]) -> str:
+        return " UNION ALL ".join(f"SELECT {names} FROM {prefix}{quote(table)}" for table in tables)
+
     conn.exec_driver_sql(f"DROP VIEW IF EXISTS {prefix}{quote(records.name)}")
+    for k in range(1, len(parts) // VIEW_TERMS + 3):  # the sub-views the previous build may have made
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {prefix}{quote(f'records_v{k}')}")
+    tables = [p.table_name for p in parts]
+    if not tables:
+        typed = ((c.type.compile(dialect=conn.dialect), quote(c.name)) for c in records.columns)
+        body = "SELECT " + ", ".join(f"CAST(NULL AS {kind}) AS {name}" for kind, name in typed) + " WHERE 1 = 0"
+    elif len(tables) <= VIEW_TERMS:
+        body = union(tables)
+    else:
+        views = []
+        for k, start in enumerate(range(0, len(tables), VIEW_TERMS), start=1):
+            views.append(f"records_v{k}")
+            conn.exec_driver_sql(
+                f"CREATE VIEW {prefix}{quote(views[-1])} AS {union(tables[start : start + VIEW_TERMS])}"
+            )
+        body = union(views)
     conn.exec_driver_sql(f"CREATE VIEW {prefix}{quote(records.name)} AS {body}")
 
 

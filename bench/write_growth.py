@@ -1,0 +1,165 @@
+"""How the cost of a write follows the size of the store, in one process, through LoopKit's Writer.
+
+The 50,000 realistic spans of `bench/payloads.py` are decoded once by the OTLP protobuf receiver and turned into
+rows; then round after round they are written again with new trace IDs (and so new record IDs), their start times
+spread over the 10 s before the round's time (`--spread`), which advances as at 20,000 spans a second (`--rate`),
+512 rows a request, through the same `Writer` the server uses (its default settings: `synchronous=FULL`,
+one commit per group of waiting requests). Each `--slice` rows the wall time and this process's CPU time spent
+writing are reported (re-stamping the rows between rounds is not counted), per layout: `--partition-rows` takes
+several values, each run on a fresh store, so the layouts are compared in one sitting.
+
+Usage: `python bench/write_growth.py --records 6000000 --slice 500000 --partition-rows 2000000,1000000000000`
+prints JSON; `first_vs_last` is the last slice's CPU per row over the first's (1.0 is flat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import payloads  # noqa: E402
+
+from loopkit_core.model import record_id_for_span  # noqa: E402
+from loopkit_core.settings import Settings  # noqa: E402
+from loopkit_core.store.engines import Store  # noqa: E402
+from loopkit_core.store.records import resource_rows, to_rows  # noqa: E402
+from loopkit_core.store.schema import RECORD_COLUMNS  # noqa: E402
+from loopkit_core.store.writer import Writer  # noqa: E402
+from loopkit_receivers import otlp_proto  # noqa: E402
+
+PROJECT = "bench-growth"
+TRACE_ID, SPAN_ID, TS_NS, END_NS, RECORD_ID = (
+    RECORD_COLUMNS.index(c) for c in ("trace_id", "span_id", "ts_ns", "end_ns", "record_id")
+)
+IN_FLIGHT = 64  # requests waiting for the writer at once, as from a few busy exporters
+
+
+def template(spans: int, now: int) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
+    """The payload's spans as rows (and their resources), decoded by the protobuf receiver."""
+    data = payloads.build(spans, 512, ["proto"])
+    rows: list[tuple[Any, ...]] = []
+    resources: dict[str, str] = {}
+    for body in data.batches["proto"]:
+        records = otlp_proto.decode(otlp_proto.parse_request(body), PROJECT, now).records
+        rows += to_rows(records, now)
+        resources.update(resource_rows(records))
+    return rows, sorted(resources.items())
+
+
+def restamp(rows: list[tuple[Any, ...]], rnd: int, base_ns: int, spread_ns: int, step_ns: int) -> list[tuple[Any, ...]]:
+    """Round `rnd`: new trace IDs and record IDs; start times spread over the `spread_ns` before the round's time.
+
+    A round's time is `rnd * step_ns` after `base_ns` (its rows at the rate they would arrive), and each row keeps
+    its place in the payload's own time order, squeezed into the spread: as exporters' batches interleave.
+    """
+    first = min(row[TS_NS] for row in rows)
+    width = max(max(row[TS_NS] for row in rows) - first, 1)
+    end = base_ns + rnd * step_ns
+    out = []
+    for row in rows:
+        row = list(row)
+        ts = end - spread_ns + (row[TS_NS] - first) * spread_ns // width
+        row[END_NS] += ts - row[TS_NS]
+        row[TS_NS] = ts
+        if row[TRACE_ID]:
+            row[TRACE_ID] = f"{rnd:06x}{row[TRACE_ID][6:]}"
+            row[RECORD_ID] = record_id_for_span(PROJECT, row[TRACE_ID], row[SPAN_ID], row[TS_NS])
+        else:
+            row[RECORD_ID] = f"{row[RECORD_ID][:-6]}{rnd:06x}"
+        out.append(tuple(row))
+    return out
+
+
+def run(layout_rows: int, rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> dict[str, Any]:
+    """Write `args.records` rows into a fresh store with this partition size; cost per slice."""
+    total, slice_rows = args.records, args.slice
+    spread_ns, step_ns = int(args.spread * 1e9), int(len(rows) / args.rate * 1e9)
+    data_dir = Path(tempfile.mkdtemp(prefix="loopkit-write-growth-"))
+    store = Store(Settings(data_dir=data_dir, record_partition_rows=layout_rows, retention_days=0.0))
+    writer = Writer(store, threads=1, max_pending_rows=10**7)
+    slices: list[dict[str, float]] = []
+    wall = cpu = 0.0
+    written = in_slice = 0
+    rnd = 0
+    try:
+        store.project(PROJECT)
+        while written < total:
+            batch = restamp(rows, rnd, base_ns, spread_ns, step_ns)
+            rnd += 1
+            gc.collect()
+            t0, c0 = time.perf_counter(), time.process_time()
+            pending: deque[Future] = deque()
+            for start in range(0, len(batch), 512):
+                if len(pending) >= IN_FLIGHT:
+                    pending.popleft().result(timeout=600)
+                pending.append(writer.submit(PROJECT, batch[start : start + 512], resources=resources))
+            while pending:
+                pending.popleft().result(timeout=600)
+            wall += time.perf_counter() - t0
+            cpu += time.process_time() - c0
+            written += len(batch)
+            in_slice += len(batch)
+            if in_slice >= slice_rows or written >= total:
+                size = sum(p.stat().st_size for p in (data_dir / "projects").iterdir())
+                slices.append(
+                    {
+                        "records": written,
+                        "wall_us_per_row": round(wall / in_slice * 1e6, 2),
+                        "cpu_us_per_row": round(cpu / in_slice * 1e6, 2),
+                        "disk_mb": round(size / 2**20, 1),
+                    }
+                )
+                print(f"partition rows {layout_rows}: {slices[-1]}", file=sys.stderr, flush=True)
+                wall = cpu = 0.0
+                in_slice = 0
+    finally:
+        writer.close(timeout=600)
+        store.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    first, last = slices[0], slices[-1]
+    return {
+        "partition_rows": layout_rows,
+        "slices": slices,
+        "cpu_last_vs_first": round(last["cpu_us_per_row"] / first["cpu_us_per_row"], 3),
+        "wall_last_vs_first": round(last["wall_us_per_row"] / first["wall_us_per_row"], 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run each layout, print JSON."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--records", type=int, default=6_000_000)
+    p.add_argument("--slice", type=int, default=500_000)
+    p.add_argument("--spans", type=int, default=50_000, help="distinct spans in the payload, re-sent each round")
+    p.add_argument("--spread", type=float, default=10.0, help="seconds over which a round's start times spread")
+    p.add_argument("--rate", type=float, default=20_000, help="spans a second the rounds' times advance at")
+    p.add_argument("--partition-rows", default="2000000,1000000000000", help="comma-separated layouts to compare")
+    args = p.parse_args(argv)
+    now = time.time_ns()
+    # Noon UTC of today: the rounds' times stay within one day partition (6M records at 20,000/s: 5 minutes).
+    base_ns = int(datetime.fromtimestamp(now / 1e9, UTC).replace(hour=12, minute=0, second=0).timestamp()) * 10**9
+    rows, resources = template(args.spans, now)
+    results = [run(int(layout), rows, resources, args, base_ns) for layout in args.partition_rows.split(",")]
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    print(
+        json.dumps(
+            {"benchmark": "write-growth", "records": args.records, "load_average_end": load, "runs": results}, indent=2
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
