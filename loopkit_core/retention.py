@@ -8,14 +8,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, select, update
 
 from loopkit_core.jobs import PeriodicJob
 from loopkit_core.projects import list_projects
 from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import accepted_total
-from loopkit_core.store.schema import project_retention, projects
+from loopkit_core.store.schema import project_retention, projects, record_partitions
 
 log = logging.getLogger("loopkit.retention")
 DAY_NS = 86_400 * 10**9
@@ -94,6 +94,11 @@ def purge_project(
             with engine.begin() as conn:
                 _lock_catalog(conn)
                 count = conn.execute(delete(table).where(table.c.seq.in_(oldest))).rowcount
+                conn.execute(
+                    update(record_partitions)
+                    .where(record_partitions.c.part_id == part.part_id)
+                    .values(rows=record_partitions.c.rows - count)
+                )
             deleted += count
             batches += 1
             if count < batch_rows:

@@ -8,9 +8,11 @@ which only creates what is missing.
 
 Adding a step (see docs/architecture.md) is three lines at the end of this module::
 
-    @step("project", 4, "records: index user_id")
-    def _records_user_index(conn: Connection) -> None:
-        Index("ix_records_user", records.c.user_id).create(conn, checkfirst=True)
+    @step("project", 9, "issues: index title")
+    def _issues_title_index(conn: Connection) -> None:
+        Index("ix_issues_title", issues.c.title).create(conn, checkfirst=True)
+
+(An index on records goes on every partition: see docs/storage.md.)
 """
 
 from __future__ import annotations
