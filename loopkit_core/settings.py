@@ -68,7 +68,7 @@ class Settings:
     # Records live in time partitions (docs/storage.md): one covers at most this many seconds (a UTC day), and is
     # cut once it holds this many records. Retention drops whole partitions.
     record_partition_seconds: float = 86_400.0
-    record_partition_rows: int = 2_000_000
+    record_partition_rows: int = 500_000
     # POST /v1/signup, /v1/provision and /v1/recover per client address per hour.
     rate_limit_per_hour: int = 20
     # Spans (or records-shape records) in one request; beyond it 413 / RESOURCE_EXHAUSTED, before any is decoded.

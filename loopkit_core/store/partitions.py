@@ -52,7 +52,7 @@ class Layout:
     """How records are split: the longest span of time one partition covers, and the rows that trigger a cut."""
 
     period_ns: int = 86_400 * 10**9
-    max_rows: int = 2_000_000
+    max_rows: int = 500_000
 
     @classmethod
     def of(cls, settings: Settings) -> Layout:
