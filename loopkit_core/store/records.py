@@ -28,6 +28,7 @@ from loopkit_core.store.schema import (
     RECORD_COLUMNS,
     counters,
     issue_signatures,
+    record_partitions,
     records,
     resources,
     signatures,
@@ -199,7 +200,9 @@ def accepted_total(conn: Connection) -> int:
     if value is None:
         # First commit (or a store older than the counter): create the row from the stored rows; a concurrent
         # first commit elsewhere waits on this insert, then finds the row and locks it.
-        count = conn.execute(select(func.count()).select_from(records)).scalar() or 0
+        # Counted from the partition catalog, not the `records` view: on PostgreSQL a writer that holds a lock on
+        # the view while it waits here would deadlock with one rebuilding the view (store/partitions.py).
+        count = conn.execute(select(func.sum(record_partitions.c.rows))).scalar() or 0
         new = dialect.insert(conn, counters).values(name=ACCEPTED, value=count)
         conn.execute(new.on_conflict_do_nothing(index_elements=["name"]))
         value = conn.execute(locked).scalar()
