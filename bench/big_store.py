@@ -384,10 +384,7 @@ def measure_retention(data_dir: Path, meta: dict[str, Any], env: dict[str, str])
     store = Store(settings)
     try:
         before = stats.records()
-        # Records are partitioned by UTC day, and a pass drops the days wholly past its cutoff: cut at a midnight,
-        # the first pass one day past the oldest record's (so it removes that partial day and one whole day).
-        until = meta["purged_until_ns"]
-        cutoff = (until // DAY_NS + 1) * DAY_NS + (DAY_NS if until % DAY_NS else 0)
+        cutoff = meta["purged_until_ns"] + DAY_NS
         engine = store.project(meta["project_id"])
         started, cpu0 = time.perf_counter(), time.process_time()
         deleted, batches = purge_project(engine, cutoff, settings.retention_batch_rows)

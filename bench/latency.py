@@ -37,9 +37,8 @@ import orjson
 from sqlalchemy import create_engine
 
 from loopkit_core.settings import Settings
-from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
-from loopkit_core.store.schema import RECORD_COLUMNS
+from loopkit_core.store.schema import RECORD_COLUMNS, records
 
 PROJECT = "bench-latency"
 HOUR_NS = 3600 * 10**9
@@ -49,10 +48,8 @@ FACTOR = 2.5
 
 def build(data_dir: Path, window_records: int, operations: int, baseline_windows: int, regressed: int) -> list[str]:
     """Write the fixture store; return the names of the regressed operations."""
-    start_ns = END_NS - (1 + baseline_windows) * HOUR_NS
     store = Store(Settings(data_dir=data_dir))
-    with store.project(PROJECT).begin() as conn:  # one partition for the whole fixture, filled below
-        table = partitions.create(conn, partitions.load(conn), start_ns, END_NS).table
+    store.project(PROJECT)
     store.close()
     path = data_dir / "projects" / f"{PROJECT}.db"
     rnd = random.Random(1)
@@ -68,10 +65,11 @@ def build(data_dir: Path, window_records: int, operations: int, baseline_windows
     con.execute("PRAGMA journal_mode=OFF")
     con.execute("PRAGMA synchronous=OFF")
     # Bulk load without the indexes, then build them (much faster than maintaining them row by row).
-    for index in table.indexes:
+    for index in records.indexes:
         con.execute(f"DROP INDEX IF EXISTS {index.name}")
-    sql = f"INSERT INTO {table.name} ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
+    sql = f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
     total = window_records * (1 + baseline_windows)
+    start_ns = END_NS - (1 + baseline_windows) * HOUR_NS
     window_start = END_NS - HOUR_NS
     step = (END_NS - start_ns) / total
     batch: list[tuple[Any, ...]] = []
@@ -122,7 +120,7 @@ def build(data_dir: Path, window_records: int, operations: int, baseline_windows
     con.commit()
     con.close()
     engine = create_engine(f"sqlite:///{path}")
-    for index in table.indexes:
+    for index in records.indexes:
         index.create(engine)
     engine.dispose()
     return sorted(ops[i][0] for i in slow)

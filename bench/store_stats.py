@@ -2,9 +2,9 @@
 
 The benchmarks (bench/ingest.py sustained mode, bench/big_store.py) watch a store while a server writes to it,
 so they read it in a separate connection: the SQLite files read-only, or the project's PostgreSQL schema. Only
-`StoreStats.records` knows how records are laid out (it counts each time partition the catalog lists);
-`disk_bytes` adds up whatever the project owns (every file named after it, every table of its schema with indexes
-and TOAST), so both keep working when the storage layout changes.
+`StoreStats.records` knows how records are laid out (the one count in SQL on `records`); `disk_bytes` adds up
+whatever the project owns (every file named after it, every table of its schema with indexes and TOAST), so both
+keep working when the storage layout changes.
 """
 
 from __future__ import annotations
@@ -45,9 +45,7 @@ class StoreStats:
             if not path.exists():
                 return 0
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
-                # Each partition counted on its own: SQLite counts a table from its b-tree, not through the view.
-                tables = [t for (t,) in conn.execute("SELECT table_name FROM record_partitions")]
-                return sum(int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables)
+                return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
         store = self._pg_store()
         with store._pg.connect() as conn:
             exists = conn.exec_driver_sql("SELECT to_regclass(%s)", (f'"{self.schema}".records',)).scalar()

@@ -8,14 +8,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Engine, delete, select
 
 from loopkit_core.jobs import PeriodicJob
 from loopkit_core.projects import list_projects
-from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
-from loopkit_core.store.records import accepted_total
-from loopkit_core.store.schema import project_retention, projects, record_partitions
+from loopkit_core.store.schema import project_retention, projects, records
 
 log = logging.getLogger("loopkit.retention")
 DAY_NS = 86_400 * 10**9
@@ -67,52 +65,21 @@ def retention_days(control: Engine, project_id: str, default: float) -> float:
 def purge_project(
     engine: Engine, cutoff_ns: int, batch_rows: int, pause: float = PAUSE_SECONDS, stop: threading.Event | None = None
 ) -> tuple[int, int]:
-    """Remove a project's records older than cutoff_ns; returns (records removed, transactions).
+    """Delete a project's records with ts_ns < cutoff_ns, `batch_rows` per transaction; returns (deleted, batches).
 
-    A partition whose whole range is older than the cutoff is dropped at once, one partition a transaction. A
-    partition that straddles the cutoff stays until its range has passed too (a record outlives its retention
-    period by at most one partition period, a day by default), except the legacy partition of a store from before
-    partitions: its expired rows are deleted `batch_rows` a transaction, oldest first, with `pause` between, so
-    the writer waits at most one batch.
+    Each batch is one short transaction that picks the oldest rows through the (ts_ns, record_id) index, so the
+    writer waits at most one batch for the database, and ingest carries on between batches.
     """
+    oldest = select(records.c.seq).where(records.c.ts_ns < cutoff_ns).order_by(records.c.ts_ns).limit(batch_rows)
     deleted = batches = 0
-    while not (stop is not None and stop.is_set()):
+    while True:
         with engine.begin() as conn:
-            _lock_catalog(conn)
-            parts = partitions.load(conn)
-            expired = next((p for p in parts if p.hi_ns <= cutoff_ns), None)
-            if expired is None:
-                break
-            deleted += partitions.drop(conn, parts, expired)
+            count = conn.execute(delete(records).where(records.c.seq.in_(oldest))).rowcount
+        deleted += count
         batches += 1
-    with engine.connect() as conn:
-        legacy = [p for p in partitions.load(conn) if p.legacy and p.hi_ns > cutoff_ns]
-    for part in legacy:
-        table = part.table
-        oldest = select(table.c.seq).where(table.c.ts_ns < cutoff_ns).order_by(table.c.ts_ns).limit(batch_rows)
-        while not (stop is not None and stop.is_set()):
-            with engine.begin() as conn:
-                _lock_catalog(conn)
-                count = conn.execute(delete(table).where(table.c.seq.in_(oldest))).rowcount
-                conn.execute(
-                    update(record_partitions)
-                    .where(record_partitions.c.part_id == part.part_id)
-                    .values(rows=record_partitions.c.rows - count)
-                )
-            deleted += count
-            batches += 1
-            if count < batch_rows:
-                break
-            time.sleep(pause)
-    return deleted, batches
-
-
-def _lock_catalog(conn: Connection) -> None:
-    """Take the lock writers hold while they route rows (SQLite's write lock; PostgreSQL's quota counter row)."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        accepted_total(conn)
+        if count < batch_rows or (stop is not None and stop.is_set()):
+            return deleted, batches
+        time.sleep(pause)
 
 
 def purge_expired_records(store: Store, now: float, stop: threading.Event | None = None) -> list[PurgeResult]:

@@ -65,10 +65,6 @@ class Settings:
     retention_days: float = 30.0
     # Rows deleted per transaction by the retention purge, so the writer is never held for long.
     retention_batch_rows: int = 2000
-    # Records live in time partitions (docs/storage.md): one covers at most this many seconds (a UTC day), and is
-    # cut once it holds this many records. Retention drops whole partitions.
-    record_partition_seconds: float = 86_400.0
-    record_partition_rows: int = 500_000
     # POST /v1/signup, /v1/provision and /v1/recover per client address per hour.
     rate_limit_per_hour: int = 20
     # Spans (or records-shape records) in one request; beyond it 413 / RESOURCE_EXHAUSTED, before any is decoded.
@@ -157,8 +153,6 @@ class Settings:
         if self.max_http_connections < 2 or self.max_grpc_connections < 1:
             # uvicorn counts the asking connection itself: a limit of 1 would refuse every request.
             raise ValueError("max_http_connections must be at least 2 and max_grpc_connections at least 1")
-        if not 1 <= self.record_partition_seconds <= 7 * 86_400 or self.record_partition_rows < 1:
-            raise ValueError("record_partition_seconds must be between 1 and 604800, record_partition_rows at least 1")
         if self.retention_days < 0 or self.retention_batch_rows < 1:
             raise ValueError("retention_days must not be negative and retention_batch_rows must be at least 1")
         if min(self.max_attributes_per_span, self.max_events_per_span, self.max_links_per_span) < 0 or (

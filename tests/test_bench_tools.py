@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCH))
 
 import big_store  # noqa: E402
 import ingest  # noqa: E402
+import write_growth  # noqa: E402
 from store_stats import StoreStats  # noqa: E402
 
 
@@ -74,13 +75,12 @@ def test_big_store_build_fills_the_days_and_the_last_hour_through_the_writer(tmp
     assert stats.records() == 3000
     assert stats.disk_bytes() > 0
     stats.close()
-    # A day holds about a thirtieth of the 2,000 records before the last hour. Records are partitioned by UTC day,
-    # so the pass cuts at the second midnight after the oldest record: a partial day and a whole one go.
+    # The oldest day holds about a thirtieth of the 2,000 records before the last hour.
     retention = big_store.measure_retention(tmp_path, meta, env)
     assert retention["deleted_matches_count"]
     assert retention["count_after"] == 3000 - retention["deleted"]
-    assert 2000 // 30 - 100 <= retention["deleted"] <= 2 * 2000 // 30 + 100
-    assert meta["purged_until_ns"] == (meta["start_ns"] // big_store.DAY_NS + 2) * big_store.DAY_NS
+    assert 2000 // 30 - 100 <= retention["deleted"] <= 2000 // 30 + 100
+    assert meta["purged_until_ns"] == meta["start_ns"] + big_store.DAY_NS
 
 
 @pytest.mark.parametrize("days", [0.5, 1.0])
@@ -113,3 +113,12 @@ def test_big_store_measures_pages_diagnosis_and_retention_through_a_real_server(
     again = json.loads(capsys.readouterr().out)
     assert again["build"]["built_at"] == report["build"]["built_at"]
     assert "retention" not in again
+
+
+def test_write_growth_reports_each_slice_of_the_rows_written(capsys):
+    assert write_growth.main(["--records", "3000", "--slice", "1000", "--spans", "1000"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    assert [s["records"] for s in run["slices"]] == [1000, 2000, 3000]
+    assert all(s["cpu_us_per_row"] > 0 and s["wall_us_per_row"] > 0 and s["disk_mb"] > 0 for s in run["slices"])
+    first, last = run["slices"][0], run["slices"][-1]
+    assert run["cpu_last_vs_first"] == round(last["cpu_us_per_row"] / first["cpu_us_per_row"], 3)

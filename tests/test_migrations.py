@@ -13,7 +13,7 @@ from sqlalchemy import Column, Connection, Index, Integer, MetaData, String, Tab
 from loopkit_core.fingerprint_rules import parse_rules
 from loopkit_core.model import rfc3339
 from loopkit_core.projects import create_project, get_project
-from loopkit_core.store import eval_runs, grouping_rules, memory, migrations, partitions, stages
+from loopkit_core.store import eval_runs, grouping_rules, memory, migrations, stages
 from loopkit_core.store.engines import Store
 from loopkit_core.store.eval_runs import EvalRun
 from loopkit_core.store.migrations import current_version, latest, schema_version
@@ -34,7 +34,7 @@ def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
 
     @migrations.step("project", version, "test: index user_id, record the run")
     def _slow_step(conn: Connection) -> None:
-        Index("ix_issues_title_test", issues.c.title).create(conn)
+        Index("ix_records_user_test", records.c.user_id).create(conn)
         runs_metadata.create_all(conn)
         conn.execute(step_runs.insert().values(by=threading.current_thread().name))
         time.sleep(0.3)  # widens the race: a second opener arrives while this one is still migrating
@@ -43,14 +43,10 @@ def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def to_previous_layout(conn: Connection, schema: str | None = None) -> None:
-    """Undo project steps 2 to 8: records deduplicated on record_id alone with a plain trace_id index, each
+    """Undo project steps 2 to 7: records deduplicated on record_id alone with a plain trace_id index, each
     record's resource kept in its row, no stages table, no issues.first_packet_id, no eval_runs table, no
-    grouping_rules table, no issue_merges table, and one `records` table instead of partitions behind a view."""
+    grouping_rules table and no issue_merges table."""
     prefix = f'"{schema}".' if schema else ""
-    if "records" in inspect(conn).get_view_names(schema=schema):  # a store made at version 8 or later
-        conn.exec_driver_sql(f"DROP VIEW {prefix}records")
-        records.create(conn)
-    conn.exec_driver_sql(f"DROP TABLE {prefix}record_partitions")
     conn.exec_driver_sql(f"DROP TABLE {prefix}issue_merges")
     conn.exec_driver_sql(f"DROP TABLE {prefix}grouping_rules")
     conn.exec_driver_sql(f"DROP TABLE {prefix}eval_runs")
@@ -104,16 +100,14 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
         engine = store.project(created["project_id"])
         assert current_version(store.control) == latest("control") == 3  # 2: project_retention, 3: server_secrets
         # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id;
-        # 5: eval_runs; 6: grouping_rules; 7: issue_merges; 8: record partitions (the table becomes partition 1)
-        assert current_version(engine) == latest("project") == 8
+        # 5: eval_runs; 6: grouping_rules; 7: issue_merges
+        assert current_version(engine) == latest("project") == 7
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
-            indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records_p1")}
-            (legacy,) = partitions.load(conn)
-        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6, 7, 8] and stamped[0][1].startswith("initial schema")
-        assert (legacy.table_name, legacy.lo_ns, legacy.legacy, legacy.rows) == ("records_p1", None, True, 1)
+            indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
+        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6, 7] and stamped[0][1].startswith("initial schema")
         assert indexes["ux_records_span"] and "ix_records_trace" not in indexes
         assert get_project(store.control, created["project_id"])["project_name"] == "old app"
     finally:
@@ -150,10 +144,10 @@ def test_a_new_step_runs_exactly_once_across_concurrent_opens(tmp_path: Path, ne
         with engine.connect() as conn:
             runs = conn.execute(select(step_runs.c.by)).scalars().all()
             versions = conn.execute(select(schema_version.c.version).order_by(schema_version.c.version)).all()
-            indexes = {ix["name"] for ix in inspect(conn).get_indexes("issues", schema=schema)}
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("records", schema=schema)}
         assert len(runs) == 1 and runs[0] in {"opener-0", "opener-1"}
         assert [v for (v,) in versions] == [*range(1, next_step), next_step]
-        assert "ix_issues_title_test" in indexes
+        assert "ix_records_user_test" in indexes
         # A third open (a restart) finds nothing to do.
         assert migrations.migrate(engine, "project", schema) == []
         again = Store(settings)
@@ -229,7 +223,7 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
     again = Store(settings)
     try:
         engine = again.project(project_id)
-        assert current_version(engine) == latest("project") == 8
+        assert current_version(engine) == latest("project") == 7
         # 6: the grouping_rules table, empty (version 0), and a first version can be saved.
         assert grouping_rules.current(engine) == {"version": 0, "rules": [], "updated_at": None, "updated_by": None}
         rule = parse_rules([{"match": {"name": "seed"}, "fingerprint": "{name}"}])
@@ -250,9 +244,8 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
             assert conn.execute(select(issues.c.first_packet_id)).scalars().all() == [None]
         assert get_record(engine, "rec_old")["resource"] == {"host": "old"}
         with engine.connect() as conn:
-            indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records_p1", schema=schema)}
+            indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records", schema=schema)}
             columns = {c["name"] for c in inspect(conn).get_columns("records", schema=schema)}
-            assert [(p.table_name, p.legacy, p.rows) for p in partitions.load(conn)] == [("records_p1", True, 1)]
         assert indexes["ux_records_span"] and "ix_records_trace" not in indexes and "resource_key" in columns
         # The old span re-sent gets a new-style ID, and is recognised as stored: the pair is the key now.
         item = {"type": "event", "name": "n", "trace_id": "ab" * 16, "span_id": "cd" * 8}

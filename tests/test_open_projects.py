@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from loopkit_core.server import in_thread
 from loopkit_core.settings import Settings
 from loopkit_core.store.engines import Store
-from loopkit_core.store.schema import counters, records
+from loopkit_core.store.schema import records
 
 BOUND = 4
 
@@ -69,7 +69,7 @@ def test_a_connection_in_use_survives_the_eviction_of_its_engine(tmp_path: Path)
         first, second = "first-00000001", "second-0000002"
         engine = store.project(first)
         with engine.begin() as conn:
-            conn.execute(counters.delete())  # a write, so the file exists
+            conn.execute(records.delete())  # a write, so the file exists
         with engine.connect() as conn:
             store.project(second)  # evicts `first` while this connection is checked out
             assert store.open_projects() == 1

@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from loopkit_core.model import Record, record_id_for_span
 from loopkit_core.projects import create_project
-from loopkit_core.store import partitions, pg_copy
+from loopkit_core.store import pg_copy
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import (
     COPY_MIN_ROWS,
@@ -228,10 +228,7 @@ def test_the_writer_acknowledges_copied_rows_duplicates_and_the_quota_exactly(st
 def test_statements_follow_the_table_and_columns():
     sql = pg_copy._statements("lk_p_x", records, ("record_id", "ts_ns"))
     staging = sql.create_staging.split()[6]
-    assert staging.startswith("pg_temp.loopkit_stage_")
-    # Tables with the same columns (the time partitions of records) share one staging table.
-    partition = partitions.partition_table("records_p7")
-    assert pg_copy._statements("lk_p_x", partition, ("record_id", "ts_ns")).create_staging == sql.create_staging
+    assert staging.startswith("pg_temp.loopkit_stage_records_")
     assert sql.copy_direct == "COPY lk_p_x.records (record_id, ts_ns) FROM STDIN"
     assert sql.create_staging == (
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} (record_id VARCHAR(40), ts_ns BIGINT) ON COMMIT DELETE ROWS"

@@ -12,13 +12,10 @@ import time
 import httpx
 import pytest
 from conftest import make_settings, new_project, store_env
-from sqlalchemy import update
 from test_lifecycle import clean_env
 
 from loopkit_core.retention import purge_expired_records, retention_days, set_retention
 from loopkit_core.server import in_thread
-from loopkit_core.store import partitions
-from loopkit_core.store.schema import record_partitions
 
 DAY_NS = 86_400 * 10**9
 WIDE = {"since_minutes": 366 * 24 * 60, "limit": 1000}
@@ -114,41 +111,13 @@ def test_set_retention_refuses_bad_values_and_unknown_projects(tmp_path):
     assert missing.returncode == 1 and "no project" in missing.stderr
 
 
-def test_an_expired_day_goes_in_one_transaction_and_a_straddling_day_stays(tmp_path):
+def test_a_large_purge_runs_in_small_batches_while_ingest_carries_on(tmp_path):
     settings = make_settings(tmp_path / "data", retention_days=30.0, retention_batch_rows=100)
     with in_thread(settings) as server, httpx.Client(base_url=server.http_url, timeout=30) as client:
         project = new_project(server)
         for _ in range(6):
             post_records(client, project, "old", [60.0] * 5000)
-        fresh = post_records(client, project, "fresh", [0.5, 0.0])
-        (result,) = [
-            r for r in purge_expired_records(server.app.store, time.time()) if r.project_id == project.project_id
-        ]
-        # 30,000 records of one day: its partition is dropped whole, not deleted 100 rows a transaction.
-        assert (result.deleted, result.batches) == (30_000, 1)
-        assert stored_ids(client, project) == set(fresh)
-
-
-def as_legacy(engine) -> None:  # noqa: ANN001
-    """Make the project's oldest partition what migration 8 makes of a store from before partitions: a table with
-    no lower time bound, reaching up to now, whose expired rows retention deletes in batches."""
-    with engine.begin() as conn:
-        oldest = partitions.load(conn)[0]
-        conn.execute(
-            update(record_partitions)
-            .where(record_partitions.c.part_id == oldest.part_id)
-            .values(lo_ns=None, hi_ns=time.time_ns(), legacy=1)
-        )
-
-
-def test_a_large_purge_of_a_legacy_table_runs_in_small_batches_while_ingest_carries_on(tmp_path):
-    settings = make_settings(tmp_path / "data", retention_days=30.0, retention_batch_rows=100)
-    with in_thread(settings) as server, httpx.Client(base_url=server.http_url, timeout=30) as client:
-        project = new_project(server)
-        for _ in range(6):
-            post_records(client, project, "old", [60.0] * 5000)
-        as_legacy(server.app.store.project(project.project_id))
-        fresh = post_records(client, project, "fresh", [0.5] * 10)  # within the legacy table's range: stored there
+        fresh = post_records(client, project, "fresh", [0.5] * 10)
 
         purged: list = []
         purge = threading.Thread(target=lambda: purged.extend(purge_expired_records(server.app.store, time.time())))
@@ -167,9 +136,6 @@ def test_a_large_purge_of_a_legacy_table_runs_in_small_batches_while_ingest_carr
         assert result.batches == 30_000 // 100 + 1  # the last batch finds nothing left
         assert len(during) >= 3, "ingest did not get through while the purge ran"
         assert stored_ids(client, project) == set(fresh) | set(during)
-        with server.app.store.project(project.project_id).connect() as conn:
-            legacy = partitions.load(conn)[0]
-        assert legacy.legacy and legacy.rows == len(fresh)  # the catalog's count follows the deletes
 
 
 def test_a_packet_whose_evidence_was_purged_still_renders_and_its_records_are_404(tmp_path):

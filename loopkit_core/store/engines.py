@@ -152,7 +152,7 @@ class Store:
         self.control.dispose()
 
     def _sqlite_engine(self, path: Path) -> Engine:
-        engine = create_engine(f"sqlite:///{path}", pool_size=8, max_overflow=8, **sqlite_module())
+        engine = create_engine(f"sqlite:///{path}", pool_size=8, max_overflow=8)
         synchronous = self.settings.sqlite_synchronous.upper()
 
         @event.listens_for(engine, "connect")
@@ -183,17 +183,3 @@ def load_secret(control: Engine, name: str) -> bytes:
             conn.execute(dialect.insert(conn, server_secrets).values(**row).on_conflict_do_nothing())
             value = conn.execute(query).scalar()
     return bytes.fromhex(value)
-
-
-def sqlite_module() -> dict[str, object]:
-    """The DB-API module SQLite engines use: pysqlite3 (a current SQLite) where installed, else the standard one.
-
-    The `records` view (store/partitions.py) needs SQLite 3.42 or later, which reads only the columns a query uses
-    out of each UNION ALL arm; older ones (Debian 12 ships 3.40) read every column of every matching row, which
-    made an aggregate over the view several times slower (docs/storage.md).
-    """
-    try:
-        import pysqlite3.dbapi2 as module  # noqa: PLC0415 (optional)
-    except ImportError:
-        return {}
-    return {"module": module}

@@ -8,11 +8,9 @@ which only creates what is missing.
 
 Adding a step (see docs/architecture.md) is three lines at the end of this module::
 
-    @step("project", 9, "issues: index title")
-    def _issues_title_index(conn: Connection) -> None:
-        Index("ix_issues_title", issues.c.title).create(conn, checkfirst=True)
-
-(An index on records goes on every partition: see docs/storage.md.)
+    @step("project", 4, "records: index user_id")
+    def _records_user_index(conn: Connection) -> None:
+        Index("ix_records_user", records.c.user_id).create(conn, checkfirst=True)
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateSchema
 
-from loopkit_core.store import partitions
 from loopkit_core.store.schema import (
     control_metadata,
     eval_runs,
@@ -49,7 +46,6 @@ from loopkit_core.store.schema import (
     issue_merges,
     project_metadata,
     project_retention,
-    record_partitions,
     records,
     resources,
     server_secrets,
@@ -219,9 +215,3 @@ def _server_secrets(conn: Connection) -> None:
 @step("project", 7, "issue_merges: the append-only audit of issues people merged and unmerged")
 def _issue_merges(conn: Connection) -> None:
     issue_merges.create(conn, checkfirst=True)
-
-
-@step("project", 8, "records: time partitions behind a `records` view; an existing table becomes partition 1")
-def _record_partitions(conn: Connection) -> None:
-    record_partitions.create(conn, checkfirst=True)
-    partitions.adopt_legacy(conn)

@@ -98,11 +98,10 @@ def _statements(schema: str | None, table: Table, columns: tuple[str, ...]) -> _
     """The statements for one table (in `schema`) and column list, built once."""
     quote = _PG.identifier_preparer.quote
     definitions = ", ".join(f"{quote(c)} {table.c[c].type.compile(dialect=_PG)}" for c in columns)
-    # The name carries a digest of the column definitions, not of the table's name: the time partitions of records
-    # (store/partitions.py) share one staging table per connection; another column list gets its own.
-    digest = hashlib.blake2b(f"({definitions})".encode(), digest_size=6).hexdigest()
+    # The name carries a digest of the definition: another column list (a schema change) gets its own table.
+    digest = hashlib.blake2b(f"{table.name}({definitions})".encode(), digest_size=6).hexdigest()
     # Qualified with pg_temp: a table of that name elsewhere on the search path is never the one written.
-    staging = f"pg_temp.loopkit_stage_{digest}"
+    staging = f"pg_temp.loopkit_stage_{table.name}_{digest}"
     names = ", ".join(quote(c) for c in columns)
     target = f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
     return _Statements(

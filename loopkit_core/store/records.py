@@ -22,13 +22,12 @@ from loopkit_core.selectors import (
     SlowCalls,
     parse_selector,
 )
-from loopkit_core.store import dialect, partitions, pg_copy
+from loopkit_core.store import dialect, pg_copy
 from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
     RECORD_COLUMNS,
     counters,
     issue_signatures,
-    record_partitions,
     records,
     resources,
     signatures,
@@ -93,44 +92,34 @@ def resource_row(resource: dict[str, Any]) -> tuple[str, str]:
     return hashlib.blake2b(body.encode(), digest_size=16).hexdigest(), body
 
 
-# A re-sent span is stored once: the first copy wins (ON CONFLICT DO NOTHING on a partition's unique indexes, record_id
-# and (trace_id, span_id), also across processes sharing PostgreSQL; store/partitions.py says how far that reaches).
-# The statement is compiled once per dialect, schema and partition to the driver's positional form for executemany,
-# skipping SQLAlchemy's per-row parameter processing (~19 us a row, bench/write_path.py).
+# The same span re-sent (same trace and span ID) is stored once: the first copy wins (ON CONFLICT DO NOTHING on any
+# unique index, record_id or (trace_id, span_id); it also holds across processes sharing PostgreSQL). The statement
+# is compiled once per dialect and schema to the driver's positional form: the hot path hands tuples straight to the
+# DB-API executemany, skipping SQLAlchemy's per-row parameter processing (~19 us a row, measured by
+# bench/write_path.py). The columns' types need no bind processing on SQLite or psycopg.
 _RECORD_KEYS = tuple(RECORD_COLUMNS)
 TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
 # The NUL-safe text columns, escaped on PostgreSQL; not the JSON ones (attributes, resource, events, links).
 _ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(records.c[name].type, dialect.NulSafe))
 
 
-# From this many rows on, PostgreSQL inserts go through COPY (store/pg_copy.py): at 512 rows it costs the server 0.54x
-# the CPU of executemany and this process 0.42x (bench/pg_write_path.py); even at 4 rows, ahead from 16.
+# From this many rows on, PostgreSQL inserts go through COPY (store/pg_copy.py): at 512 rows it costs the server
+# 0.54x the CPU of executemany and this process 0.42x (bench/pg_write_path.py, docs/benchmarks.md); at 4 rows the
+# two are even (COPY takes three more round trips), from 16 COPY is ahead.
 COPY_MIN_ROWS = 16
 
 
-def insert_rows(conn: Connection, rows: list[Row], router: partitions.Router | None = None) -> int:
-    """Insert rows into their time partitions, skipping those already stored; returns the number added.
+def insert_rows(conn: Connection, rows: list[Row]) -> int:
+    """Insert rows in one statement; rows already stored (same record ID, or trace and span ID) are skipped.
 
-    Of two copies of a span in `rows`, the first is kept. `router` carries the partition catalog through one
-    transaction (the writer's, with its layout); without it, one is made here.
+    Returns the number of rows added. Of two copies of a span in `rows`, the first is kept.
     """
-    router = router or partitions.Router(conn)
-    postgres = conn.dialect.name == "postgresql"
-    if postgres:  # raw driver calls skip the columns' NUL escaping: do it here
+    if conn.dialect.name == "postgresql":  # raw driver calls skip the columns' NUL escaping: do it here
         rows = dialect.escape_nul_rows(rows, _ESCAPED)
-    added = 0
-    for part, group in router.split(rows):
-        table = part.table
-        elsewhere = router.stored_elsewhere(part, group)  # untimed resends, found in a neighbouring partition
-        if elsewhere and not (group := [r for r in group if (r[TRACE_ID], r[SPAN_ID]) not in elsewhere]):
-            continue
-        if postgres and len(group) >= COPY_MIN_ROWS:
-            count = pg_copy.insert_copy(conn, table, _RECORD_KEYS, group)
-        else:
-            count = conn.exec_driver_sql(dialect.insert_ignoring_sql(conn, table, (), _RECORD_KEYS), group).rowcount
-        router.added(part, count)
-        added += count
-    return added
+        if len(rows) >= COPY_MIN_ROWS:
+            return pg_copy.insert_copy(conn, records, _RECORD_KEYS, rows)
+    sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
+    return conn.exec_driver_sql(sql, rows).rowcount
 
 
 def insert_records(conn: Connection, batch: list[Record], received_ns: int) -> int:
@@ -200,9 +189,7 @@ def accepted_total(conn: Connection) -> int:
     if value is None:
         # First commit (or a store older than the counter): create the row from the stored rows; a concurrent
         # first commit elsewhere waits on this insert, then finds the row and locks it.
-        # Counted from the partition catalog, not the `records` view: on PostgreSQL a writer that holds a lock on
-        # the view while it waits here would deadlock with one rebuilding the view (store/partitions.py).
-        count = conn.execute(select(func.sum(record_partitions.c.rows))).scalar() or 0
+        count = conn.execute(select(func.count()).select_from(records)).scalar() or 0
         new = dialect.insert(conn, counters).values(name=ACCEPTED, value=count)
         conn.execute(new.on_conflict_do_nothing(index_elements=["name"]))
         value = conn.execute(locked).scalar()
@@ -358,8 +345,12 @@ def _fingerprints(conn: Connection, signatures: set[str]) -> dict[str, str]:
     """The issue fingerprint of each signature that a diagnosis has assigned to an issue."""
     if not signatures:
         return {}
-    query = select(issue_signatures.c.signature, issue_signatures.c.fingerprint)
-    return {r.signature: r.fingerprint for r in conn.execute(query.where(issue_signatures.c.signature.in_(signatures)))}
+    rows = conn.execute(
+        select(issue_signatures.c.signature, issue_signatures.c.fingerprint).where(
+            issue_signatures.c.signature.in_(signatures)
+        )
+    ).all()
+    return {r.signature: r.fingerprint for r in rows}
 
 
 def cursor_key(secret: bytes, project_id: str) -> bytes:

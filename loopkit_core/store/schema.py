@@ -173,21 +173,6 @@ counters = Table(
 
 RECORD_COLUMNS = [c.name for c in records.columns if c.name != "seq"]
 
-# The time-ranged tables that hold a project's records (store/partitions.py): `records` above is the view over them
-# (project migration 8), and this catalog says which record times each one holds.
-record_partitions = Table(
-    "record_partitions",
-    project_metadata,
-    Column("part_id", Integer, primary_key=True, autoincrement=False),
-    Column("table_name", NulSafeString(40), nullable=False, unique=True),
-    Column("lo_ns", BigInteger),  # records with lo_ns <= ts_ns < hi_ns; NULL: no lower bound (the legacy one)
-    Column("hi_ns", BigInteger, nullable=False),
-    # 1: the table of a store from before partitions, adopted whole; retention deletes its rows in batches.
-    Column("legacy", Integer, nullable=False),
-    Column("rows", BigInteger, nullable=False),  # records inserted into it (what the size cut reads)
-    Column("created_ns", BigInteger, nullable=False),
-)
-
 # Append-only audit trail of human decisions on packets: rows are inserted, never updated or deleted.
 approvals = Table(
     "approvals",

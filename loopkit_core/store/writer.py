@@ -10,7 +10,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from loopkit_core.sink import Ack, CommitFailed, Overloaded
-from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import (
     Row,
@@ -84,7 +83,6 @@ class _Shard(threading.Thread):
     def __init__(self, store: Store, max_pending_rows: int, index: int) -> None:
         super().__init__(name=f"loopkit-writer-{index}", daemon=True)
         self._store = store
-        self._layout = partitions.Layout.of(store.settings)
         self._max_pending = max_pending_rows
         self._cond = threading.Condition()
         self._queue: list[tuple[str, _Item]] = []
@@ -135,18 +133,14 @@ class _Shard(threading.Thread):
         try:
             engine = self._store.project(project_id)
             with engine.begin() as conn:
-                if conn.dialect.name == "sqlite":
-                    # The write lock before the first read: the partition catalog read next is then the truth.
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                accepted = accepted_total(conn)  # on PostgreSQL, the lock that orders this project's writers
-                router = partitions.Router(conn, self._layout)
+                accepted = accepted_total(conn)
                 results = []
                 for item in items:
                     if item.signatures:
                         insert_signatures(conn, item.signatures)
                     if item.resources:
                         insert_resources(conn, item.resources)
-                    result = _write(conn, item, accepted, router)
+                    result = _write(conn, item, accepted)
                     accepted += result.inserted
                     results.append(result)
                 write_accepted_total(conn, accepted)
@@ -163,15 +157,15 @@ class _Shard(threading.Thread):
             item.future.set_result(result)
 
 
-def _write(conn: Any, item: _Item, accepted: int, router: partitions.Router) -> Ack:
+def _write(conn: Any, item: _Item, accepted: int) -> Ack:
     """Insert one request's rows; near a quota, row by row so exactly the overflow is refused."""
     if item.quota is None or accepted + len(item.rows) <= item.quota:
-        result = Ack(inserted=insert_rows(conn, item.rows, router))
+        result = Ack(inserted=insert_rows(conn, item.rows))
     else:
         result = Ack()
         for index, row in enumerate(item.rows):
             if accepted + result.inserted < item.quota:
-                result.inserted += insert_rows(conn, [row], router)
+                result.inserted += insert_rows(conn, [row])
             elif not record_stored(conn, row):  # a resent record already stored is not refused
                 result.over_quota.append(index)
     if result.inserted + len(result.over_quota) < len(item.rows):  # some were duplicates: only on retries
