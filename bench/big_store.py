@@ -51,6 +51,7 @@ from typing import Any
 import ingest
 import orjson
 import payloads
+import store_stats
 from sqlalchemy import event
 from store_stats import StoreStats
 
@@ -496,10 +497,7 @@ def drop_schemas(env: dict[str, str]) -> None:
     prefix = env["LOOPKIT_DATABASE_SCHEMA_PREFIX"]
     store = Store(Settings.from_env(env, data_dir=Path(tempfile.gettempdir())))
     try:
-        with store._pg.begin() as conn:
-            query = "SELECT nspname FROM pg_namespace WHERE left(nspname, length(%s)) = %s"
-            for (name,) in conn.exec_driver_sql(query, (prefix, prefix)).all():
-                conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+        store_stats.drop_schemas(store, prefix)
     finally:
         store.close()
 

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import store_stats
+
 from loopkit_core.app import create_app
 from loopkit_core.diagnose import DiagnoseRequest, run
 from loopkit_core.model import Record, new_record_id
@@ -199,10 +201,7 @@ def drop_schemas(data_dir: Path, database: dict[str, str]) -> None:
     prefix = database["database_schema_prefix"]
     store = Store(settings(data_dir, database))
     try:
-        with store._pg.begin() as conn:
-            query = "SELECT nspname FROM pg_namespace WHERE left(nspname, length(%s)) = %s"
-            for (name,) in conn.exec_driver_sql(query, (prefix, prefix)).all():
-                conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
+        store_stats.drop_schemas(store, prefix)
     finally:
         store.close()
 

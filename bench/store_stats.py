@@ -72,3 +72,11 @@ class StoreStats:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def drop_schemas(store: Any, prefix: str) -> None:
+    """Drop every PostgreSQL schema whose name starts with `prefix` (a benchmark's own), through a LoopKit Store."""
+    with store._pg.begin() as conn:
+        query = "SELECT nspname FROM pg_namespace WHERE left(nspname, length(%s)) = %s"
+        for (name,) in conn.exec_driver_sql(query, (prefix, prefix)).all():
+            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')

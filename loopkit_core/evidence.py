@@ -84,3 +84,22 @@ def quote(text: Any, limit: int = 120) -> str:
     fence = "`" * (max((len(run) for run in _BACKTICKS.findall(flat)), default=0) + 1)
     pad = " " if flat[0] == "`" or flat[-1] == "`" else ""  # CommonMark strips one space each side
     return f"{fence}{pad}{flat}{pad}{fence}"
+
+
+_NO_TEMPLATE = object()
+
+
+def failure_eval_input(stats: dict[str, Any], example: dict[str, Any], template: Any = _NO_TEMPLATE) -> dict[str, Any]:
+    """The `input` of a failure issue's eval: its operation and exception, one example record, and its message
+    template when `template` is given (even None: the key is then there, null)."""
+    facts = {
+        "operation": stats["operation"],
+        "service": stats["service"],
+        "record_id": example.get("record_id"),
+        "exception_type": stats["exception_type"],
+        "message": excerpt(example.get("message"), 300),
+    }
+    if template is not _NO_TEMPLATE:
+        facts["message_template"] = template
+    facts["attributes"] = dict(list((example.get("attributes") or {}).items())[:20])
+    return facts

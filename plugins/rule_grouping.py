@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from loopkit_core.evidence import excerpt, quote, severity_for_count, slug
+from loopkit_core.evidence import excerpt, failure_eval_input, quote, severity_for_count, slug
 from loopkit_core.fingerprint_rules import FingerprintRule, fingerprint, render, typed_values
 from loopkit_core.model import Issue
 from loopkit_core.selectors import RuleGroup, RulePart, Signatures
@@ -136,14 +136,7 @@ def add_evidence(window: Window, issue: Issue) -> None:
     operation = quote(stats["operation"] or "")
     issue.eval = {
         "id": issue.eval_candidate,
-        "input": {
-            "operation": stats["operation"],
-            "service": stats["service"],
-            "record_id": example.get("record_id"),
-            "exception_type": stats["exception_type"],
-            "message": excerpt(example.get("message"), 300),
-            "attributes": dict(list((example.get("attributes") or {}).items())[:20]),
-        },
+        "input": failure_eval_input(stats, example),
         "expected": f"{operation} completes without {what}; no record matches this issue's fingerprint rule",
         "evidence_ids": issue.evidence[:5],
     }

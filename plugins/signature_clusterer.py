@@ -18,7 +18,15 @@ import re
 from collections import Counter, defaultdict
 from typing import Any
 
-from loopkit_core.evidence import excerpt, quote, service_version, severity_for_count, slug, stack_frames
+from loopkit_core.evidence import (
+    excerpt,
+    failure_eval_input,
+    quote,
+    service_version,
+    severity_for_count,
+    slug,
+    stack_frames,
+)
 from loopkit_core.hookspecs import hookimpl
 from loopkit_core.model import Issue, Record, Signature
 from loopkit_core.window import KnownIssue, SignatureGroup, Window
@@ -349,15 +357,7 @@ def _add_evidence(window: Window, issue: Issue) -> None:
     what = what or ("the tool failure" if issue.signal_type == "tool_failure" else "the error")
     issue.eval = {
         "id": issue.eval_candidate,
-        "input": {
-            "operation": stats["operation"],
-            "service": stats["service"],
-            "record_id": example.get("record_id"),
-            "exception_type": stats["exception_type"],
-            "message": excerpt(example.get("message"), 300),
-            "message_template": stats.get("constant_template") or issue.template,
-            "attributes": dict(list((example.get("attributes") or {}).items())[:20]),
-        },
+        "input": failure_eval_input(stats, example, template=stats.get("constant_template") or issue.template),
         "expected": f"{operation} completes without {what}; no record matches this issue's signature",
         "evidence_ids": issue.evidence[:5],
     }
