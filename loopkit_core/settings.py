@@ -42,6 +42,10 @@ class Settings:
     max_grpc_connections: int = 1000
     # SQLite `synchronous`: FULL survives power loss, NORMAL survives a process crash.
     sqlite_synchronous: str = "FULL"
+    # SQLite `wal_autocheckpoint`, in 4 KiB pages: the write-ahead log is copied back into the database once it
+    # holds this many. Higher means each hot index page is copied back once per more commits (less writing per
+    # span), a larger -wal file (~200 MB at the default) and a longer log replay after a crash.
+    sqlite_wal_autocheckpoint: int = 50_000
     writer_threads: int = 2
     # Back-pressure: rows waiting for a commit, per writer thread, before ingest answers 503.
     writer_max_pending_rows: int = 200_000
@@ -136,6 +140,8 @@ class Settings:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.sqlite_synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
+        if self.sqlite_wal_autocheckpoint < 100:
+            raise ValueError("sqlite_wal_autocheckpoint must be at least 100 pages")
         if self.decode_workers < -1:
             raise ValueError("decode_workers must be -1 (automatic), 0 (none) or a number of processes")
         if self.writer_threads < 1 or self.grpc_workers < 1:
