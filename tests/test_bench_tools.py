@@ -15,6 +15,7 @@ sys.path.insert(0, str(BENCH))
 
 import big_store  # noqa: E402
 import ingest  # noqa: E402
+import wal_replay  # noqa: E402
 import write_growth  # noqa: E402
 from store_stats import StoreStats  # noqa: E402
 
@@ -122,3 +123,12 @@ def test_write_growth_reports_each_slice_of_the_rows_written(capsys):
     assert all(s["cpu_us_per_row"] > 0 and s["wall_us_per_row"] > 0 and s["disk_mb"] > 0 for s in run["slices"])
     first, last = run["slices"][0], run["slices"][-1]
     assert run["cpu_last_vs_first"] == round(last["cpu_us_per_row"] / first["cpu_us_per_row"], 3)
+
+
+def test_wal_replay_kills_a_writer_with_a_full_log_and_times_the_reopen(capsys):
+    assert wal_replay.main(["--wal-mb", "2", "--spans", "1000"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["stored_records"] >= report["acknowledged_records"] > 0
+    assert report["wal_mb"] >= 2
+    assert report["db_mb"] < 1  # below the checkpoint mark nothing was copied back: the reopen replayed it all
+    assert 0 < report["open_s"] <= report["open_and_count_s"]

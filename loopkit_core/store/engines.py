@@ -167,7 +167,7 @@ class Store:
             cursor.execute("PRAGMA cache_size=-32000")
             # Checkpoint every ~200 MB of WAL (the default), not SQLite's 4 MB: under ingest a hot index page is
             # copied back once per many commits. 10,000 pages cut writer CPU 15-20% against 1,000; 50,000 gave
-            # another +7-23% sustained spans/s against 10,000 (docs/benchmarks.md). Commits stay durable.
+            # another 5-23% sustained spans/s against 10,000 (docs/benchmarks.md). Commits stay durable.
             cursor.execute(f"PRAGMA wal_autocheckpoint={int(self.settings.sqlite_wal_autocheckpoint)}")
             cursor.close()
 
