@@ -67,14 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     from loopkit_core.store.schema import records
 
     data_dir = Path(tempfile.mkdtemp(prefix="loopkit-wal-replay-"))
+    command = [sys.executable, __file__, "--wal-mb", str(args.wal_mb), "--spans", str(args.spans)]
+    proc = subprocess.Popen([*command, "--child", str(data_dir)], stdout=subprocess.PIPE, text=True)
     try:
-        command = [sys.executable, __file__, "--wal-mb", str(args.wal_mb), "--spans", str(args.spans)]
-        proc = subprocess.Popen(
-            [*command, "--child", str(data_dir)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        acknowledged = int(proc.stdout.readline())
+        line = proc.stdout.readline()  # the child exits (EOF) if a write fails: its writes time out after 60 s
+        if not line:
+            raise RuntimeError(f"the writing child exited early with status {proc.wait(timeout=30)}")
+        acknowledged = int(line)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         base = data_dir / "projects" / f"{PROJECT}.db"
@@ -90,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         total = time.perf_counter() - t0
         store.close()
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
         shutil.rmtree(data_dir, ignore_errors=True)
     report = {
         "benchmark": "wal-replay",
