@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loopkit_core.model import Record, record_id_for_span
 from loopkit_core.projects import create_project
 from loopkit_core.server import Running, in_thread
 from loopkit_core.settings import Settings
@@ -150,3 +152,37 @@ def client(server: Running) -> Iterator[httpx.Client]:
     """An HTTP client for `server`."""
     with httpx.Client(base_url=server.http_url, timeout=30) as c:
         yield c
+
+
+NOW = time.time_ns()  # the test run's reference time, for records built by span()
+
+
+def span(i: int, trace: int = 1, **fields: object) -> Record:
+    """Span `i` of trace `trace`, started i microseconds before NOW; `fields` override any attribute."""
+    trace_id, span_id = f"{trace:032x}", f"{i + 1:016x}"
+    ts = NOW - i * 1000
+    values: dict[str, object] = {
+        "record_id": record_id_for_span("p", trace_id, span_id, ts),
+        "ts_ns": ts,
+        "end_ns": ts + 5_000_000,
+        "type": "span",
+        "name": f"op {i}",
+        "service": "svc",
+        "status": "ok",
+        "message": "",
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": None,
+        "session_id": f"s{i % 7}",
+        "user_id": None,
+        "kind": "server",
+        "scope": "lib",
+        "exception_type": None,
+        "attributes": {"i": i, "http.route": "/a"},
+        "resource": {"service.name": "svc"},
+        "events": [],
+        "links": [],
+        "signature": None,
+    }
+    values.update(fields)
+    return Record(**values)  # type: ignore[arg-type]

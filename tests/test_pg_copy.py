@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import PG_URL, make_settings
+from conftest import NOW, PG_URL, make_settings, span
 from sqlalchemy import Connection, func, make_url, select
 from sqlalchemy.exc import DBAPIError
 
-from loopkit_core.model import Record, record_id_for_span
+from loopkit_core.model import record_id_for_span
 from loopkit_core.projects import create_project
 from loopkit_core.store import pg_copy
 from loopkit_core.store.engines import Store
@@ -33,40 +32,8 @@ from loopkit_core.store.schema import RECORD_COLUMNS, records
 from loopkit_core.store.writer import MAX_GROUP, Writer, _Shard
 
 pytestmark = pytest.mark.skipif(PG_URL is None, reason="needs LOOPKIT_TEST_DATABASE_URL (PostgreSQL)")
-NOW = time.time_ns()
 RECORD_KEYS = tuple(RECORD_COLUMNS)
 BATCH = 300  # past COPY_MIN_ROWS: these rows go through COPY
-
-
-def span(i: int, trace: int = 1, **fields: object) -> Record:
-    """Span `i` of trace `trace`, started i microseconds before NOW; `fields` override any attribute."""
-    trace_id, span_id = f"{trace:032x}", f"{i + 1:016x}"
-    ts = NOW - i * 1000
-    values: dict[str, object] = {
-        "record_id": record_id_for_span("p", trace_id, span_id, ts),
-        "ts_ns": ts,
-        "end_ns": ts + 5_000_000,
-        "type": "span",
-        "name": f"op {i}",
-        "service": "svc",
-        "status": "ok",
-        "message": "",
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "parent_span_id": None,
-        "session_id": f"s{i % 7}",
-        "user_id": None,
-        "kind": "server",
-        "scope": "lib",
-        "exception_type": None,
-        "attributes": {"i": i, "http.route": "/a"},
-        "resource": {"service.name": "svc"},
-        "events": [],
-        "links": [],
-        "signature": None,
-    }
-    values.update(fields)
-    return Record(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture

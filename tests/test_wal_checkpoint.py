@@ -6,59 +6,27 @@ they wait in the `-wal` file, past it the committing connection copies them into
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
-from conftest import make_settings, needs_sqlite
+from conftest import NOW, make_settings, needs_sqlite, span
 from sqlalchemy import func, select
 
-from loopkit_core.model import record_id_for_span
+from loopkit_core.model import Record
 from loopkit_core.settings import Settings
 from loopkit_core.store.engines import Store
-from loopkit_core.store.schema import RECORD_COLUMNS, records
+from loopkit_core.store.records import resource_rows, to_rows
+from loopkit_core.store.schema import records
 from loopkit_core.store.writer import Writer
 
 pytestmark = needs_sqlite
-NOW = time.time_ns()
 ROWS_PER_REQUEST = 500
 REQUESTS = 12  # 6,000 rows of ~1.2 KB: ~7 MB of table pages alone
 
 
-def rows(project_id: str, request: int) -> list[tuple]:
-    """One request's spans as writer rows, each with its own trace and span ID and ~1 KB of attributes."""
-    out = []
-    for i in range(ROWS_PER_REQUEST):
-        trace_id, span_id = f"{request:016x}{i:016x}", f"{i + 1:016x}"
-        ts = NOW - (request * ROWS_PER_REQUEST + i) * 1000
-        values = {
-            "record_id": record_id_for_span(project_id, trace_id, span_id, ts),
-            "ts_ns": ts,
-            "end_ns": ts + 1_000_000,
-            "duration_ms": 1.0,
-            "received_ns": NOW,
-            "type": "span",
-            "name": "op",
-            "service": "svc",
-            "status": "ok",
-            "message": "",
-            "trace_id": trace_id,
-            "span_id": span_id,
-            "parent_span_id": None,
-            "session_id": None,
-            "user_id": None,
-            "kind": "server",
-            "scope": "lib",
-            "exception_type": None,
-            "attributes": '{"pad": "' + "x" * 1000 + '"}',
-            "resource": "{}",
-            "events": "[]",
-            "links": "[]",
-            "signature": None,
-            "resource_key": None,
-        }
-        out.append(tuple(values[c] for c in RECORD_COLUMNS))
-    return out
+def request_records(request: int) -> list[Record]:
+    """One request's spans, a trace of their own, each with ~1 KB of attributes."""
+    return [span(i, trace=request + 1, attributes={"pad": "x" * 1000}) for i in range(ROWS_PER_REQUEST)]
 
 
 def write(data_dir: Path, project_id: str, **settings: object) -> tuple[float, float, int]:
@@ -67,7 +35,9 @@ def write(data_dir: Path, project_id: str, **settings: object) -> tuple[float, f
     writer = Writer(store, threads=1)
     try:
         for request in range(REQUESTS):
-            assert writer.submit(project_id, rows(project_id, request)).result(timeout=30).inserted == ROWS_PER_REQUEST
+            batch = request_records(request)
+            ack = writer.submit(project_id, to_rows(batch, NOW), resources=resource_rows(batch)).result(timeout=30)
+            assert ack.inserted == ROWS_PER_REQUEST
         base = data_dir / "projects" / f"{project_id}.db"
         db_mb = base.stat().st_size / 2**20
         wal_mb = base.with_name(base.name + "-wal").stat().st_size / 2**20
