@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -19,6 +20,7 @@ from loopkit_core.store.records import cursor_key
 from loopkit_core.store.schema import projects, server_secrets
 
 PROJECT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,78}[a-z0-9]")  # fullmatch only: "$" admits a final newline
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite connection waits for a lock before it errors
 PG_MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently; LoopKit never lets it
 
 
@@ -158,10 +160,10 @@ class Store:
         @event.listens_for(engine, "connect")
         def _tune(dbapi_connection, _record) -> None:  # noqa: ANN001
             cursor = dbapi_connection.cursor()
-            # WAL: readers never block the writer; busy_timeout: brief lock waits instead of errors.
-            cursor.execute("PRAGMA journal_mode=WAL")
+            # busy_timeout: brief lock waits instead of errors; WAL: readers never block the writer.
+            cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            _enable_wal(cursor)
             cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute("PRAGMA busy_timeout=10000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.execute("PRAGMA cache_size=-32000")
@@ -172,6 +174,21 @@ class Store:
             cursor.close()
 
         return engine
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    """Put a SQLite file in WAL mode, waiting out other connections that are doing the same to a new file."""
+    # Switching a new file to WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY at once instead of
+    # calling the busy handler (processes starting together on an empty data dir met this), so wait here.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def load_secret(control: Engine, name: str) -> bytes:
