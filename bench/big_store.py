@@ -61,8 +61,10 @@ from loopkit_core.plugins import get_plugins
 from loopkit_core.projects import create_project
 from loopkit_core.retention import PAUSE_SECONDS, purge_project
 from loopkit_core.settings import Settings
+from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import resource_rows, to_rows
+from loopkit_core.store.schema import records
 from loopkit_core.store.writer import Writer
 from loopkit_receivers import otlp_proto
 
@@ -197,6 +199,8 @@ def build(data_dir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict
             dbapi_connection.execute("PRAGMA cache_size=-1048576")
 
         engine.dispose()  # the migration's pooled connection predates the listener
+    elif getattr(args, "previous_layout", False):
+        to_previous_layout(store, project_id)
     started = time.monotonic()
     template = Template(project_id, min(TEMPLATE_SPANS, args.records))
     ingest.log(
@@ -240,7 +244,10 @@ def build(data_dir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict
     finally:
         stats.close()
     ingest.log(f"built {stored:,} records in {seconds:,.0f}s ({stored / seconds:,.0f}/s), {disk / 2**30:.2f} GiB")
+    previous = getattr(args, "previous_layout", False) and store.postgres
+    migration = measure_migration(settings, project_id) if previous else None
     return {
+        "migration": migration,
         "project_id": project_id,
         "agent_key": created["agent_key"],
         "records": args.records,
@@ -261,6 +268,29 @@ def build(data_dir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict
         "loopkit": ingest.code_version(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def to_previous_layout(store: Store, project_id: str) -> None:
+    """PostgreSQL: make a new project's records what project migration 7 left (one table), to time migration 8."""
+    schema = store.project_schema(project_id)
+    with store.project(project_id).begin() as conn:
+        conn.exec_driver_sql(f'DROP TABLE "{schema}".records')
+        records.create(conn)
+        conn.exec_driver_sql(f'DELETE FROM "{schema}".loopkit_schema_version WHERE version = 8')
+
+
+def measure_migration(settings: Settings, project_id: str) -> dict[str, Any]:
+    """Open the store again, which applies migration 8 to the one-table store just built; its time and result."""
+    store = Store(settings)
+    try:
+        started, cpu0 = time.perf_counter(), time.process_time()
+        engine = store.project(project_id)  # migrates
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        result = {"seconds": round(seconds, 3), "client_cpu_s": round(cpu, 3), "layout": partitions.layout(engine)}
+    finally:
+        store.close()
+    ingest.log(f"  migration 8: {result}")
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,7 +418,7 @@ def measure_retention(data_dir: Path, meta: dict[str, Any], env: dict[str, str])
         cutoff = meta["purged_until_ns"] + DAY_NS
         engine = store.project(meta["project_id"])
         started, cpu0 = time.perf_counter(), time.process_time()
-        deleted, batches = purge_project(engine, cutoff, settings.retention_batch_rows)
+        deleted, batches, dropped = purge_project(engine, cutoff, settings.retention_batch_rows)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
         after = stats.records()
         disk = stats.disk_bytes()
@@ -405,6 +435,7 @@ def measure_retention(data_dir: Path, meta: dict[str, Any], env: dict[str, str])
         "seconds": round(seconds, 3),
         "cpu_s": round(cpu, 3),
         "batches": batches,
+        "partitions_dropped": dropped,
         "batch_rows": settings.retention_batch_rows,
         # The purge sleeps between batches on purpose (the writer gets the database); this is that share.
         "pause_seconds": round(max(batches - 1, 0) * PAUSE_SECONDS, 3),
@@ -433,6 +464,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-retention", action="store_true", help="skip the retention pass (it deletes a day)")
     p.add_argument("--database-url", help="build and serve on PostgreSQL (postgresql+psycopg://...)")
     p.add_argument("--schema-prefix", help="PostgreSQL: the store's schema prefix (default bench_<random>_)")
+    p.add_argument(
+        "--previous-layout",
+        action="store_true",
+        help="PostgreSQL: build the one-table layout of migration 7, then time migration 8 on opening it",
+    )
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = p.parse_args(argv)
     last = args.last_hour if args.last_hour is not None else min(1_000_000, args.records // 2)

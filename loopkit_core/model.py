@@ -83,6 +83,9 @@ def new_record_id(ts_ns: int = 0) -> str:
     return f"rec_{_id_time(ts_ns)}{secrets.token_hex(7)[:13]}"
 
 
+UNTIMED_ID_PREFIX = "rec_" + "0" * 11  # the record ID of a record sent without a usable time begins so
+
+
 def _id_time(ts_ns: int) -> str:
     return f"{ts_ns // 1_000_000:011x}" if 0 < ts_ns <= MAX_NS else "0" * 11
 

@@ -8,10 +8,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Column, Engine, MetaData, Table, delete, select
 
 from loopkit_core.jobs import PeriodicJob
 from loopkit_core.projects import list_projects
+from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.schema import project_retention, projects, records
 
@@ -30,6 +31,7 @@ class PurgeResult:
     cutoff_ns: int
     deleted: int
     batches: int
+    partitions_dropped: int = 0  # PostgreSQL: whole day partitions dropped (their records are in `deleted`)
 
 
 def set_retention(control: Engine, project_id: str, days: float | None, now: float | None = None) -> None:
@@ -64,22 +66,35 @@ def retention_days(control: Engine, project_id: str, default: float) -> float:
 
 def purge_project(
     engine: Engine, cutoff_ns: int, batch_rows: int, pause: float = PAUSE_SECONDS, stop: threading.Event | None = None
-) -> tuple[int, int]:
-    """Delete a project's records with ts_ns < cutoff_ns, `batch_rows` per transaction; returns (deleted, batches).
+) -> tuple[int, int, int]:
+    """Delete a project's records with ts_ns < cutoff_ns; returns (deleted, batches, day partitions dropped).
 
-    Each batch is one short transaction that picks the oldest rows through the (ts_ns, record_id) index, so the
-    writer waits at most one batch for the database, and ingest carries on between batches.
+    On PostgreSQL, day partitions wholly older than the cutoff are dropped in one statement each, and a day
+    partition is kept whole until its last record expires (retention is day-granular there). Other rows (SQLite's
+    one table; PostgreSQL's default and legacy partitions) go `batch_rows` per transaction, each batch a short
+    transaction that picks the oldest rows through the (ts_ns, record_id) index, so the writer waits at most one
+    batch for the database, and ingest carries on between batches.
     """
-    oldest = select(records.c.seq).where(records.c.ts_ns < cutoff_ns).order_by(records.c.ts_ns).limit(batch_rows)
-    deleted = batches = 0
-    while True:
-        with engine.begin() as conn:
-            count = conn.execute(delete(records).where(records.c.seq.in_(oldest))).rowcount
-        deleted += count
-        batches += 1
-        if count < batch_rows or (stop is not None and stop.is_set()):
-            return deleted, batches
-        time.sleep(pause)
+    dropped = deleted = batches = 0
+    tables = [records]
+    if engine.dialect.name == "postgresql":
+        dropped, deleted = partitions.drop_expired(engine, cutoff_ns)
+        names = partitions.row_delete_tables(engine)
+        if names is not None:
+            tables = [Table(name, MetaData(), Column("seq"), Column("ts_ns")) for name in names]
+    for table in tables:
+        oldest = select(table.c.seq).where(table.c.ts_ns < cutoff_ns).order_by(table.c.ts_ns).limit(batch_rows)
+        while True:
+            with engine.begin() as conn:
+                count = conn.execute(delete(table).where(table.c.seq.in_(oldest))).rowcount
+            deleted += count
+            batches += 1
+            if stop is not None and stop.is_set():
+                return deleted, batches, dropped
+            if count < batch_rows:
+                break
+            time.sleep(pause)
+    return deleted, batches, dropped
 
 
 def purge_expired_records(store: Store, now: float, stop: threading.Event | None = None) -> list[PurgeResult]:
@@ -99,10 +114,16 @@ def purge_expired_records(store: Store, now: float, stop: threading.Event | None
             engine = store.project(project_id)
         except LookupError:  # deleted meanwhile
             continue
-        deleted, batches = purge_project(engine, cutoff_ns, settings.retention_batch_rows, stop=stop)
+        deleted, batches, dropped = purge_project(engine, cutoff_ns, settings.retention_batch_rows, stop=stop)
         if deleted:
-            log.info("retention: deleted %d record(s) of %s older than %s days", deleted, project_id, days)
-        results.append(PurgeResult(project_id, days, cutoff_ns, deleted, batches))
+            log.info(
+                "retention: deleted %d record(s) of %s older than %s days (%d whole day partition(s) dropped)",
+                deleted,
+                project_id,
+                days,
+                dropped,
+            )
+        results.append(PurgeResult(project_id, days, cutoff_ns, deleted, batches, dropped))
     return results
 
 

@@ -8,7 +8,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-from conftest import store_env
+from conftest import PG_URL, store_env
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -82,6 +82,17 @@ def test_big_store_build_fills_the_days_and_the_last_hour_through_the_writer(tmp
     assert retention["count_after"] == 3000 - retention["deleted"]
     assert 2000 // 30 - 100 <= retention["deleted"] <= 2000 // 30 + 100
     assert meta["purged_until_ns"] == meta["start_ns"] + big_store.DAY_NS
+
+
+@pytest.mark.skipif(PG_URL is None, reason="migration 8 partitions records on PostgreSQL only")
+def test_big_store_times_the_partitioning_migration_of_a_store_built_in_the_previous_layout(tmp_path):
+    env = store_env(tmp_path)
+    meta = big_store.build(tmp_path, Namespace(records=3000, last_hour=1000, days=30.0, previous_layout=True), env)
+    assert meta["stored"] == 3000
+    migration = meta["migration"]
+    assert migration["seconds"] > 0
+    # Every record was in the one table, so all of them are in the legacy partition; no day partition yet.
+    assert migration["layout"] == {"partitioned": True, "days": [], "default": True, "legacy": True}
 
 
 @pytest.mark.parametrize("days", [0.5, 1.0])

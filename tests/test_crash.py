@@ -1,4 +1,8 @@
-"""Crash safety: SIGKILL `loopkit serve` mid-ingest; every acknowledged span is there after a restart, once."""
+"""Crash safety: SIGKILL `loopkit serve` mid-ingest; every acknowledged span is there after a restart, once.
+
+Each protobuf batch's spans start on three different UTC days, so on PostgreSQL every commit writes across
+partition boundaries and the first ones make day partitions while the other clients' commits run.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,23 @@ import signal
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import httpx
-from conftest import needs_sqlite
+from conftest import PG_URL, make_settings
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
+from sqlalchemy import distinct, func, select
 from test_lifecycle import all_record_ids, cli_create, serving
 
 from loopkit_core.model import record_id_for_span
+from loopkit_core.store import partitions
+from loopkit_core.store.engines import Store
+from loopkit_core.store.schema import records
 
 SEED = 20261129
 BATCH = 40
+DAY_NS = 86_400 * 10**9
 CLIENTS = {"records": 3, "protobuf": 3}
 
 
@@ -42,6 +52,7 @@ def _protobuf_body(worker: int, batch: int) -> tuple[bytes, list[SpanKey]]:
     now = time.time_ns()
     ids = []
     for n in range(BATCH):
+        start = now - 2_000_000 - ((batch + n) % 3) * DAY_NS  # today, yesterday, the day before
         # Trace IDs of the protobuf clients start at 0x1000 so they never collide with the records clients'.
         trace_id = (0x1000 + worker).to_bytes(4, "big") + (batch + 1).to_bytes(12, "big")
         span_id = (n + 1).to_bytes(8, "big")
@@ -50,11 +61,11 @@ def _protobuf_body(worker: int, batch: int) -> tuple[bytes, list[SpanKey]]:
                 trace_id=trace_id,
                 span_id=span_id,
                 name=f"proto-{worker}",
-                start_time_unix_nano=now - 2_000_000,
-                end_time_unix_nano=now,
+                start_time_unix_nano=start,
+                end_time_unix_nano=start + 2_000_000,
             )
         )
-        ids.append((trace_id.hex(), span_id.hex(), now - 2_000_000))
+        ids.append((trace_id.hex(), span_id.hex(), start))
     return request.SerializeToString(), ids
 
 
@@ -114,7 +125,19 @@ class Traffic:
                     self.successes += 1
 
 
-@needs_sqlite  # checks the SQLite file itself after the crash (integrity, duplicates)
+def stored_counts(data_dir: Path, project_id: str) -> tuple[int, int, dict]:
+    """(records, distinct spans, layout) straight from the store, on either backend."""
+    store = Store(make_settings(data_dir))
+    try:
+        engine = store.project(project_id)
+        with engine.connect() as conn:
+            span_key = records.c.trace_id + "/" + records.c.span_id
+            total, spans = conn.execute(select(func.count(), func.count(distinct(span_key)))).one()
+        return total, spans, (partitions.layout(engine) if PG_URL else {})
+    finally:
+        store.close()
+
+
 def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_stores_none_twice(tmp_path):
     rng = random.Random(SEED)
     data_dir = tmp_path / "data"
@@ -140,14 +163,16 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_stores_none_twice(tmp
     acknowledged = traffic.acknowledged
     assert len(acknowledged) >= min_successes * BATCH
 
-    # The files themselves are sound after the crash (SQLite replays or discards the WAL's tail).
-    db = data_dir / "projects" / f"{project_id}.db"
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        total, distinct_spans = conn.execute(
-            "SELECT count(*), count(DISTINCT trace_id || '/' || span_id) FROM records"
-        ).fetchone()
+    if PG_URL is None:
+        # The files themselves are sound after the crash (SQLite replays or discards the WAL's tail).
+        with sqlite3.connect(data_dir / "projects" / f"{project_id}.db") as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    total, distinct_spans, layout = stored_counts(data_dir, project_id)
     assert total == distinct_spans, "a span is stored twice"
+    if PG_URL is not None:
+        # The commits crossed day partitions, made by the writer while the clients sent.
+        today = time.time_ns() // DAY_NS
+        assert {today - 2, today - 1, today} <= set(layout["days"]), layout
 
     with serving(data_dir, tmp_path / "restart.log") as again:
         stored = all_record_ids(again.url, created["agent_key"])

@@ -43,10 +43,13 @@ def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def to_previous_layout(conn: Connection, schema: str | None = None) -> None:
-    """Undo project steps 2 to 7: records deduplicated on record_id alone with a plain trace_id index, each
+    """Undo project steps 2 to 8: records deduplicated on record_id alone with a plain trace_id index, each
     record's resource kept in its row, no stages table, no issues.first_packet_id, no eval_runs table, no
-    grouping_rules table and no issue_merges table."""
+    grouping_rules table, no issue_merges table, and (PostgreSQL) one records table, not partitioned."""
     prefix = f'"{schema}".' if schema else ""
+    if schema:
+        conn.exec_driver_sql(f"DROP TABLE {prefix}records")  # and its partitions
+        records.create(conn)
     conn.exec_driver_sql(f"DROP TABLE {prefix}issue_merges")
     conn.exec_driver_sql(f"DROP TABLE {prefix}grouping_rules")
     conn.exec_driver_sql(f"DROP TABLE {prefix}eval_runs")
@@ -101,13 +104,13 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
         assert current_version(store.control) == latest("control") == 3  # 2: project_retention, 3: server_secrets
         # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id;
         # 5: eval_runs; 6: grouping_rules; 7: issue_merges
-        assert current_version(engine) == latest("project") == 7
+        assert current_version(engine) == latest("project") == 8
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
-        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6, 7] and stamped[0][1].startswith("initial schema")
+        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6, 7, 8] and stamped[0][1].startswith("initial schema")
         assert indexes["ux_records_span"] and "ix_records_trace" not in indexes
         assert get_project(store.control, created["project_id"])["project_name"] == "old app"
     finally:
@@ -223,7 +226,7 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
     again = Store(settings)
     try:
         engine = again.project(project_id)
-        assert current_version(engine) == latest("project") == 7
+        assert current_version(engine) == latest("project") == 8
         # 6: the grouping_rules table, empty (version 0), and a first version can be saved.
         assert grouping_rules.current(engine) == {"version": 0, "rules": [], "updated_at": None, "updated_by": None}
         rule = parse_rules([{"match": {"name": "seed"}, "fingerprint": "{name}"}])

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, select
 
 from loopkit_core.settings import Settings
-from loopkit_core.store import dialect
+from loopkit_core.store import dialect, partitions
 from loopkit_core.store.migrations import CURSOR_SECRET, migrate
 from loopkit_core.store.records import cursor_key
 from loopkit_core.store.schema import projects, server_secrets
@@ -135,6 +135,7 @@ class Store:
         if self.postgres:
             with self._pg.begin() as conn:
                 conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{self.project_schema(project_id)}" CASCADE')
+            partitions.forget(self.project_schema(project_id))
             return
         if engine is not None:
             engine.dispose()

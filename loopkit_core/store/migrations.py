@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.schema import CreateSchema
 
+from loopkit_core.store import partitions
 from loopkit_core.store.schema import (
     control_metadata,
     eval_runs,
@@ -215,3 +216,56 @@ def _server_secrets(conn: Connection) -> None:
 @step("project", 7, "issue_merges: the append-only audit of issues people merged and unmerged")
 def _issue_merges(conn: Connection) -> None:
     issue_merges.create(conn, checkfirst=True)
+
+
+@step("project", 8, "records: PostgreSQL range partitions by day of ts_ns (the old table becomes records_legacy)")
+def _records_partitions(conn: Connection) -> None:
+    if conn.dialect.name != "postgresql":
+        return  # SQLite keeps one table per project file (docs/architecture.md)
+    schema = _translated(conn) or "public"
+    quote = conn.dialect.identifier_preparer.quote
+    q = quote(schema)
+
+    def sql(text: str) -> Any:
+        return conn.exec_driver_sql(text)
+
+    # The old table keeps its rows and indexes under new names; the partitioned parent takes the names.
+    sql(f"ALTER TABLE {q}.records RENAME TO {partitions.LEGACY}")
+    names = sql(
+        f"SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}' AND tablename = '{partitions.LEGACY}'"
+    ).scalars()
+    for name in list(names):
+        sql(f"ALTER INDEX {q}.{quote(name)} RENAME TO {quote(name[:50] + '_legacy')}")
+    sql(f"CREATE TABLE {q}.records (LIKE {q}.{partitions.LEGACY} INCLUDING DEFAULTS) PARTITION BY RANGE (ts_ns)")
+    # The sequence behind seq must outlive the legacy table, which retention drops one day.
+    sequence = sql(f"SELECT pg_get_serial_sequence('{q}.{partitions.LEGACY}', 'seq')").scalar()
+    if sequence:
+        sql(f"ALTER SEQUENCE {sequence} OWNED BY {q}.records.seq")
+    # Unique keys of a partitioned table must hold the partition key: a span is stored once per start time (a
+    # retrying exporter re-sends the same bytes), a record ID once per time (it is made from the time).
+    sql(f"ALTER TABLE {q}.records ADD CONSTRAINT records_pkey PRIMARY KEY (seq, ts_ns)")
+    sql(f"ALTER TABLE {q}.records ADD CONSTRAINT records_record_id_key UNIQUE (record_id, ts_ns)")
+    sql(f"CREATE UNIQUE INDEX ux_records_span ON {q}.records (trace_id, span_id, ts_ns)")
+    for index in records.indexes:
+        if not index.unique:
+            index.create(conn)
+    last = sql(f"SELECT max(ts_ns) FROM {q}.{partitions.LEGACY}").scalar()
+    if last is None:
+        sql(f"DROP TABLE {q}.{partitions.LEGACY}")
+    else:
+        # A partition's primary key is the parent's, (seq, ts_ns), built by ATTACH; its other indexes stay.
+        primary = sql(
+            f"SELECT conname FROM pg_constraint WHERE conrelid = '{q}.{partitions.LEGACY}'::regclass AND contype = 'p'"
+        ).scalar()
+        if primary:
+            sql(f"ALTER TABLE {q}.{partitions.LEGACY} DROP CONSTRAINT {quote(primary)}")
+        # Everything up to the end of its newest record's day: later rows of that day still belong to it.
+        end = (last // partitions.DAY_NS + 1) * partitions.DAY_NS
+        sql(f"ALTER TABLE {q}.records ATTACH PARTITION {q}.{partitions.LEGACY} FOR VALUES FROM (MINVALUE) TO ({end})")
+    sql(f"CREATE TABLE {q}.{partitions.DEFAULT} PARTITION OF {q}.records DEFAULT")
+    # The quota counter exists from here on: a first commit never counts `records` while holding nothing, which
+    # with a partition being made by another process could deadlock (records -> counter -> DDL -> records).
+    sql(
+        f"INSERT INTO {q}.counters (name, value) SELECT 'accepted_total', count(*) FROM {q}.records "
+        "ON CONFLICT (name) DO NOTHING"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from loopkit_core.selectors import (
     SlowCalls,
     parse_selector,
 )
-from loopkit_core.store import dialect, pg_copy
+from loopkit_core.store import dialect, pg_copy, resends
 from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
     RECORD_COLUMNS,
@@ -38,6 +39,7 @@ MAX_PAGE = 1000
 
 Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
 RECORD_ID = RECORD_COLUMNS.index("record_id")
+TS_NS = RECORD_COLUMNS.index("ts_ns")
 
 
 def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
@@ -115,6 +117,9 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
     Returns the number of rows added. Of two copies of a span in `rows`, the first is kept.
     """
     if conn.dialect.name == "postgresql":  # raw driver calls skip the columns' NUL escaping: do it here
+        rows = resends.new_rows(conn, rows)
+        if not rows:
+            return 0
         rows = dialect.escape_nul_rows(rows, _ESCAPED)
         if len(rows) >= COPY_MIN_ROWS:
             return pg_copy.insert_copy(conn, records, _RECORD_KEYS, rows)
@@ -131,18 +136,21 @@ def insert_records(conn: Connection, batch: list[Record], received_ns: int) -> i
 def stored_ids(conn: Connection, rows: list[Row]) -> dict[int, str]:
     """For rows that were not inserted because their span is stored under another record ID: index -> that ID.
 
-    A span re-sent with another start time hashes to another ID; the answer must name the record actually kept.
+    A span re-sent with another start time hashes to another ID; the answer names the stored copy nearest in time
+    (on PostgreSQL a span re-sent past store/resends.py's horizon is stored again, so there can be several).
     """
     trace_ids = sorted({row[TRACE_ID] for row in rows if row[TRACE_ID] and row[SPAN_ID]})
-    found: dict[tuple[str, str], str] = {}
+    found: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
     for start in range(0, len(trace_ids), 500):  # bounded IN lists
-        query = select(records.c.trace_id, records.c.span_id, records.c.record_id).where(
+        query = select(records.c.trace_id, records.c.span_id, records.c.ts_ns, records.c.record_id).where(
             records.c.trace_id.in_(trace_ids[start : start + 500])
         )
-        found.update({(r.trace_id, r.span_id): r.record_id for r in conn.execute(query)})
+        for r in conn.execute(query):
+            found[(r.trace_id, r.span_id)].append((r.ts_ns, r.record_id))
     renamed = {}
     for i, row in enumerate(rows):
-        stored = found.get((row[TRACE_ID], row[SPAN_ID])) if row[TRACE_ID] and row[SPAN_ID] else None
+        copies = found.get((row[TRACE_ID], row[SPAN_ID])) if row[TRACE_ID] and row[SPAN_ID] else None
+        stored = min(copies, key=lambda c: abs(c[0] - row[TS_NS]))[1] if copies else None
         if stored is not None and stored != row[RECORD_ID]:
             renamed[i] = stored
     return renamed

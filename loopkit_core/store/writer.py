@@ -10,8 +10,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from loopkit_core.sink import Ack, CommitFailed, Overloaded
+from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import (
+    TS_NS,
     Row,
     accepted_total,
     insert_resources,
@@ -132,6 +134,8 @@ class _Shard(threading.Thread):
     def _commit(self, project_id: str, items: list[_Item]) -> None:
         try:
             engine = self._store.project(project_id)
+            if self._store.postgres:
+                _make_partitions(engine, items)
             with engine.begin() as conn:
                 accepted = accepted_total(conn)
                 results = []
@@ -155,6 +159,14 @@ class _Shard(threading.Thread):
             return
         for item, result in zip(items, results, strict=True):
             item.future.set_result(result)
+
+
+def _make_partitions(engine: Any, items: list[_Item]) -> None:
+    """PostgreSQL: make the day partitions these rows need, before their commit and outside it (never fails it)."""
+    try:
+        partitions.ensure(engine, partitions.days_of(row[TS_NS] for item in items for row in item.rows))
+    except Exception:  # rows of a day without its partition go to the default one: nothing is lost
+        log.exception("could not make day partitions; the rows go to the default partition")
 
 
 def _write(conn: Any, item: _Item, accepted: int) -> Ack:

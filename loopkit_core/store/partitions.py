@@ -1,0 +1,240 @@
+"""PostgreSQL day partitions of `records`: made ahead of the writer, dropped whole by retention.
+
+On PostgreSQL each project's `records` is range-partitioned on `ts_ns` (project migration 8): one partition per
+UTC day near now (`records_d<day number>`), a default partition (`records_default`) for every other time, and,
+in a store made before partitioning, its old table as `records_legacy`, covering everything up to the end of the
+day of its newest record. A write then touches only its day's indexes however much history the project keeps,
+and retention drops a whole day in one statement. Readers are unchanged: they query `records`, and PostgreSQL
+reads only the partitions a time range overlaps.
+
+Correctness never depends on a day partition existing: a row whose day has none lands in the default partition
+(a partition is not made while the default holds rows of that day), and retention deletes expired rows there,
+and in the legacy partition, row by row. SQLite stores keep one table (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.dialects import postgresql
+
+log = logging.getLogger("loopkit.partitions")
+_PG = postgresql.psycopg.dialect()
+DAY_NS = 86_400 * 10**9
+# Days with their own partition: from this many days before today to tomorrow. Older or later records (backfills,
+# skewed clocks, hostile timestamps) share the default partition, so they can never make thousands of tables.
+PAST_DAYS = 32
+FUTURE_DAYS = 1
+# DDL on `records` waits for readers and writers of it; past this it gives up and the rows use the default partition.
+LOCK_TIMEOUT = "2s"
+DEFAULT = "records_default"
+LEGACY = "records_legacy"
+_DAY_NAME = re.compile(r"records_d(\d+)")
+_BOUND = re.compile(r"FOR VALUES FROM \((MINVALUE|'?-?\d+'?)\) TO \((MAXVALUE|'?-?\d+'?)\)")
+
+_lock = threading.Lock()
+_made: dict[str, set[int]] = {}  # schema -> days known to have a partition, to be held by the default, or far
+_retry: dict[tuple[str, int], float] = {}  # (schema, day) whose DDL timed out -> when to try it again (monotonic)
+RETRY_SECONDS = 60.0
+
+
+def partition_name(day: int) -> str:
+    """The table name of one UTC day's partition (day = ts_ns // DAY_NS)."""
+    return f"records_d{day}"
+
+
+def days_of(timestamps: Iterable[int]) -> set[int]:
+    """The UTC day numbers of some record times."""
+    return {ts // DAY_NS for ts in timestamps}
+
+
+def ensure(engine: Engine, days: set[int], now_ns: int | None = None) -> list[int]:
+    """Make the missing partitions of `days` that are near now, each in its own short transaction; returns those made.
+
+    Called by the writer before its commit, outside its transaction, so the DDL never waits while holding the
+    quota counter. Known days cost a set lookup. A day the default partition already holds rows of, or whose DDL
+    waited past LOCK_TIMEOUT, is skipped: its rows go to the default partition.
+    """
+    schema = _schema(engine)
+    with _lock:
+        known = _made.setdefault(schema, set())
+        missing = days - known
+        if missing and _retry:
+            clock = time.monotonic()
+            missing = {day for day in missing if _retry.get((schema, day), 0.0) <= clock}
+    if not missing:
+        return []
+    today = (now_ns if now_ns is not None else time.time_ns()) // DAY_NS
+    near = {day for day in missing if today - PAST_DAYS <= day <= today + FUTURE_DAYS}
+    with engine.connect() as conn:
+        if not _partitioned(conn, schema):
+            with _lock:
+                known.update(missing)  # a store not (yet) partitioned: nothing to make
+            return []
+        covered = _covered_days(conn, schema, today)
+        conn.rollback()
+        outcomes = {day: _make(conn, schema, day, today) for day in sorted(near - covered)}
+    made = [day for day, outcome in outcomes.items() if outcome == "made"]
+    with _lock:
+        # Far days are never made, held days stay in the default: remembered so they cost nothing next time.
+        known.update(missing - near, covered, (day for day, outcome in outcomes.items() if outcome != "busy"))
+        for day, outcome in outcomes.items():
+            if outcome == "busy":
+                _retry[(schema, day)] = time.monotonic() + RETRY_SECONDS
+            else:
+                _retry.pop((schema, day), None)
+    return made
+
+
+def drop_expired(engine: Engine, cutoff_ns: int) -> tuple[int, int]:
+    """Drop every partition wholly older than `cutoff_ns`; returns (partitions dropped, records they held).
+
+    Day partitions, and the legacy one once its range has expired. The records are counted first (an index-only
+    or sequential scan of the partition, far cheaper than deleting them), so that retention reports them.
+    """
+    schema = _schema(engine)
+    dropped = rows = 0
+    with engine.connect() as conn:
+        if not _partitioned(conn, schema):
+            return 0, 0
+        found = _partitions(conn, schema)
+        days = sorted(int(m.group(1)) for m in map(_DAY_NAME.fullmatch, found) if m)
+        expired = [partition_name(day) for day in days if (day + 1) * DAY_NS <= cutoff_ns]
+        legacy_end = found.get(LEGACY, (None, None))[1]
+        if legacy_end is not None and legacy_end <= cutoff_ns:
+            expired.insert(0, LEGACY)  # the pre-partitioning table, once its last day has expired
+        conn.rollback()
+        for name in expired:
+            table = _qualified(schema, name)
+            try:
+                with conn.begin():
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                    count = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+                    conn.exec_driver_sql(f"DROP TABLE {table}")
+            except Exception as exc:
+                if not _lock_timeout(exc):
+                    raise
+                log.warning("retention: %s is busy; dropping it next pass", table)
+                continue
+            dropped, rows = dropped + 1, rows + count
+            match = _DAY_NAME.fullmatch(name)
+            if match:
+                with _lock:
+                    _made.get(schema, set()).discard(int(match.group(1)))
+    return dropped, rows
+
+
+def row_delete_tables(engine: Engine) -> list[str] | None:
+    """The partitions retention must delete expired rows from one by one (None: `records` is one table)."""
+    with engine.connect() as conn:
+        schema = _schema(engine)
+        if not _partitioned(conn, schema):
+            return None
+        return [name for name in _partitions(conn, schema) if not _DAY_NAME.fullmatch(name)]
+
+
+def layout(engine: Engine) -> dict[str, object]:
+    """How a project's records are laid out: partitioned or not, its day partitions, default and legacy ones."""
+    with engine.connect() as conn:
+        schema = _schema(engine)
+        if not _partitioned(conn, schema):
+            return {"partitioned": False}
+        names = _partitions(conn, schema)
+        days = sorted(int(m.group(1)) for m in map(_DAY_NAME.fullmatch, names) if m)
+        return {"partitioned": True, "days": days, "default": DEFAULT in names, "legacy": LEGACY in names}
+
+
+def forget(schema: str) -> None:
+    """Forget what this process knows of a project's partitions (its schema was dropped)."""
+    with _lock:
+        _made.pop(schema, None)
+        for key in [key for key in _retry if key[0] == schema]:
+            del _retry[key]
+
+
+def _make(conn: Connection, schema: str, day: int, today: int) -> str:
+    """Make one day's partition: "made", "exists" (another process made it), "held" (by the default) or "busy"."""
+    lo, hi = day * DAY_NS, (day + 1) * DAY_NS
+    parent, table = _qualified(schema, "records"), _qualified(schema, partition_name(day))
+    default = _qualified(schema, DEFAULT)
+    try:
+        with conn.begin():
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            # One maker per project at a time: the others find the partition made and skip it.
+            conn.execute(select(func.pg_advisory_xact_lock(_lock_id(schema))))
+            if day in _covered_days(conn, schema, today):
+                return "exists"
+            # Rows of this day already in the default partition keep it (the partition could not be attached).
+            held = conn.exec_driver_sql(f"SELECT 1 FROM {default} WHERE ts_ns >= {lo} AND ts_ns < {hi} LIMIT 1").first()
+            if held is not None:
+                return "held"
+            conn.exec_driver_sql(f"CREATE TABLE {table} PARTITION OF {parent} FOR VALUES FROM ({lo}) TO ({hi})")
+    except Exception as exc:
+        if not _lock_timeout(exc):
+            raise
+        log.warning("partitions: %s not made (records busy); its rows go to the default partition", table)
+        return "busy"
+    return "made"
+
+
+def _partitioned(conn: Connection, schema: str) -> bool:
+    kind = conn.exec_driver_sql(
+        "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %(schema)s AND c.relname = 'records'",
+        {"schema": schema},
+    ).scalar()
+    return kind == "p"
+
+
+def _partitions(conn: Connection, schema: str) -> dict[str, tuple[int | None, int | None]]:
+    """Every partition of `records`: name -> (low, high) of its range, None for MINVALUE/MAXVALUE or the default."""
+    rows = conn.exec_driver_sql(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent "
+        "JOIN pg_namespace n ON n.oid = p.relnamespace WHERE n.nspname = %(schema)s AND p.relname = 'records'",
+        {"schema": schema},
+    ).all()
+    found: dict[str, tuple[int | None, int | None]] = {}
+    for name, bound in rows:
+        match = _BOUND.search(bound or "")
+        if match is None:  # DEFAULT
+            found[name] = (None, None)
+            continue
+        low, high = (None if v in ("MINVALUE", "MAXVALUE") else int(v.strip("'")) for v in match.groups())
+        found[name] = (low, high)
+    return found
+
+
+def _covered_days(conn: Connection, schema: str, today: int) -> set[int]:
+    """The days near `today` that have a partition: their own, or the legacy one's (it ends at a day boundary)."""
+    found = _partitions(conn, schema)
+    days = {int(m.group(1)) for m in map(_DAY_NAME.fullmatch, found) if m}
+    legacy_end = found.get(LEGACY, (None, None))[1]
+    if legacy_end is not None:
+        days.update(range(today - PAST_DAYS, min(legacy_end // DAY_NS, today + FUTURE_DAYS + 1)))
+    return days
+
+
+def _lock_timeout(exc: Exception) -> bool:
+    return "lock timeout" in str(exc) or "LockNotAvailable" in type(getattr(exc, "orig", exc)).__name__
+
+
+def _schema(engine: Engine) -> str:
+    schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+    return schema or "public"
+
+
+def _qualified(schema: str, name: str) -> str:
+    quote = _PG.identifier_preparer.quote
+    return f"{quote(schema)}.{quote(name)}"
+
+
+def _lock_id(schema: str) -> int:
+    digest = hashlib.blake2b(f"loopkit-partitions:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
