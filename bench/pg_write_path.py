@@ -11,7 +11,9 @@ its own fresh project schema made by LoopKit's `Store` (same tables and indexes)
 - `staged`: COPY into a temporary staging table, then `INSERT ... SELECT ... ON CONFLICT DO NOTHING`
   (`insert_staged`);
 - `unnest`: one `INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING`;
-- `copy_no_conflict`: COPY straight into the table, no deduplication: a floor, not an option.
+- `copy_no_conflict`: COPY straight into the table, no deduplication: a floor, not an option;
+- `insert_rows`: what the writer calls (store/records.py): on the partitioned layout, the lookup of re-sent
+  copies (store/resends.py), then `copy`.
 
 Each variant runs twice: `insert` (per batch: insert_resources, the insert, commit) and `writer` (LoopKit's
 batching Writer, one shard, `--group` requests submitted together so one commit covers them, with its quota
@@ -75,6 +77,10 @@ def _copy(conn: Any, rows: list[tuple[Any, ...]]) -> int:
     return pg_copy.insert_copy(conn, records_table, KEYS, _escaped(rows))
 
 
+def _insert_rows(conn: Any, rows: list[tuple[Any, ...]]) -> int:
+    return records.insert_rows(conn, rows)  # LoopKit's whole insert: re-sent copies looked up, then COPY
+
+
 def _staged(conn: Any, rows: list[tuple[Any, ...]]) -> int:
     return pg_copy.insert_staged(conn, records_table, KEYS, _escaped(rows))
 
@@ -102,6 +108,7 @@ def _copy_no_conflict(conn: Any, rows: list[tuple[Any, ...]]) -> int:
 VARIANTS: dict[str, Insert] = {
     "executemany": _executemany,
     "copy": _copy,
+    "insert_rows": _insert_rows,
     "staged": _staged,
     "unnest": _unnest,
     "copy_no_conflict": _copy_no_conflict,

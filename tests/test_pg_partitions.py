@@ -172,16 +172,21 @@ def test_a_store_of_the_previous_layout_is_partitioned_on_open_keeping_every_rec
         store.close()
 
 
-def test_a_span_is_recognised_within_the_resend_horizon_and_stored_again_beyond_it(store: Store, pid: str):
-    first = spans_at([NOW - 2 * DAY_NS], trace=1)
-    assert write(store, pid, first) == 1
-    # Re-sent with a start time an hour later: the same span (the writer answers with the stored ID).
-    assert write(store, pid, spans_at([NOW - 2 * DAY_NS + 3600 * 10**9], trace=1)) == 0
-    # Re-sent with a start time two days later: past the horizon (a day), another record.
-    assert write(store, pid, spans_at([NOW], trace=1)) == 1
-    # A record without a time of its own, re-sent: recognised by its ID within the horizon.
-    untimed = [span(0, trace=9, trace_id=None, span_id=None, ts_ns=NOW - 10)]
+def test_a_span_resent_on_the_same_day_is_stored_once_and_on_another_day_again(store: Store, pid: str):
+    day = (TODAY - 2) * DAY_NS
+    hour = 3600 * 10**9
+    assert write(store, pid, spans_at([day + hour], trace=1)) == 1
+    # Re-sent with another start time on the same day: the day partition's own span key refuses it.
+    assert write(store, pid, spans_at([day + 5 * hour], trace=1)) == 0
+    # Two copies in one request, on two days: the first is kept.
+    assert write(store, pid, spans_at([day + DAY_NS + hour], trace=2) + spans_at([day + hour], trace=2)) == 1
+    # Re-sent with a start time on another day: another partition, another record (docs/records.md).
+    assert write(store, pid, spans_at([day + DAY_NS + hour], trace=1)) == 1
+    # A record without a time of its own is stored at its arrival; re-sent, it is found by its ID within a day,
+    # on another day's partition too.
+    untimed = [span(0, trace=9, trace_id=None, span_id=None, ts_ns=day + DAY_NS - 10)]
     untimed[0].record_id = "rec_" + "0" * 11 + "abcdefabcdefa"
     assert write(store, pid, untimed) == 1
-    untimed[0].ts_ns = NOW + 10**9  # arrived a second later
+    untimed[0].ts_ns = day + DAY_NS + 10  # arrived 20 ns later, on the next day
     assert write(store, pid, untimed) == 0
+    assert sum(where_stored(store, pid).values()) == 4

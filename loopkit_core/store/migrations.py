@@ -241,11 +241,8 @@ def _records_partitions(conn: Connection) -> None:
     sequence = sql(f"SELECT pg_get_serial_sequence('{q}.{partitions.LEGACY}', 'seq')").scalar()
     if sequence:
         sql(f"ALTER SEQUENCE {sequence} OWNED BY {q}.records.seq")
-    # Unique keys of a partitioned table must hold the partition key: a span is stored once per start time (a
-    # retrying exporter re-sends the same bytes), a record ID once per time (it is made from the time).
-    sql(f"ALTER TABLE {q}.records ADD CONSTRAINT records_pkey PRIMARY KEY (seq, ts_ns)")
-    sql(f"ALTER TABLE {q}.records ADD CONSTRAINT records_record_id_key UNIQUE (record_id, ts_ns)")
-    sql(f"CREATE UNIQUE INDEX ux_records_span ON {q}.records (trace_id, span_id, ts_ns)")
+    # No unique key on the parent: one there must hold the partition key, so it could not keep a span re-sent with
+    # another start time out. Each partition has its own (partitions.unique_indexes); the old table has them already.
     for index in records.indexes:
         if not index.unique:
             index.create(conn)
@@ -253,16 +250,11 @@ def _records_partitions(conn: Connection) -> None:
     if last is None:
         sql(f"DROP TABLE {q}.{partitions.LEGACY}")
     else:
-        # A partition's primary key is the parent's, (seq, ts_ns), built by ATTACH; its other indexes stay.
-        primary = sql(
-            f"SELECT conname FROM pg_constraint WHERE conrelid = '{q}.{partitions.LEGACY}'::regclass AND contype = 'p'"
-        ).scalar()
-        if primary:
-            sql(f"ALTER TABLE {q}.{partitions.LEGACY} DROP CONSTRAINT {quote(primary)}")
         # Everything up to the end of its newest record's day: later rows of that day still belong to it.
         end = (last // partitions.DAY_NS + 1) * partitions.DAY_NS
         sql(f"ALTER TABLE {q}.records ATTACH PARTITION {q}.{partitions.LEGACY} FOR VALUES FROM (MINVALUE) TO ({end})")
     sql(f"CREATE TABLE {q}.{partitions.DEFAULT} PARTITION OF {q}.records DEFAULT")
+    partitions.unique_indexes(conn, schema, partitions.DEFAULT, seq=True)
     # The quota counter exists from here on: a first commit never counts `records` while holding nothing, which
     # with a partition being made by another process could deadlock (records -> counter -> DDL -> records).
     sql(

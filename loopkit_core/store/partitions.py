@@ -158,6 +158,21 @@ def forget(schema: str) -> None:
             del _retry[key]
 
 
+def unique_indexes(conn: Connection, schema: str, name: str, seq: bool = False) -> None:
+    """A partition's own unique keys: the span (trace_id, span_id), the record ID, and `seq` where rows are deleted.
+
+    Local to the partition, so they need not hold the partition key: a span re-sent with another start time on
+    the same day is refused like an identical copy (`ON CONFLICT DO NOTHING` and COPY check every unique index of
+    the partition a row goes to). A partitioned parent only allows unique keys that contain ts_ns.
+    """
+    table = _qualified(schema, name)
+    quote = _PG.identifier_preparer.quote
+    conn.exec_driver_sql(f"CREATE UNIQUE INDEX {quote(name + '_span')} ON {table} (trace_id, span_id)")
+    conn.exec_driver_sql(f"CREATE UNIQUE INDEX {quote(name + '_record_id')} ON {table} (record_id)")
+    if seq:
+        conn.exec_driver_sql(f"CREATE UNIQUE INDEX {quote(name + '_seq')} ON {table} (seq)")
+
+
 def _make(conn: Connection, schema: str, day: int, today: int) -> str:
     """Make one day's partition: "made", "exists" (another process made it), "held" (by the default) or "busy"."""
     lo, hi = day * DAY_NS, (day + 1) * DAY_NS
@@ -175,6 +190,7 @@ def _make(conn: Connection, schema: str, day: int, today: int) -> str:
             if held is not None:
                 return "held"
             conn.exec_driver_sql(f"CREATE TABLE {table} PARTITION OF {parent} FOR VALUES FROM ({lo}) TO ({hi})")
+            unique_indexes(conn, schema, partition_name(day))
     except Exception as exc:
         if not _lock_timeout(exc):
             raise
