@@ -190,3 +190,25 @@ def test_a_span_resent_on_the_same_day_is_stored_once_and_on_another_day_again(s
     untimed[0].ts_ns = day + DAY_NS + 10  # arrived 20 ns later, on the next day
     assert write(store, pid, untimed) == 0
     assert sum(where_stored(store, pid).values()) == 4
+
+
+def test_a_window_read_touches_only_the_partitions_it_overlaps(store: Store, pid: str):
+    times = [NOW - 3 * DAY_NS, NOW - 2 * DAY_NS, NOW - DAY_NS, NOW]
+    assert write(store, pid, spans_at(times, trace=1)) == 4
+    schema = store.project_schema(pid)
+    start = TODAY * DAY_NS  # today so far: inside today's partition, which the default one cannot overlap
+    with store.project(pid).connect() as conn:
+        plan = conn.exec_driver_sql(
+            f'EXPLAIN (FORMAT JSON) SELECT * FROM "{schema}".records WHERE ts_ns >= {start} AND ts_ns < {NOW + 1}'
+            " ORDER BY ts_ns DESC, record_id DESC LIMIT 1001"
+        ).scalar_one()
+    scanned = set()
+
+    def walk(node: dict) -> None:
+        if "Relation Name" in node:
+            scanned.add(node["Relation Name"])
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    assert scanned == {partitions.partition_name(TODAY)}
