@@ -98,7 +98,11 @@ def purge_project(
 
 
 def purge_expired_records(store: Store, now: float, stop: threading.Event | None = None) -> list[PurgeResult]:
-    """One retention pass over every live project; stops early (between projects) when `stop` is set."""
+    """One retention pass over every live project; stops early (between projects) when `stop` is set.
+
+    On PostgreSQL it also brings the statistics of each project's day partitions up to date (see
+    partitions.analyze_stale), whatever the project's retention.
+    """
     settings = store.settings
     custom = overrides(store.control)
     results = []
@@ -107,13 +111,17 @@ def purge_expired_records(store: Store, now: float, stop: threading.Event | None
             break
         project_id = project["project_id"]
         days = custom.get(project_id, settings.retention_days)
-        if days <= 0:
+        if days <= 0 and not store.postgres:
             continue
-        cutoff_ns = int(now * 1e9) - int(days * DAY_NS)
         try:
             engine = store.project(project_id)
         except LookupError:  # deleted meanwhile
             continue
+        if store.postgres:  # the same periodic pass keeps day partitions' planner statistics current
+            partitions.analyze_stale(engine)
+        if days <= 0:
+            continue
+        cutoff_ns = int(now * 1e9) - int(days * DAY_NS)
         deleted, batches, dropped = purge_project(engine, cutoff_ns, settings.retention_batch_rows, stop=stop)
         if deleted:
             log.info(

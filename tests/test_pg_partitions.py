@@ -6,6 +6,7 @@ PostgreSQL only (skipped without LOOPKIT_TEST_DATABASE_URL): SQLite keeps one ta
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,23 @@ def test_a_window_read_touches_only_the_partitions_it_overlaps(store: Store, pid
 
     walk(plan[0]["Plan"])
     assert scanned == {partitions.partition_name(TODAY)}
+
+
+def test_stale_partition_statistics_are_brought_up_to_date(store: Store, pid: str):
+    engine = store.project(pid)
+    assert write(store, pid, spans_at([NOW - i for i in range(partitions.ANALYZE_FLOOR + 500)], trace=1)) == 1500
+    today = partitions.partition_name(TODAY)
+    # The writer's backend reports its inserts to PostgreSQL's statistics within about a second.
+    deadline, analyzed = time.monotonic() + 20, []
+    while not analyzed and time.monotonic() < deadline:
+        analyzed = partitions.analyze_stale(engine)
+        time.sleep(0.2)
+    assert analyzed == [today]
+    with engine.connect() as conn:
+        tuples = conn.exec_driver_sql(
+            "SELECT c.reltuples FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %(schema)s AND c.relname = %(name)s",
+            {"schema": store.project_schema(pid), "name": today},
+        ).scalar_one()
+    assert tuples == 1500
+    assert partitions.analyze_stale(engine) == []
