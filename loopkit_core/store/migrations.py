@@ -226,19 +226,20 @@ def _records_partitions(conn: Connection) -> None:
     quote = conn.dialect.identifier_preparer.quote
     q = quote(schema)
 
-    def sql(text: str) -> Any:
-        return conn.exec_driver_sql(text)
+    def sql(text: str, params: dict[str, Any] | None = None) -> Any:
+        return conn.exec_driver_sql(text, params) if params else conn.exec_driver_sql(text)
 
     # The old table keeps its rows and indexes under new names; the partitioned parent takes the names.
     sql(f"ALTER TABLE {q}.records RENAME TO {partitions.LEGACY}")
     names = sql(
-        f"SELECT indexname FROM pg_indexes WHERE schemaname = '{schema}' AND tablename = '{partitions.LEGACY}'"
+        "SELECT indexname FROM pg_indexes WHERE schemaname = %(schema)s AND tablename = %(table)s",
+        {"schema": schema, "table": partitions.LEGACY},
     ).scalars()
     for name in list(names):
         sql(f"ALTER INDEX {q}.{quote(name)} RENAME TO {quote(name[:50] + '_legacy')}")
     sql(f"CREATE TABLE {q}.records (LIKE {q}.{partitions.LEGACY} INCLUDING DEFAULTS) PARTITION BY RANGE (ts_ns)")
     # The sequence behind seq must outlive the legacy table, which retention drops one day.
-    sequence = sql(f"SELECT pg_get_serial_sequence('{q}.{partitions.LEGACY}', 'seq')").scalar()
+    sequence = sql("SELECT pg_get_serial_sequence(%(table)s, 'seq')", {"table": f"{q}.{partitions.LEGACY}"}).scalar()
     if sequence:
         sql(f"ALTER SEQUENCE {sequence} OWNED BY {q}.records.seq")
     # No unique key on the parent: one there must hold the partition key, so it could not keep a span re-sent with

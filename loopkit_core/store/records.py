@@ -137,7 +137,7 @@ def stored_ids(conn: Connection, rows: list[Row]) -> dict[int, str]:
     """For rows that were not inserted because their span is stored under another record ID: index -> that ID.
 
     A span re-sent with another start time hashes to another ID; the answer names the stored copy nearest in time
-    (on PostgreSQL a span re-sent past store/resends.py's horizon is stored again, so there can be several).
+    (on PostgreSQL a span re-sent with a start time on another UTC day is stored again: there can be several).
     """
     trace_ids = sorted({row[TRACE_ID] for row in rows if row[TRACE_ID] and row[SPAN_ID]})
     found: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
