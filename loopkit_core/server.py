@@ -97,6 +97,10 @@ class Running:
         log.info(
             "LoopKit HTTP on %s, OTLP/gRPC on %s, data in %s", self.http_url, self.grpc_target, self.settings.data_dir
         )
+        if self.app.store.autovacuum_off():
+            # Day partitions then get no VACUUM, and index-only reads visit the table: a diagnosis of the last hour
+            # of a 20M-record store took 6.4 s instead of 3.7 (docs/benchmarks.md).
+            log.warning("PostgreSQL's autovacuum is off: turn it on for fast reads (docs/deployment.md)")
         try:
             # The MCP SDK's task group lives on this event loop while uvicorn serves (the app's lifespan is off).
             async with self.app.mcp.running():

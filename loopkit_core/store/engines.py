@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 import secrets
 import sqlite3
@@ -20,7 +19,6 @@ from loopkit_core.store.migrations import CURSOR_SECRET, migrate
 from loopkit_core.store.records import cursor_key
 from loopkit_core.store.schema import projects, server_secrets
 
-log = logging.getLogger("loopkit.store")
 PROJECT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,78}[a-z0-9]")  # fullmatch only: "$" admits a final newline
 BUSY_TIMEOUT_MS = 10_000  # how long a SQLite connection waits for a lock before it errors
 PG_MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently; LoopKit never lets it
@@ -51,16 +49,18 @@ class Store:
             self.control_schema = settings.database_schema_prefix + "loopkit"
             self.control = self._pg.execution_options(schema_translate_map={None: self.control_schema})
             migrate(self.control, "control", self.control_schema)
-            with self._pg.connect() as conn:
-                if conn.exec_driver_sql("SHOW autovacuum").scalar() != "on":
-                    # Day partitions then get no VACUUM: index-only reads visit the table (a diagnosis of a 20M
-                    # store took 6.4 s instead of 3.7). LoopKit's retention pass only keeps their statistics.
-                    log.warning("PostgreSQL's autovacuum is off: turn it on for fast reads (docs/deployment.md)")
         else:
             (self.data_dir / "projects").mkdir(parents=True, exist_ok=True)
             self.control = self._sqlite_engine(self.data_dir / "control.db")
             migrate(self.control, "control")
         self._cursor_secret = load_secret(self.control, CURSOR_SECRET)
+
+    def autovacuum_off(self) -> bool:
+        """Whether this is PostgreSQL with autovacuum off (day partitions then get no VACUUM; `serve` warns)."""
+        if not self.postgres:
+            return False
+        with self._pg.connect() as conn:
+            return conn.exec_driver_sql("SHOW autovacuum").scalar() != "on"
 
     def cursor_key(self, project_id: str) -> bytes:
         """The key that signs and checks one project's telemetry cursors (the same in every process)."""
