@@ -17,6 +17,7 @@ from loopkit_core.model import Record, record_id_for_span
 from loopkit_core.projects import create_project
 from loopkit_core.server import Running, in_thread
 from loopkit_core.settings import Settings
+from loopkit_core.store.engines import Store
 
 # tests/data holds fixtures, e.g. the example third-party plugin package and its own tests (run by test_plugins.py
 # in a subprocess against a throwaway distribution), never collected as LoopKit tests.
@@ -152,6 +153,20 @@ def client(server: Running) -> Iterator[httpx.Client]:
     """An HTTP client for `server`."""
     with httpx.Client(base_url=server.http_url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A Store on this test's own data dir (PostgreSQL: its own schemas), closed after the test."""
+    s = Store(make_settings(tmp_path / "data"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def pid(store: Store) -> str:
+    """A fresh project in `store`."""
+    return create_project(store.control, "test app")["project_id"]
 
 
 NOW = time.time_ns()  # the test run's reference time, for records built by span()

@@ -13,7 +13,6 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,14 +97,6 @@ def steady_routes(data: Dataset, rnd: random.Random, routes: int = 20, baseline:
         median_ms, sigma = rnd.uniform(5, 400), rnd.uniform(0.3, 0.8)
         add_calls(data, rnd, route(i), START - 6 * HOUR_NS, START, baseline, median_ms, sigma)
         add_calls(data, rnd, route(i), START, END, window, median_ms, sigma)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    """A real LoopKit store (control DB + per-project SQLite files) without a server."""
-    s = Store(make_settings(tmp_path / "data"))
-    yield s
-    s.close()
 
 
 def write(engine: Engine, data: Dataset) -> None:

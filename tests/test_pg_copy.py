@@ -36,20 +36,6 @@ RECORD_KEYS = tuple(RECORD_COLUMNS)
 BATCH = 300  # past COPY_MIN_ROWS: these rows go through COPY
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    """A PostgreSQL store in this test's own schemas."""
-    s = Store(make_settings(tmp_path / "data"))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def pid(store: Store) -> str:
-    """A fresh project."""
-    return create_project(store.control, "copy")["project_id"]
-
-
 def count(store: Store, pid: str) -> int:
     """Rows stored in the project."""
     with store.project(pid).connect() as conn:

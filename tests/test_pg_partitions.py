@@ -27,20 +27,6 @@ DAY_NS = partitions.DAY_NS
 TODAY = NOW // DAY_NS
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    """A PostgreSQL store in this test's own schemas."""
-    s = Store(make_settings(tmp_path / "data"))
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def pid(store: Store) -> str:
-    """A fresh project."""
-    return create_project(store.control, "parts")["project_id"]
-
-
 def spans_at(times: list[int], trace: int) -> list:
     """One span per start time, all of trace `trace`."""
     return [span(i, trace=trace, ts_ns=ts, end_ns=ts + 1000) for i, ts in enumerate(times)]

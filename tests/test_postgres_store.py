@@ -52,14 +52,6 @@ def record(name: str, attributes: dict, i: int) -> Record:
     )
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    """A store on the run's backend, closed after the test."""
-    s = Store(make_settings(tmp_path / "data"))
-    yield s
-    s.close()
-
-
 def names(store: Store, project_id: str, **query: object) -> list[str]:
     """Names of the records a bounded read returns."""
     rows, _ = read_window(store.project(project_id), WindowQuery(NOW - 10**9, NOW + 1, limit=100, **query))

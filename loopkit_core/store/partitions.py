@@ -105,7 +105,7 @@ def drop_expired(engine: Engine, cutoff_ns: int) -> tuple[int, int]:
         if not _partitioned(conn, schema):
             return 0, 0
         found = _partitions(conn, schema)
-        days = sorted(int(m.group(1)) for m in map(_DAY_NAME.fullmatch, found) if m)
+        days = sorted(day for day in map(_day_of, found) if day is not None)
         expired = [partition_name(day) for day in days if (day + 1) * DAY_NS <= cutoff_ns]
         legacy_end = found.get(LEGACY, (None, None))[1]
         if legacy_end is not None and legacy_end <= cutoff_ns:
@@ -124,10 +124,9 @@ def drop_expired(engine: Engine, cutoff_ns: int) -> tuple[int, int]:
                 log.warning("retention: %s is busy; dropping it next pass", table)
                 continue
             dropped, rows = dropped + 1, rows + count
-            match = _DAY_NAME.fullmatch(name)
-            if match:
+            if (day := _day_of(name)) is not None:
                 with _lock:
-                    _made.get(schema, set()).discard(int(match.group(1)))
+                    _made.get(schema, set()).discard(day)
     return dropped, rows
 
 
@@ -137,7 +136,7 @@ def row_delete_tables(engine: Engine) -> list[str] | None:
         schema = _schema(engine)
         if not _partitioned(conn, schema):
             return None
-        return [name for name in _partitions(conn, schema) if not _DAY_NAME.fullmatch(name)]
+        return [name for name in _partitions(conn, schema) if _day_of(name) is None]
 
 
 def analyze_stale(engine: Engine) -> list[str]:
@@ -146,7 +145,7 @@ def analyze_stale(engine: Engine) -> list[str]:
     Stale as autovacuum judges it (more rows changed since the last ANALYZE than 10% of the table, plus a floor),
     for servers where autovacuum is off or behind: without statistics a new day's partition looks nearly empty
     to the planner, which then reads a whole hour by time instead of 500 traces by their index (a diagnosis of
-    the last hour of a 20M-record store took 40 s instead of about 1). Where autovacuum keeps up, this finds none.
+    the last hour of a 20M-record store took 40 s, and 6.5 s once analyzed). Where autovacuum keeps up, this finds none.
     """
     schema = _schema(engine)
     with engine.connect() as conn:
@@ -177,7 +176,7 @@ def layout(engine: Engine) -> dict[str, object]:
         if not _partitioned(conn, schema):
             return {"partitioned": False}
         names = _partitions(conn, schema)
-        days = sorted(int(m.group(1)) for m in map(_DAY_NAME.fullmatch, names) if m)
+        days = sorted(day for day in map(_day_of, names) if day is not None)
         return {"partitioned": True, "days": days, "default": DEFAULT in names, "legacy": LEGACY in names}
 
 
@@ -261,11 +260,17 @@ def _partitions(conn: Connection, schema: str) -> dict[str, tuple[int | None, in
 def _covered_days(conn: Connection, schema: str, today: int) -> set[int]:
     """The days near `today` that have a partition: their own, or the legacy one's (it ends at a day boundary)."""
     found = _partitions(conn, schema)
-    days = {int(m.group(1)) for m in map(_DAY_NAME.fullmatch, found) if m}
+    days = {day for day in map(_day_of, found) if day is not None}
     legacy_end = found.get(LEGACY, (None, None))[1]
     if legacy_end is not None:
         days.update(range(today - PAST_DAYS, min(legacy_end // DAY_NS, today + FUTURE_DAYS + 1)))
     return days
+
+
+def _day_of(name: str) -> int | None:
+    """The day number of a day partition's table name; None for the default and legacy partitions."""
+    match = _DAY_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 def _lock_timeout(exc: Exception) -> bool:
