@@ -554,17 +554,39 @@ class Window:
 
     def counts_by_type(self) -> dict[str, int]:
         """How many records of each signal type the window holds."""
-        # One range count per type on the (type, ts_ns) index: a covering index read, not a table scan.
-        counts = {}
-        with self.engine.connect() as conn:
-            for signal_type in SIGNAL_TYPES:
-                stmt = select(func.count()).where(records.c.type == signal_type, self._in_window())
-                counts[signal_type] = conn.execute(stmt).scalar() or 0
-        return {t: n for t, n in counts.items() if n}
+        if self._grouped_reads():
+            # One pass over the window's rows in time order; a count per type would visit each heap page again.
+            stmt = select(records.c.type, func.count()).where(self._in_window()).group_by(records.c.type)
+            with self.engine.connect() as conn:
+                counts = dict(conn.execute(stmt).all())
+        else:
+            # One range count per type on the (type, ts_ns) index: a covering index read, not a table scan.
+            counts = {}
+            with self.engine.connect() as conn:
+                for signal_type in SIGNAL_TYPES:
+                    stmt = select(func.count()).where(records.c.type == signal_type, self._in_window())
+                    counts[signal_type] = conn.execute(stmt).scalar() or 0
+        return {t: n for t in SIGNAL_TYPES if (n := counts.get(t, 0))}
 
     def preceding(self, length_ns: int) -> Window:
         """The window of `length_ns` that ends where this one starts (e.g. a baseline), in the same project."""
         return replace(self, start_ns=max(self.start_ns - length_ns, 0), end_ns=self.start_ns, _narrowed={})
+
+    def part(self, start_ns: int, end_ns: int) -> Window:
+        """The part [start_ns, end_ns) of this window (e.g. its first half), sharing its memo."""
+        if not self.start_ns <= start_ns <= end_ns <= self.end_ns:
+            raise ValueError("a part must lie within the window")
+        return replace(self, start_ns=start_ns, end_ns=end_ns, _narrowed={})
+
+    def _grouped_reads(self) -> bool:
+        """Whether whole-window counts are one grouped read rather than one index range per group.
+
+        On PostgreSQL an index range still visits the heap for each row's visibility (index-only only where VACUUM
+        has set the visibility map, which the newest rows never have), so counting per operation visits the
+        window's pages once per operation on them; one grouped read visits each once. SQLite's covering indexes
+        answer the per-group counts from the index alone, which is cheaper there.
+        """
+        return self.engine.dialect.name == "postgresql"
 
     def operations(self, max_operations: int = 5000) -> list[Operation]:
         """Every operation (name, service) with records in the window, with its count, in (name, service) order.
@@ -572,33 +594,57 @@ class Window:
         Walks the distinct (name, service) pairs of the per-operation index, one seek each, and counts
         each pair's slice of the window inside the index: the cost grows with the number of operations,
         not with the number of records. A project with more than `max_operations` distinct operations
-        (say, names carrying IDs) is grouped over the window's rows instead, which is bounded too.
+        (say, names carrying IDs) is grouped over the window's rows instead, which is bounded too; so is
+        every window on PostgreSQL (see _grouped_reads). A memoized window reads each range's once.
         """
+        key = ("operations", self.start_ns, self.end_ns, self.resource_keys, max_operations)
+        if self.memo is not None and key in self.memo:
+            return self.memo[key]
+        r = records.c
+        grouped = (
+            select(r.name, r.service, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
+            .where(self._in_window())
+            .group_by(r.name, r.service)
+            .order_by(r.name, r.service)
+        )
+        found: list[Operation] = []
+        with self.engine.connect() as conn:
+            if self._grouped_reads() or self.resource_keys is not None:
+                found = [Operation(*row) for row in conn.execute(grouped).all()]
+            else:
+                pairs = self._operation_pairs(conn, max_operations)
+                if len(pairs) > max_operations:
+                    found = [Operation(*row) for row in conn.execute(grouped).all()]
+                else:
+                    for name, service in pairs:
+                        params = {"name": name, "service": service, "start": self.start_ns, "end": self.end_ns}
+                        count, first, last = conn.execute(_COUNT_OPERATION, params).one()
+                        if count:
+                            found.append(Operation(name, service, count, first, last))
+        if self.memo is not None:
+            self.memo[key] = found
+        return found
+
+    def _operation_counts(self) -> dict[tuple[str, str], int]:
+        """(name, service) -> records in this range, from the memoized operations()."""
+        assert self.memo is not None
+        key = ("operation_counts", self.start_ns, self.end_ns, self.resource_keys)
+        if key not in self.memo:
+            self.memo[key] = {(op.name, op.service): op.count for op in self.operations()}
+        return self.memo[key]
+
+    def _operation_pairs(self, conn: Any, max_operations: int) -> list[tuple[str, str]]:
+        """The distinct (name, service) pairs of the project, up to max_operations + 1, one index seek each."""
         r = records.c
         pairs: list[tuple[str, str]] = []
-        with self.engine.connect() as conn:
-            row = conn.execute(select(r.name, r.service).order_by(r.name, r.service).limit(1)).first()
-            while row is not None and len(pairs) <= max_operations:
-                pairs.append((row.name, row.service))
-                row = (
-                    conn.execute(_NEXT_SERVICE, {"name": row.name, "service": row.service}).first()
-                    or conn.execute(_NEXT_NAME, {"name": row.name}).first()
-                )
-            if len(pairs) > max_operations or self.resource_keys is not None:
-                stmt = (
-                    select(r.name, r.service, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
-                    .where(self._in_window())
-                    .group_by(r.name, r.service)
-                    .order_by(r.name, r.service)
-                )
-                return [Operation(*row) for row in conn.execute(stmt).all()]
-            found = []
-            for name, service in pairs:
-                params = {"name": name, "service": service, "start": self.start_ns, "end": self.end_ns}
-                count, first, last = conn.execute(_COUNT_OPERATION, params).one()
-                if count:
-                    found.append(Operation(name, service, count, first, last))
-        return found
+        row = conn.execute(select(r.name, r.service).order_by(r.name, r.service).limit(1)).first()
+        while row is not None and len(pairs) <= max_operations:
+            pairs.append((row.name, row.service))
+            row = (
+                conn.execute(_NEXT_SERVICE, {"name": row.name, "service": row.service}).first()
+                or conn.execute(_NEXT_NAME, {"name": row.name}).first()
+            )
+        return pairs
 
     def durations(
         self, name: str, service: str, limit: int = 2000, strata: int = 20, count: int | None = None
@@ -623,6 +669,9 @@ class Window:
             )
             with self.engine.connect() as conn:
                 return sorted(conn.execute(stmt).scalars().all())
+        if count is None and self.memo is not None and self._grouped_reads():
+            # A memoized window on PostgreSQL counts every operation of this range in one grouped read.
+            count = self._operation_counts().get((name, service), 0)
         with self.engine.connect() as conn:
             # Count at most limit + 1 index entries first: reading durations twice would cost more.
             if count is None:

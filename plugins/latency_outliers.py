@@ -205,8 +205,7 @@ def _compare(window: Window, baseline: Window, op: Operation, rules: Rules) -> C
         return Comparison(op, baseline, "preceding", later, base, _threshold(base, rules))
     # Too little history before the window: its own first half is the baseline, if that is enough.
     middle = window.start_ns + (window.end_ns - window.start_ns) // 2
-    first = Window(window.project_id, window.start_ns, middle, window.engine)
-    second = Window(window.project_id, middle, window.end_ns, window.engine)
+    first, second = window.part(window.start_ns, middle), window.part(middle, window.end_ns)
     before = len(base)
     base = first.durations(op.name, op.service, rules.sample)
     needs = (

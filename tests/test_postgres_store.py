@@ -187,3 +187,28 @@ def test_nul_in_ids_is_a_4xx_on_every_backend(client, project):
     assert recovered.status_code == 401
     listed = client.get("/v1/telemetry", params={"name": "a\x00b"}, headers=agent)
     assert listed.status_code == 400 and "must not contain NUL" in listed.json()["error"]["message"]
+
+
+@needs_pg
+def test_postgresql_connections_plan_each_statement_for_its_parameters(store: Store, pid: str):
+    # psycopg prepares a statement on its fifth run; PostgreSQL would then switch to a generic plan, which cannot
+    # prune day partitions at plan time (a diagnosis's trace reads took 20x longer so).
+    engine = store.project(pid)
+    with engine.begin() as conn:
+        insert_records(conn, [record(f"op{i % 3}", {}, i) for i in range(30)], NOW)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+        schema = engine.get_execution_options()["schema_translate_map"][None]
+        cursor = conn.connection.dbapi_connection.cursor()
+        for i in range(12):
+            cursor.execute(
+                f"SELECT count(*) FROM {schema}.records WHERE name = %s AND ts_ns >= %s", (f"op{i % 3}", NOW - 10**9)
+            )
+            assert cursor.fetchone()[0] == 10
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+            (f"SELECT count(*) FROM {schema}.records WHERE name%",),
+        )
+        assert cursor.fetchall() == [(0, 7)]  # prepared on the fifth run, then planned anew for each of the 7 after it
+    with store.control.connect() as conn:  # the control schema's connections too
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"

@@ -121,3 +121,45 @@ def test_distinct_counts_up_to_its_limit(server: Running, client: httpx.Client, 
     assert plain.distinct({"type": "error", "name": "nothing"}, "message", 51) == 0
     with pytest.raises(ValueError, match="cannot count 'attributes'"):
         plain.distinct(SELECTOR, "attributes", 10)
+
+
+def test_operations_and_type_counts_are_exact_and_read_once_per_range(
+    server: Running, client: httpx.Client, project: Project
+) -> None:
+    now = traffic(client, project)
+    plain, memo = windows(server, project, now)
+    ops = [(op.name, op.service, op.count) for op in plain.operations()]
+    assert ops == [("GET /home", "unknown_service", 5), ("POST /pay", "billing", 8), ("POST /pay", "shop", 16)]
+    assert plain.counts_by_type() == memo.counts_by_type() == {"error": 24, "latency": 5}
+    assert plain.operations(max_operations=1) == plain.operations()  # grouped over the rows past the bound
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    expected = plain.operations()
+    event.listen(memo.engine, "before_cursor_execute", seen)
+    try:
+        assert memo.operations() == expected
+        first = len(statements)
+        assert first >= 1
+        assert memo.operations() == expected
+        assert len(statements) == first  # the second read is the memo's
+        # A part of the window has its own operations, counted from its own range.
+        newest = memo.part(now - 3 * 10**6 + 1, memo.end_ns)
+        assert [(op.name, op.service, op.count) for op in newest.operations()] == [
+            ("GET /home", "unknown_service", 3),
+            ("POST /pay", "billing", 1),
+            ("POST /pay", "shop", 2),
+        ]
+        statements.clear()
+        durations = newest.durations("POST /pay", "shop")
+    finally:
+        event.remove(memo.engine, "before_cursor_execute", seen)
+    assert durations == plain.part(newest.start_ns, newest.end_ns).durations("POST /pay", "shop")
+    assert len(durations) == 2
+    counted = [s for s in statements if "count(" in s.lower()]
+    # PostgreSQL takes the operation's count from the part's grouped read; SQLite counts it in the index.
+    assert len(counted) == (0 if memo.engine.dialect.name == "postgresql" else 1)
+    with pytest.raises(ValueError, match="within the window"):
+        memo.part(memo.start_ns - 1, memo.end_ns)
