@@ -599,7 +599,7 @@ class Window:
         """
         key = ("operations", self.start_ns, self.end_ns, self.resource_keys, max_operations)
         if self.memo is not None and key in self.memo:
-            return self.memo[key]
+            return list(self.memo[key])  # a caller's sort or filter must not change the memo
         r = records.c
         grouped = (
             select(r.name, r.service, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
@@ -622,7 +622,7 @@ class Window:
                         if count:
                             found.append(Operation(name, service, count, first, last))
         if self.memo is not None:
-            self.memo[key] = found
+            self.memo[key] = list(found)
         return found
 
     def _operation_counts(self) -> dict[tuple[str, str], int]:
