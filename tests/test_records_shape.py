@@ -434,3 +434,20 @@ def test_unknown_fields_are_ignored_and_cannot_set_the_record_id(client, project
     assert stored_ids(client, project) == [record_id]
     missing = client.get("/v1/records/rec_chosen", headers=project.auth("agent"))
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (0, "1970-01-01T00:00:00.000000Z"),
+        (999, "1970-01-01T00:00:00.000000Z"),  # below a microsecond: truncated, never rounded
+        (999_999_999, "1970-01-01T00:00:00.999999Z"),
+        (1_000_000_000, "1970-01-01T00:00:01.000000Z"),
+        (1767323045999999999, "2026-01-02T03:04:05.999999Z"),
+        (1767323046000000000, "2026-01-02T03:04:06.000000Z"),  # the next second: its own cached prefix
+        (253402300799999999999, "9999-12-31T23:59:59.999999Z"),
+    ],
+)
+def test_rfc3339_is_exact_at_second_boundaries(ns, text):
+    assert rfc3339(ns) == text
+    assert rfc3339(ns) == text  # and again, from the per-second cache
