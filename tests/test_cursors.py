@@ -13,8 +13,9 @@ from conftest import Project, make_settings, new_project
 
 from loopkit_core.server import Running, in_thread
 from loopkit_core.settings import Settings
+from loopkit_core.store.cursors import encode_cursor
 from loopkit_core.store.engines import Store
-from loopkit_core.store.records import WindowQuery, encode_cursor
+from loopkit_core.store.records import WindowQuery
 from loopkit_core.store.schema import server_secrets
 
 CURSOR_REASON = "cursor is not valid: pass next_cursor from the previous page unchanged"

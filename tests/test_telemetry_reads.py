@@ -16,7 +16,8 @@ from conftest import Project, make_settings, new_project
 from sqlalchemy import func, select
 
 from loopkit_core.server import Running, in_thread
-from loopkit_core.store.records import WindowQuery, encode_cursor
+from loopkit_core.store.cursors import encode_cursor
+from loopkit_core.store.records import WindowQuery
 from loopkit_core.store.schema import records as schema_records
 from loopkit_core.store.schema import resources
 

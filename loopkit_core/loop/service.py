@@ -45,7 +45,7 @@ from loopkit_core.scopes import (
 )
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
-from loopkit_core.store import approvals, eval_runs, grouping_rules, issue_merges, stages
+from loopkit_core.store import approvals, cursors, eval_runs, grouping_rules, issue_merges, stages
 from loopkit_core.store import memory as memory_store
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store import records as record_store
@@ -130,7 +130,7 @@ class Loop:
         cursor_key = self.store.cursor_key(principal.project_id)
         if request.cursor:
             try:
-                start_ns, end_ns, after = record_store.decode_cursor(request.cursor, cursor_key)
+                start_ns, end_ns, after = cursors.decode_cursor(request.cursor, cursor_key)
             except ValueError:
                 raise LoopError(400, "cursor is not valid: pass next_cursor from the previous page unchanged") from None
             query = record_store.WindowQuery(start_ns, end_ns, request.limit, request.filters, after)
@@ -143,7 +143,7 @@ class Loop:
         rows, after = record_store.read_window(engine, query)
         return {
             "records": rows,
-            "next_cursor": record_store.encode_cursor(query, after, cursor_key) if after else None,
+            "next_cursor": cursors.encode_cursor(query, after, cursor_key) if after else None,
             "window": {"start": rfc3339(query.start_ns), "end": rfc3339(query.end_ns)},
         }
 

@@ -15,8 +15,8 @@ from sqlalchemy import Engine, create_engine, event, select
 
 from loopkit_core.settings import Settings
 from loopkit_core.store import dialect, partitions
+from loopkit_core.store.cursors import cursor_key
 from loopkit_core.store.migrations import CURSOR_SECRET, migrate
-from loopkit_core.store.records import cursor_key
 from loopkit_core.store.schema import projects, server_secrets
 
 PROJECT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,78}[a-z0-9]")  # fullmatch only: "$" admits a final newline
