@@ -19,6 +19,7 @@ SIGNAL_TYPES = ("error", "tool_failure", "latency", "user_signal", "event", "spa
 EXPLICIT_TYPES = frozenset(("error", "tool_failure", "latency", "user_signal", "event", "log"))
 STATUSES = ("ok", "error", "unset")
 MAX_NS = 2**63 - 1  # timestamps are signed 64-bit unix nanoseconds
+DAY_NS = 86_400 * 10**9
 # Types that count as failures: the packet's `failures` and what the record_signature hook is called for.
 FAILURE_TYPES = ("error", "tool_failure")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from sqlalchemy import Column, Engine, MetaData, Table, delete, select
 
 from loopkit_core.jobs import PeriodicJob
+from loopkit_core.model import DAY_NS
 from loopkit_core.projects import list_projects
 from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.schema import project_retention, projects, records
 
 log = logging.getLogger("loopkit.retention")
-DAY_NS = 86_400 * 10**9
 # Between two delete batches: the writer (and readers) get the database in the meantime.
 PAUSE_SECONDS = 0.01
 

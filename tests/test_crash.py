@@ -20,14 +20,13 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 from sqlalchemy import distinct, func, select
 from test_lifecycle import all_record_ids, cli_create, serving
 
-from loopkit_core.model import record_id_for_span
+from loopkit_core.model import DAY_NS, record_id_for_span
 from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.schema import records
 
 SEED = 20261129
 BATCH = 40
-DAY_NS = 86_400 * 10**9
 CLIENTS = {"records": 3, "protobuf": 3}
 
 

@@ -41,6 +41,7 @@ from sqlalchemy.schema import CreateSchema
 
 from loopkit_core.store import partitions
 from loopkit_core.store.schema import (
+    ACCEPTED,
     control_metadata,
     eval_runs,
     grouping_rules,
@@ -259,6 +260,7 @@ def _records_partitions(conn: Connection) -> None:
     # The quota counter exists from here on: a first commit never counts `records` while holding nothing, which
     # with a partition being made by another process could deadlock (records -> counter -> DDL -> records).
     sql(
-        f"INSERT INTO {q}.counters (name, value) SELECT 'accepted_total', count(*) FROM {q}.records "
-        "ON CONFLICT (name) DO NOTHING"
+        f"INSERT INTO {q}.counters (name, value) SELECT %(name)s, count(*) FROM {q}.records "
+        "ON CONFLICT (name) DO NOTHING",
+        {"name": ACCEPTED},
     )

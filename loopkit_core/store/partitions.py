@@ -24,9 +24,10 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql
 
+from loopkit_core.model import DAY_NS
+
 log = logging.getLogger("loopkit.partitions")
 _PG = postgresql.psycopg.dialect()
-DAY_NS = 86_400 * 10**9
 # Days with their own partition: from this many days before today to tomorrow. Older or later records (backfills,
 # skewed clocks, hostile timestamps) share the default partition, so they can never make thousands of tables.
 PAST_DAYS = 32

@@ -26,7 +26,13 @@ from loopkit_core.selectors import (
 from loopkit_core.store import dialect, pg_copy, resends
 from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
+    ACCEPTED,
     RECORD_COLUMNS,
+    RECORD_ID,
+    SPAN_ID,
+    TRACE_ID,
+    TS_NS,
+    Row,
     counters,
     issue_signatures,
     records,
@@ -35,11 +41,6 @@ from loopkit_core.store.schema import (
 )
 
 MAX_PAGE = 1000
-
-
-Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
-RECORD_ID = RECORD_COLUMNS.index("record_id")
-TS_NS = RECORD_COLUMNS.index("ts_ns")
 
 
 def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
@@ -100,7 +101,6 @@ def resource_row(resource: dict[str, Any]) -> tuple[str, str]:
 # DB-API executemany, skipping SQLAlchemy's per-row parameter processing (~19 us a row, measured by
 # bench/write_path.py). The columns' types need no bind processing on SQLite or psycopg.
 _RECORD_KEYS = tuple(RECORD_COLUMNS)
-TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
 # The NUL-safe text columns, escaped on PostgreSQL; not the JSON ones (attributes, resource, events, links).
 _ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(records.c[name].type, dialect.NulSafe))
 
@@ -181,9 +181,6 @@ def record_stored(conn: Connection, row: Row) -> bool:
     if row[TRACE_ID] and row[SPAN_ID]:
         condition = or_(condition, and_(records.c.trace_id == row[TRACE_ID], records.c.span_id == row[SPAN_ID]))
     return conn.execute(select(records.c.seq).where(condition).limit(1)).first() is not None
-
-
-ACCEPTED = "accepted_total"
 
 
 def accepted_total(conn: Connection) -> int:

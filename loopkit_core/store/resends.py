@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import Connection, select
 
-from loopkit_core.model import UNTIMED_ID_PREFIX
-from loopkit_core.store.schema import RECORD_COLUMNS, records
-
-Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
-RECORD_ID, TS_NS = RECORD_COLUMNS.index("record_id"), RECORD_COLUMNS.index("ts_ns")
-TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
+from loopkit_core.model import DAY_NS, UNTIMED_ID_PREFIX
+from loopkit_core.store.schema import RECORD_ID, SPAN_ID, TRACE_ID, TS_NS, Row, records
 
 # How far back a record without a time of its own (stored at its arrival) is recognised when re-sent: past an
 # exporter's retries, and within the day partitions a lookup then reads (two or three, whatever the history).
-RESEND_HORIZON_NS = 86_400 * 10**9
+RESEND_HORIZON_NS = DAY_NS
 
 
 def new_rows(conn: Connection, rows: list[Row]) -> list[Row]:

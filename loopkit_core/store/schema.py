@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text
 
 from loopkit_core.store.dialect import NulSafeString, NulSafeText
@@ -170,8 +172,12 @@ counters = Table(
     Column("name", NulSafeString(40), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+ACCEPTED = "accepted_total"  # the counters row of records ever accepted (the quota's count)
 
 RECORD_COLUMNS = [c.name for c in records.columns if c.name != "seq"]
+Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
+RECORD_ID, TS_NS = RECORD_COLUMNS.index("record_id"), RECORD_COLUMNS.index("ts_ns")
+TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
 
 # Append-only audit trail of human decisions on packets: rows are inserted, never updated or deleted.
 approvals = Table(

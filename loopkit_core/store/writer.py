@@ -13,8 +13,6 @@ from loopkit_core.sink import Ack, CommitFailed, Overloaded
 from loopkit_core.store import partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import (
-    TS_NS,
-    Row,
     accepted_total,
     insert_resources,
     insert_rows,
@@ -23,6 +21,7 @@ from loopkit_core.store.records import (
     stored_ids,
     write_accepted_total,
 )
+from loopkit_core.store.schema import TS_NS, Row
 
 log = logging.getLogger("loopkit.writer")
 
