@@ -36,6 +36,8 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from loopkit_core.store import day_tables
+
 # 16 bytes that occur nowhere else in a batch: each request swaps them for a fresh trace ID.
 MARK = bytes.fromhex("f00dfacecafebeefdeadc0de5eed5eed")
 
@@ -235,7 +237,7 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
         with sqlite3.connect(data_dir / "projects" / f"{created['project_id']}.db") as db:
-            stored = db.execute("SELECT count(*) FROM records").fetchone()[0]
+            stored = sum(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in day_tables.record_tables(db))
         rss = [s["rss_mib"] for s in samples]
         half = rss[len(rss) // 2 :] or rss
         print(

@@ -14,6 +14,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from loopkit_core.store import day_tables
+
 
 class StoreStats:
     """Record count and size on disk of one project, on SQLite (data_dir) or PostgreSQL (env's database URL)."""
@@ -45,7 +47,8 @@ class StoreStats:
             if not path.exists():
                 return 0
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
-                return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+                tables = day_tables.record_tables(conn)
+                return sum(int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables)
         store = self._pg_store()
         with store._pg.connect() as conn:
             exists = conn.exec_driver_sql("SELECT to_regclass(%s)", (f'"{self.schema}".records',)).scalar()

@@ -26,6 +26,7 @@ from loopkit_core.ingest import prepare
 from loopkit_core.model import VERDICTS, Issue, Record, Verdict
 from loopkit_core.plugins import Plugins, get_plugins
 from loopkit_core.settings import Settings
+from loopkit_core.store import day_tables
 from loopkit_core.store.engines import Store
 from loopkit_core.store.migrations import migrate
 from loopkit_core.store.records import get_records, insert_resources, insert_rows, insert_signatures
@@ -56,7 +57,9 @@ def _memory_engine() -> Engine:
             _template = template.raw_connection().driver_connection
         fresh = sqlite3.connect(":memory:", check_same_thread=False)
         _template.backup(fresh)
-    return create_engine("sqlite://", poolclass=StaticPool, creator=lambda: fresh)
+    engine = create_engine("sqlite://", poolclass=StaticPool, creator=lambda: fresh)
+    day_tables.install(engine)  # as every project store's engine
+    return engine
 
 
 def _fresh_plugins(blocked: Iterable[str] = ()) -> Plugins:

@@ -13,7 +13,7 @@ from sqlalchemy import Column, Engine, MetaData, Table, delete, select
 from loopkit_core.jobs import PeriodicJob
 from loopkit_core.model import DAY_NS
 from loopkit_core.projects import list_projects
-from loopkit_core.store import partitions
+from loopkit_core.store import day_tables, partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.schema import project_retention, projects, records
 
@@ -69,14 +69,16 @@ def purge_project(
 ) -> tuple[int, int, int]:
     """Delete a project's records with ts_ns < cutoff_ns; returns (deleted, batches, day partitions dropped).
 
-    On PostgreSQL, day partitions wholly older than the cutoff are dropped in one statement each, and a day
-    partition is kept whole until its last record expires (retention is day-granular there). Other rows (SQLite's
-    one table; PostgreSQL's default and legacy partitions) go `batch_rows` per transaction, each batch a short
-    transaction that picks the oldest rows through the (ts_ns, record_id) index, so the writer waits at most one
-    batch for the database, and ingest carries on between batches.
+    Day tables (SQLite, store/day_tables.py) and day partitions (PostgreSQL) wholly older than the cutoff are dropped
+    in one statement each, and a day is kept whole until its last record expires (retention is day-granular there).
+    Other rows (SQLite's `records`; PostgreSQL's default and legacy partitions) go `batch_rows` per transaction,
+    each batch a short transaction that picks the oldest rows through the (ts_ns, record_id) index, so the writer
+    waits at most one batch for the database, and ingest carries on between batches.
     """
     dropped = deleted = batches = 0
     tables = [records]
+    if engine.dialect.name == "sqlite":
+        dropped, deleted = day_tables.drop_expired(engine, cutoff_ns)
     if engine.dialect.name == "postgresql":
         dropped, deleted = partitions.drop_expired(engine, cutoff_ns)
         names = partitions.row_delete_tables(engine)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     CompoundSelect,
+    Connection,
     Engine,
     and_,
     bindparam,
@@ -28,6 +29,7 @@ from loopkit_core.fingerprint_rules import FingerprintRule
 from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.releases import ReleaseGroup
 from loopkit_core.selectors import AnyOf, Match, Selector, parse_selector
+from loopkit_core.store import day_tables
 from loopkit_core.store.dialect import byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
 from loopkit_core.store.records import records_json, resource_bodies, selector_condition
@@ -222,7 +224,7 @@ class Window:
                 .group_by(*columns)
                 .limit(SPREAD_ROWS + 1)
             )
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 rows = [tuple(row) for row in conn.execute(stmt).all()]
             self.memo[key] = rows if len(rows) <= SPREAD_ROWS else None
         return self.memo[key]
@@ -262,6 +264,10 @@ class Window:
             self.memo[key] = merged
         return self.memo[key]
 
+    def _connect(self) -> Connection:
+        """A connection that reads records of this window's time range only (SQLite skips other days' tables)."""
+        return self.engine.connect().execution_options(**{day_tables.RANGE_OPTION: (self.start_ns, self.end_ns)})
+
     def _in_window(self) -> Any:
         condition = (records.c.ts_ns >= self.start_ns) & (records.c.ts_ns < self.end_ns)
         if self.resource_keys is not None:
@@ -273,15 +279,15 @@ class Window:
         spread = None if selector is None else self._spread(selector)
         if spread is not None:
             totals = self._spread_totals(spread, SPREAD_COLUMNS.index("resource_key"))
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 return releases_of_rows(conn, [(key, *seen) for key, seen in totals.items()])
         condition = self._in_window() if selector is None else self._in_window() & self._condition(selector)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return release_groups(conn, condition)
 
     def of_releases(self, keep: Callable[[str | None], bool]) -> Window:
         """The same window narrowed to the records whose release passes `keep` (see releases.counts_toward)."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             keys = tuple(sorted(key for key, release in resource_releases(conn).items() if keep(release)))
         if self.resource_keys is not None:
             keys = tuple(key for key in keys if key in self.resource_keys)
@@ -302,7 +308,7 @@ class Window:
         stmt = select(counted, s.template, s.type, s.operation, s.service, s.exception_type).join(
             signatures, s.signature == counted.c.signature
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(stmt).all()
         return [
             SignatureGroup(
@@ -321,7 +327,7 @@ class Window:
 
     def grouping_rules(self) -> list[FingerprintRule]:
         """The project's fingerprint rules in force (the newest saved version), in order; [] when it has none."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return rules_in_force(conn)
 
     def rule_groups(self, rules: list[FingerprintRule], limit: int = 1000) -> list[RuleMatches]:
@@ -329,7 +335,7 @@ class Window:
         and the rule's fingerprint variables: at most `limit` + 1 groups per rule, largest first."""
         r = records.c
         out: list[RuleMatches] = []
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             for index, rule in enumerate(rules):
                 names = rule.variables
                 keys = [variable_expression(name).label(f"v{i}") for i, name in enumerate(names)]
@@ -411,7 +417,7 @@ class Window:
             .where(or_(k.rule.is_(None), k.rank <= limit + 1))
             .order_by(k.rule, k.rank, k.signature)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(stmt).all()
         by_signature: list[SignatureGroup] = []
         groups: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -452,7 +458,7 @@ class Window:
 
     def known_issues(self, diagnoser: str) -> list[KnownIssue]:
         """Issues this diagnoser reported in earlier runs of this project."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(issues).where(issues.c.diagnoser == diagnoser)).all()
         return [
             KnownIssue(
@@ -463,7 +469,7 @@ class Window:
 
     def known_signatures(self) -> dict[str, str]:
         """Signature -> issue fingerprint for every signature an earlier diagnosis assigned."""
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return dict(conn.execute(select(issue_signatures.c.signature, issue_signatures.c.fingerprint)).all())
 
     def summary(self, selector: Selector | dict[str, Any]) -> tuple[int, int, int]:
@@ -472,7 +478,7 @@ class Window:
         stmt = select(func.count(), func.min(r.ts_ns), func.max(r.ts_ns)).where(
             self._in_window(), self._condition(selector)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             count, first, last = conn.execute(stmt).one()
         return count, first or 0, last or 0
 
@@ -492,7 +498,7 @@ class Window:
             .order_by(func.count().desc(), column)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [Group(value, n, first, last) for value, n, first, last in conn.execute(stmt).all()]
 
     def distinct(self, selector: Selector | dict[str, Any], by: str, limit: int) -> int:
@@ -504,7 +510,7 @@ class Window:
             raise ValueError(f"cannot count {by!r}; one of {', '.join(GROUP_COLUMNS)}")
         column = records.c[by]
         values = select(column).where(self._in_window(), self._condition(selector)).distinct().limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return conn.execute(select(func.count()).select_from(values.subquery())).scalar_one()
 
     def sample(
@@ -522,7 +528,7 @@ class Window:
             # NOT (x IN ...) is NULL where x is NULL (a call without a signature): coalesce keeps those rows.
             where.append(~func.coalesce(self._condition(exclude), false(), type_=Boolean))
         stmt = select(records).where(*where).order_by(*order).limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
     def attribute_sample(
@@ -535,7 +541,7 @@ class Window:
             where.append(~func.coalesce(self._condition(exclude), false(), type_=Boolean))
         columns = (r.name, r.service, r.attributes, r.resource_key, r.resource, r.events)
         stmt = select(*columns).where(*where).order_by(r.ts_ns.desc(), r.record_id.desc()).limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(stmt).all()
             bodies = resource_bodies(conn, {row.resource_key for row in rows if row.resource_key})
         loads = orjson.loads
@@ -557,12 +563,12 @@ class Window:
         if self._grouped_reads():
             # One pass over the window's rows in time order; a count per type would visit each heap page again.
             stmt = select(records.c.type, func.count()).where(self._in_window()).group_by(records.c.type)
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 counts = dict(conn.execute(stmt).all())
         else:
             # One range count per type on the (type, ts_ns) index: a covering index read, not a table scan.
             counts = {}
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 for signal_type in SIGNAL_TYPES:
                     stmt = select(func.count()).where(records.c.type == signal_type, self._in_window())
                     counts[signal_type] = conn.execute(stmt).scalar() or 0
@@ -608,7 +614,7 @@ class Window:
             .order_by(r.name, r.service)
         )
         found: list[Operation] = []
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             if self._grouped_reads() or self.resource_keys is not None:
                 found = [Operation(*row) for row in conn.execute(grouped).all()]
             else:
@@ -667,12 +673,12 @@ class Window:
                 .order_by(r.ts_ns.desc())
                 .limit(limit)
             )
-            with self.engine.connect() as conn:
+            with self._connect() as conn:
                 return sorted(conn.execute(stmt).scalars().all())
         if count is None and self.memo is not None and self._grouped_reads():
             # A memoized window on PostgreSQL counts every operation of this range in one grouped read.
             count = self._operation_counts().get((name, service), 0)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             # Count at most limit + 1 index entries first: reading durations twice would cost more.
             if count is None:
                 count = conn.execute(_COUNT_UP_TO, {**params, "limit": limit + 1}).scalar_one()
@@ -697,7 +703,7 @@ class Window:
             .order_by(r.ts_ns, r.record_id)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
     def sessions(self, session_ids: list[str], limit: int = 1000, roots_only: bool = False) -> list[dict[str, Any]]:
@@ -712,7 +718,7 @@ class Window:
         if roots_only:
             stmt = stmt.where(r.parent_span_id.is_(None), r.type != "user_signal")
         stmt = stmt.order_by(r.ts_ns, r.record_id).limit(limit)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
     def reach(self, selector: dict[str, Any], limit: int = 10_000) -> tuple[set[str], set[str], set[str]]:
@@ -727,7 +733,7 @@ class Window:
         if spread is not None:
             own = list({row[:3] for row in spread})
             own = own if len(own) <= limit else None  # which `limit` rows SQL returns is its own choice
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             if own is None:
                 own = conn.execute(
                     select(r.trace_id, r.session_id, r.user_id)
@@ -762,7 +768,7 @@ class Window:
             .order_by(r.trace_id, r.record_id)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [SpanRef(*row) for row in conn.execute(stmt).all()]
 
     def span_tree(self, trace_ids: list[str], limit: int = 5000) -> list[SpanRef]:

@@ -21,7 +21,7 @@ from sqlalchemy import distinct, func, select
 from test_lifecycle import all_record_ids, cli_create, serving
 
 from loopkit_core.model import DAY_NS, record_id_for_span
-from loopkit_core.store import partitions
+from loopkit_core.store import day_tables, partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.schema import records
 
@@ -132,7 +132,7 @@ def stored_counts(data_dir: Path, project_id: str) -> tuple[int, int, dict]:
         with engine.connect() as conn:
             span_key = records.c.trace_id + "/" + records.c.span_id
             total, spans = conn.execute(select(func.count(), func.count(distinct(span_key)))).one()
-        return total, spans, (partitions.layout(engine) if PG_URL else {})
+        return total, spans, (partitions.layout(engine) if PG_URL else day_tables.layout(engine))
     finally:
         store.close()
 
@@ -168,11 +168,11 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_stores_none_twice(tmp
             assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     total, distinct_spans, layout = stored_counts(data_dir, project_id)
     assert total == distinct_spans, "a span is stored twice"
-    if PG_URL is not None:
-        # The commits crossed day partitions, made by the writer while the clients sent: every day an acknowledged
-        # span started on (the milliseconds that begin its record ID; 0 for records sent without a time) has one.
-        days = {int(rid[4:15], 16) * 10**6 // DAY_NS for rid in acknowledged if int(rid[4:15], 16)}
-        assert len(days) >= 3 and days <= set(layout["days"]), (days, layout)
+    # The commits crossed day partitions (PostgreSQL) or day tables (SQLite), made by the writer while the clients
+    # sent: every day an acknowledged span started on (the milliseconds that begin its record ID; 0 for records
+    # sent without a time) has one.
+    days = {int(rid[4:15], 16) * 10**6 // DAY_NS for rid in acknowledged if int(rid[4:15], 16)}
+    assert len(days) >= 3 and days <= set(layout["days"]), (days, layout)
 
     with serving(data_dir, tmp_path / "restart.log") as again:
         stored = all_record_ids(again.url, created["agent_key"])

@@ -11,13 +11,13 @@ from conftest import PG_URL, make_settings
 from sqlalchemy import Column, Connection, Index, Integer, MetaData, String, Table, create_engine, inspect, select
 
 from loopkit_core.fingerprint_rules import parse_rules
-from loopkit_core.model import rfc3339
+from loopkit_core.model import DAY_NS, rfc3339
 from loopkit_core.projects import create_project, get_project
-from loopkit_core.store import eval_runs, grouping_rules, memory, migrations, stages
+from loopkit_core.store import day_tables, eval_runs, grouping_rules, memory, migrations, stages
 from loopkit_core.store.engines import Store
 from loopkit_core.store.eval_runs import EvalRun
 from loopkit_core.store.migrations import current_version, latest, schema_version
-from loopkit_core.store.records import get_record, insert_records, stored_ids, to_rows
+from loopkit_core.store.records import accepted_count, get_record, insert_records, stored_ids, to_rows
 from loopkit_core.store.schema import control_metadata, issues, packets, project_metadata, records
 from loopkit_receivers import records_shape
 
@@ -104,15 +104,25 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
         assert current_version(store.control) == latest("control") == 3  # 2: project_retention, 3: server_secrets
         # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id;
         # 5: eval_runs; 6: grouping_rules; 7: issue_merges
-        assert current_version(engine) == latest("project") == 8
+        assert current_version(engine) == latest("project") == 9
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
-        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6, 7, 8] and stamped[0][1].startswith("initial schema")
+        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6, 7, 8, 9] and stamped[0][1].startswith("initial schema")
         assert indexes["ux_records_span"] and "ix_records_trace" not in indexes
         assert get_project(store.control, created["project_id"])["project_name"] == "old app"
+        # 9: the quota counter starts from the rows stored; a new record goes to its day's table, and readers see
+        # the old table's rows and the day's together.
+        assert accepted_count(engine) == 1
+        now = time.time_ns()
+        new = records_shape.decode({"records": [{"type": "event", "name": "new"}]}, created["project_id"], now).records
+        with engine.begin() as conn:
+            assert insert_records(conn, new, now) == 1
+        assert day_tables.layout(engine) == {"days": [now // DAY_NS], "base_records": 1}
+        with engine.connect() as conn:
+            assert sorted(conn.execute(select(records.c.name)).scalars()) == ["n", "new"]
     finally:
         store.close()
 
@@ -226,7 +236,7 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
     again = Store(settings)
     try:
         engine = again.project(project_id)
-        assert current_version(engine) == latest("project") == 8
+        assert current_version(engine) == latest("project") == 9
         # 6: the grouping_rules table, empty (version 0), and a first version can be saved.
         assert grouping_rules.current(engine) == {"version": 0, "rules": [], "updated_at": None, "updated_by": None}
         rule = parse_rules([{"match": {"name": "seed"}, "fingerprint": "{name}"}])

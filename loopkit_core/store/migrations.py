@@ -264,3 +264,17 @@ def _records_partitions(conn: Connection) -> None:
         "ON CONFLICT (name) DO NOTHING",
         {"name": ACCEPTED},
     )
+
+
+@step("project", 9, "records: SQLite day tables (records_d<day>) for the days near now; `records` keeps the rest")
+def _records_day_tables(conn: Connection) -> None:
+    if conn.dialect.name != "sqlite":
+        return  # PostgreSQL has its day partitions (step 8)
+    # Nothing moves: the rows already stored stay in `records`, which readers keep reading alongside the day tables
+    # (store/day_tables.py), and the writer makes each day's table on first use. The version tells an older LoopKit
+    # (which would not see the day tables) that it opens a newer store. The quota counter is made here if missing,
+    # from the rows stored so far, so no commit ever counts every table of the store.
+    conn.exec_driver_sql(
+        "INSERT INTO counters (name, value) SELECT ?, count(*) FROM records WHERE true ON CONFLICT (name) DO NOTHING",
+        (ACCEPTED,),
+    )

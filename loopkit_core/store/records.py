@@ -23,7 +23,7 @@ from loopkit_core.selectors import (
     SlowCalls,
     parse_selector,
 )
-from loopkit_core.store import dialect, pg_copy, resends
+from loopkit_core.store import day_tables, dialect, pg_copy, resends
 from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
     ACCEPTED,
@@ -116,15 +116,28 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
 
     Returns the number of rows added. Of two copies of a span in `rows`, the first is kept.
     """
+    rows = resends.new_rows(conn, rows)  # copies the per-day unique indexes cannot see
+    if not rows:
+        return 0
     if conn.dialect.name == "postgresql":  # raw driver calls skip the columns' NUL escaping: do it here
-        rows = resends.new_rows(conn, rows)
-        if not rows:
-            return 0
         rows = dialect.escape_nul_rows(rows, _ESCAPED)
         if len(rows) >= COPY_MIN_ROWS:
             return pg_copy.insert_copy(conn, records, _RECORD_KEYS, rows)
     sql = dialect.insert_ignoring_sql(conn, records, (), _RECORD_KEYS)
-    return conn.exec_driver_sql(sql, rows).rowcount
+    if conn.dialect.name != "sqlite":
+        return conn.exec_driver_sql(sql, rows).rowcount
+    # SQLite: each row goes to its day's table (store/day_tables.py), made on first use; all in this transaction.
+    dbapi, inserted = conn.connection.dbapi_connection, 0
+    for table, group in day_tables.route(rows).items():
+        day_tables.ensure(dbapi, conn.info, table)
+        inserted += conn.exec_driver_sql(_day_sql(sql, table), group).rowcount
+    return inserted
+
+
+@functools.lru_cache(maxsize=64)
+def _day_sql(sql: str, table: str) -> str:
+    """The insert of `records` aimed at one of its day tables."""
+    return sql.replace("INTO records ", f"INTO {table} ", 1)
 
 
 def insert_records(conn: Connection, batch: list[Record], received_ns: int) -> int:
@@ -137,7 +150,8 @@ def stored_ids(conn: Connection, rows: list[Row]) -> dict[int, str]:
     """For rows that were not inserted because their span is stored under another record ID: index -> that ID.
 
     A span re-sent with another start time hashes to another ID; the answer names the stored copy nearest in time
-    (on PostgreSQL a span re-sent with a start time on another UTC day is stored again: there can be several).
+    (a span re-sent with a start time on another UTC day is stored again, its days' tables being apart: there
+    can be several).
     """
     trace_ids = sorted({row[TRACE_ID] for row in rows if row[TRACE_ID] and row[SPAN_ID]})
     found: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
@@ -322,6 +336,7 @@ def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]
         conditions.append(or_(c.ts_ns < ts, and_(c.ts_ns == ts, c.record_id < rid)))
     stmt = select(records).where(*conditions).order_by(c.ts_ns.desc(), c.record_id.desc()).limit(query.limit + 1)
     with engine.connect() as conn:
+        conn.execution_options(**{day_tables.RANGE_OPTION: (query.start_ns, query.end_ns)})
         rows = conn.execute(stmt).all()
         more = len(rows) > query.limit
         rows = rows[: query.limit]

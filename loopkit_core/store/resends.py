@@ -1,10 +1,11 @@
-"""Re-sent copies that PostgreSQL's partitioned `records` cannot refuse by itself, found before the insert."""
+"""Re-sent copies that per-day unique keys (SQLite day tables, PostgreSQL partitions) cannot refuse, found first."""
 
 from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
 from loopkit_core.model import DAY_NS, UNTIMED_ID_PREFIX
+from loopkit_core.store.day_tables import RANGE_OPTION
 from loopkit_core.store.schema import RECORD_ID, SPAN_ID, TRACE_ID, TS_NS, Row, records
 
 # How far back a record without a time of its own (stored at its arrival) is recognised when re-sent: past an
@@ -13,7 +14,7 @@ RESEND_HORIZON_NS = DAY_NS
 
 
 def new_rows(conn: Connection, rows: list[Row]) -> list[Row]:
-    """Rows minus re-sent copies the partitions' unique indexes cannot see (PostgreSQL's partitioned records).
+    """Rows minus re-sent copies the per-day unique indexes cannot see (SQLite's day tables, PostgreSQL's partitions).
 
     Each day partition refuses a span or record ID it already holds, whatever the start time. Left to find here:
     the later copies of a span within `rows` whose start times fall on different days (the first is kept), and
@@ -39,5 +40,5 @@ def new_rows(conn: Connection, rows: list[Row]) -> list[Row]:
     until = min(max(untimed.values()) + RESEND_HORIZON_NS, 2**63 - 1)
     c = records.c
     query = select(c.record_id).where(c.record_id.in_(list(untimed)), c.ts_ns >= since, c.ts_ns <= until)
-    stored = set(conn.execute(query).scalars())
+    stored = set(conn.execute(query.execution_options(**{RANGE_OPTION: (since, until + 1)})).scalars())
     return [row for row in fresh if row[RECORD_ID] not in stored] if stored else fresh

@@ -1,0 +1,173 @@
+"""SQLite day tables of `records`: one table per UTC day near now, in the project's own file.
+
+A SQLite project store keeps its records in `records_d<day number>` tables, one per UTC day of record time from
+PAST_DAYS before today to FUTURE_DAYS after, each with the indexes of `records` (its own unique span and record ID
+keys, as PostgreSQL's day partitions have). `records` itself holds what came before this layout and every record
+of a day far from now (backfills, skewed clocks, hostile timestamps), so no timestamp can make thousands of tables.
+A write then touches one day's indexes however much history the project keeps, and retention drops a whole day
+(`DROP TABLE`, a fraction of a second with secure_delete=FAST) instead of deleting its rows one by one.
+
+Readers are unchanged: they query `records`. Just before a SELECT reaches SQLite, `rewrite` puts in place of the
+table the day tables it needs: the one table when a single one holds the range (aliased `records`, so indexes and
+plans are exactly those of one table), else a UNION ALL of them that selects only the columns the statement reads
+(SQLite 3.40 reads every column of a compound view otherwise, and loses its covering indexes). A connection whose
+reads all lie in one time range says so with the execution option `records_range=(start_ns, end_ns)`; without it a
+read covers every table. Writes go to their day's table through `route`, in the writer's transaction: the tables
+share one file, so a batch that spans midnight still commits (or not) as a whole.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Engine, event
+
+from loopkit_core.model import DAY_NS
+from loopkit_core.store.partitions import FUTURE_DAYS, PAST_DAYS
+from loopkit_core.store.schema import TS_NS, Row
+
+BASE = "records"
+RANGE_OPTION = "records_range"
+_DAY_NAME = re.compile(r"records_d(\d+)")
+# The bare table name where a statement reads it (FROM records, JOIN records, ", records"), with its alias if any;
+# not `records.column`, not a name that only starts with it. SQLAlchemy qualifies every column it renders.
+_TABLE = re.compile(r"(?<![\w.\"])records(?![\w.\"])(?:\s+AS\s+(\w+))?")
+_INFO_KEY = "loopkit_day_tables"  # per DB-API connection: (schema_version, {day: table name})
+
+
+def install(engine: Engine) -> None:
+    """Make a SQLite project engine read `records` through its day tables (every project store's engine has this)."""
+    event.listen(engine, "before_cursor_execute", rewrite, retval=True)
+
+
+def day_of(ts_ns: int) -> int:
+    """The UTC day number of a record time."""
+    return ts_ns // DAY_NS
+
+
+def table_name(day: int) -> str:
+    """The table of one UTC day's records."""
+    return f"records_d{day}"
+
+
+def route(rows: list[Row], now_ns: int | None = None) -> dict[str, list[Row]]:
+    """The rows of a write grouped by the table each belongs in: its day's, or `records` for days far from now."""
+    today = (now_ns if now_ns is not None else time.time_ns()) // DAY_NS
+    low, high = today - PAST_DAYS, today + FUTURE_DAYS
+    grouped: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        day = row[TS_NS] // DAY_NS
+        grouped[table_name(day) if low <= day <= high else BASE].append(row)
+    return grouped
+
+
+def ensure(dbapi: sqlite3.Connection, info: dict[str, Any], name: str) -> None:
+    """Make a day table (and its indexes) like `records` if it does not exist yet, in the caller's transaction."""
+    if name == BASE or name in _tables(dbapi, info).values():
+        return
+    statements = dbapi.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'records' AND sql IS NOT NULL "
+        "ORDER BY type = 'index', name"
+    ).fetchall()
+    suffix = name.removeprefix("records")
+    for kind, object_name, sql in statements:
+        if kind == "table":
+            dbapi.execute(_TABLE.sub(name, sql, count=1).replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+        else:
+            # Index names are per database: each day's copy gets the day as a suffix.
+            sql = sql.replace(f"INDEX {object_name} ON records", f"INDEX IF NOT EXISTS {object_name}{suffix} ON {name}")
+            dbapi.execute(sql)
+    info.pop(_INFO_KEY, None)
+
+
+def tables(dbapi: sqlite3.Connection, info: dict[str, Any]) -> dict[int, str]:
+    """The day tables of this store: day number -> table name (read again only after a schema change)."""
+    return dict(_tables(dbapi, info))
+
+
+def _tables(dbapi: sqlite3.Connection, info: dict[str, Any]) -> dict[int, str]:
+    version = dbapi.execute("PRAGMA schema_version").fetchone()[0]
+    cached = info.get(_INFO_KEY)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    names = dbapi.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'").fetchall()
+    found = {int(m.group(1)): m.group(0) for (n,) in names if (m := _DAY_NAME.fullmatch(n))}
+    info[_INFO_KEY] = (version, found)
+    return found
+
+
+def record_tables(dbapi: sqlite3.Connection) -> list[str]:
+    """Every table that holds records: `records` and the day tables, oldest day first (for tools outside the server)."""
+    names = dbapi.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'").fetchall()
+    days = sorted(int(m.group(1)) for (n,) in names if (m := _DAY_NAME.fullmatch(n)))
+    return [BASE, *map(table_name, days)]
+
+
+def layout(engine: Engine) -> dict[str, object]:
+    """How a SQLite project's records are laid out: its day tables, and how many records `records` itself holds."""
+    with engine.connect() as conn:
+        days = sorted(tables(conn.connection.dbapi_connection, conn.info))
+        base = conn.exec_driver_sql("SELECT count(*) FROM main.records").scalar_one()
+    return {"days": days, "base_records": base}
+
+
+def arms(dbapi: sqlite3.Connection, info: dict[str, Any], start_ns: int | None, end_ns: int | None) -> list[str]:
+    """The tables a read of [start_ns, end_ns) needs, oldest first: `records` if it holds rows there, and the days."""
+    days = _tables(dbapi, info)
+    low = None if start_ns is None else start_ns // DAY_NS
+    high = None if end_ns is None else (end_ns - 1) // DAY_NS
+    chosen = [days[d] for d in sorted(days) if (low is None or d >= low) and (high is None or d <= high)]
+    lo, hi = dbapi.execute("SELECT min(ts_ns), max(ts_ns) FROM records").fetchone()
+    if lo is not None and (end_ns is None or lo < end_ns) and (start_ns is None or hi >= start_ns):
+        chosen.insert(0, BASE)
+    return chosen
+
+
+def rewrite(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    """before_cursor_execute hook: a SELECT of `records` reads the tables its range needs instead (see above)."""
+    if executemany or "records" not in statement:
+        return statement, parameters
+    if statement.lstrip("( \n")[:4].upper() not in ("SELE", "WITH") or _TABLE.search(statement) is None:
+        return statement, parameters
+    bounds = context.execution_options.get(RANGE_OPTION) if context is not None else None
+    start, end = bounds if bounds is not None else (None, None)
+    dbapi = cursor.connection
+    chosen = arms(dbapi, conn.info, start, end)
+    if not chosen or chosen == [BASE]:
+        return statement, parameters
+    return _TABLE.sub(lambda m: _source(m, statement, chosen), statement), parameters
+
+
+def _source(match: re.Match[str], statement: str, chosen: list[str]) -> str:
+    """What replaces one `records` of a statement: a table, or a union of the columns it reads, as its alias."""
+    alias = match.group(1) or BASE
+    if len(chosen) == 1:
+        return f"{chosen[0]} AS {alias}"
+    columns = sorted(set(re.findall(rf"(?<![\w.]){alias}\.(\w+)", statement))) or ["ts_ns"]
+    listed = ", ".join(columns)
+    union = " UNION ALL ".join(f"SELECT {listed} FROM {name}" for name in chosen)
+    return f"({union}) AS {alias}"
+
+
+def drop_expired(engine: Any, cutoff_ns: int) -> tuple[int, int]:
+    """Drop every day table wholly older than `cutoff_ns`; returns (tables dropped, records they held).
+
+    A day is kept whole until its last record expires, as PostgreSQL's day partitions are. Each table is counted
+    (from its smallest index) and dropped in its own short transaction, so the writer waits for one at most.
+    """
+    dropped = rows = 0
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        expired = [name for day, name in sorted(tables(dbapi, conn.info).items()) if (day + 1) * DAY_NS <= cutoff_ns]
+        for name in expired:
+            with conn.begin():
+                count = conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one()
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+            dropped, rows = dropped + 1, rows + count
+    return dropped, rows
