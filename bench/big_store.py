@@ -61,7 +61,7 @@ from loopkit_core.plugins import get_plugins
 from loopkit_core.projects import create_project
 from loopkit_core.retention import PAUSE_SECONDS, purge_project
 from loopkit_core.settings import Settings
-from loopkit_core.store import partitions
+from loopkit_core.store import day_tables, partitions
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import resource_rows, to_rows
 from loopkit_core.store.schema import records
@@ -199,7 +199,7 @@ def build(data_dir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict
             dbapi_connection.execute("PRAGMA cache_size=-1048576")
 
         engine.dispose()  # the migration's pooled connection predates the listener
-    elif getattr(args, "previous_layout", False):
+    if getattr(args, "previous_layout", False):
         to_previous_layout(store, project_id)
     started = time.monotonic()
     template = Template(project_id, min(TEMPLATE_SPANS, args.records))
@@ -244,7 +244,7 @@ def build(data_dir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict
     finally:
         stats.close()
     ingest.log(f"built {stored:,} records in {seconds:,.0f}s ({stored / seconds:,.0f}/s), {disk / 2**30:.2f} GiB")
-    previous = getattr(args, "previous_layout", False) and store.postgres
+    previous = getattr(args, "previous_layout", False)
     migration = measure_migration(settings, project_id) if previous else None
     return {
         "migration": migration,
@@ -271,25 +271,33 @@ def build(data_dir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict
 
 
 def to_previous_layout(store: Store, project_id: str) -> None:
-    """PostgreSQL: make a new project's records what project migration 7 left (one table), to time migration 8."""
+    """Make a new project's records the one table of the layout before day partitions (PostgreSQL, migration 8) or
+    day tables (SQLite, migration 9), and let this build write into it, to time that migration on opening it."""
+    if not store.postgres:
+        with store.project(project_id).begin() as conn:
+            conn.exec_driver_sql("DELETE FROM loopkit_schema_version WHERE version >= 9")
+        # The previous code wrote every record to `records`.
+        day_tables.route = lambda rows, now_ns=None: {day_tables.BASE: list(rows)}
+        return
     schema = store.project_schema(project_id)
     with store.project(project_id).begin() as conn:
         conn.exec_driver_sql(f'DROP TABLE "{schema}".records')
         records.create(conn)
-        conn.exec_driver_sql(f'DELETE FROM "{schema}".loopkit_schema_version WHERE version = 8')
+        conn.exec_driver_sql(f'DELETE FROM "{schema}".loopkit_schema_version WHERE version >= 8')
 
 
 def measure_migration(settings: Settings, project_id: str) -> dict[str, Any]:
-    """Open the store again, which applies migration 8 to the one-table store just built; its time and result."""
+    """Open the store again, which migrates the one-table store just built; its time and the layout it leaves."""
     store = Store(settings)
     try:
         started, cpu0 = time.perf_counter(), time.process_time()
         engine = store.project(project_id)  # migrates
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu0
-        result = {"seconds": round(seconds, 3), "client_cpu_s": round(cpu, 3), "layout": partitions.layout(engine)}
+        layout = partitions.layout(engine) if store.postgres else day_tables.layout(engine)
+        result = {"seconds": round(seconds, 3), "client_cpu_s": round(cpu, 3), "layout": layout}
     finally:
         store.close()
-    ingest.log(f"  migration 8: {result}")
+    ingest.log(f"  migration: {result}")
     return result
 
 
@@ -467,7 +475,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--previous-layout",
         action="store_true",
-        help="PostgreSQL: build the one-table layout of migration 7, then time migration 8 on opening it",
+        help="build the one-table layout of before day partitions (PostgreSQL) or day tables (SQLite), then time "
+        "the migration (8 or 9) on opening it",
     )
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = p.parse_args(argv)

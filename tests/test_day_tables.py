@@ -231,3 +231,20 @@ def test_a_span_resent_across_midnight_in_one_batch_is_stored_once():
         assert day_tables.layout(lab.engine)["days"] == [TODAY - 1]
     finally:
         lab.close()
+
+
+def test_a_store_kept_forever_reads_through_more_tables_than_one_union_may_hold():
+    lab = Lab()
+    try:
+        item = {"type": "event", "name": "op", "span_id": "f" * 16}
+        ids = lab.add([{**item, "trace_id": f"{n + 1:032x}", "timestamp": rfc3339(MIDNIGHT)} for n in range(3)])
+        with lab.engine.begin() as conn:
+            dbapi = conn.connection.dbapi_connection
+            for day in range(TODAY - 1200, TODAY - 1200 + 1100):  # three years of days, as if each had records
+                day_tables.ensure(dbapi, conn.info, day_tables.table_name(day))
+        assert len(day_tables.layout(lab.engine)["days"]) == 1101
+        with lab.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(records)).scalar_one() == 3
+            assert sorted(conn.execute(select(records.c.record_id)).scalars()) == sorted(ids)
+    finally:
+        lab.close()

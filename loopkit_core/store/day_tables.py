@@ -36,6 +36,7 @@ _DAY_NAME = re.compile(r"records_d(\d+)")
 # The bare table name where a statement reads it (FROM records, JOIN records, ", records"), with its alias if any;
 # not `records.column`, not a name that only starts with it. SQLAlchemy qualifies every column it renders.
 _TABLE = re.compile(r"(?<![\w.\"])records(?![\w.\"])(?:\s+AS\s+(\w+))?")
+MAX_ARMS = 200  # tables in one UNION ALL; more are nested (SQLITE_MAX_COMPOUND_SELECT is 500)
 _INFO_KEY = "loopkit_day_tables"  # per DB-API connection: (schema_version, {day: table name})
 
 
@@ -151,8 +152,11 @@ def _source(match: re.Match[str], statement: str, chosen: list[str]) -> str:
         return f"{chosen[0]} AS {alias}"
     columns = sorted(set(re.findall(rf"(?<![\w.]){alias}\.(\w+)", statement))) or ["ts_ns"]
     listed = ", ".join(columns)
-    union = " UNION ALL ".join(f"SELECT {listed} FROM {name}" for name in chosen)
-    return f"({union}) AS {alias}"
+    arms = [f"SELECT {listed} FROM {name}" for name in chosen]
+    while len(arms) > MAX_ARMS:  # a project kept forever: SQLite allows 500 terms in one compound SELECT
+        groups = [arms[i : i + MAX_ARMS] for i in range(0, len(arms), MAX_ARMS)]
+        arms = [f"SELECT {listed} FROM ({' UNION ALL '.join(group)})" for group in groups]
+    return f"({' UNION ALL '.join(arms)}) AS {alias}"
 
 
 def drop_expired(engine: Any, cutoff_ns: int) -> tuple[int, int]:
