@@ -237,6 +237,7 @@ def build(data_dir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict
         future.result()
     writer.close()
     seconds = time.monotonic() - t0
+    day_tables.route = ROUTE  # as it was, if to_previous_layout changed it
     store.close()
     stats = StoreStats(data_dir, project_id, env)
     try:
@@ -268,6 +269,9 @@ def build(data_dir: Path, args: argparse.Namespace, env: dict[str, str]) -> dict
         "loopkit": ingest.code_version(),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+ROUTE = day_tables.route
 
 
 def to_previous_layout(store: Store, project_id: str) -> None:

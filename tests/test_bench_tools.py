@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import big_store  # noqa: E402
+import drop_day  # noqa: E402
 import ingest  # noqa: E402
 import wal_replay  # noqa: E402
 import write_growth  # noqa: E402
@@ -84,15 +85,20 @@ def test_big_store_build_fills_the_days_and_the_last_hour_through_the_writer(tmp
     assert meta["purged_until_ns"] == meta["start_ns"] + big_store.DAY_NS
 
 
-@pytest.mark.skipif(PG_URL is None, reason="migration 8 partitions records on PostgreSQL only")
-def test_big_store_times_the_partitioning_migration_of_a_store_built_in_the_previous_layout(tmp_path):
+def test_big_store_times_the_day_layout_migration_of_a_store_built_in_the_previous_layout(tmp_path):
     env = store_env(tmp_path)
     meta = big_store.build(tmp_path, Namespace(records=3000, last_hour=1000, days=30.0, previous_layout=True), env)
     assert meta["stored"] == 3000
     migration = meta["migration"]
     assert migration["seconds"] > 0
-    # Every record was in the one table, so all of them are in the legacy partition; no day partition yet.
-    assert migration["layout"] == {"partitioned": True, "days": [], "default": True, "legacy": True}
+    # Every record was in the one table: on PostgreSQL all of them are in the legacy partition, on SQLite they stay
+    # in `records`; no day has its own table yet.
+    if PG_URL:
+        assert migration["layout"] == {"partitioned": True, "days": [], "default": True, "legacy": True}
+    else:
+        assert migration["layout"] == {"days": [], "base_records": 3000}
+    # The build put the writer's routing back: the next store gets day tables again.
+    assert big_store.day_tables.route is big_store.ROUTE
 
 
 @pytest.mark.parametrize("days", [0.5, 1.0])
@@ -143,3 +149,20 @@ def test_wal_replay_kills_a_writer_with_a_full_log_and_times_the_reopen(capsys):
     assert report["wal_mb"] >= 2
     assert report["db_mb"] < 1  # below the checkpoint mark nothing was copied back: the reopen replayed it all
     assert 0 < report["open_s"] <= report["open_and_count_s"]
+
+
+def test_drop_day_times_a_day_dropped_under_each_secure_delete_setting_and_deleted_row_by_row(capsys):
+    assert drop_day.main(["--records", "3000", "--repeat", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["records_per_day"] == 3000
+    variants = [k for k in report if k.startswith(("drop_table_", "row_deletes_"))]
+    assert sorted(variants) == [
+        "drop_table_secure_delete_FAST",
+        "drop_table_secure_delete_OFF",
+        "drop_table_secure_delete_ON",
+        "row_deletes_secure_delete_ON",
+    ]
+    for name in variants:  # each one removed the whole day
+        assert report[name]["records_left"] == 0 and report[name]["median_seconds"] > 0
+    # secure_delete=ON writes the freed pages again (as zeros); FAST does not.
+    assert report["drop_table_secure_delete_ON"]["wal_mb"] > 10 * report["drop_table_secure_delete_FAST"]["wal_mb"]
