@@ -274,7 +274,5 @@ def _records_day_tables(conn: Connection) -> None:
     # (store/day_tables.py), and the writer makes each day's table on first use. The version tells an older LoopKit
     # (which would not see the day tables) that it opens a newer store. The quota counter is made here if missing,
     # from the rows stored so far, so no commit ever counts every table of the store.
-    conn.exec_driver_sql(
-        "INSERT INTO counters (name, value) SELECT ?, count(*) FROM records WHERE true ON CONFLICT (name) DO NOTHING",
-        (ACCEPTED,),
-    )
+    if conn.exec_driver_sql("SELECT 1 FROM counters WHERE name = ?", (ACCEPTED,)).first() is None:
+        conn.exec_driver_sql("INSERT INTO counters (name, value) SELECT ?, count(*) FROM records", (ACCEPTED,))
