@@ -593,6 +593,9 @@ def test_http_cell(world: World, route: str, key: str):
     headers = {"authorization": value} if value is not None else {}
     n = next(world.counter)
     client = world.client
+    # Each cell is its key alone: the login cell's session cookie must not authenticate a later "none" cell
+    # (it did, in whatever order the cells ran, as a csrf_failed 403).
+    client.cookies.clear()
     name = f"cell {n}"
     if route == "POST /v1/signup":
         response = client.post("/v1/signup", json={"project_name": name}, headers=headers)
