@@ -48,11 +48,6 @@ def install(engine: Engine) -> None:
     event.listen(engine, "before_cursor_execute", rewrite, retval=True)
 
 
-def day_of(ts_ns: int) -> int:
-    """The UTC day number of a record time."""
-    return ts_ns // DAY_NS
-
-
 def table_name(day: int) -> str:
     """The table of one UTC day's records."""
     return f"records_d{day}"
@@ -83,8 +78,12 @@ def ensure(dbapi: sqlite3.Connection, info: dict[str, Any], name: str) -> None:
             dbapi.execute(_TABLE.sub(name, sql, count=1).replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
         else:
             # Index names are per database: each day's copy gets the day as a suffix.
-            sql = sql.replace(f"INDEX {object_name} ON records", f"INDEX IF NOT EXISTS {object_name}{suffix} ON {name}")
-            dbapi.execute(sql)
+            made = sql.replace(
+                f"INDEX {object_name} ON records", f"INDEX IF NOT EXISTS {object_name}{suffix} ON {name}"
+            )
+            if made == sql:  # never index `records` again under its own name (that would fail every commit)
+                raise RuntimeError(f"cannot copy index {object_name} of records to {name}: {sql}")
+            dbapi.execute(made)
     info.pop(_INFO_KEY, None)
 
 
@@ -162,7 +161,7 @@ def _source(match: re.Match[str], statement: str, chosen: list[str]) -> str:
     return f"({' UNION ALL '.join(arms)}) AS {alias}"
 
 
-def drop_expired(engine: Any, cutoff_ns: int) -> tuple[int, int]:
+def drop_expired(engine: Engine, cutoff_ns: int) -> tuple[int, int]:
     """Drop every day table wholly older than `cutoff_ns`; returns (tables dropped, records they held).
 
     A day is kept whole until its last record expires, as PostgreSQL's day partitions are. Each table is counted

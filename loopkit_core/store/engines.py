@@ -179,7 +179,7 @@ class Store:
             cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.execute("PRAGMA cache_size=-32000")
             # Debian's SQLite is built with secure_delete on: dropping a day's table then wrote ~0.8 GB of zeros
-            # (2.8 s against 0.2 s, docs/benchmarks.md). FAST still clears deleted rows within the pages it writes.
+            # (3.3 s against 0.22 s, bench/drop_day.py). FAST still clears deleted rows within the pages it writes.
             cursor.execute("PRAGMA secure_delete=FAST")
             # Checkpoint every ~200 MB of WAL (the default), not SQLite's 4 MB: under ingest a hot index page is
             # copied back once per many commits. 10,000 pages cut writer CPU 15-20% against 1,000; 50,000 gave
