@@ -27,12 +27,11 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from loopkit_core.model import DAY_NS
-from loopkit_core.store.partitions import FUTURE_DAYS, PAST_DAYS
+from loopkit_core.store.partitions import FUTURE_DAYS, PAST_DAYS, day_of_table, partition_name
 from loopkit_core.store.schema import TS_NS, Row
 
 BASE = "records"
 RANGE_OPTION = "records_range"
-_DAY_NAME = re.compile(r"records_d(\d+)")
 # The bare table name where a statement reads it (FROM records, JOIN records, ", records"), with its alias if any;
 # not `records.column`, not a name that only starts with it. SQLAlchemy qualifies every column it renders.
 _TABLE = re.compile(r"(?<![\w.\"])records(?![\w.\"])(?:\s+AS\s+(\w+))?")
@@ -48,9 +47,8 @@ def install(engine: Engine) -> None:
     event.listen(engine, "before_cursor_execute", rewrite, retval=True)
 
 
-def table_name(day: int) -> str:
-    """The table of one UTC day's records."""
-    return f"records_d{day}"
+# A day's table is named as PostgreSQL's partition of that day.
+table_name = partition_name
 
 
 def route(rows: list[Row], now_ns: int | None = None) -> dict[str, list[Row]]:
@@ -97,17 +95,20 @@ def _tables(dbapi: sqlite3.Connection, info: dict[str, Any]) -> dict[int, str]:
     cached = info.get(_INFO_KEY)
     if cached is not None and cached[0] == version:
         return cached[1]
-    names = dbapi.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'").fetchall()
-    found = {int(m.group(1)): m.group(0) for (n,) in names if (m := _DAY_NAME.fullmatch(n))}
+    found = _day_tables(dbapi)
     info[_INFO_KEY] = (version, found)
     return found
 
 
+def _day_tables(dbapi: sqlite3.Connection) -> dict[int, str]:
+    names = dbapi.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'").fetchall()
+    return {day: name for (name,) in names if (day := day_of_table(name)) is not None}
+
+
 def record_tables(dbapi: sqlite3.Connection) -> list[str]:
     """Every table that holds records: `records` and the day tables, oldest day first (for tools outside the server)."""
-    names = dbapi.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'").fetchall()
-    days = sorted(int(m.group(1)) for (n,) in names if (m := _DAY_NAME.fullmatch(n)))
-    return [BASE, *map(table_name, days)]
+    found = _day_tables(dbapi)
+    return [BASE, *(found[day] for day in sorted(found))]
 
 
 def layout(engine: Engine) -> dict[str, object]:

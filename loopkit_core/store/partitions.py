@@ -106,7 +106,7 @@ def drop_expired(engine: Engine, cutoff_ns: int) -> tuple[int, int]:
         if not _partitioned(conn, schema):
             return 0, 0
         found = _partitions(conn, schema)
-        days = sorted(day for day in map(_day_of, found) if day is not None)
+        days = sorted(day for day in map(day_of_table, found) if day is not None)
         expired = [partition_name(day) for day in days if (day + 1) * DAY_NS <= cutoff_ns]
         legacy_end = found.get(LEGACY, (None, None))[1]
         if legacy_end is not None and legacy_end <= cutoff_ns:
@@ -125,7 +125,7 @@ def drop_expired(engine: Engine, cutoff_ns: int) -> tuple[int, int]:
                 log.warning("retention: %s is busy; dropping it next pass", table)
                 continue
             dropped, rows = dropped + 1, rows + count
-            if (day := _day_of(name)) is not None:
+            if (day := day_of_table(name)) is not None:
                 with _lock:
                     _made.get(schema, set()).discard(day)
     return dropped, rows
@@ -137,7 +137,7 @@ def row_delete_tables(engine: Engine) -> list[str] | None:
         schema = _schema(engine)
         if not _partitioned(conn, schema):
             return None
-        return [name for name in _partitions(conn, schema) if _day_of(name) is None]
+        return [name for name in _partitions(conn, schema) if day_of_table(name) is None]
 
 
 def analyze_stale(engine: Engine) -> list[str]:
@@ -177,7 +177,7 @@ def layout(engine: Engine) -> dict[str, object]:
         if not _partitioned(conn, schema):
             return {"partitioned": False}
         names = _partitions(conn, schema)
-        days = sorted(day for day in map(_day_of, names) if day is not None)
+        days = sorted(day for day in map(day_of_table, names) if day is not None)
         return {"partitioned": True, "days": days, "default": DEFAULT in names, "legacy": LEGACY in names}
 
 
@@ -261,15 +261,15 @@ def _partitions(conn: Connection, schema: str) -> dict[str, tuple[int | None, in
 def _covered_days(conn: Connection, schema: str, today: int) -> set[int]:
     """The days near `today` that have a partition: their own, or the legacy one's (it ends at a day boundary)."""
     found = _partitions(conn, schema)
-    days = {day for day in map(_day_of, found) if day is not None}
+    days = {day for day in map(day_of_table, found) if day is not None}
     legacy_end = found.get(LEGACY, (None, None))[1]
     if legacy_end is not None:
         days.update(range(today - PAST_DAYS, min(legacy_end // DAY_NS, today + FUTURE_DAYS + 1)))
     return days
 
 
-def _day_of(name: str) -> int | None:
-    """The day number of a day partition's table name; None for the default and legacy partitions."""
+def day_of_table(name: str) -> int | None:
+    """The day number of a day's table name (a PostgreSQL partition, a SQLite day table); None for any other."""
     match = _DAY_NAME.fullmatch(name)
     return int(match.group(1)) if match else None
 
