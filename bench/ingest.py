@@ -480,11 +480,15 @@ class Cycling(Work):
     of time. The client does no more than a few thousand slice assignments per batch.
     """
 
-    def __init__(self, batches: list[bytes], spans_per_batch: list[int], deadline: float, fmt: str) -> None:
+    def __init__(
+        self, batches: list[bytes], spans_per_batch: list[int], deadline: float, fmt: str, spread: float | None = None
+    ) -> None:
         super().__init__(batches, spans_per_batch, deadline)
         self.fmt = fmt
         self.offsets = [trace_id_offsets(body, fmt) for body in batches]
         self.times = [timestamp_offsets(body, fmt) for body in batches]
+        if spread is not None:
+            self.times = [squeeze(offsets, latest, int(spread * 1e9)) for offsets, latest in self.times]
 
     def take(self) -> int | None:
         """The next send's sequence number, until the deadline."""
@@ -508,6 +512,18 @@ class Cycling(Work):
             else:  # 19 decimal digits until the year 2286
                 body[offset : offset + 19] = b"%d" % (value + shift)
         return bytes(body), self.spans_per_batch[i]
+
+
+def squeeze(offsets: list[tuple[int, int]], latest: int, spread_ns: int) -> tuple[list[tuple[int, int]], int]:
+    """A batch's timeline scaled towards its newest end so its oldest timestamp is at most `spread_ns` before it.
+
+    Order is kept and durations shrink by the same factor: the issue's load of batches whose start times lie
+    within the last ~10 s, instead of the payload's own (long agent spans start minutes before their batch ends).
+    """
+    oldest = min(value for _, value in offsets)
+    if latest - oldest <= spread_ns:
+        return offsets, latest
+    return [(offset, latest - (latest - value) * spread_ns // (latest - oldest)) for offset, value in offsets], latest
 
 
 def stamped_trace_id(trace_id_hex: str, rnd: int) -> str:
@@ -924,7 +940,13 @@ def flatness(readings: list[dict[str, Any]], duration: float) -> dict[str, Any]:
 
 
 def run_sustained(
-    protocol: str, data: payloads.Payloads, opts: RunOptions, duration: float, every: float, slices: int = 10
+    protocol: str,
+    data: payloads.Payloads,
+    opts: RunOptions,
+    duration: float,
+    every: float,
+    slices: int = 10,
+    spread: float | None = None,
 ) -> dict:
     """Send for `duration` seconds without pause (batches cycled with new trace IDs, re-stamped to the wall clock).
 
@@ -942,7 +964,7 @@ def run_sustained(
         renice(server.pid, opts.nice)
         stats = SendStats()
         go = threading.Event()
-        work = Cycling(batches, batch_sizes(data, batches), time.monotonic() + duration + 3600, fmt)
+        work = Cycling(batches, batch_sizes(data, batches), time.monotonic() + duration + 3600, fmt, spread)
         threads = start_senders(server, protocol, work, stats, go, opts.concurrency)
         cpu0, t0 = process_cpu_seconds(server.pid), time.monotonic()
         work.deadline = t0 + duration
@@ -1204,6 +1226,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--sample-every", type=float, default=10.0, metavar="SECONDS", help="sustained mode sampling")
     p.add_argument(
+        "--spread",
+        type=float,
+        metavar="SECONDS",
+        help="sustained mode: squeeze each batch's timestamps towards its newest end so they lie within this many "
+        "seconds (durations shrink alike; the issue's shape was ~10 s). Default: the payload's own, whose start "
+        "times lag their batch's newest end by 16.6 s at the median, 186 s at the 99th percentile",
+    )
+    p.add_argument(
         "--slices",
         type=int,
         default=10,
@@ -1253,6 +1283,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--signal: expected traces, logs or traces,logs")
     if "logs" in signals and not set(args.protocols) <= set(LOGS_FORMAT_OF):
         p.error(f"--signal logs: protocols {', '.join(LOGS_FORMAT_OF)} only (the records shape is for traces)")
+    if args.spread is not None and (not args.duration or args.spread <= 0):
+        p.error("--spread: sustained mode (--duration) only, and more than 0 seconds")
     if "logs" in signals and args.duration:
         p.error("--duration (sustained mode) sends traces only")
     args.protocols = [
@@ -1351,7 +1383,7 @@ def _run_sustained(
     for protocol in protocols:
         opts = RunOptions(args.concurrency, args.timeout, env, args.keep_data, nice=args.nice)
         log(f"sustained {protocol} for {args.duration:.0f}s ...")
-        results.append(run_sustained(protocol, data, opts, args.duration, args.sample_every, args.slices))
+        results.append(run_sustained(protocol, data, opts, args.duration, args.sample_every, args.slices, args.spread))
         r = results[-1]
         log(
             f"  {protocol}: {r['spans_per_s']:.0f} spans/s over {r['seconds']:.0f}s; first 10% "
@@ -1369,6 +1401,7 @@ def _run_sustained(
             "batch_spans": args.batch_spans,
             "duration_s": args.duration,
             "slices": args.slices,
+            "spread_s": args.spread,
             "concurrency": args.concurrency,
             "server_env": env,
             "nice": args.nice,

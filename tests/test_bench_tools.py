@@ -50,6 +50,47 @@ def test_flatness_is_the_last_tenth_over_the_first():
     assert ingest.flatness(flat, 100.0)["last_vs_first"] == 1.0
 
 
+def test_squeeze_brings_a_batch_within_the_spread_keeping_its_order_and_newest_end():
+    second = 10**9
+    latest = 1_800_000_000 * second
+    offsets = [(0, latest - 200 * second), (8, latest - 50 * second), (16, latest - second), (24, latest)]
+    squeezed, end = ingest.squeeze(offsets, latest, 10 * second)
+    assert end == latest
+    assert [offset for offset, _ in squeezed] == [0, 8, 16, 24]
+    assert [latest - value for _, value in squeezed] == [10 * second, 2_500_000_000, 50_000_000, 0]
+    narrow = [(0, latest - 3 * second), (8, latest)]
+    assert ingest.squeeze(narrow, latest, 10 * second) == (narrow, latest)  # already within: unchanged
+
+
+def test_sustained_cycling_sends_squeezed_timestamps():
+    data = _cycling_payloads()
+    body = data.batches["proto"][0]
+    plain = ingest.Cycling([body], [len(body)], 1e18, "proto")
+    squeezed = ingest.Cycling([body], [len(body)], 1e18, "proto", spread=10.0)
+    lags = {name: _start_lags(work.get(0)[0]) for name, work in (("plain", plain), ("squeezed", squeezed))}
+    assert max(lags["plain"]) > 30 * 10**9  # the payload's own spread: long spans start minutes earlier
+    assert max(lags["squeezed"]) <= 10 * 10**9
+    assert sorted(range(len(lags["plain"])), key=lags["plain"].__getitem__) == sorted(
+        range(len(lags["squeezed"])), key=lags["squeezed"].__getitem__
+    )
+
+
+def _cycling_payloads():
+    """A small pre-built OTLP protobuf payload, as the sustained mode sends."""
+    import payloads
+
+    return payloads.build(2000, 512, ["proto"])
+
+
+def _start_lags(body: bytes) -> list[int]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest.FromString(body)
+    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    latest = max(s.end_time_unix_nano for s in spans)
+    return [latest - s.start_time_unix_nano for s in spans]
+
+
 def test_timeline_spreads_the_older_records_over_the_days_and_the_rest_over_the_last_hour():
     end, minute = 1_800_000_000 * 10**9, 60 * 10**9
     timeline = big_store.Timeline(records=1000, last_hour=200, end_ns=end, days=30, margin_ns=minute)
