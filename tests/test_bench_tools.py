@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PG_URL, store_env
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
@@ -16,6 +17,7 @@ sys.path.insert(0, str(BENCH))
 import big_store  # noqa: E402
 import drop_day  # noqa: E402
 import ingest  # noqa: E402
+import payloads  # noqa: E402
 import wal_replay  # noqa: E402
 import write_growth  # noqa: E402
 from store_stats import StoreStats  # noqa: E402
@@ -63,10 +65,10 @@ def test_squeeze_brings_a_batch_within_the_spread_keeping_its_order_and_newest_e
 
 
 def test_sustained_cycling_sends_squeezed_timestamps():
-    data = _cycling_payloads()
-    body = data.batches["proto"][0]
-    plain = ingest.Cycling([body], [len(body)], 1e18, "proto")
-    squeezed = ingest.Cycling([body], [len(body)], 1e18, "proto", spread=10.0)
+    body = payloads.build(2000, 512, ["proto"]).batches["proto"][0]
+    spans = len(_start_lags(body))
+    plain = ingest.Cycling([body], [spans], 1e18, "proto")
+    squeezed = ingest.Cycling([body], [spans], 1e18, "proto", spread=10.0)
     lags = {name: _start_lags(work.get(0)[0]) for name, work in (("plain", plain), ("squeezed", squeezed))}
     assert max(lags["plain"]) > 30 * 10**9  # the payload's own spread: long spans start minutes earlier
     assert max(lags["squeezed"]) <= 10 * 10**9
@@ -75,16 +77,8 @@ def test_sustained_cycling_sends_squeezed_timestamps():
     )
 
 
-def _cycling_payloads():
-    """A small pre-built OTLP protobuf payload, as the sustained mode sends."""
-    import payloads
-
-    return payloads.build(2000, 512, ["proto"])
-
-
 def _start_lags(body: bytes) -> list[int]:
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
+    """How long before the batch's newest end each span of an OTLP protobuf batch starts (ns)."""
     request = ExportTraceServiceRequest.FromString(body)
     spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
     latest = max(s.end_time_unix_nano for s in spans)
