@@ -10,19 +10,25 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ColumnElement,
     CompoundSelect,
     Connection,
     Engine,
+    Integer,
+    Select,
     and_,
     bindparam,
     case,
+    column,
     false,
     func,
     or_,
     select,
+    true,
     union_all,
+    values,
 )
 
 from loopkit_core.fingerprint_rules import FingerprintRule
@@ -30,12 +36,14 @@ from loopkit_core.model import SIGNAL_TYPES
 from loopkit_core.releases import ReleaseGroup
 from loopkit_core.selectors import AnyOf, Match, Selector, parse_selector
 from loopkit_core.store import day_tables
-from loopkit_core.store.dialect import byte_ordered, escape_nul
+from loopkit_core.store.dialect import NulSafeText, byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
 from loopkit_core.store.records import records_json, resource_bodies, selector_condition
 from loopkit_core.store.releases import release_groups, releases_of_rows, resource_releases
 from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
+
+_DEFAULT_MAX_OPERATIONS = 5000  # distinct operations walked one by one in the index before grouping rows instead
 
 
 @dataclass(frozen=True)
@@ -560,6 +568,10 @@ class Window:
 
     def counts_by_type(self) -> dict[str, int]:
         """How many records of each signal type the window holds."""
+        key = ("counts_by_type", self.start_ns, self.end_ns, self.resource_keys)
+        if self.memo is not None and self._grouped_reads() and self.resource_keys is None:
+            self._read_groups()
+            return dict(self.memo[key])
         if self._grouped_reads():
             # One pass over the window's rows in time order; a count per type would visit each heap page again.
             stmt = select(records.c.type, func.count()).where(self._in_window()).group_by(records.c.type)
@@ -594,7 +606,7 @@ class Window:
         """
         return self.engine.dialect.name == "postgresql"
 
-    def operations(self, max_operations: int = 5000) -> list[Operation]:
+    def operations(self, max_operations: int = _DEFAULT_MAX_OPERATIONS) -> list[Operation]:
         """Every operation (name, service) with records in the window, with its count, in (name, service) order.
 
         Walks the distinct (name, service) pairs of the per-operation index, one seek each, and counts
@@ -613,6 +625,10 @@ class Window:
             .group_by(r.name, r.service)
             .order_by(r.name, r.service)
         )
+        if self.memo is not None and self._grouped_reads() and self.resource_keys is None:
+            self._read_groups()
+            if key in self.memo:  # memoized for the default bound only: the grouped read has none
+                return list(self.memo[key])
         found: list[Operation] = []
         with self._connect() as conn:
             if self._grouped_reads() or self.resource_keys is not None:
@@ -630,6 +646,48 @@ class Window:
         if self.memo is not None:
             self.memo[key] = list(found)
         return found
+
+    def _read_groups(self) -> None:
+        """Memoize this range's operations and type counts, and its two halves', from one grouped read.
+
+        PostgreSQL (see _grouped_reads): each of these is a pass over the range's rows, and a diagnosis asks for
+        the window's operations, its type counts and, for the latency detector's stand-in baseline, its halves'
+        operations (cut where that detector cuts: start + length // 2). One pass answers all of them.
+        """
+        assert self.memo is not None
+        if ("counts_by_type", self.start_ns, self.end_ns, None) in self.memo:
+            return
+        middle = self.start_ns + (self.end_ns - self.start_ns) // 2
+        r = records.c
+        first = r.ts_ns < middle
+        second = r.ts_ns >= middle
+        stmt = (
+            select(r.name, r.service, r.type)
+            .add_columns(func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
+            .add_columns(*(f.filter(first) for f in (func.count(), func.min(r.ts_ns), func.max(r.ts_ns))))
+            .add_columns(*(f.filter(second) for f in (func.count(), func.min(r.ts_ns), func.max(r.ts_ns))))
+            .where(self._in_window())
+            .group_by(r.name, r.service, r.type)
+            .order_by(r.name, r.service)  # operations() order: SQL's own collation, as its other reads
+        )
+        ranges = [(self.start_ns, self.end_ns), (self.start_ns, middle), (middle, self.end_ns)]
+        ops: list[dict[tuple[str, str], list[int]]] = [{}, {}, {}]
+        types: list[dict[str, int]] = [{}, {}, {}]
+        with self._connect() as conn:
+            for name, service, signal_type, *figures in conn.execute(stmt):
+                for i in range(3):
+                    count, low, high = figures[3 * i : 3 * i + 3]
+                    if not count:
+                        continue
+                    types[i][signal_type] = types[i].get(signal_type, 0) + count
+                    seen = ops[i].setdefault((name, service), [0, low, high])
+                    seen[0] += count
+                    seen[1], seen[2] = min(seen[1], low), max(seen[2], high)
+        for (start, end), found, counted in zip(ranges, ops, types, strict=True):
+            listed = [Operation(name, service, *figures) for (name, service), figures in found.items()]
+            self.memo.setdefault(("operations", start, end, None, _DEFAULT_MAX_OPERATIONS), listed)
+            by_type = {t: n for t in SIGNAL_TYPES if (n := counted.get(t, 0))}
+            self.memo.setdefault(("counts_by_type", start, end, None), by_type)
 
     def _operation_counts(self) -> dict[tuple[str, str], int]:
         """(name, service) -> records in this range, from the memoized operations()."""
@@ -675,9 +733,9 @@ class Window:
             )
             with self._connect() as conn:
                 return sorted(conn.execute(stmt).scalars().all())
-        if count is None and self.memo is not None and self._grouped_reads():
-            # A memoized window on PostgreSQL counts every operation of this range in one grouped read.
-            count = self._operation_counts().get((name, service), 0)
+        if self.memo is not None and self._grouped_reads():
+            # A memoized window on PostgreSQL reads every operation's sample of this range in one statement.
+            return list(self._duration_samples(limit, strata).get((name, service), ()))
         with self._connect() as conn:
             # Count at most limit + 1 index entries first: reading durations twice would cost more.
             if count is None:
@@ -691,6 +749,36 @@ class Window:
                 params[f"t{i}"] = self.start_ns + span * i // strata
             params["per_stratum"] = -(-limit // strata)
             return sorted(conn.execute(_stratified_durations(strata), params).scalars().all())
+
+    def _duration_samples(self, limit: int, strata: int) -> dict[tuple[str, str], list[float]]:
+        """(name, service) -> that operation's durations() in this range, for every operation, memoized.
+
+        The same samples as one read per operation (all durations up to `limit`, else the first of each time
+        stratum in (ts_ns, duration_ms) order), read as one lateral join over the operations and strata: on
+        PostgreSQL a diagnosis made ~500 such reads, each planned anew (docs/benchmarks.md).
+        """
+        assert self.memo is not None
+        key = ("duration_samples", self.start_ns, self.end_ns, limit, strata)
+        if key in self.memo:
+            return self.memo[key]
+        counts = self._operation_counts()
+        exact = sorted(op for op, n in counts.items() if 0 < n <= limit)
+        sampled = sorted(op for op, n in counts.items() if n > limit)
+        span = self.end_ns - self.start_ns
+        bounds = [(self.start_ns + span * i // strata, self.start_ns + span * (i + 1) // strata) for i in range(strata)]
+        found: dict[tuple[str, str], list[float]] = {}
+        with self._connect() as conn:
+            for start in range(0, len(exact) + len(sampled), _OPERATIONS_A_READ):
+                for ops, per_stratum in ((exact, None), (sampled, -(-limit // strata))):
+                    chunk = ops[start : start + _OPERATIONS_A_READ]
+                    if chunk:
+                        stmt = _lateral_durations(chunk, self.start_ns, self.end_ns, bounds, per_stratum)
+                        for i, ms in conn.execute(stmt):
+                            found.setdefault(chunk[i], []).append(ms)
+        for values_ in found.values():
+            values_.sort()
+        self.memo[key] = found
+        return found
 
     def traces(self, trace_ids: list[str], limit: int = 1000) -> list[dict[str, Any]]:
         """Records of the given traces in the window (at most `limit`, oldest first), e.g. a slow span's children."""
@@ -817,13 +905,40 @@ def _stratified_durations(strata: int) -> CompoundSelect:
             _r.ts_ns >= bindparam(f"t{i}"),
             _r.ts_ns < bindparam(f"t{i + 1}"),
         )
-        .order_by(_r.ts_ns)
+        .order_by(_r.ts_ns, _r.duration_ms)  # the index's own order: ties in time broken alike everywhere
         .limit(bindparam("per_stratum"))
         .subquery()
         .select()
         for i in range(strata)
     ]
     return union_all(*slices)
+
+
+_OPERATIONS_A_READ = 200  # operations in one lateral read of durations (bounded VALUES lists)
+
+
+def _lateral_durations(
+    ops: list[tuple[str, str]], start_ns: int, end_ns: int, bounds: list[tuple[int, int]], per_stratum: int | None
+) -> Select[Any]:
+    """(position in `ops`, duration_ms) of the operations in [start_ns, end_ns): all, or per_stratum a stratum."""
+    # Positions, not names, come back: a few hundred thousand rows would each unescape two texts otherwise.
+    listed = values(column("i", Integer), column("name", NulSafeText), column("service", NulSafeText), name="ops").data(
+        [(i, name, service) for i, (name, service) in enumerate(ops)]
+    )
+    read = select(_r.duration_ms).where(
+        _r.name == listed.c.name, _r.service == listed.c.service, _r.ts_ns >= start_ns, _r.ts_ns < end_ns
+    )
+    if per_stratum is None:
+        durations = read.lateral("durations")
+        return select(listed.c.i, durations.c.duration_ms).select_from(listed.join(durations, true()))
+    strata = values(column("lo", BigInteger), column("hi", BigInteger), name="strata").data(bounds)
+    durations = (
+        read.where(_r.ts_ns >= strata.c.lo, _r.ts_ns < strata.c.hi)
+        .order_by(_r.ts_ns, _r.duration_ms)
+        .limit(per_stratum)
+        .lateral("durations")
+    )
+    return select(listed.c.i, durations.c.duration_ms).select_from(listed.join(strata, true()).join(durations, true()))
 
 
 def _key(selector: Selector) -> str:

@@ -10,16 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from conftest import PG_URL, make_settings, store_exists
+from sqlalchemy import event, func, select
 
 from loopkit_core.model import Record
 from loopkit_core.projects import create_project, require, rotate_keys
 from loopkit_core.purge import delete_project
 from loopkit_core.settings import Settings
+from loopkit_core.store import engines
 from loopkit_core.store.dialect import escape_nul, escape_nul_rows, unescape_nul
 from loopkit_core.store.engines import PG_MAX_IDENTIFIER, Store
 from loopkit_core.store.records import WindowQuery, insert_records, read_window
+from loopkit_core.store.schema import records
 
 needs_pg = pytest.mark.skipif(PG_URL is None, reason="needs LOOPKIT_TEST_DATABASE_URL (PostgreSQL)")
 NOW = time.time_ns()
@@ -212,3 +216,42 @@ def test_postgresql_connections_plan_each_statement_for_its_parameters(store: St
         assert cursor.fetchall() == [(0, 7)]  # prepared on the fifth run, then planned anew for each of the 7 after it
     with store.control.connect() as conn:  # the control schema's connections too
         assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+
+
+@needs_pg
+def test_a_pooled_connection_killed_while_idle_is_replaced_and_a_busy_one_is_not_pinged(
+    store: Store, pid: str, monkeypatch: pytest.MonkeyPatch
+):
+    # Pinging on every checkout cost a diagnosis ~700 round trips; only a connection that sat idle is pinged.
+    engine = store.project(pid)
+    pings: list[str] = []
+    original = engines._ping_if_idle
+
+    def counting(dbapi_connection, record, proxy):  # noqa: ANN001
+        idle_since = record.info.get("idle_since")
+        if idle_since is not None and time.monotonic() - idle_since >= engines.PG_PING_AFTER_IDLE_S:
+            pings.append("ping")
+        original(dbapi_connection, record, proxy)
+
+    monkeypatch.setattr(engines, "PG_PING_AFTER_IDLE_S", 0.3)
+    with engine.connect() as conn:
+        backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    pings.clear()
+    event.listen(store._pg, "checkout", counting)
+    event.remove(store._pg, "checkout", original)
+    try:
+        for _ in range(20):  # back to back: the same connection, never pinged
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() == backend
+        assert pings == []
+        # The server ends the pooled connection's backend while it idles.
+        with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as other:
+            assert other.execute("SELECT pg_terminate_backend(%s)", (backend,)).fetchone()[0] is True
+        time.sleep(0.4)
+        with engine.connect() as conn:  # pinged, found dead, replaced: the caller never sees the dead one
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != backend
+            assert conn.execute(select(func.count()).select_from(records)).scalar() == 0
+        assert pings == ["ping"]  # the dead one; its fresh replacement is not pinged
+    finally:
+        event.remove(store._pg, "checkout", counting)
+        event.listen(store._pg, "checkout", original)

@@ -138,6 +138,12 @@ def test_operations_and_type_counts_are_exact_and_read_once_per_range(
         statements.append(statement)
 
     expected = plain.operations()
+    memo = plain.memoized()  # nothing read yet
+    postgres = memo.engine.dialect.name == "postgresql"
+    middle = memo.start_ns + (memo.end_ns - memo.start_ns) // 2
+    halves = [memo.part(memo.start_ns, middle), memo.part(middle, memo.end_ns)]
+    halves_read = [plain.part(h.start_ns, h.end_ns) for h in halves]
+    halves_expected = [(h.operations(), h.counts_by_type()) for h in halves_read]
     event.listen(memo.engine, "before_cursor_execute", seen)
     try:
         assert memo.operations() == expected
@@ -145,6 +151,11 @@ def test_operations_and_type_counts_are_exact_and_read_once_per_range(
         assert first >= 1
         assert memo.operations() == expected
         assert len(statements) == first  # the second read is the memo's
+        # PostgreSQL: the same grouped read gave the type counts and the halves' operations (the latency
+        # detector's stand-in baseline); SQLite counts each in its covering indexes.
+        assert memo.counts_by_type() == {"error": 24, "latency": 5}
+        assert [(h.operations(), h.counts_by_type()) for h in halves] == halves_expected
+        assert (len(statements) == first) is postgres
         # A part of the window has its own operations, counted from its own range.
         newest = memo.part(now - 3 * 10**6 + 1, memo.end_ns)
         assert [(op.name, op.service, op.count) for op in newest.operations()] == [
@@ -163,3 +174,53 @@ def test_operations_and_type_counts_are_exact_and_read_once_per_range(
     assert len(counted) == (0 if memo.engine.dialect.name == "postgresql" else 1)
     with pytest.raises(ValueError, match="within the window"):
         memo.part(memo.start_ns - 1, memo.end_ns)
+
+
+def test_every_operations_durations_come_from_one_read_and_equal_the_per_operation_reads(
+    server: Running, client: httpx.Client, project: Project
+) -> None:
+    # Exact samples (at most `limit` calls) and stratified ones (more), with ties in time and in duration, and
+    # names that need escaping on PostgreSQL: the memoized window's lateral read gives each operation's sample
+    # exactly as its own read does.
+    now = time.time_ns() - 10**9
+    names = {"GET /a": 7, "POST /b\x00'x'": 61, "PUT /c": 20, "DEL /d": 21}
+    records = []
+    for name, calls in names.items():
+        for n in range(calls):
+            records.append(
+                {
+                    "type": "latency",
+                    "name": name,
+                    "service": "svc",
+                    "timestamp": now - (n // 3) * 2 * 10**9,  # three calls share each start time
+                    "duration_ms": float((n * 37) % 11),  # and durations repeat
+                }
+            )
+    send(client, project, records)
+    plain, memo = windows(server, project, now)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    memo.operations()  # the counts, read (and memoized) first
+    event.listen(memo.engine, "before_cursor_execute", seen)
+    try:
+        got = {name: memo.durations(name, "svc", limit=20, strata=4) for name in names}
+    finally:
+        event.remove(memo.engine, "before_cursor_execute", seen)
+    span = plain.end_ns - plain.start_ns
+    cuts = [plain.start_ns + span * i // 4 for i in range(5)]
+    for name, calls in names.items():
+        assert got[name] == plain.durations(name, "svc", limit=20, strata=4), name
+        mine = sorted((r["timestamp"], r["duration_ms"]) for r in records if r["name"] == name)
+        if calls <= 20:  # all of them
+            assert got[name] == sorted(d for _, d in mine)
+        else:  # the first 5 of each quarter of the window, in (start, duration) order
+            quarters = [[d for t, d in mine if lo <= t < hi][:5] for lo, hi in zip(cuts, cuts[1:], strict=False)]
+            assert got[name] == sorted(d for q in quarters for d in q)
+            assert len(got[name]) <= 20 < calls
+    assert memo.durations("nothing", "svc", limit=20, strata=4) == []
+    # PostgreSQL: one read for the exact operations and one for the sampled; SQLite counts and reads each
+    # operation in its covering index.
+    assert len(statements) == (2 if memo.engine.dialect.name == "postgresql" else 2 * len(names))

@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, exc, select
 
 from loopkit_core.settings import Settings
 from loopkit_core.store import day_tables, dialect, partitions
@@ -21,6 +21,8 @@ from loopkit_core.store.schema import projects, server_secrets
 
 PROJECT_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,78}[a-z0-9]")  # fullmatch only: "$" admits a final newline
 BUSY_TIMEOUT_MS = 10_000  # how long a SQLite connection waits for a lock before it errors
+# A pooled PostgreSQL connection idle this long is pinged before reuse (one that was just used is not).
+PG_PING_AFTER_IDLE_S = 1.0
 PG_MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently; LoopKit never lets it
 
 
@@ -43,10 +45,10 @@ class Store:
         self._lock = threading.Lock()
         self._dropped: set[str] = set()
         if self.postgres:
-            self._pg = create_engine(
-                settings.database_url, pool_size=8, max_overflow=8, pool_pre_ping=True, pool_recycle=3600
-            )
+            self._pg = create_engine(settings.database_url, pool_size=8, max_overflow=8, pool_recycle=3600)
             event.listen(self._pg, "connect", _custom_plans)
+            event.listen(self._pg, "checkin", _note_checkin)
+            event.listen(self._pg, "checkout", _ping_if_idle)
             self.control_schema = settings.database_schema_prefix + "loopkit"
             self.control = self._pg.execution_options(schema_translate_map={None: self.control_schema})
             migrate(self.control, "control", self.control_schema)
@@ -188,6 +190,31 @@ class Store:
             cursor.close()
 
         return engine
+
+
+def _note_checkin(_dbapi_connection, record) -> None:  # noqa: ANN001
+    """Pool checkin: remember when this PostgreSQL connection went idle."""
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, record, _proxy) -> None:  # noqa: ANN001
+    """Pool checkout: ping a PostgreSQL connection that sat idle, so a dead one is replaced, not handed out.
+
+    SQLAlchemy's pool_pre_ping pings on every checkout: a diagnosis checks a connection out ~700 times, and the
+    round trips cost it ~0.4 s (docs/benchmarks.md). A connection returned within the last second has just
+    worked; one idle longer may have been closed by the server, a restart or a proxy's idle timeout.
+    """
+    idle_since = record.info.get("idle_since")  # None: opened for this checkout (record.info is per connection)
+    if idle_since is None or time.monotonic() - idle_since < PG_PING_AFTER_IDLE_S:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+        if not dbapi_connection.autocommit:
+            dbapi_connection.rollback()  # the ping's implicit transaction must not be the caller's
+    except Exception as error:
+        raise exc.DisconnectionError(f"pooled connection is gone: {error}") from error  # the pool retries anew
 
 
 def _custom_plans(dbapi_connection, _record) -> None:  # noqa: ANN001
