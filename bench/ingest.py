@@ -472,19 +472,30 @@ class Work:
 class Cycling(Work):
     """Sends the pre-built batches over and over until the deadline, each round with new trace IDs.
 
-    Round r overwrites the first two bytes of every trace ID with r (4 hex digits in the JSON formats),
-    round 0 included (an unstamped original could equal a later round's copy), so every span is new to
-    the server (record IDs hash the trace ID) and the store grows as under real traffic. Every timestamp
-    of a batch is moved by the same amount so that its latest span ends at the moment it is sent, as an
-    exporter sends what just finished: the store fills in wall-clock order, not by replaying one stretch
-    of time. The client does no more than a few thousand slice assignments per batch.
+    Round r gives every trace ID a new value (`round_trace_id`), round 0 included (an unchanged original could
+    equal a later round's copy), so every span is new to the server (record IDs hash the trace ID) and the store
+    grows as under real traffic. By default the new IDs are random-looking, as W3C trace IDs are: the store's
+    trace index takes each one at a random place. `trace_ids="stamped"` instead overwrites the first two bytes
+    with r (what this benchmark did before 2026-12-06): a round's traces then share a prefix, land side by side
+    at the index's right edge, and flatter the store. Every timestamp of a batch is moved by the same amount so
+    that its latest span ends at the moment it is sent, as an exporter sends what just finished: the store fills
+    in wall-clock order, not by replaying one stretch of time.
     """
 
     def __init__(
-        self, batches: list[bytes], spans_per_batch: list[int], deadline: float, fmt: str, spread: float | None = None
+        self,
+        batches: list[bytes],
+        spans_per_batch: list[int],
+        deadline: float,
+        fmt: str,
+        spread: float | None = None,
+        trace_ids: str = "random",
     ) -> None:
         super().__init__(batches, spans_per_batch, deadline)
+        if trace_ids not in TRACE_ID_MODES:
+            raise ValueError(f"trace_ids must be one of {TRACE_ID_MODES}")
         self.fmt = fmt
+        self.trace_ids = trace_ids
         self.offsets = [trace_id_offsets(body, fmt) for body in batches]
         self.times = [timestamp_offsets(body, fmt) for body in batches]
         if spread is not None:
@@ -500,18 +511,34 @@ class Cycling(Work):
         """The body of send n: batch n mod B with round n div B's trace IDs, its spans ending now."""
         i, rnd = n % len(self.batches), n // len(self.batches)
         body = bytearray(self.batches[i])
-        stamp = rnd.to_bytes(2, "big") if self.fmt == "proto" else f"{rnd:04x}".encode()
-        width = len(stamp)
+        proto = self.fmt == "proto"
+        width = 16 if proto else 32
+        renamed: dict[bytes, bytes] = {}
         for offset in self.offsets[i]:
-            body[offset : offset + width] = stamp
+            old = bytes(body[offset : offset + width])
+            new = renamed.get(old)
+            if new is None:
+                hex_id = round_trace_id(old.hex() if proto else old.decode(), rnd, self.trace_ids)
+                new = renamed[old] = bytes.fromhex(hex_id) if proto else hex_id.encode()
+            body[offset : offset + width] = new
         offsets, latest = self.times[i]
         shift = time.time_ns() - latest
         for offset, value in offsets:
-            if self.fmt == "proto":
+            if proto:
                 body[offset : offset + 8] = (value + shift).to_bytes(8, "little")
             else:  # 19 decimal digits until the year 2286
                 body[offset : offset + 19] = b"%d" % (value + shift)
         return bytes(body), self.spans_per_batch[i]
+
+
+TRACE_ID_MODES = ("random", "stamped")
+
+
+def round_trace_id(trace_id_hex: str, rnd: int, mode: str = "random") -> str:
+    """The hex trace ID that Cycling sends in round `rnd` for an original trace ID (see Cycling)."""
+    if mode == "stamped":
+        return f"{rnd:04x}{trace_id_hex[4:]}"
+    return hashlib.blake2b(bytes.fromhex(trace_id_hex), digest_size=16, salt=rnd.to_bytes(16, "big")).hexdigest()
 
 
 def squeeze(offsets: list[tuple[int, int]], latest: int, spread_ns: int) -> tuple[list[tuple[int, int]], int]:
@@ -524,11 +551,6 @@ def squeeze(offsets: list[tuple[int, int]], latest: int, spread_ns: int) -> tupl
     if latest - oldest <= spread_ns:
         return offsets, latest
     return [(offset, latest - (latest - value) * spread_ns // (latest - oldest)) for offset, value in offsets], latest
-
-
-def stamped_trace_id(trace_id_hex: str, rnd: int) -> str:
-    """The hex trace ID that Cycling sends in round `rnd` for an original trace ID."""
-    return f"{rnd:04x}{trace_id_hex[4:]}"
 
 
 def trace_id_offsets(body: bytes, fmt: str) -> list[int]:
@@ -947,6 +969,7 @@ def run_sustained(
     every: float,
     slices: int = 10,
     spread: float | None = None,
+    trace_ids: str = "random",
 ) -> dict:
     """Send for `duration` seconds without pause (batches cycled with new trace IDs, re-stamped to the wall clock).
 
@@ -964,7 +987,7 @@ def run_sustained(
         renice(server.pid, opts.nice)
         stats = SendStats()
         go = threading.Event()
-        work = Cycling(batches, batch_sizes(data, batches), time.monotonic() + duration + 3600, fmt, spread)
+        work = Cycling(batches, batch_sizes(data, batches), time.monotonic() + duration + 3600, fmt, spread, trace_ids)
         threads = start_senders(server, protocol, work, stats, go, opts.concurrency)
         cpu0, t0 = process_cpu_seconds(server.pid), time.monotonic()
         work.deadline = t0 + duration
@@ -1234,6 +1257,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "times lag their batch's newest end by 16.6 s at the median, 186 s at the 99th percentile",
     )
     p.add_argument(
+        "--trace-ids",
+        choices=TRACE_ID_MODES,
+        default="random",
+        help="sustained mode: each round's new trace IDs: random (default; as exporters make them) or stamped (the "
+        "round number in the first two bytes, as before 2026-12-06: a round's traces share a prefix, which "
+        "flatters the store's trace index)",
+    )
+    p.add_argument(
         "--slices",
         type=int,
         default=10,
@@ -1383,7 +1414,11 @@ def _run_sustained(
     for protocol in protocols:
         opts = RunOptions(args.concurrency, args.timeout, env, args.keep_data, nice=args.nice)
         log(f"sustained {protocol} for {args.duration:.0f}s ...")
-        results.append(run_sustained(protocol, data, opts, args.duration, args.sample_every, args.slices, args.spread))
+        results.append(
+            run_sustained(
+                protocol, data, opts, args.duration, args.sample_every, args.slices, args.spread, args.trace_ids
+            )
+        )
         r = results[-1]
         log(
             f"  {protocol}: {r['spans_per_s']:.0f} spans/s over {r['seconds']:.0f}s; first 10% "
@@ -1402,6 +1437,7 @@ def _run_sustained(
             "duration_s": args.duration,
             "slices": args.slices,
             "spread_s": args.spread,
+            "trace_ids": args.trace_ids,
             "concurrency": args.concurrency,
             "server_env": env,
             "nice": args.nice,

@@ -7,6 +7,7 @@ import sys
 from argparse import Namespace
 from pathlib import Path
 
+import orjson
 import pytest
 from conftest import PG_URL, store_env
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -201,3 +202,31 @@ def test_drop_day_times_a_day_dropped_under_each_secure_delete_setting_and_delet
         assert report[name]["records_left"] == 0 and report[name]["median_seconds"] > 0
     # secure_delete=ON writes the freed pages again (as zeros); FAST does not.
     assert report["drop_table_secure_delete_ON"]["wal_mb"] > 10 * report["drop_table_secure_delete_FAST"]["wal_mb"]
+
+
+def _trace_ids(body: bytes) -> list[str]:
+    request = ExportTraceServiceRequest.FromString(body)
+    return [s.trace_id.hex() for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+def test_sustained_rounds_send_random_looking_trace_ids_that_keep_each_trace_whole():
+    body = payloads.build(2000, 512, ["proto"]).batches["proto"][0]
+    original = _trace_ids(body)
+    cycling = ingest.Cycling([body], [len(original)], 1e18, "proto")
+    rounds = [_trace_ids(cycling.get(n)[0]) for n in range(3)]
+    for sent in rounds:
+        # Spans of one trace still share one ID, and spans of different traces still differ.
+        assert len(set(zip(original, sent, strict=True))) == len(set(original)) == len(set(sent))
+        assert sent == [ingest.round_trace_id(t, rounds.index(sent)) for t in original]
+    assert not set(rounds[0]) & set(rounds[1]) and not set(rounds[1]) & set(rounds[2])
+    assert not set(original) & set(rounds[0])
+    # Random-looking: the IDs of a round do not share a prefix (stamped ones all begin with the round).
+    distinct = len(set(original))
+    assert len({t[:2] for t in rounds[1]}) > distinct // 2
+    stamped = ingest.Cycling([body], [len(original)], 1e18, "proto", trace_ids="stamped")
+    assert {t[:4] for t in _trace_ids(stamped.get(1)[0])} == {"0001"}
+    json_body = payloads.build(2000, 512, ["json"]).batches["json"][0]
+    as_json = ingest.Cycling([json_body], [len(original)], 1e18, "json")
+    spans = orjson.loads(as_json.get(1)[0])["resourceSpans"]
+    sent_json = [s["traceId"] for rs in spans for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert sent_json == rounds[1]  # the same payload, the same round: the same IDs in either encoding
