@@ -472,7 +472,7 @@ class Work:
 class Cycling(Work):
     """Sends the pre-built batches over and over until the deadline, each round with new trace IDs.
 
-    Round r gives every trace ID a new value (`round_trace_id`), round 0 included (an unchanged original could
+    Round r gives every trace ID a new value (`payloads.round_trace_id`), round 0 included (an unchanged original could
     equal a later round's copy), so every span is new to the server (record IDs hash the trace ID) and the store
     grows as under real traffic. By default the new IDs are random-looking, as W3C trace IDs are: the store's
     trace index takes each one at a random place. `trace_ids="stamped"` instead overwrites the first two bytes
@@ -492,8 +492,8 @@ class Cycling(Work):
         trace_ids: str = "random",
     ) -> None:
         super().__init__(batches, spans_per_batch, deadline)
-        if trace_ids not in TRACE_ID_MODES:
-            raise ValueError(f"trace_ids must be one of {TRACE_ID_MODES}")
+        if trace_ids not in payloads.TRACE_ID_MODES:
+            raise ValueError(f"trace_ids must be one of {payloads.TRACE_ID_MODES}")
         self.fmt = fmt
         self.trace_ids = trace_ids
         self.offsets = [trace_id_offsets(body, fmt) for body in batches]
@@ -518,7 +518,7 @@ class Cycling(Work):
             old = bytes(body[offset : offset + width])
             new = renamed.get(old)
             if new is None:
-                hex_id = round_trace_id(old.hex() if proto else old.decode(), rnd, self.trace_ids)
+                hex_id = payloads.round_trace_id(old.hex() if proto else old.decode(), rnd, self.trace_ids)
                 new = renamed[old] = bytes.fromhex(hex_id) if proto else hex_id.encode()
             body[offset : offset + width] = new
         offsets, latest = self.times[i]
@@ -529,16 +529,6 @@ class Cycling(Work):
             else:  # 19 decimal digits until the year 2286
                 body[offset : offset + 19] = b"%d" % (value + shift)
         return bytes(body), self.spans_per_batch[i]
-
-
-TRACE_ID_MODES = ("random", "stamped")
-
-
-def round_trace_id(trace_id_hex: str, rnd: int, mode: str = "random") -> str:
-    """The hex trace ID that Cycling sends in round `rnd` for an original trace ID (see Cycling)."""
-    if mode == "stamped":
-        return f"{rnd:04x}{trace_id_hex[4:]}"
-    return hashlib.blake2b(bytes.fromhex(trace_id_hex), digest_size=16, salt=rnd.to_bytes(16, "big")).hexdigest()
 
 
 def squeeze(offsets: list[tuple[int, int]], latest: int, spread_ns: int) -> tuple[list[tuple[int, int]], int]:
@@ -1258,7 +1248,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--trace-ids",
-        choices=TRACE_ID_MODES,
+        choices=payloads.TRACE_ID_MODES,
         default="random",
         help="sustained mode: each round's new trace IDs: random (default; as exporters make them) or stamped (the "
         "round number in the first two bytes, as before 2026-12-06: a round's traces share a prefix, which "

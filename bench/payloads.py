@@ -18,6 +18,7 @@ serialised once per wire format, before any timing starts:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -780,3 +781,18 @@ def build(spans: int, batch_spans: int, formats: Iterable[str], seed: int = 1, s
         sample=sample,
         build_seconds=time.perf_counter() - started,
     )
+
+
+TRACE_ID_MODES = ("random", "stamped")
+
+
+def round_trace_id(trace_id_hex: str, rnd: int, mode: str = "random") -> str:
+    """The hex trace ID a benchmark sends in round `rnd` for one of the payload's trace IDs.
+
+    random: a keyed BLAKE2b of the ID and the round, random-looking as exporters' W3C trace IDs are (each lands
+    anywhere in the store's trace index). stamped: the round in the first two bytes (what the benchmarks did
+    before 2026-12-06; a round's traces then share a prefix and sit side by side in that index, which flatters it).
+    """
+    if mode == "stamped":
+        return f"{rnd:04x}{trace_id_hex[4:]}"
+    return hashlib.blake2b(bytes.fromhex(trace_id_hex), digest_size=16, salt=rnd.to_bytes(16, "big")).hexdigest()

@@ -70,7 +70,7 @@ def fill(data_dir: Path, records: int) -> dict[str, Any]:
     ingest.log(f"filled {records} records in {time.monotonic() - started:.0f}s")
     trace, spans_of_trace = next(iter(data.sample.items()))
     service = spans_of_trace[0].service
-    trace = ingest.round_trace_id(trace, 0)  # as the first round sent it
+    trace = payloads.round_trace_id(trace, 0)  # as the first round sent it
     return {"project_id": project_id, "agent_key": created["agent_key"], "trace_id": trace, "service": service}
 
 

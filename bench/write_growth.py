@@ -58,8 +58,13 @@ def template(spans: int, now: int) -> tuple[list[tuple[Any, ...]], list[tuple[st
     return rows, sorted(resources.items())
 
 
-def restamp(rows: list[tuple[Any, ...]], rnd: int, base_ns: int, spread_ns: int, step_ns: int) -> list[tuple[Any, ...]]:
+def restamp(
+    rows: list[tuple[Any, ...]], rnd: int, base_ns: int, spread_ns: int, step_ns: int, trace_ids: str = "random"
+) -> list[tuple[Any, ...]]:
     """Round `rnd`: new trace IDs and record IDs; start times spread over the `spread_ns` before the round's time.
+
+    Trace IDs as `payloads.round_trace_id` makes them (`trace_ids`: random, or stamped with the round: before
+    2026-12-06 this tool put the round in the first 3 bytes, which kept the trace index's inserts side by side).
 
     A round's time is `rnd * step_ns` after `base_ns` (its rows at the rate they would arrive), and each row keeps
     its place in the payload's own time order, squeezed into the spread: as exporters' batches interleave.
@@ -68,13 +73,17 @@ def restamp(rows: list[tuple[Any, ...]], rnd: int, base_ns: int, spread_ns: int,
     width = max(max(row[TS_NS] for row in rows) - first, 1)
     end = base_ns + rnd * step_ns
     out = []
+    renamed: dict[str, str] = {}
     for row in rows:
         row = list(row)
         ts = end - spread_ns + (row[TS_NS] - first) * spread_ns // width
         row[END_NS] += ts - row[TS_NS]
         row[TS_NS] = ts
         if row[TRACE_ID]:
-            row[TRACE_ID] = f"{rnd:06x}{row[TRACE_ID][6:]}"
+            trace = row[TRACE_ID]
+            if trace not in renamed:
+                renamed[trace] = payloads.round_trace_id(trace, rnd, trace_ids)
+            row[TRACE_ID] = renamed[trace]
             row[RECORD_ID] = record_id_for_span(PROJECT, row[TRACE_ID], row[SPAN_ID], row[TS_NS])
         else:
             row[RECORD_ID] = f"{row[RECORD_ID][:-6]}{rnd:06x}"
@@ -97,7 +106,7 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
     try:
         store.project(PROJECT)
         while written < total:
-            batch = restamp(rows, rnd, base_ns, spread_ns, step_ns)
+            batch = restamp(rows, rnd, base_ns, spread_ns, step_ns, args.trace_ids)
             rnd += 1
             gc.collect()
             t0, c0 = time.perf_counter(), time.process_time()
@@ -132,6 +141,7 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
     first, last = slices[0], slices[-1]
     return {
         "settings": overrides,
+        "trace_ids": args.trace_ids,
         "slices": slices,
         "cpu_last_vs_first": round(last["cpu_us_per_row"] / first["cpu_us_per_row"], 3),
         "wall_last_vs_first": round(last["wall_us_per_row"] / first["wall_us_per_row"], 3),
@@ -146,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spans", type=int, default=50_000, help="distinct spans in the payload, re-sent each round")
     p.add_argument("--spread", type=float, default=10.0, help="seconds over which a round's start times spread")
     p.add_argument("--rate", type=float, default=20_000, help="spans a second the rounds' times advance at")
+    p.add_argument(
+        "--trace-ids",
+        choices=payloads.TRACE_ID_MODES,
+        default="random",
+        help="each round's trace IDs: random (as exporters make them) or stamped with the round",
+    )
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE", help="a store setting to override")
     args = p.parse_args(argv)
     now = time.time_ns()

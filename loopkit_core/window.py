@@ -734,8 +734,12 @@ class Window:
             with self._connect() as conn:
                 return sorted(conn.execute(stmt).scalars().all())
         if self.memo is not None and self._grouped_reads():
-            # A memoized window on PostgreSQL reads every operation's sample of this range in one statement.
-            return list(self._duration_samples(limit, strata).get((name, service), ()))
+            # A memoized window on PostgreSQL reads every operation's sample of this range in one statement, unless
+            # the range has so many operations (names carrying IDs) that most would be read for nothing.
+            counts = self._operation_counts()
+            if len(counts) <= _MAX_OPERATIONS_SAMPLED_AT_ONCE:
+                return list(self._duration_samples(limit, strata).get((name, service), ()))
+            count = counts.get((name, service), 0)
         with self._connect() as conn:
             # Count at most limit + 1 index entries first: reading durations twice would cost more.
             if count is None:
@@ -915,6 +919,7 @@ def _stratified_durations(strata: int) -> CompoundSelect:
 
 
 _OPERATIONS_A_READ = 200  # operations in one lateral read of durations (bounded VALUES lists)
+_MAX_OPERATIONS_SAMPLED_AT_ONCE = 1000  # beyond it a range's samples are read operation by operation, on demand
 
 
 def _lateral_durations(

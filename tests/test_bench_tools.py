@@ -217,7 +217,7 @@ def test_sustained_rounds_send_random_looking_trace_ids_that_keep_each_trace_who
     for sent in rounds:
         # Spans of one trace still share one ID, and spans of different traces still differ.
         assert len(set(zip(original, sent, strict=True))) == len(set(original)) == len(set(sent))
-        assert sent == [ingest.round_trace_id(t, rounds.index(sent)) for t in original]
+        assert sent == [payloads.round_trace_id(t, rounds.index(sent)) for t in original]
     assert not set(rounds[0]) & set(rounds[1]) and not set(rounds[1]) & set(rounds[2])
     assert not set(original) & set(rounds[0])
     # Random-looking: the IDs of a round do not share a prefix (stamped ones all begin with the round).

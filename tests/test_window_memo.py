@@ -177,7 +177,7 @@ def test_operations_and_type_counts_are_exact_and_read_once_per_range(
 
 
 def test_every_operations_durations_come_from_one_read_and_equal_the_per_operation_reads(
-    server: Running, client: httpx.Client, project: Project
+    server: Running, client: httpx.Client, project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Exact samples (at most `limit` calls) and stratified ones (more), with ties in time and in duration, and
     # names that need escaping on PostgreSQL: the memoized window's lateral read gives each operation's sample
@@ -223,4 +223,16 @@ def test_every_operations_durations_come_from_one_read_and_equal_the_per_operati
     assert memo.durations("nothing", "svc", limit=20, strata=4) == []
     # PostgreSQL: one read for the exact operations and one for the sampled; SQLite counts and reads each
     # operation in its covering index.
-    assert len(statements) == (2 if memo.engine.dialect.name == "postgresql" else 2 * len(names))
+    postgres = memo.engine.dialect.name == "postgresql"
+    assert len(statements) == (2 if postgres else 2 * len(names))
+    # A range with more operations than the bound reads each operation's sample on demand, as before.
+    monkeypatch.setattr(window_module, "_MAX_OPERATIONS_SAMPLED_AT_ONCE", len(names) - 1)
+    many = plain.memoized()
+    many.operations()
+    statements.clear()
+    event.listen(many.engine, "before_cursor_execute", seen)
+    try:
+        assert {name: many.durations(name, "svc", limit=20, strata=4) for name in names} == got
+    finally:
+        event.remove(many.engine, "before_cursor_execute", seen)
+    assert len(statements) == (1 if postgres else 2) * len(names)  # PostgreSQL knows each count already
