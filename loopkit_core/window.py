@@ -759,7 +759,7 @@ class Window:
 
         The same samples as one read per operation (all durations up to `limit`, else the first of each time
         stratum in (ts_ns, duration_ms) order), read as one lateral join over the operations and strata: on
-        PostgreSQL a diagnosis made ~500 such reads, each planned anew (docs/benchmarks.md).
+        PostgreSQL a diagnosis made ~500 such reads, one statement each (docs/benchmarks.md).
         """
         assert self.memo is not None
         key = ("duration_samples", self.start_ns, self.end_ns, limit, strata)
