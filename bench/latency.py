@@ -110,6 +110,8 @@ def build(data_dir: Path, window_records: int, operations: int, baseline_windows
                 "[]",
                 "[]",
                 None,
+                None,  # resource_key: the resource is inline, as in rows stored before `resources`
+                None,  # session_repeat
             )
         )
         if len(batch) == 100_000:

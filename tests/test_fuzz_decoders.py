@@ -22,6 +22,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from loopkit_core.model import record_id_for_span
 from loopkit_core.store.records import resource_rows, to_rows
+from loopkit_core.store.schema import RECORD_COLUMNS
 from loopkit_receivers import otlp_json, otlp_proto, records_shape
 from loopkit_receivers.body import decompress
 from loopkit_receivers.errors import BadRequest, IngestError, TooLarge
@@ -74,7 +75,8 @@ def stored(records: list[Any]) -> None:
     """Encode records exactly as the writer will; must never raise."""
     rows = to_rows(records, NOW)
     assert len(rows) == len(records)
-    assert {row[-1] for row in rows} == {key for key, _ in resource_rows(records)}
+    column = RECORD_COLUMNS.index("resource_key")
+    assert {row[column] for row in rows} == {key for key, _ in resource_rows(records)}
 
 
 def decode_proto(body: bytes) -> None:

@@ -276,3 +276,22 @@ def _records_day_tables(conn: Connection) -> None:
     # from the rows stored so far, so no commit ever counts every table of the store.
     if conn.exec_driver_sql("SELECT 1 FROM counters WHERE name = ?", (ACCEPTED,)).first() is None:
         conn.exec_driver_sql("INSERT INTO counters (name, value) SELECT ?, count(*) FROM records", (ACCEPTED,))
+
+
+@step("project", 10, "records.session_repeat: SQLite indexes a session's first row per trace and write")
+def _records_session_repeat(conn: Connection) -> None:
+    schema = _translated(conn)
+    prefix = f"{conn.dialect.identifier_preparer.quote_schema(schema)}." if schema else ""
+    if "session_repeat" not in {c["name"] for c in inspect(conn).get_columns("records", schema=schema)}:
+        # PostgreSQL adds it to every partition; NULL (a row of its own in the index) for every stored row.
+        conn.exec_driver_sql(f"ALTER TABLE {prefix}records ADD COLUMN session_repeat SMALLINT")
+    if conn.dialect.name != "sqlite":
+        return  # PostgreSQL's session index keeps every row (schema.py)
+    days = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'")
+    for (name,) in list(days):
+        if "session_repeat" not in {c["name"] for c in inspect(conn).get_columns(name)}:
+            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN session_repeat SMALLINT")
+    # Day tables made from now on copy this partial index from `records`; those made before keep their full one,
+    # which serves the same reads (every row of theirs has session_repeat NULL).
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_records_session")
+    next(index for index in records.indexes if index.name == "ix_records_session").create(conn)

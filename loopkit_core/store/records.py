@@ -23,7 +23,7 @@ from loopkit_core.selectors import (
     SlowCalls,
     parse_selector,
 )
-from loopkit_core.store import day_tables, dialect, pg_copy, resends
+from loopkit_core.store import day_tables, dialect, pg_copy, resends, session_index
 from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
     ACCEPTED,
@@ -47,6 +47,7 @@ def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
     """Rows for the insert, in RECORD_COLUMNS order; each row points to its resource (see resource_rows)."""
     dumps = orjson.dumps
     resource_keys: dict[int, str] = {}
+    marks = session_index.Marks()
     rows = []
     for r in batch:
         key = resource_keys.get(id(r.resource))
@@ -78,6 +79,7 @@ def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
                 dumps(r.links).decode() if r.links else "[]",
                 r.signature,
                 key,
+                marks.of(r.session_id, r.trace_id, r.ts_ns),
             )
         )
     return rows
@@ -105,9 +107,8 @@ _RECORD_KEYS = tuple(RECORD_COLUMNS)
 _ESCAPED = tuple(i for i, name in enumerate(RECORD_COLUMNS) if isinstance(records.c[name].type, dialect.NulSafe))
 
 
-# From this many rows on, PostgreSQL inserts go through COPY (store/pg_copy.py): at 512 rows it costs the server
-# 0.54x the CPU of executemany and this process 0.42x (bench/pg_write_path.py, docs/benchmarks.md); at 4 rows the
-# two are even (COPY takes three more round trips), from 16 COPY is ahead.
+# PostgreSQL inserts of this many rows or more go through COPY (store/pg_copy.py): at 512 rows it costs the server
+# 0.54x the CPU of executemany and this process 0.42x (bench/pg_write_path.py); the two are even at 4 rows.
 COPY_MIN_ROWS = 16
 
 
@@ -116,6 +117,7 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
 
     Returns the number of rows added. Of two copies of a span in `rows`, the first is kept.
     """
+    given = len(rows)
     rows = resends.new_rows(conn, rows)  # copies the per-day unique indexes cannot see
     if not rows:
         return 0
@@ -128,9 +130,14 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
         return conn.exec_driver_sql(sql, rows).rowcount
     # SQLite: each row goes to its day's table (store/day_tables.py), made on first use; all in this transaction.
     dbapi, inserted = conn.connection.dbapi_connection, 0
+    rows = [session_index.indexed(rows[0])] if given == 1 else rows  # inserted alone (near a quota)
     for table, group in day_tables.route(rows).items():
         day_tables.ensure(dbapi, conn.info, table)
-        inserted += conn.exec_driver_sql(_day_sql(sql, table), group).rowcount
+        before = session_index.last_seq(dbapi, table)
+        added = conn.exec_driver_sql(_day_sql(sql, table), group).rowcount
+        if added < len(group) or len(rows) < given:  # only resends lose rows
+            session_index.index_added(dbapi, table, before, group)
+        inserted += added
     return inserted
 
 

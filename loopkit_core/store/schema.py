@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, Table, Text
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, SmallInteger, Table, Text, and_
 
 from loopkit_core.store.dialect import NulSafeString, NulSafeText
 
@@ -92,6 +92,9 @@ records = Table(
     Column("signature", NulSafeString(32)),  # grouping key computed at ingest (errors, tool failures)
     # The record's resource, stored once in `resources` (then `resource` is ""); rows from before it carry the JSON.
     Column("resource_key", NulSafeString(32)),
+    # 1 when an earlier row of the same write, with the same session, trace and UTC day, is this row's way into the
+    # SQLite session index (NULL otherwise, and in rows from before it): see ix_records_session.
+    Column("session_repeat", SmallInteger),
 )
 # Window reads page on (ts_ns, record_id); filters narrow within the window.
 Index("ix_records_window", records.c.ts_ns, records.c.record_id)
@@ -99,7 +102,14 @@ Index("ix_records_type_window", records.c.type, records.c.ts_ns)
 # A span is stored once per project: (trace_id, span_id) is the deduplication key (record IDs carry the start time,
 # so they cannot be), and the same index serves trace lookups. Records without span identity have NULLs: never equal.
 Index("ux_records_span", records.c.trace_id, records.c.span_id, unique=True)
-Index("ix_records_session", records.c.session_id)
+# SQLite indexes a session's first row of each trace a write brings (session_repeat NULL): a random-key index entry
+# per span cost the writer a quarter of its time by 4M records (docs/benchmarks.md). Reads find the rest through
+# those rows' traces (store/traces.py). PostgreSQL keeps every row in it.
+Index(
+    "ix_records_session",
+    records.c.session_id,
+    sqlite_where=and_(records.c.session_id.is_not(None), records.c.session_repeat.is_(None)),
+)
 # Diagnosis groups a window by signature in SQL; only errors and tool failures carry one.
 Index("ix_records_signature", records.c.signature, records.c.ts_ns, sqlite_where=records.c.signature.is_not(None))
 # Per-operation reads (latency baselines and latency issues' selectors, name/service filters): covering,
@@ -178,6 +188,7 @@ RECORD_COLUMNS = [c.name for c in records.columns if c.name != "seq"]
 Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
 RECORD_ID, TS_NS = RECORD_COLUMNS.index("record_id"), RECORD_COLUMNS.index("ts_ns")
 TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
+SESSION_REPEAT = RECORD_COLUMNS.index("session_repeat")
 
 # Append-only audit trail of human decisions on packets: rows are inserted, never updated or deleted.
 approvals = Table(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, case, distinct, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, case, distinct, func, or_, select
 
 from loopkit_core.model import FAILURE_TYPES
 from loopkit_core.store.records import records_json
@@ -33,6 +33,8 @@ SPAN_COLUMNS = (
     "session_id",
 )
 MAX_LISTED = 20  # users and services named per session
+# Traces listed in one session read (SQLite allows 32,766 bound parameters in a statement).
+MAX_LISTED_TRACES = 20_000
 
 
 @dataclass(frozen=True)
@@ -67,19 +69,40 @@ class SessionRecords:
     total: int
 
 
+def in_sessions(conn: Connection, session_ids: Sequence[str]) -> ColumnElement[bool]:
+    """The condition for the records of these sessions, through the session index as this backend keeps it.
+
+    SQLite's index holds each session's first row per trace and write (schema.py, ix_records_session): the other
+    rows are those of the same traces with the same session. Their traces are read first and listed, so that
+    each day table answers with its session and trace indexes (SQLite does not push a subquery into a UNION ALL).
+    PostgreSQL's index holds every row.
+    """
+    c, ids = records.c, list(session_ids)
+    if conn.dialect.name != "sqlite":
+        return c.session_id.in_(ids)
+    heads = and_(c.session_id.in_(ids), c.session_repeat.is_(None))
+    found = conn.execute(select(c.trace_id).where(heads).distinct().limit(MAX_LISTED_TRACES + 2)).scalars().all()
+    traces = [trace for trace in found if trace is not None]
+    if len(traces) > MAX_LISTED_TRACES:  # past SQLite's bound parameters: the same rows, by scanning each table
+        inner = records.alias("heads")
+        listed = select(inner.c.trace_id).where(inner.c.session_id.in_(ids), inner.c.session_repeat.is_(None))
+        return or_(heads, and_(c.session_id.in_(ids), c.trace_id.in_(listed)))
+    # Rows without a trace are always indexed, and only they are read through the session index again.
+    parts = [and_(c.trace_id.in_(traces), c.session_id.in_(ids))] if traces else []
+    if len(traces) < len(found):
+        parts.append(and_(heads, c.trace_id.is_(None)))
+    return or_(*parts) if len(parts) > 1 else parts[0] if parts else heads
+
+
 def session_records(engine: Engine, session_id: str, limit: int) -> SessionRecords:
     """A session's records, earliest first, at most `limit`, and the session's record count."""
     c = records.c
     with engine.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(records).where(c.session_id == session_id)).scalar_one()
+        session = in_sessions(conn, [session_id])
+        total = conn.execute(select(func.count()).select_from(records).where(session)).scalar_one()
         if not total:
             return SessionRecords([], 0)
-        stmt = (
-            select(records)
-            .where(c.session_id == session_id)
-            .order_by(c.ts_ns, c.end_ns.desc(), c.record_id)
-            .limit(limit)
-        )
+        stmt = select(records).where(session).order_by(c.ts_ns, c.end_ns.desc(), c.record_id).limit(limit)
         rows = conn.execute(stmt).all()
         return SessionRecords(records_json(conn, rows), int(total))
 
@@ -140,30 +163,26 @@ def session_facts(
     if not session_ids:
         return {}, True
     c = records.c
-    where = [c.session_id.in_(list(session_ids))]
-    if start_ns is not None and end_ns is not None:
-        where += [c.ts_ns >= start_ns, c.ts_ns < end_ns]
     failure = c.type.in_(FAILURE_TYPES)
-    grouped = (
-        select(
-            c.session_id,
-            func.min(c.ts_ns),
-            func.max(c.end_ns),
-            func.count(),
-            func.sum(case((failure, 1), else_=0)),
-            func.sum(case((c.type == "tool_failure", 1), else_=0)),
-            func.count(distinct(c.trace_id)),
-            func.count(distinct(case((failure, c.trace_id), else_=None))),
-            func.sum(case((c.duration_ms > slow_ms, 1), else_=0)),
-            func.sum(case((c.duration_ms > 0, 1), else_=0)),
-            func.max(c.duration_ms),
-        )
-        .where(*where)
-        .group_by(c.session_id)
-    )
+    grouped = select(
+        c.session_id,
+        func.min(c.ts_ns),
+        func.max(c.end_ns),
+        func.count(),
+        func.sum(case((failure, 1), else_=0)),
+        func.sum(case((c.type == "tool_failure", 1), else_=0)),
+        func.count(distinct(c.trace_id)),
+        func.count(distinct(case((failure, c.trace_id), else_=None))),
+        func.sum(case((c.duration_ms > slow_ms, 1), else_=0)),
+        func.sum(case((c.duration_ms > 0, 1), else_=0)),
+        func.max(c.duration_ms),
+    ).group_by(c.session_id)
     facts: dict[str, SessionFacts] = {}
     with engine.connect() as conn:
-        for row in conn.execute(grouped):
+        where = [in_sessions(conn, session_ids)]
+        if start_ns is not None and end_ns is not None:
+            where += [c.ts_ns >= start_ns, c.ts_ns < end_ns]
+        for row in conn.execute(grouped.where(*where)):
             sid, start, end, count, failures, tools, traces, failed, slow, timed, longest = row
             facts[sid] = SessionFacts(
                 sid, int(start), int(end), int(count), int(failures or 0), int(tools or 0), int(traces),
