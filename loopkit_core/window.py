@@ -42,6 +42,7 @@ from loopkit_core.store.records import records_json, resource_bodies, selector_c
 from loopkit_core.store.releases import release_groups, releases_of_rows, resource_releases
 from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
+from loopkit_core.store.traces import in_sessions
 
 _DEFAULT_MAX_OPERATIONS = 5000  # distinct operations walked one by one in the index before grouping rows instead
 
@@ -805,11 +806,12 @@ class Window:
         if not session_ids:
             return []
         r = records.c
-        stmt = select(records).where(r.session_id.in_(sorted(set(session_ids))), self._in_window())
-        if roots_only:
-            stmt = stmt.where(r.parent_span_id.is_(None), r.type != "user_signal")
-        stmt = stmt.order_by(r.ts_ns, r.record_id).limit(limit)
         with self._connect() as conn:
+            # The window's tables hold the session index rows of their own rows (one per session, trace and day).
+            stmt = select(records).where(in_sessions(conn, sorted(set(session_ids))), self._in_window())
+            if roots_only:
+                stmt = stmt.where(r.parent_span_id.is_(None), r.type != "user_signal")
+            stmt = stmt.order_by(r.ts_ns, r.record_id).limit(limit)
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
     def reach(self, selector: dict[str, Any], limit: int = 10_000) -> tuple[set[str], set[str], set[str]]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import NOW, PG_URL, make_settings, needs_sqlite, span
-from sqlalchemy import event, select
+from sqlalchemy import Engine, event, select
 
 from loopkit_core.model import DAY_NS, Record, record_id_for_span
 from loopkit_core.projects import create_project
@@ -25,6 +26,7 @@ from loopkit_core.store.records import resource_rows, to_rows
 from loopkit_core.store.schema import SESSION_REPEAT, records
 from loopkit_core.store.traces import session_facts, session_records
 from loopkit_core.store.writer import Writer
+from loopkit_core.window import Window
 
 
 def record(i: int, trace: int, session: str | None, day: int = 0) -> Record:
@@ -56,6 +58,27 @@ def read(store: Store, pid: str, session: str) -> list[str]:
     found = session_records(store.project(pid), session, 10_000)
     assert found.total == len(found.records)
     return sorted(r["record_id"] for r in found.records)
+
+
+def indexes_used(engine: Engine, read: Callable[[], object]) -> set[str]:
+    """The indexes (day suffix cut) through which `read`'s SELECTs of session records search the day tables.
+
+    Fails if any of them scans a day table.
+    """
+    plans: list[str] = []
+
+    def note(_conn, cursor, statement, parameters, _context, _many) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and "session_id IN" in statement:
+            plans.extend(row[3] for row in cursor.connection.execute("EXPLAIN QUERY PLAN " + statement, parameters))
+
+    event.listen(engine, "after_cursor_execute", note)
+    try:
+        read()
+    finally:
+        event.remove(engine, "after_cursor_execute", note)
+    assert plans and not [p for p in plans if p.startswith("SCAN records_d")], plans
+    searches = [p for p in plans if p.startswith("SEARCH records_d")]
+    return {p.split(" USING ")[1].split("INDEX ")[1].split(" ")[0].rsplit("_d", 1)[0] for p in searches}
 
 
 def test_only_the_first_row_of_a_session_trace_and_day_in_a_write_is_marked_for_the_index():
@@ -92,6 +115,25 @@ def test_a_session_read_finds_every_row_across_writes_traces_and_days(tmp_path: 
         store.close()
 
 
+def test_a_diagnosis_window_reads_a_sessions_records_within_it(tmp_path: Path):
+    store = Store(make_settings(tmp_path / "data"))
+    try:
+        pid = create_project(store.control, "sessions")["project_id"]
+        assert write(store, pid, [record(i, 1, "u") for i in range(6)] + [record(6, 2, "v")]) == 7
+        assert write(store, pid, [record(i, 1, "u", day=1) for i in range(7, 12)]) == 5
+        engine = store.project(pid)
+        # A window over NOW's day only: its six records of "u", marked or not; none of the next day's five.
+        today = Window(pid, NOW - DAY_NS // 2, NOW + DAY_NS // 2, engine)
+        assert sorted(r["record_id"] for r in today.sessions(["u"])) == stored(store, pid, "u")[:6]
+        tomorrow = Window(pid, NOW + DAY_NS // 2, NOW + 2 * DAY_NS, engine)
+        assert sorted(r["record_id"] for r in tomorrow.sessions(["u", "v"])) == stored(store, pid, "u")[6:]
+        assert [r["session_id"] for r in today.sessions(["v"])] == ["v"]
+        if PG_URL is None:  # through the session and span indexes, not a scan of the window
+            assert indexes_used(engine, lambda: today.sessions(["u"])) == {"ix_records_session", "ux_records_span"}
+    finally:
+        store.close()
+
+
 @needs_sqlite
 def test_sqlite_indexes_one_row_per_session_trace_day_and_write_and_reads_use_the_indexes(tmp_path: Path):
     store = Store(make_settings(tmp_path / "data"))
@@ -120,22 +162,7 @@ def test_sqlite_indexes_one_row_per_session_trace_day_and_write_and_reads_use_th
             assert read(store, pid, session) == stored(store, pid, session)
             assert len(stored(store, pid, session)) == count
         # The read's plan searches each day table's session and span indexes; it scans none.
-        plans: list[str] = []
-        with engine.connect() as conn:
-
-            def note(_conn, _cursor, statement, parameters, _context, _many):  # noqa: ANN001
-                if statement.lstrip().upper().startswith("SELECT COUNT"):
-                    rows = _cursor.connection.execute("EXPLAIN QUERY PLAN " + statement, parameters).fetchall()
-                    plans.extend(row[3] for row in rows)
-
-            event.listen(engine, "after_cursor_execute", note)
-            try:
-                session_records(engine, "s3", 10)
-            finally:
-                event.remove(engine, "after_cursor_execute", note)
-        searches = [p for p in plans if p.startswith("SEARCH records_d")]
-        assert plans and not [p for p in plans if p.startswith("SCAN records_d")], plans
-        assert {p.split(" USING INDEX ")[1].split(" ")[0].rsplit("_d", 1)[0] for p in searches} == {
+        assert indexes_used(engine, lambda: session_records(engine, "s3", 10)) == {
             "ix_records_session",
             "ux_records_span",
         }
