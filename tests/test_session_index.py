@@ -76,8 +76,11 @@ def indexes_used(engine: Engine, read: Callable[[], object]) -> set[str]:
         read()
     finally:
         event.remove(engine, "after_cursor_execute", note)
-    assert plans and not [p for p in plans if p.startswith("SCAN records_d")], plans
-    searches = [p for p in plans if p.startswith("SEARCH records_d")]
+    # One day table is read as `records` itself; several as a UNION ALL co-routine, which is scanned as `records`.
+    union = any(p.startswith("CO-ROUTINE") for p in plans)
+    scans = [p for p in plans if p.startswith("SCAN records_d") or (p.startswith("SCAN records") and not union)]
+    assert plans and not scans, plans
+    searches = [p for p in plans if p.startswith("SEARCH records")]
     return {p.split(" USING ")[1].split("INDEX ")[1].split(" ")[0].rsplit("_d", 1)[0] for p in searches}
 
 
@@ -209,7 +212,7 @@ def test_migration_10_keeps_the_session_reads_of_older_day_tables_and_narrows_ne
             db.execute(f"DROP INDEX ix_records_session{suffix}")
             db.execute(f"ALTER TABLE {table} DROP COLUMN session_repeat")
             db.execute(f"CREATE INDEX ix_records_session{suffix} ON {table} (session_id)")
-        db.execute("DELETE FROM loopkit_schema_version WHERE version = 10")
+        db.execute("DELETE FROM loopkit_schema_version WHERE version >= 10")
     store = Store(make_settings(data))
     try:
         engine = store.project(pid)
@@ -240,7 +243,7 @@ def test_migration_10_adds_the_column_to_every_postgresql_partition(tmp_path: Pa
     schema = store.project_schema(pid)
     with store.project(pid).begin() as conn:  # back to version 9: no session_repeat anywhere
         conn.exec_driver_sql(f'ALTER TABLE "{schema}".records DROP COLUMN session_repeat')
-        conn.exec_driver_sql(f'DELETE FROM "{schema}".loopkit_schema_version WHERE version = 10')
+        conn.exec_driver_sql(f'DELETE FROM "{schema}".loopkit_schema_version WHERE version >= 10')
     store.close()
     store = Store(make_settings(data))
     try:
