@@ -22,6 +22,7 @@ from loopkit_core.projects import create_project
 from loopkit_core.store import day_tables
 from loopkit_core.store.engines import Store
 from loopkit_core.store.migrations import current_version, latest, schema_version
+from loopkit_core.store.partitions import PAST_DAYS
 from loopkit_core.store.records import resource_rows, to_rows
 from loopkit_core.store.schema import SESSION_REPEAT, records
 from loopkit_core.store.traces import session_facts, session_records
@@ -192,6 +193,23 @@ def test_a_session_stays_whole_when_the_row_that_was_to_index_it_is_a_stored_cop
         assert write(store, pid, [again[0]]) == 1
         assert write(store, pid, again[1:], quota=total + 2) == 1
         assert read(store, pid, "third") == stored(store, pid, "third") and len(stored(store, pid, "third")) == 1
+    finally:
+        store.close()
+
+
+@needs_sqlite
+def test_rows_of_days_far_from_now_each_index_their_session(tmp_path: Path):
+    # They go to `records`, whose retention deletes row by row: none may depend on an earlier row of its write.
+    store = Store(make_settings(tmp_path / "data"))
+    try:
+        pid = create_project(store.control, "sessions")["project_id"]
+        far = -(PAST_DAYS + 5)
+        assert write(store, pid, [record(i, 1, "old", day=far) for i in range(6)] + [record(6, 1, "old")]) == 7
+        with sqlite3.connect(tmp_path / "data" / "projects" / f"{pid}.db") as db:
+            base = db.execute("SELECT count(*), count(session_repeat) FROM records").fetchone()
+            today = db.execute(f"SELECT count(*) FROM {day_tables.table_name(NOW // DAY_NS)}").fetchone()
+        assert base == (6, 0) and today == (1,)
+        assert read(store, pid, "old") == stored(store, pid, "old") and len(stored(store, pid, "old")) == 7
     finally:
         store.close()
 

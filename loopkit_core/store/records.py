@@ -134,7 +134,7 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
     for table, group in day_tables.route(rows).items():
         day_tables.ensure(dbapi, conn.info, table)
         before = session_index.last_seq(dbapi, table)
-        added = conn.exec_driver_sql(_day_sql(sql, table), group).rowcount
+        added = conn.exec_driver_sql(_day_sql(sql, table), session_index.for_table(table, group)).rowcount
         if added < len(group) or len(rows) < given:  # only resends lose rows
             session_index.index_added(dbapi, table, before, group)
         inserted += added

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 from loopkit_core.model import DAY_NS
+from loopkit_core.store.day_tables import BASE
 from loopkit_core.store.schema import SESSION_REPEAT, Row
 
 
@@ -36,6 +37,15 @@ class Marks:
 def indexed(row: Row) -> Row:
     """The row with its own session index entry (a row inserted alone, near a quota, has no earlier row)."""
     return row if row[SESSION_REPEAT] is None else row[:SESSION_REPEAT] + (None,) + row[SESSION_REPEAT + 1 :]
+
+
+def for_table(table: str, rows: list[Row]) -> list[Row]:
+    """The rows as stored in `table`: in `records`, which retention deletes row by row, each indexes itself.
+
+    A day table goes whole, so a row there can rely on an earlier row of its write; in `records` (days far from
+    now) retention could delete that row and keep this one.
+    """
+    return [indexed(row) for row in rows] if table == BASE else rows
 
 
 def last_seq(dbapi: sqlite3.Connection, table: str) -> int:
