@@ -95,123 +95,97 @@ def test_only_the_first_row_of_a_session_trace_and_day_in_a_write_is_marked_for_
     assert marks == [None, 1, None, None, None, None, 1, None, None, None]
 
 
-def test_a_session_read_finds_every_row_across_writes_traces_and_days(tmp_path: Path):
-    store = Store(make_settings(tmp_path / "data"))
-    try:
-        pid = create_project(store.control, "sessions")["project_id"]
-        # Session "a": trace 1 over three writes and two days, trace 2 in one write, and records without a trace.
-        assert write(store, pid, [record(i, 1, "a") for i in range(10)] + [record(10, 2, "b")]) == 11
-        assert write(store, pid, [record(i, 1, "a") for i in range(10, 20)] + [record(20, 2, "a")]) == 11
-        later = [record(i, 1, "a", day=1) for i in range(21, 25)]
-        untraced = [dataclasses.replace(record(i, 9, "a"), trace_id=None, span_id=None) for i in range(25, 28)]
-        assert write(store, pid, later + untraced + [record(28, 2, "b")]) == 8
-        expected = stored(store, pid, "a")
-        assert len(expected) == 28
-        assert read(store, pid, "a") == expected
-        assert read(store, pid, "b") == stored(store, pid, "b") and len(stored(store, pid, "b")) == 2
-        assert read(store, pid, "nobody") == []
-        facts, complete = session_facts(store.project(pid), ["a", "b"], None, None, 1_000.0, 100)
-        assert complete and (facts["a"].records, facts["a"].traces, facts["b"].records) == (28, 2, 2)
-        # A window restricts them: only the first day's rows of "a".
-        facts, _ = session_facts(store.project(pid), ["a"], NOW - DAY_NS // 2, NOW + DAY_NS // 2, 1_000.0, 100)
-        assert facts["a"].records == 24
-    finally:
-        store.close()
+def test_a_session_read_finds_every_row_across_writes_traces_and_days(store: Store, pid: str):
+    # Session "a": trace 1 over three writes and two days, trace 2 in one write, and records without a trace.
+    assert write(store, pid, [record(i, 1, "a") for i in range(10)] + [record(10, 2, "b")]) == 11
+    assert write(store, pid, [record(i, 1, "a") for i in range(10, 20)] + [record(20, 2, "a")]) == 11
+    later = [record(i, 1, "a", day=1) for i in range(21, 25)]
+    untraced = [dataclasses.replace(record(i, 9, "a"), trace_id=None, span_id=None) for i in range(25, 28)]
+    assert write(store, pid, later + untraced + [record(28, 2, "b")]) == 8
+    expected = stored(store, pid, "a")
+    assert len(expected) == 28
+    assert read(store, pid, "a") == expected
+    assert read(store, pid, "b") == stored(store, pid, "b") and len(stored(store, pid, "b")) == 2
+    assert read(store, pid, "nobody") == []
+    facts, complete = session_facts(store.project(pid), ["a", "b"], None, None, 1_000.0, 100)
+    assert complete and (facts["a"].records, facts["a"].traces, facts["b"].records) == (28, 2, 2)
+    # A window restricts them: only the first day's rows of "a".
+    facts, _ = session_facts(store.project(pid), ["a"], NOW - DAY_NS // 2, NOW + DAY_NS // 2, 1_000.0, 100)
+    assert facts["a"].records == 24
 
 
-def test_a_diagnosis_window_reads_a_sessions_records_within_it(tmp_path: Path):
-    store = Store(make_settings(tmp_path / "data"))
-    try:
-        pid = create_project(store.control, "sessions")["project_id"]
-        assert write(store, pid, [record(i, 1, "u") for i in range(6)] + [record(6, 2, "v")]) == 7
-        assert write(store, pid, [record(i, 1, "u", day=1) for i in range(7, 12)]) == 5
-        engine = store.project(pid)
-        # A window over NOW's day only: its six records of "u", marked or not; none of the next day's five.
-        today = Window(pid, NOW - DAY_NS // 2, NOW + DAY_NS // 2, engine)
-        assert sorted(r["record_id"] for r in today.sessions(["u"])) == stored(store, pid, "u")[:6]
-        tomorrow = Window(pid, NOW + DAY_NS // 2, NOW + 2 * DAY_NS, engine)
-        assert sorted(r["record_id"] for r in tomorrow.sessions(["u", "v"])) == stored(store, pid, "u")[6:]
-        assert [r["session_id"] for r in today.sessions(["v"])] == ["v"]
-        if PG_URL is None:  # through the session and span indexes, not a scan of the window
-            assert indexes_used(engine, lambda: today.sessions(["u"])) == {"ix_records_session", "ux_records_span"}
-    finally:
-        store.close()
+def test_a_diagnosis_window_reads_a_sessions_records_within_it(store: Store, pid: str):
+    assert write(store, pid, [record(i, 1, "u") for i in range(6)] + [record(6, 2, "v")]) == 7
+    assert write(store, pid, [record(i, 1, "u", day=1) for i in range(7, 12)]) == 5
+    engine = store.project(pid)
+    # A window over NOW's day only: its six records of "u", marked or not; none of the next day's five.
+    today = Window(pid, NOW - DAY_NS // 2, NOW + DAY_NS // 2, engine)
+    assert sorted(r["record_id"] for r in today.sessions(["u"])) == stored(store, pid, "u")[:6]
+    tomorrow = Window(pid, NOW + DAY_NS // 2, NOW + 2 * DAY_NS, engine)
+    assert sorted(r["record_id"] for r in tomorrow.sessions(["u", "v"])) == stored(store, pid, "u")[6:]
+    assert [r["session_id"] for r in today.sessions(["v"])] == ["v"]
+    if PG_URL is None:  # through the session and span indexes, not a scan of the window
+        assert indexes_used(engine, lambda: today.sessions(["u"])) == {"ix_records_session", "ux_records_span"}
 
 
 @needs_sqlite
-def test_sqlite_indexes_one_row_per_session_trace_day_and_write_and_reads_use_the_indexes(tmp_path: Path):
-    store = Store(make_settings(tmp_path / "data"))
-    try:
-        pid = create_project(store.control, "sessions")["project_id"]
-        assert write(store, pid, [record(i, i // 5, f"s{i // 25}") for i in range(100)]) == 100
-        assert write(store, pid, [record(i, i // 5, f"s{i // 25}", day=1) for i in range(100, 200)]) == 100
-        # Two records of "s3" without a trace, which only the session index can find.
-        untraced = [dataclasses.replace(record(i, 0, "s3"), trace_id=None, span_id=None) for i in (200, 201)]
-        assert write(store, pid, untraced) == 2
-        engine = store.project(pid)
-        with engine.connect() as conn:
-            dbapi = conn.connection.dbapi_connection
-            tables = list(day_tables.tables(dbapi, conn.info).values())
-            assert len(tables) == 2
-            entries = {
-                table: dbapi.execute(
-                    f"SELECT count(*) FROM {table} INDEXED BY ix_records_session{table.removeprefix('records')} "
-                    "WHERE session_id IS NOT NULL AND session_repeat IS NULL"
-                ).fetchone()[0]
-                for table in tables
-            }
-        # Each day: 100 rows, 20 traces of 5 spans each in one session; today also the 2 rows without a trace.
-        assert entries == {day_tables.table_name(NOW // DAY_NS): 22, day_tables.table_name(NOW // DAY_NS + 1): 20}
-        for session, count in (("s0", 25), ("s3", 27), ("s4", 25), ("s7", 25)):
-            assert read(store, pid, session) == stored(store, pid, session)
-            assert len(stored(store, pid, session)) == count
-        # The read's plan searches each day table's session and span indexes; it scans none.
-        assert indexes_used(engine, lambda: session_records(engine, "s3", 10)) == {
-            "ix_records_session",
-            "ux_records_span",
+def test_sqlite_indexes_one_row_per_session_trace_day_and_write_and_reads_use_the_indexes(store: Store, pid: str):
+    assert write(store, pid, [record(i, i // 5, f"s{i // 25}") for i in range(100)]) == 100
+    assert write(store, pid, [record(i, i // 5, f"s{i // 25}", day=1) for i in range(100, 200)]) == 100
+    # Two records of "s3" without a trace, which only the session index can find.
+    untraced = [dataclasses.replace(record(i, 0, "s3"), trace_id=None, span_id=None) for i in (200, 201)]
+    assert write(store, pid, untraced) == 2
+    engine = store.project(pid)
+    with engine.connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        tables = list(day_tables.tables(dbapi, conn.info).values())
+        assert len(tables) == 2
+        entries = {
+            table: dbapi.execute(
+                f"SELECT count(*) FROM {table} INDEXED BY ix_records_session{table.removeprefix('records')} "
+                "WHERE session_id IS NOT NULL AND session_repeat IS NULL"
+            ).fetchone()[0]
+            for table in tables
         }
-    finally:
-        store.close()
+    # Each day: 100 rows, 20 traces of 5 spans each in one session; today also the 2 rows without a trace.
+    assert entries == {day_tables.table_name(NOW // DAY_NS): 22, day_tables.table_name(NOW // DAY_NS + 1): 20}
+    for session, count in (("s0", 25), ("s3", 27), ("s4", 25), ("s7", 25)):
+        assert read(store, pid, session) == stored(store, pid, session)
+        assert len(stored(store, pid, session)) == count
+    # The read's plan searches each day table's session and span indexes; it scans none.
+    assert indexes_used(engine, lambda: session_records(engine, "s3", 10)) == {
+        "ix_records_session",
+        "ux_records_span",
+    }
 
 
-def test_a_session_stays_whole_when_the_row_that_was_to_index_it_is_a_stored_copy(tmp_path: Path):
-    store = Store(make_settings(tmp_path / "data"))
-    try:
-        pid = create_project(store.control, "sessions")["project_id"]
-        assert write(store, pid, [record(0, 1, "first")]) == 1
-        # The same span again, now claiming session "second", ahead of a new span of that session and trace: the
-        # copy is not stored, and the new span must still be found in "second".
-        resent = [record(0, 1, "second"), record(1, 1, "second"), record(2, 1, "second")]
-        assert write(store, pid, resent) == 2
-        assert read(store, pid, "second") == stored(store, pid, "second") and len(stored(store, pid, "second")) == 2
-        assert read(store, pid, "first") == stored(store, pid, "first") and len(stored(store, pid, "first")) == 1
-        # Near a quota the rows go in one at a time: the same must hold.
-        with store.project(pid).connect() as conn:
-            total = len(conn.execute(select(records.c.seq)).all())
-        again = [record(3, 2, "first"), record(3, 2, "third"), record(4, 2, "third")]
-        again[1] = dataclasses.replace(again[1], session_id="third")
-        assert write(store, pid, [again[0]]) == 1
-        assert write(store, pid, again[1:], quota=total + 2) == 1
-        assert read(store, pid, "third") == stored(store, pid, "third") and len(stored(store, pid, "third")) == 1
-    finally:
-        store.close()
+def test_a_session_stays_whole_when_the_row_that_was_to_index_it_is_a_stored_copy(store: Store, pid: str):
+    assert write(store, pid, [record(0, 1, "first")]) == 1
+    # The same span again, now claiming session "second", ahead of a new span of that session and trace: the
+    # copy is not stored, and the new span must still be found in "second".
+    resent = [record(0, 1, "second"), record(1, 1, "second"), record(2, 1, "second")]
+    assert write(store, pid, resent) == 2
+    assert read(store, pid, "second") == stored(store, pid, "second") and len(stored(store, pid, "second")) == 2
+    assert read(store, pid, "first") == stored(store, pid, "first") and len(stored(store, pid, "first")) == 1
+    # Near a quota the rows go in one at a time: the same must hold.
+    with store.project(pid).connect() as conn:
+        total = len(conn.execute(select(records.c.seq)).all())
+    again = [record(3, 2, "first"), record(3, 2, "third"), record(4, 2, "third")]
+    assert write(store, pid, [again[0]]) == 1
+    assert write(store, pid, again[1:], quota=total + 2) == 1
+    assert read(store, pid, "third") == stored(store, pid, "third") and len(stored(store, pid, "third")) == 1
 
 
 @needs_sqlite
-def test_rows_of_days_far_from_now_each_index_their_session(tmp_path: Path):
+def test_rows_of_days_far_from_now_each_index_their_session(store: Store, pid: str, tmp_path: Path):
     # They go to `records`, whose retention deletes row by row: none may depend on an earlier row of its write.
-    store = Store(make_settings(tmp_path / "data"))
-    try:
-        pid = create_project(store.control, "sessions")["project_id"]
-        far = -(PAST_DAYS + 5)
-        assert write(store, pid, [record(i, 1, "old", day=far) for i in range(6)] + [record(6, 1, "old")]) == 7
-        with sqlite3.connect(tmp_path / "data" / "projects" / f"{pid}.db") as db:
-            base = db.execute("SELECT count(*), count(session_repeat) FROM records").fetchone()
-            today = db.execute(f"SELECT count(*) FROM {day_tables.table_name(NOW // DAY_NS)}").fetchone()
-        assert base == (6, 0) and today == (1,)
-        assert read(store, pid, "old") == stored(store, pid, "old") and len(stored(store, pid, "old")) == 7
-    finally:
-        store.close()
+    far = -(PAST_DAYS + 5)
+    assert write(store, pid, [record(i, 1, "old", day=far) for i in range(6)] + [record(6, 1, "old")]) == 7
+    with sqlite3.connect(tmp_path / "data" / "projects" / f"{pid}.db") as db:
+        base = db.execute("SELECT count(*), count(session_repeat) FROM records").fetchone()
+        today = db.execute(f"SELECT count(*) FROM {day_tables.table_name(NOW // DAY_NS)}").fetchone()
+    assert base == (6, 0) and today == (1,)
+    assert read(store, pid, "old") == stored(store, pid, "old") and len(stored(store, pid, "old")) == 7
 
 
 @needs_sqlite
