@@ -191,6 +191,36 @@ def cpu_by_thread_group(
     return {k: round(v, 2) for k, v in groups.most_common() if v >= 0.005}
 
 
+class StageReading:
+    """How busy each stage of the server was since the last reading, in cores: the saturated one sets the rate.
+
+    The server's busiest thread (under sustained ingest, the project's writer thread: one commit at a time), its
+    decode worker processes together, and the whole machine.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._last = self._snapshot()
+
+    def _snapshot(self) -> tuple[float, dict[int, tuple[str, float]], float, float]:
+        workers = process_cpu_seconds(self.pid) - process_cpu_seconds(self.pid, with_children=False)
+        return time.monotonic(), thread_cpu_seconds(self.pid), workers, machine_busy_seconds()
+
+    def read(self) -> dict[str, float]:
+        """Cores used since the previous reading: busiest server thread, decode workers, machine."""
+        now = self._snapshot()
+        (t0, threads0, workers0, busy0), (t1, threads1, workers1, busy1) = self._last, now
+        self._last = now
+        seconds = max(t1 - t0, 1e-9)
+        busiest = max((cpu - threads0.get(tid, ("", 0.0))[1] for tid, (_, cpu) in threads1.items()), default=0.0)
+        return {
+            "busiest_thread_cores": round(busiest / seconds, 2),
+            # A worker that was replaced since the last reading takes its seconds with it: never below 0.
+            "decode_workers_cores": round(max(workers1 - workers0, 0.0) / seconds, 2),
+            "machine_busy_cores": round((busy1 - busy0) / seconds, 2),
+        }
+
+
 def peak_rss_mb(pid: int, field: str = "VmHWM", with_children: bool = True) -> float:
     """VmHWM (peak resident set size; or another /proc status field such as VmRSS) in MiB, summed over the
     process and its live child processes (a sum of peaks: an upper bound of the peak of the sum)."""
@@ -964,9 +994,10 @@ def run_sustained(
     """Send for `duration` seconds without pause (batches cycled with new trace IDs, re-stamped to the wall clock).
 
     The run is cut into `slices` equal time slices; at each boundary it reads the spans acknowledged so far, the
-    store's record count and size on disk (bench/store_stats.py) and the server's RSS, so throughput, growth and
-    memory can be read slice by slice. Every `every` seconds it also samples RSS and the rate. At the end it waits
-    until every acknowledged span is stored (the count check).
+    store's record count and size on disk (bench/store_stats.py), the server's RSS and how busy each stage was
+    (StageReading), so throughput, growth, memory and the saturated stage can be read slice by slice. Every
+    `every` seconds it also samples RSS and the rate. At the end it waits until every acknowledged span is stored
+    (the count check).
     """
     fmt = FORMAT_OF[protocol]
     batches = data.batches[fmt]
@@ -980,6 +1011,7 @@ def run_sustained(
         work = Cycling(batches, batch_sizes(data, batches), time.monotonic() + duration + 3600, fmt, spread, trace_ids)
         threads = start_senders(server, protocol, work, stats, go, opts.concurrency)
         cpu0, t0 = process_cpu_seconds(server.pid), time.monotonic()
+        stages = StageReading(server.pid)
         work.deadline = t0 + duration
         go.set()
         samples: list[dict[str, float]] = []
@@ -1010,6 +1042,7 @@ def run_sustained(
                         # The server's CPU per span in the slice: what a span costs as the store grows, much less
                         # sensitive than spans/s to other jobs on a shared machine.
                         "server_cpu_us_per_span": round(spent * 1e6 / spans, 1) if spans else None,
+                        **stages.read(),
                         "count_seconds": round(time.monotonic() - count_started, 2),
                     }
                 )
@@ -1260,7 +1293,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=10,
         metavar="N",
         help="sustained mode: cut the run into N equal time slices and report the rate, the store's record count, "
-        "its size on disk and RSS at each boundary (default 10)",
+        "its size on disk, RSS, and the cores used by the busiest server thread (the writer), the decode workers "
+        "and the machine at each boundary (default 10)",
     )
     p.add_argument("--keep-data", action="store_true", help="keep each run's data directory")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")

@@ -43,7 +43,6 @@ PROJECT = "bench-growth"
 TRACE_ID, SPAN_ID, TS_NS, END_NS, RECORD_ID = (
     RECORD_COLUMNS.index(c) for c in ("trace_id", "span_id", "ts_ns", "end_ns", "record_id")
 )
-IN_FLIGHT = 64  # requests waiting for the writer at once, as from a few busy exporters
 
 
 def template(spans: int, now: int) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
@@ -112,7 +111,7 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
             t0, c0 = time.perf_counter(), time.process_time()
             pending: deque[Future] = deque()
             for start in range(0, len(batch), 512):
-                if len(pending) >= IN_FLIGHT:
+                if len(pending) >= args.in_flight:
                     pending.popleft().result(timeout=600)
                 pending.append(writer.submit(PROJECT, batch[start : start + 512], resources=resources))
             while pending:
@@ -161,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=payloads.TRACE_ID_MODES,
         default="random",
         help="each round's trace IDs: random (as exporters make them) or stamped with the round",
+    )
+    p.add_argument(
+        "--in-flight",
+        type=int,
+        default=64,
+        help="512-row requests waiting for the writer at once: a commit takes at most this many (a server's are"
+        " bounded by its exporters' requests in flight, e.g. 8 senders: 4,096 rows)",
     )
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE", help="a store setting to override")
     args = p.parse_args(argv)

@@ -230,3 +230,41 @@ def test_sustained_rounds_send_random_looking_trace_ids_that_keep_each_trace_who
     spans = orjson.loads(as_json.get(1)[0])["resourceSpans"]
     sent_json = [s["traceId"] for rs in spans for ss in rs["scopeSpans"] for s in ss["spans"]]
     assert sent_json == rounds[1]  # the same payload, the same round: the same IDs in either encoding
+
+
+def test_stage_reading_names_the_busy_thread_and_the_busy_child_process_in_cores():
+    # CPU time, not wall time, decides when each spinner stops: the reading must hold up on a loaded machine.
+    import os
+    import subprocess
+    import threading
+    import time
+
+    spin = "import time\nwhile time.process_time() < 0.3: pass\nprint('spun', flush=True)\ninput()\n"
+    started = time.monotonic()
+    reading = ingest.StageReading(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    spun, release = threading.Event(), threading.Event()
+
+    def spin_here() -> None:
+        while time.thread_time() < 0.3:
+            pass
+        spun.set()
+        release.wait(60)  # alive until read, as the child: a thread's seconds count while it lives
+
+    spinner = threading.Thread(target=spin_here)
+    spinner.start()
+    try:
+        assert child.stdout.readline() == "spun\n"
+        assert spun.wait(60)
+        cores = reading.read()
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        spinner.join(timeout=60)
+        child.communicate("\n", timeout=30)
+    # Each spent at least 0.3 s of CPU in a reading no longer than `elapsed` (less a clock tick, and rounding).
+    assert cores["busiest_thread_cores"] >= 0.28 / elapsed
+    assert cores["decode_workers_cores"] >= 0.28 / elapsed
+    assert cores["machine_busy_cores"] > 0
+    assert set(cores) == {"busiest_thread_cores", "decode_workers_cores", "machine_busy_cores"}
