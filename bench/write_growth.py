@@ -3,10 +3,11 @@
 The 50,000 realistic spans of `bench/payloads.py` are decoded once by the OTLP protobuf receiver and turned into
 rows; then round after round they are written again with new trace IDs (and so new record IDs), their start times
 spread over the 10 s before the round's time (`--spread`), which advances as at 20,000 spans a second (`--rate`),
-512 rows a request, through the same `Writer` the server uses (its default settings: `synchronous=FULL`,
-one commit per group of waiting requests). Each `--slice` rows the wall time and this process's CPU time spent
-writing are reported (re-stamping the rows between rounds is not counted). `--setting NAME=VALUE` (repeatable)
-overrides a setting of the store, to compare storage settings in one sitting.
+512 rows a request, `--in-flight` requests (default 64) waiting at once, through the same `Writer` the server
+uses (its default settings: `synchronous=FULL`, one commit per group of waiting requests). Each `--slice` rows
+the wall time and this process's CPU time spent writing are reported (re-stamping the rows between rounds is not
+counted). `--setting NAME=VALUE` (repeatable) overrides a setting of the store, to compare storage settings in
+one sitting.
 
 Usage: `python bench/write_growth.py --records 6000000 --slice 500000` prints JSON; `cpu_last_vs_first` is the
 last slice's CPU per row over the first's (1.0 is flat).
