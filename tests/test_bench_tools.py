@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import threading
+import time
 from argparse import Namespace
 from pathlib import Path
 
@@ -234,11 +238,6 @@ def test_sustained_rounds_send_random_looking_trace_ids_that_keep_each_trace_who
 
 def test_stage_reading_names_the_busy_thread_and_the_busy_child_process_in_cores():
     # CPU time, not wall time, decides when each spinner stops: the reading must hold up on a loaded machine.
-    import os
-    import subprocess
-    import threading
-    import time
-
     spin = "import time\nwhile time.process_time() < 0.3: pass\nprint('spun', flush=True)\ninput()\n"
     started = time.monotonic()
     reading = ingest.StageReading(os.getpid())
