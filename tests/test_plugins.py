@@ -632,11 +632,23 @@ def test_loopkit_plugins_json_lists_the_built_ins(tmp_path, site):
 # A pytest plugin counting the CPU seconds of every test's setup, call and teardown: unlike wall time, it does not
 # grow when other processes share the machine's cores.
 CPU_PROBE = """
+import socket
+import sys
 import time
 
 import pytest
 
 _total = 0.0
+_listening = []
+_listen = socket.socket.listen
+
+
+def _counted_listen(self, *args):
+    _listening.append(self.getsockname())
+    return _listen(self, *args)
+
+
+socket.socket.listen = _counted_listen
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -649,6 +661,9 @@ def pytest_runtest_protocol(item, nextitem):
 
 def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(f"cpu seconds in tests: {_total:.3f}")
+    servers = [m for m in ("loopkit_core.app", "loopkit_core.server", "uvicorn") if m in sys.modules]
+    terminalreporter.write_line(f"server modules: {' '.join(servers) or 'none'}")
+    terminalreporter.write_line(f"listening sockets: {len(_listening)}")
 """
 
 
@@ -680,10 +695,13 @@ def test_the_example_package_passes_its_own_tests(tmp_path, site):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1].startswith("3 passed")
-    # The fixtures of the loopkit pytest plugin need no server: the three tests (the first one pays for loading
-    # LoopKit's plugins and schema) take well under a second (measured: 0.36 s of CPU).
+    # The fixtures of the loopkit pytest plugin need no server: neither the server's modules nor a listening
+    # socket. That is what keeps them cheap. Their CPU time is only a guard against a blow-up: it is 0.36 s on one
+    # machine of this class and 1.24 s on a slower one under a parallel test run, so it cannot be a tight bound.
+    assert "server modules: none" in result.stdout.splitlines(), result.stdout
+    assert "listening sockets: 0" in result.stdout.splitlines(), result.stdout
     [cpu] = re.findall(r"^cpu seconds in tests: ([0-9.]+)$", result.stdout, re.MULTILINE)
-    assert float(cpu) < 1.0, result.stdout
+    assert float(cpu) < 5.0, result.stdout
 
 
 LONG_SIGNATURE = plugin(
