@@ -629,8 +629,8 @@ def test_loopkit_plugins_json_lists_the_built_ins(tmp_path, site):
     assert table.stderr.splitlines()[-1] == "failed to load broken: ImportError: nope"
 
 
-# A pytest plugin counting the CPU seconds of every test's setup, call and teardown: unlike wall time, it does not
-# grow when other processes share the machine's cores.
+# A pytest plugin counting the CPU seconds of every test's setup, call and teardown (unlike wall time, it does not
+# grow when other processes share the machine's cores), and reporting whether a server was loaded or listened.
 CPU_PROBE = """
 import socket
 import sys
