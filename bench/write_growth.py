@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE", help="a store setting to override")
     args = p.parse_args(argv)
+    if args.in_flight < 1:
+        p.error("--in-flight must be at least 1")
     now = time.time_ns()
     # Noon UTC of today: the rounds stay within one day (6M records at 20,000/s take 5 minutes of record time).
     base_ns = int(datetime.fromtimestamp(now / 1e9, UTC).replace(hour=12, minute=0, second=0).timestamp()) * 10**9
