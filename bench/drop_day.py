@@ -65,7 +65,7 @@ def build(path: Path, per_day: int, seed: int = 7) -> list[str]:
                     "parent_span_id": None, "session_id": f"s-{rng.getrandbits(40):010x}", "user_id": f"u-{i % 5000}",
                     "kind": "server", "scope": "bench", "exception_type": None, "attributes": padding,
                     "resource": "", "events": "[]", "links": "[]", "signature": None, "resource_key": "r1",
-                    "session_repeat": None,
+                    "session_repeat": None, "trace_run": None,
                 }  # fmt: skip
                 rows.append(tuple(values[c] for c in RECORD_COLUMNS))
             conn.executemany(sql, rows)

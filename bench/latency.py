@@ -112,6 +112,7 @@ def build(data_dir: Path, window_records: int, operations: int, baseline_windows
                 None,
                 None,  # resource_key: the resource is inline, as in rows stored before `resources`
                 None,  # session_repeat
+                None,  # trace_run
             )
         )
         if len(batch) == 100_000:

@@ -38,6 +38,7 @@ from loopkit_core.selectors import AnyOf, Match, Selector, parse_selector
 from loopkit_core.store import day_tables
 from loopkit_core.store.dialect import NulSafeText, byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
+from loopkit_core.store.partial_indexes import in_traces, traced
 from loopkit_core.store.records import records_json, resource_bodies, selector_condition
 from loopkit_core.store.releases import release_groups, releases_of_rows, resource_releases
 from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
@@ -789,13 +790,13 @@ class Window:
         if not trace_ids:
             return []
         r = records.c
-        stmt = (
-            select(records)
-            .where(r.trace_id.in_(sorted(set(trace_ids))), self._in_window())
-            .order_by(r.ts_ns, r.record_id)
-            .limit(limit)
-        )
         with self._connect() as conn:
+            stmt = (
+                select(records)
+                .where(in_traces(conn, trace_ids), self._in_window())
+                .order_by(r.ts_ns, r.record_id)
+                .limit(limit)
+            )
             return records_json(conn, conn.execute(stmt).all(), fingerprints=False)
 
     def sessions(self, session_ids: list[str], limit: int = 1000, roots_only: bool = False) -> list[dict[str, Any]]:
@@ -841,7 +842,7 @@ class Window:
                 chunk = traces[start : start + 500]
                 rows = conn.execute(
                     select(r.session_id, r.user_id)
-                    .where(self._in_window(), r.trace_id.in_(chunk))
+                    .where(self._in_window(), in_traces(conn, chunk))
                     .where((r.session_id.is_not(None)) | (r.user_id.is_not(None)))
                     .distinct()
                     .limit(limit)
@@ -855,13 +856,13 @@ class Window:
         if not trace_ids:
             return []
         r = records.c
-        stmt = (
-            select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
-            .where(r.trace_id.in_(sorted(set(trace_ids))), self._in_window(), self._condition(selector))
-            .order_by(r.trace_id, r.record_id)
-            .limit(limit)
-        )
         with self._connect() as conn:
+            stmt = (
+                select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
+                .where(in_traces(conn, trace_ids), self._in_window(), self._condition(selector))
+                .order_by(r.trace_id, r.record_id)
+                .limit(limit)
+            )
             return [SpanRef(*row) for row in conn.execute(stmt).all()]
 
     def span_tree(self, trace_ids: list[str], limit: int = 5000) -> list[SpanRef]:
@@ -869,14 +870,15 @@ class Window:
         if not trace_ids:
             return []
         r = records.c
-        stmt = (
-            select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
-            .where(r.trace_id.in_(sorted(set(trace_ids))))
-            .order_by(r.trace_id, r.record_id)
-            .limit(limit)
-        )
         with self.engine.connect() as conn:
-            return [SpanRef(*row) for row in conn.execute(stmt).all()]
+            trace = traced(conn, trace_ids)
+            stmt = (
+                select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
+                .where(trace.condition)
+                .order_by(r.trace_id, r.record_id)
+                .limit(limit)
+            )
+            return [SpanRef(*row) for row in conn.execute(trace.within(stmt)).all()]
 
 
 # Per-operation statements, built once (bound parameters keep SQLAlchemy's compiled cache warm).

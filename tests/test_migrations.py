@@ -17,7 +17,8 @@ from loopkit_core.store import day_tables, eval_runs, grouping_rules, memory, mi
 from loopkit_core.store.engines import Store
 from loopkit_core.store.eval_runs import EvalRun
 from loopkit_core.store.migrations import current_version, latest, schema_version
-from loopkit_core.store.records import accepted_count, get_record, insert_records, stored_ids, to_rows
+from loopkit_core.store.records import accepted_count, get_record, insert_records, to_rows
+from loopkit_core.store.resends import stored_ids
 from loopkit_core.store.schema import control_metadata, issues, packets, project_metadata, records
 from loopkit_receivers import records_shape
 
@@ -43,7 +44,7 @@ def next_step(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def to_previous_layout(conn: Connection, schema: str | None = None) -> None:
-    """Undo project steps 2 to 8: records deduplicated on record_id alone with a plain trace_id index, each
+    """Undo project steps 2 to 8 and 11: records deduplicated on record_id alone with a plain trace_id index, each
     record's resource kept in its row, no stages table, no issues.first_packet_id, no eval_runs table, no
     grouping_rules table, no issue_merges table, and (PostgreSQL) one records table, not partitioned."""
     prefix = f'"{schema}".' if schema else ""
@@ -55,7 +56,9 @@ def to_previous_layout(conn: Connection, schema: str | None = None) -> None:
     conn.exec_driver_sql(f"DROP TABLE {prefix}eval_runs")
     conn.exec_driver_sql(f"DROP TABLE {prefix}stages")
     conn.exec_driver_sql(f"ALTER TABLE {prefix}issues DROP COLUMN first_packet_id")
-    conn.exec_driver_sql(f"DROP INDEX {prefix}ux_records_span")
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}ux_records_span")  # PostgreSQL's, and SQLite's before 11
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {prefix}ix_records_trace_run")  # SQLite's since 11
+    conn.exec_driver_sql(f"ALTER TABLE {prefix}records DROP COLUMN trace_run")
     conn.exec_driver_sql(f"CREATE INDEX ix_records_trace ON {prefix}records (trace_id)")
     conn.exec_driver_sql(f"ALTER TABLE {prefix}records DROP COLUMN resource_key")
     conn.exec_driver_sql(f"DROP TABLE {prefix}resources")
@@ -104,14 +107,16 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
         assert current_version(store.control) == latest("control") == 3  # 2: project_retention, 3: server_secrets
         # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id;
         # 5: eval_runs; 6: grouping_rules; 7: issue_merges
-        assert current_version(engine) == latest("project") == 10
+        assert current_version(engine) == latest("project") == 11
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
-        assert [v for v, _ in stamped] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] and stamped[0][1].startswith("initial schema")
-        assert indexes["ux_records_span"] and "ix_records_trace" not in indexes
+        assert [v for v, _ in stamped] == list(range(1, 12)) and stamped[0][1].startswith("initial schema")
+        # 11: SQLite keeps the span key by a lookup through its partial trace index (not unique), not an index.
+        assert indexes == {**indexes, "ix_records_trace_run": False} and "ux_records_span" not in indexes
+        assert "ix_records_trace" not in indexes
         assert get_project(store.control, created["project_id"])["project_name"] == "old app"
         # 9: the quota counter starts from the rows stored; a new record goes to its day's table, and readers see
         # the old table's rows and the day's together.
@@ -236,7 +241,7 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
     again = Store(settings)
     try:
         engine = again.project(project_id)
-        assert current_version(engine) == latest("project") == 10
+        assert current_version(engine) == latest("project") == 11
         # 6: the grouping_rules table, empty (version 0), and a first version can be saved.
         assert grouping_rules.current(engine) == {"version": 0, "rules": [], "updated_at": None, "updated_by": None}
         rule = parse_rules([{"match": {"name": "seed"}, "fingerprint": "{name}"}])
@@ -257,11 +262,15 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
             assert conn.execute(select(issues.c.first_packet_id)).scalars().all() == [None]
         assert get_record(engine, "rec_old")["resource"] == {"host": "old"}
         # 8 (PostgreSQL): the old table is the legacy partition, its indexes renamed; the span key is its own.
-        table, span_key = ("records_legacy", "ux_records_span_legacy") if schema else ("records", "ux_records_span")
+        # 11 (SQLite): the span key is a lookup through the partial trace index, which `records` has now.
+        table, span_key = (
+            ("records_legacy", "ux_records_span_legacy") if schema else ("records", "ix_records_trace_run")
+        )
         with engine.connect() as conn:
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes(table, schema=schema)}
             columns = {c["name"] for c in inspect(conn).get_columns("records", schema=schema)}
-        assert indexes[span_key] and "ix_records_trace" not in indexes and "resource_key" in columns
+        assert indexes[span_key] == bool(schema) and "ix_records_trace" not in indexes
+        assert {"resource_key", "trace_run"} <= columns
         # The old span re-sent gets a new-style ID, and is recognised as stored: the pair is the key now.
         item = {"type": "event", "name": "n", "trace_id": "ab" * 16, "span_id": "cd" * 8}
         resent = records_shape.decode({"records": [item]}, project_id, 5).records

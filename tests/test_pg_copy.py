@@ -25,9 +25,9 @@ from loopkit_core.store.records import (
     insert_resources,
     insert_rows,
     resource_rows,
-    stored_ids,
     to_rows,
 )
+from loopkit_core.store.resends import stored_ids
 from loopkit_core.store.schema import RECORD_COLUMNS, records
 from loopkit_core.store.writer import MAX_GROUP, Writer, _Shard
 

@@ -295,3 +295,23 @@ def _records_session_repeat(conn: Connection) -> None:
     # which serves the same reads (every row of theirs has session_repeat NULL).
     conn.exec_driver_sql("DROP INDEX IF EXISTS ix_records_session")
     next(index for index in records.indexes if index.name == "ix_records_session").create(conn)
+
+
+@step("project", 11, "records.trace_run: SQLite's trace index holds one entry per run of a trace's rows in a write")
+def _records_trace_run(conn: Connection) -> None:
+    schema = _translated(conn)
+    prefix = f"{conn.dialect.identifier_preparer.quote_schema(schema)}." if schema else ""
+    if "trace_run" not in {c["name"] for c in inspect(conn).get_columns("records", schema=schema)}:
+        # PostgreSQL adds it to every partition and keeps its (trace_id, span_id) keys (schema.py).
+        conn.exec_driver_sql(f"ALTER TABLE {prefix}records ADD COLUMN trace_run INTEGER")
+    if conn.dialect.name != "sqlite":
+        return
+    days = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'")
+    for (name,) in list(days):
+        if "trace_run" not in {c["name"] for c in inspect(conn).get_columns(name)}:
+            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN trace_run INTEGER")
+    # Day tables made from now on copy `records`' indexes: the partial trace index and no (trace_id, span_id) key.
+    # Those made before keep their unique key, which also serves trace reads there (their rows have trace_run NULL
+    # until the upgrade). `records`' rows all have trace_run NULL: the new index holds every row with a trace.
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ux_records_span")
+    next(index for index in records.indexes if index.name == "ix_records_trace_run").create(conn, checkfirst=True)

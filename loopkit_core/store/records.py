@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,15 +22,11 @@ from loopkit_core.selectors import (
     SlowCalls,
     parse_selector,
 )
-from loopkit_core.store import day_tables, dialect, pg_copy, resends, session_index
+from loopkit_core.store import day_tables, dialect, partial_indexes, pg_copy, resends
 from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
     ACCEPTED,
     RECORD_COLUMNS,
-    RECORD_ID,
-    SPAN_ID,
-    TRACE_ID,
-    TS_NS,
     Row,
     counters,
     issue_signatures,
@@ -47,9 +42,10 @@ def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
     """Rows for the insert, in RECORD_COLUMNS order; each row points to its resource (see resource_rows)."""
     dumps = orjson.dumps
     resource_keys: dict[int, str] = {}
-    marks = session_index.Marks()
+    marks = partial_indexes.Marks()
+    runs = partial_indexes.trace_runs(batch)
     rows = []
-    for r in batch:
+    for r, run in zip(batch, runs, strict=True):
         key = resource_keys.get(id(r.resource))
         if key is None:  # the spans of one resource share its dict: encode and hash it once
             key = resource_keys[id(r.resource)] = resource_row(r.resource)[0]
@@ -80,6 +76,7 @@ def to_rows(batch: list[Record], received_ns: int) -> list[Row]:
                 r.signature,
                 key,
                 marks.of(r.session_id, r.trace_id, r.ts_ns),
+                run,
             )
         )
     return rows
@@ -98,7 +95,8 @@ def resource_row(resource: dict[str, Any]) -> tuple[str, str]:
 
 
 # The same span re-sent (same trace and span ID) is stored once: the first copy wins (ON CONFLICT DO NOTHING on any
-# unique index, record_id or (trace_id, span_id); it also holds across processes sharing PostgreSQL). The statement
+# unique index, record_id or, on PostgreSQL, (trace_id, span_id), which also holds across processes sharing it;
+# SQLite looks the spans up through its trace index first, partial_indexes.unstored). The statement
 # is compiled once per dialect and schema to the driver's positional form: the hot path hands tuples straight to the
 # DB-API executemany, skipping SQLAlchemy's per-row parameter processing (~19 us a row, measured by
 # bench/write_path.py). The columns' types need no bind processing on SQLite or psycopg.
@@ -130,13 +128,15 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
         return conn.exec_driver_sql(sql, rows).rowcount
     # SQLite: each row goes to its day's table (store/day_tables.py), made on first use; all in this transaction.
     dbapi, inserted = conn.connection.dbapi_connection, 0
-    rows = [session_index.indexed(rows[0])] if given == 1 else rows  # inserted alone (near a quota)
+    rows = [partial_indexes.indexed(rows[0])] if given == 1 else rows  # inserted alone (near a quota)
     for table, group in day_tables.route(rows).items():
         day_tables.ensure(dbapi, conn.info, table)
-        before = session_index.last_seq(dbapi, table)
-        added = conn.exec_driver_sql(_day_sql(sql, table), session_index.for_table(table, group)).rowcount
+        before = partial_indexes.last_seq(dbapi, table)
+        group = partial_indexes.for_table(table, group)
+        fresh = partial_indexes.unstored(dbapi, table, group)
+        added = conn.exec_driver_sql(_day_sql(sql, table), fresh).rowcount if fresh else 0
         if added < len(group) or len(rows) < given:  # only resends lose rows
-            session_index.index_added(dbapi, table, before, group)
+            partial_indexes.index_added(dbapi, table, before, group)
         inserted += added
     return inserted
 
@@ -151,30 +151,6 @@ def insert_records(conn: Connection, batch: list[Record], received_ns: int) -> i
     """Insert records and their resources in the caller's transaction (the writer's path, without it)."""
     insert_resources(conn, resource_rows(batch))
     return insert_rows(conn, to_rows(batch, received_ns))
-
-
-def stored_ids(conn: Connection, rows: list[Row]) -> dict[int, str]:
-    """For rows that were not inserted because their span is stored under another record ID: index -> that ID.
-
-    A span re-sent with another start time hashes to another ID; the answer names the stored copy nearest in time
-    (a span re-sent with a start time on another UTC day is stored again, its days' tables being apart: there
-    can be several).
-    """
-    trace_ids = sorted({row[TRACE_ID] for row in rows if row[TRACE_ID] and row[SPAN_ID]})
-    found: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-    for start in range(0, len(trace_ids), 500):  # bounded IN lists
-        query = select(records.c.trace_id, records.c.span_id, records.c.ts_ns, records.c.record_id).where(
-            records.c.trace_id.in_(trace_ids[start : start + 500])
-        )
-        for r in conn.execute(query):
-            found[(r.trace_id, r.span_id)].append((r.ts_ns, r.record_id))
-    renamed = {}
-    for i, row in enumerate(rows):
-        copies = found.get((row[TRACE_ID], row[SPAN_ID])) if row[TRACE_ID] and row[SPAN_ID] else None
-        stored = min(copies, key=lambda c: abs(c[0] - row[TS_NS]))[1] if copies else None
-        if stored is not None and stored != row[RECORD_ID]:
-            renamed[i] = stored
-    return renamed
 
 
 def insert_resources(conn: Connection, rows: list[tuple[str, str]]) -> None:
@@ -194,14 +170,6 @@ def insert_signatures(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "postgresql":
         values = dialect.escape_nul_rows(values)
     conn.exec_driver_sql(sql, values)
-
-
-def record_stored(conn: Connection, row: Row) -> bool:
-    """Whether a row's record is already stored (its record ID, or its trace and span ID)."""
-    condition = records.c.record_id == row[RECORD_ID]
-    if row[TRACE_ID] and row[SPAN_ID]:
-        condition = or_(condition, and_(records.c.trace_id == row[TRACE_ID], records.c.span_id == row[SPAN_ID]))
-    return conn.execute(select(records.c.seq).where(condition).limit(1)).first() is not None
 
 
 def accepted_total(conn: Connection) -> int:
@@ -332,19 +300,22 @@ def selector_condition(selector: Selector | dict[str, Any]) -> ColumnElement[boo
 def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
     """One page, newest first, and the keyset position of the next page (None at the end)."""
     c = records.c
-    conditions = [c.ts_ns >= query.start_ns, c.ts_ns < query.end_ns]
-    for column, values in query.filters:
-        col = c[column]
-        conditions.append(col == values[0] if len(values) == 1 else col.in_(values))
-    if query.selectors:
-        conditions.append(or_(*(selector_condition(s) for s in query.selectors)))
-    if query.after is not None:
-        ts, rid = query.after
-        conditions.append(or_(c.ts_ns < ts, and_(c.ts_ns == ts, c.record_id < rid)))
-    stmt = select(records).where(*conditions).order_by(c.ts_ns.desc(), c.record_id.desc()).limit(query.limit + 1)
     with engine.connect() as conn:
         conn.execution_options(**{day_tables.RANGE_OPTION: (query.start_ns, query.end_ns)})
-        rows = conn.execute(stmt).all()
+        conditions = [c.ts_ns >= query.start_ns, c.ts_ns < query.end_ns]
+        for column, values in query.filters:
+            if column == "trace_id":  # through the trace index as this backend keeps it
+                conditions.append(partial_indexes.in_traces(conn, values))
+                continue
+            col = c[column]
+            conditions.append(col == values[0] if len(values) == 1 else col.in_(values))
+        if query.selectors:
+            conditions.append(or_(*(selector_condition(s) for s in query.selectors)))
+        if query.after is not None:
+            ts, rid = query.after
+            conditions.append(or_(c.ts_ns < ts, and_(c.ts_ns == ts, c.record_id < rid)))
+        stmt = select(records).where(*conditions).order_by(c.ts_ns.desc(), c.record_id.desc())
+        rows = conn.execute(stmt.limit(query.limit + 1)).all()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         page = records_json(conn, rows)

@@ -95,13 +95,25 @@ records = Table(
     # 1 when an earlier row of the same write, with the same session, trace and UTC day, is this row's way into the
     # SQLite session index (NULL otherwise, and in rows from before it): see ix_records_session.
     Column("session_repeat", SmallInteger),
+    # SQLite's trace index holds one row per run of a trace's rows that one write stores next to each other: the
+    # run's first row holds its length, the others 0 (NULL: a row of its own, as every row from before). See
+    # ix_records_trace_run and store/partial_indexes.py.
+    Column("trace_run", Integer),
 )
 # Window reads page on (ts_ns, record_id); filters narrow within the window.
 Index("ix_records_window", records.c.ts_ns, records.c.record_id)
 Index("ix_records_type_window", records.c.type, records.c.ts_ns)
-# A span is stored once per project: (trace_id, span_id) is the deduplication key (record IDs carry the start time,
-# so they cannot be), and the same index serves trace lookups. Records without span identity have NULLs: never equal.
-Index("ux_records_span", records.c.trace_id, records.c.span_id, unique=True)
+# PostgreSQL: a span is stored once per day partition: (trace_id, span_id) is a deduplication key beside the record ID,
+# and the same index serves trace lookups. Records without span identity have NULLs: never equal.
+Index("ux_records_span", records.c.trace_id, records.c.span_id, unique=True).ddl_if(dialect="postgresql")
+# SQLite: a re-sent span (same trace, span and start time, so the same record ID) meets its stored copy on the
+# record ID, and trace reads go through one index entry per run of a trace's rows in a write (trace_run): a
+# random-key entry for every span cost the writer a third of its rate by 4M records (docs/benchmarks.md).
+Index(
+    "ix_records_trace_run",
+    records.c.trace_id,
+    sqlite_where=and_(records.c.trace_id.is_not(None), records.c.trace_run.is_not(0)),
+).ddl_if(dialect="sqlite")
 # SQLite indexes a session's first row of each trace a write brings (session_repeat NULL): a random-key index entry
 # per span cost the writer a quarter of its time by 4M records (docs/benchmarks.md). Reads find the rest through
 # those rows' traces (store/traces.py). PostgreSQL keeps every row in it.
@@ -189,6 +201,7 @@ Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
 RECORD_ID, TS_NS = RECORD_COLUMNS.index("record_id"), RECORD_COLUMNS.index("ts_ns")
 TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
 SESSION_REPEAT = RECORD_COLUMNS.index("session_repeat")
+TRACE_RUN = RECORD_COLUMNS.index("trace_run")
 
 # Append-only audit trail of human decisions on packets: rows are inserted, never updated or deleted.
 approvals = Table(

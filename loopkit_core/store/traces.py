@@ -7,15 +7,15 @@ count of all of them; the session list scans at most `scan` of the window's newe
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Engine, and_, bindparam, case, distinct, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, case, distinct, func, or_, select
 
 from loopkit_core.model import FAILURE_TYPES
+from loopkit_core.store.partial_indexes import HEX_ID, in_traces, traced
 from loopkit_core.store.records import records_json
 from loopkit_core.store.schema import records
 
@@ -36,7 +36,6 @@ SPAN_COLUMNS = (
 MAX_LISTED = 20  # users and services named per session
 # Session index rows read to list a session read's traces; past it, the read scans each day table instead.
 MAX_HEAD_ROWS = 200_000
-_HEX = re.compile(r"[0-9a-f]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -52,14 +51,14 @@ def trace_spans(engine: Engine, trace_id: str, limit: int) -> TraceRows:
     c = records.c
     columns = [c[name] for name in SPAN_COLUMNS]
     with engine.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(records).where(c.trace_id == trace_id)).scalar_one()
+        trace = traced(conn, [trace_id])
+        counted = select(func.count()).select_from(records).where(trace.condition)
+        total = conn.execute(trace.within(counted)).scalar_one()
         if not total:
             return TraceRows([], 0)
-        stmt = (
-            select(*columns).where(c.trace_id == trace_id).order_by(c.ts_ns, c.end_ns.desc(), c.record_id).limit(limit)
-        )
+        stmt = select(*columns).where(trace.condition).order_by(c.ts_ns, c.end_ns.desc(), c.record_id).limit(limit)
         # fetchall() and plain dicts: a 10,000-span answer must not pay for a Row object per span.
-        rows = [dict(zip(SPAN_COLUMNS, row, strict=True)) for row in conn.execute(stmt).fetchall()]
+        rows = [dict(zip(SPAN_COLUMNS, row, strict=True)) for row in conn.execute(trace.within(stmt)).fetchall()]
     return TraceRows(rows, int(total))
 
 
@@ -87,15 +86,14 @@ def in_sessions(conn: Connection, session_ids: Sequence[str]) -> ColumnElement[b
     # window of 200,000 records) instead of seeking each session in its own index.
     found = conn.execute(select(c.trace_id).where(heads).limit(MAX_HEAD_ROWS + 1)).scalars().all()
     traces = sorted({trace for trace in found if trace is not None})
-    if len(found) > MAX_HEAD_ROWS or not all(_HEX.fullmatch(trace) for trace in traces):
+    if len(found) > MAX_HEAD_ROWS or not all(HEX_ID.fullmatch(trace) for trace in traces):
         # The same rows, by scanning each table (SQLite does not push a subquery into a UNION ALL).
         inner = records.alias("heads")
         listed = select(inner.c.trace_id).where(inner.c.session_id.in_(ids), inner.c.session_repeat.is_(None))
         return or_(heads, and_(c.session_id.in_(ids), c.trace_id.in_(listed)))
     parts = []
-    if traces:  # hex, so written into the statement: they do not count against SQLite's 32,766 bound parameters
-        listed = bindparam("session_traces", traces, expanding=True, literal_execute=True)
-        parts.append(and_(c.trace_id.in_(listed), c.session_id.in_(ids)))
+    if traces:
+        parts.append(and_(in_traces(conn, traces), c.session_id.in_(ids)))
     if None in found:  # rows without a trace are always indexed: only they are read through that index again
         parts.append(and_(heads, c.trace_id.is_(None)))
     return or_(*parts) if len(parts) > 1 else parts[0] if parts else heads

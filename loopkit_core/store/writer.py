@@ -17,10 +17,9 @@ from loopkit_core.store.records import (
     insert_resources,
     insert_rows,
     insert_signatures,
-    record_stored,
-    stored_ids,
     write_accepted_total,
 )
+from loopkit_core.store.resends import record_stored, stored_ids
 from loopkit_core.store.schema import TS_NS, Row
 
 log = logging.getLogger("loopkit.writer")

@@ -1,0 +1,189 @@
+"""SQLite's two random-key indexes, session and trace: which rows of a write hold an entry, and how every row stays
+findable.
+
+An index entry whose key is random (a session or trace ID) dirties a random page of an index that grows all day:
+one for every span cost the writer about a quarter of its time per row for each of the two indexes once a day's
+table held a few million rows (docs/benchmarks.md). So on SQLite each holds about one entry per trace a write brings:
+
+- `ix_records_session` holds the rows with `session_repeat` NULL: a write's first row of each (session, trace, UTC
+  day), and every row without a trace. A session's other rows are those of the same traces (`traces.in_sessions`).
+- `ix_records_trace_run` holds the rows with `trace_run` not 0. A write stores each (trace, UTC day) of its rows as one
+  run of consecutive row numbers (`seq`): the run's first row holds its length, the others 0, and a trace's rows
+  are those within `seq` .. `seq + trace_run - 1` of its entries that carry its ID (`traced`).
+
+NULL in either column is a row with an entry of its own: every row stored before these columns, a row inserted
+alone (near a quota), a row of `records` (which retention deletes row by row, so no row there may rely on
+another), and every row of a write that lost rows to copies already stored. PostgreSQL indexes every row in both.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false, literal_column, select
+
+from loopkit_core.model import DAY_NS, Record
+from loopkit_core.store.day_tables import BASE, RANGE_OPTION
+from loopkit_core.store.schema import SESSION_REPEAT, SPAN_ID, TRACE_ID, TRACE_RUN, Row, records
+
+
+class Marks:
+    """The `session_repeat` of each row of one write, in the write's order."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str, int]] = set()
+
+    def of(self, session_id: str | None, trace_id: str | None, ts_ns: int) -> int | None:
+        """1 when an earlier row of this write has the same session, trace and day; None (indexed) otherwise."""
+        if session_id is None or not trace_id:
+            return None
+        key = (session_id, trace_id, ts_ns // DAY_NS)
+        if key in self._seen:
+            return 1
+        self._seen.add(key)
+        return None
+
+
+def trace_runs(batch: list[Record]) -> list[int | None]:
+    """The `trace_run` of each record of one write: its (trace, day)'s row count on the first, 0 on the others."""
+    counts = Counter((r.trace_id, r.ts_ns // DAY_NS) for r in batch if r.trace_id)
+    runs: list[int | None] = []
+    for r in batch:
+        if not r.trace_id:
+            runs.append(None)
+            continue
+        key = (r.trace_id, r.ts_ns // DAY_NS)
+        runs.append(counts.pop(key) if key in counts else 0)
+    return runs
+
+
+def indexed(row: Row) -> Row:
+    """The row with its own entry in both indexes (a row inserted alone, near a quota, has no earlier row)."""
+    if row[SESSION_REPEAT] is None and row[TRACE_RUN] is None:
+        return row
+    own = list(row)
+    own[SESSION_REPEAT] = own[TRACE_RUN] = None
+    return tuple(own)
+
+
+def for_table(table: str, rows: list[Row]) -> list[Row]:
+    """The rows of one write as stored in `table`: in a day table, each trace's rows one after another.
+
+    The sort is stable, so each run's first row (the one holding its length) leads it. In `records` (days far from
+    now), which retention deletes row by row, every row indexes itself: a day table goes whole, so only there can a
+    row rely on an earlier row of its write.
+    """
+    if table == BASE:
+        return [indexed(row) for row in rows]
+    return sorted(rows, key=_trace)
+
+
+def _trace(row: Row) -> str:
+    return row[TRACE_ID] or ""
+
+
+def unstored(dbapi: sqlite3.Connection, table: str, rows: list[Row]) -> list[Row]:
+    """The rows whose span (trace and span ID) `table` does not hold yet: SQLite's span key, kept by a lookup.
+
+    A unique index on (trace_id, span_id) would dirty a random page of itself for every span; the lookup reads
+    the trace index's entries for the rows' traces, then their runs' rows, in the writer's transaction (a write
+    from elsewhere in between makes this one fail, in WAL mode, rather than store a copy).
+    """
+    traces = sorted({row[TRACE_ID] for row in rows if row[TRACE_ID] and row[SPAN_ID]})
+    stored: set[tuple[str, str]] = set()
+    for start in range(0, len(traces), _CHUNK):
+        chunk = traces[start : start + _CHUNK]
+        runs = dbapi.execute(
+            f"SELECT seq, trace_run FROM {table} WHERE trace_id IN ({','.join('?' * len(chunk))}) "
+            "AND trace_id IS NOT NULL AND trace_run IS NOT 0",  # the index's own condition
+            chunk,
+        ).fetchall()
+        seqs = [seq + i for seq, run in runs for i in range(run or 1)]
+        for at in range(0, len(seqs), _CHUNK):
+            part = seqs[at : at + _CHUNK]
+            found = dbapi.execute(
+                f"SELECT trace_id, span_id FROM {table} WHERE seq IN ({','.join('?' * len(part))})", part
+            )
+            stored.update(found.fetchall())
+    if not stored:
+        return rows
+    return [row for row in rows if (row[TRACE_ID], row[SPAN_ID]) not in stored]
+
+
+def last_seq(dbapi: sqlite3.Connection, table: str) -> int:
+    """The highest row number of a table (0 when empty), read before an insert into it."""
+    return dbapi.execute(f"SELECT max(seq) FROM {table}").fetchone()[0] or 0
+
+
+def index_added(dbapi: sqlite3.Connection, table: str, after_seq: int, rows: list[Row]) -> None:
+    """Give every row added to `table` after `after_seq` its own index entries, if any of `rows` had none.
+
+    For a write that lost rows to copies already stored: the row that was to index a session's trace, or to lead a
+    trace's run, may be one of them, so no row is left depending on another.
+    """
+    if any(row[SESSION_REPEAT] or row[TRACE_RUN] == 0 for row in rows):
+        dbapi.execute(
+            f"UPDATE {table} SET session_repeat = NULL, trace_run = NULL "
+            "WHERE seq > ? AND (session_repeat = 1 OR trace_run = 0)",
+            (after_seq,),
+        )
+
+
+# Row numbers a trace read lists from its runs (SQLite); past it, the read scans each day table instead.
+MAX_RUN_ROWS = 200_000
+_CHUNK = 500  # bound values a lookup statement takes
+HEX_ID = re.compile(r"[0-9a-f]{1,32}")  # what a stored trace ID is: safe to write into a statement
+
+
+@dataclass(frozen=True)
+class Traced:
+    """How a read reaches the records of some traces: its condition, and the time range of the tables they are in.
+
+    `days` is a `records_range` (UTC days, as start and end ns) holding every record of the traces; None when
+    the backend does not say (PostgreSQL, whose partitions are pruned by the read's own conditions).
+    """
+
+    condition: ColumnElement[bool]
+    days: tuple[int, int] | None = None
+
+    def within(self, stmt: Select[Any]) -> Select[Any]:
+        """The statement reading only the tables that hold these traces' records (SQLite's day tables)."""
+        return stmt if self.days is None else stmt.execution_options(**{RANGE_OPTION: self.days})
+
+
+def traced(conn: Connection, trace_ids: Sequence[str]) -> Traced:
+    """The records of these traces, through the trace index as this backend keeps it.
+
+    SQLite's index holds the first row of each run of a trace's rows that a write stored one after another
+    (schema.py, ix_records_trace_run): those rows are read first, within the connection's
+    `records_range` if it has one, and the condition lists the row numbers of their runs, with the trace IDs (a
+    row number is per table, so the IDs keep another table's row out). A run lies in its first row's table, so the
+    runs' days are `days`. PostgreSQL's index holds every row.
+    """
+    c, ids = records.c, sorted(set(trace_ids))
+    if conn.dialect.name != "sqlite" or not ids:
+        return Traced(c.trace_id.in_(ids))
+    # Hex, so written into the statement: a session read can list 20,000 traces (SQLite binds at most 32,766).
+    listed = bindparam("traces", ids, expanding=True, literal_execute=all(HEX_ID.fullmatch(t) for t in ids))
+    first = and_(c.trace_id.in_(listed), c.trace_run.is_not(literal_column("0")))  # the index's own condition
+    runs = conn.execute(select(c.seq, c.trace_run, c.ts_ns).where(first).limit(MAX_RUN_ROWS + 1)).all()
+    if not runs:
+        return Traced(false())
+    seqs = sorted({seq + i for seq, run, _ in runs for i in range(run or 1)})
+    days = (min(ts for *_, ts in runs) // DAY_NS * DAY_NS, (max(ts for *_, ts in runs) // DAY_NS + 1) * DAY_NS)
+    if len(runs) > MAX_RUN_ROWS or len(seqs) > MAX_RUN_ROWS:
+        return Traced(c.trace_id.in_(listed), days)  # the same rows, by scanning each table
+    numbers = bindparam("trace_rows", seqs, expanding=True, literal_execute=True)
+    return Traced(and_(c.seq.in_(numbers), c.trace_id.in_(listed)), days)
+
+
+def in_traces(conn: Connection, trace_ids: Sequence[str]) -> ColumnElement[bool]:
+    """The condition for the records of these traces (see `traced`), for a read that keeps its own range."""
+    return traced(conn, trace_ids).condition
