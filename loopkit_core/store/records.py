@@ -128,6 +128,8 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
         return conn.exec_driver_sql(sql, rows).rowcount
     # SQLite: each row goes to its day's table (store/day_tables.py), made on first use; all in this transaction.
     dbapi, inserted = conn.connection.dbapi_connection, 0
+    if not dbapi.in_transaction:  # the span lookup and the insert under one write lock (the writer's has begun)
+        dbapi.execute("BEGIN IMMEDIATE")
     rows = [partial_indexes.indexed(rows[0])] if given == 1 else rows  # inserted alone (near a quota)
     for table, group in day_tables.route(rows).items():
         day_tables.ensure(dbapi, conn.info, table)
