@@ -38,7 +38,7 @@ from loopkit_core.selectors import AnyOf, Match, Selector, parse_selector
 from loopkit_core.store import day_tables
 from loopkit_core.store.dialect import NulSafeText, byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
-from loopkit_core.store.partial_indexes import in_traces, traced
+from loopkit_core.store.partial_indexes import during, in_traces, traced
 from loopkit_core.store.records import records_json, resource_bodies, selector_condition
 from loopkit_core.store.releases import release_groups, releases_of_rows, resource_releases
 from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
@@ -278,8 +278,13 @@ class Window:
         """A connection that reads records of this window's time range only (SQLite skips other days' tables)."""
         return self.engine.connect().execution_options(**{day_tables.RANGE_OPTION: (self.start_ns, self.end_ns)})
 
-    def _in_window(self) -> Any:
-        condition = (records.c.ts_ns >= self.start_ns) & (records.c.ts_ns < self.end_ns)
+    def _in_window(self, by_time: bool = True) -> Any:
+        # by_time=False: beside a read of rows by number (traces, sessions), which SQLite must not trade for a scan
+        # of the window's range (partial_indexes.during).
+        if by_time:
+            condition = (records.c.ts_ns >= self.start_ns) & (records.c.ts_ns < self.end_ns)
+        else:
+            condition = during(self.engine.dialect.name, self.start_ns, self.end_ns)
         if self.resource_keys is not None:
             condition = condition & records.c.resource_key.in_(self.resource_keys)
         return condition
@@ -793,7 +798,7 @@ class Window:
         with self._connect() as conn:
             stmt = (
                 select(records)
-                .where(in_traces(conn, trace_ids), self._in_window())
+                .where(in_traces(conn, trace_ids), self._in_window(by_time=False))
                 .order_by(r.ts_ns, r.record_id)
                 .limit(limit)
             )
@@ -809,7 +814,7 @@ class Window:
         r = records.c
         with self._connect() as conn:
             # The window's tables hold the session index rows of their own rows (one per session, trace and day).
-            stmt = select(records).where(in_sessions(conn, sorted(set(session_ids))), self._in_window())
+            stmt = select(records).where(in_sessions(conn, sorted(set(session_ids))), self._in_window(by_time=False))
             if roots_only:
                 stmt = stmt.where(r.parent_span_id.is_(None), r.type != "user_signal")
             stmt = stmt.order_by(r.ts_ns, r.record_id).limit(limit)
@@ -842,7 +847,7 @@ class Window:
                 chunk = traces[start : start + 500]
                 rows = conn.execute(
                     select(r.session_id, r.user_id)
-                    .where(self._in_window(), in_traces(conn, chunk))
+                    .where(self._in_window(by_time=False), in_traces(conn, chunk))
                     .where((r.session_id.is_not(None)) | (r.user_id.is_not(None)))
                     .distinct()
                     .limit(limit)
@@ -859,7 +864,7 @@ class Window:
         with self._connect() as conn:
             stmt = (
                 select(r.record_id, r.trace_id, r.span_id, r.parent_span_id)
-                .where(in_traces(conn, trace_ids), self._in_window(), self._condition(selector))
+                .where(in_traces(conn, trace_ids), self._in_window(by_time=False), self._condition(selector))
                 .order_by(r.trace_id, r.record_id)
                 .limit(limit)
             )

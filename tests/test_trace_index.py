@@ -14,11 +14,12 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import NOW, PG_URL, make_settings, needs_sqlite, span
-from sqlalchemy import select
+from sqlalchemy import Engine, event, select
 
 from loopkit_core.model import DAY_NS, Record, record_id_for_span
 from loopkit_core.projects import create_project
@@ -29,7 +30,7 @@ from loopkit_core.store.migrations import current_version, latest
 from loopkit_core.store.partitions import PAST_DAYS
 from loopkit_core.store.records import WindowQuery, insert_rows, read_window, resource_rows, to_rows
 from loopkit_core.store.schema import RECORD_COLUMNS, TRACE_RUN, records
-from loopkit_core.store.traces import trace_spans
+from loopkit_core.store.traces import session_facts, trace_spans
 from loopkit_core.store.writer import Writer
 from loopkit_core.window import Window
 
@@ -94,6 +95,22 @@ def entries(store: Store, pid: str) -> dict[str, list[tuple[int, int | None]]]:
     return out
 
 
+def plans(engine: Engine, read: Callable[[], object], marker: str = "trace_id IN") -> list[str]:
+    """The query plan lines of `read`'s SELECTs of records that contain `marker` (by default: by trace)."""
+    found: list[str] = []
+
+    def note(_conn, cursor, statement, parameters, _context, _many) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and marker in statement:
+            found.extend(row[3] for row in cursor.connection.execute("EXPLAIN QUERY PLAN " + statement, parameters))
+
+    event.listen(engine, "after_cursor_execute", note)
+    try:
+        read()
+    finally:
+        event.remove(engine, "after_cursor_execute", note)
+    return found
+
+
 def test_the_first_record_of_each_trace_and_day_in_a_write_holds_its_runs_length():
     batch = [record(0, 1), record(1, 2), record(2, 1), record(3, 1, day=1), record(4, 2), record(5, 1)]
     batch.append(dataclasses.replace(record(6, 3), trace_id=None, span_id=None))
@@ -114,6 +131,16 @@ def test_sqlite_indexes_one_row_per_trace_and_write_and_stores_each_run_in_a_row
     for seq, run in index:  # each run's rows are its first row's number and the next four, all of one trace
         assert len({by_seq[seq + k] for k in range(run)}) == 1
     check_reads(store, pid, list(range(1, 21)), dict.fromkeys(range(1, 21), 5))
+    # A page of a window filtered by trace, and one trace's spans: the index's entries, then rows by number.
+    engine, hex_id = store.project(pid), f"{3:032x}"
+    query = WindowQuery(NOW - DAY_NS, NOW + DAY_NS, 100, filters=(("trace_id", (hex_id,)),))
+    for read in (lambda: read_window(engine, query), lambda: trace_spans(engine, hex_id, 100)):
+        searched = [p for p in plans(engine, read) if p.startswith(("SEARCH", "SCAN"))]
+        assert searched and all(p.startswith("SEARCH") for p in searched), searched
+        assert {p.split(" USING ")[1].split(" (")[0] for p in searched} == {
+            f"INDEX ix_records_trace_run{table.removeprefix('records')}",
+            "INTEGER PRIMARY KEY",
+        }, searched
 
 
 def test_every_read_by_trace_finds_every_row_whatever_way_the_rows_came(store: Store, pid: str):
@@ -234,3 +261,29 @@ def test_postgresql_keeps_its_span_key_and_reads_traces_by_it(store: Store, pid:
         names = set(indexes)
     assert any(name.endswith("_span") for name in names) and not any("trace_run" in name for name in names)
     check_reads(store, pid, [1, 2, 3], dict.fromkeys([1, 2, 3], 3))
+
+
+@needs_sqlite
+def test_reads_by_trace_or_session_in_a_window_go_by_row_number_not_by_the_windows_range(store: Store, pid: str):
+    # 10,000 spans in 2,000 traces of 5, in 500 sessions: thousands of row numbers per read. Without statistics
+    # SQLite would rather scan the window's range of ix_records_window unless the range cannot use it.
+    batch = [dataclasses.replace(record(i, 1 + i // 5), session_id=f"s{(i // 5) % 500}") for i in range(10_000)]
+    for start in range(0, len(batch), 2_000):
+        assert write(store, pid, batch[start : start + 2_000])[0] == 2_000
+    engine = store.project(pid)
+    window = Window(pid, NOW - DAY_NS // 2, NOW + DAY_NS // 2, engine)
+    sessions = [f"s{k}" for k in range(500)]
+    traces = [f"{t:032x}" for t in range(1, 2_001)]
+    page = WindowQuery(NOW - DAY_NS, NOW + DAY_NS, 10, (("trace_id", tuple(traces[:900])),))
+    reads = {
+        "session facts": lambda: session_facts(engine, sessions, NOW - DAY_NS // 2, NOW + DAY_NS // 2, 1e3, 10**5),
+        "window sessions": lambda: window.sessions(sessions, limit=20_000),
+        "window traces": lambda: window.traces(traces, limit=20_000),
+        "trace page": lambda: read_window(engine, page),
+    }
+    for name, read in reads.items():
+        searched = [p for p in plans(engine, read, "seq IN") if p.startswith(("SEARCH", "SCAN"))]
+        by_range = [p for p in searched if "ix_records_window" in p or p.startswith("SCAN")]
+        assert searched and not by_range, (name, searched)
+    facts, complete = session_facts(engine, sessions, NOW - DAY_NS // 2, NOW + DAY_NS // 2, 1e3, 10**5)
+    assert complete and sum(f.records for f in facts.values()) == 10_000 and facts["s7"].traces == 4

@@ -304,9 +304,13 @@ def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]
     c = records.c
     with engine.connect() as conn:
         conn.execution_options(**{day_tables.RANGE_OPTION: (query.start_ns, query.end_ns)})
-        conditions = [c.ts_ns >= query.start_ns, c.ts_ns < query.end_ns]
+        by_trace = any(column == "trace_id" for column, _ in query.filters)
+        if by_trace:  # rows by number, through the trace index as this backend keeps it
+            conditions = [partial_indexes.during(conn.dialect.name, query.start_ns, query.end_ns)]
+        else:
+            conditions = [c.ts_ns >= query.start_ns, c.ts_ns < query.end_ns]
         for column, values in query.filters:
-            if column == "trace_id":  # through the trace index as this backend keeps it
+            if column == "trace_id":
                 conditions.append(partial_indexes.in_traces(conn, values))
                 continue
             col = c[column]

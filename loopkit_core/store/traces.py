@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, case, distinct, func, or_, select
 
 from loopkit_core.model import FAILURE_TYPES
-from loopkit_core.store.partial_indexes import HEX_ID, in_traces, traced
+from loopkit_core.store.partial_indexes import HEX_ID, during, in_traces, traced
 from loopkit_core.store.records import records_json
 from loopkit_core.store.schema import records
 
@@ -186,7 +186,7 @@ def session_facts(
     with engine.connect() as conn:
         where = [in_sessions(conn, session_ids)]
         if start_ns is not None and end_ns is not None:
-            where += [c.ts_ns >= start_ns, c.ts_ns < end_ns]
+            where.append(during(conn.dialect.name, start_ns, end_ns))
         for row in conn.execute(grouped.where(*where)):
             sid, start, end, count, failures, tools, traces, failed, slow, timed, longest = row
             facts[sid] = SessionFacts(
