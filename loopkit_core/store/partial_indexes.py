@@ -170,18 +170,22 @@ def traced(conn: Connection, trace_ids: Sequence[str]) -> Traced:
     c, ids = records.c, sorted(set(trace_ids))
     if conn.dialect.name != "sqlite" or not ids:
         return Traced(c.trace_id.in_(ids))
-    # Hex, so written into the statement: a session read can list 20,000 traces (SQLite binds at most 32,766).
-    listed = bindparam("traces", ids, expanding=True, literal_execute=all(HEX_ID.fullmatch(t) for t in ids))
-    first = and_(c.trace_id.in_(listed), c.trace_run.is_not(literal_column("0")))  # the index's own condition
+    # Hex, so written into the statement, joined once: a session read can list 20,000 traces (SQLite binds at most
+    # 32,766), and SQLAlchemy renders literal values one by one.
+    if all(HEX_ID.fullmatch(t) for t in ids):
+        in_list = c.trace_id.op("IN")(literal_column("(" + ",".join(f"'{t}'" for t in ids) + ")"))
+    else:
+        in_list = c.trace_id.in_(bindparam("traces", ids, expanding=True))
+    first = and_(in_list, c.trace_run.is_not(literal_column("0")))  # the index's own condition
     runs = conn.execute(select(c.seq, c.trace_run, c.ts_ns).where(first).limit(MAX_RUN_ROWS + 1)).all()
     if not runs:
         return Traced(false())
     seqs = sorted({seq + i for seq, run, _ in runs for i in range(run or 1)})
     days = (min(ts for *_, ts in runs) // DAY_NS * DAY_NS, (max(ts for *_, ts in runs) // DAY_NS + 1) * DAY_NS)
     if len(runs) > MAX_RUN_ROWS or len(seqs) > MAX_RUN_ROWS:
-        return Traced(c.trace_id.in_(listed), days)  # the same rows, by scanning each table
-    numbers = bindparam("trace_rows", seqs, expanding=True, literal_execute=True)
-    return Traced(and_(c.seq.in_(numbers), c.trace_id.in_(listed)), days)
+        return Traced(in_list, days)  # the same rows, by scanning each table
+    numbers = literal_column("(" + ",".join(map(str, seqs)) + ")")  # integers, joined once
+    return Traced(and_(c.seq.op("IN")(numbers), in_list), days)
 
 
 def in_traces(conn: Connection, trace_ids: Sequence[str]) -> ColumnElement[bool]:
