@@ -1342,6 +1342,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--spread: sustained mode (--duration) only, and more than 0 seconds")
     if "logs" in signals and args.duration:
         p.error("--duration (sustained mode) sends traces only")
+    if args.duration and (args.compare_code is not None or args.compare_env):
+        # It would run the current code alone and report it as if compared.
+        p.error("--compare-code/--compare-env: bursts only; run sustained mode once per code or setting")
     args.protocols = [
         run for p_ in args.protocols for run in ([p_] if "traces" in signals else []) + (
             [LOGS_PREFIX + p_] if "logs" in signals else [])

@@ -141,6 +141,15 @@ def test_big_store_times_the_day_layout_migration_of_a_store_built_in_the_previo
     assert big_store.day_tables.route is big_store.ROUTE
 
 
+@pytest.mark.parametrize("compare", [["--compare-code", "."], ["--compare-env", "LOOPKIT_DECODE_WORKERS=2"]])
+def test_ingest_refuses_a_comparison_in_sustained_mode_which_would_run_one_code(compare, capsys):
+    # Sustained mode runs one server: a comparison there was silently a run of the current code alone.
+    with pytest.raises(SystemExit) as exc:
+        ingest.parse_args(["--duration", "10", *compare])
+    assert exc.value.code == 2 and "run sustained mode once per code or setting" in capsys.readouterr().err
+    assert ingest.parse_args(compare).compare_env == (compare[1:] if compare[0] == "--compare-env" else [])
+
+
 @pytest.mark.parametrize("days", [0.5, 1.0])
 def test_big_store_refuses_a_span_of_a_day_or_less(days, capsys):
     with pytest.raises(SystemExit) as exc:
