@@ -280,6 +280,7 @@ def test_reads_by_trace_or_session_in_a_window_go_by_row_number_not_by_the_windo
         "window sessions": lambda: window.sessions(sessions, limit=20_000),
         "window traces": lambda: window.traces(traces, limit=20_000),
         "trace page": lambda: read_window(engine, page),
+        "next trace page": lambda: read_window(engine, dataclasses.replace(page, after=(NOW, "rec_z"))),
     }
     for name, read in reads.items():
         searched = [p for p in plans(engine, read, "seq IN") if p.startswith(("SEARCH", "SCAN"))]

@@ -93,8 +93,8 @@ def unstored(dbapi: sqlite3.Connection, table: str, rows: list[Row]) -> list[Row
     """The rows whose span (trace and span ID) `table` does not hold yet: SQLite's span key, kept by a lookup.
 
     A unique index on (trace_id, span_id) would dirty a random page of itself for every span; the lookup reads
-    the trace index's entries for the rows' traces, then their runs' rows, in the writer's transaction (a write
-    from elsewhere in between makes this one fail, in WAL mode, rather than store a copy).
+    the trace index's entries for the rows' traces, then their runs' rows, under the write lock that the insert
+    holds too (records.insert_rows), so no write from elsewhere comes between.
     """
     traces = sorted({row[TRACE_ID] for row in rows if row[TRACE_ID] and row[SPAN_ID]})
     stored: set[tuple[str, str]] = set()

@@ -304,11 +304,11 @@ def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]
     c = records.c
     with engine.connect() as conn:
         conn.execution_options(**{day_tables.RANGE_OPTION: (query.start_ns, query.end_ns)})
-        by_trace = any(column == "trace_id" for column, _ in query.filters)
-        if by_trace:  # rows by number, through the trace index as this backend keeps it
-            conditions = [partial_indexes.during(conn.dialect.name, query.start_ns, query.end_ns)]
-        else:
-            conditions = [c.ts_ns >= query.start_ns, c.ts_ns < query.end_ns]
+        # By trace: rows by number, through the trace index as this backend keeps it, so on SQLite no condition
+        # on time may use an index (partial_indexes.during), the cursor's neither.
+        by_trace = any(column == "trace_id" for column, _ in query.filters) and conn.dialect.name == "sqlite"
+        ts = c.ts_ns + 0 if by_trace else c.ts_ns
+        conditions = [ts >= query.start_ns, ts < query.end_ns]
         for column, values in query.filters:
             if column == "trace_id":
                 conditions.append(partial_indexes.in_traces(conn, values))
@@ -318,8 +318,8 @@ def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]
         if query.selectors:
             conditions.append(or_(*(selector_condition(s) for s in query.selectors)))
         if query.after is not None:
-            ts, rid = query.after
-            conditions.append(or_(c.ts_ns < ts, and_(c.ts_ns == ts, c.record_id < rid)))
+            after_ts, rid = query.after
+            conditions.append(or_(ts < after_ts, and_(ts == after_ts, c.record_id < rid)))
         stmt = select(records).where(*conditions).order_by(c.ts_ns.desc(), c.record_id.desc())
         rows = conn.execute(stmt.limit(query.limit + 1)).all()
         more = len(rows) > query.limit
