@@ -288,3 +288,22 @@ def test_reads_by_trace_or_session_in_a_window_go_by_row_number_not_by_the_windo
         assert searched and not by_range, (name, searched)
     facts, complete = session_facts(engine, sessions, NOW - DAY_NS // 2, NOW + DAY_NS // 2, 1e3, 10**5)
     assert complete and sum(f.records for f in facts.values()) == 10_000 and facts["s7"].traces == 4
+
+
+def test_reach_finds_the_sessions_and_users_of_a_selectors_traces_in_one_table_or_several(store: Store, pid: str):
+    # Trace t: a failing child (no session) in one write; in a later one another child, then the root with the
+    # session and user, as the second row of its run.
+    first, second = [], []
+    for t in range(1, 41):
+        day = t % 2
+        first.append(dataclasses.replace(record(3 * t, t, day=day), name="child", session_id=None))
+        second.append(dataclasses.replace(record(3 * t + 1, t, day=day), name="step", session_id=None))
+        root = dataclasses.replace(record(3 * t + 2, t, day=day), name="root", session_id=f"s{t}")
+        second.append(dataclasses.replace(root, user_id=f"u{t % 7}"))
+    assert write(store, pid, first)[0] == 40 and write(store, pid, second)[0] == 80
+    engine = store.project(pid)
+    children = Records("span", name="child").to_json()
+    # Today's table alone, then today's and tomorrow's: the roots are found through their runs' first rows.
+    for end, traces in ((NOW + DAY_NS // 2, range(2, 41, 2)), (NOW + 2 * DAY_NS, range(1, 41))):
+        found = Window(pid, NOW - DAY_NS // 2, end, engine).reach(children)
+        assert found == ({f"{t:032x}" for t in traces}, {f"s{t}" for t in traces}, {f"u{t % 7}" for t in traces})
