@@ -278,19 +278,27 @@ def _records_day_tables(conn: Connection) -> None:
         conn.exec_driver_sql("INSERT INTO counters (name, value) SELECT ?, count(*) FROM records", (ACCEPTED,))
 
 
-@step("project", 10, "records.session_repeat: SQLite indexes a session's first row per trace and write")
-def _records_session_repeat(conn: Connection) -> None:
+def _add_records_column(conn: Connection, name: str, sql_type: str) -> None:
+    """Add a nullable column to `records` and, on SQLite, to each day table (PostgreSQL's partitions get it too).
+
+    NULL in every stored row; a table that has it already is left as it is.
+    """
     schema = _translated(conn)
     prefix = f"{conn.dialect.identifier_preparer.quote_schema(schema)}." if schema else ""
-    if "session_repeat" not in {c["name"] for c in inspect(conn).get_columns("records", schema=schema)}:
-        # PostgreSQL adds it to every partition; NULL (a row of its own in the index) for every stored row.
-        conn.exec_driver_sql(f"ALTER TABLE {prefix}records ADD COLUMN session_repeat SMALLINT")
+    tables = ["records"]
+    if conn.dialect.name == "sqlite":
+        days = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'")
+        tables += [day for (day,) in days]
+    for table in tables:
+        if name not in {c["name"] for c in inspect(conn).get_columns(table, schema=schema)}:
+            conn.exec_driver_sql(f"ALTER TABLE {prefix}{table} ADD COLUMN {name} {sql_type}")
+
+
+@step("project", 10, "records.session_repeat: SQLite indexes a session's first row per trace and write")
+def _records_session_repeat(conn: Connection) -> None:
+    _add_records_column(conn, "session_repeat", "SMALLINT")
     if conn.dialect.name != "sqlite":
         return  # PostgreSQL's session index keeps every row (schema.py)
-    days = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'")
-    for (name,) in list(days):
-        if "session_repeat" not in {c["name"] for c in inspect(conn).get_columns(name)}:
-            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN session_repeat SMALLINT")
     # Day tables made from now on copy this partial index from `records`; those made before keep their full one,
     # which serves the same reads (every row of theirs has session_repeat NULL).
     conn.exec_driver_sql("DROP INDEX IF EXISTS ix_records_session")
@@ -299,17 +307,9 @@ def _records_session_repeat(conn: Connection) -> None:
 
 @step("project", 11, "records.trace_run: SQLite's trace index holds one entry per run of a trace's rows in a write")
 def _records_trace_run(conn: Connection) -> None:
-    schema = _translated(conn)
-    prefix = f"{conn.dialect.identifier_preparer.quote_schema(schema)}." if schema else ""
-    if "trace_run" not in {c["name"] for c in inspect(conn).get_columns("records", schema=schema)}:
-        # PostgreSQL adds it to every partition and keeps its (trace_id, span_id) keys (schema.py).
-        conn.exec_driver_sql(f"ALTER TABLE {prefix}records ADD COLUMN trace_run INTEGER")
+    _add_records_column(conn, "trace_run", "INTEGER")
     if conn.dialect.name != "sqlite":
-        return
-    days = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'")
-    for (name,) in list(days):
-        if "trace_run" not in {c["name"] for c in inspect(conn).get_columns(name)}:
-            conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN trace_run INTEGER")
+        return  # PostgreSQL keeps its (trace_id, span_id) keys (schema.py)
     # Day tables made from now on copy `records`' indexes: the partial trace index and no (trace_id, span_id) key.
     # Those made before keep their unique key, which also serves trace reads there (their rows have trace_run NULL
     # until the upgrade). `records`' rows all have trace_run NULL: the new index holds every row with a trace.
