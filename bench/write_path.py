@@ -144,11 +144,13 @@ def _prepare(raw: Any, name: str) -> str:
         raw.execute("CREATE UNIQUE INDEX ux_records_unique_only ON records_unique_only (record_id)")
         raw.commit()
         return "records_unique_only"
+    if name in ("without_trace_session_indexes", "previous_ids_and_resources"):
+        # SQLite's trace index is ix_records_trace_run since migration 11; ux_records_span before it.
+        raw.execute("DROP INDEX IF EXISTS ux_records_span")
+        raw.execute("DROP INDEX IF EXISTS ix_records_trace_run")
     if name == "without_trace_session_indexes":
-        raw.execute("DROP INDEX ux_records_span")
         raw.execute("DROP INDEX ix_records_session")
     if name == "previous_ids_and_resources":
-        raw.execute("DROP INDEX ux_records_span")
         raw.execute("CREATE INDEX ix_records_trace ON records (trace_id)")
     raw.commit()
     return "records"
