@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,7 +16,9 @@ from sqlalchemy import (
     CompoundSelect,
     Connection,
     Engine,
+    Executable,
     Integer,
+    Row,
     Select,
     and_,
     bindparam,
@@ -234,8 +236,11 @@ class Window:
                 .group_by(*columns)
                 .limit(SPREAD_ROWS + 1)
             )
+            merged: dict[tuple[Any, ...], list[int]] = {}
             with self._connect() as conn:
-                rows = [tuple(row) for row in conn.execute(stmt).all()]
+                for row in self._per_table(conn, stmt):
+                    _add(merged, tuple(row[: len(columns)]), row[len(columns) :])
+            rows = [(*group, *figures) for group, figures in merged.items()]
             self.memo[key] = rows if len(rows) <= SPREAD_ROWS else None
         return self.memo[key]
 
@@ -277,6 +282,13 @@ class Window:
     def _connect(self) -> Connection:
         """A connection that reads records of this window's time range only (SQLite skips other days' tables)."""
         return self.engine.connect().execution_options(**{day_tables.RANGE_OPTION: (self.start_ns, self.end_ns)})
+
+    def _per_table(
+        self, conn: Connection, stmt: Executable, params: dict[str, Any] | None = None
+    ) -> Iterator[Row[Any]]:
+        """An aggregate's rows from each table of this window in turn (day_tables.parts); the caller combines them."""
+        for options in day_tables.parts(conn, self.start_ns, self.end_ns):
+            yield from conn.execute(stmt.execution_options(**options), params)
 
     def _in_window(self, by_time: bool = True) -> Any:
         # by_time=False: beside a read of rows by number (traces, sessions), which SQLite must not trade for a scan
@@ -323,21 +335,17 @@ class Window:
         stmt = select(counted, s.template, s.type, s.operation, s.service, s.exception_type).join(
             signatures, s.signature == counted.c.signature
         )
+        merged: dict[str, list[int]] = {}
+        described: dict[str, Any] = {}
         with self._connect() as conn:
-            rows = conn.execute(stmt).all()
+            for row in self._per_table(conn, stmt):
+                _add(merged, row.signature, (row.n, row.first, row.last))
+                described[row.signature] = row
         return [
             SignatureGroup(
-                row.signature,
-                row.template,
-                row.type,
-                row.operation,
-                row.service,
-                row.exception_type,
-                row.n,
-                row.first,
-                row.last,
+                signature, row.template, row.type, row.operation, row.service, row.exception_type, *merged[signature]
             )
-            for row in rows
+            for signature, row in sorted(described.items())  # the one table's order: its signature index's
         ]
 
     def grouping_rules(self) -> list[FingerprintRule]:
@@ -493,9 +501,13 @@ class Window:
         stmt = select(func.count(), func.min(r.ts_ns), func.max(r.ts_ns)).where(
             self._in_window(), self._condition(selector)
         )
+        merged: dict[None, list[int]] = {}
         with self._connect() as conn:
-            count, first, last = conn.execute(stmt).one()
-        return count, first or 0, last or 0
+            for count, first, last in self._per_table(conn, stmt):
+                if count:
+                    _add(merged, None, (count, first, last))
+        count, first, last = merged.get(None, (0, 0, 0))
+        return count, first, last
 
     def groups(self, selector: Selector | dict[str, Any], by: str = "name", limit: int = 1000) -> list[Group]:
         """A selector's records in the window grouped by one column (grouped in SQL), largest first."""
@@ -554,7 +566,9 @@ class Window:
         where = [self._in_window(), self._condition(selector)]
         if exclude is not None:  # as in sample(): NULL conditions keep their rows
             where.append(~func.coalesce(self._condition(exclude), false(), type_=Boolean))
-        columns = (r.name, r.service, r.attributes, r.resource_key, r.resource, r.events)
+        # The ordering columns are read too: over several day tables SQLite merges the tables' index orders only
+        # when they are columns of the result, and otherwise sorts every row of the window that matches.
+        columns = (r.name, r.service, r.attributes, r.resource_key, r.resource, r.events, r.ts_ns, r.record_id)
         stmt = select(*columns).where(*where).order_by(r.ts_ns.desc(), r.record_id.desc()).limit(limit)
         with self._connect() as conn:
             rows = conn.execute(stmt).all()
@@ -590,7 +604,7 @@ class Window:
             with self._connect() as conn:
                 for signal_type in SIGNAL_TYPES:
                     stmt = select(func.count()).where(records.c.type == signal_type, self._in_window())
-                    counts[signal_type] = conn.execute(stmt).scalar() or 0
+                    counts[signal_type] = sum(n for (n,) in self._per_table(conn, stmt))
         return {t: n for t in SIGNAL_TYPES if (n := counts.get(t, 0))}
 
     def preceding(self, length_ns: int) -> Window:
@@ -643,16 +657,27 @@ class Window:
             else:
                 pairs = self._operation_pairs(conn, max_operations)
                 if len(pairs) > max_operations:
-                    found = [Operation(*row) for row in conn.execute(grouped).all()]
+                    found = self._grouped_operations(conn, grouped)
                 else:
                     for name, service in pairs:
                         params = {"name": name, "service": service, "start": self.start_ns, "end": self.end_ns}
-                        count, first, last = conn.execute(_COUNT_OPERATION, params).one()
-                        if count:
-                            found.append(Operation(name, service, count, first, last))
+                        merged: dict[None, list[int]] = {}
+                        for count, first, last in self._per_table(conn, _COUNT_OPERATION, params):
+                            if count:
+                                _add(merged, None, (count, first, last))
+                        if None in merged:
+                            found.append(Operation(name, service, *merged[None]))
         if self.memo is not None:
             self.memo[key] = list(found)
         return found
+
+    def _grouped_operations(self, conn: Connection, grouped: Select[Any]) -> list[Operation]:
+        """operations() grouped over the window's rows, table by table, in the statement's (name, service) order."""
+        merged: dict[tuple[str, str], list[int]] = {}
+        for name, service, *figures in self._per_table(conn, grouped):
+            _add(merged, (name, service), figures)
+        # SQLite compares text as UTF-8 bytes (BINARY), which orders as Python orders code points.
+        return [Operation(name, service, *merged[name, service]) for name, service in sorted(merged)]
 
     def _read_groups(self) -> None:
         """Memoize this range's operations and type counts, and its two halves', from one grouped read.
@@ -845,13 +870,14 @@ class Window:
             users = {u for _, _, u in own if u}
             for start in range(0, len(traces), 500):  # bounded IN lists
                 chunk = traces[start : start + 500]
-                rows = conn.execute(
+                stmt = (
                     select(r.session_id, r.user_id)
                     .where(self._in_window(by_time=False), in_traces(conn, chunk))
                     .where((r.session_id.is_not(None)) | (r.user_id.is_not(None)))
                     .distinct()
                     .limit(limit)
-                ).all()
+                )
+                rows = list(self._per_table(conn, stmt))
                 sessions.update(s for s, _ in rows if s)
                 users.update(u for _, u in rows if u)
         return set(traces[:limit]), set(sorted(sessions)[:limit]), set(sorted(users)[:limit])
@@ -953,6 +979,17 @@ def _lateral_durations(
         .lateral("durations")
     )
     return select(listed.c.i, durations.c.duration_ms).select_from(listed.join(strata, true()).join(durations, true()))
+
+
+def _add(merged: dict[Any, list[int]], key: Any, figures: Sequence[int]) -> None:
+    """Fold one table's (count, first_ns, last_ns) of a group into `merged`: counts add up, the range widens."""
+    count, first, last = figures
+    seen = merged.get(key)
+    if seen is None:
+        merged[key] = [count, first, last]
+    else:
+        seen[0] += count
+        seen[1], seen[2] = min(seen[1], first), max(seen[2], last)
 
 
 def _key(selector: Selector) -> str:

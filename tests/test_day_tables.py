@@ -174,11 +174,24 @@ def test_reads_of_one_day_use_its_table_and_indexes_alone(stores):
 
     event.listen(days.engine, "after_cursor_execute", seen)
     try:
-        window.summary({"kind": "records", "type": "error"})
-        # `records` holds rows of this range (an older store's), so: a union of it and today's table, of the two
-        # columns the count reads.
-        union = f"(SELECT ts_ns, type FROM records UNION ALL SELECT ts_ns, type FROM {day_tables.table_name(TODAY)})"
-        assert f"FROM {union} AS records" in sql[-1]
+        window.attribute_sample({"kind": "records", "type": "error"})
+        # `records` holds rows of this range (an older store's), so: a union of it and today's table, of the
+        # columns the read names.
+        listed = "attributes, events, name, record_id, resource, resource_key, service, ts_ns, type"
+        union = f"(SELECT {listed} FROM records UNION ALL SELECT {listed} FROM {day_tables.table_name(TODAY)})"
+        assert f"FROM {union} AS records" in sql[-2]  # the last statement reads the records' resources
+        # An aggregate reads each table alone, in turn (day_tables.parts), and adds up.
+        del sql[:]
+        count = window.summary({"kind": "records", "type": "error"})[0]
+        assert [s.split("FROM ")[1].split(" \nWHERE")[0] for s in sql] == [
+            "records",
+            f"{day_tables.table_name(TODAY)} AS records",
+        ]
+        assert count > 0
+        assert count == sum(
+            window.part(*half).summary({"kind": "records", "type": "error"})[0]
+            for half in ((window.start_ns, MIDNIGHT + 20 * MINUTE), (MIDNIGHT + 20 * MINUTE, window.end_ns))
+        )
         # A day `records` holds nothing of: today's table alone, under the name every reader uses.
         later = Window("lab", MIDNIGHT + 91 * MINUTE, MIDNIGHT + 95 * MINUTE, days.engine)
         days.add([{"type": "error", "name": "late", "message": "x", "timestamp": rfc3339(MIDNIGHT + 92 * MINUTE)}])
