@@ -288,7 +288,7 @@ class Window:
     ) -> Iterator[Row[Any]]:
         """An aggregate's rows from each table of this window in turn (day_tables.parts); the caller combines them."""
         for options in day_tables.parts(conn, self.start_ns, self.end_ns):
-            yield from conn.execute(stmt.execution_options(**options), params)
+            yield from conn.execute(stmt.execution_options(**options), params).all()  # fetchall: not row by row
 
     def _in_window(self, by_time: bool = True) -> Any:
         # by_time=False: beside a read of rows by number (traces, sessions), which SQLite must not trade for a scan
@@ -935,8 +935,10 @@ _COUNT_UP_TO = select(func.count()).select_from(_DURATIONS.limit(bindparam("limi
 
 @functools.cache
 def _stratified_durations(strata: int) -> CompoundSelect:
+    # Each slice reads ts_ns too: over several day tables SQLite merges their index orders only for ordering
+    # columns that are columns of the result (see attribute_sample); callers take the first column.
     slices = [
-        select(_r.duration_ms)
+        select(_r.duration_ms, _r.ts_ns)
         .where(
             _r.name == bindparam("name"),
             _r.service == bindparam("service"),

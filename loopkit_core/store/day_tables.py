@@ -156,7 +156,17 @@ def rewrite(
         chosen = arms(cursor.connection, conn.info, start, end)
     if not chosen or chosen == [BASE]:
         return statement, parameters
-    return _TABLE.sub(lambda m: _source(m, statement, chosen) if _bare(statement, m) else m[0], statement), parameters
+    sources: dict[str, str] = {}  # alias -> what replaces it: a statement may read `records` twenty times
+
+    def source(match: re.Match[str]) -> str:
+        if not _bare(statement, match):
+            return match[0]
+        alias = match.group(1) or BASE
+        if alias not in sources:
+            sources[alias] = _source(alias, statement, chosen)
+        return sources[alias]
+
+    return _TABLE.sub(source, statement), parameters
 
 
 def parts(conn: Connection, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
@@ -171,9 +181,8 @@ def parts(conn: Connection, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
     return [{TABLES_OPTION: (name,)} for name in chosen]
 
 
-def _source(match: re.Match[str], statement: str, chosen: list[str]) -> str:
-    """What replaces one `records` of a statement: a table, or a union of the columns it reads, as its alias."""
-    alias = match.group(1) or BASE
+def _source(alias: str, statement: str, chosen: list[str]) -> str:
+    """What replaces `records` read as `alias`: a table, or a union of the columns the statement reads of it."""
     if len(chosen) == 1:
         return f"{chosen[0]} AS {alias}"
     named = re.compile(rf"{alias}\.(\w+)").finditer(statement)
