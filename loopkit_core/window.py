@@ -758,7 +758,7 @@ class Window:
         if self.resource_keys is not None:  # a release-narrowed window: the newest `limit` of its releases' records
             r = records.c
             stmt = (
-                select(r.duration_ms)
+                select(r.duration_ms, r.ts_ns)  # ts_ns: merged index orders across day tables (attribute_sample)
                 .where(r.name == name, r.service == service, self._in_window())
                 .order_by(r.ts_ns.desc())
                 .limit(limit)

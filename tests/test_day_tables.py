@@ -20,6 +20,7 @@ from loopkit_core.retention import purge_project
 from loopkit_core.store import day_tables
 from loopkit_core.store.records import WindowQuery, read_window
 from loopkit_core.store.schema import records
+from loopkit_core.store.traces import recent_sessions
 from loopkit_core.window import Window
 
 MINUTE = 60 * 10**9
@@ -148,7 +149,7 @@ def test_reads_across_midnight_neither_sort_nor_group_every_row_of_the_union(sto
     only when the ordering columns are result columns; the co-routine's rows are then all sorted or grouped, and
     each arm is planned without the outer GROUP BY (a 20M-record diagnosis took 2.4x as long across midnight).
     """
-    days, _ = stores
+    days, one = stores
     window = Window("lab", MIDNIGHT - 60 * MINUTE, MIDNIGHT + 60 * MINUTE, days.engine).memoized()
     errors = {"kind": "records", "type": "error"}
     seen: list[tuple[str, object]] = []
@@ -170,6 +171,9 @@ def test_reads_across_midnight_neither_sort_nor_group_every_row_of_the_union(sto
         for op in operations:
             assert window.durations(op.name, op.service, limit=20, strata=4)
         assert window.reach(errors)[1]
+        sessions, _ = recent_sessions(days.engine, window.start_ns, window.end_ns, scan=1000, sessions=50)
+        assert sessions == recent_sessions(one.engine, window.start_ns, window.end_ns, scan=1000, sessions=50)[0]
+        assert len(sessions) == 40  # every session of the corpus
     finally:
         event.remove(days.engine, "after_cursor_execute", capture)
     with days.engine.connect() as conn:

@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import ColumnElement, Connection, Engine, and_, case, distinct, func, or_, select
 
 from loopkit_core.model import FAILURE_TYPES
+from loopkit_core.store.day_tables import RANGE_OPTION
 from loopkit_core.store.partial_indexes import HEX_ID, during, in_traces, traced
 from loopkit_core.store.records import records_json
 from loopkit_core.store.schema import records
@@ -116,16 +117,18 @@ def recent_sessions(engine: Engine, start_ns: int, end_ns: int, scan: int, sessi
     """The sessions active last in [start_ns, end_ns), newest first (at most `sessions`), and whether the scan
     of at most `scan` newest records of the window covered the whole window."""
     c = records.c
+    # ts_ns is read too: over two day tables (a window across midnight) SQLite merges their index orders only when
+    # the ordering column is a result column, and otherwise sorts every row of the window with a session.
     stmt = (
-        select(c.session_id)
+        select(c.session_id, c.ts_ns)
         .where(c.ts_ns >= start_ns, c.ts_ns < end_ns, c.session_id.is_not(None))
         .order_by(c.ts_ns.desc())
         .limit(scan)
     )
     found: dict[str, None] = {}
     read = 0
-    with engine.connect() as conn:
-        for (session_id,) in conn.execute(stmt):
+    with engine.connect().execution_options(**{RANGE_OPTION: (start_ns, end_ns)}) as conn:
+        for session_id, _ in conn.execute(stmt):
             read += 1
             if session_id not in found:
                 if len(found) == sessions:
