@@ -775,8 +775,7 @@ class Window:
         with self._connect() as conn:
             # Count at most limit + 1 index entries first: reading durations twice would cost more.
             if count is None:
-                # Each table counts up to limit + 1: their sum is at most `limit` exactly when the count is.
-                count = sum(n for (n,) in self._per_table(conn, _COUNT_UP_TO, {**params, "limit": limit + 1}))
+                count = conn.execute(_COUNT_UP_TO, {**params, "limit": limit + 1}).scalar_one()
             if count == 0:
                 return []
             if count <= limit:

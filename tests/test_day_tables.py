@@ -8,6 +8,7 @@ Two stores get the same records around a UTC midnight near now: one lays them ou
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Iterator
 
@@ -183,8 +184,9 @@ def test_reads_across_midnight_neither_sort_nor_group_every_row_of_the_union(sto
         if "CO-ROUTINE records" in plan:
             assert "USE TEMP B-TREE FOR ORDER BY" not in plan, statement
             assert "USE TEMP B-TREE FOR GROUP BY" not in plan, statement
-        if "count(" in statement or "DISTINCT" in statement:
-            assert "UNION ALL" not in statement, statement  # an aggregate: one table a statement
+        if ("count(" in statement or "DISTINCT" in statement) and "UNION ALL" in statement:
+            # An aggregate reads one table a statement, unless it counts a bounded read (durations' first count).
+            assert re.search(r"LIMIT \? OFFSET \?\) AS anon_\d+$", statement.strip()), statement
     ordered = [plan for statement, plan in plans if "ORDER BY" in statement and "UNION ALL" in statement]
     assert len(ordered) >= 2 and all("MERGE (UNION ALL)" in plan for plan in ordered)
 
