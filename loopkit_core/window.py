@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -42,7 +42,7 @@ from loopkit_core.store.dialect import NulSafeText, byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
 from loopkit_core.store.partial_indexes import during, in_traces, traced
 from loopkit_core.store.records import records_json, resource_bodies, selector_condition
-from loopkit_core.store.releases import release_groups, releases_of_rows, resource_releases
+from loopkit_core.store.releases import release_counts, releases_of_rows, resource_releases
 from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
 from loopkit_core.store.schema import issue_signatures, issues, records, signatures
 from loopkit_core.store.traces import in_sessions
@@ -310,7 +310,7 @@ class Window:
                 return releases_of_rows(conn, [(key, *seen) for key, seen in totals.items()])
         condition = self._in_window() if selector is None else self._in_window() & self._condition(selector)
         with self._connect() as conn:
-            return release_groups(conn, condition)
+            return releases_of_rows(conn, [tuple(row) for row in self._per_table(conn, release_counts(condition))])
 
     def of_releases(self, keep: Callable[[str | None], bool]) -> Window:
         """The same window narrowed to the records whose release passes `keep` (see releases.counts_toward)."""
@@ -501,12 +501,8 @@ class Window:
         stmt = select(func.count(), func.min(r.ts_ns), func.max(r.ts_ns)).where(
             self._in_window(), self._condition(selector)
         )
-        merged: dict[None, list[int]] = {}
         with self._connect() as conn:
-            for count, first, last in self._per_table(conn, stmt):
-                if count:
-                    _add(merged, None, (count, first, last))
-        count, first, last = merged.get(None, (0, 0, 0))
+            count, first, last = _total(self._per_table(conn, stmt)) or (0, 0, 0)
         return count, first, last
 
     def groups(self, selector: Selector | dict[str, Any], by: str = "name", limit: int = 1000) -> list[Group]:
@@ -661,12 +657,9 @@ class Window:
                 else:
                     for name, service in pairs:
                         params = {"name": name, "service": service, "start": self.start_ns, "end": self.end_ns}
-                        merged: dict[None, list[int]] = {}
-                        for count, first, last in self._per_table(conn, _COUNT_OPERATION, params):
-                            if count:
-                                _add(merged, None, (count, first, last))
-                        if None in merged:
-                            found.append(Operation(name, service, *merged[None]))
+                        total = _total(self._per_table(conn, _COUNT_OPERATION, params))
+                        if total is not None:
+                            found.append(Operation(name, service, *total))
         if self.memo is not None:
             self.memo[key] = list(found)
         return found
@@ -992,6 +985,15 @@ def _add(merged: dict[Any, list[int]], key: Any, figures: Sequence[int]) -> None
     else:
         seen[0] += count
         seen[1], seen[2] = min(seen[1], first), max(seen[2], last)
+
+
+def _total(rows: Iterable[Sequence[Any]]) -> list[int] | None:
+    """(count, first_ns, last_ns) over the tables' (count, min, max) rows; None when no table has a record."""
+    merged: dict[None, list[int]] = {}
+    for row in rows:
+        if row[0]:
+            _add(merged, None, row)
+    return merged.get(None)
 
 
 def _key(selector: Selector) -> str:

@@ -12,11 +12,12 @@ table the day tables it needs: the one table when a single one holds the range (
 plans are exactly those of one table), else a UNION ALL of them that selects only the columns the statement reads
 (SQLite 3.40 reads every column of a compound view otherwise, and loses its covering indexes). A connection whose
 reads all lie in one time range says so with the execution option `records_range=(start_ns, end_ns)`; without it a
-read covers every table. A read that is an aggregate (a count, a GROUP BY) runs once per table instead, through
-`parts`: SQLite runs it over a UNION ALL as a co-routine that yields every row to the outer query, and plans each
-arm without the outer GROUP BY (a window's signature groups took 0.65 s that way against 13 ms from one table).
-Writes go to their day's table through `route`, in the writer's transaction: the tables
-share one file, so a batch that spans midnight still commits (or not) as a whole.
+read covers every table. Over a UNION ALL, SQLite runs a read as a co-routine that yields every matching row to the
+outer query, unless it can flatten the union: the window's aggregates (counts, GROUP BY) run once per table
+instead, through `parts` (each arm is planned without the outer GROUP BY: a window's signature groups took 0.65 s
+that way against 13 ms from one table), and an ordered read selects its ORDER BY columns, the condition on which
+SQLite merges the tables' index orders. Writes go to their day's table through `route`, in the writer's
+transaction: the tables share one file, so a batch that spans midnight still commits (or not) as a whole.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Select, func, select
 
 from loopkit_core.releases import ReleaseGroup, release_of
 from loopkit_core.store.schema import records, resources
@@ -19,19 +19,19 @@ def resource_releases(conn: Connection, keys: set[str] | None = None) -> dict[st
     return {key: release_of(orjson.loads(body)) for key, body in conn.execute(query).all()}
 
 
-def release_groups(conn: Connection, condition: Any) -> list[ReleaseGroup]:
-    """The records matching `condition` per release, most records first.
+def release_counts(condition: Any) -> Select[Any]:
+    """(resource_key, count, first_ns, last_ns) of the records matching `condition`, one row per resource.
 
     Grouped by resource_key in SQL (a service instance's spans share one), so only one row per distinct resource
     comes back; rows stored before project migration 3 (resource JSON in the row, no key) count as no release.
+    `releases_of_rows` merges the rows per release, so rows of several reads (SQLite's day tables) may repeat a key.
     """
     r = records.c
-    stmt = (
+    return (
         select(r.resource_key, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
         .where(condition)
         .group_by(r.resource_key)
     )
-    return releases_of_rows(conn, [tuple(row) for row in conn.execute(stmt).all()])
 
 
 def releases_of_rows(conn: Connection, rows: list[tuple[str | None, int, int, int]]) -> list[ReleaseGroup]:
