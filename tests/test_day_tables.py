@@ -172,6 +172,7 @@ def test_reads_across_midnight_neither_sort_nor_group_every_row_of_the_union(sto
         for op in operations:
             assert window.durations(op.name, op.service, limit=20, strata=4)
         assert window.reach(errors)[1]
+        assert window.releases()
         sessions, _ = recent_sessions(days.engine, window.start_ns, window.end_ns, scan=1000, sessions=50)
         assert sessions == recent_sessions(one.engine, window.start_ns, window.end_ns, scan=1000, sessions=50)[0]
         assert len(sessions) == 40  # every session of the corpus
