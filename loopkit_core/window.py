@@ -270,12 +270,7 @@ class Window:
         if key not in self.memo:
             merged: dict[str | None, list[int]] = {}
             for row in rows:
-                seen = merged.get(row[at])
-                if seen is None:
-                    merged[row[at]] = [row[4], row[5], row[6]]
-                else:
-                    seen[0] += row[4]
-                    seen[1], seen[2] = min(seen[1], row[5]), max(seen[2], row[6])
+                _add(merged, row[at], row[4:7])
             self.memo[key] = merged
         return self.memo[key]
 
@@ -665,7 +660,7 @@ class Window:
         return found
 
     def _grouped_operations(self, conn: Connection, grouped: Select[Any]) -> list[Operation]:
-        """operations() grouped over the window's rows, table by table, in the statement's (name, service) order."""
+        """operations() grouped over the window's rows, table by table, in (name, service) order as SQL sorts it."""
         merged: dict[tuple[str, str], list[int]] = {}
         for name, service, *figures in self._per_table(conn, grouped):
             _add(merged, (name, service), figures)
