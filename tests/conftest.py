@@ -6,12 +6,13 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine, event
 
 from loopkit_core.model import Record, record_id_for_span
 from loopkit_core.projects import create_project
@@ -29,6 +30,26 @@ collect_ignore = ["data"]
 PG_URL = os.environ.get("LOOPKIT_TEST_DATABASE_URL") or None
 _RUN = secrets.token_hex(3)  # keeps concurrent runs against one database apart
 _prefixes: list[str] = []
+
+
+def query_plans(engine: Engine, read: Callable[[], object], marker: str) -> list[tuple[str, list[str]]]:
+    """(statement, EXPLAIN QUERY PLAN lines) of each SELECT containing `marker` that `read` runs on a SQLite engine.
+
+    Each plan is read on the statement's own connection just after it ran, with its parameters.
+    """
+    found: list[tuple[str, list[str]]] = []
+
+    def note(_conn, cursor, statement, parameters, _context, _many) -> None:  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and marker in statement:
+            plan = cursor.connection.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            found.append((statement, [row[3] for row in plan]))
+
+    event.listen(engine, "after_cursor_execute", note)
+    try:
+        read()
+    finally:
+        event.remove(engine, "after_cursor_execute", note)
+    return found
 
 
 def sqlite_only(reason: str) -> pytest.MarkDecorator:

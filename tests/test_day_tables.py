@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from conftest import query_plans
 from sqlalchemy import event, func, select
 
 from loopkit_core.lab import Lab
@@ -153,14 +154,8 @@ def test_reads_across_midnight_neither_sort_nor_group_every_row_of_the_union(sto
     days, one = stores
     window = Window("lab", MIDNIGHT - 60 * MINUTE, MIDNIGHT + 60 * MINUTE, days.engine).memoized()
     errors = {"kind": "records", "type": "error"}
-    seen: list[tuple[str, object]] = []
 
-    def capture(conn, cursor, statement, parameters, *args):  # noqa: ANN001
-        if statement.startswith("SELECT") and "records_d" in statement:
-            seen.append((statement, parameters))
-
-    event.listen(days.engine, "after_cursor_execute", capture)
-    try:
+    def reads() -> None:
         assert window.attribute_sample(errors, limit=5)
         assert window.counts_by_type()["error"] > 0
         assert window.signature_groups()
@@ -176,11 +171,8 @@ def test_reads_across_midnight_neither_sort_nor_group_every_row_of_the_union(sto
         sessions, _ = recent_sessions(days.engine, window.start_ns, window.end_ns, scan=1000, sessions=50)
         assert sessions == recent_sessions(one.engine, window.start_ns, window.end_ns, scan=1000, sessions=50)[0]
         assert len(sessions) == 40  # every session of the corpus
-    finally:
-        event.remove(days.engine, "after_cursor_execute", capture)
-    with days.engine.connect() as conn:
-        dbapi = conn.connection.dbapi_connection
-        plans = [(s, [row[3] for row in dbapi.execute("EXPLAIN QUERY PLAN " + s, p)]) for s, p in seen]
+
+    plans = query_plans(days.engine, reads, "records_d")
     for statement, plan in plans:
         if "CO-ROUTINE records" in plan:
             assert "USE TEMP B-TREE FOR ORDER BY" not in plan, statement

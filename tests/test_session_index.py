@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import NOW, PG_URL, make_settings, needs_sqlite, span
-from sqlalchemy import Engine, event, select
+from conftest import NOW, PG_URL, make_settings, needs_sqlite, query_plans, span
+from sqlalchemy import Engine, select
 
 from loopkit_core.model import DAY_NS, Record, record_id_for_span
 from loopkit_core.projects import create_project
@@ -66,17 +66,7 @@ def indexes_used(engine: Engine, read: Callable[[], object]) -> set[str]:
 
     Fails if any of them scans a day table.
     """
-    plans: list[str] = []
-
-    def note(_conn, cursor, statement, parameters, _context, _many) -> None:  # noqa: ANN001
-        if statement.lstrip().upper().startswith("SELECT") and "session_id IN" in statement:
-            plans.extend(row[3] for row in cursor.connection.execute("EXPLAIN QUERY PLAN " + statement, parameters))
-
-    event.listen(engine, "after_cursor_execute", note)
-    try:
-        read()
-    finally:
-        event.remove(engine, "after_cursor_execute", note)
+    plans = [line for _, plan in query_plans(engine, read, "session_id IN") for line in plan]
     # One day table is read as `records` itself; several as a UNION ALL co-routine, which is scanned as `records`.
     union = any(p.startswith("CO-ROUTINE") for p in plans)
     scans = [p for p in plans if p.startswith("SCAN records_d") or (p.startswith("SCAN records") and not union)]

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import NOW, PG_URL, make_settings, needs_sqlite, span
-from sqlalchemy import Engine, event, select
+from conftest import NOW, PG_URL, make_settings, needs_sqlite, query_plans, span
+from sqlalchemy import Engine, select
 
 from loopkit_core.model import DAY_NS, Record, record_id_for_span
 from loopkit_core.projects import create_project
@@ -97,18 +97,7 @@ def entries(store: Store, pid: str) -> dict[str, list[tuple[int, int | None]]]:
 
 def plans(engine: Engine, read: Callable[[], object], marker: str = "trace_id IN") -> list[str]:
     """The query plan lines of `read`'s SELECTs of records that contain `marker` (by default: by trace)."""
-    found: list[str] = []
-
-    def note(_conn, cursor, statement, parameters, _context, _many) -> None:  # noqa: ANN001
-        if statement.lstrip().upper().startswith("SELECT") and marker in statement:
-            found.extend(row[3] for row in cursor.connection.execute("EXPLAIN QUERY PLAN " + statement, parameters))
-
-    event.listen(engine, "after_cursor_execute", note)
-    try:
-        read()
-    finally:
-        event.remove(engine, "after_cursor_execute", note)
-    return found
+    return [line for _, plan in query_plans(engine, read, marker) for line in plan]
 
 
 def test_the_first_record_of_each_trace_and_day_in_a_write_holds_its_runs_length():
