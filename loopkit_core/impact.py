@@ -38,8 +38,9 @@ def impacts(window: Window, issues: list[tuple[str, Issue]], signals: Signals) -
     all_sessions: set[str] = set()
     all_users: set[str] = set()
     linked_any: set[str] = set()
-    for _, issue in issues:
-        traces, sessions, users = window.reach(issue.selector, MAX_DISTINCT)
+    # One read of the records of every issue's traces: issues share traces (a tool failure and the slow call above it).
+    reached = window.reaches([issue.selector for _, issue in issues], MAX_DISTINCT)
+    for (_, issue), (traces, sessions, users) in zip(issues, reached, strict=True):
         own = set(issue.selector.get("record_ids") or []) if issue.signal_type == "user_signal" else set()
         linked = [
             a

@@ -228,21 +228,25 @@ class Window:
             return None
         key = ("spread", self.start_ns, self.end_ns, self.resource_keys, _key(parse_selector(selector)))
         if key not in self.memo:
-            r = records.c
-            columns = [r[c] for c in SPREAD_COLUMNS]
-            stmt = (
-                select(*columns, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
-                .where(self._in_window(), self._condition(selector))
-                .group_by(*columns)
-                .limit(SPREAD_ROWS + 1)
-            )
-            merged: dict[tuple[Any, ...], list[int]] = {}
-            with self._connect() as conn:
-                for row in self._per_table(conn, stmt):
-                    _add(merged, tuple(row[: len(columns)]), row[len(columns) :])
-            rows = [(*group, *figures) for group, figures in merged.items()]
-            self.memo[key] = rows if len(rows) <= SPREAD_ROWS else None
+            self.memo[key] = self._read_spread(selector)
         return self.memo[key]
+
+    def _read_spread(self, selector: Selector | dict[str, Any]) -> list[tuple[Any, ...]] | None:
+        """The spread of _spread(), read from SQL (grouped table by table); None past SPREAD_ROWS rows."""
+        r = records.c
+        columns = [r[c] for c in SPREAD_COLUMNS]
+        stmt = (
+            select(*columns, func.count(), func.min(r.ts_ns), func.max(r.ts_ns))
+            .where(self._in_window(), self._condition(selector))
+            .group_by(*columns)
+            .limit(SPREAD_ROWS + 1)
+        )
+        merged: dict[tuple[Any, ...], list[int]] = {}
+        with self._connect() as conn:
+            for row in self._per_table(conn, stmt):
+                _add(merged, tuple(row[: len(columns)]), row[len(columns) :])
+        rows = [(*group, *figures) for group, figures in merged.items()]
+        return rows if len(rows) <= SPREAD_ROWS else None
 
     def _spread_groups(self, selector: Selector | dict[str, Any], by: str, limit: int) -> list[Group] | None:
         """groups() answered from the selector's spread, in SQL's own order; None when that order is not known."""
@@ -839,36 +843,71 @@ class Window:
         A failing child span rarely carries `session.id` (its root does), so sessions and users are read
         from every record of the traces the selector's records belong to. Each set holds at most `limit`.
         """
-        r = records.c
-        spread = self._spread(selector)
-        own: list[Any] | None = None
-        if spread is not None:
-            own = list({row[:3] for row in spread})
-            own = own if len(own) <= limit else None  # which `limit` rows SQL returns is its own choice
-        with self._connect() as conn:
-            if own is None:
-                own = conn.execute(
-                    select(r.trace_id, r.session_id, r.user_id)
-                    .where(self._in_window(), self._condition(selector))
-                    .distinct()
-                    .limit(limit)
-                ).all()
+        return self.reaches([selector], limit)[0]
+
+    def reaches(
+        self, selectors: Sequence[dict[str, Any]], limit: int = 10_000
+    ) -> list[tuple[set[str], set[str], set[str]]]:
+        """reach() of each selector, reading the records of a trace that several selectors share once."""
+        owns = [self._own_people(selector, limit) for selector in selectors]
+        people = self._trace_people(sorted({t for own in owns for t, _, _ in own if t}), limit)
+        found = []
+        for own in owns:
             traces = sorted({t for t, _, _ in own if t})
             sessions = {s for _, s, _ in own if s}
             users = {u for _, _, u in own if u}
-            for start in range(0, len(traces), 500):  # bounded IN lists
-                chunk = traces[start : start + 500]
+            for trace in traces:
+                seen = people.get(trace)
+                if seen is not None:
+                    sessions |= seen[0]
+                    users |= seen[1]
+            found.append((set(traces[:limit]), set(sorted(sessions)[:limit]), set(sorted(users)[:limit])))
+        return found
+
+    def _own_people(self, selector: dict[str, Any], limit: int) -> list[Any]:
+        """Distinct (trace_id, session_id, user_id) of a selector's own records in the window, at most `limit`.
+
+        Past `limit`, the first in (trace, session, user) order (NULL last) when the selector's spread is at most
+        SPREAD_ROWS rows (both its reads are bounded), else the ones SQL returns first; a memoized window and a plain
+        one agree either way.
+        """
+        spread = self._spread(selector) if self.memo is not None else self._read_spread(selector)
+        if spread is not None:
+            own = {row[:3] for row in spread}
+            if len(own) <= limit:
+                return list(own)
+            return sorted(own, key=lambda row: tuple((value is None, value or "") for value in row))[:limit]
+        r = records.c
+        stmt = (
+            select(r.trace_id, r.session_id, r.user_id)
+            .where(self._in_window(), self._condition(selector))
+            .distinct()
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            return list(conn.execute(stmt).all())
+
+    def _trace_people(self, traces: list[str], limit: int) -> dict[str, tuple[set[str], set[str]]]:
+        """trace_id -> (sessions, users) of every record of these traces in the window."""
+        r = records.c
+        people: dict[str, tuple[set[str], set[str]]] = {}
+        with self._connect() as conn:
+            for start in range(0, len(traces), _TRACES_A_READ):  # bounded IN lists
+                chunk = traces[start : start + _TRACES_A_READ]
                 stmt = (
-                    select(r.session_id, r.user_id)
+                    select(r.trace_id, r.session_id, r.user_id)
                     .where(self._in_window(by_time=False), in_traces(conn, chunk))
                     .where((r.session_id.is_not(None)) | (r.user_id.is_not(None)))
                     .distinct()
                     .limit(limit)
                 )
-                rows = list(self._per_table(conn, stmt))
-                sessions.update(s for s, _ in rows if s)
-                users.update(u for _, u in rows if u)
-        return set(traces[:limit]), set(sorted(sessions)[:limit]), set(sorted(users)[:limit])
+                for trace, session, user in self._per_table(conn, stmt):
+                    sessions, users = people.setdefault(trace, (set(), set()))
+                    if session:
+                        sessions.add(session)
+                    if user:
+                        users.add(user)
+        return people
 
     def trace_members(self, selector: dict[str, Any], trace_ids: list[str], limit: int = 1000) -> list[SpanRef]:
         """A selector's records in the window that belong to the given traces (at most `limit`)."""
@@ -942,6 +981,7 @@ def _stratified_durations(strata: int) -> CompoundSelect:
     return union_all(*slices)
 
 
+_TRACES_A_READ = 1000  # traces in one read of their records (bounded IN lists)
 _OPERATIONS_A_READ = 200  # operations in one lateral read of durations (bounded VALUES lists)
 _MAX_OPERATIONS_SAMPLED_AT_ONCE = 1000  # beyond it a range's samples are read operation by operation, on demand
 

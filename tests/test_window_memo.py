@@ -17,6 +17,7 @@ from sqlalchemy import event
 
 from loopkit_core import window as window_module
 from loopkit_core.server import Running
+from loopkit_core.store.partial_indexes import in_traces
 from loopkit_core.window import Window
 
 SELECTOR = {"type": "error", "name": "POST /pay"}
@@ -74,7 +75,32 @@ def test_a_memoized_window_answers_like_sql_in_its_order(
     assert memo.reach(SELECTOR) == plain.reach(SELECTOR)
     traces, sessions, users = plain.reach(SELECTOR)
     assert (len(traces), len(sessions), len(users)) == (12, 6, 9)
-    assert memo.reach(SELECTOR, limit=3) == plain.reach(SELECTOR, limit=3)  # more than 3 triples: SQL's own
+    # More than 3 (trace, session, user) triples: the first 3 in that order, traces first (NULL last).
+    assert memo.reach(SELECTOR, limit=3) == plain.reach(SELECTOR, limit=3)
+    first = memo.reach(SELECTOR, limit=3)[0]
+    assert first and first <= set(sorted(traces)[:3]) and min(traces) in first
+
+
+def test_reaches_reads_each_shared_trace_once_and_answers_as_reach(
+    server: Running, client: httpx.Client, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain, memo = windows(server, project, traffic(client, project))
+    shop, billing = {**SELECTOR, "service": "shop"}, {**SELECTOR, "service": "billing"}
+    selectors = [shop, billing, SELECTOR]
+    expected = [plain.reach(selector) for selector in selectors]
+    assert expected[0][0] & expected[1][0]  # traces that both services' failures share
+    read: list[list[str]] = []
+
+    def counted(conn: Any, trace_ids: list[str]) -> Any:
+        read.append(list(trace_ids))
+        return in_traces(conn, trace_ids)
+
+    monkeypatch.setattr(window_module, "in_traces", counted)
+    monkeypatch.setattr(window_module, "_TRACES_A_READ", 5)
+    assert memo.reaches(selectors) == plain.reaches(selectors) == expected
+    for reads in (read[: len(read) // 2], read[len(read) // 2 :]):  # the memoized window's, then the plain one's
+        listed = [trace for chunk in reads for trace in chunk]
+        assert sorted(listed) == sorted(expected[2][0]) and max(len(chunk) for chunk in reads) == 5
 
 
 def test_the_spread_is_read_once_per_selector(server: Running, client: httpx.Client, project: Project) -> None:
