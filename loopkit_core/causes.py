@@ -12,8 +12,9 @@ count, selector and verification, but they are one task. After the diagnosers ha
    follows callees down to the deepest one: that issue is the `probable_cause` and lists its `symptoms`;
 4. answers the packet's `groups`: one per cause (an unrelated issue is a group of one), in packet order.
 
-Cost: one trace-ID query per issue, one query per issue for its records in the shared traces of its pairs, and at
-most MAX_PAIRS pairs whose trees are read, MAX_TREES traces each.
+Cost: one trace-ID query per issue, one query per issue for its records in the shared traces of its pairs, and one
+read of the span trees of the shared traces of at most MAX_PAIRS pairs, MAX_TREES traces each (one read per pair
+when those trees hold more than TREE_ROWS spans).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ MAX_TREES = 20  # shared traces whose span trees are read per pair
 MIN_SHARE = 0.5  # share of the caller's traces the callee must be in for the caller to be its symptom
 MEMBERS_LIMIT = 1000  # an issue's records read per pair (window.trace_members' default)
 MEMBER_ROWS = 20_000  # an issue's records in all its pairs' shared traces read at once; more: per pair
+TREE_ROWS = 20_000  # span tree rows of every pair's shared traces read at once; more: each pair reads its own
+TREE_LIMIT = 5000  # span tree rows per pair (window.span_tree's default)
 
 
 def link(window: Window, issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -50,8 +53,10 @@ def link(window: Window, issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for (a, b), _ in sorted(shared.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_PAIRS]
     }
     members = _members(window, selectors, commons)
+    trees = _trees(window, commons)
     for (a, b), common in commons.items():
-        roles[(a, b)] = _direction(window, members, (a, selectors[a]), (b, selectors[b]), common)
+        tree = _tree_of(window, trees, common)
+        roles[(a, b)] = _direction(window, members, tree, (a, selectors[a]), (b, selectors[b]), common)
     for issue in issues:
         issue["related"] = []
     index = {i["issue_id"]: i for i in issues}
@@ -123,6 +128,23 @@ def _members(
     return out
 
 
+def _trees(window: Window, commons: dict[tuple[str, str], list[str]]) -> dict[str, list[SpanRef]] | None:
+    """The span trees of every pair's shared traces, by trace, from one read; None past TREE_ROWS rows."""
+    wanted = sorted({trace_id for common in commons.values() for trace_id in common})
+    if not wanted:
+        return {}
+    spans = window.span_tree(wanted, limit=TREE_ROWS + 1)
+    return _by_trace(spans) if len(spans) <= TREE_ROWS else None
+
+
+def _tree_of(window: Window, trees: dict[str, list[SpanRef]] | None, trace_ids: list[str]) -> list[SpanRef]:
+    """What window.span_tree(trace_ids) answers, cut from the one read of all pairs' trees when it is whole."""
+    if trees is None:
+        return window.span_tree(trace_ids, limit=TREE_LIMIT)
+    # Same order (trace_id, record_id) as the query's, and the same cut.
+    return [span for trace_id in sorted(set(trace_ids)) for span in trees.get(trace_id, ())][:TREE_LIMIT]
+
+
 def _members_in(
     window: Window, members: dict[str, list[SpanRef] | None], issue: tuple[str, dict[str, Any]], trace_ids: list[str]
 ) -> list[SpanRef]:
@@ -138,12 +160,12 @@ def _members_in(
 def _direction(
     window: Window,
     members: dict[str, list[SpanRef] | None],
+    tree: list[SpanRef],
     a: tuple[str, dict[str, Any]],
     b: tuple[str, dict[str, Any]],
     trace_ids: list[str],
 ) -> tuple[str, str | None]:
     """b's role relative to a in their shared traces: callee, caller, same_span or unordered; and an example trace."""
-    tree = window.span_tree(trace_ids)
     parent = {(s.trace_id, s.span_id): s.parent_span_id for s in tree}
     ours = _by_trace(_members_in(window, members, a, trace_ids))
     theirs = _by_trace(_members_in(window, members, b, trace_ids))

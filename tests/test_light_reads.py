@@ -87,9 +87,14 @@ def test_attribute_sample_reads_what_sample_reads(server: Running, project: Proj
     assert all(e["name"] == "retry" and e["attributes"]["attempt"] == 2 for r in tools for e in r.events)
 
 
-@pytest.mark.parametrize("member_rows", [causes.MEMBER_ROWS, 0])
+@pytest.mark.parametrize(("member_rows", "tree_rows"), [(causes.MEMBER_ROWS, causes.TREE_ROWS), (0, 0)])
 def test_one_member_read_per_issue_links_like_the_per_pair_reads(
-    server: Running, project: Project, client: httpx.Client, monkeypatch: pytest.MonkeyPatch, member_rows: int
+    server: Running,
+    project: Project,
+    client: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+    member_rows: int,
+    tree_rows: int,
 ) -> None:
     checkouts(provider_for(server, project, "1.4.0"), failing=20, passing=10)
     window = window_of(server, project)
@@ -104,8 +109,17 @@ def test_one_member_read_per_issue_links_like_the_per_pair_reads(
         reads.append(limit)
         return members(self, selector, trace_ids, limit)
 
+    trees: list[int] = []
+    span_tree = Window.span_tree
+
+    def counted_trees(self: Window, trace_ids: list[str], limit: int = 5000) -> list:
+        trees.append(limit)
+        return span_tree(self, trace_ids, limit)
+
     monkeypatch.setattr(Window, "trace_members", counted)
+    monkeypatch.setattr(Window, "span_tree", counted_trees)
     monkeypatch.setattr(causes, "MEMBER_ROWS", member_rows)
+    monkeypatch.setattr(causes, "TREE_ROWS", tree_rows)
     linked = copy.deepcopy(issues)
     groups = causes.link(window, linked)
     route, tool = linked
@@ -122,5 +136,7 @@ def test_one_member_read_per_issue_links_like_the_per_pair_reads(
     ]
     if member_rows:  # one read per issue, of all its pairs' shared traces
         assert reads == [member_rows + 1, member_rows + 1]
+        assert trees == [tree_rows + 1]  # one read of every pair's trees
     else:  # each issue has more members than that: the one pair reads its own, as before
         assert reads == [1, 1, 1000, 1000]
+        assert trees == [1, causes.TREE_LIMIT]
