@@ -34,7 +34,10 @@ from loopkit_plugins.masking import mask
 
 NAME = "signature_clusterer"
 EVIDENCE = 10
-MAX_MESSAGES = 50  # distinct messages read to find constant slots (counted up to 51 first: more, some slot varies)
+MAX_MESSAGES = 50  # distinct messages read to find constant slots (more than that: some slot varies)
+# An issue with more records than this counts its distinct messages up to 51 before grouping them: reading no more
+# than 51 values of a large issue whose messages all differ. Smaller ones are grouped at once (one read, not two).
+GROUPED_AT_ONCE = 20_000
 MAX_SLOTS = 6  # placeholders a template may have for its slots to be matched
 MAX_MESSAGE = 1000  # characters of a message matched against the template (masking reads no more)
 FEW_CHARS = 40  # ... each at most this long
@@ -315,8 +318,9 @@ def _constants(window: Window, issue: Issue) -> list[dict[str, Any]]:
     """Slots of the issue's template that are constant (or nearly) over all of its records in the window."""
     if not issue.template:
         return []
-    many = window.distinct(issue.selector, "message", MAX_MESSAGES + 1) > MAX_MESSAGES
-    messages = [] if many else window.groups(issue.selector, by="message", limit=MAX_MESSAGES + 1)
+    if issue.count > GROUPED_AT_ONCE and window.distinct(issue.selector, "message", MAX_MESSAGES + 1) > MAX_MESSAGES:
+        return []
+    messages = window.groups(issue.selector, by="message", limit=MAX_MESSAGES + 1)
     if not messages or len(messages) > MAX_MESSAGES:
         return []
     # The status prefix comes from attributes, not from the message: match the message part alone.
