@@ -164,8 +164,8 @@ def _tracked(project_id: str, issue: Issue, folded: merges.Folded | None) -> dic
 
 
 def _distinct(window: Window, selector: dict[str, Any], column: str) -> int:
-    """How many distinct non-empty values of a column an issue's records carry (counted up to MAX_DISTINCT)."""
-    return sum(1 for g in window.groups(selector, by=column, limit=MAX_DISTINCT + 1) if g.value)
+    """How many distinct non-empty values of a column an issue's records carry (counted up to MAX_DISTINCT + 1)."""
+    return window.count_values(selector, column, MAX_DISTINCT + 1)
 
 
 def issue_id(project_id: str, fingerprint: str) -> str:

@@ -535,6 +535,27 @@ class Window:
         with self._connect() as conn:
             return conn.execute(select(func.count()).select_from(values.subquery())).scalar_one()
 
+    def count_values(self, selector: Selector | dict[str, Any], by: str, limit: int) -> int:
+        """How many distinct non-empty values of a column a selector's records carry, counted up to `limit`.
+
+        A memoized window counts a spread column's values from the selector's spread, without sorting its groups.
+        """
+        if by not in GROUP_COLUMNS:
+            raise ValueError(f"cannot count {by!r}; one of {', '.join(GROUP_COLUMNS)}")
+        rows = self._spread(selector) if by in SPREAD_COLUMNS else None
+        if rows is not None:
+            totals = self._spread_totals(rows, SPREAD_COLUMNS.index(by))
+            return min(sum(1 for value in totals if value), limit)
+        column = records.c[by]
+        values = (
+            select(column)
+            .where(self._in_window(), self._condition(selector), column.is_not(None), column != "")
+            .distinct()
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            return conn.execute(select(func.count()).select_from(values.subquery())).scalar_one()
+
     def sample(
         self,
         selector: Selector | dict[str, Any],

@@ -138,6 +138,18 @@ def test_over_spread_rows_every_read_asks_sql(
     assert memo.memo is not None and list(memo.memo.values()) == [None]
 
 
+def test_values_are_counted_from_the_spread_as_sql_counts_them(
+    server: Running, client: httpx.Client, project: Project
+) -> None:
+    plain, memo = windows(server, project, traffic(client, project))
+    counts = {"trace_id": 12, "session_id": 6, "user_id": 9, "message": 5}  # NULL is not a value
+    for by, n in counts.items():
+        assert len([g for g in plain.groups(SELECTOR, by=by, limit=1000) if g.value]) == n
+        for limit in (1, 5, 6, 100):
+            assert memo.count_values(SELECTOR, by, limit) == plain.count_values(SELECTOR, by, limit) == min(n, limit)
+    assert memo.memo is not None and any(key[0] == "spread" for key in memo.memo)
+
+
 def test_distinct_counts_up_to_its_limit(server: Running, client: httpx.Client, project: Project) -> None:
     plain, _ = windows(server, project, traffic(client, project))
     assert plain.distinct(SELECTOR, "message", 51) == 5
