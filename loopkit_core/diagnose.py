@@ -12,6 +12,7 @@ import orjson
 
 from loopkit_core import merges, regression
 from loopkit_core.causes import link
+from loopkit_core.collector import fewer_collections
 from loopkit_core.feedback import NegativeRule, attribute
 from loopkit_core.impact import impacts, severity
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
@@ -63,6 +64,19 @@ def run(
 
     `negative_signals` is the rule for negative user signals (Settings.negative_signals(); defaults if None).
     """
+    with fewer_collections():
+        return _run(store, plugins, project_id, request, now_ns, negative_signals)
+
+
+def _run(
+    store: Store,
+    plugins: Plugins,
+    project_id: str,
+    request: DiagnoseRequest,
+    now_ns: int,
+    negative_signals: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """run(), with the collector's threshold already raised."""
     end_ns = request.until_ns or now_ns
     start_ns = max(end_ns - int(request.since_minutes * 60e9), 0)
     # Memoized: the diagnosers and the steps after them read each issue's traces, sessions, users and releases

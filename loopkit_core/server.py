@@ -122,10 +122,6 @@ def serve(settings: Settings) -> None:
     # generations, so the full collections that big answers trigger (a 10,000-span trace) stop re-scanning them
     # (bench/sessions.py, server CPU per request: a 10,000-span trace 115 -> 81 ms, a sessions list 83 -> 61 ms).
     gc.freeze()
-    # A diagnosis makes ~100,000 objects that live as long as it does (its memo): with the default threshold (700)
-    # and the start-up objects frozen, collections still took 0.21-0.34 s of a 3.1 s diagnosis of 750,000 records
-    # (6-7 of them full ones); at 10,000, as in the decode workers, 0.07 s and no full one (docs/benchmarks.md).
-    gc.set_threshold(10_000, 10, 10)
     print(
         f"LoopKit serving HTTP {running.http_url} and OTLP/gRPC {running.grpc_target} (data: {settings.data_dir})",
         flush=True,
