@@ -618,7 +618,8 @@ class Window:
             # One range count per type on the (type, ts_ns) index: a covering index read, not a table scan. Spans,
             # most records, are what a memoized range's operations leave (every record has a name and a service):
             # counting them again was a fifth of a million-record window's counting.
-            operations = self.memo.get(("operations", *key[1:], _DEFAULT_MAX_OPERATIONS)) if self.memo else None
+            memo = self.memo if self.memo is not None else {}
+            operations = memo.get(("operations", *key[1:], _DEFAULT_MAX_OPERATIONS))
             counts = {}
             with self._connect() as conn:
                 for signal_type in SIGNAL_TYPES:
@@ -895,9 +896,8 @@ class Window:
     def _own_people(self, selector: dict[str, Any], limit: int) -> list[Any]:
         """Distinct (trace_id, session_id, user_id) of a selector's own records in the window, at most `limit`.
 
-        Past `limit`, the first in (trace, session, user) order (NULL last) when the selector's spread is at most
-        SPREAD_ROWS rows (both its reads are bounded), else the ones SQL returns first; a memoized window and a plain
-        one agree either way.
+        Past `limit`: the first `limit` in (trace, session, user) order, NULL last, when the selector's spread (read
+        for a plain window too) holds them, else the ones SQL returns first. A memoized and a plain window agree.
         """
         spread = self._spread(selector) if self.memo is not None else self._read_spread(selector)
         if spread is not None:
