@@ -246,7 +246,7 @@ def test_type_counts_after_the_operations_take_spans_from_their_counts(
         assert memo.counts_by_type() == expected
     finally:
         event.remove(memo.engine, "before_cursor_execute", seen)
-    # SQLite counts each other type in its index, and spans are what the 47 operations' records leave.
+    # SQLite counts each other type in its index; spans are what remains of the operations' 47 records.
     counted = {value for parameters in asked for value in parameters if isinstance(value, str)}
     if memo.engine.dialect.name == "sqlite":
         assert "span" not in counted and {"error", "latency", "log"} <= counted
