@@ -528,33 +528,30 @@ class Window:
 
         Stops reading at the `limit`-th value: "more than 50 messages" costs 50 values, not the issue's records.
         """
-        if by not in GROUP_COLUMNS:
-            raise ValueError(f"cannot count {by!r}; one of {', '.join(GROUP_COLUMNS)}")
-        column = records.c[by]
-        values = select(column).where(self._in_window(), self._condition(selector)).distinct().limit(limit)
-        with self._connect() as conn:
-            return conn.execute(select(func.count()).select_from(values.subquery())).scalar_one()
+        return self._count_distinct(selector, by, limit, values_only=False)
 
     def count_values(self, selector: Selector | dict[str, Any], by: str, limit: int) -> int:
         """How many distinct non-empty values of a column a selector's records carry, counted up to `limit`.
 
         A memoized window counts a spread column's values from the selector's spread, without sorting its groups.
         """
-        if by not in GROUP_COLUMNS:
-            raise ValueError(f"cannot count {by!r}; one of {', '.join(GROUP_COLUMNS)}")
         rows = self._spread(selector) if by in SPREAD_COLUMNS else None
         if rows is not None:
             totals = self._spread_totals(rows, SPREAD_COLUMNS.index(by))
             return min(sum(1 for value in totals if value), limit)
+        return self._count_distinct(selector, by, limit, values_only=True)
+
+    def _count_distinct(self, selector: Selector | dict[str, Any], by: str, limit: int, values_only: bool) -> int:
+        """Distinct values of a column counted in SQL up to `limit` (values_only: not NULL, not empty)."""
+        if by not in GROUP_COLUMNS:
+            raise ValueError(f"cannot count {by!r}; one of {', '.join(GROUP_COLUMNS)}")
         column = records.c[by]
-        values = (
-            select(column)
-            .where(self._in_window(), self._condition(selector), column.is_not(None), column != "")
-            .distinct()
-            .limit(limit)
-        )
+        values = select(column).where(self._in_window(), self._condition(selector))
+        if values_only:
+            values = values.where(column.is_not(None), column != "")
+        counted = select(func.count()).select_from(values.distinct().limit(limit).subquery())
         with self._connect() as conn:
-            return conn.execute(select(func.count()).select_from(values.subquery())).scalar_one()
+            return conn.execute(counted).scalar_one()
 
     def sample(
         self,
@@ -619,7 +616,7 @@ class Window:
             # most records, are what a memoized range's operations leave (every record has a name and a service):
             # counting them again was a fifth of a million-record window's counting.
             memo = self.memo if self.memo is not None else {}
-            operations = memo.get(("operations", *key[1:], _DEFAULT_MAX_OPERATIONS))
+            operations = memo.get(_operations_key(self.start_ns, self.end_ns, self.resource_keys))
             counts = {}
             with self._connect() as conn:
                 for signal_type in SIGNAL_TYPES:
@@ -660,7 +657,7 @@ class Window:
         (say, names carrying IDs) is grouped over the window's rows instead, which is bounded too; so is
         every window on PostgreSQL (see _grouped_reads). A memoized window reads each range's once.
         """
-        key = ("operations", self.start_ns, self.end_ns, self.resource_keys, max_operations)
+        key = _operations_key(self.start_ns, self.end_ns, self.resource_keys, max_operations)
         if self.memo is not None and key in self.memo:
             return list(self.memo[key])  # a caller's sort or filter must not change the memo
         r = records.c
@@ -738,7 +735,7 @@ class Window:
                     seen[1], seen[2] = min(seen[1], low), max(seen[2], high)
         for (start, end), found, counted in zip(ranges, ops, types, strict=True):
             listed = [Operation(name, service, *figures) for (name, service), figures in found.items()]
-            self.memo.setdefault(("operations", start, end, None, _DEFAULT_MAX_OPERATIONS), listed)
+            self.memo.setdefault(_operations_key(start, end, None), listed)
             by_type = {t: n for t in SIGNAL_TYPES if (n := counted.get(t, 0))}
             self.memo.setdefault(("counts_by_type", start, end, None), by_type)
 
@@ -1037,6 +1034,13 @@ def _lateral_durations(
         .lateral("durations")
     )
     return select(listed.c.i, durations.c.duration_ms).select_from(listed.join(strata, true()).join(durations, true()))
+
+
+def _operations_key(
+    start_ns: int, end_ns: int, resource_keys: tuple[str, ...] | None, max_operations: int = _DEFAULT_MAX_OPERATIONS
+) -> tuple[Any, ...]:
+    """The memo key of operations() of a range (read by counts_by_type, filled by _read_groups too)."""
+    return ("operations", start_ns, end_ns, resource_keys, max_operations)
 
 
 def _add(merged: dict[Any, list[int]], key: Any, figures: Sequence[int]) -> None:
