@@ -7,7 +7,8 @@ spread over the 10 s before the round's time (`--spread`), which advances as at 
 uses (its default settings: `synchronous=FULL`, one commit per group of waiting requests). Each `--slice` rows
 the wall time and this process's CPU time spent writing are reported (re-stamping the rows between rounds is not
 counted). `--setting NAME=VALUE` (repeatable) overrides a setting of the store, to compare storage settings in
-one sitting.
+one sitting. `--wal-frames N` then checkpoints the write-ahead log empty, writes N more rows the same way, and reports
+the log's frames per commit and per row by table and index (`wal_frames.py`): which pages each commit rewrote.
 
 Usage: `python bench/write_growth.py --records 6000000 --slice 500000` prints JSON; `cpu_last_vs_first` is the
 last slice's CPU per row over the first's (1.0 is flat).
@@ -31,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import payloads  # noqa: E402
+import wal_frames  # noqa: E402
 
 from loopkit_core.model import record_id_for_span  # noqa: E402
 from loopkit_core.settings import Settings  # noqa: E402
@@ -91,6 +93,31 @@ def restamp(
     return out
 
 
+def write(writer: Writer, batch: list[tuple[Any, ...]], resources: list, in_flight: int) -> None:
+    """Submit `batch` in 512-row requests with at most `in_flight` waiting, and wait for every commit."""
+    pending: deque[Future] = deque()
+    for start in range(0, len(batch), 512):
+        if len(pending) >= in_flight:
+            pending.popleft().result(timeout=600)
+        pending.append(writer.submit(PROJECT, batch[start : start + 512], resources=resources))
+    while pending:
+        pending.popleft().result(timeout=600)
+
+
+def wal_sample(store: Store, writer: Writer, batch: list[tuple[Any, ...]], args: argparse.Namespace) -> dict[str, Any]:
+    """The log frames that `args.wal_frames` more rows of `batch` write, from an empty log: per commit and per row."""
+    sample = batch[: args.wal_frames]
+    engine = store.project(PROJECT)
+    with engine.connect() as conn:  # the writer is idle: nothing holds the log
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    write(writer, sample, [], args.in_flight)
+    report = wal_frames.frames_by_btree(Path(engine.url.database))
+    report["rows"] = len(sample)
+    report["rows_per_commit"] = round(len(sample) / max(report["commits"], 1), 1)
+    report["frames_per_row"] = round(report["frames"] / len(sample), 3)
+    return report
+
+
 def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> dict[str, Any]:
     """Write `args.records` rows into a fresh store; cost per slice."""
     total, slice_rows = args.records, args.slice
@@ -100,6 +127,7 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
     store = Store(Settings.from_env({}, data_dir=data_dir, retention_days="0", **overrides))
     writer = Writer(store, threads=1, max_pending_rows=10**7)
     slices: list[dict[str, float]] = []
+    frames: dict[str, Any] | None = None
     wall = cpu = 0.0
     written = in_slice = 0
     rnd = 0
@@ -110,13 +138,7 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
             rnd += 1
             gc.collect()
             t0, c0 = time.perf_counter(), time.process_time()
-            pending: deque[Future] = deque()
-            for start in range(0, len(batch), 512):
-                if len(pending) >= args.in_flight:
-                    pending.popleft().result(timeout=600)
-                pending.append(writer.submit(PROJECT, batch[start : start + 512], resources=resources))
-            while pending:
-                pending.popleft().result(timeout=600)
+            write(writer, batch, resources, args.in_flight)
             wall += time.perf_counter() - t0
             cpu += time.process_time() - c0
             written += len(batch)
@@ -134,6 +156,8 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
                 print(f"{slices[-1]}", file=sys.stderr, flush=True)
                 wall = cpu = 0.0
                 in_slice = 0
+        if args.wal_frames:  # before the close, which checkpoints the log away
+            frames = wal_sample(store, writer, restamp(rows, rnd, base_ns, spread_ns, step_ns, args.trace_ids), args)
     finally:
         writer.close(timeout=600)
         store.close()
@@ -143,6 +167,7 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
         "settings": overrides,
         "trace_ids": args.trace_ids,
         "slices": slices,
+        **({"wal_frames": frames} if frames is not None else {}),
         "cpu_last_vs_first": round(last["cpu_us_per_row"] / first["cpu_us_per_row"], 3),
         "wall_last_vs_first": round(last["wall_us_per_row"] / first["wall_us_per_row"], 3),
     }
@@ -170,9 +195,18 @@ def main(argv: list[str] | None = None) -> int:
         " bounded by its exporters' requests in flight, e.g. 8 senders: 4,096 rows)",
     )
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE", help="a store setting to override")
+    p.add_argument(
+        "--wal-frames",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then empty the log, write N more rows and report its frames per commit and per row by table and index",
+    )
     args = p.parse_args(argv)
     if args.in_flight < 1:
         p.error("--in-flight must be at least 1")
+    if not 0 <= args.wal_frames <= args.spans:
+        p.error("--wal-frames: from 0 to --spans rows (one round of the payload)")
     now = time.time_ns()
     # Noon UTC of today: the rounds stay within one day (6M records at 20,000/s take 5 minutes of record time).
     base_ns = int(datetime.fromtimestamp(now / 1e9, UTC).replace(hour=12, minute=0, second=0).timestamp()) * 10**9

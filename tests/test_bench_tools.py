@@ -191,6 +191,21 @@ def test_write_growth_reports_each_slice_of_the_rows_written(capsys):
     assert run["cpu_last_vs_first"] == round(last["cpu_us_per_row"] / first["cpu_us_per_row"], 3)
 
 
+def test_write_growth_splits_a_sample_of_the_log_by_table_and_index(capsys):
+    args = ["--records", "2000", "--slice", "1000", "--spans", "1000", "--in-flight", "1", "--wal-frames", "1000"]
+    assert write_growth.main(args) == 0
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    frames = run["wal_frames"]
+    # One 512-row request in flight: the sample of 1,000 rows is two requests, each its own commit.
+    assert (frames["rows"], frames["commits"], frames["rows_per_commit"]) == (1000, 2, 500.0)
+    split = frames["by_btree_per_commit"]
+    assert abs(sum(split.values()) - frames["frames_per_commit"]) < 0.5
+    assert frames["frames_per_row"] == round(frames["frames"] / 1000, 3)
+    # A day's table and its indexes took the frames: a 1 KB row and its index entries need pages of each.
+    day_table = next(name for name in split if name.startswith("records_d"))
+    assert split[day_table] > 100 and split[f"ix_records_window{day_table.removeprefix('records')}"] >= 1
+
+
 def test_wal_replay_kills_a_writer_with_a_full_log_and_times_the_reopen(capsys):
     assert wal_replay.main(["--wal-mb", "2", "--spans", "1000"]) == 0
     report = json.loads(capsys.readouterr().out)
