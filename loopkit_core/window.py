@@ -40,7 +40,7 @@ from loopkit_core.selectors import AnyOf, Match, Selector, parse_selector
 from loopkit_core.store import day_tables
 from loopkit_core.store.dialect import NulSafeText, byte_ordered, escape_nul
 from loopkit_core.store.grouping_rules import rules_in_force
-from loopkit_core.store.partial_indexes import during, in_traces, traced
+from loopkit_core.store.partial_indexes import during, in_traces, run_people, traced
 from loopkit_core.store.records import records_json, resource_bodies, selector_condition
 from loopkit_core.store.releases import release_counts, releases_of_rows, resource_releases
 from loopkit_core.store.rule_conditions import match_condition, signed, variable_expression
@@ -919,14 +919,17 @@ class Window:
         with self._connect() as conn:
             for start in range(0, len(traces), _TRACES_A_READ):  # bounded IN lists
                 chunk = traces[start : start + _TRACES_A_READ]
-                stmt = (
-                    select(r.trace_id, r.session_id, r.user_id)
-                    .where(self._in_window(by_time=False), in_traces(conn, chunk))
-                    .where((r.session_id.is_not(None)) | (r.user_id.is_not(None)))
-                    .distinct()
-                    .limit(limit)
-                )
-                for trace, session, user in self._per_table(conn, stmt):
+                found = run_people(conn, chunk, self.start_ns, self.end_ns, self.resource_keys, limit)
+                if found is None:
+                    stmt = (
+                        select(r.trace_id, r.session_id, r.user_id)
+                        .where(self._in_window(by_time=False), in_traces(conn, chunk))
+                        .where((r.session_id.is_not(None)) | (r.user_id.is_not(None)))
+                        .distinct()
+                        .limit(limit)
+                    )
+                    found = list(self._per_table(conn, stmt))
+                for trace, session, user in found:
                     sessions, users = people.setdefault(trace, (set(), set()))
                     if session:
                         sessions.add(session)

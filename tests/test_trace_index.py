@@ -27,6 +27,7 @@ from loopkit_core.selectors import Records
 from loopkit_core.store import day_tables
 from loopkit_core.store.engines import Store
 from loopkit_core.store.migrations import current_version, latest
+from loopkit_core.store.partial_indexes import run_people
 from loopkit_core.store.partitions import PAST_DAYS
 from loopkit_core.store.records import WindowQuery, insert_rows, read_window, resource_rows, to_rows
 from loopkit_core.store.schema import RECORD_COLUMNS, TRACE_RUN, records
@@ -80,6 +81,12 @@ def check_reads(store: Store, pid: str, traces: list[int], expected: dict[int, i
     together = sorted(rid for t in traces for rid in stored(store, pid, t))
     assert sorted(r["record_id"] for r in window.traces(hex_ids, limit=10_000)) == together
     assert sorted(ref.record_id for ref in window.span_tree(hex_ids, limit=10_000)) == together
+    # Their sessions and users, as a diagnosis's reach reads them (SQLite: each run through its first row).
+    with engine.connect() as conn:
+        rows = conn.execute(select(records.c.trace_id, records.c.session_id, records.c.user_id)).all()
+        people = run_people(conn, hex_ids, start, end, None, 10_000)
+    want_people = {row for row in rows if row[0] in hex_ids and (row[1] is not None or row[2] is not None)}
+    assert want_people and (people is None or set(people) == want_people)  # each table's own distinct rows
 
 
 def entries(store: Store, pid: str) -> dict[str, list[tuple[int, int | None]]]:
@@ -276,6 +283,15 @@ def test_reads_by_trace_or_session_in_a_window_go_by_row_number_not_by_the_windo
         assert searched and not by_range, (name, searched)
     facts, complete = session_facts(engine, sessions, NOW - DAY_NS // 2, NOW + DAY_NS // 2, 1e3, 10**5)
     assert complete and sum(f.records for f in facts.values()) == 10_000 and facts["s7"].traces == 4
+    # The traces' sessions and users: each run's first row through the trace index, then its rows by number; two
+    # statements of 1,000 traces, each with that plan.
+    people = [p.split(" (")[0] for p in plans(engine, lambda: window.reach(Records("span").to_json()), "CROSS JOIN")]
+    day_index = f"ix_records_trace_run_d{NOW // DAY_NS}"
+    assert sorted(people) == 2 * [f"SEARCH h USING INDEX {day_index}"] + 2 * ["SEARCH r USING INTEGER PRIMARY KEY"] + (
+        2 * ["USE TEMP B-TREE FOR DISTINCT"]
+    ), people
+    traces_, sessions_, _users = window.reach(Records("span").to_json())
+    assert (len(traces_), len(sessions_)) == (2_000, 500)
 
 
 def test_reach_finds_the_sessions_and_users_of_a_selectors_traces_in_one_table_or_several(store: Store, pid: str):

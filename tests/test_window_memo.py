@@ -17,7 +17,7 @@ from sqlalchemy import event
 
 from loopkit_core import window as window_module
 from loopkit_core.server import Running
-from loopkit_core.store.partial_indexes import in_traces
+from loopkit_core.store.partial_indexes import run_people
 from loopkit_core.window import Window
 
 SELECTOR = {"type": "error", "name": "POST /pay"}
@@ -91,11 +91,11 @@ def test_reaches_reads_each_shared_trace_once_and_answers_as_reach(
     assert expected[0][0] & expected[1][0]  # traces that both services' failures share
     read: list[list[str]] = []
 
-    def counted(conn: Any, trace_ids: list[str]) -> Any:
-        read.append(list(trace_ids))
-        return in_traces(conn, trace_ids)
+    def counted(conn: Any, trace_ids: list[str], *args: Any) -> Any:
+        read.append(list(trace_ids))  # every chunk, on each backend (PostgreSQL then reads it by trace ID)
+        return run_people(conn, trace_ids, *args)
 
-    monkeypatch.setattr(window_module, "in_traces", counted)
+    monkeypatch.setattr(window_module, "run_people", counted)
     monkeypatch.setattr(window_module, "_TRACES_A_READ", 5)
     assert memo.reaches(selectors) == plain.reaches(selectors) == expected
     for reads in (read[: len(read) // 2], read[len(read) // 2 :]):  # the memoized window's, then the plain one's

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false, literal_column, select
 
 from loopkit_core.model import DAY_NS, Record
+from loopkit_core.store import day_tables
 from loopkit_core.store.day_tables import BASE, RANGE_OPTION
 from loopkit_core.store.schema import SESSION_REPEAT, SPAN_ID, TRACE_ID, TRACE_RUN, Row, records
 
@@ -186,6 +187,44 @@ def traced(conn: Connection, trace_ids: Sequence[str]) -> Traced:
         return Traced(in_list, days)  # the same rows, by scanning each table
     numbers = literal_column("(" + ",".join(map(str, seqs)) + ")")  # integers, joined once
     return Traced(and_(c.seq.op("IN")(numbers), in_list), days)
+
+
+# Each head of a run (its trace index entry) joined to the rows of its run by row number. CROSS JOIN: SQLite keeps
+# the heads the outer loop, so each run is one range of the table; as a plain join it may build an index on the
+# rows' trace IDs instead (0.8 s for 1,000 traces against 6 ms). `+r.trace_id` checks the run's rows without
+# offering their trace ID to the planner as a way in.
+_RUN_PEOPLE = (
+    "SELECT DISTINCT r.trace_id, r.session_id, r.user_id FROM records AS h CROSS JOIN records AS r "
+    "ON r.seq BETWEEN h.seq AND h.seq + coalesce(h.trace_run, 1) - 1 "
+    "WHERE h.trace_id IN ({traces}) AND h.trace_run IS NOT 0 AND +r.trace_id = h.trace_id "
+    "AND (r.session_id IS NOT NULL OR r.user_id IS NOT NULL) AND r.ts_ns + 0 >= ? AND r.ts_ns + 0 < ?{resources} "
+    "LIMIT ?"
+)
+
+
+def run_people(
+    conn: Connection,
+    trace_ids: Sequence[str],
+    start_ns: int,
+    end_ns: int,
+    resource_keys: Sequence[str] | None,
+    limit: int,
+) -> list[tuple[str, str | None, str | None]] | None:
+    """SQLite: distinct (trace, session, user) of these traces' rows in [start_ns, end_ns) with a session or a user.
+
+    One statement per table of the range, each reading the traces' runs through their heads (at most `limit`
+    rows from each). Only rows of `resource_keys`' resources when given. None on PostgreSQL, whose trace index
+    holds every row: a plain condition on the trace IDs reads them there.
+    """
+    if conn.dialect.name != "sqlite":
+        return None
+    resources = "" if resource_keys is None else f" AND r.resource_key IN ({','.join('?' * len(resource_keys))})"
+    sql = _RUN_PEOPLE.format(traces=",".join("?" * len(trace_ids)), resources=resources)
+    params = (*trace_ids, start_ns, end_ns, *(resource_keys or ()), limit)
+    found: list[tuple[str, str | None, str | None]] = []
+    for options in day_tables.parts(conn, start_ns, end_ns):
+        found += conn.exec_driver_sql(sql, params, execution_options=options).all()
+    return found
 
 
 def in_traces(conn: Connection, trace_ids: Sequence[str]) -> ColumnElement[bool]:
