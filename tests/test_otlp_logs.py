@@ -180,6 +180,14 @@ def traffic(start_ns: int, end_ns: int, logs: int, errors: int, first_order: int
 
 
 @pytest.fixture
+def server(tmp_path: Path) -> Iterator[Running]:
+    """conftest's server, keeping records forever: many records here are stamped loopdata.NOW_NS (March 2026), and
+    the retention pass a server starts with could delete them between a test's write and its read."""
+    with in_thread(make_settings(tmp_path / "data", retention_days=0)) as running:
+        yield running
+
+
+@pytest.fixture
 def clocked(tmp_path: Path) -> Iterator[tuple[Running, Project, Clock]]:
     """A server whose clock the test sets (diagnosis and approval times), and a project on it."""
     clock = Clock()
