@@ -21,6 +21,19 @@ _HEADER = struct.Struct(">IIIIIIII")  # magic, version, page size, checkpoint se
 _FRAME = struct.Struct(">IIII")  # page number, database size after commit (0 unless a commit's last frame), salts
 
 
+def cycle(db: Path) -> tuple[int, int, int] | None:
+    """The log's current cycle: (checkpoint sequence, salt-1, salt-2) from its header; None without a log."""
+    try:
+        with open(db.with_name(db.name + "-wal"), "rb") as f:
+            header = f.read(_HEADER.size)
+    except FileNotFoundError:
+        return None
+    if len(header) < _HEADER.size:
+        return None
+    _magic, _version, _page_size, seq, salt1, salt2, _c1, _c2 = _HEADER.unpack(header)
+    return seq, salt1, salt2
+
+
 def frames_by_btree(db: Path) -> dict[str, Any]:
     """The current log cycle of `db`: its frames and commits, and the frames of each b-tree per commit."""
     wal = db.with_name(db.name + "-wal")

@@ -8,7 +8,8 @@ uses (its default settings: `synchronous=FULL`, one commit per group of waiting 
 the wall time and this process's CPU time spent writing are reported (re-stamping the rows between rounds is not
 counted). `--setting NAME=VALUE` (repeatable) overrides a setting of the store, to compare storage settings in
 one sitting. `--wal-frames N` then checkpoints the write-ahead log empty, writes N more rows the same way, and reports
-the log's frames per commit and per row by table and index (`wal_frames.py`): which pages each commit rewrote.
+the log's frames per commit and per row by table and index (`wal_frames.py`): which pages each commit rewrote
+(refused when a checkpoint restarts the log within the sample: ask for fewer rows).
 
 Usage: `python bench/write_growth.py --records 6000000 --slice 500000` prints JSON; `cpu_last_vs_first` is the
 last slice's CPU per row over the first's (1.0 is flat).
@@ -110,8 +111,13 @@ def wal_sample(store: Store, writer: Writer, batch: list[tuple[Any, ...]], args:
     engine = store.project(PROJECT)
     with engine.connect() as conn:  # the writer is idle: nothing holds the log
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    write(writer, sample, [], args.in_flight)
-    report = wal_frames.frames_by_btree(Path(engine.url.database))
+    db = Path(engine.url.database)
+    write(writer, sample[:512], [], args.in_flight)
+    first = wal_frames.cycle(db)
+    write(writer, sample[512:], [], args.in_flight)
+    if wal_frames.cycle(db) != first:  # a checkpoint restarted the log: only its last cycle would be counted
+        raise SystemExit(f"--wal-frames {args.wal_frames}: the sample crossed a checkpoint; ask for fewer rows")
+    report = wal_frames.frames_by_btree(db)
     report["rows"] = len(sample)
     report["rows_per_commit"] = round(len(sample) / max(report["commits"], 1), 1)
     report["frames_per_row"] = round(report["frames"] / len(sample), 3)

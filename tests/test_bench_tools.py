@@ -206,6 +206,13 @@ def test_write_growth_splits_a_sample_of_the_log_by_table_and_index(capsys):
     assert split[day_table] > 100 and split[f"ix_records_window{day_table.removeprefix('records')}"] >= 1
 
 
+def test_write_growth_refuses_a_log_sample_that_a_checkpoint_cut():
+    # A 100-page checkpoint mark restarts the log within 1,000 rows: counting its last cycle would undercount.
+    args = ["--records", "1000", "--slice", "1000", "--spans", "1000", "--wal-frames", "1000"]
+    with pytest.raises(SystemExit, match="crossed a checkpoint"):
+        write_growth.main([*args, "--setting", "sqlite_wal_autocheckpoint=100"])
+
+
 def test_wal_replay_kills_a_writer_with_a_full_log_and_times_the_reopen(capsys):
     assert wal_replay.main(["--wal-mb", "2", "--spans", "1000"]) == 0
     report = json.loads(capsys.readouterr().out)
