@@ -7,9 +7,11 @@ spread over the 10 s before the round's time (`--spread`), which advances as at 
 uses (its default settings: `synchronous=FULL`, one commit per group of waiting requests). Each `--slice` rows
 the wall time and this process's CPU time spent writing are reported (re-stamping the rows between rounds is not
 counted). `--setting NAME=VALUE` (repeatable) overrides a setting of the store, to compare storage settings in
-one sitting. `--wal-frames N` then checkpoints the write-ahead log empty, writes N more rows the same way, and reports
-the log's frames per commit and per row by table and index (`wal_frames.py`): which pages each commit rewrote
-(refused when a checkpoint restarts the log within the sample: ask for fewer rows).
+one sitting. `--history N` first writes N rows of the same payload, untimed, into the day before (its own day
+table), so that the timed rows go into a store that already holds that much history; the report counts each day
+table's rows. `--wal-frames N` then checkpoints the write-ahead log empty, writes N more rows the same way, and
+reports the log's frames per commit and per row by table and index (`wal_frames.py`): which pages each commit
+rewrote (refused when a checkpoint restarts the log within the sample: ask for fewer rows).
 
 Usage: `python bench/write_growth.py --records 6000000 --slice 500000` prints JSON; `cpu_last_vs_first` is the
 last slice's CPU per row over the first's (1.0 is flat).
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import payloads  # noqa: E402
 import wal_frames  # noqa: E402
 
-from loopkit_core.model import record_id_for_span  # noqa: E402
+from loopkit_core.model import DAY_NS, record_id_for_span  # noqa: E402
 from loopkit_core.settings import Settings  # noqa: E402
 from loopkit_core.store.engines import Store  # noqa: E402
 from loopkit_core.store.records import resource_rows, to_rows  # noqa: E402
@@ -124,6 +126,15 @@ def wal_sample(store: Store, writer: Writer, batch: list[tuple[Any, ...]], args:
     return report
 
 
+def day_table_rows(store: Store) -> dict[str, int]:
+    """The rows of each day table of the project (where the history and the timed rows went)."""
+    with store.project(PROJECT).connect() as conn:
+        names = conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%' ORDER BY name"
+        ).scalars()
+        return {name: conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one() for name in list(names)}
+
+
 def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> dict[str, Any]:
     """Write `args.records` rows into a fresh store; cost per slice."""
     total, slice_rows = args.records, args.slice
@@ -139,6 +150,12 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
     rnd = 0
     try:
         store.project(PROJECT)
+        history = 0
+        while history < args.history:  # untimed, into the day before the measured rows' day
+            batch = restamp(rows, rnd, base_ns - DAY_NS, spread_ns, step_ns, args.trace_ids)[: args.history - history]
+            rnd += 1
+            write(writer, batch, resources, args.in_flight)
+            history += len(batch)
         while written < total:
             batch = restamp(rows, rnd, base_ns, spread_ns, step_ns, args.trace_ids)
             rnd += 1
@@ -164,6 +181,7 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
                 in_slice = 0
         if args.wal_frames:  # before the close, which checkpoints the log away
             frames = wal_sample(store, writer, restamp(rows, rnd, base_ns, spread_ns, step_ns, args.trace_ids), args)
+        tables = day_table_rows(store)
     finally:
         writer.close(timeout=600)
         store.close()
@@ -172,6 +190,8 @@ def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> 
     return {
         "settings": overrides,
         "trace_ids": args.trace_ids,
+        "history_records": args.history,
+        "day_tables": tables,
         "slices": slices,
         **({"wal_frames": frames} if frames is not None else {}),
         "cpu_last_vs_first": round(last["cpu_us_per_row"] / first["cpu_us_per_row"], 3),
@@ -200,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         help="512-row requests waiting for the writer at once: a commit takes at most this many (a server's are"
         " bounded by its exporters' requests in flight, e.g. 8 senders: 4,096 rows)",
     )
+    p.add_argument(
+        "--history", type=int, default=0, metavar="N", help="first write N rows, untimed, into the day before"
+    )
     p.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE", help="a store setting to override")
     p.add_argument(
         "--wal-frames",
@@ -209,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         help="then empty the log, write N more rows and report its frames per commit and per row by table and index",
     )
     args = p.parse_args(argv)
+    if args.history < 0:
+        p.error("--history must not be negative")
     if args.in_flight < 1:
         p.error("--in-flight must be at least 1")
     if not 0 <= args.wal_frames <= args.spans:

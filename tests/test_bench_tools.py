@@ -191,6 +191,17 @@ def test_write_growth_reports_each_slice_of_the_rows_written(capsys):
     assert run["cpu_last_vs_first"] == round(last["cpu_us_per_row"] / first["cpu_us_per_row"], 3)
 
 
+def test_write_growth_puts_the_history_in_the_day_before(capsys):
+    assert write_growth.main(["--records", "1000", "--slice", "1000", "--spans", "1000", "--history", "2500"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)["runs"]
+    assert run["history_records"] == 2500
+    # Two day tables, the day before holding exactly the history; only the 1,000 timed rows in the measured day.
+    (before, before_rows), (day, day_rows) = sorted(run["day_tables"].items())
+    assert (before_rows, day_rows) == (2500, 1000)
+    assert int(day.removeprefix("records_d")) == int(before.removeprefix("records_d")) + 1
+    assert [s["records"] for s in run["slices"]] == [1000]
+
+
 def test_write_growth_splits_a_sample_of_the_log_by_table_and_index(capsys):
     args = ["--records", "2000", "--slice", "1000", "--spans", "1000", "--in-flight", "1", "--wal-frames", "1000"]
     assert write_growth.main(args) == 0
