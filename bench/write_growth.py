@@ -39,6 +39,7 @@ import wal_frames  # noqa: E402
 
 from loopkit_core.model import DAY_NS, record_id_for_span  # noqa: E402
 from loopkit_core.settings import Settings  # noqa: E402
+from loopkit_core.store import day_tables  # noqa: E402
 from loopkit_core.store.engines import Store  # noqa: E402
 from loopkit_core.store.records import resource_rows, to_rows  # noqa: E402
 from loopkit_core.store.schema import RECORD_COLUMNS  # noqa: E402
@@ -129,10 +130,9 @@ def wal_sample(store: Store, writer: Writer, batch: list[tuple[Any, ...]], args:
 def day_table_rows(store: Store) -> dict[str, int]:
     """The rows of each day table of the project (where the history and the timed rows went)."""
     with store.project(PROJECT).connect() as conn:
-        names = conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%' ORDER BY name"
-        ).scalars()
-        return {name: conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one() for name in list(names)}
+        dbapi = conn.connection.dbapi_connection
+        names = [name for name in day_tables.record_tables(dbapi) if name != day_tables.BASE]
+        return {name: dbapi.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in names}
 
 
 def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> dict[str, Any]:
