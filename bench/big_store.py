@@ -281,7 +281,7 @@ def to_previous_layout(store: Store, project_id: str) -> None:
         with store.project(project_id).begin() as conn:
             conn.exec_driver_sql("DELETE FROM loopkit_schema_version WHERE version >= 9")
         # The previous code wrote every record to `records`.
-        day_tables.route = lambda rows, now_ns=None: {day_tables.BASE: list(rows)}
+        day_tables.route = lambda dbapi, info, rows, now_ns=None: {day_tables.BASE: list(rows)}
         return
     schema = store.project_schema(project_id)
     with store.project(project_id).begin() as conn:

@@ -46,6 +46,9 @@ class Settings:
     # holds this many. Higher means each hot index page is copied back once per more commits (less writing per
     # span), a larger -wal file (~200 MB at the default) and a longer log replay after a crash.
     sqlite_wal_autocheckpoint: int = 50_000
+    # Records a SQLite day table takes before the day's later records go to a new table (store/day_tables.py):
+    # the random-key indexes of a bounded table cost each write what they cost the day's first records.
+    sqlite_table_rows: int = 2_000_000
     writer_threads: int = 2
     # Back-pressure: rows waiting for a commit, per writer thread, before ingest answers 503.
     writer_max_pending_rows: int = 200_000
@@ -142,6 +145,8 @@ class Settings:
             raise ValueError("sqlite_synchronous must be OFF, NORMAL, FULL or EXTRA")
         if self.sqlite_wal_autocheckpoint < 100:
             raise ValueError("sqlite_wal_autocheckpoint must be at least 100 pages")
+        if self.sqlite_table_rows < 1000:
+            raise ValueError("sqlite_table_rows must be at least 1000")
         if self.decode_workers < -1:
             raise ValueError("decode_workers must be -1 (automatic), 0 (none) or a number of processes")
         if self.writer_threads < 1 or self.grpc_workers < 1:

@@ -72,7 +72,7 @@ def stable(found: list[dict]) -> list[dict]:
 
 def _base_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Route every write to `records`, as a store made before day tables (or a day far from now) has them."""
-    monkeypatch.setattr(day_tables, "route", lambda rows, now_ns=None: {day_tables.BASE: list(rows)})
+    monkeypatch.setattr(day_tables, "route", lambda dbapi, info, rows, now_ns=None: {day_tables.BASE: list(rows)})
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ def test_writes_go_to_their_days_table_and_far_times_to_records(stores):
     days, one = stores
     layout = day_tables.layout(days.engine)
     assert layout["days"] == [TODAY - 1, TODAY]
-    assert day_tables.layout(one.engine) == {"days": [], "base_records": len(corpus())}
+    assert day_tables.layout(one.engine) == {"days": [], "tables": 0, "base_records": len(corpus())}
     assert layout["base_records"] == len(corpus()) // 3
     with days.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(records)).scalar_one() == len(corpus())
@@ -106,7 +106,11 @@ def test_writes_go_to_their_days_table_and_far_times_to_records(stores):
     ]
     far.append({**far[0], "timestamp": "2200-01-01T00:00:00Z", "span_id": "c" * 16})
     days.add(far)
-    assert day_tables.layout(days.engine) == {"days": [TODAY - 1, TODAY], "base_records": len(corpus()) // 3 + 2}
+    assert day_tables.layout(days.engine) == {
+        "days": [TODAY - 1, TODAY],
+        "tables": 2,
+        "base_records": len(corpus()) // 3 + 2,
+    }
 
 
 @pytest.mark.parametrize(

@@ -125,7 +125,7 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
         new = records_shape.decode({"records": [{"type": "event", "name": "new"}]}, created["project_id"], now).records
         with engine.begin() as conn:
             assert insert_records(conn, new, now) == 1
-        assert day_tables.layout(engine) == {"days": [now // DAY_NS], "base_records": 1}
+        assert day_tables.layout(engine) == {"days": [now // DAY_NS], "tables": 1, "base_records": 1}
         with engine.connect() as conn:
             assert sorted(conn.execute(select(records.c.name)).scalars()) == ["n", "new"]
     finally:

@@ -132,7 +132,7 @@ def test_sqlite_indexes_one_row_per_session_trace_day_and_write_and_reads_use_th
     engine = store.project(pid)
     with engine.connect() as conn:
         dbapi = conn.connection.dbapi_connection
-        tables = list(day_tables.tables(dbapi, conn.info).values())
+        tables = [table.name for table in day_tables.tables(dbapi, conn.info)]
         assert len(tables) == 2
         entries = {
             table: dbapi.execute(

@@ -94,7 +94,7 @@ def entries(store: Store, pid: str) -> dict[str, list[tuple[int, int | None]]]:
     out = {}
     with store.project(pid).connect() as conn:
         dbapi = conn.connection.dbapi_connection
-        for name in day_tables.tables(dbapi, conn.info).values():
+        for name in (table.name for table in day_tables.tables(dbapi, conn.info)):
             out[name] = dbapi.execute(
                 f"SELECT seq, trace_run FROM {name} INDEXED BY ix_records_trace_run{name.removeprefix('records')} "
                 "WHERE trace_id IS NOT NULL AND trace_run IS NOT 0 ORDER BY seq"

@@ -1,4 +1,4 @@
-"""SQLite day tables of `records`: one table per UTC day near now, in the project's own file.
+"""SQLite day tables of `records`: tables per UTC day near now, in the project's own file.
 
 A SQLite project store keeps its records in `records_d<day number>` tables, one per UTC day of record time from
 PAST_DAYS before today to FUTURE_DAYS after, each with the indexes of `records` (its own unique span and record ID
@@ -6,6 +6,14 @@ keys, as PostgreSQL's day partitions have). `records` itself holds what came bef
 of a day far from now (backfills, skewed clocks, hostile timestamps), so no timestamp can make thousands of tables.
 A write then touches one day's indexes however much history the project keeps, and retention drops a whole day
 (`DROP TABLE`, a fraction of a second with secure_delete=FAST) instead of deleting its rows one by one.
+
+A busy day is split further by time: once the day's last table holds `sqlite_table_rows` records, the writer opens
+the next one, `records_d<day>_<ns into the day>`, for record times from a bound later than every time the full
+table holds (and than now) to the end of the day. A table's random-key indexes (trace, session) cost a commit a page
+for each key once they are larger than a commit, and more as they grow: a bounded table keeps that cost to what
+the day's first records paid (docs/benchmarks.md). The bounds only ever divide the day's last table, above its
+newest record, so a record's time always names the one table that holds it or will: a re-sent span meets its
+stored copy there, as it does within a day.
 
 Readers are unchanged: they query `records`. Just before a SELECT reaches SQLite, `rewrite` puts in place of the
 table the day tables it needs: the one table when a single one holds the range (aliased `records`, so indexes and
@@ -25,13 +33,15 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections import defaultdict
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
 
 from loopkit_core.model import DAY_NS
-from loopkit_core.store.partitions import FUTURE_DAYS, PAST_DAYS, day_of_table, partition_name
+from loopkit_core.store.partitions import FUTURE_DAYS, PAST_DAYS, partition_name
 from loopkit_core.store.schema import TS_NS, Row
 
 BASE = "records"
@@ -46,7 +56,31 @@ MAX_ARMS = 200  # tables in one UNION ALL; more are nested (SQLITE_MAX_COMPOUND_
 # Two scalar subqueries: SQLite answers a lone min() or max() with one index seek, but both in one SELECT with a scan
 # of the whole index (~1 s on 20 million rows, run before every read).
 BASE_RANGE = "SELECT (SELECT min(ts_ns) FROM records), (SELECT max(ts_ns) FROM records)"
-_INFO_KEY = "loopkit_day_tables"  # per DB-API connection: (schema_version, {day: table name})
+_INFO_KEY = "loopkit_day_tables"  # per DB-API connection: (schema_version, _Layout)
+ROWS_KEY = "loopkit_table_rows"  # per DB-API connection: the records a day's table takes before the next opens
+TABLE_ROWS = 2_000_000  # ... unless the engine says otherwise (the `sqlite_table_rows` setting)
+_NAME = re.compile(r"records_d(\d+)(?:_(\d+))?")
+
+
+@dataclass(frozen=True)
+class DayTable:
+    """One table of a day's records: those with start_ns <= ts_ns < end_ns."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+
+    @property
+    def day(self) -> int:
+        """The UTC day number the table belongs to."""
+        return self.start_ns // DAY_NS
+
+
+@dataclass(frozen=True)
+class _Layout:
+    tables: tuple[DayTable, ...]  # by start time
+    names: frozenset[str]
+    by_day: dict[int, list[DayTable]]
 
 
 def install(engine: Engine) -> None:
@@ -54,24 +88,78 @@ def install(engine: Engine) -> None:
     event.listen(engine, "before_cursor_execute", rewrite, retval=True)
 
 
-# A day's table is named as PostgreSQL's partition of that day.
-table_name = partition_name
+def table_name(day: int, start_ns: int | None = None) -> str:
+    """A day's table: `records_d<day>` (as PostgreSQL's partition) from its start, `records_d<day>_<ns>` from later."""
+    offset = 0 if start_ns is None else start_ns - day * DAY_NS
+    return partition_name(day) if offset == 0 else f"records_d{day}_{offset}"
 
 
-def route(rows: list[Row], now_ns: int | None = None) -> dict[str, list[Row]]:
-    """The rows of a write grouped by the table each belongs in: its day's, or `records` for days far from now."""
-    today = (now_ns if now_ns is not None else time.time_ns()) // DAY_NS
+def day_of(name: str) -> int | None:
+    """The day number of a day table's name; None for any other table."""
+    match = _NAME.fullmatch(name)
+    return int(match[1]) if match else None
+
+
+def route(
+    dbapi: sqlite3.Connection, info: dict[str, Any], rows: list[Row], now_ns: int | None = None
+) -> dict[str, list[Row]]:
+    """The rows of a write grouped by the table each belongs in (made if new): its day's, or `records` far from now.
+
+    Runs in the writer's transaction: a day whose last table is full gets its next one here (see above).
+    """
+    now = now_ns if now_ns is not None else time.time_ns()
+    today = now // DAY_NS
     low, high = today - PAST_DAYS, today + FUTURE_DAYS
-    grouped: dict[str, list[Row]] = defaultdict(list)
+    by_day: dict[int, list[Row]] = defaultdict(list)
     for row in rows:
-        day = row[TS_NS] // DAY_NS
-        grouped[table_name(day) if low <= day <= high else BASE].append(row)
+        by_day[row[TS_NS] // DAY_NS].append(row)
+    grouped: dict[str, list[Row]] = defaultdict(list)
+    for day, group in by_day.items():
+        if not low <= day <= high:
+            grouped[BASE] += group
+            continue
+        of_day = _open(dbapi, info, day, now)
+        last = of_day[-1]
+        if len(of_day) == 1:
+            grouped[last.name] += group
+            continue
+        starts = [table.start_ns for table in of_day]
+        for row in group:  # nearly all rows belong in the last table: one comparison each
+            ts = row[TS_NS]
+            grouped[last.name if ts >= last.start_ns else of_day[bisect_right(starts, ts) - 1].name].append(row)
     return grouped
+
+
+def shared(grouped: dict[str, list[Row]]) -> set[str]:
+    """The tables of a routed write that share their day with another of its tables (a day split within a write)."""
+    days = Counter(day_of(name) for name in grouped if name != BASE)
+    return {name for name in grouped if name != BASE and days[day_of(name)] > 1}
+
+
+def _open(dbapi: sqlite3.Connection, info: dict[str, Any], day: int, now_ns: int) -> list[DayTable]:
+    """A day's tables for a write, made if it has none, with a new last one if its last is full."""
+    of_day = _layout(dbapi, info).by_day.get(day)
+    if not of_day:
+        ensure(dbapi, info, table_name(day))
+        return [DayTable(table_name(day), day * DAY_NS, (day + 1) * DAY_NS)]
+    last = of_day[-1]
+    full = dbapi.execute(f"SELECT max(seq) FROM {last.name}").fetchone()[0] or 0  # a row number: one index seek
+    if full < info.get(ROWS_KEY, TABLE_ROWS):
+        return of_day
+    newest = dbapi.execute(f"SELECT max(ts_ns) FROM {last.name}").fetchone()[0]
+    # Above every time the full table holds, so no record's table ever changes; from now, so the rows still
+    # arriving for the last seconds (start times spread over an exporter's batch) keep to the full one.
+    start = max(now_ns, last.start_ns + 1 if newest is None else newest + 1)
+    if start >= last.end_ns:  # a record stamped at the day's end (a skewed clock) keeps the day in this table
+        return of_day
+    name = table_name(day, start)
+    ensure(dbapi, info, name)
+    return [*of_day[:-1], DayTable(last.name, last.start_ns, start), DayTable(name, start, last.end_ns)]
 
 
 def ensure(dbapi: sqlite3.Connection, info: dict[str, Any], name: str) -> None:
     """Make a day table (and its indexes) like `records` if it does not exist yet, in the caller's transaction."""
-    if name == BASE or name in _tables(dbapi, info).values():
+    if name == BASE or name in _layout(dbapi, info).names:
         return
     statements = dbapi.execute(
         "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'records' AND sql IS NOT NULL "
@@ -92,46 +180,59 @@ def ensure(dbapi: sqlite3.Connection, info: dict[str, Any], name: str) -> None:
     info.pop(_INFO_KEY, None)
 
 
-def tables(dbapi: sqlite3.Connection, info: dict[str, Any]) -> dict[int, str]:
-    """The day tables of this store: day number -> table name (read again only after a schema change)."""
-    return dict(_tables(dbapi, info))
+def tables(dbapi: sqlite3.Connection, info: dict[str, Any]) -> list[DayTable]:
+    """The day tables of this store, by start time (read again only after a schema change)."""
+    return list(_layout(dbapi, info).tables)
 
 
-def _tables(dbapi: sqlite3.Connection, info: dict[str, Any]) -> dict[int, str]:
+def _layout(dbapi: sqlite3.Connection, info: dict[str, Any]) -> _Layout:
     version = dbapi.execute("PRAGMA schema_version").fetchone()[0]
     cached = info.get(_INFO_KEY)
     if cached is not None and cached[0] == version:
         return cached[1]
     found = _day_tables(dbapi)
-    info[_INFO_KEY] = (version, found)
+    by_day: dict[int, list[DayTable]] = defaultdict(list)
+    for table in found:
+        by_day[table.day].append(table)
+    made = _Layout(tuple(found), frozenset(table.name for table in found), dict(by_day))
+    info[_INFO_KEY] = (version, made)
+    return made
+
+
+def _day_tables(dbapi: sqlite3.Connection) -> list[DayTable]:
+    """The day tables named in the schema, by start time; each ends where the next of its day starts."""
+    names = dbapi.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'").fetchall()
+    starts = sorted(
+        (int(m[1]) * DAY_NS + int(m[2] or 0), name) for (name,) in names if (m := _NAME.fullmatch(name)) is not None
+    )
+    found = []
+    for i, (start, name) in enumerate(starts):
+        day_end = (start // DAY_NS + 1) * DAY_NS
+        following = starts[i + 1][0] if i + 1 < len(starts) else day_end
+        found.append(DayTable(name, start, min(following, day_end)))
     return found
 
 
-def _day_tables(dbapi: sqlite3.Connection) -> dict[int, str]:
-    names = dbapi.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'records_d%'").fetchall()
-    return {day: name for (name,) in names if (day := day_of_table(name)) is not None}
-
-
 def record_tables(dbapi: sqlite3.Connection) -> list[str]:
-    """Every table that holds records: `records` and the day tables, oldest day first (for tools outside the server)."""
-    found = _day_tables(dbapi)
-    return [BASE, *(found[day] for day in sorted(found))]
+    """Every table that holds records: `records` and the day tables, oldest first (for tools outside the server)."""
+    return [BASE, *(table.name for table in _day_tables(dbapi))]
 
 
 def layout(engine: Engine) -> dict[str, object]:
-    """How a SQLite project's records are laid out: its day tables, and how many records `records` itself holds."""
+    """How a SQLite project's records are laid out: its days, their tables, and how many records `records` holds."""
     with engine.connect() as conn:
-        days = sorted(tables(conn.connection.dbapi_connection, conn.info))
+        found = tables(conn.connection.dbapi_connection, conn.info)
         base = conn.exec_driver_sql("SELECT count(*) FROM main.records").scalar_one()
-    return {"days": days, "base_records": base}
+    return {"days": sorted({table.day for table in found}), "tables": len(found), "base_records": base}
 
 
 def arms(dbapi: sqlite3.Connection, info: dict[str, Any], start_ns: int | None, end_ns: int | None) -> list[str]:
-    """The tables a read of [start_ns, end_ns) needs, oldest first: `records` if it holds rows there, and the days."""
-    days = _tables(dbapi, info)
-    low = None if start_ns is None else start_ns // DAY_NS
-    high = None if end_ns is None else (end_ns - 1) // DAY_NS
-    chosen = [days[d] for d in sorted(days) if (low is None or d >= low) and (high is None or d <= high)]
+    """The tables a read of [start_ns, end_ns) needs, oldest first: `records` if it holds rows there, and the days'."""
+    chosen = [
+        table.name
+        for table in _layout(dbapi, info).tables
+        if (start_ns is None or table.end_ns > start_ns) and (end_ns is None or table.start_ns < end_ns)
+    ]
     lo, hi = dbapi.execute(BASE_RANGE).fetchone()
     if lo is not None and (end_ns is None or lo < end_ns) and (start_ns is None or hi >= start_ns):
         chosen.insert(0, BASE)
@@ -203,7 +304,7 @@ def _bare(statement: str, match: re.Match[str]) -> bool:
 
 
 def drop_expired(engine: Engine, cutoff_ns: int) -> tuple[int, int]:
-    """Drop every day table wholly older than `cutoff_ns`; returns (tables dropped, records they held).
+    """Drop every day table of a day wholly older than `cutoff_ns`; returns (tables dropped, records they held).
 
     A day is kept whole until its last record expires, as PostgreSQL's day partitions are. Each table is counted
     (from its smallest index) and dropped in its own short transaction, so the writer waits for one at most.
@@ -211,7 +312,7 @@ def drop_expired(engine: Engine, cutoff_ns: int) -> tuple[int, int]:
     dropped = rows = 0
     with engine.connect() as conn:
         dbapi = conn.connection.dbapi_connection
-        expired = [name for day, name in sorted(tables(dbapi, conn.info).items()) if (day + 1) * DAY_NS <= cutoff_ns]
+        expired = [table.name for table in tables(dbapi, conn.info) if (table.day + 1) * DAY_NS <= cutoff_ns]
         for name in expired:
             with conn.begin():
                 count = conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one()

@@ -171,7 +171,8 @@ class Store:
         synchronous = self.settings.sqlite_synchronous.upper()
 
         @event.listens_for(engine, "connect")
-        def _tune(dbapi_connection, _record) -> None:  # noqa: ANN001
+        def _tune(dbapi_connection, record) -> None:  # noqa: ANN001
+            record.info[day_tables.ROWS_KEY] = self.settings.sqlite_table_rows
             cursor = dbapi_connection.cursor()
             # busy_timeout: brief lock waits instead of errors; WAL: readers never block the writer.
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

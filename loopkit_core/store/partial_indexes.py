@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false
 from loopkit_core.model import DAY_NS, Record
 from loopkit_core.store import day_tables
 from loopkit_core.store.day_tables import BASE, RANGE_OPTION
-from loopkit_core.store.schema import SESSION_REPEAT, SPAN_ID, TRACE_ID, TRACE_RUN, Row, records
+from loopkit_core.store.schema import SESSION_ID, SESSION_REPEAT, SPAN_ID, TRACE_ID, TRACE_RUN, Row, records
 
 
 class Marks:
@@ -63,6 +63,29 @@ def trace_runs(batch: list[Record]) -> list[int | None]:
         key = (r.trace_id, r.ts_ns // DAY_NS)
         runs.append(counts.pop(key) if key in counts else 0)
     return runs
+
+
+def remarked(rows: list[Row]) -> list[Row]:
+    """Rows of one write bound for one table of their day, marked as if they were the write's only rows of that day.
+
+    For a day that the write divides between two tables (its last one filled during the write): a run or a
+    session's trace entry must lie in the table that holds the rows relying on it.
+    """
+    counts = Counter(row[TRACE_ID] for row in rows if row[TRACE_ID])
+    seen: set[tuple[str, str]] = set()
+    marked: list[Row] = []
+    for row in rows:
+        trace, session = row[TRACE_ID], row[SESSION_ID]
+        run = repeat = None
+        if trace:
+            run = counts.pop(trace) if trace in counts else 0
+            if session is not None:
+                repeat = 1 if (session, trace) in seen else None
+                seen.add((session, trace))
+        own = list(row)
+        own[SESSION_REPEAT], own[TRACE_RUN] = repeat, run
+        marked.append(tuple(own))
+    return marked
 
 
 def indexed(row: Row) -> Row:

@@ -131,10 +131,11 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
     if not dbapi.in_transaction:  # the span lookup and the insert under one write lock (the writer's has begun)
         dbapi.execute("BEGIN IMMEDIATE")
     rows = [partial_indexes.indexed(rows[0])] if given == 1 else rows  # inserted alone (near a quota)
-    for table, group in day_tables.route(rows).items():
-        day_tables.ensure(dbapi, conn.info, table)
+    routed = day_tables.route(dbapi, conn.info, rows)
+    split = day_tables.shared(routed)  # a day divided between two tables in this write: its marks are per table
+    for table, group in routed.items():
         before = partial_indexes.last_seq(dbapi, table)
-        group = partial_indexes.for_table(table, group)
+        group = partial_indexes.for_table(table, partial_indexes.remarked(group) if table in split else group)
         fresh = partial_indexes.unstored(dbapi, table, group)
         added = conn.exec_driver_sql(_day_sql(sql, table), fresh).rowcount if fresh else 0
         if added < len(group) or len(rows) < given:  # only resends lose rows

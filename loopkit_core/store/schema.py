@@ -200,7 +200,7 @@ RECORD_COLUMNS = [c.name for c in records.columns if c.name != "seq"]
 Row = tuple[Any, ...]  # one records row, in RECORD_COLUMNS order
 RECORD_ID, TS_NS = RECORD_COLUMNS.index("record_id"), RECORD_COLUMNS.index("ts_ns")
 TRACE_ID, SPAN_ID = RECORD_COLUMNS.index("trace_id"), RECORD_COLUMNS.index("span_id")
-SESSION_REPEAT = RECORD_COLUMNS.index("session_repeat")
+SESSION_ID, SESSION_REPEAT = RECORD_COLUMNS.index("session_id"), RECORD_COLUMNS.index("session_repeat")
 TRACE_RUN = RECORD_COLUMNS.index("trace_run")
 
 # Append-only audit trail of human decisions on packets: rows are inserted, never updated or deleted.
