@@ -1,7 +1,9 @@
 """Crash safety: SIGKILL `loopkit serve` mid-ingest; every acknowledged span is there after a restart, once.
 
 Each protobuf batch's spans start on three different UTC days, so on PostgreSQL every commit writes across
-partition boundaries and the first ones make day partitions while the other clients' commits run.
+partition boundaries and the first ones make day partitions while the other clients' commits run. On SQLite a
+second run bounds each day table at 1,000 records, so today's records also cross the bounds between its tables,
+made by the writer while the clients send.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from conftest import PG_URL, make_settings
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
 from sqlalchemy import distinct, func, select
-from test_lifecycle import all_record_ids, cli_create, serving
+from test_lifecycle import all_record_ids, clean_env, cli_create, serving
 
 from loopkit_core.model import DAY_NS, record_id_for_span
 from loopkit_core.store import day_tables, partitions
@@ -137,17 +140,23 @@ def stored_counts(data_dir: Path, project_id: str) -> tuple[int, int, dict]:
         store.close()
 
 
-def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_stores_none_twice(tmp_path):
+@pytest.mark.parametrize(
+    "table_rows",
+    [None, pytest.param(1000, marks=pytest.mark.skipif(PG_URL is not None, reason="SQLite's day tables"))],
+)
+def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_stores_none_twice(tmp_path, table_rows):
     rng = random.Random(SEED)
     data_dir = tmp_path / "data"
     created = cli_create(data_dir, "crash")
     project_id = created["project_id"]
+    env = None if table_rows is None else clean_env(LOOPKIT_SQLITE_TABLE_ROWS=str(table_rows))
 
-    with serving(data_dir, tmp_path / "serve.log") as server:
+    with serving(data_dir, tmp_path / "serve.log", env) as server:
         traffic = Traffic(server.url, project_id, created["producer_key"])
         traffic.start()
-        # A seeded random moment, after real traffic has been acknowledged by every kind of client.
-        min_successes = rng.randint(20, 60)
+        # A seeded random moment, after real traffic has been acknowledged by every kind of client (with bounded
+        # tables, enough of it that today's records fill one: two thirds of the spans start today).
+        min_successes = rng.randint(20, 60) + (0 if table_rows is None else 60)
         kill_after = rng.uniform(0.2, 1.5)
         deadline = time.monotonic() + 20
         while traffic.successes < min_successes:
@@ -173,6 +182,8 @@ def test_sigkill_mid_ingest_loses_no_acknowledged_span_and_stores_none_twice(tmp
     # sent without a time) has one.
     days = {int(rid[4:15], 16) * 10**6 // DAY_NS for rid in acknowledged if int(rid[4:15], 16)}
     assert len(days) >= 3 and days <= set(layout["days"]), (days, layout)
+    if table_rows is not None:
+        assert layout["tables"] > len(layout["days"]), layout  # today's records went to more than one table
 
     with serving(data_dir, tmp_path / "restart.log") as again:
         stored = all_record_ids(again.url, created["agent_key"])

@@ -170,15 +170,16 @@ def test_each_table_of_a_divided_write_holds_the_index_entries_of_its_own_rows(s
     assert check_reads(store, pid) == 1600
 
 
-def test_the_new_table_starts_at_now_when_the_full_one_holds_nothing_later(store: Store, pid: str):
+def test_the_new_table_starts_just_after_the_full_ones_newest_record(store: Store, pid: str):
+    # The full table's newest record is at START + 999 ms; rows of earlier times keep going to it.
     assert write(store, pid, [record(i) for i in range(1000)]) == (1000, {})
-    engine, now = store.project(pid), START + 5000 * MS
+    engine, bound = store.project(pid), START + 999 * MS + 1
     with engine.connect() as conn:
         dbapi = conn.connection.dbapi_connection
         dbapi.execute("BEGIN IMMEDIATE")  # as the writer's insert holds it
-        early, later = to_rows([record(4000), record(6000)], NOW)
-        routed = day_tables.route(dbapi, conn.info, [early, later], now_ns=now)
-        assert routed == {day_tables.table_name(DAY): [early], day_tables.table_name(DAY, now): [later]}
+        early, at, later = to_rows([record(400, ts=START + 500 * MS), record(5000, ts=bound), record(6000)], NOW)
+        routed = day_tables.route(dbapi, conn.info, [early, at, later])
+        assert routed == {day_tables.table_name(DAY): [early], day_tables.table_name(DAY, bound): [at, later]}
         dbapi.rollback()  # the new table goes with the transaction
     assert list(counts(store, pid)) == [day_tables.table_name(DAY)]
 

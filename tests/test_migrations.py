@@ -106,14 +106,14 @@ def test_a_store_made_by_the_previous_version_opens_and_is_stamped(tmp_path: Pat
         engine = store.project(created["project_id"])
         assert current_version(store.control) == latest("control") == 3  # 2: project_retention, 3: server_secrets
         # 2: (trace_id, span_id) is the span key; 3: resources stored once; 4: stages, issues.first_packet_id;
-        # 5: eval_runs; 6: grouping_rules; 7: issue_merges
-        assert current_version(engine) == latest("project") == 11
+        # 5: eval_runs; 6: grouping_rules; 7: issue_merges; 8-12: the records' day layout
+        assert current_version(engine) == latest("project") == 12
         assert get_record(engine, "rec_old")["resource"] == {"service.name": "old"}
         with engine.connect() as conn:
             assert conn.execute(select(records.c.record_id)).scalars().all() == ["rec_old"]
             stamped = conn.execute(select(schema_version.c.version, schema_version.c.description)).all()
             indexes = {ix["name"]: ix["unique"] for ix in inspect(conn).get_indexes("records")}
-        assert [v for v, _ in stamped] == list(range(1, 12)) and stamped[0][1].startswith("initial schema")
+        assert [v for v, _ in stamped] == list(range(1, 13)) and stamped[0][1].startswith("initial schema")
         # 11: SQLite keeps the span key by a lookup through its partial trace index (not unique), not an index.
         assert indexes == {**indexes, "ix_records_trace_run": False} and "ux_records_span" not in indexes
         assert "ix_records_trace" not in indexes
@@ -241,7 +241,7 @@ def test_a_project_store_of_the_previous_layout_is_upgraded_on_either_backend(tm
     again = Store(settings)
     try:
         engine = again.project(project_id)
-        assert current_version(engine) == latest("project") == 11
+        assert current_version(engine) == latest("project") == 12
         # 6: the grouping_rules table, empty (version 0), and a first version can be saved.
         assert grouping_rules.current(engine) == {"version": 0, "rules": [], "updated_at": None, "updated_by": None}
         rule = parse_rules([{"match": {"name": "seed"}, "fingerprint": "{name}"}])

@@ -141,7 +141,7 @@ def test_a_store_of_the_previous_layout_is_partitioned_on_open_keeping_every_rec
     store = Store(settings)
     try:
         engine = store.project(pid)
-        assert current_version(engine) == latest("project") == 11
+        assert current_version(engine) == latest("project") == 12
         assert partitions.layout(engine) == {"partitioned": True, "days": [], "default": True, "legacy": True}
         assert get_record(engine, old[7].record_id)["name"] == old[7].name
         # The legacy partition holds everything to the end of its newest record's day; later days get their own.

@@ -199,9 +199,9 @@ def test_migration_10_keeps_the_session_reads_of_older_day_tables_and_narrows_ne
     store = Store(make_settings(data))
     try:
         engine = store.project(pid)
-        assert current_version(engine) == latest("project") == 11
+        assert current_version(engine) == latest("project") == 12
         with engine.connect() as conn:
-            assert conn.execute(select(schema_version.c.version)).scalars().all() == list(range(1, 12))
+            assert conn.execute(select(schema_version.c.version)).scalars().all() == list(range(1, 13))
         assert read(store, pid, "old") == stored(store, pid, "old") and len(stored(store, pid, "old")) == 40
         # Today's table keeps its full index; tomorrow's is new and gets the narrow one.
         assert write(store, pid, [record(i, 100 + i // 4, "old") for i in range(40, 48)]) == 8
@@ -231,7 +231,7 @@ def test_migration_10_adds_the_column_to_every_postgresql_partition(tmp_path: Pa
     store = Store(make_settings(data))
     try:
         engine = store.project(pid)
-        assert current_version(engine) == latest("project") == 11
+        assert current_version(engine) == latest("project") == 12
         with engine.connect() as conn:
             tables = conn.exec_driver_sql(
                 "SELECT table_name FROM information_schema.columns WHERE table_schema = %(schema)s "

@@ -226,7 +226,7 @@ def test_migration_11_keeps_older_day_tables_readable_and_narrows_new_ones(tmp_p
     store = Store(make_settings(data))
     try:
         engine = store.project(pid)
-        assert current_version(engine) == latest("project") == 11
+        assert current_version(engine) == latest("project") == 12
         expected = dict.fromkeys(range(1, 11), 4)
         check_reads(store, pid, list(range(1, 11)), expected)
         # Today's table keeps its unique span key (rows from now on in runs); tomorrow's gets the partial index.

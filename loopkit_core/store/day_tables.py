@@ -8,12 +8,12 @@ A write then touches one day's indexes however much history the project keeps, a
 (`DROP TABLE`, a fraction of a second with secure_delete=FAST) instead of deleting its rows one by one.
 
 A busy day is split further by time: once the day's last table holds `sqlite_table_rows` records, the writer opens
-the next one, `records_d<day>_<ns into the day>`, for record times from a bound later than every time the full
-table holds (and than now) to the end of the day. A table's random-key indexes (trace, session) cost a commit a page
-for each key once they are larger than a commit, and more as they grow: a bounded table keeps that cost to what
-the day's first records paid (docs/benchmarks.md). The bounds only ever divide the day's last table, above its
-newest record, so a record's time always names the one table that holds it or will: a re-sent span meets its
-stored copy there, as it does within a day.
+the next one, `records_d<day>_<ns into the day>`, for record times from just after the newest time the full table
+holds to the end of the day (a backfill in time order is bounded as live ingest is). A table's random-key indexes
+(trace, session) cost a commit a page for each key once they are larger than a commit, and more as they grow: a
+bounded table keeps that cost to what the day's first records paid (docs/benchmarks.md). The bounds only ever
+divide the day's last table, above its newest record, so a record's time always names the one table that holds it
+or will: a re-sent span meets its stored copy there, as it does within a day.
 
 Readers are unchanged: they query `records`. Just before a SELECT reaches SQLite, `rewrite` puts in place of the
 table the day tables it needs: the one table when a single one holds the range (aliased `records`, so indexes and
@@ -118,7 +118,7 @@ def route(
         if not low <= day <= high:
             grouped[BASE] += group
             continue
-        of_day = _open(dbapi, info, day, now)
+        of_day = _open(dbapi, info, day)
         last = of_day[-1]
         if len(of_day) == 1:
             grouped[last.name] += group
@@ -136,7 +136,7 @@ def shared(grouped: dict[str, list[Row]]) -> set[str]:
     return {name for name in grouped if name != BASE and days[day_of(name)] > 1}
 
 
-def _open(dbapi: sqlite3.Connection, info: dict[str, Any], day: int, now_ns: int) -> list[DayTable]:
+def _open(dbapi: sqlite3.Connection, info: dict[str, Any], day: int) -> list[DayTable]:
     """A day's tables for a write, made if it has none, with a new last one if its last is full."""
     of_day = _layout(dbapi, info).by_day.get(day)
     if not of_day:
@@ -147,9 +147,9 @@ def _open(dbapi: sqlite3.Connection, info: dict[str, Any], day: int, now_ns: int
     if full < info.get(ROWS_KEY, TABLE_ROWS):
         return of_day
     newest = dbapi.execute(f"SELECT max(ts_ns) FROM {last.name}").fetchone()[0]
-    # Above every time the full table holds, so no record's table ever changes; from now, so the rows still
-    # arriving for the last seconds (start times spread over an exporter's batch) keep to the full one.
-    start = max(now_ns, last.start_ns + 1 if newest is None else newest + 1)
+    # Above every time the full table holds, so no stored record's table ever changes; later rows of an earlier
+    # time (start times spread over an exporter's batch, late spans) keep going to the full one.
+    start = max(last.start_ns, newest if newest is not None else last.start_ns) + 1
     if start >= last.end_ns:  # a record stamped at the day's end (a skewed clock) keeps the day in this table
         return of_day
     name = table_name(day, start)

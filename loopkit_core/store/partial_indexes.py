@@ -170,16 +170,16 @@ HEX_ID = re.compile(r"[0-9a-f]{1,32}")  # what a stored trace ID is: safe to wri
 class Traced:
     """How a read reaches the records of some traces: its condition, and the time range of the tables they are in.
 
-    `days` is a `records_range` (UTC days, as start and end ns) holding every record of the traces; None when
-    the backend does not say (PostgreSQL, whose partitions are pruned by the read's own conditions).
+    `tables` is a `records_range` (start and end ns) that the tables holding every record of the traces overlap;
+    None when the backend does not say (PostgreSQL, whose partitions are pruned by the read's own conditions).
     """
 
     condition: ColumnElement[bool]
-    days: tuple[int, int] | None = None
+    tables: tuple[int, int] | None = None
 
     def within(self, stmt: Select[Any]) -> Select[Any]:
         """The statement reading only the tables that hold these traces' records (SQLite's day tables)."""
-        return stmt if self.days is None else stmt.execution_options(**{RANGE_OPTION: self.days})
+        return stmt if self.tables is None else stmt.execution_options(**{RANGE_OPTION: self.tables})
 
 
 def traced(conn: Connection, trace_ids: Sequence[str]) -> Traced:
@@ -188,8 +188,8 @@ def traced(conn: Connection, trace_ids: Sequence[str]) -> Traced:
     SQLite's index holds the first row of each run of a trace's rows that a write stored one after another
     (schema.py, ix_records_trace_run): those rows are read first, within the connection's
     `records_range` if it has one, and the condition lists the row numbers of their runs, with the trace IDs (a
-    row number is per table, so the IDs keep another table's row out). A run lies in its first row's table, so the
-    runs' days are `days`. PostgreSQL's index holds every row.
+    row number is per table, so the IDs keep another table's row out). A run lies in its first row's table, which
+    holds that row's time: the first rows' times span `tables`. PostgreSQL's index holds every row.
     """
     c, ids = records.c, sorted(set(trace_ids))
     if conn.dialect.name != "sqlite" or not ids:
@@ -205,11 +205,12 @@ def traced(conn: Connection, trace_ids: Sequence[str]) -> Traced:
     if not runs:
         return Traced(false())
     seqs = sorted({seq + i for seq, run, _ in runs for i in range(run or 1)})
-    days = (min(ts for *_, ts in runs) // DAY_NS * DAY_NS, (max(ts for *_, ts in runs) // DAY_NS + 1) * DAY_NS)
+    # Only the tables that hold a run's first row (a busy day has several): a range from the first rows' times.
+    tables = (min(ts for *_, ts in runs), max(ts for *_, ts in runs) + 1)
     if len(runs) > MAX_RUN_ROWS or len(seqs) > MAX_RUN_ROWS:
-        return Traced(in_list, days)  # the same rows, by scanning each table
+        return Traced(in_list, tables)  # the same rows, by scanning each table
     numbers = literal_column("(" + ",".join(map(str, seqs)) + ")")  # integers, joined once
-    return Traced(and_(c.seq.op("IN")(numbers), in_list), days)
+    return Traced(and_(c.seq.op("IN")(numbers), in_list), tables)
 
 
 # Each head of a run (its trace index entry) joined to the rows of its run by row number. CROSS JOIN: SQLite keeps
