@@ -6,10 +6,13 @@ row conversion, the batching writer) with a synthetic window: 20% errors and too
 a baseline before it, with one operation 3x slower in the window. Then a fresh process runs the
 diagnosis (`loopkit_core.diagnose.run`, the code behind POST /v1/runs/diagnose) and reports its wall
 time, its CPU time (steadier than wall time on a shared machine) and its own peak RSS, so the fill does
-not count. With --database-url the store is PostgreSQL (this run's schemas are dropped at the end).
+not count. With --database-url the store is PostgreSQL (this run's schemas are dropped at the end). With
+--table-rows N the records are written in time order, as live ingest writes them, into SQLite day tables of at
+most N records each (the `sqlite_table_rows` setting), so that a diagnosis reads a window divided between tables.
 
     python bench/diagnose.py --sizes 10000 100000 1000000
     python bench/diagnose.py --sizes 1000000 --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    python bench/diagnose.py --sizes 1000000 --table-rows 100000     # the window in ~15 tables
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import random
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,6 +36,7 @@ from loopkit_core.diagnose import DiagnoseRequest, run
 from loopkit_core.model import Record, new_record_id
 from loopkit_core.projects import create_project
 from loopkit_core.settings import Settings
+from loopkit_core.store import day_tables
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import resource_rows, to_rows
 
@@ -71,16 +76,21 @@ def settings(data_dir: Path, database: dict[str, str], **more: int) -> Settings:
     return Settings(data_dir=data_dir, **database, **more)  # type: ignore[arg-type]
 
 
-def fill(data_dir: Path, size: int, seed: int = 7, database: dict[str, str] | None = None) -> tuple[str, int]:
-    """Fill a project with `size` records in the window (plus a baseline); returns (project_id, until_ns)."""
+def fill(
+    data_dir: Path, size: int, seed: int = 7, database: dict[str, str] | None = None, table_rows: int | None = None
+) -> tuple[str, int]:
+    """Fill a project with `size` records in the window (plus a baseline); returns (project_id, until_ns).
+
+    With `table_rows`, in time order into day tables of at most that many records; else in random time order.
+    """
     rng = random.Random(seed)
-    app = create_app(settings(data_dir, database or {}, writer_max_pending_rows=10_000_000))
+    bound = {} if table_rows is None else {"sqlite_table_rows": table_rows}
+    app = create_app(settings(data_dir, database or {}, writer_max_pending_rows=10_000_000, **bound))
     project_id = create_project(app.store.control, "bench")["project_id"]
     until = time.time_ns()
     window_ns = WINDOW_MINUTES * 60 * 1_000_000_000
     baseline = size // 2  # spans before the window, for the latency baseline
-    futures = []
-    batch: list[Record] = []
+    made: list[Record] = []
     for i in range(size + baseline):
         in_window = i < size
         ts = until - rng.randrange(window_ns) if in_window else until - window_ns - rng.randrange(6 * window_ns)
@@ -95,12 +105,10 @@ def fill(data_dir: Path, size: int, seed: int = 7, database: dict[str, str] | No
             op = rng.randrange(OPERATIONS)
             ms = rng.lognormvariate(3.5, 0.4) * (3 if op == 7 and in_window else 1)
             record = Record(new_record_id(), ts, ts + int(ms * 1e6), "span", f"GET /api/route{op}", "shop", "ok", "")
-        batch.append(record)
-        if len(batch) == BATCH:
-            futures.append(_submit(app, project_id, batch))
-            batch = []
-    if batch:
-        futures.append(_submit(app, project_id, batch))
+        made.append(record)
+    if table_rows is not None:
+        made.sort(key=lambda r: r.ts_ns)
+    futures = [_submit(app, project_id, made[i : i + BATCH]) for i in range(0, len(made), BATCH)]
     for future in futures:
         future.result()
     app.close()
@@ -130,6 +138,13 @@ def diagnose_once(data_dir: Path, project_id: str, until: int, database: dict[st
     }
 
 
+def record_tables(data_dir: Path, project_id: str) -> dict[str, int]:
+    """SQLite: each table of the project's records and its row count."""
+    with sqlite3.connect(data_dir / "projects" / f"{project_id}.db") as db:
+        names = day_tables.record_tables(db)
+        return {name: db.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in names}
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's, inherited over fork)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -144,6 +159,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--database-url", help="store in PostgreSQL (postgresql+psycopg://...), not SQLite")
+    parser.add_argument("--table-rows", type=int, help="SQLite: fill in time order, day tables of at most N records")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -159,8 +175,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 t = time.perf_counter()
-                project_id, until = fill(Path(tmp), size, database=database)
+                project_id, until = fill(Path(tmp), size, database=database, table_rows=args.table_rows)
                 print(f"filled {size} in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+                tables = None if database else record_tables(Path(tmp), project_id)
                 runs = []
                 for _ in range(args.repeat):
                     out = subprocess.run(
@@ -181,6 +198,7 @@ def main() -> None:
                     "records_in_window": size,
                     "median_seconds": seconds[len(seconds) // 2],
                     "median_cpu_seconds": cpu[len(cpu) // 2],
+                    "record_tables": tables,
                     "runs": runs,
                 }
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import big_store  # noqa: E402
+import diagnose  # noqa: E402
 import drop_day  # noqa: E402
 import ingest  # noqa: E402
 import payloads  # noqa: E402
@@ -309,3 +311,17 @@ def test_stage_reading_names_the_busy_thread_and_the_busy_child_process_in_cores
     assert cores["decode_workers_cores"] >= 0.28 / elapsed
     assert cores["machine_busy_cores"] > 0
     assert set(cores) == {"busiest_thread_cores", "decode_workers_cores", "machine_busy_cores"}
+
+
+@pytest.mark.skipif(PG_URL is not None, reason="SQLite's day tables")
+def test_diagnose_fills_in_time_order_into_bounded_tables(tmp_path: Path):
+    project_id, until = diagnose.fill(tmp_path, 8000, table_rows=1000)
+    tables = diagnose.record_tables(tmp_path, project_id)
+    # 12,000 records (8,000 in the window, 4,000 in the six hours before it) in time order, 5,000 a request: a
+    # request goes into its day's last table unless that is full, then into the next (5,000, 5,000 and 2,000 within
+    # one UTC day; a request across midnight is divided between the two days' tables).
+    assert tables.pop("records") == 0 and sum(tables.values()) == 12_000
+    assert len(tables) >= 3 and max(tables.values()) <= 1000 + diagnose.BATCH, tables
+    with sqlite3.connect(tmp_path / "projects" / f"{project_id}.db") as db:
+        newest = [db.execute(f"SELECT max(ts_ns) FROM {name}").fetchone()[0] for name in tables]
+    assert newest == sorted(newest) and newest[-1] < until
