@@ -141,8 +141,7 @@ def diagnose_once(data_dir: Path, project_id: str, until: int, database: dict[st
 def record_tables(data_dir: Path, project_id: str) -> dict[str, int]:
     """SQLite: each table of the project's records and its row count."""
     with sqlite3.connect(data_dir / "projects" / f"{project_id}.db") as db:
-        names = day_tables.record_tables(db)
-        return {name: db.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in names}
+        return day_tables.record_counts(db)
 
 
 def peak_rss_mb() -> float:

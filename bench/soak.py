@@ -237,7 +237,7 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
         with sqlite3.connect(data_dir / "projects" / f"{created['project_id']}.db") as db:
-            stored = sum(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in day_tables.record_tables(db))
+            stored = sum(day_tables.record_counts(db).values())
         rss = [s["rss_mib"] for s in samples]
         half = rss[len(rss) // 2 :] or rss
         print(

@@ -47,8 +47,7 @@ class StoreStats:
             if not path.exists():
                 return 0
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
-                tables = day_tables.record_tables(conn)
-                return sum(int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables)
+                return sum(day_tables.record_counts(conn).values())
         store = self._pg_store()
         with store._pg.connect() as conn:
             exists = conn.exec_driver_sql("SELECT to_regclass(%s)", (f'"{self.schema}".records',)).scalar()

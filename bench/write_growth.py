@@ -131,8 +131,9 @@ def day_table_rows(store: Store) -> dict[str, int]:
     """The rows of each day table of the project (where the history and the timed rows went)."""
     with store.project(PROJECT).connect() as conn:
         dbapi = conn.connection.dbapi_connection
-        names = [name for name in day_tables.record_tables(dbapi) if name != day_tables.BASE]
-        return {name: dbapi.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in names}
+        counts = day_tables.record_counts(dbapi)
+        del counts[day_tables.BASE]
+        return counts
 
 
 def run(rows: list, resources: list, args: argparse.Namespace, base_ns: int) -> dict[str, Any]:

@@ -57,8 +57,9 @@ def write(store: Store, pid: str, batch: list[Record]) -> tuple[int, dict[int, s
 def counts(store: Store, pid: str) -> dict[str, int]:
     """Each day table's row count, by name."""
     with sqlite3.connect(store.settings.data_dir / "projects" / f"{pid}.db") as db:
-        names = day_tables.record_tables(db)
-        return {name: db.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in names[1:]}
+        counts = day_tables.record_counts(db)
+        del counts[day_tables.BASE]
+        return counts
 
 
 def check_reads(store: Store, pid: str) -> int:

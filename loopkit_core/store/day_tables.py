@@ -143,8 +143,7 @@ def _open(dbapi: sqlite3.Connection, info: dict[str, Any], day: int) -> list[Day
         ensure(dbapi, info, table_name(day))
         return [DayTable(table_name(day), day * DAY_NS, (day + 1) * DAY_NS)]
     last = of_day[-1]
-    full = dbapi.execute(f"SELECT max(seq) FROM {last.name}").fetchone()[0] or 0  # a row number: one index seek
-    if full < info.get(ROWS_KEY, TABLE_ROWS):
+    if last_seq(dbapi, last.name) < info.get(ROWS_KEY, TABLE_ROWS):
         return of_day
     newest = dbapi.execute(f"SELECT max(ts_ns) FROM {last.name}").fetchone()[0]
     # Above every time the full table holds, so no stored record's table ever changes; later rows of an earlier
@@ -155,6 +154,11 @@ def _open(dbapi: sqlite3.Connection, info: dict[str, Any], day: int) -> list[Day
     name = table_name(day, start)
     ensure(dbapi, info, name)
     return [*of_day[:-1], DayTable(last.name, last.start_ns, start), DayTable(name, start, last.end_ns)]
+
+
+def last_seq(dbapi: sqlite3.Connection, table: str) -> int:
+    """The highest row number of a table (0 when empty): its rows so far, from one index seek."""
+    return dbapi.execute(f"SELECT max(seq) FROM {table}").fetchone()[0] or 0
 
 
 def ensure(dbapi: sqlite3.Connection, info: dict[str, Any], name: str) -> None:
@@ -216,6 +220,11 @@ def _day_tables(dbapi: sqlite3.Connection) -> list[DayTable]:
 def record_tables(dbapi: sqlite3.Connection) -> list[str]:
     """Every table that holds records: `records` and the day tables, oldest first (for tools outside the server)."""
     return [BASE, *(table.name for table in _day_tables(dbapi))]
+
+
+def record_counts(dbapi: sqlite3.Connection) -> dict[str, int]:
+    """Each table that holds records (`records` first) and its row count (for tools outside the server)."""
+    return {name: dbapi.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in record_tables(dbapi)}
 
 
 def layout(engine: Engine) -> dict[str, object]:

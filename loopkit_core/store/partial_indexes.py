@@ -141,11 +141,6 @@ def unstored(dbapi: sqlite3.Connection, table: str, rows: list[Row]) -> list[Row
     return [row for row in rows if (row[TRACE_ID], row[SPAN_ID]) not in stored]
 
 
-def last_seq(dbapi: sqlite3.Connection, table: str) -> int:
-    """The highest row number of a table (0 when empty), read before an insert into it."""
-    return dbapi.execute(f"SELECT max(seq) FROM {table}").fetchone()[0] or 0
-
-
 def index_added(dbapi: sqlite3.Connection, table: str, after_seq: int, rows: list[Row]) -> None:
     """Give every row added to `table` after `after_seq` its own index entries, if any of `rows` had none.
 

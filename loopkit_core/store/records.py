@@ -134,7 +134,7 @@ def insert_rows(conn: Connection, rows: list[Row]) -> int:
     routed = day_tables.route(dbapi, conn.info, rows)
     split = day_tables.shared(routed)  # a day divided between two tables in this write: its marks are per table
     for table, group in routed.items():
-        before = partial_indexes.last_seq(dbapi, table)
+        before = day_tables.last_seq(dbapi, table)
         group = partial_indexes.for_table(table, partial_indexes.remarked(group) if table in split else group)
         fresh = partial_indexes.unstored(dbapi, table, group)
         added = conn.exec_driver_sql(_day_sql(sql, table), fresh).rowcount if fresh else 0
