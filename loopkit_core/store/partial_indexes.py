@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false, literal_column, select
+from sqlalchemy import ARRAY, ColumnElement, Connection, Select, and_, any_, bindparam, false, literal_column, select
 
 from loopkit_core.model import DAY_NS, Record
 from loopkit_core.store import day_tables
@@ -187,6 +187,10 @@ def traced(conn: Connection, trace_ids: Sequence[str]) -> Traced:
     holds that row's time: the first rows' times span `tables`. PostgreSQL's index holds every row.
     """
     c, ids = records.c, sorted(set(trace_ids))
+    if conn.dialect.name == "postgresql" and ids:
+        # One array parameter, not one per trace: binding and parsing a thousand parameters cost a diagnosis's
+        # trace reads a quarter of their time (docs/benchmarks.md). The item type escapes NUL as the column does.
+        return Traced(c.trace_id == any_(bindparam(None, ids, type_=ARRAY(c.trace_id.type))))
     if conn.dialect.name != "sqlite" or not ids:
         return Traced(c.trace_id.in_(ids))
     # Hex, so written into the statement, joined once: a session read can list 20,000 traces (SQLite binds at most
