@@ -1037,7 +1037,7 @@ def _lateral_durations(
             .lateral("durations")
         )
         joined = listed.join(strata, true()).join(durations, true())
-    # One sorted array per operation: a row per duration cost the client more than the read (docs/benchmarks.md).
+    # One sorted array per operation: a row per duration cost the client as much as the read (docs/benchmarks.md).
     sample = func.array_agg(aggregate_order_by(durations.c.duration_ms, durations.c.duration_ms))
     return select(listed.c.i, sample).select_from(joined).group_by(listed.c.i)
 
