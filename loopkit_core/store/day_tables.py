@@ -145,10 +145,10 @@ def _open(dbapi: sqlite3.Connection, info: dict[str, Any], day: int) -> list[Day
     last = of_day[-1]
     if last_seq(dbapi, last.name) < info.get(ROWS_KEY, TABLE_ROWS):
         return of_day
-    newest = dbapi.execute(f"SELECT max(ts_ns) FROM {last.name}").fetchone()[0]
-    # Above every time the full table holds, so no stored record's table ever changes; later rows of an earlier
-    # time (start times spread over an exporter's batch, late spans) keep going to the full one.
-    start = max(last.start_ns, newest if newest is not None else last.start_ns) + 1
+    # A full table has rows, all within its bounds. Above every time it holds, so no stored record's table ever
+    # changes; later rows of an earlier time (start times spread over an exporter's batch, late spans) keep going
+    # to the full one.
+    start = dbapi.execute(f"SELECT max(ts_ns) FROM {last.name}").fetchone()[0] + 1
     if start >= last.end_ns:  # a record stamped at the day's end (a skewed clock) keeps the day in this table
         return of_day
     name = table_name(day, start)
