@@ -23,6 +23,9 @@ class Settings:
     # PostgreSQL only: prepended to every schema name (<prefix>loopkit, <prefix>lk_p_<project>), e.g. to share
     # one database between several LoopKit installations (or test runs).
     database_schema_prefix: str = ""
+    # PostgreSQL only: LoopKit's connections sort and hash with at least this much work_mem (MiB); the server's own
+    # value when higher; 0 leaves the server's. At 4 MiB, a diagnosis's grouped reads sorted on disk.
+    database_work_mem_mb: int = 32
     # OTLP spec recommends 64 MiB after decompression; applies to HTTP bodies and gRPC messages.
     max_body_bytes: int = 64 * MiB
     # Per record (docs/records.md): longer string values are cut to this many characters, and attributes,
@@ -147,6 +150,8 @@ class Settings:
             raise ValueError("sqlite_wal_autocheckpoint must be at least 100 pages")
         if self.sqlite_table_rows < 1000:
             raise ValueError("sqlite_table_rows must be at least 1000")
+        if not 0 <= self.database_work_mem_mb <= 2048:
+            raise ValueError("database_work_mem_mb must be between 0 (the server's own) and 2048")
         if self.decode_workers < -1:
             raise ValueError("decode_workers must be -1 (automatic), 0 (none) or a number of processes")
         if self.writer_threads < 1 or self.grpc_workers < 1:

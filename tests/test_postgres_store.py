@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import PG_URL, make_settings, store_exists
+from conftest import PG_URL, make_settings, pg_prefix, store_exists
 from sqlalchemy import event, func, select
 
 from loopkit_core.model import Record
@@ -216,6 +216,40 @@ def test_postgresql_connections_plan_each_statement_for_its_parameters(store: St
         assert cursor.fetchall() == [(0, 7)]  # prepared on the fifth run, then planned anew for each of the 7 after it
     with store.control.connect() as conn:  # the control schema's connections too
         assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+
+
+def _work_mem_bytes(data_dir: Path, **settings: object) -> int:
+    """work_mem on a connection of a store opened with these settings (a project's, from the same pool)."""
+    store = Store(make_settings(data_dir, **settings))
+    try:
+        pid = create_project(store.control, "work mem")["project_id"]
+        with store.project(pid).connect() as conn:
+            return conn.exec_driver_sql("SELECT pg_size_bytes(current_setting('work_mem'))").scalar()
+    finally:
+        store.close()
+
+
+@needs_pg
+def test_postgresql_connections_sort_with_at_least_the_configured_work_mem(tmp_path: Path):
+    # At the server's default 4 MB a diagnosis's grouped read of the window sorted on disk (docs/benchmarks.md).
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://")) as raw:
+        server_default = raw.execute("SELECT pg_size_bytes(current_setting('work_mem'))").fetchone()[0]
+    mib = 1024 * 1024
+    assert Settings().database_work_mem_mb == 32
+    assert _work_mem_bytes(tmp_path / "default") == max(32 * mib, server_default)
+    assert _work_mem_bytes(tmp_path / "more", database_work_mem_mb=100) == max(100 * mib, server_default)
+    # 0 leaves the server's own; a value under the connection's own default never lowers it.
+    assert _work_mem_bytes(tmp_path / "off", database_work_mem_mb=0) == server_default
+    higher = PG_URL + ("&" if "?" in PG_URL else "?") + "options=-c%20work_mem%3D200MB"
+    own = tmp_path / "own"
+    assert _work_mem_bytes(own, database_url=higher, database_schema_prefix=pg_prefix(own)) == 200 * mib
+
+
+@pytest.mark.parametrize("value", [-1, 2049])
+def test_database_work_mem_out_of_range_is_refused(value: int):
+    with pytest.raises(ValueError, match="database_work_mem_mb"):
+        Settings(database_work_mem_mb=value).validate()
+    assert Settings.from_env({"LOOPKIT_DATABASE_WORK_MEM_MB": "64"}).database_work_mem_mb == 64
 
 
 @needs_pg

@@ -9,7 +9,9 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc, select
 
@@ -46,7 +48,7 @@ class Store:
         self._dropped: set[str] = set()
         if self.postgres:
             self._pg = create_engine(settings.database_url, pool_size=8, max_overflow=8, pool_recycle=3600)
-            event.listen(self._pg, "connect", _custom_plans)
+            event.listen(self._pg, "connect", _session_settings(settings.database_work_mem_mb))
             event.listen(self._pg, "checkin", _note_checkin)
             event.listen(self._pg, "checkout", _ping_if_idle)
             self.control_schema = settings.database_schema_prefix + "loopkit"
@@ -218,17 +220,29 @@ def _ping_if_idle(dbapi_connection, record, _proxy) -> None:  # noqa: ANN001
         raise exc.DisconnectionError(f"pooled connection is gone: {error}") from error  # the pool retries anew
 
 
-def _custom_plans(dbapi_connection, _record) -> None:  # noqa: ANN001
-    """Plan every statement for its own parameters on this PostgreSQL connection (plan_cache_mode)."""
-    # psycopg prepares a statement on its fifth run, and PostgreSQL then tries a generic plan, which cannot
-    # prune day partitions at plan time or size a 500-value IN list: a diagnosis's trace reads went from
-    # ~10 ms to ~200 ms each that way (docs/benchmarks.md). A custom plan costs well under a millisecond here.
-    autocommit = dbapi_connection.autocommit
-    dbapi_connection.autocommit = True
-    cursor = dbapi_connection.cursor()
-    cursor.execute("SET plan_cache_mode = force_custom_plan")
-    cursor.close()
-    dbapi_connection.autocommit = autocommit
+def _session_settings(work_mem_mb: int) -> Callable[[Any, Any], None]:
+    """The pool's connect hook: custom plans, and at least `work_mem_mb` of work_mem (0: the server's own)."""
+
+    def connect(dbapi_connection, _record) -> None:  # noqa: ANN001
+        # psycopg prepares a statement on its fifth run, and PostgreSQL then tries a generic plan, which cannot
+        # prune day partitions at plan time or size a 500-value IN list: a diagnosis's trace reads went from
+        # ~10 ms to ~200 ms each that way (docs/benchmarks.md). A custom plan costs well under a millisecond here.
+        statements = ["SET plan_cache_mode = force_custom_plan"]
+        if work_mem_mb:
+            # Raised, never lowered. At the default 4 MB the planner sorted a diagnosis's grouped read of the window
+            # on disk rather than hash it (it guessed 100,000 groups for 336), at twice the time (docs/benchmarks.md).
+            statements.append(
+                f"SELECT set_config('work_mem', '{int(work_mem_mb)}MB', false) "
+                f"WHERE pg_size_bytes(current_setting('work_mem')) < {int(work_mem_mb)} * 1024 * 1024"
+            )
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        cursor = dbapi_connection.cursor()
+        cursor.execute("; ".join(statements))  # one round trip (no parameters: the simple query protocol)
+        cursor.close()
+        dbapi_connection.autocommit = autocommit
+
+    return connect
 
 
 def _enable_wal(cursor: sqlite3.Cursor) -> None:
