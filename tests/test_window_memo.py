@@ -7,6 +7,7 @@ answer of the memoized window is compared with the plain window's, order include
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import Any
 
@@ -90,9 +91,11 @@ def test_reaches_reads_each_shared_trace_once_and_answers_as_reach(
     expected = [plain.reach(selector) for selector in selectors]
     assert expected[0][0] & expected[1][0]  # traces that both services' failures share
     read: list[list[str]] = []
+    threads: set[str] = set()
 
     def counted(conn: Any, trace_ids: list[str], *args: Any) -> Any:
         read.append(list(trace_ids))  # every chunk, on each backend (PostgreSQL then reads it by trace ID)
+        threads.add(threading.current_thread().name)
         return run_people(conn, trace_ids, *args)
 
     monkeypatch.setattr(window_module, "run_people", counted)
@@ -101,6 +104,9 @@ def test_reaches_reads_each_shared_trace_once_and_answers_as_reach(
     for reads in (read[: len(read) // 2], read[len(read) // 2 :]):  # the memoized window's, then the plain one's
         listed = [trace for chunk in reads for trace in chunk]
         assert sorted(listed) == sorted(expected[2][0]) and max(len(chunk) for chunk in reads) == 5
+    # PostgreSQL reads the chunks two at a time on a pool's threads; SQLite, which gained nothing so, on the caller's.
+    postgres = plain.engine.dialect.name == "postgresql"
+    assert {name.startswith("loopkit-people") for name in threads} == {postgres}
 
 
 def test_the_spread_is_read_once_per_selector(server: Running, client: httpx.Client, project: Project) -> None:
