@@ -16,7 +16,8 @@ measures the same window later:
 
 - `GET /v1/telemetry` pages of 1,000 records of the last 60 minutes: the newest page, `type=error`, and paging
   on through `next_cursor` (median of `--repeat` each, default 10; the very first request is also quoted cold);
-- `POST /v1/runs/diagnose` of the last hour (median of 3) and the server's peak RSS during them;
+- `POST /v1/runs/diagnose` of the last hour (median of 3) and the server's peak RSS during them; with `--pairs N`,
+  N rounds of two diagnoses one after the other and then two at once (on two connections), and their ratio;
 
 and, with the server stopped, a retention pass (`retention.purge_project`, default batch size and pauses) that
 removes the oldest day, timed; a kept store loses one more day on each run.
@@ -44,7 +45,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -342,7 +343,9 @@ def reset_peak_rss(pid: int) -> None:
         f.write("5")
 
 
-def measure_server(data_dir: Path, meta: dict[str, Any], env: dict[str, str], repeat: int) -> dict[str, Any]:
+def measure_server(
+    data_dir: Path, meta: dict[str, Any], env: dict[str, str], repeat: int, pairs: int = 0
+) -> dict[str, Any]:
     """Pages of GET /v1/telemetry and POST /v1/runs/diagnose through `loopkit serve` over the store."""
     # "" unsets a LOOPKIT_DATABASE_URL inherited from the environment: the server reads the store that was built.
     server_env = {"LOOPKIT_DATABASE_URL": "", **env, "LOOPKIT_RETENTION_DAYS": "0"}
@@ -414,10 +417,41 @@ def measure_server(data_dir: Path, meta: dict[str, Any], env: dict[str, str], re
             "server_peak_rss_mb": round(ingest.peak_rss_mb(server.pid, with_children=False), 1),
             "runs": runs,
         }
+        if pairs:
+            out["diagnose_pairs"] = diagnose_pairs(server, key, until, pairs)
         conn.close()
     finally:
         server.stop()
     return out
+
+
+def diagnose_pairs(server: ingest.Server, key: str, until: str, pairs: int) -> dict[str, Any]:
+    """`pairs` rounds of two diagnoses one after the other, then two at once (two connections): what a second
+    diagnosis costs the first when the server runs them side by side."""
+    connections = [http.client.HTTPConnection(ingest.HOST, server.http_port, timeout=900) for _ in range(2)]
+    body = {"since_minutes": 60, "until": until}
+
+    def one(conn: http.client.HTTPConnection) -> float:
+        return request(conn, "POST", "/v1/runs/diagnose", key, body=body)[0] / 1000
+
+    rounds = []
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for _ in range(pairs):
+                started = time.perf_counter()
+                for _ in range(2):
+                    one(connections[0])
+                in_turn = time.perf_counter() - started
+                started = time.perf_counter()
+                list(pool.map(one, connections))
+                at_once = time.perf_counter() - started
+                rounds.append({"in_turn_s": round(in_turn, 3), "at_once_s": round(at_once, 3),
+                               "ratio": round(at_once / in_turn, 3)})  # fmt: skip
+                ingest.log(f"  diagnose pair: {rounds[-1]}")
+    finally:
+        for conn in connections:
+            conn.close()
+    return {"median_ratio": statistics.median(r["ratio"] for r in rounds), "rounds": rounds}
 
 
 def measure_retention(data_dir: Path, meta: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
@@ -482,6 +516,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="build the one-table layout of before day partitions (PostgreSQL) or day tables (SQLite), then time "
         "the migration (8 or 9) on opening it",
     )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        help="also time N rounds of two diagnoses one after the other, then at once (default 0)",
+    )
     p.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = p.parse_args(argv)
     last = args.last_hour if args.last_hour is not None else min(1_000_000, args.records // 2)
@@ -524,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
             "build": {k: v for k, v in meta.items() if k not in ("agent_key", "env")},
         }
         if not args.build_only:
-            report["server"] = measure_server(data_dir, meta, env, args.repeat)
+            report["server"] = measure_server(data_dir, meta, env, args.repeat, args.pairs)
             if not args.no_retention:
                 report["retention"] = measure_retention(data_dir, meta, env)
                 meta_path.write_text(json.dumps(meta, indent=2))

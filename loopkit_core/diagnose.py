@@ -16,6 +16,7 @@ from loopkit_core.collector import fewer_collections
 from loopkit_core.feedback import NegativeRule, attribute
 from loopkit_core.impact import impacts, severity
 from loopkit_core.model import FAILURE_TYPES, Issue, rfc3339
+from loopkit_core.overlap import Reads
 from loopkit_core.plugins import Plugins
 from loopkit_core.releases import ReleaseGroup, merge_releases
 from loopkit_core.releases import summary as release_summary
@@ -97,8 +98,30 @@ def _run(
     counts = window.counts_by_type()
     ids = [(issue_id(project_id, i.fingerprint), i) for i in kept]
     signals = attribute(window, NegativeRule.from_options(negative_signals), context=False)
-    issue_impacts, impact_summary = impacts(window, ids, signals)
     groups: list[ReleaseGroup] = []  # every issue's release groups, for the packet's summary
+    with Reads(window) as reads:
+        # Who each issue reached, its causes across traces and its telling attributes are independent reads of the
+        # window: on PostgreSQL they run at once (docs/benchmarks.md). Each writes its own keys of the issues.
+        reached = reads.start(impacts, window, ids, signals)
+        issues = [
+            {
+                **_issue_json(project_id, i, window, request.since_minutes, groups),
+                "merged_from": folded[id(i)].merged_from,
+            }
+            for i in kept
+        ]
+        caused = reads.start(link, window, issues)  # root causes across traces: one group per cause
+        annotate(window, issues)  # telling attribute values and few-valued identifiers, in stats and plans
+        issue_impacts, impact_summary = reached.result()
+        cause_groups = caused.result()
+    for issue, diagnosed, impact in zip(issues, kept, issue_impacts, strict=True):
+        issue["impact"] = impact
+        issue["severity"], issue["severity_reason"] = severity(diagnosed, impact)
+    regression.annotate(window, issues)  # back after a fix held: the earlier packet, verdict, releases
+    for issue in issues:
+        # The issue's own distinct sessions and users (not its evidence sample's), counted in SQL.
+        issue["stats"]["session_count"] = _distinct(window, issue["selector"], "session_id")
+        issue["stats"]["user_count"] = _distinct(window, issue["selector"], "user_id")
     packet_id = "pkt_" + secrets.token_hex(12)
     packet: dict[str, Any] = {
         "packet_id": packet_id,
@@ -123,24 +146,12 @@ def _run(
         "impact": impact_summary,
         # Why the diagnosers raised nothing where they looked (too little data, under min_count, ...).
         "diagnoser_notes": notes,
-        "issues": [
-            {
-                **_issue_json(project_id, i, window, request.since_minutes, impact, groups),
-                "merged_from": folded[id(i)].merged_from,
-            }
-            for i, impact in zip(kept, issue_impacts, strict=True)
-        ],
+        "issues": issues,
     }
     # The issues' records per release, from the per-issue counts: a grouping of the whole window cost a quarter
     # of a 100k-record diagnosis (docs/benchmarks.md).
     packet["releases"] = release_summary(merge_releases(groups))
-    packet["groups"] = link(window, packet["issues"])  # root causes across traces: one group per cause
-    annotate(window, packet["issues"])  # telling attribute values and few-valued identifiers, in stats and plans
-    regression.annotate(window, packet["issues"])  # back after a fix held: the earlier packet, verdict, releases
-    for issue in packet["issues"]:
-        # The issue's own distinct sessions and users (not its evidence sample's), counted in SQL.
-        issue["stats"]["session_count"] = _distinct(window, issue["selector"], "session_id")
-        issue["stats"]["user_count"] = _distinct(window, issue["selector"], "user_id")
+    packet["groups"] = cause_groups
     if not kept:
         packet["observe_more"] = _observe_more(notes, ran, errors)
     tracked = [_tracked(project_id, i, folded[id(i)]) for i in kept]
@@ -305,30 +316,28 @@ def packet_issue(project_id: str, issue: Issue, window: Window, since_minutes: f
     iid = issue_id(project_id, issue.fingerprint)
     signals = attribute(window, NegativeRule.from_options({}), context=False)
     [impact], _ = impacts(window, [(iid, issue)], signals)
-    return _issue_json(project_id, issue, window, since_minutes, impact, [])
+    found = _issue_json(project_id, issue, window, since_minutes, [])
+    found["impact"] = impact
+    found["severity"], found["severity_reason"] = severity(issue, impact)
+    return found
 
 
 def _issue_json(
-    project_id: str,
-    issue: Issue,
-    window: Window,
-    since_minutes: float,
-    impact: dict[str, Any],
-    groups: list[ReleaseGroup],
+    project_id: str, issue: Issue, window: Window, since_minutes: float, groups: list[ReleaseGroup]
 ) -> dict[str, Any]:
+    """An issue as the packet stores it, but for its impact and the severity that follows from it (None here)."""
     evidence = issue.evidence[:MAX_EVIDENCE]
     releases = window.releases(issue.selector)
     groups.extend(releases)
     iid = issue_id(project_id, issue.fingerprint)
-    level, reason = severity(issue, impact)
     return {
         "issue_id": iid,
         "fingerprint": issue.fingerprint,
         "title": issue.title,
-        "severity": level,
+        "severity": None,  # set with the impact, in this order: clients may show the keys as they come
         "severity_diagnoser": issue.severity,
-        "severity_reason": reason,
-        "impact": impact,
+        "severity_reason": None,
+        "impact": None,
         "signal_type": issue.signal_type,
         "diagnoser": issue.diagnoser,
         "count": issue.count,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -229,8 +230,22 @@ class Window:
         if self.memo is None:
             return None
         key = ("spread", self.start_ns, self.end_ns, self.resource_keys, _key(parse_selector(selector)))
-        if key not in self.memo:
-            self.memo[key] = self._read_spread(selector)
+        return self._once(key, lambda: self._read_spread(selector))
+
+    def _once(self, key: Any, read: Callable[[], Any]) -> Any:
+        """memo[key], read once: a thread asking for a key that another is reading waits for that read.
+
+        A diagnosis on PostgreSQL reads the issues' impact, causes and telling attributes at once (diagnose.py),
+        and all three ask for the same spreads.
+        """
+        assert self.memo is not None
+        if key in self.memo:
+            return self.memo[key]
+        lock = ("lock", key)
+        with self.memo.setdefault(lock, threading.Lock()):  # setdefault: one lock, whoever comes first
+            if key not in self.memo:
+                self.memo[key] = read()
+                del self.memo[lock]  # a later caller finds the answer; one holding the lock finds it too
         return self.memo[key]
 
     def _read_spread(self, selector: Selector | dict[str, Any]) -> list[tuple[Any, ...]] | None:
@@ -272,13 +287,14 @@ class Window:
     def _spread_totals(self, rows: list[tuple[Any, ...]], at: int) -> dict[str | None, list[int]]:
         """value -> [count, first_ns, last_ns] of one spread column, added up once per spread (rows is its key)."""
         assert self.memo is not None
-        key = ("totals", id(rows), at)  # the spread's list lives in the memo as long as this entry does
-        if key not in self.memo:
+
+        def add_up() -> dict[str | None, list[int]]:
             merged: dict[str | None, list[int]] = {}
             for row in rows:
                 _add(merged, row[at], row[4:7])
-            self.memo[key] = merged
-        return self.memo[key]
+            return merged
+
+        return self._once(("totals", id(rows), at), add_up)  # the spread's list lives as long as this entry
 
     def _connect(self) -> Connection:
         """A connection that reads records of this window's time range only (SQLite skips other days' tables)."""
@@ -822,14 +838,23 @@ class Window:
         sampled = sorted(op for op, n in counts.items() if n > limit)
         span = self.end_ns - self.start_ns
         bounds = [(self.start_ns + span * i // strata, self.start_ns + span * (i + 1) // strata) for i in range(strata)]
+        reads = [
+            (ops[start : start + _OPERATIONS_A_READ], per_stratum)
+            for ops, per_stratum in ((exact, None), (sampled, -(-limit // strata)))
+            for start in range(0, len(ops), _OPERATIONS_A_READ)
+        ]
+
+        def read(chunk: list[tuple[str, str]], per_stratum: int | None) -> list[Any]:
+            with self._connect() as conn:
+                return conn.execute(_lateral_durations(chunk, self.start_ns, self.end_ns, bounds, per_stratum)).all()
+
+        # Two at a time, as the trace people (_trace_people): each lateral read is one PostgreSQL process's work.
+        with ThreadPoolExecutor(_SAMPLE_READERS, thread_name_prefix="loopkit-durations") as pool:
+            answers = list(pool.map(lambda args: read(*args), reads))
         found: dict[tuple[str, str], list[float]] = {}
-        with self._connect() as conn:
-            for ops, per_stratum in ((exact, None), (sampled, -(-limit // strata))):
-                for start in range(0, len(ops), _OPERATIONS_A_READ):
-                    chunk = ops[start : start + _OPERATIONS_A_READ]
-                    stmt = _lateral_durations(chunk, self.start_ns, self.end_ns, bounds, per_stratum)
-                    for i, sample in conn.execute(stmt):
-                        found[chunk[i]] = sample
+        for (chunk, _), rows in zip(reads, answers, strict=True):
+            for i, sample in rows:
+                found[chunk[i]] = sample
         self.memo[key] = found
         return found
 
@@ -1024,6 +1049,7 @@ def _stratified_durations(strata: int) -> CompoundSelect:
 _TRACES_A_READ = 1000  # traces in one read of their records (bounded IN lists)
 _PEOPLE_READERS = 2  # trace people reads at once (Window._trace_people)
 _OPERATIONS_A_READ = 200  # operations in one lateral read of durations (bounded VALUES lists)
+_SAMPLE_READERS = 2  # lateral reads of durations at once (Window._duration_samples)
 _MAX_OPERATIONS_SAMPLED_AT_ONCE = 1000  # beyond it a range's samples are read operation by operation, on demand
 
 

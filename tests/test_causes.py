@@ -7,10 +7,12 @@ task.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
 import httpx
+import pytest
 from conftest import Project
 from opentelemetry import trace as otel_trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -19,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from loopkit_core import overlap
 from loopkit_core.server import Running
 
 MINUTE_NS = 60 * 10**9
@@ -396,3 +399,35 @@ def test_session_and_user_counts_are_the_issues_not_the_samples(
     assert (issue["count"], len(issue["evidence"])) == (30, 10)
     assert (issue["stats"]["session_count"], issue["stats"]["user_count"]) == (15, 6)
     assert "(10 of 30 records; the issue's records come from 15 session(s))" in issue["next_action"]
+
+
+def test_reads_at_once_make_the_same_packet_as_one_after_another(
+    server: Running, project: Project, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Impact, causes and telling attributes are read at once on PostgreSQL (overlap.overlaps): the packet must be
+    # the one a diagnosis reading them in turn makes, to the order of its keys, on either backend.
+    provider = provider_for(server, project)
+    checkout_traffic(provider)
+    tracer = provider.get_tracer("shop")
+    for n in range(30):
+        try:
+            with tracer.start_as_current_span(
+                "GET /cart", attributes={"session.id": f"s-{n % 15}", "user.id": f"u-{n % 6}", "cart.size": n % 2}
+            ):
+                raise ValueError("cart is empty")
+        except ValueError:
+            pass
+    provider.force_flush()
+    until = time.time_ns()
+    packets = []
+    for at_once in (True, False):
+        monkeypatch.setattr(overlap, "overlaps", lambda _window, at_once=at_once: at_once)
+        packet = diagnose(client, project, until=until)
+        own = ("packet_id", "created_at", "created_ns")  # each packet's own
+        packets.append(json.dumps({k: v for k, v in packet.items() if k not in own}))
+    assert packets[0] == packets[1]
+    packet = json.loads(packets[0])
+    assert len(packet["issues"]) == 3 and len(packet["groups"]) == 2  # the checkout's cause and symptom; the cart
+    cart = next(i for i in packet["issues"] if i["title"].startswith("ValueError"))
+    assert (cart["impact"]["sessions"], cart["impact"]["users"]) == (15, 6)
+    assert cart["severity"] in ("low", "medium", "high", "critical") and cart["stats"]["session_count"] == 15

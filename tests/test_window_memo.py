@@ -133,6 +133,47 @@ def test_the_spread_is_read_once_per_selector(server: Running, client: httpx.Cli
     assert before.groups(SELECTOR, by="session_id") == []
 
 
+def test_threads_asking_for_one_spread_at_once_share_one_read(
+    server: Running, client: httpx.Client, project: Project
+) -> None:
+    # A diagnosis on PostgreSQL reads impact, causes and telling attributes at once, and each asks for the issues'
+    # spreads: the second thread waits for the first one's read instead of reading again.
+    plain, memo = windows(server, project, traffic(client, project))
+    statements: list[str] = []
+
+    def slow(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+        if "GROUP BY" in statement:
+            time.sleep(0.3)  # the other threads ask while the spread is being read
+
+    start = threading.Barrier(3)
+    answers: list[Any] = []
+
+    def ask(read: Any) -> None:
+        start.wait(timeout=10)
+        answers.append(read())
+
+    reads = [
+        lambda: memo.groups(SELECTOR, by="trace_id", limit=10_001),
+        lambda: memo.reach(SELECTOR),
+        lambda: memo.count_values(SELECTOR, "user_id", 100),
+    ]
+    event.listen(memo.engine, "before_cursor_execute", slow)
+    try:
+        threads = [threading.Thread(target=ask, args=(read,)) for read in reads]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        event.remove(memo.engine, "before_cursor_execute", slow)
+    assert len(answers) == 3
+    assert len([s for s in statements if "GROUP BY" in s]) == 1
+    assert memo.groups(SELECTOR, by="trace_id", limit=10_001) == plain.groups(SELECTOR, by="trace_id", limit=10_001)
+    assert memo.reach(SELECTOR) == plain.reach(SELECTOR)
+    assert memo.count_values(SELECTOR, "user_id", 100) == plain.count_values(SELECTOR, "user_id", 100) == 9
+
+
 def test_over_spread_rows_every_read_asks_sql(
     server: Running, client: httpx.Client, project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
