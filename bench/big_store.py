@@ -426,31 +426,31 @@ def measure_server(
 
 
 def diagnose_pairs(server: ingest.Server, key: str, until: str, pairs: int) -> dict[str, Any]:
-    """`pairs` rounds of two diagnoses one after the other, then two at once (two connections): what a second
-    diagnosis costs the first when the server runs them side by side."""
-    connections = [http.client.HTTPConnection(ingest.HOST, server.http_port, timeout=900) for _ in range(2)]
+    """`pairs` rounds of two diagnoses one after the other, then two at once: what a second diagnosis costs the
+    first when the server runs them side by side."""
     body = {"since_minutes": 60, "until": until}
 
-    def one(conn: http.client.HTTPConnection) -> float:
-        return request(conn, "POST", "/v1/runs/diagnose", key, body=body)[0] / 1000
+    def one(_: int = 0) -> None:
+        # A connection of its own: one left idle through a pair would outlive the server's keep-alive.
+        conn = http.client.HTTPConnection(ingest.HOST, server.http_port, timeout=900)
+        try:
+            request(conn, "POST", "/v1/runs/diagnose", key, body=body)
+        finally:
+            conn.close()
 
     rounds = []
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            for _ in range(pairs):
-                started = time.perf_counter()
-                for _ in range(2):
-                    one(connections[0])
-                in_turn = time.perf_counter() - started
-                started = time.perf_counter()
-                list(pool.map(one, connections))
-                at_once = time.perf_counter() - started
-                rounds.append({"in_turn_s": round(in_turn, 3), "at_once_s": round(at_once, 3),
-                               "ratio": round(at_once / in_turn, 3)})  # fmt: skip
-                ingest.log(f"  diagnose pair: {rounds[-1]}")
-    finally:
-        for conn in connections:
-            conn.close()
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(pairs):
+            started = time.perf_counter()
+            for _ in range(2):
+                one()
+            in_turn = time.perf_counter() - started
+            started = time.perf_counter()
+            list(pool.map(one, range(2)))
+            at_once = time.perf_counter() - started
+            rounds.append({"in_turn_s": round(in_turn, 3), "at_once_s": round(at_once, 3),
+                           "ratio": round(at_once / in_turn, 3)})  # fmt: skip
+            ingest.log(f"  diagnose pair: {rounds[-1]}")
     return {"median_ratio": statistics.median(r["ratio"] for r in rounds), "rounds": rounds}
 
 

@@ -98,20 +98,20 @@ def _run(
     counts = window.counts_by_type()
     ids = [(issue_id(project_id, i.fingerprint), i) for i in kept]
     signals = attribute(window, NegativeRule.from_options(negative_signals), context=False)
+    issues = [
+        {**_issue_json(project_id, i, window, request.since_minutes), "merged_from": folded[id(i)].merged_from}
+        for i in kept
+    ]
     groups: list[ReleaseGroup] = []  # every issue's release groups, for the packet's summary
     with Reads(window) as reads:
-        # Who each issue reached, its causes across traces and its telling attributes are independent reads of the
-        # window: on PostgreSQL they run at once (docs/benchmarks.md). Each writes its own keys of the issues.
+        # Who each issue reached, its causes across traces, its telling attributes and its releases are independent
+        # reads of the window: on PostgreSQL the first two run beside the others (docs/benchmarks.md). Each writes
+        # its own keys of the issues.
         reached = reads.start(impacts, window, ids, signals)
-        issues = [
-            {
-                **_issue_json(project_id, i, window, request.since_minutes, groups),
-                "merged_from": folded[id(i)].merged_from,
-            }
-            for i in kept
-        ]
         caused = reads.start(link, window, issues)  # root causes across traces: one group per cause
         annotate(window, issues)  # telling attribute values and few-valued identifiers, in stats and plans
+        for issue in issues:
+            issue["releases"] = _releases(window, issue["selector"], groups)
         issue_impacts, impact_summary = reached.result()
         cause_groups = caused.result()
     for issue, diagnosed, impact in zip(issues, kept, issue_impacts, strict=True):
@@ -316,25 +316,30 @@ def packet_issue(project_id: str, issue: Issue, window: Window, since_minutes: f
     iid = issue_id(project_id, issue.fingerprint)
     signals = attribute(window, NegativeRule.from_options({}), context=False)
     [impact], _ = impacts(window, [(iid, issue)], signals)
-    found = _issue_json(project_id, issue, window, since_minutes, [])
+    found = _issue_json(project_id, issue, window, since_minutes)
+    found["releases"] = _releases(window, issue.selector, [])
     found["impact"] = impact
     found["severity"], found["severity_reason"] = severity(issue, impact)
     return found
 
 
-def _issue_json(
-    project_id: str, issue: Issue, window: Window, since_minutes: float, groups: list[ReleaseGroup]
-) -> dict[str, Any]:
-    """An issue as the packet stores it, but for its impact and the severity that follows from it (None here)."""
-    evidence = issue.evidence[:MAX_EVIDENCE]
-    releases = window.releases(issue.selector)
+def _releases(window: Window, selector: dict[str, Any], groups: list[ReleaseGroup]) -> dict[str, Any]:
+    """An issue's `releases` summary ("introduced in": the first release seen); its groups are added to `groups`."""
+    releases = window.releases(selector)
     groups.extend(releases)
+    return release_summary(releases)
+
+
+def _issue_json(project_id: str, issue: Issue, window: Window, since_minutes: float) -> dict[str, Any]:
+    """An issue as the packet stores it, but for what is read after: its impact, the severity that follows from it
+    and its releases (None here, in their places: clients may show the keys in the order they come)."""
+    evidence = issue.evidence[:MAX_EVIDENCE]
     iid = issue_id(project_id, issue.fingerprint)
     return {
         "issue_id": iid,
         "fingerprint": issue.fingerprint,
         "title": issue.title,
-        "severity": None,  # set with the impact, in this order: clients may show the keys as they come
+        "severity": None,
         "severity_diagnoser": issue.severity,
         "severity_reason": None,
         "impact": None,
@@ -356,7 +361,7 @@ def _issue_json(
         "stats": issue.stats,
         "template": issue.template,
         "selector": issue.selector,
-        "releases": release_summary(releases),  # "introduced in": the first release seen
+        "releases": None,
     }
 
 
