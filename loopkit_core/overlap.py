@@ -15,8 +15,8 @@ T = TypeVar("T")
 def overlaps(window: Window) -> bool:
     """Whether a diagnosis's independent reads run at once: on PostgreSQL, whose own processes do the reading.
 
-    Not on SQLite: its reads hold the GIL for much of their time, and two diagnoses in two threads took as long as
-    one after the other (docs/benchmarks.md).
+    Not on SQLite: its reads hold the GIL for much of their time, and two diagnoses at once took 1.03-1.40 times as
+    long as one after the other (docs/benchmarks.md).
     """
     return window.engine.dialect.name == "postgresql"
 
