@@ -368,8 +368,22 @@ class Server:
         """Records stored in the project: the SQLite file read-only, or its PostgreSQL schema."""
         return self.stats.records()
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the server and wait until it prints its serving line and /healthz answers."""
+    def start(self, timeout: float = 60.0, attempts: int = 3) -> None:
+        """Start the server and wait until it prints its serving line and /healthz answers.
+
+        Ports are picked free and then bound by the server, so another process may take one in between (parallel
+        tests do): a server that could not bind is started again on new ports, up to `attempts` times.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start(timeout)
+                return
+            except RuntimeError as exc:
+                if attempt == attempts or "could not bind" not in str(exc):
+                    raise
+
+    def _start(self, timeout: float) -> None:
+        """One start on newly picked ports (see start)."""
         self.http_port, self.grpc_port = free_ports(2)
         cmd = self._cli(
             "serve",

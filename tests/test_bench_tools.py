@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -325,3 +326,31 @@ def test_diagnose_fills_in_time_order_into_bounded_tables(tmp_path: Path):
     with sqlite3.connect(tmp_path / "projects" / f"{project_id}.db") as db:
         newest = [db.execute(f"SELECT max(ts_ns) FROM {name}").fetchone()[0] for name in tables]
     assert newest == sorted(newest) and newest[-1] < until
+
+
+def test_a_server_whose_port_was_taken_meanwhile_starts_on_new_ports(monkeypatch):
+    # The ports are picked free and bound later by the server; another process can take one in between.
+    taken = socket.socket()
+    taken.bind((ingest.HOST, 0))
+    taken.listen()
+    free = ingest.free_ports
+    picked: list[list[int]] = []
+
+    def pick(count: int) -> list[int]:
+        # The first pick of each start names the taken port; later picks are really free.
+        ports = [taken.getsockname()[1], *free(count - 1)] if len(picked) % 2 == 0 else free(count)
+        picked.append(ports)
+        return ports
+
+    monkeypatch.setattr(ingest, "free_ports", pick)
+    server = ingest.Server({"LOOPKIT_DATABASE_URL": ""})
+    try:
+        with pytest.raises(RuntimeError, match="could not bind HTTP"):
+            server.start(timeout=60, attempts=1)
+        picked.clear()
+        server.start(timeout=60)
+        assert len(picked) == 2 and server.http_port == picked[1][0] != taken.getsockname()[1]
+        assert server._healthy()
+    finally:
+        server.cleanup()
+        taken.close()
