@@ -296,6 +296,17 @@ class Window:
 
         return self._once(("totals", id(rows), at), add_up)  # the spread's list lives as long as this entry
 
+    def _each(self, read: Callable[[Any], Any], items: Sequence[Any], name: str) -> list[Any]:
+        """[read(item) for item in items], two reads at a time on PostgreSQL (on threads named `name`-N).
+
+        PostgreSQL reads in processes of its own, so two reads keep two of them busy. SQLite's reads hold the GIL
+        for much of their time and gained nothing so: there they run one after another.
+        """
+        if len(items) > 1 and self.engine.dialect.name == "postgresql":
+            with ThreadPoolExecutor(_READERS, thread_name_prefix=name) as pool:
+                return list(pool.map(read, items))
+        return [read(item) for item in items]
+
     def _connect(self) -> Connection:
         """A connection that reads records of this window's time range only (SQLite skips other days' tables)."""
         return self.engine.connect().execution_options(**{day_tables.RANGE_OPTION: (self.start_ns, self.end_ns)})
@@ -848,9 +859,7 @@ class Window:
             with self._connect() as conn:
                 return conn.execute(_lateral_durations(chunk, self.start_ns, self.end_ns, bounds, per_stratum)).all()
 
-        # Two at a time, as the trace people (_trace_people): each lateral read is one PostgreSQL process's work.
-        with ThreadPoolExecutor(_SAMPLE_READERS, thread_name_prefix="loopkit-durations") as pool:
-            answers = list(pool.map(lambda args: read(*args), reads))
+        answers = self._each(lambda args: read(*args), reads, "loopkit-durations")
         found: dict[tuple[str, str], list[float]] = {}
         for (chunk, _), rows in zip(reads, answers, strict=True):
             for i, sample in rows:
@@ -940,14 +949,8 @@ class Window:
     def _trace_people(self, traces: list[str], limit: int) -> dict[str, tuple[set[str], set[str]]]:
         """trace_id -> (sessions, users) of every record of these traces in the window."""
         chunks = [traces[start : start + _TRACES_A_READ] for start in range(0, len(traces), _TRACES_A_READ)]
-        if len(chunks) > 1 and self.engine.dialect.name == "postgresql":
-            # PostgreSQL reads in its own processes: two reads at a time keep two of them busy (a diagnosis 0.95x,
-            # docs/benchmarks.md); the rows are merged in chunk order as before. SQLite gained nothing so: its reads
-            # hold the GIL for much of their time.
-            with ThreadPoolExecutor(_PEOPLE_READERS, thread_name_prefix="loopkit-people") as pool:
-                found = list(pool.map(lambda chunk: self._people_of(chunk, limit), chunks))
-        else:
-            found = [self._people_of(chunk, limit) for chunk in chunks]
+        # Two at a time on PostgreSQL made a diagnosis 0.95x (docs/benchmarks.md); merged in chunk order as before.
+        found = self._each(lambda chunk: self._people_of(chunk, limit), chunks, "loopkit-people")
         people: dict[str, tuple[set[str], set[str]]] = {}
         for rows in found:
             for trace, session, user in rows:
@@ -1047,9 +1050,8 @@ def _stratified_durations(strata: int) -> CompoundSelect:
 
 
 _TRACES_A_READ = 1000  # traces in one read of their records (bounded IN lists)
-_PEOPLE_READERS = 2  # trace people reads at once (Window._trace_people)
+_READERS = 2  # reads at once on PostgreSQL (Window._each: the trace people, the duration samples)
 _OPERATIONS_A_READ = 200  # operations in one lateral read of durations (bounded VALUES lists)
-_SAMPLE_READERS = 2  # lateral reads of durations at once (Window._duration_samples)
 _MAX_OPERATIONS_SAMPLED_AT_ONCE = 1000  # beyond it a range's samples are read operation by operation, on demand
 
 
