@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from conftest import Project, make_settings, new_project
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from loopkit_core.server import Running, in_thread
+from loopkit_core.store import day_tables
 from loopkit_core.store.cursors import encode_cursor
 from loopkit_core.store.records import WindowQuery
 from loopkit_core.store.schema import records as schema_records
@@ -605,3 +606,65 @@ def test_each_resource_is_stored_once_and_every_record_reads_back_its_own(server
         assert conn.execute(select(func.count()).select_from(resources)).scalar() == 3
         rows = conn.execute(select(schema_records.c.resource, schema_records.c.resource_key)).all()
     assert {resource for resource, _ in rows} == {""} and len({key for _, key in rows}) == 3
+
+
+def test_a_page_writes_stored_json_exactly_as_a_single_record_read_parses_it(server, client):
+    # The page splices the stored attributes, events and links into its answer unparsed; one record's read parses
+    # them. Both must say the same, for values that JSON escapes, that PostgreSQL's text escapes, and for JSON
+    # stored with other spacing than LoopKit writes today.
+    project = new_project(server, "spliced")
+    start = time.time_ns() - MINUTE_NS
+    hostile = ["nul \x00 here", "\ufffe0 and \ufffe\ufffe", 'quote " back \\ slash', "tab\tnew\nline", "é 漢字 🚀"]
+    attributes = [{"key": f"k{i}", "value": {"stringValue": v}} for i, v in enumerate(hostile)]
+    attributes += [
+        {"key": "big", "value": {"intValue": str(2**63 - 1)}},
+        {"key": "neg", "value": {"doubleValue": -0.000123}},
+        {"key": "list", "value": {"arrayValue": {"values": [{"boolValue": True}, {"stringValue": "\x00"}]}}},
+        {"key": "map", "value": {"kvlistValue": {"values": [{"key": "in", "value": {"intValue": "-7"}}]}}},
+    ]
+    span = {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "name": "op \x00",
+        "startTimeUnixNano": str(start),
+        "endTimeUnixNano": str(start + 1000),
+        "attributes": attributes,
+        "events": [{"name": "e\ufffe", "timeUnixNano": str(start + 10), "attributes": attributes[:3]}],
+        "links": [{"traceId": "ab" * 16, "spanId": "cd" * 8, "attributes": attributes[3:5]}],
+    }
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    assert client.post("/v1/traces", json=doc, headers=project.auth("producer")).status_code == 200
+    [record] = get(client, project, {}).json()["records"]
+    single = client.get(f"/v1/records/{record['record_id']}", headers=project.auth("agent")).json()["record"]
+    assert record == single
+    assert record["attributes"] == {
+        **{f"k{i}": v for i, v in enumerate(hostile)},
+        "big": 2**63 - 1,
+        "neg": -0.000123,
+        "list": [True, "\x00"],
+        "map": {"in": -7},
+    }
+    assert [e["name"] for e in record["events"]] == ["e\ufffe"]
+    assert record["events"][0]["attributes"] == {f"k{i}": v for i, v in enumerate(hostile[:3])}
+    assert record["links"][0]["attributes"] == {"k3": hostile[3], "k4": hostile[4]}
+
+    # JSON as an older writer may have stored it, spaced: still one valid answer, the same values.
+    spaced = json.dumps({"a": [1, 2.5, None], "b": {"c": "\x00"}}, indent=2)
+    with server.app.store.project(project.project_id).begin() as conn:
+        values = {"attributes": spaced, "events": "[ ]", "links": " [] "}
+        if conn.dialect.name == "postgresql":  # one partitioned table
+            conn.execute(schema_records.update().values(**values))
+        else:  # a table a day, each updated by name
+            for table in day_tables.record_tables(conn.connection.driver_connection):
+                sql = f'UPDATE "{table}" SET attributes = :attributes, events = :events, links = :links'
+                conn.execute(text(sql), values)
+    page = get(client, project, {})
+    assert page.status_code == 200
+    [record] = page.json()["records"]
+    assert (record["attributes"], record["events"], record["links"]) == (
+        {"a": [1, 2.5, None], "b": {"c": "\x00"}},
+        [],
+        [],
+    )
+    single = client.get(f"/v1/records/{record['record_id']}", headers=project.auth("agent")).json()["record"]
+    assert record == single

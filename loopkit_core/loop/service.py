@@ -123,8 +123,11 @@ class Loop:
 
     # --- reads ---------------------------------------------------------------------------------------------------
 
-    def telemetry(self, principal: Principal, request: TelemetryRequest) -> dict[str, Any]:
-        """A page of the project's records in a bounded window, newest first, with the cursor of the next page."""
+    def telemetry(self, principal: Principal, request: TelemetryRequest, spliced: bool = False) -> dict[str, Any]:
+        """A page of the project's records in a bounded window, newest first, with the cursor of the next page.
+
+        `spliced`: the records' stored JSON columns as orjson.Fragment, for a front-end that answers with orjson.
+        """
         _need(principal, TELEMETRY_READ)
         engine = self.store.project(principal.project_id)
         cursor_key = self.store.cursor_key(principal.project_id)
@@ -140,7 +143,7 @@ class Loop:
             query = record_store.WindowQuery(start_ns, end_ns, request.limit, request.filters)
         if request.issues:
             query = replace(query, selectors=tuple(self._issue_selector(engine, key) for key in request.issues))
-        rows, after = record_store.read_window(engine, query)
+        rows, after = record_store.read_window(engine, query, spliced)
         return {
             "records": rows,
             "next_cursor": cursors.encode_cursor(query, after, cursor_key) if after else None,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Boolean,
+    ColumnElement,
     Connection,
     Dialect,
     Engine,
@@ -19,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    any_,
     bindparam,
     literal,
 )
@@ -37,6 +40,18 @@ def insert(bind: Connection | Engine, table: Table) -> Insert:
     """An INSERT for the bind's dialect; both kinds support on_conflict_do_nothing / _do_update."""
     module = postgresql if bind.dialect.name == "postgresql" else sqlite
     return module.insert(table)  # type: ignore[return-value]
+
+
+def one_of(conn: Connection, column: ColumnElement[Any], values: Iterable[Any]) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter for them all.
+
+    Binding and parsing a parameter per value cost a thousand-record page a tenth of its time on PostgreSQL, and a
+    diagnosis's trace reads a quarter of theirs (docs/benchmarks.md). The array's item type is the column's, so a
+    value is escaped (NUL) as the column's own are.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, sorted(set(values)), type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def schema_of(conn: Connection) -> str | None:

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, Connection, Select, and_, any_, bindparam, false, literal_column, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, false, literal_column, select
 
 from loopkit_core.model import DAY_NS, Record
-from loopkit_core.store import day_tables
+from loopkit_core.store import day_tables, dialect
 from loopkit_core.store.day_tables import BASE, RANGE_OPTION
 from loopkit_core.store.schema import SESSION_ID, SESSION_REPEAT, SPAN_ID, TRACE_ID, TRACE_RUN, Row, records
 
@@ -188,9 +188,7 @@ def traced(conn: Connection, trace_ids: Sequence[str]) -> Traced:
     """
     c, ids = records.c, sorted(set(trace_ids))
     if conn.dialect.name == "postgresql" and ids:
-        # One array parameter, not one per trace: binding and parsing a thousand parameters cost a diagnosis's
-        # trace reads a quarter of their time (docs/benchmarks.md). The item type escapes NUL as the column does.
-        return Traced(c.trace_id == any_(bindparam(None, ids, type_=ARRAY(c.trace_id.type))))
+        return Traced(dialect.one_of(conn, c.trace_id, ids))
     if conn.dialect.name != "sqlite" or not ids:
         return Traced(c.trace_id.in_(ids))
     # Hex, so written into the statement, joined once: a session read can list 20,000 traces (SQLite binds at most

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,19 +224,21 @@ def _json_columns(fields: tuple[str, ...]) -> operator.itemgetter:
 
 
 def _record_json(
-    values: tuple[Any, ...], fingerprints: dict[str, str], resource_bodies: dict[str, Any]
+    values: tuple[Any, ...],
+    fingerprints: dict[str, str],
+    resource_bodies: dict[str, Any],
+    loads: Callable[[str], Any] = orjson.loads,
 ) -> dict[str, Any]:
     """A stored row's _JSON_COLUMNS values as the API's record object (`fingerprint`: its issue's, once diagnosed).
 
     `resource_bodies` maps resource keys to resource objects (see records_json); rows written before resources were
-    stored apart carry their resource JSON themselves.
+    stored apart carry their resource JSON themselves. `loads` turns a stored JSON column into its value.
     """
     (
         record_id, type_, name, service, ts_ns, end_ns, duration_ms, status, message, exception_type,
         trace_id, span_id, parent_span_id, session_id, user_id, kind, scope, attributes, resource_key,
         resource, events, links, signature, received_ns,
     ) = values  # fmt: skip
-    loads = orjson.loads
     return {
         "record_id": record_id,
         "type": type_,
@@ -302,8 +305,10 @@ def selector_condition(selector: Selector | dict[str, Any]) -> ColumnElement[boo
     raise AssertionError("parse_selector returns one of the six selector types")
 
 
-def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
-    """One page, newest first, and the keyset position of the next page (None at the end)."""
+def read_window(
+    engine: Engine, query: WindowQuery, spliced: bool = False
+) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+    """One page, newest first (`spliced` as in records_json), and the keyset position of the next (None at the end)."""
     c = records.c
     with engine.connect() as conn:
         conn.execution_options(**{day_tables.RANGE_OPTION: (query.start_ns, query.end_ns)})
@@ -327,7 +332,7 @@ def read_window(engine: Engine, query: WindowQuery) -> tuple[list[dict[str, Any]
         rows = conn.execute(stmt.limit(query.limit + 1)).all()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
-        page = records_json(conn, rows)
+        page = records_json(conn, rows, spliced=spliced)
     next_after = (rows[-1].ts_ns, rows[-1].record_id) if more and rows else None
     return page, next_after
 
@@ -348,8 +353,14 @@ def get_records(engine: Engine, record_ids: list[str]) -> dict[str, dict[str, An
         return {record["record_id"]: record for record in records_json(conn, rows)}
 
 
-def records_json(conn: Connection, rows: list[Any], fingerprints: bool = True) -> list[dict[str, Any]]:
-    """Stored rows as API record objects, their resources (and, unless told not to, fingerprints) looked up."""
+def records_json(
+    conn: Connection, rows: list[Any], fingerprints: bool = True, spliced: bool = False
+) -> list[dict[str, Any]]:
+    """Stored rows as API record objects, their resources (and, unless told not to, fingerprints) looked up.
+
+    `spliced`: attributes, events and links stay their stored JSON text, in orjson.Fragment, for an answer orjson.dumps
+    writes at once (parsing them to write them again cost a page a quarter of its time; docs/architecture.md).
+    """
     if not rows:
         return []
     # One positional pick per row, its indexes found once per result: Row._fields builds a new tuple on every call
@@ -360,7 +371,8 @@ def records_json(conn: Connection, rows: list[Any], fingerprints: bool = True) -
     signatures = {v[_SIGNATURE] for v in picked if v[_SIGNATURE]}
     signed = _fingerprints(conn, signatures) if fingerprints else {}
     ruled = rule_fingerprints(conn, [v[_RECORD_ID] for v in picked if v[_SIGNATURE]]) if fingerprints else {}
-    out = [_record_json(v, signed, found) for v in picked]
+    loads = orjson.Fragment if spliced else orjson.loads
+    out = [_record_json(v, signed, found, loads) for v in picked]
     for record in out:
         if record["record_id"] in ruled:  # a fingerprint rule groups it now, not its signature's issue
             record["fingerprint"] = ruled[record["record_id"]]
@@ -371,7 +383,8 @@ def resource_bodies(conn: Connection, keys: set[str]) -> dict[str, Any]:
     """Resource key -> resource object (parsed once per key), for the keys given."""
     if not keys:
         return {}
-    query = select(resources.c.resource_key, resources.c.body).where(resources.c.resource_key.in_(keys))
+    column = resources.c.resource_key
+    query = select(column, resources.c.body).where(dialect.one_of(conn, column, keys))
     return {key: orjson.loads(body) for key, body in conn.execute(query)}
 
 
@@ -381,7 +394,7 @@ def _fingerprints(conn: Connection, signatures: set[str]) -> dict[str, str]:
         return {}
     rows = conn.execute(
         select(issue_signatures.c.signature, issue_signatures.c.fingerprint).where(
-            issue_signatures.c.signature.in_(signatures)
+            dialect.one_of(conn, issue_signatures.c.signature, signatures)
         )
     ).all()
     return {r.signature: r.fingerprint for r in rows}

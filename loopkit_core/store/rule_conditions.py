@@ -63,7 +63,8 @@ def rule_fingerprints(conn: Connection, record_ids: list[str]) -> dict[str, str 
     names = list(dict.fromkeys(name for rule in rules for name in rule.variables))
     first = case(*((match_condition(rule.match), index) for index, rule in enumerate(rules)), else_=None)
     keys = [variable_expression(name).label(f"v{i}") for i, name in enumerate(names)]
-    stmt = select(records.c.record_id, first.label("rule"), *keys).where(records.c.record_id.in_(record_ids))
+    listed = dialect.one_of(conn, records.c.record_id, record_ids)
+    stmt = select(records.c.record_id, first.label("rule"), *keys).where(listed)
     found: dict[str, str] = {}
     for row in conn.execute(stmt).all():
         if row.rule is not None:
@@ -72,6 +73,6 @@ def rule_fingerprints(conn: Connection, record_ids: list[str]) -> dict[str, str 
             found[row.record_id] = fingerprint(rule, {name: values[name] for name in rule.variables})
     tracked = set()
     if found:
-        query = select(issues.c.fingerprint).where(issues.c.fingerprint.in_(set(found.values())))
+        query = select(issues.c.fingerprint).where(dialect.one_of(conn, issues.c.fingerprint, found.values()))
         tracked = set(conn.execute(query).scalars().all())
     return {record_id: key if key in tracked else None for record_id, key in found.items()}
