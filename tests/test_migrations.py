@@ -14,10 +14,11 @@ from loopkit_core.fingerprint_rules import parse_rules
 from loopkit_core.model import DAY_NS, rfc3339
 from loopkit_core.projects import create_project, get_project
 from loopkit_core.store import day_tables, eval_runs, grouping_rules, memory, migrations, stages
+from loopkit_core.store.accepted import accepted_count
 from loopkit_core.store.engines import Store
 from loopkit_core.store.eval_runs import EvalRun
 from loopkit_core.store.migrations import current_version, latest, schema_version
-from loopkit_core.store.records import accepted_count, get_record, insert_records, to_rows
+from loopkit_core.store.records import get_record, insert_records, to_rows
 from loopkit_core.store.resends import stored_ids
 from loopkit_core.store.schema import control_metadata, issues, packets, project_metadata, records
 from loopkit_receivers import records_shape

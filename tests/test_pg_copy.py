@@ -5,6 +5,7 @@ PostgreSQL only (skipped without LOOPKIT_TEST_DATABASE_URL): SQLite keeps its ex
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 from pathlib import Path
@@ -14,9 +15,10 @@ from conftest import NOW, PG_URL, make_settings, span
 from sqlalchemy import Connection, func, make_url, select
 from sqlalchemy.exc import DBAPIError
 
-from loopkit_core.model import record_id_for_span
+from loopkit_core.model import Record, record_id_for_span
 from loopkit_core.projects import create_project
 from loopkit_core.store import pg_copy
+from loopkit_core.store import writer as writer_module
 from loopkit_core.store.engines import Store
 from loopkit_core.store.records import (
     COPY_MIN_ROWS,
@@ -28,7 +30,7 @@ from loopkit_core.store.records import (
     to_rows,
 )
 from loopkit_core.store.resends import stored_ids
-from loopkit_core.store.schema import RECORD_COLUMNS, records
+from loopkit_core.store.schema import ACCEPTED, RECORD_COLUMNS, counters, records, signatures
 from loopkit_core.store.writer import MAX_GROUP, Writer, _Shard
 
 pytestmark = pytest.mark.skipif(PG_URL is None, reason="needs LOOPKIT_TEST_DATABASE_URL (PostgreSQL)")
@@ -279,3 +281,93 @@ def test_a_commit_covers_at_most_max_group_requests(store: Store, pid: str, monk
         release.set()
         writer.close(timeout=30)
     assert groups == [1, MAX_GROUP, MAX_GROUP, 10]
+
+
+def accepted(store: Store, pid: str) -> int:
+    """The project's count of records ever accepted, read from its counter row."""
+    with store.project(pid).connect() as conn:
+        return conn.execute(select(counters.c.value).where(counters.c.name == ACCEPTED)).scalar_one()
+
+
+def test_two_writer_threads_insert_one_project_side_by_side(store: Store, pid: str, monkeypatch):
+    # Each commit waits after its inserts until the other has inserted too: only commits that do not take the
+    # counter's lock before inserting can both get there (with the lock first, the second waits for the first's
+    # commit and the barrier breaks).
+    meet = threading.Barrier(2, timeout=30)
+    threads: set[str] = set()
+    real = writer_module.insert_rows
+
+    def insert_then_meet(conn: Connection, rows: list) -> int:
+        inserted = real(conn, rows)
+        threads.add(threading.current_thread().name)
+        meet.wait()
+        return inserted
+
+    batches = [[span(i, trace=t) for i in range(BATCH)] for t in (1, 2, 3)]
+    with store.project(pid).begin() as conn:
+        # Their resource stored first, as in a steady stream: two transactions adding one new key queue for it.
+        insert_resources(conn, resource_rows(batches.pop()))
+    monkeypatch.setattr(writer_module, "insert_rows", insert_then_meet)
+    writer = Writer(store, threads=2)
+    try:
+        futures = [writer.submit(pid, to_rows(b, NOW), resources=resource_rows(b)) for b in batches]
+        assert [f.result(timeout=60).inserted for f in futures] == [BATCH, BATCH]
+    finally:
+        writer.close(timeout=30)
+    assert threads == {"loopkit-writer-0", "loopkit-writer-1"}
+    assert count(store, pid) == accepted(store, pid) == 2 * BATCH
+
+
+def test_racing_requests_of_one_project_over_two_threads_store_each_span_once_and_count_exactly(store: Store, pid: str):
+    # 40 requests of 300 spans, each sharing half its spans with the next one: 6,150 distinct spans.
+    def numbered(n: int) -> Record:
+        r = span(n % BATCH, trace=1 + n // BATCH, ts_ns=NOW - n * 1000, end_ns=NOW - n * 1000 + 5_000_000)
+        r.record_id = record_id_for_span("p", r.trace_id, r.span_id, r.ts_ns)
+        return r
+
+    requests = [[numbered(n * BATCH // 2 + i) for i in range(BATCH)] for n in range(40)]
+    distinct = {(r.trace_id, r.span_id) for batch in requests for r in batch}
+    writer = Writer(store, threads=2)
+    try:
+        futures = [writer.submit(pid, to_rows(b, NOW), resources=resource_rows(b)) for b in requests]
+        acks = [f.result(timeout=120) for f in futures]
+    finally:
+        writer.close(timeout=30)
+    assert sum(a.inserted for a in acks) == len(distinct) == count(store, pid) == accepted(store, pid)
+
+
+def test_two_threads_adding_the_same_new_signatures_in_opposite_orders_both_commit(store: Store, pid: str, monkeypatch):
+    # Each commit adds its first description, then waits (up to 2 s) for the other to have added its first. Taken
+    # in the orders given, each would then wait for the other's: PostgreSQL fails one as a deadlock.
+    meet = threading.Barrier(2, timeout=2)
+    real = writer_module.insert_signatures
+
+    def one_by_one(conn: Connection, rows: list) -> None:
+        for n, row in enumerate(rows):
+            real(conn, [row])
+            if n == 0:
+                # Broken when the other is queued behind this one's first description, as it should be.
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    meet.wait()
+
+    def described(signature: str) -> dict[str, str]:
+        return {"signature": signature, "template": f"failure {signature}", "type": "error", "operation": "op",
+                "service": "svc", "exception_type": ""}  # fmt: skip
+
+    first, second = described("a" * 32), described("b" * 32)
+    batches = [[span(i, trace=t) for i in range(BATCH)] for t in (1, 2, 3)]
+    with store.project(pid).begin() as conn:
+        insert_resources(conn, resource_rows(batches.pop()))
+    monkeypatch.setattr(writer_module, "insert_signatures", one_by_one)
+    writer = Writer(store, threads=2)
+    try:
+        futures = [
+            writer.submit(pid, to_rows(batch, NOW), signatures=order, resources=resource_rows(batch))
+            for batch, order in zip(batches, ([first, second], [second, first]), strict=True)
+        ]
+        assert [f.result(timeout=60).inserted for f in futures] == [BATCH, BATCH]
+    finally:
+        writer.close(timeout=30)
+    with store.project(pid).connect() as conn:
+        stored_signatures = conn.execute(select(signatures.c.signature).order_by(signatures.c.signature)).scalars()
+        assert list(stored_signatures) == ["a" * 32, "b" * 32]

@@ -45,7 +45,7 @@ from loopkit_core.scopes import (
 )
 from loopkit_core.settings import Settings
 from loopkit_core.sink import Ack, Sink
-from loopkit_core.store import approvals, cursors, eval_runs, grouping_rules, issue_merges, stages
+from loopkit_core.store import accepted, approvals, cursors, eval_runs, grouping_rules, issue_merges, stages
 from loopkit_core.store import memory as memory_store
 from loopkit_core.store import packets as packet_store
 from loopkit_core.store import records as record_store
@@ -425,7 +425,7 @@ class Loop:
             "quota_spans": project.get("quota_spans"),
             # RFC 3339, as signup answers it (the control store keeps unix seconds).
             "expires_at": rfc3339(project["expires_at"] * 10**9) if project.get("expires_at") else None,
-            "records_accepted": record_store.accepted_count(engine),
+            "records_accepted": accepted.accepted_count(engine),
         }
 
     def packet_view(self, principal: Principal, packet_id: str) -> PacketView:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select
 
 from loopkit_core.model import Record, rfc3339
 from loopkit_core.selectors import (
@@ -26,10 +26,8 @@ from loopkit_core.selectors import (
 from loopkit_core.store import day_tables, dialect, partial_indexes, pg_copy, resends
 from loopkit_core.store.rule_conditions import match_condition, part_condition, rule_fingerprints
 from loopkit_core.store.schema import (
-    ACCEPTED,
     RECORD_COLUMNS,
     Row,
-    counters,
     issue_signatures,
     records,
     resources,
@@ -174,36 +172,6 @@ def insert_signatures(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "postgresql":
         values = dialect.escape_nul_rows(values)
     conn.exec_driver_sql(sql, values)
-
-
-def accepted_total(conn: Connection) -> int:
-    """Records ever accepted by the project (what quotas count), locking the counter until the commit.
-
-    The row lock (FOR UPDATE on PostgreSQL; SQLite's write lock serializes anyway) makes writers in other
-    processes wait here, so two processes can never both spend a quota's last units.
-    """
-    locked = select(counters.c.value).where(counters.c.name == ACCEPTED).with_for_update()
-    value = conn.execute(locked).scalar()
-    if value is None:
-        # First commit (or a store older than the counter): create the row from the stored rows; a concurrent
-        # first commit elsewhere waits on this insert, then finds the row and locks it.
-        count = conn.execute(select(func.count()).select_from(records)).scalar() or 0
-        new = dialect.insert(conn, counters).values(name=ACCEPTED, value=count)
-        conn.execute(new.on_conflict_do_nothing(index_elements=["name"]))
-        value = conn.execute(locked).scalar()
-    return value
-
-
-def accepted_count(engine: Engine) -> int:
-    """Records ever accepted by the project, read without a lock (for display only)."""
-    with engine.connect() as conn:
-        return int(conn.execute(select(counters.c.value).where(counters.c.name == ACCEPTED)).scalar() or 0)
-
-
-def write_accepted_total(conn: Connection, value: int) -> None:
-    """Store the running total of records ever accepted."""
-    stmt = dialect.insert(conn, counters).values(name=ACCEPTED, value=value)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"value": value}))
 
 
 # The columns an API record object is built from, in the order _record_json unpacks them.

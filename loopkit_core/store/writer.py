@@ -11,14 +11,9 @@ from typing import Any
 
 from loopkit_core.sink import Ack, CommitFailed, Overloaded
 from loopkit_core.store import partitions
+from loopkit_core.store.accepted import accepted_total, add_accepted, write_accepted_total
 from loopkit_core.store.engines import Store
-from loopkit_core.store.records import (
-    accepted_total,
-    insert_resources,
-    insert_rows,
-    insert_signatures,
-    write_accepted_total,
-)
+from loopkit_core.store.records import insert_resources, insert_rows, insert_signatures
 from loopkit_core.store.resends import record_stored, stored_ids
 from loopkit_core.store.schema import TS_NS, Row
 
@@ -46,10 +41,16 @@ class _Item:
 
 
 class Writer:
-    """Shards projects over a few threads; each commit covers every request waiting for a project."""
+    """Shards projects over a few threads; each commit covers every request waiting for a project.
+
+    SQLite takes one writer at a time per file, so a project's requests all go to one thread. PostgreSQL inserts
+    side by side: there a request no quota limits goes to the thread with the fewest rows waiting, and one busy
+    project keeps every thread (and a PostgreSQL backend each) at work.
+    """
 
     def __init__(self, store: Store, threads: int = 2, max_pending_rows: int = 200_000) -> None:
         self._shards = [_Shard(store, max_pending_rows, i) for i in range(threads)]
+        self._spread = store.postgres
         for shard in self._shards:
             shard.start()
 
@@ -68,7 +69,10 @@ class Writer:
         With a quota, at most `quota` records are ever accepted for the project: the rows past it are
         refused (and listed in the result), exactly, however many requests race for the last places.
         """
-        shard = self._shards[zlib.crc32(project_id.encode()) % len(self._shards)]
+        if self._spread and quota is None:
+            shard = min(self._shards, key=_Shard.waiting)
+        else:
+            shard = self._shards[zlib.crc32(project_id.encode()) % len(self._shards)]
         return shard.submit(project_id, rows, quota, signatures or [], resources or [])
 
     def close(self, timeout: float | None = None) -> None:
@@ -107,6 +111,10 @@ class _Shard(threading.Thread):
             self._cond.notify()
         return future
 
+    def waiting(self) -> int:
+        """Rows queued or being committed (read without the lock: a hint for where the next request goes)."""
+        return self._pending_rows
+
     def close(self) -> None:
         with self._cond:
             self._closing = True
@@ -135,17 +143,25 @@ class _Shard(threading.Thread):
             if self._store.postgres:
                 _make_partitions(engine, items)
             with engine.begin() as conn:
-                accepted = accepted_total(conn)
+                # A quota is spent exactly: its counter is locked first, so racing writers (threads or processes)
+                # wait before they insert. Without one the lock comes after the inserts: on PostgreSQL two commits
+                # of one project then copy their rows side by side and queue only for the counter and the commit.
+                capped = any(item.quota is not None for item in items)
+                accepted = accepted_total(conn) if capped else 0
+                signatures, resources = _described(items)
+                if signatures:
+                    insert_signatures(conn, signatures)
+                if resources:
+                    insert_resources(conn, resources)
                 results = []
                 for item in items:
-                    if item.signatures:
-                        insert_signatures(conn, item.signatures)
-                    if item.resources:
-                        insert_resources(conn, item.resources)
                     result = _write(conn, item, accepted)
                     accepted += result.inserted
                     results.append(result)
-                write_accepted_total(conn, accepted)
+                if capped:
+                    write_accepted_total(conn, accepted)
+                else:
+                    add_accepted(conn, accepted)
         except Exception:
             if len(items) > 1:
                 # Isolate the failing request so its neighbours in the group still commit.
@@ -157,6 +173,22 @@ class _Shard(threading.Thread):
             return
         for item, result in zip(items, results, strict=True):
             item.future.set_result(result)
+
+
+def _described(items: list[_Item]) -> tuple[Descriptions, Resources]:
+    """The group's signature descriptions and resources, each key once (its first request's), in key order.
+
+    In key order because two transactions adding the same new keys wait for each other's: in one order they queue,
+    in two they deadlock, and PostgreSQL fails one of them (as it did once two threads wrote one project).
+    """
+    signatures: dict[str, dict[str, Any]] = {}
+    resources: dict[str, str] = {}
+    for item in items:
+        for description in item.signatures:
+            signatures.setdefault(description["signature"], description)
+        for key, body in item.resources:
+            resources.setdefault(key, body)
+    return [signatures[key] for key in sorted(signatures)], sorted(resources.items())
 
 
 def _make_partitions(engine: Any, items: list[_Item]) -> None:
