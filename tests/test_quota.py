@@ -362,3 +362,8 @@ def test_permanent_projects_are_uncapped(quota_server: Running):
         records = [{"type": "event", "name": f"r{i}"} for i in range(QUOTA + 200)]
         body = client.post("/v1/traces", json={"records": records}, headers=auth(minted["producer_key"])).json()
         assert (body["accepted"], body["rejected"]) == (QUOTA + 200, 0)
+        # Uncapped, the count is added to after the inserts: it still counts every record accepted, and only once.
+        again = client.post("/v1/traces", json={"records": records[:10]}, headers=auth(minted["producer_key"]))
+        assert again.status_code == 200, again.text
+    count, _, counter = stored_in_file(quota_server, minted["project_id"])
+    assert count == counter == QUOTA + 200 + 10  # records without a span or a time are new each time they are sent
