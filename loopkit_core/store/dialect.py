@@ -51,7 +51,7 @@ def one_of(conn: Connection, column: ColumnElement[Any], values: Iterable[Any]) 
     """
     if conn.dialect.name == "postgresql":
         return column == any_(bindparam(None, sorted(set(values)), type_=ARRAY(column.type)))
-    return column.in_(values)
+    return column.in_(list(values))  # a list: any iterable (a set, a dict's values) is read once, here
 
 
 def schema_of(conn: Connection) -> str | None:
