@@ -289,6 +289,17 @@ def accepted(store: Store, pid: str) -> int:
         return conn.execute(select(counters.c.value).where(counters.c.name == ACCEPTED)).scalar_one()
 
 
+def two_batches_after_their_resource(store: Store, pid: str) -> list[list[Record]]:
+    """Two batches of BATCH spans (traces 1 and 2) whose resource the project already holds, as in a steady stream.
+
+    Two transactions adding the same new resource key queue for it: a test of commits side by side stores it first.
+    """
+    batches = [[span(i, trace=t) for i in range(BATCH)] for t in (1, 2, 3)]
+    with store.project(pid).begin() as conn:
+        insert_resources(conn, resource_rows(batches.pop()))
+    return batches
+
+
 def test_two_writer_threads_insert_one_project_side_by_side(store: Store, pid: str, monkeypatch):
     # Each commit waits after its inserts until the other has inserted too: only commits that do not take the
     # counter's lock before inserting can both get there (with the lock first, the second waits for the first's
@@ -303,10 +314,7 @@ def test_two_writer_threads_insert_one_project_side_by_side(store: Store, pid: s
         meet.wait()
         return inserted
 
-    batches = [[span(i, trace=t) for i in range(BATCH)] for t in (1, 2, 3)]
-    with store.project(pid).begin() as conn:
-        # Their resource stored first, as in a steady stream: two transactions adding one new key queue for it.
-        insert_resources(conn, resource_rows(batches.pop()))
+    batches = two_batches_after_their_resource(store, pid)
     monkeypatch.setattr(writer_module, "insert_rows", insert_then_meet)
     writer = Writer(store, threads=2)
     try:
@@ -355,9 +363,7 @@ def test_two_threads_adding_the_same_new_signatures_in_opposite_orders_both_comm
                 "service": "svc", "exception_type": ""}  # fmt: skip
 
     first, second = described("a" * 32), described("b" * 32)
-    batches = [[span(i, trace=t) for i in range(BATCH)] for t in (1, 2, 3)]
-    with store.project(pid).begin() as conn:
-        insert_resources(conn, resource_rows(batches.pop()))
+    batches = two_batches_after_their_resource(store, pid)
     monkeypatch.setattr(writer_module, "insert_signatures", one_by_one)
     writer = Writer(store, threads=2)
     try:
